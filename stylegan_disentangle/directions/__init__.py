@@ -1,0 +1,1 @@
+"""directions stage (see DESIGN.md)."""

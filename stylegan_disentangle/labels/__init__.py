@@ -1,0 +1,1 @@
+"""labels stage (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""latents stage (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""networks stage (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""ops stage (see DESIGN.md)."""
