@@ -1,1 +1,5 @@
-"""directions stage (see DESIGN.md)."""
+"""Direction finders in W and the DirectionSet artifact they produce (see DESIGN.md)."""
+
+from .direction_set import DirectionSet
+
+__all__ = ["DirectionSet"]
