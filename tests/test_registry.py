@@ -190,3 +190,33 @@ def test_is_available_reflects_the_cache(tmp_path):
     assert not entry.is_available(tmp_path)
     entry.local_path(tmp_path).write_bytes(b"x")
     assert entry.is_available(tmp_path)
+
+
+def test_cli_list_checkpoints_table_marks_cached_entries(tmp_path):
+    from click.testing import CliRunner
+
+    from stylegan_disentangle.cli import main
+
+    get_checkpoint_info("metfaces").local_path(tmp_path).write_bytes(b"x")
+    result = CliRunner().invoke(main, ["list-checkpoints", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["name", "flavour", "res", "c_dim", "cached", "url"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(known_checkpoints())
+    assert rows["metfaces"][1:5] == ["sg2ada", "1024", "0", "yes"]
+    assert rows["ffhq"][4] == "no" and rows["ffhq"][5] == get_checkpoint_info("ffhq").url
+
+
+def test_cli_list_checkpoints_json(tmp_path):
+    from click.testing import CliRunner
+
+    from stylegan_disentangle.cli import main
+
+    result = CliRunner().invoke(main, ["list-checkpoints", "--json", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["name"] for r in rows] == list(known_checkpoints())
+    ffhq = next(r for r in rows if r["name"] == "ffhq")
+    assert ffhq["cached"] is False and ffhq["sha256"] == get_checkpoint_info("ffhq").sha256
+    assert ffhq["local_path"] == str(get_checkpoint_info("ffhq").local_path(tmp_path))
