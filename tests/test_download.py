@@ -78,7 +78,7 @@ def server(monkeypatch):
     monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
-    srv.files = {"/nets/model.pkl": PAYLOAD}
+    srv.files = {"/nets/model.pkl": PAYLOAD, "/nets/model.pkl?v=2": PAYLOAD}
     srv.cut_after = {}
     srv.ignore_range = False
     srv.requests = []
@@ -230,6 +230,14 @@ def test_rejects_non_http_urls_and_bad_hashes(tmp_path):
         download_file("https://example.com/a.pkl", cache_dir=tmp_path, sha256="abc")
 
 
+def test_unusable_cache_dir_gives_download_error(server, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+    url = server.base + "/nets/model.pkl"
+    with pytest.raises(DownloadError, match=re.escape(url)):
+        download_file(url, cache_dir=not_a_dir / "cache", progress=False)
+
+
 def test_env_var_overrides_cache_dir(server, tmp_path, monkeypatch):
     cache = tmp_path / "my-cache"
     monkeypatch.setenv(CACHE_ENV_VAR, str(cache))
@@ -263,3 +271,11 @@ def test_nothing_half_written_at_the_final_name_while_downloading(server, tmp_pa
     assert str(final) + ".part" in opened_for_writing, "the body must be written to the .part file"
     assert str(final) not in opened_for_writing, "the final name may only appear by renaming a complete file"
     assert final.read_bytes() == PAYLOAD
+
+
+def test_progress_bar_is_shown_on_request(server, tmp_path, capsys):
+    url = server.base + "/nets/model.pkl"
+    download_file(url, cache_dir=tmp_path, progress=True)
+    assert "model.pkl" in capsys.readouterr().err
+    download_file(server.base + "/nets/model.pkl?v=2", cache_dir=tmp_path, progress=False)
+    assert capsys.readouterr().err == ""

@@ -117,33 +117,41 @@ def download_file(
         raise DownloadError(f"not an http(s) URL: {url!r}")
     expected = _normalize_sha256(sha256)
     final = cache_path_for_url(url, cache_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_file() and (expected is None or _verified_digest(final) == expected):
+            logger.debug("using cached %s for %s", final, url)
+            return final  # no lock, no request: a read-only cache directory works too
+        with _file_lock(final.with_name(final.name + ".lock")):
+            return _download_into_cache(url, final, expected, progress=progress, timeout=timeout, retries=retries)
+    except OSError as exc:  # disk full, permissions, and requests' own errors (they derive from IOError)
+        raise DownloadError(f"could not download {url} into {final.parent}: {exc}") from exc
 
-    if final.is_file() and (expected is None or _verified_digest(final) == expected):
-        logger.debug("using cached %s for %s", final, url)
-        return final  # no lock, no request: a read-only cache directory works too
 
-    with _file_lock(final.with_name(final.name + ".lock")):
-        if final.is_file():
-            if expected is None or _verified_digest(final) == expected:
-                return final  # another process finished it while we waited for the lock
-            logger.warning("cached %s does not match sha256 %s; downloading %s again", final, expected, url)
-            final.unlink()
-            _meta_path(final).unlink(missing_ok=True)
+def _download_into_cache(
+    url: str, final: Path, expected: str | None, *, progress: bool | None, timeout: float, retries: int
+) -> Path:
+    """Under the lock: fetch into `<final>.part`, verify, rename onto `final`, record the digest."""
+    if final.is_file():
+        if expected is None or _verified_digest(final) == expected:
+            return final  # another process finished it while we waited for the lock
+        logger.warning("cached %s does not match sha256 %s; downloading %s again", final, expected, url)
+        final.unlink()
+        _meta_path(final).unlink(missing_ok=True)
 
-        part = final.with_name(final.name + ".part")
-        _fetch_to_part(url, part, progress=progress, timeout=timeout, retries=retries)
+    part = final.with_name(final.name + ".part")
+    _fetch_to_part(url, part, progress=progress, timeout=timeout, retries=retries)
 
-        actual = sha256_file(part)
-        if expected is not None and actual != expected:
-            part.unlink(missing_ok=True)
-            raise DownloadError(
-                f"sha256 mismatch for {url}: expected {expected}, got {actual}; the downloaded file was deleted"
-            )
-        os.replace(part, final)
-        _write_meta(final, actual, url)
-        logger.info("downloaded %s -> %s", url, final)
-        return final
+    actual = sha256_file(part)
+    if expected is not None and actual != expected:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"sha256 mismatch for {url}: expected {expected}, got {actual}; the downloaded file was deleted"
+        )
+    os.replace(part, final)
+    _write_meta(final, actual, url)
+    logger.info("downloaded %s -> %s", url, final)
+    return final
 
 
 def _normalize_sha256(sha256: str | None) -> str | None:
