@@ -38,6 +38,7 @@ class DiscriminatorBlock(nn.Module):
         use_fp16: bool = False,
         fp16_channels_last: bool = False,
         freeze_layers: int = 0,
+        fp32_on_cpu: bool = False,
     ) -> None:
         super().__init__()
         if in_channels not in (0, tmp_channels):
@@ -51,6 +52,8 @@ class DiscriminatorBlock(nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
+        # The StyleGAN3 repo's classes run fp16 blocks in fp32 on CPU; StyleGAN2-ADA's run them in fp16 everywhere.
+        self.fp32_on_cpu = fp32_on_cpu
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_layers = 0
 
@@ -74,6 +77,8 @@ class DiscriminatorBlock(nn.Module):
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, in_channels, r, r] or None, img [N, C, r, r] or None -> (x [N, out, r/2, r/2], img or None)."""
+        if self.fp32_on_cpu and (x if x is not None else img).device.type != "cuda":
+            force_fp32 = True
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         if x is not None:

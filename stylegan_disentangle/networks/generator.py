@@ -16,7 +16,7 @@ from .mapping import MappingNetwork
 from .persistence import persistent_class
 from .synthesis import SynthesisNetwork
 
-SG3_SYNTHESIS_DEFAULTS = {"num_fp16_res": 4, "conv_clamp": 256, "fused_modconv_default": True}
+SG3_SYNTHESIS_DEFAULTS = {"num_fp16_res": 4, "conv_clamp": 256, "fused_modconv_default": True, "fp32_on_cpu": True}
 SG3_MAPPING_DEFAULTS = {"w_avg_beta": 0.998}
 
 

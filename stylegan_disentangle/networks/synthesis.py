@@ -139,6 +139,7 @@ class SynthesisBlock(nn.Module):
         use_fp16: bool = False,
         fp16_channels_last: bool = False,
         fused_modconv_default: bool | str | None = None,
+        fp32_on_cpu: bool = False,
         **layer_kwargs,
     ) -> None:
         super().__init__()
@@ -155,6 +156,8 @@ class SynthesisBlock(nn.Module):
         # None: the StyleGAN2-ADA rule (fused in eval mode for fp32 or batch 1); True / False / 'inference_only':
         # the StyleGAN3 repo's explicit setting.
         self.fused_modconv_default = fused_modconv_default
+        # The StyleGAN3 repo's classes run fp16 blocks in fp32 on CPU; StyleGAN2-ADA's run them in fp16 everywhere.
+        self.fp32_on_cpu = fp32_on_cpu
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -199,6 +202,8 @@ class SynthesisBlock(nn.Module):
         """x [N, in_channels, r/2, r/2] (None for the first block), img [N, C, r/2, r/2] or None,
         ws [N, num_conv + num_torgb, w_dim] -> (x [N, out_channels, r, r], img [N, C, r, r] or None)."""
         w_iter = iter(ws.unbind(dim=1))
+        if self.fp32_on_cpu and ws.device.type != "cuda":
+            force_fp32 = True
         use_fp16 = self.use_fp16 and not force_fp32
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

@@ -1,0 +1,146 @@
+"""`load_network_pkl`: read official StyleGAN2 network pickles (StyleGAN2-ADA-pytorch, StyleGAN3 repository,
+original TensorFlow StyleGAN2) from a path, URL or known name, without executing anything stored in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..utils import resolve_device
+from .rebuild import build_from_description, detect_flavor
+from .registry import resolve_checkpoint
+from .tf_convert import convert_tf_discriminator, convert_tf_generator
+from .unpickler import EasyDictDescription, PersistentDescription, TFNetworkDescription, restricted_load
+
+logger = logging.getLogger(__name__)
+
+NETWORK_KEYS = ("G", "D", "G_ema")
+_EXPECTED_CLASS = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class NetworkPickle:
+    """A loaded checkpoint: the networks and plain data (`data`), where it came from, and its flavour."""
+
+    path: Path
+    flavor: str
+    data: dict[str, Any]
+
+
+def read_descriptions(path: str | os.PathLike) -> Any:
+    """Unpickle `path` with the restricted unpickler; every failure becomes a CheckpointError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if size == 0:
+                raise CheckpointError(f"{path}: the file is empty")
+            if head.startswith(_ZIP_MAGIC):
+                raise CheckpointError(f"{path}: this is a zip archive (torch.save format), not a network pickle")
+            if head[:1] != b"\x80":
+                raise CheckpointError(f"{path}: not a pickle file (it starts with {head!r})")
+            f.seek(0)
+            return restricted_load(f)
+    except CheckpointError as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+            RuntimeError, OverflowError, struct.error, UnicodeDecodeError, MemoryError) as exc:
+        kind = "truncated" if isinstance(exc, EOFError) else "corrupt"
+        raise CheckpointError(f"{path}: {kind} network pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _plain_data(value: Any) -> Any:
+    if isinstance(value, EasyDictDescription):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if isinstance(value, dict) and not isinstance(value, PersistentDescription):
+        return {k: _plain_data(v) for k, v in value.items()}
+    return value
+
+
+def _from_tf_tuple(raw: tuple, where: Path) -> dict[str, Any]:
+    tf_G, tf_D, tf_Gs = raw
+    try:
+        return dict(G=convert_tf_generator(tf_G), D=convert_tf_discriminator(tf_D), G_ema=convert_tf_generator(tf_Gs),
+                    training_set_kwargs=None, augment_pipe=None)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+
+
+def _from_dict(raw: dict, where: Path) -> tuple[dict[str, Any], str]:
+    if "G_ema" not in raw:
+        raise CheckpointError(f"{where}: the pickle has no 'G_ema' network (keys: {sorted(map(str, raw))})")
+    data: dict[str, Any] = {}
+    generator = raw["G_ema"]
+    flavor = detect_flavor(generator) if isinstance(generator, PersistentDescription) else "sg2ada"
+    for key, value in raw.items():
+        if key in NETWORK_KEYS:
+            if value is None and key != "G_ema":
+                data[key] = None
+                continue
+            if not isinstance(value, PersistentDescription):
+                raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a network")
+            if value.class_name != _EXPECTED_CLASS[key]:
+                raise CheckpointError(f"{where}: {key} is a {value.class_name}, expected a {_EXPECTED_CLASS[key]}")
+            data[key] = build_from_description(value, f"{where}: {key}", flavor)
+        else:
+            data[key] = _plain_data(value)
+    for key in ("G", "D", "training_set_kwargs", "augment_pipe"):
+        data.setdefault(key, None)
+    return data, flavor
+
+
+def open_network_pkl(
+    spec: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> NetworkPickle:
+    """Like load_network_pkl, but also returns the local path and the flavour ('sg2ada' | 'sg3' | 'tf')."""
+    path = resolve_checkpoint(spec, cache_dir=cache_dir, progress=progress)
+    raw = read_descriptions(path)
+    if isinstance(raw, tuple) and len(raw) == 3 and all(isinstance(n, TFNetworkDescription) for n in raw):
+        data, flavor = _from_tf_tuple(raw, path), "tf"
+    elif isinstance(raw, dict):
+        data, flavor = _from_dict(raw, path)
+    else:
+        raise CheckpointError(f"{path}: expected a dict with G / D / G_ema or a TF (G, D, Gs) tuple at the top "
+                              f"level, got {type(raw).__name__}")
+    target = resolve_device(device)
+    for key in NETWORK_KEYS:
+        if isinstance(data.get(key), nn.Module):
+            data[key] = data[key].to(target)
+    logger.debug("loaded %s (%s)", path, flavor)
+    return NetworkPickle(path=Path(path), flavor=flavor, data=data)
+
+
+def load_network_pkl(
+    spec: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Load a network pickle from a path, an http(s) URL or a known name (see `list-checkpoints`).
+
+    Returns {'G', 'D', 'G_ema', 'training_set_kwargs', 'augment_pipe'} (plus any other plain entries of the file):
+    our own Generator / Discriminator modules with the official weights, or None where the file has none;
+    `augment_pipe` stays a plain description. Raises CheckpointError naming the file for anything unreadable,
+    unsafe or unsupported.
+    """
+    return open_network_pkl(spec, device, cache_dir=cache_dir, progress=progress).data
