@@ -105,5 +105,8 @@ def save_network_pkl(path: str | os.PathLike, data: dict[str, Any]) -> None:
         out.setdefault(key, None)
     ordered = {k: out[k] for k in ("training_set_kwargs", "G", "D", "G_ema", "augment_pipe")}
     ordered.update({k: v for k, v in out.items() if k not in ordered})
-    with atomic_write(path, "wb") as f:
-        _OfficialLayoutPickler(f, protocol=_PROTOCOL).dump(ordered)
+    try:
+        with atomic_write(path, "wb") as f:
+            _OfficialLayoutPickler(f, protocol=_PROTOCOL).dump(ordered)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot write the network pickle, a value is not plain data: {exc}") from None

@@ -1,0 +1,43 @@
+"""Small networks in the official layout, made by the tests themselves (no files from elsewhere)."""
+
+from __future__ import annotations
+
+import torch
+
+from stylegan_disentangle.networks import Discriminator, Generator
+
+TINY_CONFIGS = {
+    "skip16": dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                   synthesis_kwargs=dict(channel_base=128, channel_max=16)),
+    "resnet_cond16": dict(z_dim=8, c_dim=3, w_dim=8, img_resolution=16, img_channels=3,
+                          mapping_kwargs=dict(num_layers=2),
+                          synthesis_kwargs=dict(channel_base=128, channel_max=16, architecture="resnet",
+                                                num_fp16_res=1, conv_clamp=256)),
+    "orig8_gray": dict(z_dim=4, c_dim=0, w_dim=6, img_resolution=8, img_channels=1, mapping_kwargs=dict(num_layers=1),
+                       synthesis_kwargs=dict(channel_base=64, channel_max=8, architecture="orig")),
+    "sg3_flat16": dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                       mapping_kwargs=dict(num_layers=2), channel_base=128, channel_max=16),
+}
+
+
+def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every parameter and buffer (except FIR filters) random values, so that each one matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if name.endswith("resample_filter"):
+                continue
+            tensor.add_(0.1 * torch.randn(tensor.shape, generator=gen))
+    return module.eval()
+
+
+def tiny_networks(config: str, seed: int = 0) -> dict:
+    """{'G', 'G_ema', 'D', 'training_set_kwargs', 'augment_pipe'} for one of TINY_CONFIGS."""
+    torch.manual_seed(seed)
+    kwargs = TINY_CONFIGS[config]
+    G = perturbed(Generator(**kwargs), seed + 1)
+    G_ema = perturbed(Generator(**kwargs), seed + 2)
+    D = perturbed(Discriminator(c_dim=kwargs["c_dim"], img_resolution=kwargs["img_resolution"],
+                                img_channels=kwargs["img_channels"], channel_base=128, channel_max=16), seed + 3)
+    return dict(G=G, D=D, G_ema=G_ema, training_set_kwargs=dict(resolution=kwargs["img_resolution"]),
+                augment_pipe=None)
