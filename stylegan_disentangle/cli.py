@@ -23,6 +23,135 @@ def main(ctx: click.Context, quiet: bool) -> None:
 # Subcommands are registered below, one import per module (keep this list sorted by module).
 
 
+@main.command("info")
+@click.argument("pkl")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(pkl: str, as_json: bool) -> None:
+    """Describe a network pickle (path, URL or known name): flavour, sizes, architecture, parameters, sha256."""
+    import json
+
+    from .checkpoints import open_network_pkl
+    from .checkpoints.inspect import network_summary
+
+    summary = network_summary(_open_or_fail(open_network_pkl, pkl))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    for key, value in summary.items():
+        click.echo(f"{key:20s} {value}")
+
+
+@main.command("generate")
+@click.argument("pkl")
+@click.option("--seeds", default="0-7", show_default=True, help="Seeds, e.g. 0-7 or 1,5,9.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc-cutoff", type=int, default=None, help="Truncate only the first N ws.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--grid", is_flag=True, help="Also write all images as one grid.png.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | None, noise_mode: str,
+             class_idx: int | None, outdir: str, grid: bool, device: str) -> None:
+    """Generate one PNG per seed (z drawn as in the official scripts: RandomState(seed).randn(z_dim))."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from . import __version__
+    from .checkpoints import open_network_pkl
+    from .utils import atomic_write, resolve_device, sha256_file
+    from .utils.images import image_grid, save_png, to_uint8
+    from .utils.ranges import parse_seeds
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    target = resolve_device(device)
+    pkl_data = _open_or_fail(open_network_pkl, pkl, device=target)
+    G = pkl_data.data["G_ema"]
+    c = torch.zeros([1, G.c_dim], device=target)
+    if G.c_dim:
+        if class_idx is None or not 0 <= class_idx < G.c_dim:
+            raise click.BadParameter(f"this network is conditional: pass --class between 0 and {G.c_dim - 1}",
+                                     param_hint="--class")
+        c[:, class_idx] = 1
+    elif class_idx is not None:
+        click.echo("warning: --class is ignored, the network is unconditional", err=True)
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    with torch.no_grad():
+        for seed in seed_list:
+            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(target)
+            img = to_uint8(G(z, c, truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff,
+                             noise_mode=noise_mode))[0]
+            save_png(img, out / f"seed{seed:04d}.png")
+            images.append(img)
+    if grid:
+        upscale = max(1, 256 // G.img_resolution)
+        save_png(image_grid(np.stack(images)), out / "grid.png", upscale=upscale)
+    config = dict(command="generate", pkl=str(pkl_data.path), sha256=sha256_file(pkl_data.path), seeds=seed_list,
+                  truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff, noise_mode=noise_mode,
+                  class_idx=class_idx, device=str(target), version=__version__)
+    with atomic_write(out / "config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    click.echo(f"wrote {len(seed_list)} images to {out}")
+
+
+@main.command("demo")
+@click.option("--outdir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, outdir: str, device: str) -> None:
+    """The quick tour: load a checkpoint safely, describe it, and write a grid of generated images.
+
+    Uses the reference network in ../shared/reference when it is there, otherwise writes a tiny random network in
+    the official layout first (no pretrained weights can be downloaded here).
+    """
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoints import save_network_pkl
+    from .networks import Discriminator, Generator
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = Path.cwd().parent / "shared" / "reference" / "sg2ada_skip_32.pkl"
+    if reference.is_file():
+        pkl = reference
+    else:
+        torch.manual_seed(0)
+        kwargs = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3,
+                      mapping_kwargs=dict(num_layers=4), synthesis_kwargs=dict(channel_base=2048, channel_max=64))
+        G = Generator(**kwargs).eval()
+        D = Discriminator(c_dim=0, img_resolution=32, img_channels=3, channel_base=2048, channel_max=64).eval()
+        pkl = out / "tiny_random.pkl"
+        save_network_pkl(pkl, dict(G=G, D=D, G_ema=G, training_set_kwargs=None, augment_pipe=None))
+        click.echo(f"no reference network found; wrote a tiny random network to {pkl}")
+    click.echo(f"== info {pkl}")
+    ctx.invoke(info, pkl=str(pkl), as_json=False)
+    click.echo("== generate")
+    ctx.invoke(generate, pkl=str(pkl), seeds="0-15", truncation_psi=0.7, trunc_cutoff=None, noise_mode="const",
+               class_idx=None, outdir=str(out / "images"), grid=True, device=device)
+    click.echo(f"open {out / 'images' / 'grid.png'}")
+
+
+def _open_or_fail(open_fn, pkl: str, **kwargs):
+    """Open a checkpoint, turning our errors into a clean CLI message (no traceback)."""
+    from .errors import StyleGANDisentangleError
+
+    try:
+        return open_fn(pkl, **kwargs)
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("list-checkpoints")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON instead of a table.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,

@@ -1,0 +1,37 @@
+"""A summary of a loaded checkpoint, for `stylegan-disentangle info` and for run records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..networks import Generator
+from ..utils import sha256_file
+from .loader import NetworkPickle
+
+
+def count_parameters(module) -> int:
+    return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
+
+
+def network_summary(pkl: NetworkPickle) -> dict[str, Any]:
+    """Flavour, dimensions, architecture, fp16 resolutions, parameter counts and sha256 of a loaded pickle."""
+    G: Generator = pkl.data["G_ema"]
+    blocks = [getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions]
+    return {
+        "path": str(pkl.path),
+        "sha256": sha256_file(pkl.path),
+        "flavor": pkl.flavor,
+        "resolution": G.img_resolution,
+        "img_channels": G.img_channels,
+        "z_dim": G.z_dim,
+        "w_dim": G.w_dim,
+        "c_dim": G.c_dim,
+        "num_ws": G.num_ws,
+        "mapping_layers": G.mapping.num_layers,
+        "architecture": blocks[-1].architecture,
+        "channels": {block.resolution: block.conv1.out_channels for block in blocks},
+        "fp16_resolutions": [block.resolution for block in blocks if block.use_fp16],
+        "conv_clamp": blocks[-1].conv1.conv_clamp,
+        "parameters": {key: count_parameters(pkl.data.get(key)) for key in ("G", "G_ema", "D")},
+        "training_set_kwargs": pkl.data.get("training_set_kwargs"),
+    }

@@ -1,0 +1,41 @@
+"""Turn generator output into pictures: [-1, 1] float images -> uint8, grids, PNG files (written atomically)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image  # Pillow ships with matplotlib, one of our dependencies
+
+from .atomic import atomic_write_path
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """img [N, C, H, W] in about [-1, 1] -> uint8 array [N, H, W, C] (C = 1 or 3)."""
+    if img.ndim != 4:
+        raise ValueError(f"expected images [N, C, H, W], got shape {tuple(img.shape)}")
+    img = (img.detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return img.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 images [N, H, W, C] into one [rows*(H+pad)-pad, cols*(W+pad)-pad, C] image."""
+    n, h, w, c = images.shape
+    cols = cols or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.full([rows * (h + pad) - pad, cols * (w + pad) - pad, c], pad_value, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = images[i]
+    return grid
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike, upscale: int = 1) -> None:
+    """Write a uint8 [H, W, C] image as PNG, optionally enlarged by nearest-neighbour `upscale` (small nets)."""
+    if upscale > 1:
+        array = array.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    with atomic_write_path(path) as tmp:
+        image.save(tmp, format="PNG")
