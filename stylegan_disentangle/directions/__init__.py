@@ -1,5 +1,24 @@
-"""Direction finders in W and the DirectionSet artifact they produce (see DESIGN.md)."""
+"""Direction finders in W and the DirectionSet artifact they produce (see DESIGN.md).
 
+Every finder is a scikit-learn estimator (`fit(w, y=None)` -> self, `directions_` `[K, w_dim]` unit rows, `names_`,
+`transform`, `to_direction_set`). The artifact is `DirectionSet` (save / load / InterFaceGAN export).
+"""
+
+from .closed_form import ClosedFormDirections
 from .direction_set import DirectionSet
+from .linear import LinearDirections
+from .naming import DirectionNames, name_directions
+from .orthogonalize import orthogonalize
+from .pca import PCADirections
+from .sparse import SparseDirections
 
-__all__ = ["DirectionSet"]
+__all__ = [
+    "ClosedFormDirections",
+    "DirectionNames",
+    "DirectionSet",
+    "LinearDirections",
+    "PCADirections",
+    "SparseDirections",
+    "name_directions",
+    "orthogonalize",
+]
