@@ -1,1 +1,34 @@
-"""labels stage (see DESIGN.md)."""
+"""Labels stage: the Labeler protocol, the registry, and the built-in image-statistics labeler."""
+
+from .base import (
+    CallableLabeler,
+    CombinedLabeler,
+    Labeler,
+    LabelerError,
+    apply_labeler,
+    combine_labelers,
+    labeler_from_callable,
+    needs_images,
+    resize_images,
+)
+from .image_stats import IMAGE_STATS, ImageStatsLabeler
+from .registry import available_labelers, get_labeler, get_labelers, register_labeler, unregister_labeler
+
+__all__ = [
+    "IMAGE_STATS",
+    "CallableLabeler",
+    "CombinedLabeler",
+    "ImageStatsLabeler",
+    "Labeler",
+    "LabelerError",
+    "apply_labeler",
+    "available_labelers",
+    "combine_labelers",
+    "get_labeler",
+    "get_labelers",
+    "labeler_from_callable",
+    "needs_images",
+    "register_labeler",
+    "resize_images",
+    "unregister_labeler",
+]

@@ -1,1 +1,34 @@
-"""latents stage (see DESIGN.md)."""
+"""Latent stage: sampling z -> w / ws (truncation, classes, per-sample seeds), the on-disk LatentBank, W statistics."""
+
+from .bank import LatentBank, generator_fingerprint
+from .sampling import (
+    Latents,
+    bank_seeds,
+    broadcast_w,
+    check_ws,
+    eval_mode,
+    generator_device,
+    map_z,
+    one_hot,
+    sample_latents,
+    truncate,
+    z_from_seeds,
+)
+from .stats import WStats
+
+__all__ = [
+    "LatentBank",
+    "Latents",
+    "WStats",
+    "bank_seeds",
+    "broadcast_w",
+    "check_ws",
+    "eval_mode",
+    "generator_device",
+    "generator_fingerprint",
+    "map_z",
+    "one_hot",
+    "sample_latents",
+    "truncate",
+    "z_from_seeds",
+]
