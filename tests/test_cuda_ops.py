@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,15 +82,53 @@ class HostOps:
         return y
 
 
-@pytest.fixture(scope="module")
-def host_ops(tmp_path_factory) -> HostOps:
+class CountingOps:
+    """Counts calls into an ops namespace (torch.ops.<ns>) so tests can tell whether the compiled op ran."""
+
+    def __init__(self, namespace) -> None:
+        self.namespace = namespace
+        self.calls = 0
+
+    def bias_act(self, *args):
+        self.calls += 1
+        return self.namespace.bias_act(*args)
+
+    def upfirdn2d(self, *args):
+        self.calls += 1
+        return self.namespace.upfirdn2d(*args)
+
+
+ENV_HOST_EXTENSION = "STYLEGAN_DISENTANGLE_TEST_HOST_EXTENSION"
+
+
+def _host_compiler() -> str:
     compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         pytest.skip("no host C++ compiler to build third_party/stylegan2_ops/host_reference.cpp")
-    lib = tmp_path_factory.mktemp("host_ops") / "libsgd_host.so"
-    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-std=c++17", f"-I{SOURCES}",
-                    str(SOURCES / "host_reference.cpp"), "-o", str(lib)], check=True, capture_output=True)
-    return HostOps(ctypes.CDLL(str(lib)))
+    return compiler
+
+
+@pytest.fixture(scope="module", params=["ctypes", "torch_extension"])
+def host_ops(request, tmp_path_factory):
+    """The kernels' math on CPU: via ctypes (always), or through ops.cpp itself built for CPU tensors (slow: set
+    STYLEGAN_DISENTANGLE_TEST_HOST_EXTENSION=1; it compiles against torch's headers, ~15 s)."""
+    compiler = _host_compiler()
+    build = tmp_path_factory.mktemp(f"host_{request.param}")
+    if request.param == "ctypes":
+        lib = build / "libsgd_host.so"
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-std=c++17", f"-I{SOURCES}",
+                        str(SOURCES / "host_reference.cpp"), "-o", str(lib)], check=True, capture_output=True)
+        return HostOps(ctypes.CDLL(str(lib)))
+    if os.environ.get(ENV_HOST_EXTENSION, "0") in ("", "0"):
+        pytest.skip(f"set {ENV_HOST_EXTENSION}=1 to build ops.cpp for CPU tensors and run these tests through it")
+    from torch.utils import cpp_extension
+
+    cpp_extension.load(
+        name="stylegan2_ops_host", sources=[str(SOURCES / "ops.cpp"), str(SOURCES / "host_reference.cpp")],
+        extra_cflags=["-O1", "-DSGD_OPS_DEVICE=CPU", "-DSGD_OPS_NAMESPACE=stylegan_disentangle_host",
+                      "-DSGD_HOST_LAUNCHERS"],
+        extra_include_paths=[str(SOURCES)], build_directory=str(build), is_python_module=False)
+    return CountingOps(torch.ops.stylegan_disentangle_host)
 
 
 def _kernels(ops) -> tuple:
@@ -202,6 +241,27 @@ def test_host_bias_act_handles_layouts_and_dims(host_ops, layout):
     ref = _grads(lambda x_, b_: bias_act_ref(x_, b_, dim=dim % x.ndim, act="lrelu", clamp=1.0), [x, b], dy)
     for g, w in zip(got, ref):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_host_ops_reject_bad_arguments_with_clear_messages(host_ops):
+    if isinstance(host_ops, HostOps):
+        pytest.skip("argument checks live in ops.cpp (torch_extension variant)")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    f = torch.ones(4, 4)
+    with pytest.raises(RuntimeError, match=r"b must be \[3\]"):
+        host_ops.bias_act(x, torch.ones(4, dtype=torch.float64), None, 1, 1, 0, 0.0, 1.0, -1.0)
+    with pytest.raises(RuntimeError, match="g is required"):
+        host_ops.bias_act(x, None, None, 1, 1, 1, 0.0, 1.0, -1.0)
+    with pytest.raises(RuntimeError, match="unknown activation"):
+        host_ops.bias_act(x, None, None, 1, 42, 0, 0.0, 1.0, -1.0)
+    with pytest.raises(RuntimeError, match="smaller than the filter"):
+        host_ops.upfirdn2d(x, f, 1, 1, 1, 1, -1, 0, 0, 0, False, 1.0)
+    with pytest.raises(RuntimeError, match="2-d float32"):
+        host_ops.upfirdn2d(x, f.double(), 1, 1, 1, 1, 0, 0, 0, 0, False, 1.0)
+    with pytest.raises(RuntimeError, match="taps"):
+        host_ops.upfirdn2d(x, torch.ones(100, 100), 1, 1, 1, 1, 99, 99, 99, 99, False, 1.0)
+    with pytest.raises(RuntimeError, match="float32, float64, float16 or bfloat16"):
+        host_ops.bias_act(x.to(torch.int32), None, None, 1, 1, 0, 0.0, 1.0, -1.0)
 
 
 def test_host_bias_act_promotes_dtypes_like_the_reference(host_ops):

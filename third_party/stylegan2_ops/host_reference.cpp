@@ -4,6 +4,8 @@
 // (plain C++, no torch, no CUDA) and calls it through ctypes with the same arguments the CUDA launchers get, so the
 // arithmetic and index logic of bias_act_element / upfirdn2d_pixel (sgd_math.h), and the Python autograd wrappers
 // around them, are checked against the PyTorch reference on CPU. Only float32 and float64 storage are provided.
+// With -DSGD_HOST_LAUNCHERS it also defines the launchers of sgd_ops.h, so that ops.cpp itself can be built for CPU
+// tensors (see the seams at the top of ops.cpp).
 #include <cstdint>
 #include <vector>
 
@@ -81,3 +83,24 @@ int sgd_host_upfirdn2d(int dtype, const void* x, const float* f, void* y, const 
 }
 
 }  // extern "C"
+
+#ifdef SGD_HOST_LAUNCHERS
+namespace sgd_ops {
+
+// Host stand-ins for the CUDA launchers: 0 on success, 1 for a dtype the host build does not provide.
+int launch_bias_act(const BiasActParams& p, DType dtype, void* /*stream*/) {
+  if (dtype == DType::kFloat32) { bias_act_host<float>(p); return 0; }
+  if (dtype == DType::kFloat64) { bias_act_host<double>(p); return 0; }
+  return 1;
+}
+
+int launch_upfirdn2d(const Upfirdn2dParams& p, DType dtype, void* /*stream*/) {
+  if (dtype == DType::kFloat32) { upfirdn2d_host<float>(p); return 0; }
+  if (dtype == DType::kFloat64) { upfirdn2d_host<double>(p); return 0; }
+  return 1;
+}
+
+const char* error_string(int code) { return code == 1 ? "dtype not provided by the host build" : "unknown error"; }
+
+}  // namespace sgd_ops
+#endif  // SGD_HOST_LAUNCHERS

@@ -16,6 +16,18 @@
 
 #include "sgd_ops.h"
 
+// Build-time seams, for tests only: tests/test_cuda_ops.py can compile this file with host_reference.cpp for CPU
+// tensors (-DSGD_OPS_DEVICE=CPU -DSGD_OPS_NAMESPACE=stylegan_disentangle_host -DSGD_HOST_LAUNCHERS) to check this
+// argument handling without a GPU. The defaults build the real CUDA extension.
+#ifndef SGD_OPS_DEVICE
+#define SGD_OPS_DEVICE CUDA
+#endif
+#ifndef SGD_OPS_NAMESPACE
+#define SGD_OPS_NAMESPACE stylegan_disentangle
+#endif
+// TORCH_LIBRARY pastes its namespace argument, so expand the macro one level first.
+#define SGD_TORCH_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
 namespace {
 
 using sgd_ops::DType;
@@ -31,7 +43,10 @@ DType to_dtype(const at::Tensor& t, const char* what) {
   return DType::kFloat32;
 }
 
+bool on_device(const at::Tensor& t) { return t.device().type() == c10::DeviceType::SGD_OPS_DEVICE; }
+
 void* current_stream(const at::Tensor& t) {
+  if (t.is_cpu()) return nullptr;  // host test build
   return c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(t.device()).native_handle();
 }
 
@@ -44,7 +59,7 @@ void check_launch(int code, const char* op) {
 // contiguous first. The output has x's layout.
 at::Tensor bias_act_cuda(const at::Tensor& x, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& g,
                          int64_t dim, int64_t act, int64_t grad_order, double alpha, double gain, double clamp) {
-  TORCH_CHECK(x.is_cuda(), "bias_act: x must be a CUDA tensor");
+  TORCH_CHECK(on_device(x), "bias_act: x must be a CUDA tensor");
   const DType dtype = to_dtype(x, "bias_act: x");
   TORCH_CHECK(act >= sgd_ops::kLinear && act <= sgd_ops::kSwish, "bias_act: unknown activation id ", act);
   TORCH_CHECK(grad_order >= 0 && grad_order <= 2, "bias_act: grad_order must be 0, 1 or 2, got ", grad_order);
@@ -105,7 +120,7 @@ int checked_int(int64_t v, const char* what) {
 at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int64_t up_y, int64_t down_x,
                           int64_t down_y, int64_t pad_x0, int64_t pad_x1, int64_t pad_y0, int64_t pad_y1,
                           bool flip_filter, double gain) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4, "upfirdn2d: x must be a 4-d CUDA tensor [N, C, H, W]");
+  TORCH_CHECK(on_device(x) && x.dim() == 4, "upfirdn2d: x must be a 4-d CUDA tensor [N, C, H, W]");
   const DType dtype = to_dtype(x, "upfirdn2d: x");
   TORCH_CHECK(f.dim() == 2 && f.scalar_type() == at::kFloat && f.device() == x.device(),
               "upfirdn2d: f must be a 2-d float32 tensor on x's device, got ", f.sizes(), " ", f.scalar_type());
@@ -156,14 +171,14 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& f, int64_t up_x
 
 }  // namespace
 
-TORCH_LIBRARY(stylegan_disentangle, m) {
+SGD_TORCH_LIBRARY(SGD_OPS_NAMESPACE, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? g, int dim, int act, int grad_order, float alpha, float gain, "
         "float clamp) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
         "int pad_y0, int pad_y1, bool flip_filter, float gain) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(stylegan_disentangle, CUDA, m) {
+TORCH_LIBRARY_IMPL(SGD_OPS_NAMESPACE, SGD_OPS_DEVICE, m) {
   m.impl("bias_act", &bias_act_cuda);
   m.impl("upfirdn2d", &upfirdn2d_cuda);
 }
