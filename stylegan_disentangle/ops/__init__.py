@@ -19,3 +19,5 @@ __all__ = [
     "upfirdn2d_ref",
     "upsample2d",
 ]
+
+from . import cuda_kernels as _cuda_kernels  # noqa: E402,F401  (registers lazy CUDA providers; compiles nothing)
