@@ -107,7 +107,7 @@ class LinearDirections(DirectionFinder):
         w = as_w(w)
         labels, names = as_labels(y, w.shape[0], label_names)
         n, d = w.shape
-        binary = [np.unique(labels[:, j]).size == 2 for j in range(labels.shape[1])]
+        binary = [_is_binary(labels[:, j]) for j in range(labels.shape[1])]
         for j, name in enumerate(names):
             if np.ptp(labels[:, j]) == 0:
                 raise ValueError(f"label {name!r} is constant; it defines no direction")
@@ -251,6 +251,13 @@ def _seed(random_state: Any) -> int | None:
     if random_state is None or isinstance(random_state, (int, np.integer)):
         return random_state
     return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+def _is_binary(y: np.ndarray) -> bool:
+    """True when `y` takes exactly two values (a cheap look at the first rows rules most continuous labels out)."""
+    if np.unique(y[:1000]).size > 2:
+        return False
+    return np.unique(y).size == 2
 
 
 def _chunked_mean(w: np.ndarray, chunk: int) -> np.ndarray:
