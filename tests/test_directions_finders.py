@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.decomposition import PCA, DictionaryLearning, IncrementalPCA
 from sklearn.linear_model import Lasso, Ridge
 
 from stylegan_disentangle.directions import (
@@ -18,6 +18,7 @@ from stylegan_disentangle.directions import (
     PCADirections,
     SparseDirections,
 )
+from stylegan_disentangle.directions._dictionary import learn_dictionary
 from stylegan_disentangle.directions._moments import compute_moments, lasso_surrogate
 from stylegan_disentangle.directions.closed_form import ws_index_of
 from stylegan_disentangle.errors import LatentError, NotFittedError
@@ -335,6 +336,27 @@ def test_dictionary_learning_recovers_atoms_of_sparse_codes_and_their_directions
         assert abs(_cos(est.components_[match], atom)) >= 0.98
         assert _cos(est.directions_[match], d) >= 0.9  # relu codes: the direction is noisier than for linear codes
     np.testing.assert_allclose(est.label_center_, 2.0, atol=0.05)
+
+
+def test_vectorized_dictionary_learning_reaches_sklearns_objective():
+    _, maps, _, _ = _planted_maps(n=400, seed=2, sparse_codes=True)
+    y = maps.reshape(400, -1)
+    y = y - np.median(y, axis=0)
+    alpha = 0.5
+    atoms, codes, _ = learn_dictionary(y, 3, alpha, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = DictionaryLearning(
+            3, alpha=alpha, fit_algorithm="cd", transform_algorithm="lasso_cd", transform_alpha=alpha, random_state=0
+        ).fit(y)
+        ref_codes = ref.transform(y)
+
+    def objective(a, c):
+        r = y - c @ a
+        return 0.5 * np.sum(r * r) + alpha * np.abs(c).sum()
+
+    assert objective(atoms, codes) <= objective(ref.components_, ref_codes) * (1 + 1e-4)
+    np.testing.assert_array_less(np.linalg.norm(atoms, axis=1), 1 + 1e-9)
 
 
 # ---------------------------------------------------------------- estimator protocol

@@ -5,13 +5,14 @@ on the depth / albedo maps to get localized edits:
 
 - 'lasso' / 'elasticnet' / 'multitask': sparse linear regression `label ~ w` for each label (MultiTaskLasso shares
   one support across labels). The support (`support_`) says which W coordinates carry the label. Solved from
-  streamed moments: one float64 pass over the rows builds `X^T X` and `X^T Y`, then scikit-learn's coordinate
+  streamed moments: one pass over the rows builds `X^T X` and `X^T Y`, then scikit-learn's coordinate
   descent runs on an equivalent `[w_dim, w_dim]` surrogate design (see `_moments.lasso_surrogate`), so 1M rows cost
   about what a ridge fit does. Labels are scaled to unit std first (`normalize_labels`) so one `alpha` suits all.
 - 'dictionary' / 'sparse_pca': labels are high-dimensional maps `[N, L]` (e.g. flattened 64x64 depth). Learn K
-  atoms of the centred maps — sparse *codes* (DictionaryLearning) or sparse, spatially localized *atoms*
-  (SparsePCA) — then ridge-regress each atom's code on w; the normalised coefficients are the directions
-  and `components_` `[K, L]` the footprint of each (reshape with `label_shape_` to plot).
+  atoms of the centred maps — sparse *codes* ('dictionary': scikit-learn's DictionaryLearning objective, solved by
+  the vectorized `_dictionary.learn_dictionary`) or sparse, spatially localized *atoms* ('sparse_pca': SparsePCA) —
+  then ridge-regress each atom's code on w; the normalised coefficients are the directions and `components_`
+  `[K, L]` the footprint of each (reshape with `label_shape_` to plot).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import DictionaryLearning, SparsePCA
+from sklearn.decomposition import SparsePCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, Lasso, MultiTaskLasso
 
 from ._base import DirectionFinder, _to_numpy, as_labels, as_w, canonical_sign, check_fitted
+from ._dictionary import learn_dictionary
 from ._moments import compute_moments, lasso_surrogate, r2_from_moments, ridge_from_moments, split_mask
 from .linear import _seed
 
@@ -73,6 +75,7 @@ class SparseDirections(DirectionFinder):
     support_ : list[ndarray]  nonzero W coordinates of each direction;  support_mask_ : bool [K, w_dim].
     scores_ : ndarray [K]  held-out R^2.
     components_ : ndarray [K, L]  atoms ('dictionary' / 'sparse_pca' only);  label_shape_ : shape of one label map.
+    n_iter_ : int  iterations of the dictionary learning / sparse PCA.
     label_center_ : ndarray [L]  baseline map subtracted before the decomposition: per-pixel median
         ('dictionary') or mean ('sparse_pca').
     dropped_ : list[str]  labels / atoms whose coefficients were all zero (no direction; lower alpha).
@@ -190,27 +193,21 @@ class SparseDirections(DirectionFinder):
         y_c = y_sub - self.label_center_.astype(np.float32)
         seed = _seed(self.random_state)
         if self.method == "dictionary":
-            model = DictionaryLearning(
-                n_components=k,
-                alpha=self.code_alpha,
-                max_iter=self.dict_max_iter,
-                fit_algorithm="cd",
-                transform_algorithm="lasso_cd",
-                transform_alpha=self.code_alpha,
-                random_state=seed,
+            atoms, codes, self.n_iter_ = learn_dictionary(
+                y_c, k, self.code_alpha, max_iter=self.dict_max_iter, seed=seed
             )
         else:
             model = SparsePCA(n_components=k, alpha=self.code_alpha, max_iter=self.dict_max_iter, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(y_c)
-            codes = np.asarray(model.transform(y_c), dtype=np.float64)
-        atoms = np.asarray(model.components_, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(y_c)
+                codes = np.asarray(model.transform(y_c), dtype=np.float64)
+            atoms = np.asarray(model.components_, dtype=np.float64)
+            self.n_iter_ = int(model.n_iter_)
         signed = canonical_sign(atoms)
         flip = np.sign(np.sum(signed * atoms, axis=1))
         flip[flip == 0] = 1
         atoms, codes = atoms * flip[:, None], codes * flip[None, :]
-        self.model_ = model
         self.components_ = atoms.astype(np.float32)
 
         w_sub = np.asarray(w[rows], dtype=np.float64)
