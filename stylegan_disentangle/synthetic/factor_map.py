@@ -1,0 +1,122 @@
+"""The fixed, known map from W to the synthetic factors: the ground truth every method is scored against.
+
+    s_j = d_j . (w - mean) / sigma_j                       (a unit direction d_j in W per factor, standardised)
+    f_j = tanh(gain * s_j + curvature * (s_k(j)^2 - 1))    (normalized factor in about [-1, 1])
+
+It is deliberately imperfect, as attribute encodings in real generators are:
+- a mild nonlinearity (tanh saturation and a small quadratic term from a partner factor k(j));
+- correlated factor pairs (their directions share a component, so the factors co-vary in samples, like age and
+  glasses in face data);
+- pose and illumination directions partly aligned with the top principal axes of W (so PCA finds them only in
+  part, as GANSpace does on real generators), identity and expression directions random;
+- nuisance: every direction orthogonal to all d_j changes no factor.
+The ground-truth direction of factor j is d_j: the gradient of f_j at the mean of W points along it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import LatentError, StyleGANDisentangleError
+from ..utils import atomic_write_path
+from .factors import factor_index, factor_names
+
+# (factor, partner, shared fraction): the partner's direction is mixed into the factor's direction.
+CORRELATED_PAIRS = (("jaw_width", "head_width", 0.5), ("smile", "mouth_open", 0.45),
+                    ("light_elevation", "pitch", 0.4), ("skin_g", "skin_r", 0.5))
+PCA_ALIGNED = {"yaw": (0, 0.8), "pitch": (1, 0.6), "light_azimuth": (2, 0.6), "roll": (3, 0.5)}
+
+
+@dataclass
+class FactorMap:
+    """w [N, w_dim] (or ws [N, num_ws, w_dim], averaged over ws) -> normalized factors [N, F].
+
+    Attributes: `directions` [F, w_dim] unit rows (the ground truth), `mean` [w_dim], `sigma` [F],
+    `partners` [F] (index of the factor whose square enters, or -1), `gain`, `curvature`, `names`.
+    """
+
+    directions: np.ndarray
+    mean: np.ndarray
+    sigma: np.ndarray
+    partners: np.ndarray
+    gain: float = 0.9
+    curvature: float = 0.08
+
+    @property
+    def names(self) -> list[str]:
+        return factor_names()
+
+    @property
+    def w_dim(self) -> int:
+        return int(self.directions.shape[1])
+
+    @classmethod
+    def build(cls, w_samples: np.ndarray, seed: int = 0, gain: float = 0.9, curvature: float = 0.08) -> FactorMap:
+        """Make the map for a W distribution given by samples w_samples [N, w_dim] (e.g. 100k mapped z)."""
+        w = np.asarray(w_samples, dtype=np.float64)
+        names = factor_names()
+        rng = np.random.default_rng(seed)
+        mean = w.mean(axis=0)
+        _, _, vt = np.linalg.svd(w[: min(len(w), 50_000)] - mean, full_matrices=False)
+        raw = rng.standard_normal([len(names), w.shape[1]])
+        raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+        for name, (pc, weight) in PCA_ALIGNED.items():
+            j = factor_index(name)
+            raw[j] = weight * vt[pc] + np.sqrt(1 - weight**2) * raw[j]
+        for name, partner, share in CORRELATED_PAIRS:
+            j, k = factor_index(name), factor_index(partner)
+            raw[j] = (1 - share) * raw[j] + share * raw[k]
+        directions = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        sigma = ((w - mean) @ directions.T).std(axis=0)
+        partners = np.full(len(names), -1)
+        perm = rng.permutation(len(names))
+        partners[perm] = np.roll(perm, 1)
+        return cls(directions.astype(np.float32), mean.astype(np.float32), sigma.astype(np.float32),
+                   partners.astype(np.int64), float(gain), float(curvature))
+
+    def _as_w(self, w: torch.Tensor) -> torch.Tensor:
+        if not isinstance(w, torch.Tensor):
+            w = torch.as_tensor(np.asarray(w, dtype=np.float32))
+        if w.ndim == 3:
+            w = w.mean(dim=1)
+        if w.ndim != 2 or w.shape[1] != self.w_dim:
+            raise LatentError(f"the factor map needs w [N, {self.w_dim}] or ws [N, num_ws, {self.w_dim}], "
+                              f"got {list(w.shape)}")
+        if not torch.isfinite(w).all():
+            raise LatentError("w contains NaN or inf values")
+        return w.float()
+
+    def standardized(self, w: torch.Tensor) -> torch.Tensor:
+        """s [N, F]: the standardised projections of w on the ground-truth directions."""
+        w = self._as_w(w)
+        t = lambda a: torch.as_tensor(a, device=w.device)  # noqa: E731
+        return (w - t(self.mean)) @ t(self.directions).T / t(self.sigma)
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        """Normalized factors [N, F] in about [-1, 1], `names` order."""
+        s = self.standardized(w)
+        partners = torch.as_tensor(self.partners, device=s.device)
+        quad = torch.where(partners >= 0, s[:, partners.clamp(min=0)] ** 2 - 1, torch.zeros_like(s))
+        return torch.tanh(self.gain * s + self.curvature * quad)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the map as .npz (atomic)."""
+        with atomic_write_path(path) as tmp:
+            np.savez(tmp, directions=self.directions, mean=self.mean, sigma=self.sigma, partners=self.partners,
+                     gain=self.gain, curvature=self.curvature, names=np.array(self.names))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FactorMap:
+        """Read a map written by `save`; a file for other factor names is refused."""
+        try:
+            with np.load(path) as data:
+                if list(data["names"]) != factor_names():
+                    raise StyleGANDisentangleError(f"{path}: factor names do not match this version's factors")
+                return cls(data["directions"], data["mean"], data["sigma"], data["partners"], float(data["gain"]),
+                           float(data["curvature"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise StyleGANDisentangleError(f"{path}: not a factor map file ({exc})") from None
