@@ -335,3 +335,13 @@ def test_cuda_render_matches_cpu(batch):
     assert images_gpu.is_cuda
     assert (images_gpu.cpu() - images).abs().max() < 2e-3
     assert torch.allclose(intr_gpu["depth"].cpu(), intr["depth"], atol=1e-5)
+
+
+# -- the contact sheet -------------------------------------------------------------------------------------------
+
+
+def test_face_sheet_writes_a_png(tmp_path):
+    from stylegan_disentangle.synthetic.preview import save_face_sheet
+
+    path = save_face_sheet(tmp_path / "sheet.png", resolution=16, n_random=2, sweeps=("yaw",), steps=3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ from .factors import (
 )
 from .image_formation import normals_from_depth, recompose, shade, warp_canonical
 from .oracle import SyntheticOracle
+from .preview import save_face_sheet
 from .renderer import light_from_factors, render, render_dataset, view_from_factors
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "render",
     "render_dataset",
     "sample_factors",
+    "save_face_sheet",
     "shade",
     "to_normalized",
     "to_physical",

@@ -69,7 +69,7 @@ FACTORS: tuple[Factor, ...] = (
     Factor("roll", "pose", -25.0, 25.0, "degrees", "in-plane rotation (+: clockwise in the image)"),
     # illumination (directional light in the face's canonical frame, as in Unsup3D)
     Factor("light_azimuth", "illumination", -55.0, 55.0, "degrees", "light direction left-right (+: from image right)"),
-    Factor("light_elevation", "illumination", -25.0, 45.0, "degrees", "light direction up-down (+: from above)"),
+    Factor("light_elevation", "illumination", -20.0, 40.0, "degrees", "light direction up-down (+: from above)"),
     Factor("ambient", "illumination", 0.10, 0.60, "fraction", "ambient strength; the diffuse strength is 1 - ambient"),
 )
 
