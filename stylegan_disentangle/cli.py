@@ -180,3 +180,75 @@ def list_checkpoints(as_json: bool, cache_dir: str | None) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+def _progress(ctx: click.Context) -> bool | None:
+    """Progress bars: off with --quiet, otherwise only on a terminal (tqdm's disable=None)."""
+    return False if (ctx.obj or {}).get("quiet") else None
+
+
+@main.command("find-directions")
+@click.argument("pkl")
+@click.option("--method", type=click.Choice(["pca", "closed-form", "linear", "sparse"]), default="pca",
+              show_default=True, help="Direction finder (linear / sparse need a labeler).")
+@click.option("--samples", type=int, default=10_000, show_default=True, help="Latent bank size N.")
+@click.option("--labeler", default="image_stats", show_default=True,
+              help="Registered labeler(s) ('a,b'), 'module:factory' of your own, or 'none'.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--num-directions", type=int, default=10, show_default=True, help="K for pca / closed-form.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per chunk of the bank.")
+@click.option("--rename/--no-rename", default=None,
+              help="Name directions after the label they change most (default: on for pca / closed-form).")
+@click.option("--effect-samples", type=int, default=32, show_default=True,
+              help="Codes per direction for the rendered label-effect measurement.")
+@click.option("--umap/--no-umap", default=True, show_default=True, help="Also draw the UMAP scatter of W.")
+@click.option("--color-by", default=None, help="Label colouring the W scatters (default: the first label).")
+@click.pass_context
+def find_directions_cmd(ctx: click.Context, pkl: str, **kwargs) -> None:
+    """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
+    grid, plots and report.json into OUTDIR."""
+    from .analysis.find_directions import run_find_directions
+    from .errors import StyleGANDisentangleError
+
+    try:
+        result = run_find_directions(pkl, progress=_progress(ctx), **kwargs)
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
+    ds = result.direction_set
+    click.echo(f"{len(ds)} {ds.method} directions -> {result.files['directions_json']}")
+    for entry in result.report["directions"]:
+        click.echo(f"  {entry['name']}")
+    click.echo(f"report: {result.files['report']}")
+
+
+@main.command("edit")
+@click.argument("pkl")
+@click.argument("dirs")
+@click.option("--name", "names", multiple=True, required=True, help="Direction to edit along (repeatable).")
+@click.option("--steps", default="-3:3:7", show_default=True, help="START:STOP:COUNT or a comma list.")
+@click.option("--unit", "step_unit", type=click.Choice(["auto", "w", "sigma"]), default="auto", show_default=True,
+              help="Step unit: W units, stds of W along the direction, or auto (sigma when the set has stds).")
+@click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
+@click.option("--layers", default=None, help="ws layer range START:STOP overriding the direction's own.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
+@click.option("--class", "class_idx", type=int, default=None, help="Class for conditional networks.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
+    """Edit seeds of PKL along directions of the DirectionSet DIRS (its .json/.npz stem): one grid PNG
+    (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""
+    from .analysis.run_edit import run_edit
+    from .errors import StyleGANDisentangleError
+
+    try:
+        written = run_edit(pkl, dirs, list(names), **kwargs)
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name, paths in written.items():
+        click.echo(f"{name}: {paths['png']}  {paths['ws']}")

@@ -1,0 +1,318 @@
+"""find-directions end to end: checkpoint -> latent bank (+ labels) -> direction finder -> named DirectionSet,
+edit grid, plots and report.
+
+Files written into `outdir`:
+
+    config.json                 arguments, checkpoint path + sha256, seed, package version
+    bank/                       the LatentBank (w, seeds, labels; resumable; reused when re-run with the same args)
+    directions.npz/.json        the DirectionSet (see directions.DirectionSet)
+    boundaries/boundary_*.npy   one InterFaceGAN-style boundary per direction
+    edit_grid.png               rows = directions, columns = steps (in stds of W along each direction)
+    cosine_similarity.png/.json direction cosine similarities
+    label_effects.png/.json     rendered-edit label change per direction (label stds per direction std)
+    w_pca.png/.npz, w_umap.png/.npz   W scatter coloured by a label
+    report.json                 per direction: name, label effects (rendered and sample-based), variance, ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..directions import (
+    ClosedFormDirections,
+    DirectionSet,
+    LinearDirections,
+    PCADirections,
+    SparseDirections,
+    name_directions,
+)
+from ..errors import StyleGANDisentangleError
+from ..labels import get_labelers
+from ..latents import LatentBank
+from ._run import Timer, load_generator, run_header, write_json
+from .edit import edit
+from .effects import compare_namings, measure_label_effects
+from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
+
+__all__ = ["METHODS", "FindDirectionsResult", "run_find_directions"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("pca", "closed-form", "linear", "sparse")
+SUPERVISED = ("linear", "sparse")
+
+
+@dataclass
+class FindDirectionsResult:
+    """What `run_find_directions` produced: the set, the report dict, and the written files by role."""
+
+    direction_set: DirectionSet
+    report: dict[str, Any]
+    files: dict[str, str]
+    outdir: Path
+
+
+def _canonical_method(method: str) -> str:
+    m = method.strip().lower().replace("_", "-")
+    if m == "closedform" or m == "sefa":
+        m = "closed-form"
+    if m not in METHODS:
+        raise StyleGANDisentangleError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return m
+
+
+def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
+    fields = dict(names=ds.names, vectors=ds.vectors, layer_ranges=ds.layer_ranges, step_ranges=ds.step_ranges,
+                  method=ds.method, params=ds.params, checkpoint_sha256=ds.checkpoint_sha256,
+                  n_samples=ds.n_samples, seed=ds.seed, extras=ds.extras, info=ds.info)
+    fields.update(changes)
+    return DirectionSet(**fields)
+
+
+def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
+         method_kwargs: dict[str, Any]) -> Any:
+    w = bank.w
+    if method == "pca":
+        kwargs = dict(n_components=min(k, w.shape[0], w.shape[1]), random_state=seed,
+                      incremental=w.shape[0] * w.shape[1] > 2**29)  # > 2 GB of float32: stream it
+        kwargs.update(method_kwargs)
+        return PCADirections(**kwargs).fit(w)
+    if method == "closed-form":
+        kwargs = dict(n_components=min(k, G.w_dim))
+        kwargs.update(method_kwargs)
+        return ClosedFormDirections(**kwargs).fit(G)
+    if not labels:
+        raise StyleGANDisentangleError(f"method {method!r} is supervised: it needs a labeler with labels that vary "
+                                       "(--labeler image_stats, or your own)")
+    if method == "linear":
+        kwargs = dict(random_state=seed)
+        kwargs.update(method_kwargs)
+        return LinearDirections(**kwargs).fit(w, labels)
+    kwargs = dict(method="lasso", random_state=seed)
+    kwargs.update(method_kwargs)
+    return SparseDirections(**kwargs).fit(w, labels)
+
+
+def _std_along(w: np.ndarray, vectors: np.ndarray, max_rows: int = 100_000, seed: int = 0) -> np.ndarray:
+    n = w.shape[0]
+    rows = np.arange(n) if n <= max_rows else np.sort(np.random.default_rng(seed).choice(n, max_rows, False))
+    return (np.asarray(w[rows], dtype=np.float64) @ vectors.astype(np.float64).T).std(axis=0)
+
+
+def run_find_directions(
+    pkl: str | os.PathLike,
+    method: str = "pca",
+    samples: int = 10_000,
+    labeler: str | Any | None = "image_stats",
+    outdir: str | os.PathLike = "find_directions_out",
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    device: str = "auto",
+    num_directions: int = 10,
+    batch_size: int = 256,
+    network: str = "G_ema",
+    method_kwargs: dict[str, Any] | None = None,
+    rename: bool | None = None,
+    effect_samples: int = 32,
+    grid_steps: int = 7,
+    grid_sigmas: float = 3.0,
+    grid_sample: int = 0,
+    grid_max_rows: int = 12,
+    umap: bool = True,
+    embed_max_points: int = 5000,
+    color_by: str | None = None,
+    bank_dir: str | os.PathLike | None = None,
+    noise_mode: str = "const",
+    progress: bool | None = None,
+) -> FindDirectionsResult:
+    """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
+
+    Parameters
+    ----------
+    pkl : network pickle path, URL or known name.
+    method : 'pca' | 'closed-form' | 'linear' | 'sparse' (the last two need labels).
+    samples : latent bank size N.
+    labeler : registered labeler name(s) ("a,b"), a "module:attribute" factory, a labeler object, or None / 'none'.
+    num_directions : K for pca / closed-form (supervised methods give one direction per label).
+    method_kwargs : extra constructor arguments of the finder.
+    rename : name directions after the label they change most (default: yes for pca / closed-form).
+    effect_samples : base codes per direction for the rendered label-effect measurement.
+    grid_* : the edit grid (columns = `grid_steps` steps over +-`grid_sigmas` stds, base = bank sample `grid_sample`).
+    umap : also draw the UMAP scatter (numba compiles UMAP on first use: ~10 s once per process).
+    """
+    method = _canonical_method(method)
+    outdir = Path(outdir)
+    if samples < 3:
+        raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
+    lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
+    if method in SUPERVISED and lab is None:
+        raise StyleGANDisentangleError(f"method {method!r} is supervised and needs a labeler (e.g. image_stats)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    timer = Timer()
+    files: dict[str, str] = {}
+    with timer("load"):
+        G, _, provenance = load_generator(pkl, device, network)
+    args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
+                else (None if lab is None else type(lab).__name__), seed=int(seed),
+                truncation_psi=float(truncation_psi), truncation_cutoff=truncation_cutoff, device=device,
+                num_directions=int(num_directions), batch_size=int(batch_size), network=network,
+                method_kwargs=method_kwargs or {}, rename=rename, effect_samples=int(effect_samples),
+                grid_steps=int(grid_steps), grid_sigmas=float(grid_sigmas), grid_sample=int(grid_sample),
+                umap=bool(umap), embed_max_points=int(embed_max_points), color_by=color_by,
+                bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode)
+    config = run_header("find-directions", args)
+    config.update(provenance)
+    files["config"] = str(write_json(outdir / "config.json", config))
+
+    with timer("bank"):
+        bank = LatentBank.create(
+            G, bank_dir or outdir / "bank", samples, seed=seed, truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff, labelers=[lab] if lab is not None else [], batch_size=batch_size,
+            noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress)
+    files["bank"] = str(bank.root)
+    labels_all = {k: np.asarray(v) for k, v in bank.labels.items() if v.ndim == 1}
+    label_std = {k: float(np.std(v)) for k, v in labels_all.items()}
+    constant = sorted(k for k, s in label_std.items() if not s > 0)
+    labels = {k: v for k, v in labels_all.items() if k not in constant}
+    if constant:
+        logger.warning("labels %s are constant over the bank and are ignored", constant)
+
+    with timer("fit"):
+        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}))
+    std = getattr(est, "std_", None)
+    extras: dict[str, np.ndarray] = {}
+    if std is None:
+        std = _std_along(bank.w, est.directions_, seed=seed)
+        extras["std"] = std.astype(np.float32)
+    ds = est.to_direction_set(
+        checkpoint_sha256=provenance["checkpoint_sha256"], n_samples=int(samples), seed=int(seed),
+        step_ranges=[(-grid_sigmas * float(s), grid_sigmas * float(s)) for s in std], extras=extras,
+        info={"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
+              "checkpoint": str(pkl)})
+
+    sample_names = rendered = None
+    if labels:
+        with timer("name_samples"):
+            sample_names = name_directions(ds, bank.w, labels)
+            ds = sample_names.apply(ds, rename=False)
+        with timer("name_rendered"):
+            rows = np.arange(min(int(effect_samples), len(bank)))
+            rendered = measure_label_effects(
+                G, bank.ws(rows), ds, lab, step=1.0, step_unit="sigma", batch_size=max(8, batch_size // 4),
+                label_std=label_std, noise_mode=noise_mode, progress=progress).select_labels(list(labels))
+        info = dict(ds.info)
+        info["label_effects_rendered"] = {n: [[lab_, float(e)] for lab_, e in top]
+                                          for n, top in rendered.top_labels(3).items()}
+        ds = _replace_set(ds, extras=dict(ds.extras, label_effects_rendered=rendered.effects.astype(np.float32)),
+                          info=info)
+    do_rename = (method not in SUPERVISED) if rename is None else rename
+    original_names = list(ds.names)
+    if do_rename and rendered is not None:
+        suggested = rendered.suggested_names()
+        mapping = {old: new for old, new in zip(ds.names, suggested) if new != old}
+        if mapping:
+            ds = ds.rename(mapping)
+            ds = _replace_set(ds, info=dict(ds.info, original_names={v: k for k, v in mapping.items()}))
+    npz, js = ds.save(outdir / "directions")
+    files.update(directions_npz=str(npz), directions_json=str(js))
+    files["boundaries"] = str(outdir / "boundaries")
+    ds.export_interfacegan(outdir / "boundaries")
+
+    with timer("plots"):
+        files.update(_plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_sample,
+                            grid_max_rows, umap, embed_max_points, color_by, seed, noise_mode))
+
+    report = _report(ds, est, original_names, sample_names, rendered, provenance, args, timer, constant, files)
+    files["report"] = str(outdir / "report.json")
+    report["files"] = files
+    write_json(outdir / "report.json", report)
+    return FindDirectionsResult(ds, report, files, outdir)
+
+
+def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_sample, grid_max_rows, umap,
+           embed_max_points, color_by, seed, noise_mode) -> dict[str, str]:
+    files = {}
+    names = ds.names[:grid_max_rows]
+    sigmas = np.linspace(-grid_sigmas, grid_sigmas, grid_steps)
+    base = bank.ws([min(grid_sample, len(bank) - 1)])
+    rows = []
+    for name in names:
+        _, img = edit(G, base, ds, name, sigmas, step_unit="sigma", return_images=True, noise_mode=noise_mode)
+        rows.append(img[:, 0])
+    grid = torch.stack(rows)  # [K, S, C, H, W]
+    files["edit_grid"] = str(plot_edit_grid(
+        grid, outdir / "edit_grid.png", row_labels=names, col_labels=[f"{s:+.1f}σ" for s in sigmas],
+        title=f"{ds.method} directions, bank sample {grid_sample} (seed {int(bank.seeds[grid_sample])})"))
+    files["cosine_similarity"] = str(plot_cosine_similarity(ds, outdir / "cosine_similarity.png"))
+    if rendered is not None:
+        files["label_effects"] = str(plot_label_effects(
+            rendered.effects, outdir / "label_effects.png", ds.names, rendered.label_names,
+            title=f"label change per direction (rendered edits, {rendered.n_samples} samples)"))
+    if color_by is not None and color_by not in labels:
+        raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
+    if labels:
+        cname = color_by or next(iter(labels))
+        color = labels[cname]
+    else:
+        cname = f"projection on {ds.names[0]}"
+        color = np.asarray(bank.w) @ ds.flat_vectors()[0]
+    for kind in ("pca", "umap") if umap else ("pca",):
+        plot_w_embedding(bank.w, outdir / f"w_{kind}.png", color=color, color_name=cname, method=kind,
+                         max_points=embed_max_points, seed=seed)
+        files[f"w_{kind}"] = str(outdir / f"w_{kind}.png")
+    return files
+
+
+def _report(ds, est, original_names, sample_names, rendered, provenance, args, timer, constant, files):
+    directions = []
+    for i, name in enumerate(ds.names):
+        entry: dict[str, Any] = {
+            "index": i,
+            "name": name,
+            "original_name": original_names[i],
+            "layer_range": ds.layer_ranges[i],
+            "step_range_w": ds.step_ranges[i],
+            "std_w": None if ds.stds is None else float(ds.stds[i]),
+        }
+        for key, attr in (("explained_variance", "explained_variance_"),
+                          ("explained_variance_ratio", "explained_variance_ratio_"),
+                          ("eigenvalue", "eigenvalues_"), ("score", "scores_")):
+            value = getattr(est, attr, None)
+            if value is not None and i < len(value):
+                entry[key] = float(value[i])
+        if rendered is not None:
+            entry["label_effects_rendered"] = {lab: float(rendered.effects[i, j])
+                                               for j, lab in enumerate(rendered.label_names)}
+            entry["label_t_stat_rendered"] = {lab: float(np.clip(rendered.t_stat[i, j], -1e6, 1e6))
+                                              for j, lab in enumerate(rendered.label_names)}
+        if sample_names is not None:
+            entry["label_effects_samples"] = {lab: float(sample_names.effects[i, j])
+                                              for j, lab in enumerate(sample_names.label_names)}
+        directions.append(entry)
+    if rendered is not None:
+        agreement = compare_namings(rendered, sample_names)  # measured before renaming: keyed by original names
+        for entry in directions:
+            entry["naming"] = agreement.get(entry["original_name"])
+    return {
+        "method": ds.method,
+        "params": ds.params,
+        "checkpoint_sha256": provenance["checkpoint_sha256"],
+        "checkpoint": provenance["checkpoint"],
+        "seed": args["seed"],
+        "samples": args["samples"],
+        "truncation_psi": args["truncation_psi"],
+        "label_names": None if rendered is None else rendered.label_names,
+        "constant_labels_ignored": constant,
+        "label_effect_unit": "label std per one-std step along the direction",
+        "timings_s": timer.seconds,
+        "directions": directions,
+    }
+
