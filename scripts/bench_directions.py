@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -277,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maps-n", type=int, default=20_000, help="rows of label maps for 'dictionary'")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit BLAS threads (threadpoolctl); on an oversubscribed shared machine 1 is often faster",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     args = parser.parse_args(argv)
 
@@ -291,12 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         sklearn=sklearn.__version__,
         blas=[(i.get("internal_api"), i.get("num_threads")) for i in threadpoolctl.threadpool_info()],
     )
+    machine["blas_threads_limit"] = args.threads
     print(f"machine: {machine['cpu_count']} CPUs, {machine['platform']}; shared machine: times vary with load")
     results, loads, done = [], [], set()
-    for n in args.sizes:
-        before = os.getloadavg()
-        results.extend(bench_size(n, args, done))
-        loads.append(dict(n=n, loadavg_before=before, loadavg_after=os.getloadavg()))
+    limit = threadpoolctl.threadpool_limits(args.threads) if args.threads else contextlib.nullcontext()
+    with limit:
+        for n in args.sizes:
+            before = os.getloadavg()
+            results.extend(bench_size(n, args, done))
+            loads.append(dict(n=n, loadavg_before=before, loadavg_after=os.getloadavg()))
 
     print("\n| method | N | ours (s) | abs cos | baseline | baseline (s) | ratio | note |")
     print("|---|---|---|---|---|---|---|---|")

@@ -338,6 +338,15 @@ def test_dictionary_learning_recovers_atoms_of_sparse_codes_and_their_directions
     np.testing.assert_allclose(est.label_center_, 2.0, atol=0.05)
 
 
+def test_refit_with_another_method_drops_stale_attributes():
+    w, maps, _, _ = _planted_maps(n=600)
+    est = SparseDirections("sparse_pca", n_components=3, code_alpha=2.0, random_state=0).fit(w, maps)
+    assert hasattr(est, "components_")
+    est.set_params(method="lasso", alpha=0.01).fit(w, {"a": w[:, 3]})
+    assert not hasattr(est, "components_") and est.names_ == ["a"]
+    assert "components" not in est.to_direction_set().extras
+
+
 def test_vectorized_dictionary_learning_reaches_sklearns_objective():
     _, maps, _, _ = _planted_maps(n=400, seed=2, sparse_codes=True)
     y = maps.reshape(400, -1)

@@ -127,6 +127,9 @@ class SparseDirections(DirectionFinder):
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         w = as_w(w)
+        for stale in ("components_", "label_shape_", "label_center_", "n_iter_"):  # from an earlier fit
+            if hasattr(self, stale):
+                delattr(self, stale)
         if self.method in ("dictionary", "sparse_pca"):
             self._fit_atoms(w, y)
         else:
