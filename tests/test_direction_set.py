@@ -34,7 +34,7 @@ def _flat_set() -> DirectionSet:
             "support": np.array([[True, False], [False, True], [True, True]]),
             "global_w_mean": rng.standard_normal(16),
         },
-        info={"labels": {"yaw": "head yaw"}, "note": "test", "value": 1.0 / 3.0},
+        info={"labels": {"yaw": "head yaw"}, "note": "test", "value": 1.0 / 3.0, "missing": float("nan")},
     )
 
 
@@ -51,6 +51,7 @@ def test_defaults_and_access():
     np.testing.assert_array_equal(ds[1], ds.vectors[1])
     assert ds.vectors.dtype == np.float32
     assert ds.params["nested"] == {"a": [1, 2]} and isinstance(ds.params["alpha"], float)
+    assert ds.info["missing"] is None  # strict JSON: NaN becomes null
     np.testing.assert_array_equal(ds.stds, [1.0, 0.5, 0.25])
     plain = DirectionSet(["d"], ds.vectors[:1])
     assert plain.layer_ranges == [None] and plain.step_ranges == [(-3.0, 3.0)]

@@ -42,7 +42,10 @@ _GLOBAL_PREFIX = "global_"
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars / arrays and tuples into plain JSON types (recursively); raise TypeError otherwise."""
+    """Convert numpy scalars / arrays and tuples into plain JSON types (recursively; NaN / inf become None).
+
+    Raises TypeError for anything else.
+    """
     if isinstance(obj, Mapping):
         out = {}
         for key, value in obj.items():
@@ -62,7 +65,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return float(obj)
+        return float(obj) if math.isfinite(obj) else None  # strict JSON has no NaN / inf
     if obj is None or isinstance(obj, str):
         return obj
     raise TypeError(f"value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
@@ -391,7 +394,7 @@ class DirectionSet:
             "npz_sha256": npz_sha,
         }
         with atomic_write(json_path, "w") as f:
-            json.dump(meta, f, indent=2, allow_nan=True)
+            json.dump(meta, f, indent=2, allow_nan=False)
             f.write("\n")
         return npz_path, json_path
 
