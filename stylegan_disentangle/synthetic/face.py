@@ -48,7 +48,8 @@ def _gauss(x: torch.Tensor, y: torch.Tensor, cx, cy, rx, ry) -> torch.Tensor:
 def _soft_ellipse(x, y, cx, cy, rx, ry, tau: float) -> torch.Tensor:
     """~1 inside the ellipse, ~0 outside; the edge is `tau` wide (in image units, along the smaller axis)."""
     r = torch.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + 1e-8)
-    return _sig((1 - r) * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry)) / tau)
+    smaller = torch.minimum(torch.as_tensor(rx, device=x.device), torch.as_tensor(ry, device=x.device))
+    return _sig((1 - r) * smaller / tau)
 
 
 def _shell_depth(r: torch.Tensor, semi_depth: torch.Tensor) -> torch.Tensor:

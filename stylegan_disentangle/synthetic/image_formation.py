@@ -23,7 +23,8 @@ The model (Wu et al., CVPR 2020), with the conventions used throughout `syntheti
 * Warp: each output pixel's ray is mapped into the canonical frame and marched through the canonical depth
   (height-field ray casting); the first crossing is refined by bisection and one differentiable secant step; the
   canonical image and any other maps are read there with ``grid_sample``, and the object mask is computed from the
-  exact depth of the hit (so it stays sharp on surfaces seen edge-on). Gradients flow to depth, albedo, light, view.
+  depth of the hit (so its edge stays about a pixel wide on surfaces seen edge-on). Gradients flow to depth, albedo,
+  light and view.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ __all__ = [
     "MIN_DEPTH",
     "MAX_DEPTH",
     "ROT_CENTER_DEPTH",
+    "CUT_DEPTH",
+    "MARCH_FAR",
+    "TAN_HALF_FOV",
     "pixel_grid",
     "rotation_matrix",
     "normals_from_depth",
@@ -92,7 +96,7 @@ def normals_from_depth(depth: torch.Tensor) -> torch.Tensor:
     tv = pad[:, :, 2:, 1:-1] - pad[:, :, :-2, 1:-1]
     normal = torch.cross(tv, tu, dim=1)  # points toward the camera (negative z in the camera frame)
     normal = normal * torch.tensor([1.0, 1.0, -1.0], device=depth.device, dtype=depth.dtype).view(1, 3, 1, 1)
-    return normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return normal * torch.rsqrt((normal * normal).sum(1, keepdim=True).clamp_min(1e-24))
 
 
 def light_direction(light: torch.Tensor) -> torch.Tensor:
@@ -210,12 +214,15 @@ def warp_canonical(
 def recompose(intrinsics: dict[str, torch.Tensor], resolution: int | None = None) -> torch.Tensor:
     """Image [N, 3, H, W] in [-1, 1] from Unsup3D intrinsics alone (the image-formation model, nothing else).
 
-    Uses `depth` [N,1,H,W], `albedo` [N,3,H,W] in [-1, 1], `light` [N,4], `view` [N,6] and `background` [N, 3] in
-    [-1, 1]: the canonical image ``(albedo/2+1/2) * shade(depth, light)`` is ray-cast into the view and composited
-    over the background with the object mask of the hit depth.
+    Uses `depth` [N,1,H,W], `albedo` [N,3,H,W] in [-1, 1], `light` [N,4], `view` [N,6] and, when present,
+    `background` [N, 3] in [-1, 1]: the canonical image ``(albedo/2+1/2) * shade(depth, light)`` is ray-cast into
+    the view and composited over the background with the object mask of the hit depth. Without `background` (e.g.
+    a decomposer's full-frame prediction) the whole depth map is the object, as in Unsup3D.
     """
     depth, albedo, light = intrinsics["depth"], intrinsics["albedo"], intrinsics["light"]
     canon = (albedo * 0.5 + 0.5) * shade(depth, light)
+    if "background" not in intrinsics:
+        return warp_canonical(depth, intrinsics["view"], canon, resolution)[0] * 2 - 1
     rgb, hit_depth = warp_canonical(depth, intrinsics["view"], canon, resolution, far=MARCH_FAR)
     mask = object_mask(hit_depth)
     background = (intrinsics["background"][:, :, None, None] * 0.5 + 0.5)
