@@ -23,12 +23,13 @@ from .factors import (
 from .image_formation import normals_from_depth, recompose, shade, warp_canonical
 from .oracle import SyntheticOracle
 from .preview import save_face_sheet
-from .renderer import light_from_factors, render, render_dataset, view_from_factors
+from .renderer import RENDERER_VERSION, light_from_factors, render, render_dataset, view_from_factors
 
 __all__ = [
     "FACTORS",
     "GROUPS",
     "PART_NAMES",
+    "RENDERER_VERSION",
     "Factor",
     "SyntheticOracle",
     "factor_groups",

@@ -17,7 +17,10 @@ from .face import BACKGROUND_RGB, canonical_face
 from .factors import FACTORS, factor_names, num_factors, to_physical
 from .image_formation import MARCH_FAR, normals_from_depth, object_mask, shade, warp_canonical
 
-__all__ = ["render", "render_dataset", "light_from_factors", "view_from_factors"]
+__all__ = ["RENDERER_VERSION", "render", "render_dataset", "light_from_factors", "view_from_factors"]
+
+# Bumped whenever the pictures change for the same factors; caches of rendered images should record it.
+RENDERER_VERSION = 1
 
 
 def _physical(factors: torch.Tensor) -> dict[str, torch.Tensor]:
