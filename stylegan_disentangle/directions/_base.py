@@ -12,13 +12,23 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from threadpoolctl import threadpool_limits
 
 from ..errors import LatentError, NotFittedError
 from .direction_set import DirectionSet, to_jsonable
 
-__all__ = ["DirectionFinder", "as_w", "as_labels", "unit_rows", "canonical_sign", "check_fitted"]
+__all__ = ["DirectionFinder", "as_w", "as_labels", "unit_rows", "canonical_sign", "check_fitted", "small_lapack"]
 
 _CHUNK = 65536
+
+
+def small_lapack():
+    """Context running BLAS/LAPACK single-threaded, for small dense decompositions (w_dim x w_dim eigh / solve).
+
+    They take tens of milliseconds on one core; with several threads on a busy machine (oversubscribed cores, as
+    when other jobs or joblib workers run) OpenBLAS's spinning threads made a 512 x 512 eigh take seconds.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._base import small_lapack
+
 __all__ = ["Moments", "compute_moments", "ridge_from_moments", "r2_from_moments", "split_mask", "lasso_surrogate"]
 
 
@@ -136,10 +138,11 @@ def ridge_from_moments(m: Moments, alpha: float) -> tuple[np.ndarray, np.ndarray
     """Ridge coefficients `[D, L]` and intercepts `[L]` from training moments (sklearn Ridge's objective)."""
     d = m.gram.shape[0]
     a = m.gram + float(alpha) * np.eye(d)
-    try:
-        coef = np.linalg.solve(a, m.cross)
-    except np.linalg.LinAlgError:
-        coef = np.linalg.lstsq(a, m.cross, rcond=None)[0]
+    with small_lapack():
+        try:
+            coef = np.linalg.solve(a, m.cross)
+        except np.linalg.LinAlgError:
+            coef = np.linalg.lstsq(a, m.cross, rcond=None)[0]
     intercept = m.y_mean - m.mean @ coef
     return coef, intercept
 
@@ -163,7 +166,8 @@ def lasso_surrogate(m: Moments, rtol: float = 1e-10) -> tuple[np.ndarray, np.nda
     equals the surrogate's up to a constant, and Lasso / ElasticNet / MultiTaskLasso fitted on (X', Y') with the
     same alpha give the full-data solution while iterating over D rows instead of N.
     """
-    lam, vec = np.linalg.eigh(m.gram)
+    with small_lapack():
+        lam, vec = np.linalg.eigh(m.gram)
     keep = lam > rtol * max(float(lam.max(initial=0.0)), 1e-300)
     lam, vec = lam[keep], vec[:, keep]
     d = m.gram.shape[0]

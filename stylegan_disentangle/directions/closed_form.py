@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import DirectionFinder, canonical_sign, check_fitted
+from ._base import DirectionFinder, canonical_sign, check_fitted, small_lapack
 
 __all__ = ["ClosedFormDirections", "affine_weights", "ws_index_of"]
 
@@ -160,7 +160,9 @@ class ClosedFormDirections(DirectionFinder):
         k = w_dim if self.n_components is None else int(self.n_components)
         if not 1 <= k <= w_dim:
             raise ValueError(f"n_components must be in [1, w_dim={w_dim}], got {k}")
-        eigval, eigvec = np.linalg.eigh(a.T @ a)
+        gram = a.T @ a
+        with small_lapack():
+            eigval, eigvec = np.linalg.eigh(gram)
         order = np.argsort(eigval)[::-1][:k]
         self.eigenvalues_ = eigval[order]
         dirs = canonical_sign(eigvec[:, order].T)

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.utils import check_random_state
 
-from ._base import DirectionFinder, as_labels, as_w, check_fitted, unit_rows, w_std_along
+from ._base import DirectionFinder, as_labels, as_w, check_fitted, small_lapack, unit_rows, w_std_along
 from ._moments import compute_moments, r2_from_moments, ridge_from_moments, split_mask
 
 __all__ = ["LinearDirections"]
@@ -210,7 +210,8 @@ class LinearDirections(DirectionFinder):
             zc = z_tr - z_tr.mean(axis=0)
             tc = t_tr - t_tr.mean()
             gram = zc.T @ zc
-            beta = np.linalg.solve(gram + self.alpha * np.eye(gram.shape[0]), zc.T @ tc)
+            with small_lapack():
+                beta = np.linalg.solve(gram + self.alpha * np.eye(gram.shape[0]), zc.T @ tc)
             b0 = t_tr.mean() - z_tr.mean(axis=0) @ beta
             predict = lambda z: (z @ beta + b0) > 0.5  # noqa: E731
         else:
