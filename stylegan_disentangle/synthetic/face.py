@@ -5,7 +5,8 @@ The head is a height field over the canonical image (see image_formation for the
 * skull: an ellipsoid (half-width `head_width`, half-height `head_height`, depth semi-axis equal to its metric
   half-width) centred at the rotation centre (depth 1.0); its lower half narrows toward the chin by `jaw_width`
   and lengthens as the mouth opens. Past the silhouette a short steep skirt stands for the sides of the head
-  (visible when it turns), then a wall drops to the background depth 1.1, where the object mask ends.
+  (visible when it turns); the object ends where the skirt passes CUT_DEPTH (image_formation.object_mask), and a
+  wall drops on to the background depth 1.1.
 * hair cap: a slightly larger ellipsoid shell, present above a curved hairline, merged with a smooth minimum.
 * nose: a ridge from the bridge (eye level) to the tip (`nose_length` below), widening to `nose_width`, plus a
   rounded tip and dark nostrils.
