@@ -205,6 +205,7 @@ def _progress(ctx: click.Context) -> bool | None:
               help="Name directions after the label they change most (default: on for pca / closed-form).")
 @click.option("--effect-samples", type=int, default=32, show_default=True,
               help="Codes per direction for the rendered label-effect measurement.")
+@click.option("--grid-steps", type=int, default=7, show_default=True, help="Columns of the edit grid (-3..3 stds).")
 @click.option("--umap/--no-umap", default=True, show_default=True, help="Also draw the UMAP scatter of W.")
 @click.option("--color-by", default=None, help="Label colouring the W scatters (default: the first label).")
 @click.pass_context

@@ -21,6 +21,15 @@ from stylegan_disentangle.labels import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convs 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _img(unit: torch.Tensor) -> torch.Tensor:
     """[C, H, W] in [0, 1] -> one generator-style image [1, C, H, W] in [-1, 1]."""
     return unit[None] * 2 - 1

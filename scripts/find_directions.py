@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Find, name and plot W-space directions of a StyleGAN2 checkpoint (same as `stylegan-disentangle find-directions`).
+
+Examples:
+    python scripts/find_directions.py ffhq --method pca --samples 100000 --outdir runs/ffhq_pca
+    python scripts/find_directions.py G.pkl --method linear --labeler image_stats --outdir runs/lin --trunc 0.7
+    python scripts/find_directions.py G.pkl --method sparse --labeler mypkg.labels:make_labeler --outdir runs/sp
+
+Writes into OUTDIR: config.json, bank/ (resumable latent bank), directions.npz/.json (the DirectionSet),
+boundaries/, edit_grid.png, cosine_similarity.png, label_effects.png, w_pca.png, w_umap.png and report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stylegan_disentangle.analysis.find_directions import METHODS, run_find_directions
+from stylegan_disentangle.errors import StyleGANDisentangleError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pkl", help="network pickle: path, URL or known name (see `stylegan-disentangle list-checkpoints`)")
+    p.add_argument("--method", choices=METHODS, default="pca")
+    p.add_argument("--samples", type=int, default=10_000, help="latent bank size (default 10000)")
+    p.add_argument("--labeler", default="image_stats", help="labeler name(s) 'a,b', 'module:factory', or 'none'")
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trunc", dest="truncation_psi", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--trunc-cutoff", dest="truncation_cutoff", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--num-directions", type=int, default=10, help="K for pca / closed-form")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--rename", action=argparse.BooleanOptionalAction, default=None,
+                   help="name directions after the label they change most (default: on for pca / closed-form)")
+    p.add_argument("--effect-samples", type=int, default=32)
+    p.add_argument("--grid-steps", type=int, default=7)
+    p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--color-by", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    quiet = args.pop("quiet")
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        result = run_find_directions(progress=False if quiet else None, **args)
+    except StyleGANDisentangleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(result.direction_set)} directions: {', '.join(result.direction_set.names)}")
+    print(f"report: {result.files['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
