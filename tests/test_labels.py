@@ -21,9 +21,10 @@ from stylegan_disentangle.labels import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convs 10-100x slower."""
+    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
+    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

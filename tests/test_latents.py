@@ -22,9 +22,10 @@ from stylegan_disentangle.latents import (
 from stylegan_disentangle.networks import Generator
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny convs 10-100x slower."""
+    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
+    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -202,7 +203,8 @@ def test_bank_with_cutoff_stores_raw_w_and_rebuilds_truncated_ws(G, tmp_path):
     bank = LatentBank.create(G, tmp_path / "b", 9, seed=4, truncation_psi=0.5, truncation_cutoff=3, render=False)
     lat = sample_latents(G, bank.seeds, truncation_psi=0.5, truncation_cutoff=3)
     np.testing.assert_allclose(bank.w, lat.w_raw.numpy(), rtol=0, atol=1e-6)
-    torch.testing.assert_close(bank.ws(), lat.ws, rtol=0, atol=1e-6)
+    torch.testing.assert_close(bank.ws(slice(None)), lat.ws, rtol=0, atol=1e-6)
+    assert bank.ws(4).shape == (1, G.num_ws, 16)
     assert bank.meta["w_truncated"] is False
 
 

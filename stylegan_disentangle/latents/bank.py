@@ -187,8 +187,9 @@ class LatentBank:
             return np.zeros((len(self), 0), dtype=np.float32)
         return np.stack([np.asarray(self.labels[k], dtype=np.float32) for k in names], axis=1)
 
-    def ws(self, rows: Any = slice(None), device: str | torch.device = "cpu") -> torch.Tensor:
-        """ws `[M, num_ws, w_dim]` of the chosen rows, with the bank's truncation applied."""
+    def ws(self, rows: Any, device: str | torch.device = "cpu") -> torch.Tensor:
+        """ws `[M, num_ws, w_dim]` of the chosen rows (an index, slice, or index array), with the bank's truncation
+        applied. Choose rows: ws of a whole 1M bank would take num_ws times the bank's memory."""
         w = torch.as_tensor(np.array(self.w[rows], dtype=np.float32), device=device)
         if w.ndim == 1:
             w = w[None]

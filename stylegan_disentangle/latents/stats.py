@@ -103,7 +103,9 @@ class WStats(BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         rows = np.arange(n) if n <= self.max_quantile_samples else np.sort(
             rng.choice(n, self.max_quantile_samples, replace=False))
-        self.distance_quantiles_ = np.quantile(self.mahalanobis(np.asarray(w[rows])), _QUANTILE_GRID)
+        dist = np.concatenate([self.mahalanobis(np.asarray(w[rows[i : i + self.chunk_size]]))
+                               for i in range(0, rows.size, self.chunk_size)])
+        self.distance_quantiles_ = np.quantile(dist, _QUANTILE_GRID)
         return self
 
     def _check(self) -> None:
