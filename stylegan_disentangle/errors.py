@@ -29,3 +29,7 @@ class NotFittedError(StyleGANDisentangleError, AttributeError):
 
 class BuildError(StyleGANDisentangleError, RuntimeError):
     """A CUDA extension in third_party/ could not be compiled."""
+
+
+class UsageError(StyleGANDisentangleError, ValueError):
+    """An argument a user typed (seeds, steps, layer ranges, names) cannot be read."""

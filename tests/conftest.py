@@ -9,6 +9,9 @@ import torch
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
+# The networks in the tests are tiny: one thread avoids OpenMP overhead and keeps timings stable on a shared CPU.
+torch.set_num_threads(1)
+
 
 def reference_dir_or_skip() -> Path:
     """The ../shared/reference folder, or skip the calling test with a clear reason."""

@@ -5,6 +5,7 @@ from .edit import direction_offset, edit, parse_layers, parse_seeds, parse_steps
 from .effects import LabelEffects, compare_namings, measure_label_effects
 from .extrapolate import ExtrapolationResult, discriminator_scores, extrapolate
 from .find_directions import METHODS, FindDirectionsResult, run_find_directions
+from .metrics import dci, direction_recovery, factor_change_per_step, leakage, locality, mig, sap
 from .plots import (
     cosine_similarity_matrix,
     plot_cosine_similarity,
@@ -21,6 +22,13 @@ __all__ = [
     "FindDirectionsResult",
     "LabelEffects",
     "compare_namings",
+    "dci",
+    "direction_recovery",
+    "factor_change_per_step",
+    "leakage",
+    "locality",
+    "mig",
+    "sap",
     "cosine_similarity_matrix",
     "direction_offset",
     "discriminator_scores",

@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from ..directions import DirectionSet
 from ..errors import LatentError, StyleGANDisentangleError
 from ..latents import check_ws, eval_mode, generator_device
+from ..utils.ranges import parse_seeds, parse_steps  # noqa: F401  (re-exported)
 
 __all__ = [
     "direction_offset",
@@ -30,53 +30,6 @@ __all__ = [
     "render",
     "step_scale",
 ]
-
-
-def parse_steps(spec: str | Sequence[float]) -> np.ndarray:
-    """Steps from "start:stop:count" (inclusive, like linspace), "a,b,c", or a sequence -> `[S]` float64."""
-    if not isinstance(spec, str):
-        steps = np.asarray(spec, dtype=np.float64).reshape(-1)
-    elif ":" in spec:
-        parts = spec.split(":")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError:
-            raise StyleGANDisentangleError(f"steps {spec!r} must look like START:STOP:COUNT, e.g. -3:3:7") from None
-        if count < 1:
-            raise StyleGANDisentangleError(f"steps {spec!r}: COUNT must be >= 1")
-        steps = np.linspace(start, stop, count)
-    else:
-        try:
-            steps = np.asarray([float(x) for x in spec.split(",") if x.strip()], dtype=np.float64)
-        except ValueError:
-            raise StyleGANDisentangleError(f"steps {spec!r} must be numbers separated by commas") from None
-    if steps.size == 0 or not np.isfinite(steps).all():
-        raise StyleGANDisentangleError(f"steps {spec!r} must be a non-empty list of finite numbers")
-    return steps
-
-
-def parse_seeds(spec: str | Sequence[int]) -> list[int]:
-    """Seeds from "0-7,10,12-13" (ranges inclusive) or a sequence of ints."""
-    if not isinstance(spec, str):
-        return [int(s) for s in spec]
-    seeds: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if match is None:
-            raise StyleGANDisentangleError(f"seeds {spec!r}: {part!r} is not N or N-M")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo:
-            raise StyleGANDisentangleError(f"seeds {spec!r}: range {part!r} runs backwards")
-        seeds.extend(range(lo, hi + 1))
-    if not seeds:
-        raise StyleGANDisentangleError(f"seeds {spec!r} names no seed")
-    return seeds
 
 
 def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, int] | None:

@@ -1,44 +1,60 @@
-"""Parse the range syntax the command line uses: seeds '0-7,12' and steps '-3:3:7'."""
+"""Parse the range syntax the command line and the Python API share: seeds '0-7,12' and steps '-3:3:7'."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import numpy as np
 
+from ..errors import UsageError
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,10' -> [0, 1, 2, 3, 10]. Raises ValueError with the offending part."""
-    seeds: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
+
+def parse_steps(spec: str | Sequence[float]) -> np.ndarray:
+    """Steps from "start:stop:count" (inclusive, like linspace), "a,b,c", or a sequence -> `[S]` float64."""
+    if not isinstance(spec, str):
+        steps = np.asarray(spec, dtype=np.float64).reshape(-1)
+    elif ":" in spec:
+        parts = spec.split(":")
         try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (None, None)
-                lo, hi = int(lo), int(hi)
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-        except (TypeError, ValueError):
-            raise ValueError(f"cannot read seeds {part!r}: use e.g. '0-7' or '1,5,9'") from None
-    if not seeds or any(s < 0 or s >= 2**32 for s in seeds):
-        raise ValueError(f"seeds must be non-negative 32-bit ints, got {text!r}")
-    return seeds
-
-
-def parse_steps(text: str) -> np.ndarray:
-    """'-3:3:7' -> 7 evenly spaced steps from -3 to 3; '0.5' -> [0.5]; '-1,0,2' -> that list."""
-    text = str(text).strip()
-    try:
-        if ":" in text:
-            lo, hi, n = text.split(":")
-            steps = np.linspace(float(lo), float(hi), int(n))
-        else:
-            steps = np.array([float(v) for v in text.split(",") if v.strip()])
-    except ValueError:
-        raise ValueError(f"cannot read steps {text!r}: use START:STOP:COUNT (e.g. -3:3:7) or a comma list") from None
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise UsageError(f"steps {spec!r} must look like START:STOP:COUNT, e.g. -3:3:7") from None
+        if count < 1:
+            raise UsageError(f"steps {spec!r}: COUNT must be >= 1")
+        steps = np.linspace(start, stop, count)
+    else:
+        try:
+            steps = np.asarray([float(x) for x in spec.split(",") if x.strip()], dtype=np.float64)
+        except ValueError:
+            raise UsageError(f"steps {spec!r} must be numbers separated by commas") from None
     if steps.size == 0 or not np.isfinite(steps).all():
-        raise ValueError(f"steps must be finite numbers, got {text!r}")
+        raise UsageError(f"steps {spec!r} must be a non-empty list of finite numbers")
     return steps
+
+
+def parse_seeds(spec: str | Sequence[int]) -> list[int]:
+    """Seeds from "0-7,10,12-13" (ranges inclusive) or a sequence of ints; each must fit in 32 bits."""
+    if not isinstance(spec, str):
+        seeds = [int(s) for s in spec]
+    else:
+        seeds = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if match is None:
+                raise UsageError(f"seeds {spec!r}: {part!r} is not N or N-M")
+            lo = int(match.group(1))
+            hi = int(match.group(2)) if match.group(2) is not None else lo
+            if hi < lo:
+                raise UsageError(f"seeds {spec!r}: range {part!r} runs backwards")
+            seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise UsageError(f"seeds {spec!r} names no seed")
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise UsageError(f"seeds {spec!r}: seeds must be between 0 and 2**32 - 1")
+    return seeds
