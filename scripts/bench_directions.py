@@ -82,6 +82,11 @@ def abs_cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def bt(args: argparse.Namespace) -> int | None:
+    """The finders' `blas_threads` from --finder-threads (0 = BLAS default)."""
+    return None if args.finder_threads == 0 else args.finder_threads
+
+
 def timed(fn: Callable, repeat: int = 1):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -126,7 +131,7 @@ class Recorder:
 
 def bench_pca(data: dict, args, record: Recorder) -> None:
     w = data["w"]
-    sec, est = timed(lambda: PCADirections(n_components=20, random_state=0).fit(w), args.repeat)
+    sec, est = timed(lambda: PCADirections(n_components=20, random_state=0, blas_threads=bt(args)).fit(w), args.repeat)
     bsec, ref = timed(lambda: PCA(n_components=20, svd_solver="randomized", random_state=0).fit(w), args.repeat)
     agree = min(abs_cos(a, b) for a, b in zip(est.directions_[:5], ref.components_[:5]))
     planted = min(abs_cos(est.directions_[i], np.eye(w.shape[1])[i]) for i in range(5))
@@ -152,7 +157,9 @@ def bench_closed_form(data: dict, args, record: Recorder) -> None:
 
 def bench_ridge(data: dict, args, record: Recorder) -> None:
     w, y, planted = data["w"], data["y"], data["planted"]
-    sec, est = timed(lambda: LinearDirections(method="ridge", random_state=0).fit(w, y), args.repeat)
+    sec, est = timed(
+        lambda: LinearDirections(method="ridge", random_state=0, blas_threads=bt(args)).fit(w, y), args.repeat
+    )
     q = min(abs_cos(est.directions_[l], planted[l]) for l in range(len(planted)))
     bsec, _ = timed(lambda: Ridge(alpha=1.0).fit(w, y), args.repeat)
     record("ridge", sec, q, "sklearn Ridge()", bsec, f"{y.shape[1]} labels, with held-out R^2")
@@ -165,7 +172,8 @@ def bench_ridge(data: dict, args, record: Recorder) -> None:
 def bench_svm(data: dict, args, record: Recorder) -> None:
     w, y, planted, p = data["w"], data["y"][:, 0], data["planted"][0], args.top_bottom
     sec, est = timed(
-        lambda: LinearDirections(method="svm", top_bottom_percent=p, random_state=0).fit(w, y), args.repeat
+        lambda: LinearDirections(method="svm", top_bottom_percent=p, random_state=0, blas_threads=bt(args)).fit(w, y),
+        args.repeat,
     )
     sel, target = top_bottom_rows(y, p)
     bsec, ref = timed(lambda: LinearSVC().fit(w[sel], target), args.repeat)
@@ -175,7 +183,9 @@ def bench_svm(data: dict, args, record: Recorder) -> None:
 
 def bench_logistic(data: dict, args, record: Recorder) -> None:
     w, y, planted = data["w"], data["y_bin"], data["planted"][0]
-    sec, est = timed(lambda: LinearDirections(method="logistic", random_state=0).fit(w, y), args.repeat)
+    sec, est = timed(
+        lambda: LinearDirections(method="logistic", random_state=0, blas_threads=bt(args)).fit(w, y), args.repeat
+    )
     q = abs_cos(est.directions_[0], planted)
     note = f"ours: {min(len(w), 100_000):,}-row subsample"
     if len(w) <= args.baseline_max_n:
@@ -197,7 +207,9 @@ def bench_sparse(data: dict, args, record: Recorder, method: str) -> None:
         ys = np.stack([data["y_sparse"][:, 0], y2], 1)
         target = np.stack([data["sparse"][0], second])
     alpha = 0.05
-    sec, est = timed(lambda: SparseDirections(method, alpha=alpha, random_state=0).fit(w, ys), args.repeat)
+    sec, est = timed(
+        lambda: SparseDirections(method, alpha=alpha, random_state=0, blas_threads=bt(args)).fit(w, ys), args.repeat
+    )
     q = min(abs_cos(est.coef_[l], target[l]) for l in range(len(target)))
     exact = all(set(est.support_[l].tolist()) == set(np.flatnonzero(target[l]).tolist()) for l in range(len(target)))
     note = f"{ys.shape[1]} labels; support exact: {exact}"
@@ -212,9 +224,9 @@ def bench_sparse(data: dict, args, record: Recorder, method: str) -> None:
 
 def bench_naming(data: dict, args, record: Recorder) -> None:
     w, y = data["w"], data["y"]
-    pca = PCADirections(n_components=20, random_state=0).fit(w)
+    pca = PCADirections(n_components=20, random_state=0, blas_threads=bt(args)).fit(w)
     labels = {f"l{i}": y[:, i] for i in range(y.shape[1])}
-    sec, _ = timed(lambda: name_directions(pca, w, labels), args.repeat)
+    sec, _ = timed(lambda: name_directions(pca, w, labels, blas_threads=bt(args)), args.repeat)
     record("naming", sec, None, None, None, f"20 directions x {len(labels)} labels")
 
 
@@ -227,7 +239,9 @@ def bench_dictionary(data: dict, args, record: Recorder) -> None:
     for k in range(3):
         atoms[k, rng.choice(side * side, 40, replace=False)] = 1.0
     maps = 1.0 + codes @ atoms + 0.01 * rng.standard_normal((n_maps, side * side)).astype(np.float32)
-    est = SparseDirections("dictionary", n_components=3, code_alpha=0.5, max_samples=n_maps, random_state=0)
+    est = SparseDirections(
+        "dictionary", n_components=3, code_alpha=0.5, max_samples=n_maps, random_state=0, blas_threads=bt(args)
+    )
     sec, est = timed(lambda: est.fit(w[:n_maps], maps), 1)
     q = min(max(abs_cos(c, a) for c in est.components_) for a in atoms)
     record("dictionary", sec, q, None, None, f"{n_maps:,} maps of {side}x{side}; quality = atom recovery")
@@ -281,8 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="limit BLAS threads (threadpoolctl); on an oversubscribed shared machine 1 is often faster",
+        default=1,
+        help="BLAS thread limit for the whole run, baselines included (0 = BLAS default); 1 by default so that "
+        "baselines and finders (blas_threads=1) compare fairly on a shared machine",
+    )
+    parser.add_argument(
+        "--finder-threads", type=int, default=1, help="the finders' blas_threads (their default 1; 0 = BLAS default)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     args = parser.parse_args(argv)
@@ -299,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         blas=[(i.get("internal_api"), i.get("num_threads")) for i in threadpoolctl.threadpool_info()],
     )
     machine["blas_threads_limit"] = args.threads
+    machine["finder_blas_threads"] = bt(args)
     print(f"machine: {machine['cpu_count']} CPUs, {machine['platform']}; shared machine: times vary with load")
     results, loads, done = [], [], set()
-    limit = threadpoolctl.threadpool_limits(args.threads) if args.threads else contextlib.nullcontext()
+    limit = threadpoolctl.threadpool_limits(args.threads) if args.threads > 0 else contextlib.nullcontext()
     with limit:
         for n in args.sizes:
             before = os.getloadavg()

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.utils import check_random_state
 
-from ._base import DirectionFinder, as_labels, as_w, check_fitted, small_lapack, unit_rows, w_std_along
+from ._base import DirectionFinder, as_labels, as_w, blas_limit, check_fitted, small_lapack, unit_rows, w_std_along
 from ._moments import compute_moments, r2_from_moments, ridge_from_moments, split_mask
 
 __all__ = ["LinearDirections"]
@@ -56,6 +56,8 @@ class LinearDirections(DirectionFinder):
         Seed for the validation split and subsampling.
     chunk_size : int
         Rows per chunk of the streamed moments.
+    blas_threads : int or None
+        BLAS threads during `fit` (default 1; None = the BLAS default). See `_base.blas_limit` for why.
 
     Attributes
     ----------
@@ -86,6 +88,7 @@ class LinearDirections(DirectionFinder):
         max_iter: int = 1000,
         random_state: int | None = None,
         chunk_size: int = 65536,
+        blas_threads: int | None = 1,
     ) -> None:
         self.method = method
         self.alpha = alpha
@@ -96,9 +99,14 @@ class LinearDirections(DirectionFinder):
         self.max_iter = max_iter
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.blas_threads = blas_threads
 
     def fit(self, w: Any, y: Any, label_names: Sequence[str] | None = None) -> LinearDirections:
         """Fit on `w` `[N, w_dim]` and labels `y` (`[N]`, `[N, L]` or dict name -> `[N]`)."""
+        with blas_limit(self.blas_threads):
+            return self._fit(w, y, label_names)
+
+    def _fit(self, w: Any, y: Any, label_names: Sequence[str] | None) -> LinearDirections:
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         p = self.top_bottom_percent
@@ -174,7 +182,6 @@ class LinearDirections(DirectionFinder):
         rng = np.random.default_rng(_seed(self.random_state))
         n = y.shape[0]
         p = self.top_bottom_percent
-        uniq = np.unique(y)
         if p is not None:
             k = max(1, int(round(n * p / 100.0)))
             order = np.argsort(y, kind="stable")
@@ -183,9 +190,9 @@ class LinearDirections(DirectionFinder):
                 neg, pos = order[: n // 2], order[n // 2 :]
             rows = np.concatenate([neg, pos])
             target = np.concatenate([np.zeros(neg.size), np.ones(pos.size)])
-        elif uniq.size == 2:
+        elif _is_binary(y):
             rows = np.arange(n)
-            target = (y == uniq[1]).astype(np.float64)
+            target = (y == y.max()).astype(np.float64)
         else:  # continuous label given to a classifier: split at the median
             order = np.argsort(y, kind="stable")
             rows = np.concatenate([order[: n // 2], order[n // 2 :]])

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import DirectionFinder, as_labels, as_w, check_fitted
+from ._base import DirectionFinder, as_labels, as_w, blas_limit, check_fitted
 from ._moments import compute_moments, ridge_from_moments
 from .direction_set import DirectionSet
 
@@ -81,6 +81,7 @@ def name_directions(
     min_effect: float = 0.1,
     alpha: float = 1.0,
     chunk_size: int = 65536,
+    blas_threads: int | None = 1,
 ) -> DirectionNames:
     """Estimate each label's change along each direction and suggest names.
 
@@ -92,6 +93,7 @@ def name_directions(
     names : base names (default: the set's / finder's names, else 'd0', 'd1', ...).
     min_effect : smallest |effect| that earns a name.
     alpha : ridge penalty of `label ~ w`.
+    blas_threads : BLAS threads for the moments pass (default 1; None = BLAS default; see `_base.blas_limit`).
     """
     if isinstance(directions, DirectionSet):
         vecs = directions.flat_vectors()
@@ -112,7 +114,8 @@ def name_directions(
     if w.shape[1] != vecs.shape[1]:
         raise ValueError(f"w has w_dim {w.shape[1]} but the directions have {vecs.shape[1]}")
     y, lab_names = as_labels(labels, w.shape[0], label_names)
-    (m,) = compute_moments(w, y, chunk_size=chunk_size, desc="naming moments")
+    with blas_limit(blas_threads):
+        (m,) = compute_moments(w, y, chunk_size=chunk_size, desc="naming moments")
     coef, _ = ridge_from_moments(m, alpha)  # [D, L]
     per_unit = vecs @ coef  # [K, L]
     sigma_dir = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", vecs, m.cov, vecs), 0.0))  # [K]

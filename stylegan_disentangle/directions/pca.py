@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.decomposition import PCA, IncrementalPCA
 from tqdm.auto import tqdm
 
-from ._base import DirectionFinder, as_w, check_fitted
+from ._base import DirectionFinder, as_w, blas_limit, check_fitted
 
 __all__ = ["PCADirections"]
 
@@ -34,6 +34,8 @@ class PCADirections(DirectionFinder):
         Seed for the randomized solver.
     svd_solver : str
         Passed to sklearn PCA ('auto', 'full', 'covariance_eigh', 'randomized', 'arpack').
+    blas_threads : int or None
+        BLAS threads during `fit` (default 1; None = the BLAS default). See `_base.blas_limit` for why.
 
     Attributes
     ----------
@@ -58,15 +60,21 @@ class PCADirections(DirectionFinder):
         batch_size: int | None = None,
         random_state: int | None = None,
         svd_solver: str = "auto",
+        blas_threads: int | None = 1,
     ) -> None:
         self.n_components = n_components
         self.incremental = incremental
         self.batch_size = batch_size
         self.random_state = random_state
         self.svd_solver = svd_solver
+        self.blas_threads = blas_threads
 
     def fit(self, w: Any, y: Any = None) -> PCADirections:
         """Fit on `w` `[N, w_dim]` (`y` is ignored)."""
+        with blas_limit(self.blas_threads):
+            return self._fit(w)
+
+    def _fit(self, w: Any) -> PCADirections:
         w = as_w(w)
         n, d = w.shape
         k = int(self.n_components)

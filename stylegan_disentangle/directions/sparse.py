@@ -26,7 +26,7 @@ from sklearn.decomposition import SparsePCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, Lasso, MultiTaskLasso
 
-from ._base import DirectionFinder, _to_numpy, as_labels, as_w, canonical_sign, check_fitted
+from ._base import DirectionFinder, _to_numpy, as_labels, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary
 from ._moments import compute_moments, lasso_surrogate, r2_from_moments, ridge_from_moments, split_mask
 from .linear import _seed
@@ -66,6 +66,8 @@ class SparseDirections(DirectionFinder):
     random_state : int or None
     chunk_size : int
         Rows per chunk of the streamed moments.
+    blas_threads : int or None
+        BLAS threads during `fit` (default 1; None = the BLAS default). See `_base.blas_limit` for why.
 
     Attributes
     ----------
@@ -106,6 +108,7 @@ class SparseDirections(DirectionFinder):
         dict_max_iter: int = 100,
         random_state: int | None = None,
         chunk_size: int = 65536,
+        blas_threads: int | None = 1,
     ) -> None:
         self.method = method
         self.alpha = alpha
@@ -121,9 +124,14 @@ class SparseDirections(DirectionFinder):
         self.dict_max_iter = dict_max_iter
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.blas_threads = blas_threads
 
     def fit(self, w: Any, y: Any, label_names: Sequence[str] | None = None) -> SparseDirections:
         """Fit on `w` `[N, w_dim]` and labels `y` (`[N]`, `[N, L]`, `[N, H, W]` maps, or a dict of them)."""
+        with blas_limit(self.blas_threads):
+            return self._fit(w, y, label_names)
+
+    def _fit(self, w: Any, y: Any, label_names: Sequence[str] | None) -> SparseDirections:
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         w = as_w(w)
