@@ -169,6 +169,24 @@ def test_closed_form_on_torch_module_matches_numpy(torgb, used):
     np.testing.assert_array_equal(ClosedFormDirections(6, torgb=torgb).fit(G.state_dict()).directions_, est.directions_)
 
 
+def test_closed_form_on_a_real_stylegan2_generator_covers_every_ws_index():
+    from tests.helpers import tiny_networks
+
+    G = tiny_networks("skip16")["G_ema"]
+    est = ClosedFormDirections(n_components=4).fit(G)
+    assert est.layers_ == list(range(G.num_ws))  # every ws index read by a conv, the last one by the final ToRGB
+    assert est.directions_.shape == (4, G.w_dim)
+    # a unit step along direction k changes the (row-normalised) styles by exactly sqrt(eigenvalue k)
+    params = dict(G.named_parameters())
+    a = torch.cat([params[name] for name in est.layer_names_]).double()
+    a = a / a.norm(dim=1, keepdim=True)
+    gain = (a @ torch.from_numpy(est.directions_).double().T).pow(2).sum(0).numpy()
+    np.testing.assert_allclose(gain, est.eigenvalues_, rtol=1e-5)
+    assert np.all(np.diff(est.eigenvalues_) <= 0)
+    sub = ClosedFormDirections(n_components=2, layers=[0, 1, 2]).fit(G).to_direction_set()
+    assert sub.layer_ranges == [(0, 3), (0, 3)]
+
+
 def test_closed_form_rejects_unknown_layers():
     with pytest.raises(ValueError, match="available ws indices"):
         ClosedFormDirections(layers=[9]).fit(_TinyGenerator())
