@@ -9,9 +9,6 @@ import torch
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
-# The networks in the tests are tiny: one thread avoids OpenMP overhead and keeps timings stable on a shared CPU.
-torch.set_num_threads(1)
-
 
 def reference_dir_or_skip() -> Path:
     """The ../shared/reference folder, or skip the calling test with a clear reason."""
@@ -23,6 +20,16 @@ def reference_dir_or_skip() -> Path:
 @pytest.fixture
 def reference_dir() -> Path:
     return reference_dir_or_skip()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread per test: the networks here are tiny, and on a shared 2-core machine OpenMP's spinning
+    threads make tiny convs 10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

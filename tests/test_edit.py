@@ -35,16 +35,6 @@ def G() -> Generator:
                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
-    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _unit(i: int, d: int = W_DIM) -> np.ndarray:
     v = np.zeros(d, np.float32)
     v[i] = 1

@@ -22,16 +22,6 @@ from stylegan_disentangle.utils import sha256_file
 FAST = ["--effect-samples", "6", "--grid-steps", "5", "--batch-size", "64"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
-    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_pkl(tmp_path_factory) -> Path:
     torch.manual_seed(0)

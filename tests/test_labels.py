@@ -21,16 +21,6 @@ from stylegan_disentangle.labels import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
-    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _img(unit: torch.Tensor) -> torch.Tensor:
     """[C, H, W] in [0, 1] -> one generator-style image [1, C, H, W] in [-1, 1]."""
     return unit[None] * 2 - 1

@@ -22,16 +22,6 @@ from stylegan_disentangle.latents import (
 from stylegan_disentangle.networks import Generator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread per test: on a shared 2-core machine OpenMP's spinning threads make tiny convs
-    10-100x slower (set per test because UMAP's numba run resets torch's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny(c_dim: int = 0) -> Generator:
     torch.manual_seed(0)
     G = Generator(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=16, img_channels=3,
