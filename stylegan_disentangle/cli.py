@@ -105,14 +105,42 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 
 @main.command("demo")
 @click.option("--outdir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
+@click.option("--samples", type=int, default=5000, show_default=True, help="Latent bank size for find-directions.")
 @click.option("--device", default="auto", show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, outdir: str, device: str) -> None:
-    """The quick tour: load a checkpoint safely, describe it, and write a grid of generated images.
+def demo(ctx: click.Context, outdir: str, samples: int, device: str) -> None:
+    """The quick tour on the shipped synthetic checkpoint: load it safely, describe it, generate a grid, and find,
+    name and plot its semantic directions with the ground-truth oracle labeler.
 
-    Uses the reference network in ../shared/reference when it is there, otherwise writes a tiny random network in
-    the official layout first (no pretrained weights can be downloaded here).
+    Without the shipped checkpoint (a source checkout that has not trained one) it falls back to the reference
+    network in ../shared/reference or to a tiny random network written in the official layout.
     """
+    from pathlib import Path
+
+    from .synthetic.checkpoint import SYNTHETIC_CHECKPOINT
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    pkl = "synthetic" if SYNTHETIC_CHECKPOINT.is_file() else str(_fallback_demo_network(out))
+    click.echo(f"== info {pkl}")
+    ctx.invoke(info, pkl=pkl, as_json=False)
+    click.echo("== generate")
+    ctx.invoke(generate, pkl=pkl, seeds="0-15", truncation_psi=0.7, trunc_cutoff=None, noise_mode="const",
+               class_idx=None, outdir=str(out / "images"), grid=True, device=device)
+    if pkl == "synthetic":
+        from .analysis.find_directions import run_find_directions
+
+        click.echo("== find-directions (supervised linear, synthetic-oracle labels)")
+        result = run_find_directions("synthetic", method="linear", labeler="synthetic-oracle", samples=samples,
+                                     outdir=out / "directions", device=device, grid_max_rows=19,
+                                     progress=not ctx.obj.get("quiet"))
+        click.echo(f"directions: {', '.join(result.direction_set.names)}")
+        click.echo(f"open {out / 'directions' / 'edit_grid.png'} and {out / 'directions' / 'label_effects.png'}")
+    click.echo(f"open {out / 'images' / 'grid.png'}")
+
+
+def _fallback_demo_network(out):
+    """The reference network beside the clone, or a tiny random network written in the official layout."""
     from pathlib import Path
 
     import torch
@@ -120,26 +148,17 @@ def demo(ctx: click.Context, outdir: str, device: str) -> None:
     from .checkpoints import save_network_pkl
     from .networks import Discriminator, Generator
 
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
     reference = Path.cwd().parent / "shared" / "reference" / "sg2ada_skip_32.pkl"
     if reference.is_file():
-        pkl = reference
-    else:
-        torch.manual_seed(0)
-        kwargs = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3,
-                      mapping_kwargs=dict(num_layers=4), synthesis_kwargs=dict(channel_base=2048, channel_max=64))
-        G = Generator(**kwargs).eval()
-        D = Discriminator(c_dim=0, img_resolution=32, img_channels=3, channel_base=2048, channel_max=64).eval()
-        pkl = out / "tiny_random.pkl"
-        save_network_pkl(pkl, dict(G=G, D=D, G_ema=G, training_set_kwargs=None, augment_pipe=None))
-        click.echo(f"no reference network found; wrote a tiny random network to {pkl}")
-    click.echo(f"== info {pkl}")
-    ctx.invoke(info, pkl=str(pkl), as_json=False)
-    click.echo("== generate")
-    ctx.invoke(generate, pkl=str(pkl), seeds="0-15", truncation_psi=0.7, trunc_cutoff=None, noise_mode="const",
-               class_idx=None, outdir=str(out / "images"), grid=True, device=device)
-    click.echo(f"open {out / 'images' / 'grid.png'}")
+        return reference
+    torch.manual_seed(0)
+    G = Generator(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=4),
+                  synthesis_kwargs=dict(channel_base=2048, channel_max=64)).eval()
+    D = Discriminator(c_dim=0, img_resolution=32, img_channels=3, channel_base=2048, channel_max=64).eval()
+    pkl = out / "tiny_random.pkl"
+    save_network_pkl(pkl, dict(G=G, D=D, G_ema=G, training_set_kwargs=None, augment_pipe=None))
+    click.echo(f"no shipped or reference network found; wrote a tiny random network to {pkl}")
+    return pkl
 
 
 def _open_or_fail(open_fn, pkl: str, **kwargs):

@@ -11,6 +11,9 @@ It is deliberately imperfect, as attribute encodings in real generators are:
   part, as GANSpace does on real generators), identity and expression directions random;
 - nuisance: every direction orthogonal to all d_j changes no factor.
 The ground-truth direction of factor j is d_j: the gradient of f_j at the mean of W points along it.
+The defaults (gain 0.6, curvature 0.04) keep the nonlinearity mild enough that the best linear fit of each factor on
+W stays within |cosine| 0.96 of d_j although W is skewed along its top principal axes (with curvature 0.08 the
+partner's square correlates with w there and pulls the pose / light fits down to 0.94).
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ class FactorMap:
     mean: np.ndarray
     sigma: np.ndarray
     partners: np.ndarray
-    gain: float = 0.9
-    curvature: float = 0.08
+    gain: float = 0.6
+    curvature: float = 0.04
 
     @property
     def names(self) -> list[str]:
@@ -55,7 +58,7 @@ class FactorMap:
         return int(self.directions.shape[1])
 
     @classmethod
-    def build(cls, w_samples: np.ndarray, seed: int = 0, gain: float = 0.9, curvature: float = 0.08) -> FactorMap:
+    def build(cls, w_samples: np.ndarray, seed: int = 0, gain: float = 0.6, curvature: float = 0.04) -> FactorMap:
         """Make the map for a W distribution given by samples w_samples [N, w_dim] (e.g. 100k mapped z)."""
         w = np.asarray(w_samples, dtype=np.float64)
         names = factor_names()

@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Score every direction finder against the ground truth of the shipped synthetic checkpoint.
+
+Samples w from the checkpoint's mapping network, labels them with the synthetic oracle (exact factors, read from
+the ws), fits each finder, and prints one table: method x (recovery, leakage, DCI, fit time).
+- recovery: |cosine| of each direction to the true direction of the factor it claims (supervised methods name
+  their factor; unsupervised ones are matched one-to-one to factors by the Hungarian method on |cosine|), averaged;
+  `pose+light` restricts the mean to the pose and illumination factors;
+- leakage: change of all other factors relative to the claimed factor per unit step (0 = isolated edit), averaged;
+- DCI (lasso importances) of the codes each method defines (projections of w on its directions).
+
+    python scripts/bench_methods.py --samples 20000 --json methods.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from stylegan_disentangle.analysis.metrics import dci, direction_recovery, factor_change_per_step, leakage
+from stylegan_disentangle.directions import ClosedFormDirections, LinearDirections, PCADirections, SparseDirections
+from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+from stylegan_disentangle.synthetic.factors import factor_groups
+from stylegan_disentangle.utils import atomic_write
+
+
+def _finders(G, n_factors: int) -> dict:
+    return {
+        "pca": (lambda w, y: PCADirections(n_components=n_factors, random_state=0).fit(w)),
+        "closed-form": (lambda w, y: ClosedFormDirections(n_components=n_factors).fit(G)),
+        "linear (ridge)": (lambda w, y: LinearDirections(method="ridge").fit(w, y)),
+        "linear (svm, top/bottom 10%)": (lambda w, y: LinearDirections(method="svm", top_bottom_percent=10,
+                                                                      random_state=0).fit(w, y)),
+        "sparse (lasso)": (lambda w, y: SparseDirections(method="lasso", alpha=0.01, random_state=0).fit(w, y)),
+    }
+
+
+def _claims(found: np.ndarray, names: list[str], truth: np.ndarray, truth_names: list[str]) -> list[str]:
+    """The factor each direction claims: its own name if it is a factor, else a one-to-one Hungarian match."""
+    if all(n in truth_names for n in names):
+        return names
+    cos = np.abs(found @ truth.T / np.linalg.norm(found, axis=1)[:, None] / np.linalg.norm(truth, axis=1)[None])
+    rows, cols = linear_sum_assignment(-cos)
+    claims = list(names)
+    for r, c in zip(rows, cols):
+        claims[r] = truth_names[c]
+    return claims
+
+
+def score(method: str, estimator, w: np.ndarray, factors: np.ndarray, fmap, seconds: float) -> dict:
+    truth_names = list(fmap.names)
+    found = estimator.directions_
+    claims = _claims(found, list(estimator.names_), fmap.directions, truth_names)
+    rec = direction_recovery(found, claims, fmap.directions, truth_names)
+    groups = factor_groups()
+    pose_light = [n for n in claims if n in groups["pose"] + groups["illumination"]]
+    probe = w[:2000]
+    factors_of = lambda x: fmap(torch.as_tensor(x, dtype=torch.float32)).numpy()  # noqa: E731
+    leaks = [leakage(factor_change_per_step(probe, d, factors_of, step=0.5), claim, truth_names)
+             for d, claim in zip(found, claims)]
+    codes = estimator.transform(w)
+    d = dci(codes, factors)
+    return {
+        "recovery": rec["mean_abs_cosine"],
+        "recovery_pose_light": float(np.mean([rec["abs_cosine"][n] for n in pose_light])) if pose_light else None,
+        "factors_found_cos_0.9": int(sum(v > 0.9 for v in rec["abs_cosine"].values())),
+        "leakage": float(np.median(leaks)),
+        "dci_disentanglement": d["disentanglement"],
+        "dci_completeness": d["completeness"],
+        "dci_informativeness": d["informativeness"],
+        "fit_seconds": seconds,
+        "directions": len(found),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of the method names to run")
+    parser.add_argument("--pkl", default=None, help="a synthetic checkpoint other than the shipped one")
+    parser.add_argument("--factor-map", default=None, help="its factor map (.npz)")
+    parser.add_argument("--json", default=None, help="also write {method: {metric: value}} here")
+    args = parser.parse_args()
+
+    G, fmap = load_synthetic(pkl=args.pkl, factor_map=args.factor_map)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        w = G.mapping(torch.randn([args.samples, G.z_dim], generator=gen), None)[:, 0]
+        factors = fmap(w).numpy()
+    w = w.numpy()
+    labels = {name: factors[:, j] for j, name in enumerate(fmap.names)}
+
+    results = {}
+    print(f"{args.samples} samples, {len(fmap.names)} factors (oracle labels)")
+    header = f"{'method':30s} {'recovery':>9} {'pose+light':>10} {'found':>6} {'leakage':>8} {'D':>6} {'C':>6} " \
+             f"{'I':>6} {'fit s':>7}"
+    print(header)
+    for method, fit in _finders(G, len(fmap.names)).items():
+        if args.methods and method not in args.methods and method.split(" ")[0] not in args.methods:
+            continue
+        start = time.perf_counter()
+        estimator = fit(w, labels)
+        seconds = time.perf_counter() - start
+        r = results[method] = score(method, estimator, w, factors, fmap, seconds)
+        pl = f"{r['recovery_pose_light']:.3f}" if r["recovery_pose_light"] is not None else "-"
+        print(f"{method:30s} {r['recovery']:9.3f} {pl:>10} {r['factors_found_cos_0.9']:6d} {r['leakage']:8.3f} "
+              f"{r['dci_disentanglement']:6.3f} {r['dci_completeness']:6.3f} {r['dci_informativeness']:6.3f} "
+              f"{r['fit_seconds']:7.2f}", flush=True)
+    if args.json:
+        with atomic_write(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
