@@ -1,32 +1,44 @@
 #!/usr/bin/env python
-"""Benchmark our StyleGAN2 generator: images/s and ms/image with random weights.
+"""Benchmark our StyleGAN2 generator: images/s, ms/image, achieved TFLOP/s and peak memory, random weights.
 
-Configurations: 256x256 (channel_base 16384) and 1024x1024 config-F (channel_base 32768, 8 mapping layers), batch 1
-and 8, fused vs non-fused modulated convolution. Each row also prints the speed ratio against the non-fused baseline
-measured in the same process. Runs on CPU, and on CUDA when present (--device).
+Configurations: 256x256 (channel_base 16384) and 1024x1024 config-F (channel_base 32768, 8 mapping layers); any
+batch sizes; fused vs non-fused modulated convolution; and, for GPUs (issue 3), reference ops vs our CUDA kernels,
+fp32 / fp16 (the official fp16 blocks on every resolution, conv_clamp 256) / bf16 (autocast), channels_last fp16
+blocks, eager vs CUDA graphs vs torch.compile. Each row prints its speed ratio against the first row of its
+(resolution, batch) group, measured in the same process, and the largest output difference against fp32.
 
-    python scripts/bench_generator.py                       # full table on the default device
-    python scripts/bench_generator.py --resolutions 256 --batches 1 --reps 2 --json out.json
+    python scripts/bench_generator.py                                  # the CPU table in BENCHMARKS.md
+    python scripts/bench_generator.py --batches 1 8 32 --impls ref cuda --precisions fp32 fp16 bf16 \\
+        --modes eager graphs --modconv fused --channels-last both --json gpu.json        # the GPU sweep
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import math
+import os
 import platform
 import time
 
 import torch
 
 from stylegan_disentangle.networks import Generator
+from stylegan_disentangle.networks.checks import fast_path
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
-CONFIGS = {
-    256: dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
-              mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=16384, channel_max=512)),
-    1024: dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
-               mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=32768, channel_max=512)),
-}
+H200_BF16_TFLOPS = 790.0  # measured dense bf16 rate of the lent H200 (device tool notes)
+
+
+def generator_kwargs(res: int, precision: str, channels_last: bool) -> dict:
+    base = 16384 if res <= 256 else 32768
+    synthesis = dict(channel_base=base, channel_max=512)
+    if precision == "fp16":
+        synthesis.update(num_fp16_res=int(math.log2(res)), conv_clamp=256, fp16_channels_last=channels_last)
+    return dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
+                mapping_kwargs=dict(num_layers=8), synthesis_kwargs=synthesis)
 
 
 def _sync(device: torch.device) -> None:
@@ -34,50 +46,133 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_generator(G: Generator, batch: int, fused: bool, reps: int, device: torch.device) -> float:
-    """Median seconds for one G(z) call of `batch` images (after one warm-up call)."""
-    z = torch.randn([batch, G.z_dim], device=device)
+def make_call(G: Generator, z: torch.Tensor, precision: str, fused: bool, mode: str):
+    """A zero-argument callable producing images for the fixed input z."""
+    autocast = (torch.autocast(z.device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    kwargs = dict(noise_mode="const", fused_modconv=fused, force_fp32=(precision == "fp32"))
+    model = torch.compile(G) if mode == "compile" else G
+
+    def eager():
+        with autocast:
+            return model(z, None, **kwargs)
+
+    if mode != "graphs":
+        return eager
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            eager()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = eager()
+
+    def replay():
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+def time_call(call, reps: int, device: torch.device) -> float:
+    """Median seconds of one call (after one warm-up call)."""
     times = []
-    with torch.no_grad():
-        for i in range(reps + 1):
-            _sync(device)
-            start = time.perf_counter()
-            G(z, None, noise_mode="const", fused_modconv=fused)
-            _sync(device)
-            if i > 0:
-                times.append(time.perf_counter() - start)
+    for i in range(reps + 1):
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        if i > 0:
+            times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def count_flops(G: Generator, device: torch.device) -> float:
+    """FLOPs of one image (mapping + synthesis, non-fused modconv, fp32), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    z = torch.randn([1, G.z_dim], device=device)
+    with FlopCounterMode(display=False) as counter:
+        G(z, None, noise_mode="const", fused_modconv=False, force_fp32=True)
+    return float(counter.get_total_flops())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024], choices=sorted(CONFIGS))
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024], choices=[256, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--impls", nargs="+", default=["ref"], choices=["ref", "cuda"],
+                        help="pure-PyTorch reference ops or our CUDA kernels (CUDA devices only)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "graphs", "compile"])
+    parser.add_argument("--modconv", nargs="+", default=["non-fused", "fused"], choices=["non-fused", "fused"])
+    parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off",
+                        help="channels_last memory format in the fp16 blocks")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per row (median is reported)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (TFLOP/s column)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    on_cuda = device.type == "cuda"
+    hardware = torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "cpu"
     print(f"device={device} ({hardware}), torch {torch.__version__}, threads={torch.get_num_threads()}")
-    print(f"{'res':>5} {'batch':>5} {'modconv':>9} {'img/s':>9} {'ms/img':>10} {'vs non-fused':>13}")
+    print(f"{'res':>5} {'batch':>5} {'impl':>4} {'prec':>4} {'cl':>3} {'mode':>7} {'modconv':>9} {'img/s':>9} "
+          f"{'ms/img':>9} {'TFLOP/s':>8} {'peak GiB':>8} {'max|d| fp32':>11} {'vs first':>8}")
+    channels_last_options = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     rows = []
     for res in args.resolutions:
         torch.manual_seed(0)
-        G = Generator(**CONFIGS[res]).eval().to(device)
+        reference = Generator(**generator_kwargs(res, "fp32", False)).eval().requires_grad_(False).to(device)
+        flops = None if args.no_flops else count_flops(reference, device)
         for batch in args.batches:
-            baseline = time_generator(G, batch, fused=False, reps=args.reps, device=device)
-            for fused, seconds in ((False, baseline), (True, time_generator(G, batch, True, args.reps, device))):
-                row = dict(resolution=res, batch=batch, modconv="fused" if fused else "non-fused",
-                           images_per_s=batch / seconds, ms_per_image=1000 * seconds / batch,
-                           speedup_vs_non_fused=baseline / seconds)
+            z = torch.randn([batch, reference.z_dim], device=device)
+            with torch.no_grad(), fast_path():
+                expected = reference(z[:1], None, noise_mode="const", force_fp32=True)
+            baseline = None
+            for impl, precision, cl, mode, modconv in itertools.product(args.impls, args.precisions,
+                                                                        channels_last_options, args.modes,
+                                                                        args.modconv):
+                if (impl == "cuda" or mode == "graphs") and not on_cuda:
+                    continue
+                if cl and precision != "fp16":
+                    continue
+                os.environ["STYLEGAN_DISENTANGLE_REFERENCE_OPS"] = "1" if impl == "ref" else "0"
+                G = Generator(**generator_kwargs(res, precision, cl)).eval().requires_grad_(False)
+                G.load_state_dict(reference.state_dict())
+                G = G.to(device)
+                with torch.no_grad(), fast_path():
+                    call = make_call(G, z, precision, modconv == "fused", mode)
+                    if on_cuda:
+                        torch.cuda.reset_peak_memory_stats(device)
+                    seconds = time_call(call, args.reps, device)
+                    first = make_call(G, z[:1], precision, modconv == "fused", "eager")()
+                max_diff = float((first.float() - expected).abs().max())
+                baseline = baseline or seconds
+                row = dict(resolution=res, batch=batch, impl=impl, precision=precision, channels_last=cl, mode=mode,
+                           modconv=modconv, images_per_s=batch / seconds, ms_per_image=1000 * seconds / batch,
+                           flops_per_image=flops, tflops=(flops * batch / seconds / 1e12) if flops else None,
+                           peak_gib=(torch.cuda.max_memory_allocated(device) / 2**30) if on_cuda else None,
+                           max_abs_diff_vs_fp32=max_diff, speedup_vs_first=baseline / seconds)
                 rows.append(row)
-                print(f"{res:>5} {batch:>5} {row['modconv']:>9} {row['images_per_s']:>9.3f} "
-                      f"{row['ms_per_image']:>10.1f} {row['speedup_vs_non_fused']:>12.2f}x", flush=True)
+                tflops = f"{row['tflops']:.3f}" if row["tflops"] is not None else "-"
+                peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
+                print(f"{res:>5} {batch:>5} {impl:>4} {precision:>4} {'y' if cl else 'n':>3} {mode:>7} "
+                      f"{modconv:>9} {row['images_per_s']:>9.3f} {row['ms_per_image']:>9.1f} {tflops:>8} "
+                      f"{peak:>8} {max_diff:>11.2e} {row['speedup_vs_first']:>7.2f}x", flush=True)
+    os.environ.pop("STYLEGAN_DISENTANGLE_REFERENCE_OPS", None)
+    if on_cuda and rows:
+        best = max(rows, key=lambda r: r["images_per_s"])
+        if best["tflops"]:
+            share = 100 * best["tflops"] / H200_BF16_TFLOPS
+            print(f"best: {best['images_per_s']:.1f} img/s = {best['tflops']:.1f} TFLOP/s ({share:.1f}% of the "
+                  f"H200's ~{H200_BF16_TFLOPS:.0f} bf16 TFLOP/s)")
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump(dict(device=str(device), hardware=hardware, torch=torch.__version__,

@@ -237,3 +237,17 @@ def test_restricted_unpickler_rejects_persistent_ids():
     buf.seek(0)
     with pytest.raises(CheckpointError, match="persistent id"):
         restricted_load(buf)
+
+
+def test_fast_path_skips_only_the_value_check(good_pickle):
+    from stylegan_disentangle.errors import LatentError
+    from stylegan_disentangle.networks.checks import fast_path
+
+    G = load_network_pkl(good_pickle)["G_ema"]
+    ws = torch.full([1, G.num_ws, G.w_dim], float("nan"))
+    with fast_path():
+        assert torch.isnan(G.synthesis(ws, noise_mode="const")).all()
+        with pytest.raises(LatentError, match="must have shape"):
+            G.synthesis(ws[:, :1])
+    with pytest.raises(LatentError, match="NaN"):
+        G.synthesis(ws)
