@@ -38,7 +38,7 @@ import torch
 
 from . import _dispatch, cuda_build
 from .bias_act import activation_funcs, bias_act_ref
-from .upfirdn2d import IntOrPair, _pair, parse_padding, upfirdn2d_ref
+from .upfirdn2d import IntOrPair, resolve_upfirdn2d_args, upfirdn2d_ref
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +197,7 @@ def upfirdn2d_cuda(
     ops: Any,
 ) -> torch.Tensor:
     """upfirdn2d on the compiled op `ops.upfirdn2d`: x [N, C, H, W], f [fh, fw] or [k] -> [N, C, H', W']."""
-    if x.ndim != 4:
-        raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    upx, upy = _pair(up)
-    downx, downy = _pair(down)
-    px0, px1, py0, py1 = parse_padding(padding)
+    f, (upx, upy), (downx, downy), (px0, px1, py0, py1) = resolve_upfirdn2d_args(x, f, up, down, padding)
     if (
         x.dtype not in SUPPORTED_DTYPES
         or f.ndim not in (1, 2)

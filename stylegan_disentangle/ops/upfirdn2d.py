@@ -83,6 +83,17 @@ def setup_filter(
     return f.to(device=device)
 
 
+def resolve_upfirdn2d_args(
+    x: torch.Tensor, f: torch.Tensor | None, up: IntOrPair, down: IntOrPair, padding: IntOrPair
+) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    """Validate x and spell out the arguments: (f or a 1x1 unit filter, (upx, upy), (downx, downy), 4-way padding)."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    return f, _pair(up), _pair(down), parse_padding(padding)
+
+
 def upfirdn2d_ref(
     x: torch.Tensor,
     f: torch.Tensor | None,
@@ -93,13 +104,7 @@ def upfirdn2d_ref(
     gain: float = 1,
 ) -> torch.Tensor:
     """Reference implementation: x [N, C, H, W], f [fh, fw] or [k] -> [N, C, H', W']."""
-    if x.ndim != 4:
-        raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    upx, upy = _pair(up)
-    downx, downy = _pair(down)
-    padx0, padx1, pady0, pady1 = parse_padding(padding)
+    f, (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1) = resolve_upfirdn2d_args(x, f, up, down, padding)
     n, c, h, w = x.shape
 
     if upx > 1 or upy > 1:
