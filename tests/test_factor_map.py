@@ -72,3 +72,24 @@ def test_save_load_round_trip(fmap, tmp_path, w_samples):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(Exception, match="bad.npz: not a factor map file"):
         FactorMap.load(tmp_path / "bad.npz")
+
+
+def test_build_avoids_skewed_axes_and_keeps_every_factor_linearly_recoverable():
+    # W like a mapping network's: its largest principal axis is strongly skewed (a centred exponential).
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal([40_000, 32]) * np.linspace(2.0, 0.3, 32)
+    w[:, 0] = 3.0 * (rng.exponential(size=len(w)) - 1)
+    fmap = FactorMap.build(w.astype(np.float32), seed=0)
+    assert abs(fmap.directions[:, 0]).max() < 0.5, "no factor may lean on the skewed axis"
+    yaw = fmap.directions[factor_index("yaw")]
+    assert abs(yaw[1]) > 0.5, "yaw follows the largest symmetric principal axis"
+    factors = fmap(torch.from_numpy(w.astype(np.float32))).double().numpy()
+    x = w - w.mean(axis=0)
+    coef = np.linalg.lstsq(x, factors - factors.mean(axis=0), rcond=None)[0].T
+    cos = np.abs((coef / np.linalg.norm(coef, axis=1, keepdims=True) * fmap.directions).sum(axis=1))
+    assert cos.min() >= 0.97, dict(zip(factor_names(), cos.round(3)))
+
+
+def test_build_refuses_too_few_samples():
+    with pytest.raises(Exception, match="at least 128 w samples"):
+        FactorMap.build(np.zeros([50, 32], dtype=np.float32))
