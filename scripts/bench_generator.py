@@ -3,13 +3,18 @@
 
 Configurations: 256x256 (channel_base 16384) and 1024x1024 config-F (channel_base 32768, 8 mapping layers); any
 batch sizes; fused vs non-fused modulated convolution; and, for GPUs (issue 3), reference ops vs our CUDA kernels,
-fp32 / fp16 (the official fp16 blocks on every resolution, conv_clamp 256) / bf16 (autocast), channels_last fp16
-blocks, eager vs CUDA graphs vs torch.compile. Each row prints its speed ratio against the first row of its
-(resolution, batch) group, measured in the same process, and the largest output difference against fp32.
+precisions (below), channels_last half-precision blocks, eager vs CUDA graphs vs torch.compile. Each row prints
+its speed ratio against the first row of its (resolution, batch) group, measured in the same process, and the
+largest output difference against fp32.
 
     python scripts/bench_generator.py                                  # the CPU table in BENCHMARKS.md
-    python scripts/bench_generator.py --batches 1 8 32 --impls ref cuda --precisions fp32 fp16 bf16 \\
+    python scripts/bench_generator.py --batches 1 8 32 --impls ref cuda --precisions fp32 tf32 fp16 bf16 \\
         --modes eager graphs --modconv fused --channels-last both --json gpu.json        # the GPU sweep
+
+Precisions: fp32 (exact: TF32 tensor cores off), tf32 (float32 storage, TF32 convolutions and matmuls),
+fp16 (the official fp16 blocks on every resolution, conv_clamp 256), bf16 (the same blocks in bfloat16:
+half_dtype=torch.bfloat16; mapping, styles and demodulation stay float32) and bf16-autocast (torch.autocast
+around the whole float32 generator, for comparison).
 """
 
 from __future__ import annotations
@@ -30,12 +35,20 @@ from stylegan_disentangle.networks.checks import fast_path
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
 H200_BF16_TFLOPS = 790.0  # measured dense bf16 rate of the lent H200 (device tool notes)
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "bf16-autocast")
+HALF_BLOCK_PRECISIONS = ("fp16", "bf16")
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor cores for float32 convolutions and matmuls (on by default for cuDNN convolutions in torch)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def generator_kwargs(res: int, precision: str, channels_last: bool) -> dict:
     base = 16384 if res <= 256 else 32768
     synthesis = dict(channel_base=base, channel_max=512)
-    if precision == "fp16":
+    if precision in HALF_BLOCK_PRECISIONS:
         synthesis.update(num_fp16_res=int(math.log2(res)), conv_clamp=256, fp16_channels_last=channels_last)
     return dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
                 mapping_kwargs=dict(num_layers=8), synthesis_kwargs=synthesis)
@@ -48,9 +61,11 @@ def _sync(device: torch.device) -> None:
 
 def make_call(G: Generator, z: torch.Tensor, precision: str, fused: bool, mode: str):
     """A zero-argument callable producing images for the fixed input z."""
-    autocast = (torch.autocast(z.device.type, dtype=torch.bfloat16) if precision == "bf16"
+    autocast = (torch.autocast(z.device.type, dtype=torch.bfloat16) if precision == "bf16-autocast"
                 else contextlib.nullcontext())
-    kwargs = dict(noise_mode="const", fused_modconv=fused, force_fp32=(precision == "fp32"))
+    kwargs = dict(noise_mode="const", fused_modconv=fused, force_fp32=precision not in HALF_BLOCK_PRECISIONS)
+    if precision == "bf16":
+        kwargs["half_dtype"] = torch.bfloat16
     model = torch.compile(G) if mode == "compile" else G
 
     def eager():
@@ -105,7 +120,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--impls", nargs="+", default=["ref"], choices=["ref", "cuda"],
                         help="pure-PyTorch reference ops or our CUDA kernels (CUDA devices only)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "graphs", "compile"])
     parser.add_argument("--modconv", nargs="+", default=["non-fused", "fused"], choices=["non-fused", "fused"])
     parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off",
@@ -123,7 +138,7 @@ def main() -> None:
     on_cuda = device.type == "cuda"
     hardware = torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "cpu"
     print(f"device={device} ({hardware}), torch {torch.__version__}, threads={torch.get_num_threads()}")
-    print(f"{'res':>5} {'batch':>5} {'impl':>4} {'prec':>4} {'cl':>3} {'mode':>7} {'modconv':>9} {'img/s':>9} "
+    print(f"{'res':>5} {'batch':>5} {'impl':>4} {'prec':>13} {'cl':>3} {'mode':>7} {'modconv':>9} {'img/s':>9} "
           f"{'ms/img':>9} {'TFLOP/s':>8} {'peak GiB':>8} {'max|d| fp32':>11} {'vs first':>8}")
     channels_last_options = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     rows = []
@@ -133,6 +148,7 @@ def main() -> None:
         flops = None if args.no_flops else count_flops(reference, device)
         for batch in args.batches:
             z = torch.randn([batch, reference.z_dim], device=device)
+            set_tf32(False)
             with torch.no_grad(), fast_path():
                 expected = reference(z[:1], None, noise_mode="const", force_fp32=True)
             baseline = None
@@ -141,8 +157,9 @@ def main() -> None:
                                                                         args.modconv):
                 if (impl == "cuda" or mode == "graphs") and not on_cuda:
                     continue
-                if cl and precision != "fp16":
+                if cl and precision not in HALF_BLOCK_PRECISIONS:
                     continue
+                set_tf32(precision == "tf32")
                 os.environ["STYLEGAN_DISENTANGLE_REFERENCE_OPS"] = "1" if impl == "ref" else "0"
                 G = Generator(**generator_kwargs(res, precision, cl)).eval().requires_grad_(False)
                 G.load_state_dict(reference.state_dict())
@@ -163,7 +180,7 @@ def main() -> None:
                 rows.append(row)
                 tflops = f"{row['tflops']:.3f}" if row["tflops"] is not None else "-"
                 peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
-                print(f"{res:>5} {batch:>5} {impl:>4} {precision:>4} {'y' if cl else 'n':>3} {mode:>7} "
+                print(f"{res:>5} {batch:>5} {impl:>4} {precision:>13} {'y' if cl else 'n':>3} {mode:>7} "
                       f"{modconv:>9} {row['images_per_s']:>9.3f} {row['ms_per_image']:>9.1f} {tflops:>8} "
                       f"{peak:>8} {max_diff:>11.2e} {row['speedup_vs_first']:>7.2f}x", flush=True)
     os.environ.pop("STYLEGAN_DISENTANGLE_REFERENCE_OPS", None)

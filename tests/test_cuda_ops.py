@@ -562,14 +562,17 @@ def test_gpu_generator_with_kernels_matches_reference_ops(cuda_ops, monkeypatch,
     from stylegan_disentangle.networks import Generator
 
     kwargs = {**GEN_KWARGS, "synthesis_kwargs": {**GEN_KWARGS["synthesis_kwargs"],
-                                                 "num_fp16_res": 4 if mode == "fp16" else 0}}
+                                                 "num_fp16_res": 0 if mode == "fp32" else 4}}
     torch.manual_seed(11)
     G = Generator(**kwargs).cuda().eval()
     z = torch.randn(4, G.z_dim, device="cuda")
+    half_dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    # Exact float32 on both sides: cuDNN would otherwise run float32 convolutions on TF32 tensor cores.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
     def run() -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(mode == "bf16")):
-            return G(z, None, truncation_psi=0.7, noise_mode="const").float()
+        return G(z, None, truncation_psi=0.7, noise_mode="const", half_dtype=half_dtype).float()
 
     monkeypatch.setenv(cuda_build.ENV_REFERENCE, "1")
     reference = run()

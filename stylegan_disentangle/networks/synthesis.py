@@ -20,6 +20,7 @@ from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
 from .persistence import persistent_class
 
 NOISE_MODES = ("random", "const", "none")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 ARCHITECTURES = ("orig", "skip", "resnet")
 
 
@@ -197,15 +198,21 @@ class SynthesisBlock(nn.Module):
         force_fp32: bool = False,
         fused_modconv: bool | str | None = None,
         update_emas: bool = False,
+        half_dtype: torch.dtype = torch.float16,
         **layer_kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, in_channels, r/2, r/2] (None for the first block), img [N, C, r/2, r/2] or None,
-        ws [N, num_conv + num_torgb, w_dim] -> (x [N, out_channels, r, r], img [N, C, r, r] or None)."""
+        ws [N, num_conv + num_torgb, w_dim] -> (x [N, out_channels, r, r], img [N, C, r, r] or None).
+
+        half_dtype: what the `use_fp16` blocks run in: float16 (the official behaviour) or bfloat16 (ours; same
+        range as float32, so no overflow guard is needed, 3 fewer mantissa bits than float16)."""
+        if half_dtype not in HALF_DTYPES:
+            raise ValueError(f"half_dtype must be one of {HALF_DTYPES}, got {half_dtype!r}")
         w_iter = iter(ws.unbind(dim=1))
         if self.fp32_on_cpu and ws.device.type != "cuda":
             force_fp32 = True
         use_fp16 = self.use_fp16 and not force_fp32
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = half_dtype if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         fused = self._fused(fused_modconv, dtype, ws.shape[0])
 
@@ -229,7 +236,9 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused)
+            # bfloat16 blocks hand ToRGB float32 activations: the image sum is where rounding would accumulate.
+            x_rgb = x.float() if x.dtype == torch.bfloat16 else x
+            y = self.torgb(x_rgb, next(w_iter), fused_modconv=fused)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
         return x, img
