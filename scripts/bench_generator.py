@@ -9,7 +9,7 @@ largest output difference against fp32.
 
     python scripts/bench_generator.py                                  # the CPU table in BENCHMARKS.md
     python scripts/bench_generator.py --batches 1 8 32 --impls ref cuda --precisions fp32 tf32 fp16 bf16 \\
-        --modes eager graphs --modconv fused --channels-last both --json gpu.json        # the GPU sweep
+        --modes eager graphs --modconv fused --epilogue fused separate --channels-last both --json gpu.json
 
 Precisions: fp32 (exact: TF32 tensor cores off), tf32 (float32 storage, TF32 convolutions and matmuls),
 fp16 (the official fp16 blocks on every resolution, conv_clamp 256), bf16 (the same blocks in bfloat16:
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "graphs", "compile"])
     parser.add_argument("--modconv", nargs="+", default=["non-fused", "fused"], choices=["non-fused", "fused"])
+    parser.add_argument("--epilogue", nargs="+", default=["fused"], choices=["fused", "separate"],
+                        help="with --impls cuda: the one-pass modconv epilogue kernel, or bias_act after addcmul")
     parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off",
                         help="channels_last memory format in the fp16 blocks")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per row (median is reported)")
@@ -138,8 +140,8 @@ def main() -> None:
     on_cuda = device.type == "cuda"
     hardware = torch.cuda.get_device_name(device) if on_cuda else platform.processor() or "cpu"
     print(f"device={device} ({hardware}), torch {torch.__version__}, threads={torch.get_num_threads()}")
-    print(f"{'res':>5} {'batch':>5} {'impl':>4} {'prec':>13} {'cl':>3} {'mode':>7} {'modconv':>9} {'img/s':>9} "
-          f"{'ms/img':>9} {'TFLOP/s':>8} {'peak GiB':>8} {'max|d| fp32':>11} {'vs first':>8}")
+    print(f"{'res':>5} {'batch':>5} {'impl':>4} {'prec':>13} {'cl':>3} {'mode':>7} {'modconv':>9} {'epilogue':>8} "
+          f"{'img/s':>9} {'ms/img':>9} {'TFLOP/s':>8} {'peak GiB':>8} {'max|d| fp32':>11} {'vs first':>8}")
     channels_last_options = {"off": [False], "on": [True], "both": [False, True]}[args.channels_last]
     rows = []
     for res in args.resolutions:
@@ -152,13 +154,15 @@ def main() -> None:
             with torch.no_grad(), fast_path():
                 expected = reference(z[:1], None, noise_mode="const", force_fp32=True)
             baseline = None
-            for impl, precision, cl, mode, modconv in itertools.product(args.impls, args.precisions,
-                                                                        channels_last_options, args.modes,
-                                                                        args.modconv):
+            for impl, precision, cl, mode, modconv, epilogue in itertools.product(
+                    args.impls, args.precisions, channels_last_options, args.modes, args.modconv, args.epilogue):
                 if (impl == "cuda" or mode == "graphs") and not on_cuda:
                     continue
                 if cl and precision not in HALF_BLOCK_PRECISIONS:
                     continue
+                if impl == "ref" and epilogue != args.epilogue[0]:
+                    continue  # the reference path has one epilogue only
+                os.environ["STYLEGAN_DISENTANGLE_FUSED_EPILOGUE"] = "1" if epilogue == "fused" else "0"
                 set_tf32(precision == "tf32")
                 os.environ["STYLEGAN_DISENTANGLE_REFERENCE_OPS"] = "1" if impl == "ref" else "0"
                 G = Generator(**generator_kwargs(res, precision, cl)).eval().requires_grad_(False)
@@ -173,7 +177,8 @@ def main() -> None:
                 max_diff = float((first.float() - expected).abs().max())
                 baseline = baseline or seconds
                 row = dict(resolution=res, batch=batch, impl=impl, precision=precision, channels_last=cl, mode=mode,
-                           modconv=modconv, images_per_s=batch / seconds, ms_per_image=1000 * seconds / batch,
+                           modconv=modconv, epilogue=epilogue if impl == "cuda" else "ref",
+                           images_per_s=batch / seconds, ms_per_image=1000 * seconds / batch,
                            flops_per_image=flops, tflops=(flops * batch / seconds / 1e12) if flops else None,
                            peak_gib=(torch.cuda.max_memory_allocated(device) / 2**30) if on_cuda else None,
                            max_abs_diff_vs_fp32=max_diff, speedup_vs_first=baseline / seconds)
@@ -181,9 +186,11 @@ def main() -> None:
                 tflops = f"{row['tflops']:.3f}" if row["tflops"] is not None else "-"
                 peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
                 print(f"{res:>5} {batch:>5} {impl:>4} {precision:>13} {'y' if cl else 'n':>3} {mode:>7} "
-                      f"{modconv:>9} {row['images_per_s']:>9.3f} {row['ms_per_image']:>9.1f} {tflops:>8} "
+                      f"{modconv:>9} {row['epilogue']:>8} {row['images_per_s']:>9.3f} {row['ms_per_image']:>9.1f} "
+                      f"{tflops:>8} "
                       f"{peak:>8} {max_diff:>11.2e} {row['speedup_vs_first']:>7.2f}x", flush=True)
     os.environ.pop("STYLEGAN_DISENTANGLE_REFERENCE_OPS", None)
+    os.environ.pop("STYLEGAN_DISENTANGLE_FUSED_EPILOGUE", None)
     if on_cuda and rows:
         best = max(rows, key=lambda r: r["images_per_s"])
         if best["tflops"]:

@@ -10,6 +10,7 @@ random inputs over many shapes, dtypes and layouts, plus the whole generator wit
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 import shutil
@@ -42,6 +43,8 @@ class HostOps:
             ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double]
         lib.sgd_host_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + [i64p] * 4 + [
             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_double]
+        lib.sgd_host_epilogue.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [i64p] * 3 + [
+            ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double]
 
     @staticmethod
     def _code(t: torch.Tensor) -> int:
@@ -82,6 +85,27 @@ class HostOps:
         return y
 
 
+    def epilogue(self, x, scale, add, b, act, alpha, gain, clamp):
+        self.calls += 1
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        assert x.dtype == acc and all(t is None or t.dtype == acc for t in (scale, add, b))
+        xd = x if cuda_kernels._is_dense(x) else x.contiguous()
+        out = torch.empty_like(xd)
+        scale = None if scale is None else scale.contiguous()
+        b = None if b is None else b.contiguous()
+        sx = [xd.stride(d) if xd.shape[d] > 1 else 1 for d in range(4)]
+        sa = [0, 0, 0] if add is None else [add.stride(0) if add.shape[0] > 1 else 0, add.stride(2), add.stride(3)]
+
+        def arr(values):
+            return (ctypes.c_int64 * len(values))(*values)
+
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        rc = self.lib.sgd_host_epilogue(self._code(xd), xd.data_ptr(), ptr(scale), ptr(add), ptr(b), out.data_ptr(),
+                                        xd.numel(), arr(list(xd.shape)), arr(sx), arr(sa), act, alpha, gain, clamp)
+        assert rc == 0
+        return out
+
+
 class CountingOps:
     """Counts calls into an ops namespace (torch.ops.<ns>) so tests can tell whether the compiled op ran."""
 
@@ -96,6 +120,10 @@ class CountingOps:
     def upfirdn2d(self, *args):
         self.calls += 1
         return self.namespace.upfirdn2d(*args)
+
+    def epilogue(self, *args):
+        self.calls += 1
+        return self.namespace.epilogue(*args)
 
 
 ENV_HOST_EXTENSION = "STYLEGAN_DISENTANGLE_TEST_HOST_EXTENSION"
@@ -396,6 +424,75 @@ def test_transpose_resample_gives_the_adjoint(case):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the modulated-conv epilogue on the host build
+
+EPILOGUE_CASES = {
+    "demod+const_noise": dict(dcoefs=True, noise=(5, 7)),
+    "demod+sample_noise": dict(dcoefs=True, noise=(3, 1, 5, 7)),
+    "demod_only": dict(dcoefs=True, noise=None),
+    "noise_only": dict(dcoefs=False, noise=(1, 1, 5, 7)),
+    "bias_only": dict(dcoefs=False, noise=None),
+}
+
+
+def _epilogue_inputs(case: dict, dtype: torch.dtype, layout: str, gen: torch.Generator):
+    x = torch.randn(3, 6, 5, 7, generator=gen, dtype=torch.float64).to(dtype)
+    x = _layouts(x)[layout]
+    dcoefs = torch.rand(3, 6, generator=gen, dtype=torch.float64).add(0.5).to(dtype) if case["dcoefs"] else None
+    noise = torch.randn(case["noise"], generator=gen, dtype=torch.float64).to(dtype) if case["noise"] else None
+    b = torch.randn(6, generator=gen, dtype=torch.float64).to(dtype)
+    return x, dcoefs, noise, b
+
+
+@pytest.mark.parametrize("case", sorted(EPILOGUE_CASES))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("act,clamp", [("lrelu", None), ("lrelu", 0.8), ("swish", None), ("linear", 0.5)])
+def test_host_epilogue_matches_the_two_pass_reference(host_ops, case, layout, act, clamp):
+    from stylegan_disentangle.ops.epilogue import modconv_epilogue_ref
+
+    gen = torch.Generator().manual_seed(5)
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 2e-6)]:
+        x, dcoefs, noise, b = _epilogue_inputs(EPILOGUE_CASES[case], dtype, layout, gen)
+        got = cuda_kernels.epilogue_cuda(x, dcoefs, noise, b, act=act, gain=1.3, clamp=clamp, ops=host_ops)
+        want = modconv_epilogue_ref(x.clone(), dcoefs, noise, b, act=act, gain=1.3, clamp=clamp, impl="ref")
+        assert got.dtype == dtype and got.stride() == (x if layout != "strided" else x.contiguous()).stride()
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_host_epilogue_declines_inputs_it_does_not_cover(host_ops):
+    x = torch.randn(2, 3, 4, 4)
+    assert cuda_kernels.epilogue_cuda(x, None, torch.randn(2, 3, 4, 4), None, ops=host_ops) is None  # per-channel
+    assert cuda_kernels.epilogue_cuda(x.reshape(2, 3, 16), None, None, None, ops=host_ops) is None  # not 4-d
+    with pytest.raises(ValueError, match="bias of shape"):
+        cuda_kernels.epilogue_cuda(x, None, None, torch.zeros(4), ops=host_ops)
+
+
+def test_synthesis_layer_runs_its_epilogue_through_the_dispatch_point(host_ops, monkeypatch):
+    """The layer hands (conv output, dcoefs, noise, bias) to ops.modconv_epilogue; with the host kernel standing in
+    for CUDA the generator's image is unchanged within float32 rounding, fused and non-fused."""
+    from stylegan_disentangle.networks import Generator
+    from stylegan_disentangle.ops import epilogue as epilogue_mod
+
+    kernel = functools.partial(cuda_kernels.epilogue_cuda, ops=host_ops)
+    torch.manual_seed(3)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16)).eval()
+    for p in G.synthesis.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))  # non-zero noise strengths and biases
+    z = torch.randn(3, 16)
+    for fused in (True, False):
+        want = G(z, None, noise_mode="const", fused_modconv=fused)
+        before = host_ops.calls
+        monkeypatch.setattr(epilogue_mod, "_kernel_device", lambda x: True)
+        monkeypatch.setattr(epilogue_mod._dispatch, "get_kernel",
+                            lambda name, required=False: kernel if name == "epilogue" else None)
+        got = G(z, None, noise_mode="const", fused_modconv=fused)
+        monkeypatch.undo()
+        assert host_ops.calls - before == sum(block.num_conv for block in G.synthesis.children())  # every layer
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # GPU: the compiled extension.
 
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -548,6 +645,40 @@ def test_gpu_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
                                rtol=0, atol=0)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
+@pytest.mark.parametrize("case", sorted(EPILOGUE_CASES))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_gpu_epilogue_matches_reference(cuda_ops, dtype, case, layout):
+    from stylegan_disentangle.ops.epilogue import modconv_epilogue_ref
+
+    gen = torch.Generator().manual_seed(6)
+    x, dcoefs, noise, b = (None if t is None else t.cuda()
+                           for t in _epilogue_inputs(EPILOGUE_CASES[case], torch.float64, "contiguous", gen))
+    x = _layouts(x.to(dtype))[layout]
+    dcoefs = None if dcoefs is None else dcoefs.float() if dtype != torch.float64 else dcoefs
+    got = cuda_kernels.epilogue_cuda(x, dcoefs, noise, b, act="lrelu", gain=2**0.5, clamp=0.9, ops=cuda_ops)
+    want = modconv_epilogue_ref(x.double(), dcoefs, noise, b, act="lrelu", gain=2**0.5, clamp=0.9, impl="ref")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.gpu
+def test_gpu_epilogue_kernel_runs_in_inference_only(cuda_ops, monkeypatch):
+    from stylegan_disentangle.ops import modconv_epilogue
+
+    counting = CountingOps(cuda_ops)
+    kernel = functools.partial(cuda_kernels.epilogue_cuda, ops=counting)
+    monkeypatch.setattr(_dispatch, "get_kernel", lambda name, required=False: kernel if name == "epilogue" else None)
+    x = torch.randn(2, 4, 8, 8, device="cuda")
+    b = torch.zeros(4, device="cuda", requires_grad=True)
+    with torch.no_grad():
+        modconv_epilogue(x, None, None, b, act="lrelu")
+    assert counting.calls == 1
+    modconv_epilogue(x, None, None, b, act="lrelu").sum().backward()  # autograd: the reference, with gradients
+    assert counting.calls == 1 and b.grad is not None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # GPU: the whole generator with kernels vs with the reference ops.
 
@@ -581,6 +712,8 @@ def test_gpu_generator_with_kernels_matches_reference_ops(cuda_ops, monkeypatch,
     fast = run()
     tol = 1e-4 if mode == "fp32" else 2e-2
     assert (fast - reference).abs().max().item() <= tol
+    monkeypatch.setenv("STYLEGAN_DISENTANGLE_FUSED_EPILOGUE", "0")  # bias_act + upfirdn2d kernels, no epilogue
+    assert (run() - reference).abs().max().item() <= tol
 
 
 @pytest.mark.gpu

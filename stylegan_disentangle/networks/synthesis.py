@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..ops import bias_act, modulated_conv2d, setup_filter, upsample2d
+from ..ops import bias_act, modconv_epilogue, modulated_conv2d, setup_filter, upsample2d
 from ..ops.bias_act import activation_funcs
 from .checks import check_latents
 from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
@@ -80,12 +80,13 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
 
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
+        x, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                                     resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                                     fused_modconv=fused_modconv, return_dcoefs=True)
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        # Demodulation scale (non-fused path), noise, bias, activation and clamp: one pass on CUDA in inference.
+        return modconv_epilogue(x, dcoefs, noise, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}, "

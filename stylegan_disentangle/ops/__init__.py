@@ -3,6 +3,7 @@ the CUDA kernels in third_party/ (built lazily on first CUDA use, never at impor
 
 from .bias_act import activation_funcs, bias_act, bias_act_ref
 from .conv2d_resample import conv2d_resample
+from .epilogue import modconv_epilogue, modconv_epilogue_ref
 from .modulated_conv import modulated_conv2d
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
@@ -13,6 +14,8 @@ __all__ = [
     "conv2d_resample",
     "downsample2d",
     "filter2d",
+    "modconv_epilogue",
+    "modconv_epilogue_ref",
     "modulated_conv2d",
     "setup_filter",
     "upfirdn2d",

@@ -47,7 +47,7 @@ EXTENSION_NAME = "stylegan2_ops"
 # The torch.ops namespace registered by ops.cpp (TORCH_LIBRARY(stylegan_disentangle, ...)).
 OPS_NAMESPACE = "stylegan_disentangle"
 # Translation units of the extension; every other source file in the directory is a header or a test helper.
-EXTENSION_SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu")
+EXTENSION_SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "epilogue.cu")
 SOURCE_SUFFIXES = (".cpp", ".cu", ".h", ".cuh")
 # Flags added to torch's own (scripts/check_cuda_compile.sh uses the same ones; a test keeps them in sync).
 EXTRA_CFLAGS = ("-O3",)

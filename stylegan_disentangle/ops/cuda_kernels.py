@@ -1,4 +1,5 @@
-"""Autograd wrappers around the compiled CUDA ops, registered as the `bias_act` / `upfirdn2d` kernel providers.
+"""Autograd wrappers around the compiled CUDA ops, registered as the `bias_act` / `upfirdn2d` / `epilogue` kernel
+providers.
 
 Importing this module is cheap and compiles nothing: it only registers providers with ops/_dispatch.py. The first
 CUDA call of an op asks its provider for a kernel, which builds or loads the library (ops/cuda_build.py) once; when
@@ -217,15 +218,61 @@ def upfirdn2d_cuda(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the modulated-convolution epilogue (forward only: ops/epilogue.py calls it in inference)
+
+
+def epilogue_cuda(
+    x: torch.Tensor,
+    dcoefs: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    b: torch.Tensor | None,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    *,
+    ops: Any,
+) -> torch.Tensor | None:
+    """One pass of bias_act(x * dcoefs + noise, b) on `ops.epilogue`; None when the inputs need the reference
+    (unsupported dtype or shapes), which the caller then runs."""
+    if act not in activation_funcs:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(activation_funcs)}")
+    if x.ndim != 4 or x.dtype not in SUPPORTED_DTYPES or x.numel() == 0:
+        return None
+    n, c, h, w = x.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scale = add = bias = None
+    if dcoefs is not None:
+        if dcoefs.numel() != n * c:
+            return None
+        scale = dcoefs.detach().to(acc).reshape(n, c)
+    if noise is not None:
+        add = noise.detach().to(acc)
+        add = add.reshape((1,) * (4 - add.ndim) + tuple(add.shape)) if add.ndim <= 4 else add
+        if add.ndim != 4 or add.shape[0] not in (1, n) or add.shape[1] != 1 or tuple(add.shape[2:]) != (h, w):
+            return None
+    if b is not None:
+        if b.ndim != 1 or b.shape[0] != c:
+            raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[1] = {c}")
+        bias = b.detach().to(acc)
+    spec = activation_funcs[act]
+    alpha = float(spec.def_alpha if alpha is None else alpha)
+    gain = float(spec.def_gain if gain is None else gain)
+    clamp = float(-1 if clamp is None else clamp)
+    return ops.epilogue(x, scale, add, bias, spec.cuda_id, alpha, gain, clamp)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # providers
 
 
 def make_kernels(ops: Any) -> dict[str, Callable]:
     """The kernels for _dispatch (reference signatures), running on `ops` (torch.ops.stylegan_disentangle, or a
-    stand-in with the same two functions)."""
+    stand-in with the same three functions)."""
     return {
         "bias_act": functools.partial(bias_act_cuda, ops=ops),
         "upfirdn2d": functools.partial(upfirdn2d_cuda, ops=ops),
+        "epilogue": functools.partial(epilogue_cuda, ops=ops),
     }
 
 
@@ -269,15 +316,21 @@ def _fake_upfirdn2d(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pa
     return x.new_empty((x.shape[0], x.shape[1], out_h, out_w)).contiguous(memory_format=fmt)
 
 
+def _fake_epilogue(x, scale, add, b, act, alpha, gain, clamp):
+    return torch.empty_like(x if _is_dense(x) else x.contiguous())
+
+
 def _register_fakes() -> None:
     """Shape functions so torch.compile can trace through the ops (eager mode does not need them)."""
     ns = cuda_build.OPS_NAMESPACE
     try:
         torch.library.register_fake(f"{ns}::bias_act")(_fake_bias_act)
         torch.library.register_fake(f"{ns}::upfirdn2d")(_fake_upfirdn2d)
+        torch.library.register_fake(f"{ns}::epilogue")(_fake_epilogue)
     except Exception as exc:  # noqa: BLE001 - only torch.compile needs these; eager mode is unaffected
         logger.warning("could not register fake kernels for torch.compile: %s", exc)
 
 
 _dispatch.register_provider("bias_act", functools.partial(_provide, "bias_act"))
 _dispatch.register_provider("upfirdn2d", functools.partial(_provide, "upfirdn2d"))
+_dispatch.register_provider("epilogue", functools.partial(_provide, "epilogue"))

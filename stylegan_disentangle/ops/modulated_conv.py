@@ -29,8 +29,15 @@ def modulated_conv2d(
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = True,
-) -> torch.Tensor:
-    """x [N, I, H, W], weight [O, I, k, k], styles [N, I], noise broadcastable to [N, O, H', W'] -> [N, O, H', W']."""
+    return_dcoefs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    """x [N, I, H, W], weight [O, I, k, k], styles [N, I], noise broadcastable to [N, O, H', W'] -> [N, O, H', W'].
+
+    return_dcoefs=True (no noise): leave the epilogue to the caller (ops.modconv_epilogue) and return
+    (y, dcoefs): the non-fused path's y is not yet demodulated and dcoefs [N, O] is the scale still owed; the
+    fused path (demodulation folded into the weights) and demodulate=False return dcoefs None."""
+    if return_dcoefs and noise is not None:
+        raise ValueError("return_dcoefs=True leaves the noise to the caller; pass noise=None")
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     if styles.shape != (batch_size, in_channels):
@@ -53,6 +60,8 @@ def modulated_conv2d(
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
                             flip_weight=flip_weight)
+        if return_dcoefs:
+            return x, dcoefs
         if demodulate and noise is not None:
             return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
         if demodulate:
@@ -66,6 +75,8 @@ def modulated_conv2d(
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
                         groups=batch_size, flip_weight=flip_weight)
     x = x.reshape(batch_size, -1, *x.shape[2:])
+    if return_dcoefs:
+        return x, None
     if noise is not None:
         x = x.add_(noise)
     return x

@@ -47,6 +47,17 @@ void upfirdn2d_host(const sgd_ops::Upfirdn2dParams& p) {
               sgd_ops::upfirdn2d_pixel<T>(p, w.data(), n, ch, oy, ox, load);
 }
 
+template <typename T>
+void epilogue_host(const sgd_ops::EpilogueParams& p) {
+  const T* x = static_cast<const T*>(p.x);
+  T* out = static_cast<T*>(p.out);
+  const sgd_ops::BiasActParams act = sgd_ops::epilogue_activation(p);
+  for (int64_t i = 0; i < p.numel; ++i) {
+    out[i] = sgd_ops::epilogue_element<T, int64_t>(p, act, i, x[i], static_cast<const T*>(p.scale),
+                                                   static_cast<const T*>(p.add), static_cast<const T*>(p.b));
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -82,6 +93,21 @@ int sgd_host_upfirdn2d(int dtype, const void* x, const float* f, void* y, const 
   return 1;
 }
 
+// sizes: n, c, h, w; sx: x's element strides (n, c, h, w); sa: add's strides (n, h, w). scale/add/b may be null.
+int sgd_host_epilogue(int dtype, const void* x, const void* scale, const void* add, const void* b, void* out,
+                      int64_t numel, const int64_t* sizes, const int64_t* sx, const int64_t* sa, int act,
+                      double alpha, double gain, double clamp) {
+  sgd_ops::EpilogueParams p;
+  p.x = x; p.scale = scale; p.add = add; p.b = b; p.out = out; p.numel = numel;
+  p.n = sizes[0]; p.c = sizes[1]; p.h = sizes[2]; p.w = sizes[3];
+  p.sx_n = sx[0]; p.sx_c = sx[1]; p.sx_h = sx[2]; p.sx_w = sx[3];
+  p.sa_n = sa[0]; p.sa_h = sa[1]; p.sa_w = sa[2];
+  p.act = act; p.alpha = alpha; p.gain = gain; p.clamp = clamp;
+  if (dtype == 0) { epilogue_host<float>(p); return 0; }
+  if (dtype == 1) { epilogue_host<double>(p); return 0; }
+  return 1;
+}
+
 }  // extern "C"
 
 #ifdef SGD_HOST_LAUNCHERS
@@ -97,6 +123,12 @@ int launch_bias_act(const BiasActParams& p, DType dtype, void* /*stream*/) {
 int launch_upfirdn2d(const Upfirdn2dParams& p, DType dtype, void* /*stream*/) {
   if (dtype == DType::kFloat32) { upfirdn2d_host<float>(p); return 0; }
   if (dtype == DType::kFloat64) { upfirdn2d_host<double>(p); return 0; }
+  return 1;
+}
+
+int launch_epilogue(const EpilogueParams& p, DType dtype, void* /*stream*/) {
+  if (dtype == DType::kFloat32) { epilogue_host<float>(p); return 0; }
+  if (dtype == DType::kFloat64) { epilogue_host<double>(p); return 0; }
   return 1;
 }
 

@@ -1,6 +1,6 @@
 // Torch binding of the stylegan_disentangle CUDA ops: argument checks, output allocation, stream selection.
 //
-// Registers two operators in the `stylegan_disentangle` namespace (torch.ops.stylegan_disentangle.*), for the
+// Registers three operators in the `stylegan_disentangle` namespace (torch.ops.stylegan_disentangle.*), for the
 // CUDA dispatch key only; autograd is added in Python (stylegan_disentangle/ops/cuda_kernels.py). Only generic
 // c10 headers are used (the current stream comes from the device guard interface), so this file compiles against
 // any torch's headers, including those of a CPU-only install, and needs no CUDA toolkit headers.
@@ -169,6 +169,64 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& f, int64_t up_x
   return y;
 }
 
+// See EpilogueParams in sgd_ops.h. x: [N, C, H, W] (dense layouts in place, others made contiguous); scale: [N, C];
+// add: [N or 1, 1, H, W] with any strides; b: [C]. scale, add and b are in the accumulation type (float64 for
+// float64 x, else float32). The output has x's layout and dtype.
+at::Tensor epilogue_cuda(const at::Tensor& x, const std::optional<at::Tensor>& scale,
+                         const std::optional<at::Tensor>& add, const std::optional<at::Tensor>& b, int64_t act,
+                         double alpha, double gain, double clamp) {
+  TORCH_CHECK(on_device(x) && x.dim() == 4, "epilogue: x must be a 4-d CUDA tensor [N, C, H, W]");
+  const DType dtype = to_dtype(x, "epilogue: x");
+  TORCH_CHECK(act >= sgd_ops::kLinear && act <= sgd_ops::kSwish, "epilogue: unknown activation id ", act);
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  auto check_param = [&](const std::optional<at::Tensor>& t, const char* what) -> bool {
+    if (!t.has_value() || !t->defined()) return false;
+    TORCH_CHECK(t->device() == x.device() && t->scalar_type() == acc, "epilogue: ", what, " must be ",
+                c10::toString(acc), " on x's device, got ", t->scalar_type());
+    return true;
+  };
+
+  c10::DeviceGuard guard(x.device());
+  const at::Tensor xd = x.is_non_overlapping_and_dense() ? x : x.contiguous();
+  at::Tensor out = at::empty_like(xd);
+  sgd_ops::EpilogueParams p;
+  p.x = xd.data_ptr();
+  p.out = out.data_ptr();
+  p.numel = xd.numel();
+  p.n = n; p.c = c; p.h = h; p.w = w;
+  // A size-1 dim may carry any stride; (i / 1) % 1 == 0 keeps its coordinate at 0.
+  p.sx_n = n > 1 ? xd.stride(0) : 1; p.sx_c = c > 1 ? xd.stride(1) : 1;
+  p.sx_h = h > 1 ? xd.stride(2) : 1; p.sx_w = w > 1 ? xd.stride(3) : 1;
+  at::Tensor scale_d, b_d;
+  if (check_param(scale, "scale")) {
+    TORCH_CHECK(scale->dim() == 2 && scale->size(0) == n && scale->size(1) == c, "epilogue: scale must be [", n,
+                ", ", c, "], got ", scale->sizes());
+    scale_d = scale->contiguous();
+    p.scale = scale_d.data_ptr();
+  }
+  if (check_param(add, "add")) {
+    TORCH_CHECK(add->dim() == 4 && (add->size(0) == n || add->size(0) == 1) && add->size(1) == 1 &&
+                    add->size(2) == h && add->size(3) == w,
+                "epilogue: add must be [", n, " or 1, 1, ", h, ", ", w, "], got ", add->sizes());
+    p.add = add->data_ptr();
+    p.sa_n = add->size(0) > 1 ? add->stride(0) : 0;
+    p.sa_h = add->stride(2);
+    p.sa_w = add->stride(3);
+  }
+  if (check_param(b, "b")) {
+    TORCH_CHECK(b->dim() == 1 && b->size(0) == c, "epilogue: b must be [", c, "], got ", b->sizes());
+    b_d = b->contiguous();
+    p.b = b_d.data_ptr();
+  }
+  p.act = static_cast<int>(act);
+  p.alpha = alpha;
+  p.gain = gain;
+  p.clamp = clamp;
+  check_launch(sgd_ops::launch_epilogue(p, dtype, current_stream(xd)), "epilogue");
+  return out;
+}
+
 }  // namespace
 
 SGD_TORCH_LIBRARY(SGD_OPS_NAMESPACE, m) {
@@ -176,9 +234,12 @@ SGD_TORCH_LIBRARY(SGD_OPS_NAMESPACE, m) {
         "float clamp) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
         "int pad_y0, int pad_y1, bool flip_filter, float gain) -> Tensor");
+  m.def("epilogue(Tensor x, Tensor? scale, Tensor? add, Tensor? b, int act, float alpha, float gain, float clamp) "
+        "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(SGD_OPS_NAMESPACE, SGD_OPS_DEVICE, m) {
   m.impl("bias_act", &bias_act_cuda);
   m.impl("upfirdn2d", &upfirdn2d_cuda);
+  m.impl("epilogue", &epilogue_cuda);
 }

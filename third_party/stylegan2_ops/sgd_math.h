@@ -108,6 +108,35 @@ SGD_HD A bias_act_element(const BiasActParams& p, A z, A g) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The modulated-convolution epilogue (see EpilogueParams): element at memory offset i with value x, parameters
+// in the accumulation type A.
+template <typename A, typename Index>
+SGD_HD A epilogue_element(const EpilogueParams& p, const BiasActParams& act, Index i, A x, const A* scale,
+                          const A* add, const A* b) {
+  const Index n = (i / Index(p.sx_n)) % Index(p.n);
+  const Index c = (i / Index(p.sx_c)) % Index(p.c);
+  A z = x;
+  if (scale != nullptr) z *= scale[n * Index(p.c) + c];
+  if (add != nullptr) {
+    const Index h = (i / Index(p.sx_h)) % Index(p.h);
+    const Index w = (i / Index(p.sx_w)) % Index(p.w);
+    z += add[int64_t(n) * p.sa_n + int64_t(h) * p.sa_h + int64_t(w) * p.sa_w];
+  }
+  if (b != nullptr) z += b[c];
+  return bias_act_element<A>(act, z, A(0));
+}
+
+// The forward bias_act parameters the epilogue applies after its sum.
+SGD_HD BiasActParams epilogue_activation(const EpilogueParams& p) {
+  BiasActParams a;
+  a.act = p.act;
+  a.alpha = p.alpha;
+  a.gain = p.gain;
+  a.clamp = p.clamp;
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // upfirdn2d (see Upfirdn2dParams).
 
 // The filter tap t = i * f_w + j as the kernel applies it (flipped unless flip_filter).

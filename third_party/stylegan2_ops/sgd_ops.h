@@ -38,6 +38,27 @@ struct BiasActParams {
   double clamp = -1.0;
 };
 
+// The epilogue of a modulated convolution, in one pass over x [N, C, H, W] stored densely (any dim order):
+//   z = x[n, c, h, w] * scale[n, c] + add[n, h, w] + b[c];   out = clamp(act(z) * gain, -clamp, clamp)
+// scale (the demodulation coefficients), add (the noise, broadcast over channels) and b are optional and stored in
+// the accumulation type (float; double for kFloat64); the sum is rounded to x's dtype once. Coordinates of the
+// element at memory offset i: (i / sx_d) % size_d for each dim d. Forward only (inference).
+struct EpilogueParams {
+  const void* x = nullptr;      // [numel], dtype
+  const void* scale = nullptr;  // [n, c] contiguous, accumulation type, or nullptr
+  const void* add = nullptr;    // element (n, h, w) at n * sa_n + h * sa_h + w * sa_w, accumulation type, or nullptr
+  const void* b = nullptr;      // [c], accumulation type, or nullptr
+  void* out = nullptr;          // [numel], dtype, x's layout
+  int64_t numel = 0;
+  int64_t n = 1, c = 1, h = 1, w = 1;
+  int64_t sx_n = 1, sx_c = 1, sx_h = 1, sx_w = 1;  // strides of x (and out), in elements; >= 1
+  int64_t sa_n = 0, sa_h = 0, sa_w = 0;
+  int act = kLinear;
+  double alpha = 0.0;
+  double gain = 1.0;
+  double clamp = -1.0;
+};
+
 // upfirdn2d for x [N, C, H, W] with arbitrary strides, writing y [N, C, out_h, out_w] with arbitrary strides.
 // For every output pixel:
 //   y[n, c, oy, ox] = gain * sum_{i, j} w[i, j] * u[n, c, oy * down_y + i - pad_y0, ox * down_x + j - pad_x0]
@@ -65,6 +86,7 @@ constexpr int kMaxFilterTaps = 8192;
 // Launchers: return 0 on success, else a CUDA error code (see error_string). `stream` is a cudaStream_t.
 int launch_bias_act(const BiasActParams& p, DType dtype, void* stream);
 int launch_upfirdn2d(const Upfirdn2dParams& p, DType dtype, void* stream);
+int launch_epilogue(const EpilogueParams& p, DType dtype, void* stream);
 const char* error_string(int code);
 
 }  // namespace sgd_ops
