@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from . import _dispatch, cuda_build
+from .bias_act import _resolve as resolve_activation
 from .bias_act import activation_funcs, bias_act_ref
 from .upfirdn2d import IntOrPair, resolve_upfirdn2d_args, upfirdn2d_ref
 
@@ -235,8 +236,7 @@ def epilogue_cuda(
 ) -> torch.Tensor | None:
     """One pass of bias_act(x * dcoefs + noise, b) on `ops.epilogue`; None when the inputs need the reference
     (unsupported dtype or shapes), which the caller then runs."""
-    if act not in activation_funcs:
-        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(activation_funcs)}")
+    spec, alpha, gain, clamp = resolve_activation(act, alpha, gain, clamp)
     if x.ndim != 4 or x.dtype not in SUPPORTED_DTYPES or x.numel() == 0:
         return None
     n, c, h, w = x.shape
@@ -255,10 +255,6 @@ def epilogue_cuda(
         if b.ndim != 1 or b.shape[0] != c:
             raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[1] = {c}")
         bias = b.detach().to(acc)
-    spec = activation_funcs[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
-    clamp = float(-1 if clamp is None else clamp)
     return ops.epilogue(x, scale, add, bias, spec.cuda_id, alpha, gain, clamp)
 
 
