@@ -85,7 +85,7 @@ def test_importing_the_ops_compiles_and_loads_nothing(tmp_path):
         "import sys\n"
         "import stylegan_disentangle.ops as ops\n"
         "from stylegan_disentangle.ops import _dispatch, cuda_build\n"
-        "assert sorted(_dispatch._providers) == ['bias_act', 'upfirdn2d'], _dispatch._providers\n"
+        "assert sorted(_dispatch._providers) == ['bias_act', 'epilogue', 'upfirdn2d'], _dispatch._providers\n"
         "assert 'torch.utils.cpp_extension' not in sys.modules\n"
         "assert 'filelock' not in sys.modules\n"
         "assert cuda_build.build_status().state == 'not_tried'\n"
