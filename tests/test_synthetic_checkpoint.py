@@ -62,9 +62,7 @@ def test_linear_directions_recover_pose_and_illumination(synthetic):
     rec = direction_recovery(est.directions_, est.names_, fmap.directions, fmap.names)["abs_cosine"]
     groups = factor_groups()
     for name in groups["pose"] + groups["illumination"]:
-        # Known shortfall (issue 5): W of the shipped mapping network is skewed (-0.53) along the yaw direction, so
-        # the best linear fit of yaw sits at |cos| 0.89-0.96 depending on the sample; the other five meet 0.95.
-        assert rec[name] >= (0.88 if name == "yaw" else 0.95), (name, rec[name])
+        assert rec[name] >= 0.95, (name, rec[name])
     assert np.mean(list(rec.values())) >= 0.95
 
 
