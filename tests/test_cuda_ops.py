@@ -483,13 +483,52 @@ def test_synthesis_layer_runs_its_epilogue_through_the_dispatch_point(host_ops, 
     for fused in (True, False):
         want = G(z, None, noise_mode="const", fused_modconv=fused)
         before = host_ops.calls
-        monkeypatch.setattr(epilogue_mod, "_kernel_device", lambda x: True)
+        monkeypatch.setattr(epilogue_mod._dispatch, "kernel_device", lambda x: True)
         monkeypatch.setattr(epilogue_mod._dispatch, "get_kernel",
                             lambda name, required=False: kernel if name == "epilogue" else None)
         got = G(z, None, noise_mode="const", fused_modconv=fused)
         monkeypatch.undo()
         assert host_ops.calls - before == sum(block.num_conv for block in G.synthesis.children())  # every layer
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+def test_whole_networks_on_the_host_kernels_match_the_reference(host_ops, monkeypatch, architecture):
+    """Every op of G and D through the kernel wrappers (the host build standing in for CUDA): G's image fused and
+    non-fused, G's parameter gradients, and D's R1 penalty gradient (second order through bias_act and upfirdn2d),
+    against the pure-PyTorch path. (float32: the mapping network computes in float32 whatever its weights.)"""
+    from stylegan_disentangle.networks import Discriminator, Generator
+    from tests.helpers import perturbed
+
+    torch.manual_seed(4)
+    G = perturbed(Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                            mapping_kwargs=dict(num_layers=2),
+                            synthesis_kwargs=dict(channel_base=128, channel_max=8, architecture=architecture)), 1)
+    D = perturbed(Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=8,
+                                architecture=architecture), 2)
+    z = torch.randn(3, 8)
+    kernels = cuda_kernels.make_kernels(host_ops)
+
+    def run() -> list[torch.Tensor]:
+        with torch.no_grad():
+            outs = [G(z, None, noise_mode="const", fused_modconv=fused) for fused in (True, False)]
+        with torch.enable_grad():
+            img = G(z, None, noise_mode="const", fused_modconv=False)
+            grads = torch.autograd.grad(img.square().sum(), list(G.synthesis.parameters()), allow_unused=True)
+            x = img.detach().requires_grad_(True)
+            (r1,) = torch.autograd.grad(D(x, None).sum(), x, create_graph=True)
+            d_grads = torch.autograd.grad(r1.square().sum(), list(D.parameters()), allow_unused=True)
+        return outs + [g for g in grads + d_grads if g is not None]
+
+    want = run()
+    calls = host_ops.calls
+    monkeypatch.setattr(_dispatch, "kernel_device", lambda x: True)
+    monkeypatch.setattr(_dispatch, "get_kernel", lambda name, required=False: kernels[name])
+    got = run()
+    assert host_ops.calls - calls > 50  # every bias_act, upfirdn2d and epilogue went through the host kernels
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------

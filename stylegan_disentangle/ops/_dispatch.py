@@ -18,6 +18,12 @@ def register_provider(name: str, provider: Callable[[], Callable | None]) -> Non
     _providers[name] = provider
 
 
+def kernel_device(x) -> bool:
+    """Whether tensor x lives where the compiled kernels run (CUDA). The one place ops ask; tests replace it to
+    drive the host build of the kernels through the whole generator on CPU."""
+    return bool(x.is_cuda)
+
+
 def reference_forced() -> bool:
     """True when the user asked for the pure-PyTorch path everywhere."""
     return os.environ.get("STYLEGAN_DISENTANGLE_REFERENCE_OPS", "0") not in ("", "0", "false", "False")

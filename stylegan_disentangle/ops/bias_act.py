@@ -95,7 +95,7 @@ def bias_act(
     impl: str = "auto",
 ) -> torch.Tensor:
     """Bias + activation with the official semantics; `impl` is 'auto' (CUDA kernel when usable), 'cuda' or 'ref'."""
-    if impl != "ref" and x.is_cuda:
+    if impl != "ref" and _dispatch.kernel_device(x):
         kernel = _dispatch.get_kernel("bias_act", required=(impl == "cuda"))
         if kernel is not None:
             spec, alpha_, gain_, clamp_ = _resolve(act, alpha, gain, clamp)

@@ -25,11 +25,6 @@ def fused_epilogue_enabled() -> bool:
     return os.environ.get(ENV_FUSED_EPILOGUE, "1") not in ("", "0", "false", "False")
 
 
-def _kernel_device(x: torch.Tensor) -> bool:
-    """Whether x lives where the compiled kernel runs (a seam for the host-build tests)."""
-    return x.is_cuda
-
-
 def modconv_epilogue_ref(
     x: torch.Tensor,
     dcoefs: torch.Tensor | None,
@@ -64,7 +59,7 @@ def modconv_epilogue(
 ) -> torch.Tensor:
     """x [N, C, H, W] (a convolution's output), dcoefs [N, C] or None, noise broadcastable to [N, 1, H, W] or None,
     b [C] or None -> like x. `impl`: 'auto' (the fused kernel when usable), 'cuda' (require it) or 'ref'."""
-    if impl != "ref" and _kernel_device(x) and fused_epilogue_enabled():
+    if impl != "ref" and _dispatch.kernel_device(x) and fused_epilogue_enabled():
         tensors = [t for t in (x, dcoefs, noise, b) if t is not None]
         inference = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         kernel = _dispatch.get_kernel("epilogue", required=(impl == "cuda")) if inference else None

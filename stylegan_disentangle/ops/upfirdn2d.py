@@ -139,7 +139,7 @@ def upfirdn2d(
     impl: str = "auto",
 ) -> torch.Tensor:
     """Upsample-filter-downsample; dispatches to the CUDA kernel for CUDA tensors when it is available."""
-    if impl != "ref" and x.is_cuda:
+    if impl != "ref" and _dispatch.kernel_device(x):
         kernel = _dispatch.get_kernel("upfirdn2d", required=(impl == "cuda"))
         if kernel is not None:
             return kernel(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
