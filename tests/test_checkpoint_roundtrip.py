@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import sys
-import types
-
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +9,7 @@ from stylegan_disentangle.checkpoints import load_network_pkl, open_network_pkl,
 from stylegan_disentangle.errors import CheckpointError
 from stylegan_disentangle.networks import Generator
 from tests.helpers import TINY_CONFIGS, perturbed, tiny_networks
+from tests.official_fixtures import write_tf_pickle
 
 
 def _assert_same_network(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -89,71 +85,7 @@ def test_save_overwrites_atomically(tmp_path):
     assert path.read_bytes() == before
 
 
-# --- TF layout written by our own helper: the inverse of the documented conversion ---------------------------
-
-_INVERSE = {
-    tf_convert._dense: lambda x: x.T,
-    tf_convert._conv: lambda x: x.transpose(2, 3, 1, 0),
-    tf_convert._conv_flipped: lambda x: x.transpose(2, 3, 1, 0)[::-1, ::-1],
-    tf_convert._plus_one: lambda x: x - 1,
-    tf_convert._identity: lambda x: x,
-}
-
-
-def _to_tf_variables(net: torch.nn.Module, rules, what: str) -> list[tuple[str, np.ndarray]]:
-    variables = []
-    for name, tensor in net.state_dict().items():
-        if name.endswith("resample_filter"):
-            continue
-        tf_name, transform = tf_convert._match_rule(name, rules, what)
-        value = tensor.numpy()
-        if transform in _INVERSE:
-            value = _INVERSE[transform](value)
-        elif name.endswith("noise_const"):  # -> [1, 1, H, W]
-            value = value[None, None]
-        else:  # the 4x4 constant input -> [1, C, 4, 4]
-            value = value[None]
-        variables.append((tf_name, np.array(value, order="C")))
-    return variables
-
-
-def _write_tf_pickle(path, G: Generator, D: torch.nn.Module, g_kwargs: dict, d_kwargs: dict,
-                     drop: str | None = None) -> None:
-    """Pickle (G, D, Gs) as dnnlib.tflib.network.Network objects, as the TF code did (protocol 2)."""
-    module = types.ModuleType("dnnlib.tflib.network")
-
-    class Network:
-        def __init__(self, state):
-            self.state = state
-
-        def __getstate__(self):
-            return self.state
-
-    Network.__module__ = "dnnlib.tflib.network"
-    Network.__qualname__ = "Network"
-    module.Network = Network
-    fake_modules = {"dnnlib": types.ModuleType("dnnlib"), "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
-                    "dnnlib.tflib.network": module}
-    sys.modules.update(fake_modules)
-    try:
-        def net(name, kwargs, variables):
-            return Network(dict(version=4, name=name, static_kwargs=kwargs, components={},
-                                build_module_src="# not used", build_func_name="G_main", variables=variables))
-
-        g_vars = [(k, v) for k, v in _to_tf_variables(G, tf_convert._G_RULES, "generator") if k != drop]
-        mapping = [(k.split("/", 1)[1], v) for k, v in g_vars if k.startswith("mapping/")]
-        synthesis = [(k.split("/", 1)[1], v) for k, v in g_vars if k.startswith("synthesis/")]
-        top = [(k, v) for k, v in g_vars if "/" not in k]
-        G_net = net("G", g_kwargs, top)
-        G_net.state["components"] = {"mapping": net("G_mapping", {}, mapping),
-                                     "synthesis": net("G_synthesis", {}, synthesis)}
-        D_net = net("D", d_kwargs, _to_tf_variables(D, tf_convert._D_RULES, "discriminator"))
-        with open(path, "wb") as f:
-            pickle.dump((G_net, D_net, G_net), f, protocol=2)
-    finally:
-        for name in fake_modules:
-            del sys.modules[name]
-
+# --- TF layout: files like the official TF StyleGAN2 pickles (tests/official_fixtures.py) -----------------
 
 G_TF_KWARGS = dict(latent_size=8, label_size=0, dlatent_size=8, resolution=16, num_channels=3, mapping_layers=2,
                   fmap_base=64, fmap_max=16, architecture="skip", truncation_psi=0.5)
@@ -168,7 +100,7 @@ def _tf_fixture(tmp_path, drop=None):
     G = perturbed(Generator(**tf_convert.generator_kwargs_from_tf(G_TF_KWARGS)), 1)
     D = perturbed(Discriminator(**tf_convert.discriminator_kwargs_from_tf(D_TF_KWARGS)), 2)
     path = tmp_path / "tf.pkl"
-    _write_tf_pickle(path, G, D, G_TF_KWARGS, D_TF_KWARGS, drop=drop)
+    write_tf_pickle(path, G, D, G_TF_KWARGS, D_TF_KWARGS, drop=drop)
     return path, G, D
 
 

@@ -34,4 +34,6 @@ def network_summary(pkl: NetworkPickle) -> dict[str, Any]:
         "conv_clamp": blocks[-1].conv1.conv_clamp,
         "parameters": {key: count_parameters(pkl.data.get(key)) for key in ("G", "G_ema", "D")},
         "training_set_kwargs": pkl.data.get("training_set_kwargs"),
+        # Inert TF variables the conversion skipped ({network: {variable: value}}), e.g. {'G': {'lod': 0.0}}.
+        "ignored_variables": {key: dict(names) for key, names in pkl.ignored.items() if names},
     }

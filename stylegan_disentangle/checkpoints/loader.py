@@ -8,7 +8,7 @@ import logging
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,13 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 @dataclass
 class NetworkPickle:
-    """A loaded checkpoint: the networks and plain data (`data`), where it came from, and its flavour."""
+    """A loaded checkpoint: the networks and plain data (`data`), where it came from, its flavour, and what the
+    conversion skipped (`ignored`: {network key: {TF variable: value}} for the inert TF variables; empty otherwise)."""
 
     path: Path
     flavor: str
     data: dict[str, Any]
+    ignored: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def read_descriptions(path: str | os.PathLike) -> Any:
@@ -72,11 +74,13 @@ def _plain_data(value: Any) -> Any:
     return value
 
 
-def _from_tf_tuple(raw: tuple, where: Path) -> dict[str, Any]:
+def _from_tf_tuple(raw: tuple, where: Path, ignored: dict[str, dict[str, float]]) -> dict[str, Any]:
     tf_G, tf_D, tf_Gs = raw
+    for key in ("G", "D", "G_ema"):
+        ignored[key] = {}
     try:
-        return dict(G=convert_tf_generator(tf_G), D=convert_tf_discriminator(tf_D), G_ema=convert_tf_generator(tf_Gs),
-                    training_set_kwargs=None, augment_pipe=None)
+        return dict(G=convert_tf_generator(tf_G, ignored["G"]), D=convert_tf_discriminator(tf_D, ignored["D"]),
+                    G_ema=convert_tf_generator(tf_Gs, ignored["G_ema"]), training_set_kwargs=None, augment_pipe=None)
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
 
@@ -114,8 +118,9 @@ def open_network_pkl(
     """Like load_network_pkl, but also returns the local path and the flavour ('sg2ada' | 'sg3' | 'tf')."""
     path = resolve_checkpoint(spec, cache_dir=cache_dir, progress=progress)
     raw = read_descriptions(path)
+    ignored: dict[str, dict[str, float]] = {}
     if isinstance(raw, tuple) and len(raw) == 3 and all(isinstance(n, TFNetworkDescription) for n in raw):
-        data, flavor = _from_tf_tuple(raw, path), "tf"
+        data, flavor = _from_tf_tuple(raw, path, ignored), "tf"
     elif isinstance(raw, dict):
         data, flavor = _from_dict(raw, path)
     else:
@@ -126,7 +131,10 @@ def open_network_pkl(
         if isinstance(data.get(key), nn.Module):
             data[key] = data[key].to(target)
     logger.debug("loaded %s (%s)", path, flavor)
-    return NetworkPickle(path=Path(path), flavor=flavor, data=data)
+    for key, names in ignored.items():
+        if names:
+            logger.info("%s: %s: ignored TF variables with no meaning for inference: %s", path, key, names)
+    return NetworkPickle(path=Path(path), flavor=flavor, data=data, ignored=ignored)
 
 
 def load_network_pkl(

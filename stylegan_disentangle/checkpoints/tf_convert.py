@@ -209,8 +209,29 @@ def _match_rule(name: str, rules: list[Rule], what: str) -> tuple[str, Callable[
     raise CheckpointError(f"TF {what}: no conversion rule for parameter {name}")
 
 
-def _fill_state(module: torch.nn.Module, tf_vars: dict[str, np.ndarray], rules: list[Rule], what: str) -> None:
-    """Copy every TF variable into `module` by name; every parameter and every TF variable must be used."""
+# Variables that official TF networks carry with no meaning for inference, so no PyTorch parameter holds them (the
+# official TF -> PyTorch converter skips them too). Keyed by the variable's path; the value says why it is inert.
+# `lod` is the progressive-growing level of detail: G_main keeps it as a training-time scalar (style mixing only);
+# the config-A synthesis network has one as well, which only matters while it is non-zero (a fade-in).
+INERT_TF_VARIABLES: dict[str, str] = {
+    "lod": "progressive-growing level of detail, used only in training (style mixing)",
+    "synthesis/lod": "progressive-growing level of detail of the synthesis network (0 = full resolution)",
+}
+
+
+def _inert_reason(tf_name: str, value: np.ndarray) -> str | None:
+    """Why an unused TF variable may be dropped, or None when it must be refused."""
+    reason = INERT_TF_VARIABLES.get(tf_name)
+    if reason is None or np.asarray(value).size != 1:
+        return None
+    if tf_name == "synthesis/lod" and float(np.asarray(value).reshape(())) != 0.0:
+        return None  # a synthesis network caught mid fade-in renders differently: refuse it
+    return reason
+
+
+def _fill_state(module: torch.nn.Module, tf_vars: dict[str, np.ndarray], rules: list[Rule], what: str) -> dict:
+    """Copy every TF variable into `module` by name; every parameter must be filled and every TF variable used,
+    except the known inert ones (INERT_TF_VARIABLES), which are returned as {name: scalar value}."""
     used: set[str] = set()
     state = module.state_dict()
     for name, tensor in state.items():
@@ -225,22 +246,36 @@ def _fill_state(module: torch.nn.Module, tf_vars: dict[str, np.ndarray], rules: 
                                   f"expected {tuple(tensor.shape)} for {name}")
         tensor.copy_(torch.from_numpy(value))
         used.add(tf_name)
-    unused = sorted(set(tf_vars) - used)
-    if unused:
-        raise CheckpointError(f"TF {what}: variables with no PyTorch counterpart: {unused[:10]}")
+    ignored: dict[str, float] = {}
+    unknown: list[str] = []
+    for tf_name in sorted(set(tf_vars) - used):
+        if _inert_reason(tf_name, tf_vars[tf_name]) is None:
+            unknown.append(tf_name)
+        else:
+            ignored[tf_name] = float(np.asarray(tf_vars[tf_name]).reshape(()))
+    if unknown:
+        raise CheckpointError(f"TF {what}: variables with no PyTorch counterpart: {unknown[:10]}")
+    return ignored
 
 
-def convert_tf_generator(tf_net: TFNetworkDescription) -> Generator:
-    """Build our Generator from a TF G / Gs network description."""
+def convert_tf_generator(tf_net: TFNetworkDescription, ignored: dict | None = None) -> Generator:
+    """Build our Generator from a TF G / Gs network description.
+
+    `ignored`, when given, receives the inert TF variables that were skipped ({name: value}, see INERT_TF_VARIABLES).
+    """
     G = Generator(**generator_kwargs_from_tf(tf_net.static_kwargs))
     with torch.no_grad():
-        _fill_state(G, tf_net.variables(), _G_RULES, "generator")
+        skipped = _fill_state(G, tf_net.variables(), _G_RULES, "generator")
+    if ignored is not None:
+        ignored.update(skipped)
     return G.eval()
 
 
-def convert_tf_discriminator(tf_net: TFNetworkDescription) -> Discriminator:
-    """Build our Discriminator from a TF D network description."""
+def convert_tf_discriminator(tf_net: TFNetworkDescription, ignored: dict | None = None) -> Discriminator:
+    """Build our Discriminator from a TF D network description (`ignored` as in convert_tf_generator)."""
     D = Discriminator(**discriminator_kwargs_from_tf(tf_net.static_kwargs))
     with torch.no_grad():
-        _fill_state(D, tf_net.variables(), _D_RULES, "discriminator")
+        skipped = _fill_state(D, tf_net.variables(), _D_RULES, "discriminator")
+    if ignored is not None:
+        ignored.update(skipped)
     return D.eval()
