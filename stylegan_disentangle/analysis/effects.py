@@ -11,12 +11,18 @@ with sigma_k the std of W along v_k and std_l the label's std over samples — t
 is the honest naming signal for unsupervised directions: it reports what an edit *does*, including non-linear and
 layer-range effects, while the sample-based one reports what co-varies with the direction in the data.
 A t statistic (`per_unit / stderr` over the N samples) guards names against noise.
+
+Map-valued labels (a depth or albedo map `[N, ...]` per image, e.g. from the 3D decomposer) are measured the same way,
+element by element: `change_maps[label][k]` is the mean change map per unit W step (where the edit acts: the
+footprint), and the scalar columns hold its size, the root mean square over the map's elements
+(`per_unit = rms_e(mean_i diff)`, `label_std = rms_e(std_i y)`), so `effects` ranks map labels beside scalar ones.
+A map's size has no sign: its effects are >= 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +50,8 @@ class LabelEffects:
     per_unit : [K, L] mean label change per unit W step;  stderr : [K, L] its standard error
     direction_std : [K] std of W along each direction (NaN where unknown);  label_std : [L]
     effects : [K, L] label stds per one-std step (per unit W step where direction_std is unknown)
+    change_maps : {map label: [K, ...]} mean change map per unit W step of each map-valued label (see the module
+        docstring); its column in the [K, L] arrays holds the map's root-mean-square size
     """
 
     direction_names: list[str]
@@ -55,6 +63,7 @@ class LabelEffects:
     direction_std: np.ndarray
     label_std: np.ndarray
     effects: np.ndarray
+    change_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def t_stat(self) -> np.ndarray:
@@ -91,7 +100,8 @@ class LabelEffects:
                 raise StyleGANDisentangleError(f"no label {name!r}; labels: {self.label_names}")
             cols.append(self.label_names.index(name))
         return replace(self, label_names=list(names), per_unit=self.per_unit[:, cols], stderr=self.stderr[:, cols],
-                       label_std=self.label_std[cols], effects=self.effects[:, cols])
+                       label_std=self.label_std[cols], effects=self.effects[:, cols],
+                       change_maps={k: v for k, v in self.change_maps.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record: per direction, its effects, per-unit changes and t statistics by label."""
@@ -101,6 +111,7 @@ class LabelEffects:
             "n_samples": self.n_samples,
             "label_names": self.label_names,
             "label_std": self.label_std.tolist(),
+            "map_labels": sorted(self.change_maps),
             "directions": {
                 name: {
                     "step_w": float(self.step_w[i]),
@@ -137,7 +148,7 @@ def measure_label_effects(
     Parameters
     ----------
     ws : `[N, num_ws, w_dim]` base codes (N >= 2 gives standard errors).
-    labeler : a labeler with scalar labels (`labels.Labeler`).
+    labeler : a labeler (`labels.Labeler`); scalar labels `[N]` and map labels `[N, ...]` (see the module docstring).
     names : directions to measure (default all).
     step, step_unit : the +- step; 'sigma' uses the direction's std (falls back to W units when unknown).
     direction_std : `[K]` std of W along each direction (default: the set's `stds`).
@@ -164,11 +175,7 @@ def measure_label_effects(
 
     def label(batch_ws: torch.Tensor) -> dict[str, torch.Tensor]:
         img = render(G, batch_ws, batch_size, noise_mode) if needs_images(labeler) else None
-        out = apply_labeler(labeler, img, batch_ws)
-        multi = [k for k, v in out.items() if v.ndim != 1]
-        if multi:
-            raise StyleGANDisentangleError(f"labels {multi} are not scalar per image; label effects need [N] labels")
-        return out
+        return apply_labeler(labeler, img, batch_ws)
 
     n = ws.shape[0]
     base = None
@@ -176,6 +183,7 @@ def measure_label_effects(
         base = label(ws)
     per_unit, stderr, step_w = [], [], []
     label_names: list[str] = []
+    change_maps: dict[str, list[np.ndarray]] = {}
     disable = (not progress) if progress is not None else None
     for k, name in enumerate(tqdm(names, desc="label effects", disable=disable)):
         use_sigma = step_unit == "sigma" and np.isfinite(dir_std[k]) and dir_std[k] > 0
@@ -184,13 +192,22 @@ def measure_label_effects(
         both = torch.cat([ws + s * offset, ws - s * offset])
         out = label(both)
         label_names = list(out)
-        diff = torch.stack([(out[lab][:n] - out[lab][n:]) / (2 * s) for lab in label_names], dim=1).double()  # [N, L]
-        per_unit.append(diff.mean(0).numpy())
-        stderr.append((diff.std(0, unbiased=True) / np.sqrt(n)).numpy() if n > 1 else np.full(len(label_names), np.nan))
+        row_mean, row_err = [], []
+        for lab in label_names:
+            diff = ((out[lab][:n] - out[lab][n:]) / (2 * s)).double()  # [N] or [N, ...]
+            mean = diff.mean(0)
+            err = diff.std(0, unbiased=True) / np.sqrt(n) if n > 1 else torch.full_like(mean, float("nan"))
+            if diff.ndim > 1:  # a map: keep the mean change map, summarise it by its root mean square
+                change_maps.setdefault(lab, []).append(mean.numpy())
+                mean, err = mean.square().mean().sqrt(), err.square().mean().sqrt()
+            row_mean.append(float(mean))
+            row_err.append(float(err))
+        per_unit.append(np.array(row_mean))
+        stderr.append(np.array(row_err))
         step_w.append(s)
     per_unit_a, stderr_a = np.stack(per_unit), np.stack(stderr)
     if label_std is None:
-        lab_std = np.array([float(base[lab].double().std(unbiased=True)) if n > 1 else np.nan for lab in label_names])
+        lab_std = np.array([_label_std(base[lab]) if n > 1 else np.nan for lab in label_names])
     elif isinstance(label_std, Mapping):
         missing = [lab for lab in label_names if lab not in label_std]
         if missing:
@@ -203,7 +220,15 @@ def measure_label_effects(
     scale = np.where(np.isfinite(dir_std), dir_std, 1.0)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         effects = np.where(lab_std[None] > 0, per_unit_a * scale / lab_std[None], 0.0)
-    return LabelEffects(names, label_names, n, np.asarray(step_w), per_unit_a, stderr_a, dir_std, lab_std, effects)
+    maps = {lab: np.stack(v) for lab, v in change_maps.items()}
+    return LabelEffects(names, label_names, n, np.asarray(step_w), per_unit_a, stderr_a, dir_std, lab_std, effects,
+                        maps)
+
+
+def _label_std(values: torch.Tensor) -> float:
+    """Std over samples of a scalar label; for a map, the root mean square over its elements of the per-element std."""
+    std = values.double().std(0, unbiased=True)
+    return float(std.square().mean().sqrt()) if std.ndim else float(std)
 
 
 def compare_namings(rendered: LabelEffects, sample_based: Any | None) -> dict[str, dict[str, Any]]:
