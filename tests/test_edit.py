@@ -56,7 +56,7 @@ def test_parse_steps_seeds_layers():
     np.testing.assert_allclose(parse_steps("-3:3:7"), [-3, -2, -1, 0, 1, 2, 3])
     np.testing.assert_allclose(parse_steps("0.5, -1"), [0.5, -1])
     assert parse_seeds("0-3,7,9-10") == [0, 1, 2, 3, 7, 9, 10]
-    assert parse_layers("2:5") == (2, 5) and parse_layers("all") is None
+    assert parse_layers("2:5") == [2, 3, 4] and parse_layers("0,2") == [0, 2] and parse_layers("all") is None
     for bad, fn in [("1:2", parse_steps), ("x", parse_steps), ("5-3", parse_seeds), ("a", parse_seeds),
                     ("4:2", parse_layers)]:
         with pytest.raises(StyleGANDisentangleError):

@@ -1,15 +1,19 @@
 """Editing with a DirectionSet: `ws + step * direction` on the direction's ws layers, and rendering the result.
 
-An edit of ws `[N, num_ws, w_dim]` by direction v and step s adds `s * v` to the layers `[start, stop)` of the
-direction's layer range (every layer when it has none, or the `layers` you pass). Per-layer directions
-(`[num_ws, w_dim]`) add their own vector on each layer of that range. Steps are in W units by default
-(`step_unit='sigma'` multiplies them by the std of the samples along the direction, `DirectionSet.stds`).
+An edit of ws `[N, num_ws, w_dim]` by direction v and step s adds `s * v` to exactly the direction's ws layers
+(`DirectionSet.layers_of`: a range or any set of indices, every layer when it has none, or the `layers` you pass);
+every other ws row stays bit-identical. Per-layer directions (`[num_ws, w_dim]`) add their own vector on each of those
+layers. Steps are in W units by default (`step_unit='sigma'` multiplies them by the std of the samples along the
+direction, `DirectionSet.stds`).
+
+Layer specs (`parse_layers`, the CLI's `--layers`): 'all'; 'START:STOP' (the range, STOP exclusive); or a SeFa-style
+list of indices and inclusive ranges, '0,2,5' or '0-3,8' (the same syntax as seeds).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -17,12 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..directions import DirectionSet
-from ..errors import LatentError, StyleGANDisentangleError
+from ..errors import LatentError, StyleGANDisentangleError, UsageError
 from ..latents import check_ws, eval_mode, generator_device
 from ..utils.ranges import parse_seeds, parse_steps  # noqa: F401  (re-exported)
 
 __all__ = [
     "direction_offset",
+    "direction_ws_indices",
     "edit",
     "parse_layers",
     "parse_seeds",
@@ -32,20 +37,45 @@ __all__ = [
 ]
 
 
-def parse_layers(spec: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """ws layer range from "start:stop" (stop exclusive), "all"/None, or a pair."""
+LayerSpec = str | range | Iterable[int] | None
+
+
+def parse_layers(spec: LayerSpec) -> list[int] | None:
+    """Sorted unique ws indices from a layer spec; None = all layers (the direction's own, in `edit`).
+
+    `spec`: None, '' or 'all'; 'START:STOP' (range, STOP exclusive, e.g. '0:4' = 0..3); '0,2,5' / '0-3,8' (indices
+    and inclusive ranges, as SeFa's `--layer_idx` and our seeds); a `range`; or a list / set / array of indices.
+    A 2-tuple is refused: it was once `(start, stop)`, so `(0, 2)` would be ambiguous (use `range(0, 2)` or
+    `[0, 2]`). Raises UsageError on anything else.
+    """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
         return None
     if isinstance(spec, str):
-        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", spec)
-        if match is None:
-            raise StyleGANDisentangleError(f"layers {spec!r} must look like START:STOP (e.g. 0:4) or 'all'")
-        start, stop = int(match.group(1)), int(match.group(2))
-    else:
-        start, stop = (int(x) for x in spec)
-    if not 0 <= start < stop:
-        raise StyleGANDisentangleError(f"layers {spec!r} must satisfy 0 <= START < STOP")
-    return start, stop
+        if ":" in spec:
+            match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", spec)
+            if match is None:
+                raise UsageError(f"layers {spec!r} must look like START:STOP (e.g. 0:4), a list like 0,2,5, or 'all'")
+            start, stop = int(match.group(1)), int(match.group(2))
+            if not start < stop:
+                raise UsageError(f"layers {spec!r} must satisfy 0 <= START < STOP")
+            return list(range(start, stop))
+        try:
+            return sorted(set(parse_seeds(spec)))
+        except UsageError:
+            raise UsageError(f"layers {spec!r} must be 'all', START:STOP (e.g. 0:4), or indices and inclusive "
+                             "ranges like 0,2,5 or 0-3,8") from None
+    if isinstance(spec, tuple) and len(spec) == 2:
+        raise UsageError(f"layers={spec!r} is ambiguous (once a (start, stop) range): pass "
+                         f"range({spec[0]}, {spec[1]}) for a range or a list {list(spec)} for exactly these indices")
+    try:
+        items = list(spec)
+        values = [int(v) for v in items]
+        ok = all(v == i and not isinstance(i, (bool, str)) for v, i in zip(values, items))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not values or min(values) < 0:
+        raise UsageError(f"layers {spec!r} must be non-negative integer ws indices")
+    return sorted(set(values))
 
 
 def step_scale(direction_set: DirectionSet, name: str, step_unit: str = "w") -> float:
@@ -61,25 +91,42 @@ def step_scale(direction_set: DirectionSet, name: str, step_unit: str = "w") -> 
     raise StyleGANDisentangleError(f"step_unit must be 'w' or 'sigma', got {step_unit!r}")
 
 
-def direction_offset(
-    direction_set: DirectionSet, name: str, num_ws: int, layers: tuple[int, int] | None = None
-) -> torch.Tensor:
-    """The unit-step offset `[num_ws, w_dim]` of direction `name`: its vector on its layer range, zero elsewhere.
+def direction_ws_indices(
+    direction_set: DirectionSet, name: str, num_ws: int, layers: LayerSpec = None
+) -> list[int]:
+    """The ws indices an edit along `name` moves: `layers` (any `parse_layers` spec) or else the direction's own.
 
-    `layers` overrides the set's range for this direction. Raises KeyError-style errors for unknown names.
+    Raises StyleGANDisentangleError for unknown names or indices outside `0..num_ws-1`.
     """
     if name not in direction_set:
         raise StyleGANDisentangleError(f"no direction named {name!r}; known: {direction_set.names}")
+    chosen = parse_layers(layers)
+    if chosen is None:
+        try:
+            return direction_set.ws_indices(name, num_ws)
+        except ValueError as exc:
+            raise StyleGANDisentangleError(str(exc)) from None
+    if chosen[-1] >= num_ws:
+        raise StyleGANDisentangleError(f"layers {chosen} for {name!r} exceed the generator's ws indices "
+                                       f"0..{num_ws - 1} (num_ws={num_ws})")
+    return chosen
+
+
+def direction_offset(
+    direction_set: DirectionSet, name: str, num_ws: int, layers: LayerSpec = None
+) -> torch.Tensor:
+    """The unit-step offset `[num_ws, w_dim]` of direction `name`: its vector on its ws layers, zero elsewhere.
+
+    `layers` (any `parse_layers` spec) overrides the set's layers for this direction. Raises
+    StyleGANDisentangleError for unknown names and layers outside the generator.
+    """
+    rows = direction_ws_indices(direction_set, name, num_ws, layers)
     vec = torch.as_tensor(direction_set[name], dtype=torch.float32)
     if direction_set.per_layer and direction_set.num_ws != num_ws:
         raise LatentError(f"direction set has per-layer vectors for {direction_set.num_ws} ws layers, "
                           f"the generator has {num_ws}")
-    rng = layers if layers is not None else direction_set.layer_range(name)
-    start, stop = rng if rng is not None else (0, num_ws)
-    if stop > num_ws:
-        raise StyleGANDisentangleError(f"layer range [{start}, {stop}) of {name!r} exceeds num_ws={num_ws}")
     offset = torch.zeros(num_ws, direction_set.w_dim)
-    offset[start:stop] = vec[start:stop] if vec.ndim == 2 else vec
+    offset[rows] = vec[rows] if vec.ndim == 2 else vec
     return offset
 
 
@@ -112,7 +159,7 @@ def edit(
     direction_set: DirectionSet,
     name: str,
     steps: Sequence[float] | str,
-    layers: tuple[int, int] | str | None = None,
+    layers: LayerSpec = None,
     *,
     step_unit: str = "w",
     return_images: bool = False,
@@ -128,7 +175,8 @@ def edit(
     G : the generator (its `num_ws`, `w_dim`; renders when `return_images`).
     ws : `[N, num_ws, w_dim]` (or w `[N, w_dim]`, broadcast), torch or numpy.
     steps : `[S]` step sizes (or a "start:stop:count" string) in `step_unit` ('w' = W units, 'sigma' = stds).
-    layers : ws range `(start, stop)` / "start:stop" overriding the direction's own.
+    layers : ws indices overriding the direction's own: "0,2", "0:4", "all", a range or a list (see `parse_layers`).
+        Exactly these ws rows move; every other row of the result equals the input bit for bit.
 
     Returns
     -------
@@ -138,7 +186,7 @@ def edit(
     if direction_set.w_dim != G.w_dim:
         raise LatentError(f"direction set has w_dim {direction_set.w_dim}, the generator {G.w_dim}")
     steps_w = parse_steps(steps) * step_scale(direction_set, name, step_unit)
-    offset = direction_offset(direction_set, name, G.num_ws, parse_layers(layers))
+    offset = direction_offset(direction_set, name, G.num_ws, layers)
     steps_t = torch.as_tensor(steps_w, dtype=torch.float32)
     edited = ws[None] + steps_t[:, None, None, None] * offset[None, None]
     check_ws(edited.reshape(-1, G.num_ws, G.w_dim), G.num_ws, G.w_dim, what="edited ws")

@@ -1,6 +1,7 @@
 """Guided extrapolation: walk ws along a direction beyond the data range until a stop rule fires.
 
-The walk visits positions `t = 0, 1, ..., max_steps` at `ws + t * step_size * v` (v on the direction's layer range).
+The walk visits positions `t = 0, 1, ..., max_steps` at `ws + t * step_size * v` (v on exactly the direction's ws
+layers, a range or any set of indices; the other ws rows never move).
 At each position t >= 1, each still-walking sample is checked by every enabled rule; the first rule that fires
 stops that sample at `t - 1`, the last position before the rule fired:
 
@@ -35,7 +36,7 @@ from ..errors import StyleGANDisentangleError
 from ..labels import apply_labeler, needs_images
 from ..latents import WStats, bank_seeds, check_ws, eval_mode, generator_device, sample_latents
 from ..utils import atomic_write, atomic_write_path
-from .edit import direction_offset, parse_layers, render, step_scale
+from .edit import LayerSpec, direction_offset, direction_ws_indices, render, step_scale
 
 __all__ = ["ExtrapolationResult", "discriminator_scores", "extrapolate"]
 
@@ -149,7 +150,7 @@ def extrapolate(
     max_steps: int,
     *,
     step_unit: str = "w",
-    layers: tuple[int, int] | str | None = None,
+    layers: LayerSpec = None,
     labeler: Any | None = None,
     saturation_label: str | None = None,
     saturation_fraction: float = 0.1,
@@ -168,7 +169,9 @@ def extrapolate(
     """Walk ws `[N, num_ws, w_dim]` along direction `name` by `step_size` (negative walks backwards) up to
     `max_steps` steps, stopping each sample by the rules in the module docstring.
 
-    `c` `[N, c_dim]` is the class input of a conditional D. Raises StyleGANDisentangleError on bad arguments.
+    `layers` overrides the direction's ws layers (any `parse_layers` spec: "0,2", "0:4", a range or a list); the
+    Mahalanobis rule looks at exactly the edited ws rows. `c` `[N, c_dim]` is the class input of a conditional D.
+    Raises StyleGANDisentangleError on bad arguments.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
     if max_steps < 1:
@@ -177,9 +180,8 @@ def extrapolate(
         raise StyleGANDisentangleError(f"step_size must be finite and non-zero, got {step_size}")
     if not 0 <= saturation_fraction < 1:
         raise StyleGANDisentangleError(f"saturation_fraction must be in [0, 1), got {saturation_fraction}")
-    rng = parse_layers(layers)
-    offset = direction_offset(direction_set, name, G.num_ws, rng)
-    edited_layers = torch.nonzero(offset.abs().sum(dim=1) > 0).flatten()
+    edited_layers = direction_ws_indices(direction_set, name, G.num_ws, layers)
+    offset = direction_offset(direction_set, name, G.num_ws, edited_layers)
     step_w = float(step_size) * step_scale(direction_set, name, step_unit)
     n, positions = ws.shape[0], max_steps + 1
     steps = np.arange(positions) * step_w
@@ -218,8 +220,8 @@ def extrapolate(
         img = render(G, cur, batch_size, noise_mode) if want_images else None
         if labeler is not None:
             for key, value in apply_labeler(labeler, img, cur).items():
-                if value.ndim != 1:
-                    raise StyleGANDisentangleError(f"label {key!r} is not scalar; extrapolation needs [N] labels")
+                if value.ndim != 1:  # map labels (depth, albedo) are not followed: saturation reads scalars
+                    continue
                 labels.setdefault(key, np.full((positions, n), np.nan))[t, rows] = value.double().numpy()
         if maha is not None:
             maha[t, rows] = w_stats.mahalanobis(cur[:, edited_layers].double().numpy()).max(axis=1)

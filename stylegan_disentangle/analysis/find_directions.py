@@ -6,7 +6,8 @@ Files written into `outdir`:
     config.json                 arguments, checkpoint path + sha256, seed, package version
     bank/                       the LatentBank (w, seeds, labels; resumable; reused when re-run with the same args)
     directions.npz/.json        the DirectionSet (see directions.DirectionSet)
-    boundaries/boundary_*.npy   one InterFaceGAN-style boundary per direction
+    boundaries/boundary_*.npy   one InterFaceGAN-style boundary per direction ([1, w_dim]); boundaries/layers.json
+                                the ws indices each one is meant for (see DirectionSet.export_interfacegan)
     edit_grid.png               rows = directions, columns = steps (in stds of W along each direction)
     cosine_similarity.png/.json direction cosine similarities
     label_effects.png/.json     rendered-edit label change per direction (label stds per direction std)
@@ -69,7 +70,7 @@ def _canonical_method(method: str) -> str:
 
 
 def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
-    fields = dict(names=ds.names, vectors=ds.vectors, layer_ranges=ds.layer_ranges, step_ranges=ds.step_ranges,
+    fields = dict(names=ds.names, vectors=ds.vectors, layers=ds.layers, step_ranges=ds.step_ranges,
                   method=ds.method, params=ds.params, checkpoint_sha256=ds.checkpoint_sha256,
                   n_samples=ds.n_samples, seed=ds.seed, extras=ds.extras, info=ds.info)
     fields.update(changes)
@@ -278,7 +279,7 @@ def _report(ds, est, original_names, sample_names, rendered, provenance, args, t
             "index": i,
             "name": name,
             "original_name": original_names[i],
-            "layer_range": ds.layer_ranges[i],
+            "ws_layers": None if ds.layers[i] is None else list(ds.layers[i]),  # exact ws indices; null = all
             "step_range_w": ds.step_ranges[i],
             "std_w": None if ds.stds is None else float(ds.stds[i]),
         }

@@ -18,7 +18,7 @@ from ..errors import StyleGANDisentangleError
 from ..latents import sample_latents
 from ..utils import atomic_write_path
 from ._run import Timer, load_generator, run_header, write_json
-from .edit import edit, parse_layers, parse_seeds, parse_steps
+from .edit import direction_ws_indices, edit, parse_layers, parse_seeds, parse_steps
 from .plots import plot_edit_grid
 
 __all__ = ["run_edit"]
@@ -38,7 +38,7 @@ def run_edit(
     seeds: str | list[int] = "0-7",
     outdir: str | os.PathLike = "edit_out",
     step_unit: str = "auto",
-    layers: str | None = None,
+    layers: str | list[int] | None = None,
     truncation_psi: float = 1.0,
     truncation_cutoff: int | None = None,
     class_idx: int | None = None,
@@ -50,11 +50,13 @@ def run_edit(
     """Edit the official-seed samples `seeds` along each direction in `names`; returns {name: {png, ws}} paths.
 
     `step_unit`: 'w' (W units), 'sigma' (stds of W along the direction), or 'auto' (sigma when the set stores
-    stds, else w). Seeds are official per-image seeds: `z = RandomState(seed).randn(z_dim)`.
+    stds, else w). Seeds are official per-image seeds: `z = RandomState(seed).randn(z_dim)`. `layers` overrides
+    every direction's ws layers: 'all', 'START:STOP', or indices like '0,2,5' / '0-3,8' (see `parse_layers`);
+    config.json records, per direction, the ws indices that were edited.
     """
     steps_arr = parse_steps(steps)
     seed_list = parse_seeds(seeds)
-    layer_rng = parse_layers(layers)
+    layer_idx = parse_layers(layers)
     ds = directions if isinstance(directions, DirectionSet) else DirectionSet.load(directions)
     names = [names] if isinstance(names, str) else list(names)
     if not names:
@@ -77,9 +79,14 @@ def run_edit(
                        ds.checkpoint_sha256[:12], provenance["checkpoint_sha256"][:12])
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
                 names=names, steps=steps_arr.tolist(), step_unit=step_unit, seeds=seed_list,
-                layers=None if layer_rng is None else list(layer_rng), truncation_psi=truncation_psi,
+                layers=layer_idx, truncation_psi=truncation_psi,
                 truncation_cutoff=truncation_cutoff, class_idx=class_idx, device=device, network=network,
                 noise_mode=noise_mode)
+    try:
+        edited_ws = {name: direction_ws_indices(ds, name, G.num_ws, layer_idx) for name in names}
+    except StyleGANDisentangleError as exc:
+        raise StyleGANDisentangleError(f"{exc} (direction set {directions})") from None
+    args["edited_ws"] = edited_ws
     config = run_header("edit", args)
     config.update(provenance)
     write_json(outdir / "config.json", config)
@@ -87,7 +94,7 @@ def run_edit(
     written: dict[str, Any] = {}
     for name in names:
         with timer(f"edit {name}"):
-            ws_edit, img = edit(G, lat.ws, ds, name, steps_arr, layers=layer_rng, step_unit=step_unit,
+            ws_edit, img = edit(G, lat.ws, ds, name, steps_arr, layers=edited_ws[name], step_unit=step_unit,
                                 return_images=True, noise_mode=noise_mode, batch_size=batch_size)
         ws_path = outdir / f"ws_{_safe(name)}.npy"
         with atomic_write_path(ws_path) as tmp:

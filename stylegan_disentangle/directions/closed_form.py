@@ -14,6 +14,10 @@ Which ws index each layer reads (official StyleGAN2 synthesis network):
     torgb -> 2 log2(r) - 3.
 SeFa factorizes the convolution layers of the chosen ws indices plus the final ToRGB (the only layer reading the last
 ws index); `torgb='last'` does the same, 'all' adds every ToRGB, 'none' uses convolutions only.
+
+Which ws rows an edit moves: exactly the chosen indices, as SeFa's `code[:, layers] += step * direction`. With
+`layers=[0, 2]` the DirectionSet stores the ws set {0, 2} (not the range [0, 3)), so ws 1 stays bit-identical;
+`layers=None` means every ws layer.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class ClosedFormDirections(DirectionFinder):
     n_components : int or None
         Number of directions K (None = w_dim).
     layers : sequence of int or None
-        ws indices whose layers are factorized (None = all).
+        ws indices whose layers are factorized and which the directions' edits move (exactly these; None = all).
     torgb : {'last', 'all', 'none'}
         Which ToRGB affines join the convolutions' (see the module docstring; 'last' is SeFa's choice).
     normalize : bool
@@ -174,10 +178,11 @@ class ClosedFormDirections(DirectionFinder):
         self.n_samples_fit_ = None
         return self
 
-    def _default_layer_ranges(self) -> list[tuple[int, int] | None]:
+    def _default_layer_ranges(self) -> list[frozenset[int] | None]:
+        """Every direction acts on exactly the chosen ws indices (as SeFa edits `code[:, layers]`); None = all."""
         check_fitted(self)
-        rng = None if self.layers is None else (min(self.layers_), max(self.layers_) + 1)
-        return [rng] * len(self.names_)
+        chosen = None if self.layers is None else frozenset(self.layers_)
+        return [chosen] * len(self.names_)
 
     def _extras(self) -> dict[str, np.ndarray]:
         out = super()._extras()

@@ -1,15 +1,22 @@
 """DirectionSet: the artifact users keep — named unit directions in W with everything needed to use them again.
 
-A set holds K directions, either flat (`vectors` `[K, w_dim]`, applied to every ws layer unless a layer range says
-otherwise) or per-layer (`vectors` `[K, num_ws, w_dim]`, unit norm over the flattened `num_ws * w_dim` vector).
+A set holds K directions, either flat (`vectors` `[K, w_dim]`, applied to every ws layer unless the direction's layers
+say otherwise) or per-layer (`vectors` `[K, num_ws, w_dim]`, unit norm over the flattened `num_ws * w_dim` vector).
+
+Layers. Each direction acts on a set of ws indices (`DirectionSet.layers`): `None` = every ws layer, else a sorted
+tuple of indices. A range `[start, stop)` is the common case (`layer_ranges`), but any set is allowed: SeFa on ws
+{0, 2} must leave ws 1 untouched, which no range can say. An edit moves exactly those ws rows.
 
 Units. `step_ranges` are in **W units**: an edit is `ws + step * vector`, so a step of 2.0 moves the code a Euclidean
 distance of 2.0 in W. Finders fitted on samples also store `extras['std']` `[K]` (the std of the W samples along
 each direction), so `step / std` converts a step to "sigmas" and `sigma * std` back; `DirectionSet.stds` returns it.
 
 On disk a set is two files side by side: `<stem>.npz` (vectors and extras, no pickles) and `<stem>.json` (names,
-ranges, method, parameters, provenance, free metadata and the npz's sha256). Both are written atomically; loading
-checks that they belong together.
+layers, step ranges, method, parameters, provenance, free metadata and the npz's sha256). Both are written
+atomically; loading checks that they belong together. The json stores layers in the most compatible form: when every
+direction's layers are `None` or a range it is a format-version-1 file with `"layer_ranges": [null | [start, stop]]`
+(exactly what older versions wrote and read); otherwise it is version 2 with `"layers": [null | [i, j, ...]]`, the
+sorted ws indices, which older versions refuse (by version) rather than misread as a range.
 
 Example::
 
@@ -34,11 +41,12 @@ from .. import __version__
 from ..errors import StyleGANDisentangleError
 from ..utils import atomic_write, atomic_write_path, sha256_file
 
-__all__ = ["DirectionSet", "FORMAT_VERSION", "to_jsonable"]
+__all__ = ["DirectionSet", "FORMAT_VERSION", "INTERFACEGAN_LAYERS_FILE", "to_jsonable"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # newest version read and written; range-only sets are still written as 1
 _UNIT_TOL = 1e-4
 _GLOBAL_PREFIX = "global_"
+INTERFACEGAN_LAYERS_FILE = "layers.json"
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -79,6 +87,86 @@ def _canonical_json(obj: Any, what: str) -> Any:
         raise ValueError(f"DirectionSet {what} must be JSON-serialisable: {exc}") from None
 
 
+def _is_range(idx: tuple[int, ...]) -> bool:
+    """True when sorted unique indices are consecutive (a `[start, stop)` range)."""
+    return idx[-1] - idx[0] + 1 == len(idx)
+
+
+def _describe(idx: tuple[int, ...] | None) -> str:
+    """Human-readable ws indices: 'all', '[2, 6)' for a range, '{0, 2}' otherwise."""
+    if idx is None:
+        return "all"
+    if _is_range(idx):
+        return f"[{idx[0]}, {idx[-1] + 1})"
+    return "{" + ", ".join(str(i) for i in idx) + "}"
+
+
+def _as_indices(spec: Any, what: str) -> tuple[int, ...]:
+    """Sorted unique non-negative ws indices from an iterable of integers; ValueError naming `what` otherwise."""
+    if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
+        raise ValueError(f"{what} must be ws indices (an iterable of ints) or None, got {spec!r}")
+    values = list(spec)
+    out = set()
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{what} must be integers, got {v!r} in {spec!r}")
+        if v < 0:
+            raise ValueError(f"{what} must be non-negative ws indices, got {spec!r}")
+        out.add(int(v))
+    if not out:
+        raise ValueError(f"{what} is empty; use None for all layers")
+    return tuple(sorted(out))
+
+
+def _json_indices(value: Any, key: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} entries must be null or a list of ws indices, got {value!r}")
+    return tuple(value)
+
+
+def _check_layers(
+    names: list[str], layer_ranges: Sequence[Any] | None, layers: Sequence[Any] | None, num_ws: int | None
+) -> list[tuple[int, ...] | None]:
+    """Per-direction sorted ws indices (None = all) from `layer_ranges` or `layers`, validated against `num_ws`."""
+    k = len(names)
+    if layer_ranges is not None and layers is not None:
+        raise ValueError("DirectionSet takes layer_ranges or layers, not both")
+    given, what = (layers, "layers") if layers is not None else (layer_ranges, "layer ranges")
+    if given is None:
+        return [None] * k
+    if isinstance(given, (str, bytes)) or len(given) != k:
+        raise ValueError(f"DirectionSet has {k} directions but {len(given)} {what}")
+    out: list[tuple[int, ...] | None] = []
+    for name, spec in zip(names, given):
+        if spec is None:
+            out.append(None)
+            continue
+        if layers is None and isinstance(spec, (list, tuple)):  # the (start, stop) pair of layer_ranges
+            if len(spec) != 2:
+                raise ValueError(f"layer range of {name!r} must be (start, stop), got {spec!r}; pass explicit "
+                                 "ws indices as a set or through layers=")
+            try:
+                start, stop = int(spec[0]), int(spec[1])
+                ok = start == spec[0] and stop == spec[1] and 0 <= start < stop
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"layer range of {name!r} must be integers 0 <= start < stop, got {spec!r}")
+            idx = tuple(range(start, stop))
+        elif layers is None and not isinstance(spec, (range, set, frozenset)):
+            raise ValueError(f"layer range of {name!r} must be None, (start, stop), or a range / set of ws indices; "
+                             f"got {spec!r}")
+        else:
+            idx = _as_indices(spec, f"layers of {name!r}")
+        if num_ws is not None and idx[-1] >= num_ws:
+            raise ValueError(f"layers of {name!r} are ws {_describe(idx)} but the vectors have only {num_ws} ws "
+                             f"layers")
+        out.append(idx)
+    return out
+
+
 class DirectionSet:
     """Named unit directions in W (or W+), their layer and step ranges, and how they were found.
 
@@ -88,8 +176,9 @@ class DirectionSet:
         K unique direction names.
     vectors : np.ndarray
         `[K, w_dim]` or per-layer `[K, num_ws, w_dim]`; stored as float32, each direction of unit norm (flattened).
-    layer_ranges : list[tuple[int, int] | None], optional
-        Per direction, the ws index range `[start, stop)` a W+ edit applies to; `None` = all layers (default).
+    layer_ranges : list, optional
+        Per direction, the ws layers a W+ edit applies to: `None` = all layers (default), a `(start, stop)` pair =
+        the range `[start, stop)`, or explicit indices as a `range`, `set` or `frozenset`. Give this or `layers`.
     step_ranges : list[tuple[float, float]], optional
         Per direction, the recommended step range in W units (see the module docstring); default `(-3, 3)`.
     method : str
@@ -104,6 +193,9 @@ class DirectionSet:
     info : dict
         Free JSON metadata. Entries whose value is a dict keyed by direction names are per direction and follow
         `select` / `rename`.
+    layers : list[Iterable[int] | None], optional
+        Per direction, the explicit ws indices an edit applies to (any iterable of ints, e.g. `[0, 2]` or
+        `range(0, 4)`; `None` = all layers). Stored sorted and deduplicated in `self.layers`.
 
     Raises
     ------
@@ -126,6 +218,7 @@ class DirectionSet:
         seed: int | None = None,
         extras: Mapping[str, np.ndarray] | None = None,
         info: Mapping[str, Any] | None = None,
+        layers: Sequence[Iterable[int] | None] | None = None,
     ) -> None:
         names = [str(n) for n in names] if not isinstance(names, str) else [names]
         vectors = np.array(vectors, dtype=np.float32, copy=True)
@@ -154,23 +247,7 @@ class DirectionSet:
             )
 
         num_ws = vectors.shape[1] if vectors.ndim == 3 else None
-        if layer_ranges is None:
-            layer_ranges = [None] * k
-        if len(layer_ranges) != k:
-            raise ValueError(f"DirectionSet has {k} directions but {len(layer_ranges)} layer ranges")
-        checked_layers: list[tuple[int, int] | None] = []
-        for name, rng in zip(names, layer_ranges):
-            if rng is None:
-                checked_layers.append(None)
-                continue
-            if len(rng) != 2:
-                raise ValueError(f"layer range of {name!r} must be (start, stop), got {rng!r}")
-            start, stop = int(rng[0]), int(rng[1])
-            if start != rng[0] or stop != rng[1] or not 0 <= start < stop:
-                raise ValueError(f"layer range of {name!r} must be integers 0 <= start < stop, got {rng!r}")
-            if num_ws is not None and stop > num_ws:
-                raise ValueError(f"layer range of {name!r} is {rng!r} but the vectors have only {num_ws} ws layers")
-            checked_layers.append((start, stop))
+        checked_layers = _check_layers(names, layer_ranges, layers, num_ws)
 
         if step_ranges is None:
             step_ranges = [(-3.0, 3.0)] * k
@@ -208,7 +285,7 @@ class DirectionSet:
 
         self.names: list[str] = names
         self.vectors: np.ndarray = vectors
-        self.layer_ranges: list[tuple[int, int] | None] = checked_layers
+        self.layers: list[tuple[int, ...] | None] = checked_layers
         self.step_ranges: list[tuple[float, float]] = checked_steps
         self.method: str = str(method)
         self.params: dict = _canonical_json(dict(params or {}), "params")
@@ -259,8 +336,38 @@ class DirectionSet:
         i = int(name) if isinstance(name, (int, np.integer)) else self.index(name)
         return self.vectors[i]
 
+    @property
+    def layer_ranges(self) -> list[tuple[int, int] | None]:
+        """Per direction `(start, stop)` or None (all layers); ValueError if some direction's layers are no range."""
+        return [self.layer_range(name) for name in self.names]
+
     def layer_range(self, name: str) -> tuple[int, int] | None:
-        return self.layer_ranges[self.index(name)]
+        """The ws range `(start, stop)` of direction `name`, None for all layers; ValueError when its layers are an
+        explicit set that is not a range (use `layers_of` / `ws_indices`)."""
+        idx = self.layers[self.index(name)]
+        if idx is None:
+            return None
+        if not _is_range(idx):
+            raise ValueError(f"direction {name!r} acts on ws {list(idx)}, which is not a range; "
+                             "use DirectionSet.layers_of / ws_indices")
+        return idx[0], idx[-1] + 1
+
+    def layers_of(self, name: str) -> tuple[int, ...] | None:
+        """The sorted ws indices direction `name` acts on; None = all layers."""
+        return self.layers[self.index(name)]
+
+    def ws_indices(self, name: str, num_ws: int) -> list[int]:
+        """The ws indices direction `name` moves in a generator with `num_ws` layers.
+
+        Raises ValueError when an index does not exist there (e.g. a set found on a deeper network).
+        """
+        idx = self.layers_of(name)
+        if idx is None:
+            return list(range(num_ws))
+        if idx[-1] >= num_ws:
+            raise ValueError(f"direction {name!r} acts on ws {_describe(idx)} but the generator has only "
+                             f"{num_ws} ws layers (0..{num_ws - 1})")
+        return list(idx)
 
     def step_range(self, name: str) -> tuple[float, float]:
         return self.step_ranges[self.index(name)]
@@ -277,7 +384,7 @@ class DirectionSet:
             self.names == other.names
             and self.vectors.shape == other.vectors.shape
             and np.array_equal(self.vectors, other.vectors)
-            and self.layer_ranges == other.layer_ranges
+            and self.layers == other.layers
             and self.step_ranges == other.step_ranges
             and self.method == other.method
             and self.params == other.params
@@ -301,7 +408,7 @@ class DirectionSet:
         fields = dict(
             names=self.names,
             vectors=self.vectors,
-            layer_ranges=self.layer_ranges,
+            layers=self.layers,
             step_ranges=self.step_ranges,
             method=self.method,
             params=self.params,
@@ -329,7 +436,7 @@ class DirectionSet:
         return self._replace(
             names=names,
             vectors=self.vectors[idx],
-            layer_ranges=[self.layer_ranges[i] for i in idx],
+            layers=[self.layers[i] for i in idx],
             step_ranges=[self.step_ranges[i] for i in idx],
             extras=extras,
             info=info,
@@ -345,16 +452,17 @@ class DirectionSet:
         return self._replace(names=new_names, info=info)
 
     def flat_vectors(self) -> np.ndarray:
-        """`[K, w_dim]` float32 unit vectors; per-layer sets are averaged over each layer range and renormalised."""
+        """`[K, w_dim]` float32 unit vectors; per-layer sets are averaged over each direction's ws layers and
+        renormalised."""
         if not self.per_layer:
             return self.vectors.copy()
         out = np.empty((len(self), self.w_dim), dtype=np.float32)
-        for i, rng in enumerate(self.layer_ranges):
-            start, stop = rng if rng is not None else (0, self.num_ws)
-            v = self.vectors[i, start:stop].astype(np.float64).mean(axis=0)
+        for i, name in enumerate(self.names):
+            rows = self.ws_indices(name, self.num_ws)
+            v = self.vectors[i, rows].astype(np.float64).mean(axis=0)
             norm = np.linalg.norm(v)
             if norm < 1e-12:
-                raise ValueError(f"direction {self.names[i]!r} averages to zero over layers [{start}, {stop})")
+                raise ValueError(f"direction {name!r} averages to zero over ws {_describe(self.layers[i])}")
             out[i] = (v / norm).astype(np.float32)
         return out
 
@@ -374,13 +482,19 @@ class DirectionSet:
         with atomic_write_path(npz_path) as tmp:
             np.savez(tmp, **arrays)
             npz_sha = sha256_file(tmp)
+        if all(idx is None or _is_range(idx) for idx in self.layers):  # readable by version-1 readers
+            version, layers_key = 1, "layer_ranges"
+            layers_value = [None if idx is None else [idx[0], idx[-1] + 1] for idx in self.layers]
+        else:
+            version, layers_key = 2, "layers"
+            layers_value = [None if idx is None else list(idx) for idx in self.layers]
         meta = {
             "format": "stylegan_disentangle.DirectionSet",
-            "format_version": FORMAT_VERSION,
+            "format_version": version,
             "package_version": __version__,
             "names": self.names,
             "vectors_shape": list(self.vectors.shape),
-            "layer_ranges": [None if r is None else list(r) for r in self.layer_ranges],
+            layers_key: layers_value,
             "step_ranges": [list(r) for r in self.step_ranges],
             "step_unit": self.STEP_UNIT,
             "method": self.method,
@@ -438,10 +552,14 @@ class DirectionSet:
             extras = {k[len("extra/") :]: v for k, v in arrays.items() if k.startswith("extra/")}
             if sorted(extras) != meta["extras"]:
                 raise ValueError(f"extras {sorted(extras)} do not match metadata {meta['extras']}")
+            if "layers" in meta:  # version 2: explicit sorted ws indices
+                layer_kwargs = dict(layers=[_json_indices(r, "layers") for r in meta["layers"]])
+            else:  # version 1: [start, stop) ranges
+                layer_kwargs = dict(layer_ranges=[None if r is None else tuple(r) for r in meta["layer_ranges"]])
             return cls(
                 names=meta["names"],
                 vectors=vectors,
-                layer_ranges=[None if r is None else tuple(r) for r in meta["layer_ranges"]],
+                **layer_kwargs,
                 step_ranges=[tuple(r) for r in meta["step_ranges"]],
                 method=meta["method"],
                 params=meta["params"],
@@ -455,17 +573,26 @@ class DirectionSet:
             raise StyleGANDisentangleError(f"DirectionSet {json_path} / {npz_path} is inconsistent: {exc}") from None
 
     def export_interfacegan(self, outdir: str | os.PathLike) -> list[Path]:
-        """Write one InterFaceGAN-style `boundary_<name>.npy` (`[1, w_dim]` float32, unit norm) per direction.
+        """Write one InterFaceGAN-style `boundary_<name>.npy` (`[1, w_dim]` float32, unit norm) per direction, and
+        `layers.json` saying which ws indices each boundary is meant for.
 
-        Per-layer sets export each direction's mean over its layer range, renormalised (`flat_vectors`), since an
+        Why `[1, w_dim]` plus a manifest rather than a `[num_ws, w_dim]` W+ boundary with zero rows: InterFaceGAN's
+        tools (its `linear_interpolate`) require a `[1, latent_dim]` boundary and move every layer of a W+ code by
+        it; a W+ array would fail their shape check. So the .npy stays what they load, and `layers.json` maps each
+        file name to `{"direction": name, "ws_layers": [i, ...] | null}` (null = all layers) for users who edit
+        only the chosen layers, `ws[:, ws_layers] += step * boundary`, as the direction set does. Entries of other
+        boundaries already listed in an existing `layers.json` of `outdir` are kept.
+
+        Per-layer sets export each direction's mean over its ws layers, renormalised (`flat_vectors`), since an
         InterFaceGAN boundary is a single W vector. Names are made file-safe (characters other than letters, digits,
-        '-', '_', '.', '+' become '_').
+        '-', '_', '.', '+' become '_'). Returns the boundary paths.
         """
         outdir = Path(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         flat = self.flat_vectors()
-        written = []
-        for name, vec in zip(self.names, flat):
+        written: list[Path] = []
+        entries: dict[str, Any] = {}
+        for name, vec, idx in zip(self.names, flat, self.layers):
             safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
             path = outdir / f"boundary_{safe}.npy"
             if path in written:
@@ -473,4 +600,23 @@ class DirectionSet:
             with atomic_write_path(path) as tmp:
                 np.save(tmp, vec[None].astype(np.float32))
             written.append(path)
+            entries[path.name] = {"direction": name, "ws_layers": None if idx is None else list(idx)}
+        manifest_path = outdir / INTERFACEGAN_LAYERS_FILE
+        boundaries: dict[str, Any] = {}
+        try:
+            old = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if isinstance(old, dict) and isinstance(old.get("boundaries"), dict):
+                boundaries.update(old["boundaries"])
+        except (OSError, ValueError):
+            pass  # no (readable) manifest yet
+        boundaries.update(entries)
+        manifest = {
+            "format": "stylegan_disentangle.interfacegan_layers",
+            "note": "each boundary_*.npy is [1, w_dim]; edit ws[:, ws_layers] += step * boundary (null = all layers)",
+            "w_dim": self.w_dim,
+            "boundaries": dict(sorted(boundaries.items())),
+        }
+        with atomic_write(manifest_path, "w") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
         return written
