@@ -10,6 +10,7 @@ the ws), fits each finder, and prints one table: method x (recovery, leakage, DC
 - DCI (lasso importances) of the codes each method defines (projections of w on its directions).
 
     python scripts/bench_methods.py --samples 20000 --json methods.json
+    python scripts/bench_methods.py --samples 20000 --methods "svm" --per-factor   # the two SVM modes
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ def _finders(G, n_factors: int) -> dict:
         "pca": (lambda w, y: PCADirections(n_components=n_factors, random_state=0).fit(w)),
         "closed-form": (lambda w, y: ClosedFormDirections(n_components=n_factors).fit(G)),
         "linear (ridge)": (lambda w, y: LinearDirections(method="ridge").fit(w, y)),
-        "linear (svm, top/bottom 10%)": (lambda w, y: LinearDirections(method="svm", top_bottom_percent=10,
-                                                                      random_state=0).fit(w, y)),
+        **{f"linear (svm {mode}, top/bottom {p}%)": _svm(mode, p) for p in (2, 10)
+           for mode in ("interfacegan", "standardized")},
         "sparse (lasso)": (lambda w, y: SparseDirections(method="lasso", alpha=0.01, random_state=0).fit(w, y)),
     }
+
+
+def _svm(mode: str, percent: float):
+    """InterFaceGAN's selection at `percent`, both SVM modes on the same 70/30 train/validation fraction."""
+    return lambda w, y: LinearDirections(method="svm", svm_mode=mode, top_bottom_percent=percent, val_fraction=0.3,
+                                         random_state=0).fit(w, y)
 
 
 def _claims(found: np.ndarray, names: list[str], truth: np.ndarray, truth_names: list[str]) -> list[str]:
@@ -75,17 +82,33 @@ def score(method: str, estimator, w: np.ndarray, factors: np.ndarray, fmap, seco
         "dci_informativeness": d["informativeness"],
         "fit_seconds": seconds,
         "directions": len(found),
+        "abs_cosine": {n: float(v) for n, v in rec["abs_cosine"].items()},
     }
+
+
+def print_per_factor(results: dict, names: list[str]) -> None:
+    """|cos| to the true direction per factor (rows) for every method that names its factors (columns)."""
+    methods = [m for m, r in results.items() if set(r["abs_cosine"]) == set(names)]
+    if not methods:
+        return
+    print("\n|cos| to the true direction per factor")
+    print(f"{'factor':16s} " + " ".join(f"{m[:22]:>22s}" for m in methods))
+    for n in names + ["mean"]:
+        vals = [np.mean(list(results[m]["abs_cosine"].values())) if n == "mean" else results[m]["abs_cosine"][n]
+                for m in methods]
+        print(f"{n:16s} " + " ".join(f"{v:22.3f}" for v in vals))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=None, help="subset of the method names to run")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="subset of the methods: a full name, its first word, or a part of the name")
     parser.add_argument("--pkl", default=None, help="a synthetic checkpoint other than the shipped one")
     parser.add_argument("--factor-map", default=None, help="its factor map (.npz)")
     parser.add_argument("--json", default=None, help="also write {method: {metric: value}} here")
+    parser.add_argument("--per-factor", action="store_true", help="also print |cos| per factor of supervised methods")
     args = parser.parse_args()
 
     G, fmap = load_synthetic(pkl=args.pkl, factor_map=args.factor_map)
@@ -98,20 +121,22 @@ def main() -> None:
 
     results = {}
     print(f"{args.samples} samples, {len(fmap.names)} factors (oracle labels)")
-    header = f"{'method':30s} {'recovery':>9} {'pose+light':>10} {'found':>6} {'leakage':>8} {'D':>6} {'C':>6} " \
+    header = f"{'method':42s} {'recovery':>9} {'pose+light':>10} {'found':>6} {'leakage':>8} {'D':>6} {'C':>6} " \
              f"{'I':>6} {'fit s':>7}"
     print(header)
     for method, fit in _finders(G, len(fmap.names)).items():
-        if args.methods and method not in args.methods and method.split(" ")[0] not in args.methods:
+        if args.methods and not any(m == method or m == method.split(" ")[0] or m in method for m in args.methods):
             continue
         start = time.perf_counter()
         estimator = fit(w, labels)
         seconds = time.perf_counter() - start
         r = results[method] = score(method, estimator, w, factors, fmap, seconds)
         pl = f"{r['recovery_pose_light']:.3f}" if r["recovery_pose_light"] is not None else "-"
-        print(f"{method:30s} {r['recovery']:9.3f} {pl:>10} {r['factors_found_cos_0.9']:6d} {r['leakage']:8.3f} "
+        print(f"{method:42s} {r['recovery']:9.3f} {pl:>10} {r['factors_found_cos_0.9']:6d} {r['leakage']:8.3f} "
               f"{r['dci_disentanglement']:6.3f} {r['dci_completeness']:6.3f} {r['dci_informativeness']:6.3f} "
               f"{r['fit_seconds']:7.2f}", flush=True)
+    if args.per_factor:
+        print_per_factor(results, list(fmap.names))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump(results, f, indent=2)
