@@ -11,6 +11,7 @@ from .base import (
     needs_images,
     resize_images,
 )
+from .decomposer import DecomposerError, Unsup3DDecomposer, load_unsup3d  # nets + checkpoint I/O; not the renderer
 from .image_stats import IMAGE_STATS, ImageStatsLabeler
 from .registry import available_labelers, get_labeler, get_labelers, register_labeler, unregister_labeler
 
@@ -18,15 +19,18 @@ __all__ = [
     "IMAGE_STATS",
     "CallableLabeler",
     "CombinedLabeler",
+    "DecomposerError",
     "ImageStatsLabeler",
     "Labeler",
     "LabelerError",
+    "Unsup3DDecomposer",
     "apply_labeler",
     "available_labelers",
     "combine_labelers",
     "get_labeler",
     "get_labelers",
     "labeler_from_callable",
+    "load_unsup3d",
     "needs_images",
     "register_labeler",
     "resize_images",

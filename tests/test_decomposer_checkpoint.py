@@ -1,0 +1,324 @@
+"""Official Unsup3D checkpoints: conformance with the official code's outputs, exact round trips, partial files, and
+hostile or broken files refused with an error naming the file (nothing from a file is ever imported or run)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from stylegan_disentangle.checkpoints import save_network_pkl
+from stylegan_disentangle.errors import CheckpointError
+from stylegan_disentangle.labels import DecomposerError, Unsup3DDecomposer, load_unsup3d
+from stylegan_disentangle.labels.decomposer import infer_unsup3d_sizes, read_unsup3d_checkpoint
+from tests.helpers import tiny_networks
+
+TINY = dict(nf=16, zdim=16, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=16)
+# Conformance tolerance, relative to each output's largest magnitude: float32 epsilon (1.2e-7) times ~80, i.e. ~20
+# layers each allowed a few ulps of accumulation-order difference between BLAS/conv backends. On the same backend
+# the outputs are bitwise equal.
+REL_TOL = 1e-5
+
+
+def _tiny(image_size: int = 64, seed: int = 0, **kwargs) -> Unsup3DDecomposer:
+    torch.manual_seed(seed)
+    return Unsup3DDecomposer(image_size=image_size, **{**TINY, **kwargs}).eval()
+
+
+def _with_adam_states(dec: Unsup3DDecomposer) -> Unsup3DDecomposer:
+    """One real Adam step per net, so the decomposer carries official-style optimizer states."""
+    x = torch.rand(2, 3, dec.image_size, dec.image_size) * 2 - 1
+    with torch.enable_grad():
+        for name in dec.present_nets:
+            net = getattr(dec, name)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=5e-4)
+            out = net(x)
+            (sum(o.mean() for o in out) if isinstance(out, tuple) else out.mean()).backward()
+            opt.step()
+            dec.optimizer_states[name.replace("net", "optimizer")] = opt.state_dict()
+    dec.epoch = 7
+    dec.metrics_trace = {"data": {"train": [{"loss": 0.5, "speed": 100.0}], "val": [{"loss": 0.6, "speed": 90.0}]}}
+    return dec.eval()
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+
+def _fake_unsup3d(monkeypatch, cls: type, module: str = "meters", name: str = "MetricsTrace") -> None:
+    """Make `unsup3d.<module>.<name>` importable (for writing a test file, or to prove we never use it)."""
+    pkg, mod = types.ModuleType("unsup3d"), types.ModuleType(f"unsup3d.{module}")
+    cls.__module__, cls.__qualname__ = f"unsup3d.{module}", name
+    setattr(mod, name, cls)
+    setattr(pkg, module, mod)
+    monkeypatch.setitem(sys.modules, "unsup3d", pkg)
+    monkeypatch.setitem(sys.modules, f"unsup3d.{module}", mod)
+
+
+class _Trace:
+    def __init__(self):
+        self.data = {"train": [{"loss": 1.5}]}
+
+
+# ---------------------------------------------------------------------------------------------- conformance
+def test_reference_checkpoint_reproduces_the_official_outputs(reference_dir):
+    ref = reference_dir / "unsup3d_small"
+    dec = load_unsup3d(ref / "checkpoint.pth")
+    expected = np.load(ref / "expected.npz")
+    x = torch.from_numpy(expected["x"])
+    outputs = {"netD": dec.netD(x), "netA": dec.netA(x), "netL": dec.netL(x), "netV": dec.netV(x)}
+    outputs["netC_0"], outputs["netC_1"] = dec.netC(x)
+    assert set(outputs) == set(expected.files) - {"x"}, "every expected array must be checked"
+    for key, value in outputs.items():
+        want = expected[key]
+        assert value.shape == want.shape, key
+        err = np.abs(value.numpy() - want).max()
+        assert err <= REL_TOL * np.abs(want).max(), f"{key} differs by {err:.3g}"
+
+
+def test_reference_checkpoint_keys_sizes_and_extras(reference_dir):
+    ref = reference_dir / "unsup3d_small"
+    info = json.loads((ref / "sizes.json").read_text())
+    dec = load_unsup3d(ref / "checkpoint.pth")
+    for name in ("netD", "netA", "netL", "netV", "netC"):
+        assert list(getattr(dec, name).state_dict()) == info["state_dict_keys"][name], name
+    c = info["constructors"]
+    assert dec.image_size == 64
+    assert (dec.nf, dec.zdim, dec.nf_albedo, dec.zdim_albedo) == (c["netD"]["nf"], c["netD"]["zdim"],
+                                                                  c["netA"]["nf"], c["netA"]["zdim"])
+    assert (dec.nf_light, dec.nf_view, dec.nf_conf, dec.zdim_conf) == (c["netL"]["nf"], c["netV"]["nf"],
+                                                                       c["netC"]["nf"], c["netC"]["zdim"])
+    assert dec.epoch == info["epoch"]
+    assert sorted(dec.optimizer_states) == sorted(k for k in info["top_level_keys"] if k.startswith("optimizer"))
+    assert isinstance(dec.metrics_trace, dict) and isinstance(dec.metrics_trace["data"], dict)  # plain data only
+
+
+def test_reference_decompose_applies_the_official_scalings(reference_dir):
+    ref = reference_dir / "unsup3d_small"
+    expected = np.load(ref / "expected.npz")
+    out = load_unsup3d(ref / "checkpoint.pth").decompose(torch.from_numpy(expected["x"]))
+    raw = expected["netD"][:, 0].astype(np.float64)  # the official formulas, applied here in float64
+    t = np.tanh(raw - raw.reshape(len(raw), -1).mean(1)[:, None, None])
+    depth = (1 + t) / 2 * 1.1 + (1 - t) / 2 * 0.9
+    depth[:, :, [0, 1, -2, -1]] = 0.7 * 1.1 + 0.3 * 0.9
+    np.testing.assert_allclose(out["canon_depth"].numpy(), depth, atol=1e-6)
+    light = expected["netL"].astype(np.float64)
+    np.testing.assert_allclose(out["light"][:, :2].numpy(), light[:, :2] / 2 + 0.5, atol=1e-6)
+    d = np.concatenate([light[:, 2:], np.ones((len(light), 1))], 1)
+    np.testing.assert_allclose(out["light_dir"].numpy(), d / np.linalg.norm(d, axis=1, keepdims=True), atol=1e-6)
+    view = expected["netV"].astype(np.float64)
+    want = np.concatenate([view[:, :3] * math.pi / 3, view[:, 3:5] * 0.1, view[:, 5:] * 0], 1)
+    np.testing.assert_allclose(out["view"].numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(out["conf_sigma_percl"].numpy(), expected["netC_1"], atol=1e-6)
+
+
+def test_reference_round_trip_is_bitwise(reference_dir, tmp_path):
+    src = reference_dir / "unsup3d_small" / "checkpoint.pth"
+    dec = load_unsup3d(src)
+    dec.save(tmp_path / "again.pth")
+    raw_a, raw_b = read_unsup3d_checkpoint(src), read_unsup3d_checkpoint(tmp_path / "again.pth")
+    assert [k for k in raw_b] == [k for k in raw_a]  # same top-level layout and order
+    for name in ("netD", "netA", "netL", "netV", "netC"):
+        assert _same_tensors(raw_a[name], raw_b[name]), name
+    assert raw_b["epoch"] == raw_a["epoch"] and raw_b["metrics_trace"].state == raw_a["metrics_trace"].state
+    opt_a, opt_b = raw_a["optimizerD"], raw_b["optimizerD"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert all(_same_tensors(opt_a["state"][i], opt_b["state"][i]) for i in opt_a["state"])
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("size", [32, 64])
+def test_round_trip_is_exact(tmp_path, size):
+    dec = _with_adam_states(_tiny(size))
+    path = dec.save(tmp_path / "dec.pth")
+    back = load_unsup3d(path)
+    assert back.get_config() == dec.get_config() and back.source == str(path)
+    assert _same_tensors(dec.state_dict(), back.state_dict())
+    assert back.epoch == 7 and back.metrics_trace == dec.metrics_trace
+    for name, state in dec.optimizer_states.items():
+        got = back.optimizer_states[name]
+        assert got["param_groups"] == state["param_groups"]
+        assert all(_same_tensors(state["state"][i], got["state"][i]) for i in state["state"])
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    a, b = dec.decompose(x), back.decompose(x)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_file_is_what_the_official_trainer_reads(tmp_path, monkeypatch):
+    # The official load_checkpoint does torch.load(path) and uses cp['metrics_trace'] as a MetricsTrace object.
+    path = _with_adam_states(_tiny(32)).save(tmp_path / "dec.pth")
+
+    class MetricsTrace:
+        def reset(self):
+            self.data = {}
+
+    _fake_unsup3d(monkeypatch, MetricsTrace)
+    cp = torch.load(path, weights_only=False)  # what the official code does (the fake class is ours)
+    assert list(cp) == ["netD", "netA", "netL", "netV", "netC", "optimizerD", "optimizerA", "optimizerL",
+                        "optimizerV", "optimizerC", "metrics_trace", "epoch"]
+    assert isinstance(cp["metrics_trace"], MetricsTrace) and cp["metrics_trace"].data["val"][0]["loss"] == 0.6
+    assert cp["epoch"] == 7
+
+
+def test_legacy_serialization_loads(tmp_path, monkeypatch):
+    dec = _tiny(32)
+    _fake_unsup3d(monkeypatch, _Trace)
+    state = {name: getattr(dec, name).state_dict() for name in dec.present_nets}
+    state.update(metrics_trace=_Trace(), epoch=3)
+    torch.save(state, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    monkeypatch.delitem(sys.modules, "unsup3d.meters")
+    monkeypatch.delitem(sys.modules, "unsup3d")
+    back = load_unsup3d(tmp_path / "old.pth")
+    assert _same_tensors(dec.state_dict(), back.state_dict())
+    assert back.epoch == 3 and back.metrics_trace == {"data": {"train": [{"loss": 1.5}]}}
+
+
+def test_metrics_object_is_never_imported_or_run(tmp_path, monkeypatch):
+    calls = []
+
+    class Trap:
+        def __init__(self):
+            self.data = {}
+
+        def __setstate__(self, state):
+            calls.append("setstate")
+
+        def __reduce__(self):
+            return (Trap, (), {"data": {"x": [1.0]}})
+
+    _fake_unsup3d(monkeypatch, Trap)
+    dec = _tiny(32)
+    state = {"netD": dec.netD.state_dict(), "metrics_trace": Trap(), "epoch": 1}
+    torch.save(state, tmp_path / "trap.pth")
+    back = load_unsup3d(tmp_path / "trap.pth")  # the importable class stays unused
+    assert calls == [] and back.metrics_trace == {"data": {"x": [1.0]}}
+
+
+def test_other_unsup3d_objects_become_inert_stand_ins(tmp_path, monkeypatch):
+    class Options:
+        def __init__(self):
+            self.lr = 1e-4
+
+    _fake_unsup3d(monkeypatch, Options, module="utils", name="Options")
+    torch.save({**_net_states(32), "cfgs": Options(), "epoch": 2}, tmp_path / "extra.pth")
+    monkeypatch.delitem(sys.modules, "unsup3d.utils")
+    raw = read_unsup3d_checkpoint(tmp_path / "extra.pth")
+    assert raw["cfgs"].qualified_name == "unsup3d.utils.Options" and raw["cfgs"].state == {"lr": 1e-4}
+    assert load_unsup3d(tmp_path / "extra.pth").epoch == 2
+
+
+def test_partial_file_loads_and_fails_only_when_a_missing_net_is_used(tmp_path):
+    dec = _tiny(64)
+    clean = {name: getattr(dec, name).state_dict() for name in ("netD", "netA", "netL", "netV")}
+    torch.save(clean, tmp_path / "demo.pth")  # like the official save_clean_checkpoint / the demo's four nets
+    back = load_unsup3d(tmp_path / "demo.pth")
+    assert back.netC is None and back.present_nets == ("netD", "netA", "netL", "netV")
+    out = back.decompose(torch.zeros(1, 3, 64, 64))
+    assert "canon_depth" in out and "conf_sigma_l1" not in out
+    with pytest.raises(DecomposerError, match=r"netC is needed but absent: the checkpoint .*demo\.pth"):
+        back.net("netC")
+    only_depth = tmp_path / "depth.pth"
+    torch.save({"netD": clean["netD"]}, only_depth)
+    with pytest.raises(DecomposerError, match="netA is needed but absent.*depth.pth"):
+        load_unsup3d(only_depth).decompose(torch.zeros(1, 3, 64, 64))
+    path = back.save(tmp_path / "again.pth")
+    assert list(read_unsup3d_checkpoint(path)) == ["netD", "netA", "netL", "netV", "metrics_trace", "epoch"]
+
+
+def test_official_sizes_are_inferred_from_shapes():
+    with torch.device("meta"):
+        official = Unsup3DDecomposer()
+    raw = {name: getattr(official, name).state_dict() for name in official.present_nets}
+    args = infer_unsup3d_sizes(raw)
+    assert args == dict(image_size=64, nets=["netD", "netA", "netL", "netV", "netC"], nf=64, zdim=256, nf_albedo=64,
+                        zdim_albedo=256, nf_light=32, nf_view=32, nf_conf=64, zdim_conf=128)
+
+
+def test_save_is_atomic(tmp_path):
+    path = _tiny(32).save(tmp_path / "dec.pth")
+    before = path.read_bytes()
+    broken = _tiny(32)
+    broken.metrics_trace = {"data": {"train": [lambda: None]}}  # cannot be pickled
+    with pytest.raises(CheckpointError, match=r"dec\.pth: could not write"):
+        broken.save(path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["dec.pth"]
+
+
+# ---------------------------------------------------------------------------------------------- refused files
+def _net_states(size: int = 64) -> dict:
+    dec = _tiny(size)
+    return {name: getattr(dec, name).state_dict() for name in dec.present_nets}
+
+
+def test_wrong_shape_names_file_key_and_expected_shape(tmp_path):
+    state = _net_states()
+    state["netL"]["network.10.weight"] = torch.zeros(5, 64, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad\.pth: netL\['network\.10\.weight'\] has shape \[5, 64, 1, 1\], "
+                                              r"expected \[4, 64, 1, 1\]"):
+        load_unsup3d(tmp_path / "bad.pth")
+
+
+def test_net_of_another_architecture_is_refused(tmp_path):
+    state = _net_states()
+    state["netD"] = state["netL"]
+    torch.save(state, tmp_path / "swapped.pth")
+    with pytest.raises(CheckpointError, match=r"swapped\.pth: netD is not the state dict of an Unsup3D EDDeconv.*"
+                                              r"missing 'network\.1\.weight' \(expected shape \[\d+\]"):
+        load_unsup3d(tmp_path / "swapped.pth")
+
+
+def test_mixed_resolutions_and_non_tensors_are_refused(tmp_path):
+    state = _net_states(64)
+    state["netL"] = _net_states(32)["netL"]
+    torch.save(state, tmp_path / "mixed.pth")
+    with pytest.raises(CheckpointError, match=r"mixed\.pth: .*different resolutions"):
+        load_unsup3d(tmp_path / "mixed.pth")
+    torch.save({"netD": {"network.0.weight": [1.0]}}, tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=r"list\.pth: netD\['network\.0\.weight'\] should be a tensor"):
+        load_unsup3d(tmp_path / "list.pth")
+
+
+def test_code_in_the_file_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({**_net_states(32), "metrics_trace": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refusing to load: .*(posix|os)\.system"):
+        load_unsup3d(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_stylegan_pickle_is_refused_with_a_hint(tmp_path):
+    save_network_pkl(tmp_path / "G.pkl", tiny_networks("skip16"))
+    with pytest.raises(CheckpointError, match=r"G\.pkl: refusing to load.*torch_utils.*load_network_pkl"):
+        load_unsup3d(tmp_path / "G.pkl")
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty", "not_a_dict", "no_nets", "missing", "directory"])
+def test_broken_files_are_refused_naming_the_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.pth"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        good = _tiny(32).save(tmp_path / "good.pth").read_bytes()
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not_a_dict":
+        torch.save([torch.zeros(3)], path)
+    elif kind == "no_nets":
+        torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, path)
+    elif kind == "directory":
+        path.mkdir()
+    with pytest.raises(CheckpointError, match=rf"{kind}\.pth: "):
+        load_unsup3d(path)
