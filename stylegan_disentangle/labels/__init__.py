@@ -11,7 +11,7 @@ from .base import (
     needs_images,
     resize_images,
 )
-from .decomposer import DecomposerError, Unsup3DDecomposer, load_unsup3d  # nets + checkpoint I/O; not the renderer
+from .decomposer import DecomposerError, DecomposerLabeler, Unsup3DDecomposer, load_decomposer, load_unsup3d
 from .image_stats import IMAGE_STATS, ImageStatsLabeler
 from .registry import available_labelers, get_labeler, get_labelers, register_labeler, unregister_labeler
 
@@ -20,6 +20,7 @@ __all__ = [
     "CallableLabeler",
     "CombinedLabeler",
     "DecomposerError",
+    "DecomposerLabeler",
     "ImageStatsLabeler",
     "Labeler",
     "LabelerError",
@@ -30,6 +31,7 @@ __all__ = [
     "get_labeler",
     "get_labelers",
     "labeler_from_callable",
+    "load_decomposer",
     "load_unsup3d",
     "needs_images",
     "register_labeler",

@@ -93,3 +93,4 @@ def get_labelers(names: str | Sequence[str]) -> Any:
 register_labeler("image_stats", "stylegan_disentangle.labels.image_stats:ImageStatsLabeler")
 # Exact factors of the shipped synthetic checkpoint, read from the ws (see stylegan_disentangle.synthetic).
 register_labeler("synthetic-oracle", "stylegan_disentangle.synthetic.checkpoint:oracle_labeler")
+register_labeler("decomposer3d", "stylegan_disentangle.labels.decomposer.labeler:decomposer_labeler")

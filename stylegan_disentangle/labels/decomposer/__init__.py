@@ -7,6 +7,7 @@
 """
 
 from .checkpoint import OpaqueObject, infer_unsup3d_sizes, load_unsup3d, read_unsup3d_checkpoint, save_unsup3d
+from .labeler import DecomposerLabeler, decomposer_labeler, load_decomposer
 from .model import NET_NAMES, PARTS, DecomposerError, Unsup3DDecomposer
 from .networks import SUPPORTED_IMAGE_SIZES, ConfNet, EDDeconv, Encoder
 
@@ -16,6 +17,9 @@ __all__ = [
     "SUPPORTED_IMAGE_SIZES",
     "ConfNet",
     "DecomposerError",
+    "DecomposerLabeler",
+    "decomposer_labeler",
+    "load_decomposer",
     "EDDeconv",
     "Encoder",
     "OpaqueObject",

@@ -9,7 +9,8 @@ canonical-frame factors, exactly as the official Unsup3D model scales its nets' 
           script hard-codes 1.05 instead; pass `border_depth=1.05` to match it).
 - albedo: netA's tanh output as is, in (-1, 1).
 - light:  netL's 4 tanh outputs (a, b, dx, dy): ambient = (1 + a)/2 * max_amb + (1 - a)/2 * min_amb, diffuse likewise
-          (both in (0, 1) with the defaults, i.e. raw/2 + 0.5); direction = normalize([dx, dy, 1]).
+          (both in (0, 1) with the defaults, i.e. raw/2 + 0.5); direction = normalize([dx, dy, 1]) with
+          (dx, dy) = raw * xy_light_range (1 in the official code).
 - view:   netV's 6 tanh outputs: rotations (x, y, z) * xyz_rotation_range (60) degrees, converted to *radians* as the
           official renderer consumes them; x/y translation * xy_translation_range (0.1); z translation *
           z_translation_range (0 in the official CelebA / synface configs, so tz is 0).
@@ -58,6 +59,8 @@ class Unsup3DDecomposer(nn.Module):
     nets : which of netD, netA, netL, netV, netC to build; the others are None.
     min_depth, max_depth, border_depth, min/max_amb_light, min/max_diff_light, xyz_rotation_range (degrees),
     xy_translation_range, z_translation_range, fov (degrees, for the renderer) : the official scalings' settings.
+    xy_light_range : scale of the light direction's (dx, dy) (official: 1, tanh outputs, so the light stays within
+        45 degrees of the camera axis; the synthetic world lights faces from up to 55 degrees: its decomposer uses 2).
 
     Attributes
     ----------
@@ -74,7 +77,7 @@ class Unsup3DDecomposer(nn.Module):
                  max_depth: float = 1.1, border_depth: float | None = None, min_amb_light: float = 0.0,
                  max_amb_light: float = 1.0, min_diff_light: float = 0.0, max_diff_light: float = 1.0,
                  xyz_rotation_range: float = 60.0, xy_translation_range: float = 0.1,
-                 z_translation_range: float = 0.0, fov: float = 10.0) -> None:
+                 z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0) -> None:
         super().__init__()
         encoder_multipliers(image_size)  # validates image_size
         nets = tuple(nets)
@@ -95,6 +98,7 @@ class Unsup3DDecomposer(nn.Module):
         self.xy_translation_range = float(xy_translation_range)
         self.z_translation_range = float(z_translation_range)
         self.fov = float(fov)
+        self.xy_light_range = float(xy_light_range)
         builders = {
             "netD": lambda: EDDeconv(3, 1, zdim=self.zdim, nf=self.nf, tanh=False, image_size=self.image_size),
             "netA": lambda: EDDeconv(3, 3, zdim=self.zdim_albedo, nf=self.nf_albedo, tanh=True,
@@ -128,7 +132,7 @@ class Unsup3DDecomposer(nn.Module):
         keys = ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf",
                 "zdim_conf", "min_depth", "max_depth", "border_depth", "min_amb_light", "max_amb_light",
                 "min_diff_light", "max_diff_light", "xyz_rotation_range", "xy_translation_range",
-                "z_translation_range", "fov")
+                "z_translation_range", "fov", "xy_light_range")
         config = {k: getattr(self, k) for k in keys}
         config["nets"] = list(self.present_nets)
         return config
@@ -165,7 +169,7 @@ class Unsup3DDecomposer(nn.Module):
 
     def scale_light(self, light_raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """netL's raw `[N, 4]` -> {'light': [N, 4] (ambient, diffuse, dx, dy), 'light_dir': [N, 3] unit}."""
-        a, b, dxy = light_raw[:, :1], light_raw[:, 1:2], light_raw[:, 2:]
+        a, b, dxy = light_raw[:, :1], light_raw[:, 1:2], light_raw[:, 2:] * self.xy_light_range
         ambient = (1 + a) / 2 * self.max_amb_light + (1 - a) / 2 * self.min_amb_light
         diffuse = (1 + b) / 2 * self.max_diff_light + (1 - b) / 2 * self.min_diff_light
         d = torch.cat([dxy, torch.ones_like(a)], 1)

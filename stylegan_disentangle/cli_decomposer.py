@@ -1,0 +1,131 @@
+"""Click commands for the 3D decomposer: `decompose` (pictures + numbers) and `train-decomposer`.
+
+`register_decomposer_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["register_decomposer_commands"]
+
+
+def _clean(fn):
+    from .errors import StyleGANDisentangleError
+
+    try:
+        return fn()
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _is_shipped_synthetic(path: Path) -> bool:
+    from .synthetic.checkpoint import SYNTHETIC_CHECKPOINT
+
+    return path.resolve() == SYNTHETIC_CHECKPOINT.resolve()
+
+
+def resolve_decomposer_spec(spec: str | None, network_path: Path) -> str:
+    """--decomposer, or the shipped one for the shipped synthetic checkpoint; a clear error for any other network."""
+    if spec:
+        return spec
+    if _is_shipped_synthetic(network_path):
+        return "synthetic"
+    raise click.ClickException(
+        f"no decomposer is known for {network_path}: pass --decomposer PATH (an Unsup3D checkpoint, e.g. the official "
+        f"CelebA one) or train one on this network with `stylegan-disentangle train-decomposer {network_path} "
+        "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
+
+
+def register_decomposer_commands(main: click.Group) -> None:
+    """Add `decompose` and `train-decomposer` to the CLI group."""
+
+    @main.command("decompose")
+    @click.argument("pkl")
+    @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
+    @click.option("--decomposer", "decomposer_spec", default=None,
+                  help="'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D checkpoint.")
+    @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+    @click.option("--outdir", type=click.Path(file_okay=False), required=True)
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
+                      device: str) -> None:
+        """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
+        reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
+        import numpy as np
+        import torch
+
+        from . import __version__
+        from .checkpoints import open_network_pkl
+        from .labels.decomposer.labeler import DecomposerLabeler, load_decomposer
+        from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
+        from .latents import sample_latents
+        from .utils import atomic_write, atomic_write_path, resolve_device, sha256_file
+        from .utils.ranges import parse_seeds
+
+        try:
+            seed_list = parse_seeds(seeds)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--seeds") from None
+        target = resolve_device(device)
+        net = _clean(lambda: open_network_pkl(pkl, device=target))
+        spec = resolve_decomposer_spec(decomposer_spec, net.path)
+        dec = _clean(lambda: load_decomposer(spec, device=target))
+        G = net.data["G_ema"].eval()
+        with torch.no_grad():
+            ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=target).ws
+            img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
+        out = Path(outdir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_decomposition_png(out / "decomposition.png", dec, img)
+        labels = DecomposerLabeler(dec)(img)
+        scalars = [k for k, v in labels.items() if v.ndim == 1]
+        record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
+                  "decomposer": str(spec), "columns": list(COLUMNS), "truncation_psi": truncation_psi,
+                  "version": __version__,
+                  "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
+        with atomic_write(out / "decomposition.json", "w") as f:
+            json.dump(record, f, indent=2)
+        with atomic_write_path(out / "maps.npz") as tmp:
+            np.savez(tmp, seeds=np.asarray(seed_list), **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
+        click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(seed_list)} images")
+
+    @main.command("train-decomposer")
+    @click.argument("pkl")
+    @click.option("--steps", type=int, required=True, help="Total training steps (a rerun resumes up to this).")
+    @click.option("--outdir", type=click.Path(file_okay=False), required=True)
+    @click.option("--batch-size", type=int, default=32, show_default=True)
+    @click.option("--lr", type=float, default=1e-4, show_default=True)
+    @click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
+    @click.option("--perceptual/--no-perceptual", default=False, show_default=True,
+                  help="Add the perceptual term on the network's own discriminator features.")
+    @click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
+                  help="Weight of the re-render consistency term (0 = off).")
+    @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
+                  help="Weight of the truncation/noise agreement term (0 = off).")
+    @click.option("--light-range", "xy_light_range", type=float, default=1.0, show_default=True,
+                  help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--quiet", is_flag=True, help="No progress bar.")
+    def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
+                             lam_rerender: float, lam_jitter: float, xy_light_range: float, seed: int, device: str,
+                             quiet: bool) -> None:
+        """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
+        from .checkpoints import load_network_pkl
+        from .labels.decomposer.trainer import train_decomposer
+        from .utils import resolve_device
+
+        target = resolve_device(device)
+        data = _clean(lambda: load_network_pkl(pkl, device=target))
+        if perceptual and data.get("D") is None:
+            raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
+        _clean(lambda: train_decomposer(
+            data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
+            D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
+            decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range), device=target,
+            progress=False if quiet else None))
+        click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

@@ -1,0 +1,132 @@
+"""The `decomposer3d` labeler: view, light and canonical maps of generated faces, from an Unsup3D decomposer.
+
+Labels (per image; ranges are what the scalings can produce):
+
+| name | unit / shape | range |
+| --- | --- | --- |
+| yaw, pitch, roll | degrees: the view's ry, rx, rz (see below) | +-xyz_rotation_range (60) |
+| tx, ty | camera-frame translation | +-xy_translation_range (0.1) |
+| tz | camera-frame translation | +-z_translation_range (0 by default) |
+| light_ambient, light_diffuse | shading coefficients | [0, 1] |
+| light_azimuth | degrees, + = light from image right | +-atan(xy_light_range) |
+| light_elevation | degrees, + = light from above | +-atan(xy_light_range) |
+| depth | canonical depth map [R, R] | [0.9, 1.1] |
+| albedo | canonical albedo [3, R, R] | [-1, 1] |
+| confidence | reconstruction confidence sigma [R, R] (smaller = more certain; needs netC) | (0, inf) |
+
+Yaw + turns the nose to image left, pitch + turns it down, roll + is clockwise in the image.
+The synthetic world uses exactly these conventions (its factors `yaw`, `pitch`, `roll`, `light_azimuth`,
+`light_elevation`, `ambient`), so the shipped synthetic decomposer's labels compare with its ground truth directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import StyleGANDisentangleError
+from .model import Unsup3DDecomposer
+from .renderer import light_angles
+
+__all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "decomposer_labeler", "load_decomposer"]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
+"""Decomposers shipped with the package, by name (official Unsup3D layout; settings in the .json beside each)."""
+
+SCALAR_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "tz", "light_ambient", "light_diffuse", "light_azimuth",
+                 "light_elevation")
+MAP_LABELS = ("depth", "albedo", "confidence")
+
+
+def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.device = "cpu") -> Unsup3DDecomposer:
+    """A shipped decomposer by name ('synthetic') or an Unsup3D checkpoint file (official or trained here).
+
+    Settings that the official layout cannot hold (e.g. `xy_light_range`) are read from a JSON file beside the
+    checkpoint (`<name>.json` with a "scalings" entry, or the trainer's `train_state.json`) when there is one.
+    """
+    from .checkpoint import load_unsup3d
+
+    path = SHIPPED.get(str(spec), Path(spec))
+    if str(spec) in SHIPPED and not path.is_file():
+        raise StyleGANDisentangleError(f"{path} is missing: the '{spec}' decomposer ships with the package; "
+                                       "reinstall stylegan_disentangle or train one with scripts/train_decomposer.py")
+    scalings: dict[str, Any] = {}
+    for side in (path.with_suffix(".json"), path.parent / "train_state.json"):
+        if side.is_file():
+            record = json.loads(side.read_text())
+            scalings = dict(record.get("scalings") or _scalings_of(record.get("config", {}).get("decomposer", {})))
+            break
+    return load_unsup3d(path, device=device, **scalings)
+
+
+_SIZE_KEYS = {"image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf", "zdim_conf",
+              "nets"}
+
+
+def _scalings_of(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _SIZE_KEYS}
+
+
+class DecomposerLabeler:
+    """Labeler protocol around an `Unsup3DDecomposer` (see the module docstring for the labels)."""
+
+    name = "decomposer3d"
+    needs_ws = False
+    needs_images = True
+
+    def __init__(self, decomposer: Unsup3DDecomposer, batch_size: int = 256, maps: bool = True) -> None:
+        self.decomposer = decomposer.eval()
+        self.batch_size = int(batch_size)
+        self.maps = bool(maps)
+        self.input_resolution = decomposer.image_size
+        has_conf = decomposer.netC is not None
+        self.names = list(SCALAR_LABELS) + ([m for m in MAP_LABELS if m != "confidence" or has_conf] if maps else [])
+        d = decomposer
+        light = math.degrees(math.atan(d.xy_light_range))
+        ranges = {"yaw": (-d.xyz_rotation_range, d.xyz_rotation_range), "tx": (-d.xy_translation_range,
+                  d.xy_translation_range), "tz": (-d.z_translation_range, d.z_translation_range),
+                  "light_ambient": (d.min_amb_light, d.max_amb_light),
+                  "light_diffuse": (d.min_diff_light, d.max_diff_light), "light_azimuth": (-light, light),
+                  "light_elevation": (-light, light), "depth": (d.min_depth, d.max_depth), "albedo": (-1.0, 1.0),
+                  "confidence": (0.0, math.inf)}
+        ranges["pitch"] = ranges["roll"] = ranges["yaw"]
+        ranges["ty"] = ranges["tx"]
+        self.value_ranges = {k: ranges[k] for k in self.names}
+
+    @torch.no_grad()
+    def __call__(self, img: torch.Tensor | None, ws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if img is None:
+            raise StyleGANDisentangleError("decomposer3d labels images; got None")
+        device = next(self.decomposer.parameters()).device
+        chunks: dict[str, list[torch.Tensor]] = {k: [] for k in self.names}
+        for start in range(0, img.shape[0], self.batch_size):
+            out = self.decomposer.decompose(img[start:start + self.batch_size].to(device))
+            rot, view, light = out["rotation_deg"], out["view"], out["light"]
+            angles = light_angles(light)
+            values = {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "tx": view[:, 3], "ty": view[:, 4],
+                      "tz": view[:, 5], "light_ambient": light[:, 0], "light_diffuse": light[:, 1],
+                      "light_azimuth": angles[:, 0], "light_elevation": angles[:, 1]}
+            if self.maps:
+                values.update(depth=out["canon_depth"], albedo=out["canon_albedo"])
+                if "conf_sigma_l1" in out:
+                    values["confidence"] = out["conf_sigma_l1"][:, 0]
+            for k in self.names:
+                chunks[k].append(values[k].float().cpu())
+        return {k: torch.cat(v) for k, v in chunks.items()}
+
+    def __repr__(self) -> str:
+        return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps})"
+
+
+def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synthetic", maps: bool = True,
+                       device: str | torch.device = "cpu", batch_size: int = 256) -> DecomposerLabeler:
+    """The registered 'decomposer3d' labeler: the shipped synthetic decomposer, a checkpoint path, or a decomposer."""
+    if not isinstance(decomposer, Unsup3DDecomposer):
+        decomposer = load_decomposer(decomposer, device=device)
+    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps)

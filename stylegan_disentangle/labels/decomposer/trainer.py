@@ -1,0 +1,285 @@
+"""Self-supervised training of an Unsup3D decomposer on the images of a frozen generator.
+
+Every step draws a fresh batch from the generator (no image folder is needed), decomposes it and renders it back
+(`reconstruction.reconstruct`), and minimises the official objective: photometric L1 with the confidence form,
+plus the mirrored render weighted `lam_flip` = 0.5, optionally a perceptual term on features of the generator's own
+discriminator (no VGG download exists offline) and a depth-smoothness term. Adam with lr 1e-4 and weight decay
+5e-4 per network, as the official trainer.
+
+Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stabilized"; see SEEDS.md):
+
+- re-render consistency (`lam_rerender`): the current estimate of depth and albedo is rendered under a random new
+  view and light; decomposing that render must give back the same depth and albedo and exactly the new view and
+  light. It supervises view and light with known answers made from the model's own shapes;
+- jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
+  rendered with random noise must decompose to the same canonical depth and albedo.
+
+Training is seeded and deterministic on CPU (batch t is drawn from a generator seeded with (seed, t)), resumable
+from atomic checkpoints in the official Unsup3D layout (`checkpoint.pth`, with the Adam states; `epoch` holds the
+number of steps done), logs JSON lines and writes a PNG of decompositions every `preview_every` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...errors import StyleGANDisentangleError
+from ...utils import atomic_write
+from .model import Unsup3DDecomposer
+from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["draw_images", "train_decomposer", "trained_nets_only"]
+
+CHECKPOINT = "checkpoint.pth"
+STATE = "train_state.json"
+LOG = "log.jsonl"
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+@torch.no_grad()
+def draw_images(G: nn.Module, n: int, gen: torch.Generator, truncation_psi: float = 1.0,
+                device: torch.device | str = "cpu", noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
+    """n images of the frozen generator from latents drawn with `gen`: (ws [n, num_ws, w_dim], img [n, 3, R, R])."""
+    z = torch.randn([n, G.z_dim], generator=gen).to(device)
+    c = torch.zeros([n, G.c_dim], device=device)
+    ws = G.mapping(z, c, truncation_psi=truncation_psi)
+    return ws, G.synthesis(ws, noise_mode=noise_mode).float().clamp(-1, 1)
+
+
+def _discriminator_features(D: nn.Module, img: torch.Tensor, blocks: int = 2) -> list[torch.Tensor]:
+    """Activations of D's first `blocks` blocks (the perceptual term's features; D stays frozen)."""
+    feats = []
+    x = None
+    for res in D.block_resolutions[:blocks]:
+        x, img = getattr(D, f"b{res}")(x, img)
+        feats.append(x)
+    return feats
+
+
+def _perceptual(D: nn.Module, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    size = D.img_resolution
+    if pred.shape[-1] != size:
+        pred = nn.functional.interpolate(pred, size=(size, size), mode="bilinear", align_corners=False)
+        target = nn.functional.interpolate(target, size=(size, size), mode="bilinear", align_corners=False)
+        mask = nn.functional.interpolate(mask, size=(size, size), mode="nearest")
+    loss = pred.new_zeros(())
+    for fp, ft in zip(_discriminator_features(D, pred * mask), _discriminator_features(D, target * mask)):
+        loss = loss + (fp - ft.detach()).abs().mean()
+    return loss
+
+
+def _depth_smoothness(depth: torch.Tensor) -> torch.Tensor:
+    return (depth[:, :, 1:] - depth[:, :, :-1]).abs().mean() + (depth[:, 1:] - depth[:, :-1]).abs().mean()
+
+
+def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
+                   rotation_fraction: float = 0.5) -> torch.Tensor:
+    """Render the (detached) estimate under a random view and light; its decomposition must return them."""
+    n = out["input"].shape[0]
+    renderer = renderer_for(dec)
+    with torch.no_grad():
+        depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
+        view_raw = (torch.rand([n, 6], generator=gen) * 2 - 1).to(depth.device)
+        view_raw[:, :3] *= rotation_fraction
+        light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(depth.device)
+        light = dec.scale_light(light_raw)["light"]
+        view = view_degrees(dec.scale_view(view_raw))
+        rendered = renderer.render(depth.unsqueeze(1), albedo, light, view)
+        x = out["input"]
+        corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)
+        img = rendered["image"] + (1 - rendered["mask"]) * corners[:, :, None, None]
+    est = dec.decompose(img, parts=["depth", "albedo", "light", "view"])
+    loss = (est["canon_depth"] - depth).abs().mean() / (dec.max_depth - dec.min_depth)
+    loss = loss + (est["canon_albedo"] - albedo).abs().mean()
+    loss = loss + (est["light_raw"] - light_raw).abs().mean()
+    used = [i for i, r in enumerate([1, 1, 1, dec.xy_translation_range, dec.xy_translation_range,
+                                     dec.z_translation_range]) if r > 0]
+    return loss + (est["view_raw"][:, used] - view_raw[:, used]).abs().mean()
+
+
+def _jitter_loss(dec: Unsup3DDecomposer, G: nn.Module, ws: torch.Tensor, out: dict[str, torch.Tensor],
+                 gen: torch.Generator) -> torch.Tensor:
+    """The same w, pulled toward the mean by psi in [0.85, 1] and rendered with random noise, keeps its canonical
+    depth and albedo."""
+    with torch.no_grad():
+        psi = (0.85 + 0.15 * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
+        ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, [1], generator=gen)))  # the synthesis' noise draw
+        img2 = G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
+    est = dec.decompose(img2, parts=["depth", "albedo"])
+    return ((est["canon_depth"] - out["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
+            + (est["canon_albedo"] - out["canon_albedo"]).abs().mean())
+
+
+def _optimizers(dec: Unsup3DDecomposer, lr: float) -> dict[str, torch.optim.Optimizer]:
+    return {f"optimizer{name[3:]}": torch.optim.Adam(getattr(dec, name).parameters(), lr=lr, betas=(0.9, 0.999),
+                                                     weight_decay=5e-4)
+            for name in dec.present_nets}
+
+
+def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, config: dict, seconds: float) -> None:
+    dec.optimizer_states = {k: opt.state_dict() for k, opt in optimizers.items()}
+    dec.epoch = step
+    dec.save(outdir / CHECKPOINT)
+    with atomic_write(outdir / STATE, "w") as f:
+        json.dump({"step": step, "config": config, "train_seconds": seconds}, f, indent=2)
+
+
+def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDecomposer | None, int, float]:
+    state_path, ckpt = outdir / STATE, outdir / CHECKPOINT
+    if not (state_path.is_file() and ckpt.is_file()):
+        return None, 0, 0.0
+    state = json.loads(state_path.read_text())
+    if state.get("config") != config:
+        raise StyleGANDisentangleError(f"{outdir} holds a run with other settings ({state_path}); use another "
+                                       "--outdir or the same arguments to resume it")
+    from .labeler import load_decomposer
+
+    dec = load_decomposer(ckpt, device=device)  # reads the scalings from train_state.json
+    return dec, int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    with atomic_write(path, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+
+
+def train_decomposer(
+    G: nn.Module,
+    outdir: str | os.PathLike,
+    steps: int,
+    *,
+    decomposer_kwargs: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    lam_flip: float = 0.5,
+    lam_perc: float = 0.0,
+    D: nn.Module | None = None,
+    lam_smooth: float = 0.0,
+    lam_rerender: float = 1.0,
+    lam_jitter: float = 0.5,
+    truncation_psi: float = 1.0,
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    log_every: int = 10,
+    preview_every: int = 500,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+) -> Unsup3DDecomposer:
+    """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
+
+    `decomposer_kwargs` build the `Unsup3DDecomposer` (default: the generator's resolution if 32 or 64, else 64;
+    nf 32, zdim 128, light/view nf 16, confidence nf 32, zdim 64 — small nets for CPU training). `lam_perc` > 0
+    needs `D` (the loaded discriminator: its first blocks' features). Files in `outdir`: checkpoint.pth (official
+    layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
+    """
+
+    if steps < 1 or batch_size < 2:
+        raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
+    if lam_perc > 0 and D is None:
+        raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
+    device = torch.device(device)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    res = G.img_resolution if G.img_resolution in (32, 64) else 64
+    kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
+    kwargs.update(decomposer_kwargs or {})
+    config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
+                  lam_smooth=lam_smooth, lam_rerender=lam_rerender, lam_jitter=lam_jitter,
+                  truncation_psi=truncation_psi, seed=seed)
+    dec, start, seconds = _resume(outdir, config, device)
+    if dec is None:
+        torch.manual_seed(seed)
+        dec = Unsup3DDecomposer(**kwargs).to(device)
+    optimizers = _optimizers(dec, lr)
+    for key, opt in optimizers.items():
+        if key in dec.optimizer_states:
+            opt.load_state_dict(dec.optimizer_states[key])
+    _truncate_log(outdir / LOG, start)
+    G = G.eval().requires_grad_(False).to(device)
+    if D is not None:
+        D = D.eval().requires_grad_(False).to(device)
+    preview_gen = _step_generator(seed + 7919, 0)
+    _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
+    dec.train()
+    with torch.enable_grad():  # also when called from a no_grad context
+        _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
+                    (checkpoint_every, log_every, preview_every))
+    return dec.eval()
+
+
+def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every) -> None:
+    from .visualize import save_decomposition_png
+
+    seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
+    lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
+    lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
+    checkpoint_every, log_every, preview_every = every
+    device = preview_img.device
+    bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps, disable=progress is False)
+    for step in bar:
+        t0 = time.perf_counter()
+        gen = _step_generator(seed, step)
+        ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
+        out = reconstruct(dec, img, flip=True)
+        losses = reconstruction_loss(out, lam_flip)
+        total = losses["total"]
+        if lam_perc > 0:
+            losses["perc"] = _perceptual(D, out["recon"], out["input"], out["mask"])
+            losses["perc_flip"] = _perceptual(D, out["recon_flip"], out["input"], out["mask"])
+            total = total + lam_perc * (losses["perc"] + lam_flip * losses["perc_flip"])
+        if lam_smooth > 0:
+            losses["smooth"] = _depth_smoothness(out["canon_depth"])
+            total = total + lam_smooth * losses["smooth"]
+        if lam_rerender > 0:
+            losses["rerender"] = _rerender_loss(dec, out, gen)
+            total = total + lam_rerender * losses["rerender"]
+        if lam_jitter > 0:
+            losses["jitter"] = _jitter_loss(dec, G, ws, out, gen)
+            total = total + lam_jitter * losses["jitter"]
+        if not torch.isfinite(total):
+            raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total)}; the last good "
+                                           f"checkpoint is {outdir / CHECKPOINT}")
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt in optimizers.values():
+            opt.step()
+        seconds += time.perf_counter() - t0
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            record = {"step": done, "seconds": round(seconds, 2), "total": float(total.detach())}
+            record.update({k: float(v.detach()) for k, v in losses.items() if k != "total"})
+            with open(outdir / LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}")
+        if done % preview_every == 0 or done == steps:
+            dec.eval()
+            save_decomposition_png(outdir / f"preview_{done:06d}.png", dec, preview_img)
+            dec.train()
+        if done % checkpoint_every == 0 or done == steps:
+            _save(dec, optimizers, outdir, done, config, seconds)
+
+
+def trained_nets_only(dec: Unsup3DDecomposer) -> Unsup3DDecomposer:
+    """Drop the optimizer states (the file a user ships is the nets, a few MB)."""
+    dec.optimizer_states = {}
+    return dec
+

@@ -1,0 +1,124 @@
+"""Training the decomposer on a frozen generator's samples; the decomposer3d labeler; the decompose CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stylegan_disentangle.cli import main
+from stylegan_disentangle.labels import get_labeler
+from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
+from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler, load_decomposer
+from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss, reconstruct, reconstruction_loss
+from stylegan_disentangle.labels.decomposer.trainer import draw_images, train_decomposer
+from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
+
+TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_synthetic()[0]
+
+
+def test_photometric_loss_known_answers():
+    a, b = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    assert float(photometric_loss(a, b, mask)) == pytest.approx(0.5)
+    sigma = torch.full((1, 1, 2, 2), 2.0)
+    # Laplacian NLL: sqrt(2) * 0.5 / 2 + log 2 at every pixel
+    assert float(photometric_loss(a, b, mask, sigma)) == pytest.approx(2**0.5 * 0.25 + np.log(2.0), rel=1e-6)
+
+
+def test_short_training_lowers_the_reconstruction_loss(G, tmp_path):
+    _, held_out = draw_images(G, 8, torch.Generator().manual_seed(123))
+
+    def loss(dec):
+        with torch.no_grad():
+            return float(reconstruction_loss(reconstruct(dec.eval(), held_out))["total"])
+
+    torch.manual_seed(0)
+    before = loss(Unsup3DDecomposer(image_size=32, **TINY))
+    dec = train_decomposer(G, tmp_path, steps=12, batch_size=8, decomposer_kwargs=TINY, log_every=4,
+                           preview_every=12, checkpoint_every=6, progress=False)
+    after = loss(dec)
+    assert after < before - 0.05, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [4, 8, 12] and {"l1", "l1_flip", "rerender", "jitter"} <= set(log[0])
+    assert (tmp_path / "preview_000012.png").is_file()
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state["step"] == 12
+    reloaded = load_decomposer(tmp_path / "checkpoint.pth")
+    assert reloaded.epoch == 12 and set(reloaded.optimizer_states) == {"optimizerD", "optimizerA", "optimizerL",
+                                                                        "optimizerV", "optimizerC"}
+
+
+def test_interrupted_training_resumes_bit_identically(G, tmp_path):
+    kwargs = dict(batch_size=4, decomposer_kwargs=dict(TINY, xy_light_range=2.0), log_every=1, preview_every=100,
+                  checkpoint_every=2, progress=False)
+    straight = train_decomposer(G, tmp_path / "a", steps=4, **kwargs)
+    train_decomposer(G, tmp_path / "b", steps=2, **kwargs)  # "interrupted" after its step-2 checkpoint
+    resumed = train_decomposer(G, tmp_path / "b", steps=4, **kwargs)
+    assert resumed.xy_light_range == 2.0  # settings outside the official layout come back from train_state.json
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    def losses(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+
+    assert losses("a") == losses("b") and len(losses("a")) == 4
+
+
+def test_resuming_with_other_settings_is_refused(G, tmp_path):
+    from stylegan_disentangle.errors import StyleGANDisentangleError
+
+    train_decomposer(G, tmp_path, steps=1, batch_size=2, decomposer_kwargs=TINY, progress=False)
+    with pytest.raises(StyleGANDisentangleError, match="other settings"):
+        train_decomposer(G, tmp_path, steps=2, batch_size=4, decomposer_kwargs=TINY, progress=False)
+
+
+def test_decomposer3d_labeler_returns_scalars_and_maps(G, tmp_path):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    dec.save(tmp_path / "dec.pth")
+    lab = get_labeler("decomposer3d", decomposer=str(tmp_path / "dec.pth"))
+    assert isinstance(lab, DecomposerLabeler) and lab.input_resolution == 32
+    _, img = draw_images(G, 3, torch.Generator().manual_seed(1))
+    out = lab(img)
+    assert set(out) == set(lab.names) == set(lab.value_ranges)
+    for name in ("yaw", "pitch", "roll", "light_azimuth", "light_ambient"):
+        lo, hi = lab.value_ranges[name]
+        assert out[name].shape == (3,) and bool(((out[name] >= lo) & (out[name] <= hi)).all()), name
+    assert out["depth"].shape == (3, 32, 32) and out["albedo"].shape == (3, 3, 32, 32)
+    assert out["confidence"].shape == (3, 32, 32) and bool((out["confidence"] > 0).all())
+
+
+def test_decompose_cli_writes_rows_numbers_and_maps(tmp_path):
+    torch.manual_seed(0)
+    Unsup3DDecomposer(image_size=32, **TINY).save(tmp_path / "dec.pth")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["decompose", "synthetic", "--seeds", "0-2", "--decomposer",
+                                       str(tmp_path / "dec.pth"), "--outdir", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "decomposition.json").read_text())
+    assert [r["seed"] for r in record["images"]] == [0, 1, 2] and "yaw" in record["images"][0]
+    from PIL import Image
+
+    png = Image.open(out / "decomposition.png")
+    assert png.size[0] > png.size[1]  # three rows of five panels
+    maps = np.load(out / "maps.npz")
+    assert maps["depth"].shape == (3, 32, 32) and maps["albedo"].shape == (3, 3, 32, 32)
+
+
+def test_decompose_cli_without_a_decomposer_for_another_network_says_how_to_get_one(tmp_path):
+    from stylegan_disentangle.checkpoints import save_network_pkl
+    from tests.helpers import tiny_networks
+
+    save_network_pkl(tmp_path / "net.pkl", tiny_networks("skip16"))
+    result = CliRunner().invoke(main, ["decompose", str(tmp_path / "net.pkl"), "--outdir", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "train-decomposer" in result.output and "--decomposer" in result.output
+    assert SYNTHETIC_CHECKPOINT.is_file()
