@@ -122,3 +122,12 @@ def test_decompose_cli_without_a_decomposer_for_another_network_says_how_to_get_
     result = CliRunner().invoke(main, ["decompose", str(tmp_path / "net.pkl"), "--outdir", str(tmp_path / "o")])
     assert result.exit_code != 0 and "train-decomposer" in result.output and "--decomposer" in result.output
     assert SYNTHETIC_CHECKPOINT.is_file()
+
+
+def test_fit_trains_the_decomposer_in_place(G, tmp_path):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    assert dec.fit(G, tmp_path, steps=2, batch_size=2, lam_jitter=0.0, progress=False) is dec
+    assert dec.epoch == 2 and not dec.training
+    assert any(not torch.equal(before[k], v) for k, v in dec.state_dict().items())

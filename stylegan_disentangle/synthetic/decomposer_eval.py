@@ -50,18 +50,20 @@ def faces_from_generator(G: torch.nn.Module, factor_map: Callable, n: int, seed:
 
 
 @torch.no_grad()
-def faces_from_renderer(factor_map: Callable, w_dim: int, n: int, resolution: int, seed: int = 0,
-                        yaw_range: float = 45.0, w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n faces rendered by the world itself: the factors of random w (or of `w`), yaw redrawn uniformly in
-    +-yaw_range degrees (beyond the generator's +-35). Returns (images [n, 3, R, R], normalized factors [n, F])."""
-    gen = torch.Generator().manual_seed(seed)
-    if w is None:
-        w = torch.randn([n, w_dim], generator=gen)
-    factors = torch.as_tensor(factor_map(w)).float().clone()
+def faces_from_renderer(G: torch.nn.Module, factor_map: Callable, n: int, seed: int = 0, yaw_range: float = 45.0,
+                        resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n faces rendered by the world itself, not by G: the factors of G's latents for seeds seed, seed+1, ..., with
+    yaw redrawn uniformly in +-yaw_range degrees (beyond the generator's +-35). Returns (images [n, 3, R, R],
+    normalized factors [n, F]); R defaults to G's resolution."""
+    from ..latents import sample_latents
+
+    ws = sample_latents(G, list(range(seed, seed + n))).ws
+    factors = torch.as_tensor(factor_map(ws)).float().clone()
     phys = to_physical(factors)
+    gen = torch.Generator().manual_seed(seed)
     phys[:, factor_index("yaw")] = (torch.rand([n], generator=gen) * 2 - 1) * yaw_range
     factors = to_normalized(phys)
-    return render(factors, resolution), factors
+    return render(factors, resolution or G.img_resolution), factors
 
 
 @torch.no_grad()

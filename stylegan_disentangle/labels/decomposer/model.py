@@ -237,6 +237,18 @@ class Unsup3DDecomposer(nn.Module):
         """Same as `decompose(img)`."""
         return self.decompose(img)
 
+    def fit(self, G: nn.Module, outdir: str | os.PathLike, steps: int, **kwargs: Any) -> Unsup3DDecomposer:
+        """Train these nets on images drawn from the frozen generator `G` (see `trainer.train_decomposer`, whose
+        keyword arguments pass through: batch_size, lr, lam_flip, lam_rerender, lam_jitter, seed, ...). Resumable:
+        calling it again with the same arguments continues from `outdir`'s checkpoint. Returns self."""
+        from .trainer import train_decomposer
+
+        trained = train_decomposer(G, outdir, steps, init=self, **kwargs)
+        if trained is not self:  # resumed from outdir: take its weights
+            self.load_state_dict(trained.state_dict())
+            self.optimizer_states, self.epoch = trained.optimizer_states, trained.epoch
+        return self.eval()
+
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write an official-layout Unsup3D checkpoint (see `checkpoint.save_unsup3d`)."""

@@ -167,6 +167,7 @@ def train_decomposer(
     steps: int,
     *,
     decomposer_kwargs: dict[str, Any] | None = None,
+    init: Unsup3DDecomposer | None = None,
     batch_size: int = 32,
     lr: float = 1e-4,
     lam_flip: float = 0.5,
@@ -185,7 +186,8 @@ def train_decomposer(
 ) -> Unsup3DDecomposer:
     """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
 
-    `decomposer_kwargs` build the `Unsup3DDecomposer` (default: the generator's resolution if 32 or 64, else 64;
+    `init` is a decomposer to start from (trained in place); otherwise `decomposer_kwargs` build a seeded
+    `Unsup3DDecomposer` (default: the generator's resolution if 32 or 64, else 64;
     nf 32, zdim 128, light/view nf 16, confidence nf 32, zdim 64 — small nets for CPU training). `lam_perc` > 0
     needs `D` (the loaded discriminator: its first blocks' features). Files in `outdir`: checkpoint.pth (official
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
@@ -200,12 +202,14 @@ def train_decomposer(
     outdir.mkdir(parents=True, exist_ok=True)
     res = G.img_resolution if G.img_resolution in (32, 64) else 64
     kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
-    kwargs.update(decomposer_kwargs or {})
+    kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   lam_smooth=lam_smooth, lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   truncation_psi=truncation_psi, seed=seed)
     dec, start, seconds = _resume(outdir, config, device)
-    if dec is None:
+    if dec is None and init is not None:
+        dec = init.to(device)
+    elif dec is None:
         torch.manual_seed(seed)
         dec = Unsup3DDecomposer(**kwargs).to(device)
     optimizers = _optimizers(dec, lr)

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""How good and how fast is a 3D decomposer? Scored against the synthetic world's exact decomposition.
+
+    python scripts/bench_decomposer.py                          # the shipped decomposer, 1000 + 1000 fresh faces
+    python scripts/bench_decomposer.py --decomposer runs/decomposer32/checkpoint.pth --json out.json
+
+Two tables (see stylegan_disentangle/synthetic/decomposer_eval.py for every number): faces drawn from the shipped
+generator (fresh seeds) and faces rendered by the world itself with yaw up to +-45 degrees (images the generator
+never made, poses beyond its range). Then decomposition throughput (images/s, batch 64, inference) at 32x32 and
+64x64 for the decomposer's sizes and the official ones, with the generator's own image rate in the same process
+as the baseline (the ratio says whether labelling or generating dominates a labelled latent bank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
+from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+from stylegan_disentangle.synthetic.decomposer_eval import (
+    SCALARS,
+    faces_from_generator,
+    faces_from_renderer,
+    score_decomposer,
+)
+from stylegan_disentangle.utils import atomic_write
+
+GOALS = {"yaw": 3.0, "pitch": 3.0, "roll": 3.0, "light_azimuth": 5.0, "light_elevation": 5.0}
+
+
+def _table(title: str, scores: dict) -> str:
+    lines = [f"### {title} (n = {scores['n']})", "", "| factor | Pearson r | MAE after affine calibration | goal |",
+             "|---|---|---|---|"]
+    for name in SCALARS:
+        s = scores["scalars"][name]
+        unit = "" if name == "ambient" else " deg"
+        goal = f"r >= 0.95, MAE <= {GOALS[name]:g}{unit}" if name in GOALS else "r >= 0.95"
+        lines.append(f"| {name} | {s['pearson_r']:.3f} | {s['calibrated_mae']:.3f}{unit} | {goal} |")
+    lines += ["", f"canonical depth r (in mask) {scores['depth_pearson_r']:.3f} (goal >= 0.9), scale-invariant depth "
+              f"error {scores['depth_side']:.4f}, albedo r {scores['albedo_pearson_r']:.3f} (goal >= 0.9), "
+              f"reconstruction PSNR {scores['recon_psnr_db']:.2f} dB", ""]
+    return "\n".join(lines)
+
+
+def _rate(fn, n: int, reps: int) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return n * reps / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def throughput(dec: Unsup3DDecomposer, G, reps: int) -> list[dict]:
+    rows = []
+    z = torch.randn([64, G.z_dim])
+    gen_rate = _rate(lambda: G(z, None, noise_mode="const"), 64, reps)
+    rows.append({"what": f"generator {G.img_resolution}x{G.img_resolution} (baseline)", "img_per_s": gen_rate})
+    configs = [("this decomposer", dec)]
+    for res in (32, 64):
+        configs.append((f"official sizes at {res}x{res}", Unsup3DDecomposer(image_size=res).eval()))
+        if res != dec.image_size:
+            configs.append((f"this decomposer's sizes at {res}x{res}",
+                            Unsup3DDecomposer(**{**dec.get_config(), "image_size": res}).eval()))
+    for name, d in configs:
+        img = torch.rand(64, 3, d.image_size, d.image_size) * 2 - 1
+        rate = _rate(lambda d=d, img=img: d.decompose(img), 64, reps)
+        rows.append({"what": name, "img_per_s": rate, "vs_generator": rate / gen_rate})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--decomposer", default="synthetic")
+    p.add_argument("--samples", type=int, default=1000, help="Faces per table (half calibrate, half evaluate).")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    G, fmap = load_synthetic()
+    dec = load_decomposer(args.decomposer)
+    images, factors = faces_from_generator(G, fmap, args.samples, seed=20_000_000)
+    gen_scores = score_decomposer(dec, images, factors)
+    print(_table("faces from the shipped generator (fresh seeds)", gen_scores))
+    images, factors = faces_from_renderer(G, fmap, args.samples, seed=30_000_000)
+    ren_scores = score_decomposer(dec, images, factors)
+    print(_table("faces rendered by the world, yaw up to +-45 deg", ren_scores))
+    rows = throughput(dec, G, args.reps)
+    print(f"### throughput (batch 64, {args.threads} thread(s))\n\n| what | images/s | vs generator |\n|---|---|---|")
+    for r in rows:
+        ratio = f"{r['vs_generator']:.2f}x" if "vs_generator" in r else "1.00x"
+        print(f"| {r['what']} | {r['img_per_s']:.1f} | {ratio} |")
+    if args.json:
+        with atomic_write(args.json, "w") as f:
+            json.dump({"generator_faces": gen_scores, "renderer_faces": ren_scores, "throughput": rows,
+                       "decomposer": args.decomposer, "threads": args.threads}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
