@@ -18,9 +18,11 @@ from .directions import (  # noqa: E402
 )
 from .errors import CheckpointError, DownloadError, LatentError, NotFittedError, StyleGANDisentangleError  # noqa: E402
 from .latents import LatentBank, WStats  # noqa: E402
+from .models import AppearanceStructureAE, WSpaceModel, load_model, train_model  # noqa: E402
 from .networks import Discriminator, Generator  # noqa: E402
 
 __all__ = [
+    "AppearanceStructureAE",
     "CheckpointError",
     "ClosedFormDirections",
     "DirectionSet",
@@ -34,10 +36,13 @@ __all__ = [
     "PCADirections",
     "SparseDirections",
     "StyleGANDisentangleError",
+    "WSpaceModel",
     "WStats",
     "__version__",
+    "load_model",
     "load_network_pkl",
     "name_directions",
     "orthogonalize",
     "save_network_pkl",
+    "train_model",
 ]

@@ -1,1 +1,35 @@
-"""models stage (see DESIGN.md)."""
+"""models stage (see DESIGN.md): small networks trained on W of a frozen generator.
+
+- `WSpaceModel`: the base class (latent shape, generator identity, input checks, save / load as a small file);
+- `train_model`: the one training loop (seeded, resumable bit-identically, logs, previews, early stopping);
+- latent videos: `DirectionVideoMaker`, `StyleMixingVideoMaker`, `ClipPairSampler`, `save_clip_strips`;
+- `AppearanceStructureAE`: the video-contrastive appearance / structure autoencoder (Duarte et al. 2022);
+- `info_nce`, `load_model`, `ModelFileError`.
+"""
+
+from .appearance_structure import AppearanceStructureAE
+from .base import WSpaceModel
+from .io import ModelFileError, load_model, model_kinds, read_model_file, register_model_kind, save_model
+from .latent_video import ClipPairSampler, DirectionVideoMaker, StyleMixingVideoMaker, save_clip_strips, smooth_noise
+from .losses import info_nce
+from .training import TrainResult, load_checkpoint, train_model
+
+__all__ = [
+    "AppearanceStructureAE",
+    "ClipPairSampler",
+    "DirectionVideoMaker",
+    "ModelFileError",
+    "StyleMixingVideoMaker",
+    "TrainResult",
+    "WSpaceModel",
+    "info_nce",
+    "load_checkpoint",
+    "load_model",
+    "model_kinds",
+    "read_model_file",
+    "register_model_kind",
+    "save_clip_strips",
+    "save_model",
+    "smooth_noise",
+    "train_model",
+]

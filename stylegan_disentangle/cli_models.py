@@ -1,0 +1,319 @@
+"""Click commands for the W-space models: train-model, make-videos, transfer-structure, transfer-motion.
+
+`register_model_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["register_model_commands"]
+
+
+def _fail_cleanly(fn):
+    """Run fn; our own errors become a one-line CLI message instead of a traceback."""
+    from .errors import StyleGANDisentangleError
+
+    try:
+        return fn()
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _load_generator(pkl: str, device):
+    from .checkpoints import load_network_pkl
+
+    return _fail_cleanly(lambda: load_network_pkl(pkl, device=device))["G_ema"].eval()
+
+
+def _names(spec: str | None) -> list[str] | None:
+    return [n.strip() for n in spec.split(",") if n.strip()] if spec else None
+
+
+def _seed_ws(G, spec: str, option: str, truncation_psi: float = 1.0):
+    from .latents import sample_latents
+    from .utils.ranges import parse_seeds
+
+    try:
+        seeds = parse_seeds(spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    return seeds, sample_latents(G, seeds, truncation_psi=truncation_psi).ws
+
+
+def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance_dirs, appearance_names,
+                frames: int):
+    from .directions import DirectionSet
+    from .models import DirectionVideoMaker, StyleMixingVideoMaker
+
+    if video == "style-mixing":
+        return StyleMixingVideoMaker(frames=frames).fit(pool)
+    if not structure_dirs:
+        raise click.BadParameter("--video directions needs --structure-dirs (a DirectionSet stem), or use "
+                                 "--video style-mixing (no labels)", param_hint="--structure-dirs")
+
+    def build():
+        structure = DirectionSet.load(structure_dirs)
+        appearance = DirectionSet.load(appearance_dirs) if appearance_dirs else None
+        return DirectionVideoMaker(structure, appearance, structure_names=_names(structure_names),
+                                   appearance_names=_names(appearance_names), frames=frames).fit(pool)
+
+    try:
+        return _fail_cleanly(build)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(f"cannot make videos from {structure_dirs}: {exc}") from None
+
+
+def _video_options(fn):
+    options = [
+        click.option("--video", type=click.Choice(["directions", "style-mixing"]), default="directions",
+                     show_default=True, help="Clip maker: moves along structure directions, or label-free "
+                                             "coarse-layer style mixing."),
+        click.option("--structure-dirs", default=None, help="DirectionSet stem whose directions move (structure)."),
+        click.option("--structure-names", default=None, help="Comma list selecting structure directions."),
+        click.option("--appearance-dirs", default=None, help="DirectionSet stem of directions to keep still."),
+        click.option("--appearance-names", default=None, help="Comma list selecting appearance directions."),
+        click.option("--frames", type=int, default=16, show_default=True, help="Frames per clip."),
+        click.option("--pool", type=int, default=20_000, show_default=True, help="w samples the clips start from."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _write_json(path: Path, record: dict) -> None:
+    from .directions.direction_set import to_jsonable
+    from .utils import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(to_jsonable(record), f, indent=2)
+
+
+@click.command("train-model")
+@click.argument("kind", type=click.Choice(["appearance-structure"]))
+@click.argument("pkl")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@_video_options
+@click.option("--steps", type=int, default=3000, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--app-dim", type=int, default=96, show_default=True, help="Appearance code size.")
+@click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
+@click.option("--hidden", type=int, default=256, show_default=True, help="MLP width (0 = linear nets).")
+@click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
+@click.option("--rec-weight", type=float, default=1.0, show_default=True)
+@click.option("--swap-weight", type=float, default=1.0, show_default=True)
+@click.option("--app-weight", type=float, default=0.05, show_default=True)
+@click.option("--struct-weight", type=float, default=0.05, show_default=True)
+@click.option("--image-weight", type=float, default=0.0, show_default=True,
+              help="Weight of the image-space reconstruction through the frozen synthesis.")
+@click.option("--val-every", type=int, default=250, show_default=True)
+@click.option("--patience", type=int, default=None, help="Stop after this many validations without improvement.")
+@click.option("--preview-every", type=int, default=500, show_default=True, help="Transfer-strip PNG every N steps.")
+@click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this much time.")
+@click.option("--resume/--no-resume", default=True, show_default=True)
+@click.pass_context
+def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
+                    appearance_dirs, appearance_names, frames: int, pool: int, steps: int, batch_size: int, lr: float,
+                    seed: int, device: str, app_dim: int, struct_dim: int, hidden: int, temperature: float,
+                    rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
+                    image_weight: float, val_every: int, patience: int | None, preview_every: int,
+                    max_minutes: float | None, resume: bool) -> None:
+    """Train a W-space model of KIND on latent videos of PKL; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
+    config.json, clips.png and preview PNGs (rows: target | source | result). Rerun to resume."""
+    import numpy as np
+    import torch
+
+    from .latents import generator_fingerprint, sample_latents
+    from .models import AppearanceStructureAE, ClipPairSampler, save_clip_strips, train_model
+    from .utils import resolve_device
+    from .utils.images import image_grid, save_png, to_uint8
+
+    target = resolve_device(device)
+    out = Path(outdir)
+    G = _load_generator(pkl, target)
+    w_pool = sample_latents(G, np.arange(pool), device=target).ws[:, 0].cpu()
+    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames)
+    sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed)
+    save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
+    model = _fail_cleanly(lambda: AppearanceStructureAE(
+        G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
+        rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
+        image_weight=image_weight, generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
+    preview_t, preview_s = sampler.val_pool[:4], sampler.val_pool[4:8]
+
+    def preview(m, path):
+        with torch.no_grad():
+            rows = [preview_t, preview_s, m.transfer_structure(preview_t, preview_s).cpu()]
+            imgs = [to_uint8(G.synthesis(m.check_ws(r).to(target), noise_mode="const")) for r in rows]
+        save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=3), path,
+                 upscale=max(1, 128 // G.img_resolution))
+
+    config = {"command": "train-model", "pkl": pkl, "video": video, "structure_dirs": structure_dirs,
+              "structure_names": structure_names, "appearance_dirs": appearance_dirs,
+              "appearance_names": appearance_names, "frames": frames, "pool": pool, "batch_size": batch_size}
+    result = _fail_cleanly(lambda: train_model(
+        model, sampler, out, steps=steps, lr=lr, seed=seed, device=target, G=G if image_weight > 0 else None,
+        val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
+        max_seconds=max_minutes * 60 if max_minutes else None, resume=resume,
+        progress=False if (ctx.obj or {}).get("quiet") else None, config=config))
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.last_losses.items())
+    click.echo(f"{kind}: {result.step} steps in {result.seconds:.1f} s ({losses}) -> {result.files['model']}")
+
+
+@click.command("make-videos")
+@click.argument("pkl")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@_video_options
+@click.option("--count", type=int, default=4, show_default=True, help="Number of clips.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure_names, appearance_dirs,
+                    appearance_names, frames: int, pool: int, count: int, seed: int, device: str) -> None:
+    """Make COUNT synthetic latent videos of PKL: OUTDIR/clips.npy (ws [count, frames, num_ws, w_dim]) and
+    clips.png (a row per clip)."""
+    import numpy as np
+    import torch
+
+    from .latents import sample_latents
+    from .models import save_clip_strips
+    from .utils import atomic_write_path, resolve_device
+
+    target = resolve_device(device)
+    G = _load_generator(pkl, target)
+    w_pool = sample_latents(G, np.arange(max(pool, count, 2)), device=target).ws[:, 0].cpu()
+    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames)
+    gen = torch.Generator().manual_seed(seed)
+    start = w_pool[torch.randperm(len(w_pool), generator=gen)[:count]]
+    clips = maker.clips(start, G.num_ws, gen)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write_path(out / "clips.npy") as tmp:
+        np.save(tmp, clips.numpy())
+    save_clip_strips(G, clips, out / "clips.png", upscale=max(1, 64 // G.img_resolution))
+    _write_json(out / "config.json", {"command": "make-videos", "pkl": pkl, "video": video, "count": count,
+                                      "frames": frames, "seed": seed, "structure_dirs": structure_dirs,
+                                      "appearance_dirs": appearance_dirs})
+    click.echo(f"wrote {count} clips of {frames} frames to {out / 'clips.npy'} and {out / 'clips.png'}")
+
+
+def _load_ae(model: str, G, allow_foreign: bool, device):
+    from .models import load_model
+
+    return _fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
+
+
+def _save_rows(G, rows, path: Path) -> None:
+    """rows: list of ws [N, num_ws, w_dim] (one column each) -> PNG with N rows."""
+    import numpy as np
+    import torch
+
+    from .utils.images import image_grid, save_png, to_uint8
+
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        imgs = [to_uint8(G.synthesis(r.to(device), noise_mode="const")) for r in rows]
+    save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=len(rows)), path,
+             upscale=max(1, 64 // G.img_resolution))
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    from .utils import atomic_write_path
+
+    with atomic_write_path(path) as tmp:
+        np.save(tmp, array)
+
+
+@click.command("transfer-structure")
+@click.argument("model")
+@click.argument("pkl")
+@click.option("--target-seeds", default="0-3", show_default=True, help="Seeds of the faces that keep appearance.")
+@click.option("--source-seeds", default="10-13", show_default=True, help="Seeds giving pose / expression.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
+@click.option("--device", default="auto", show_default=True)
+def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds: str, truncation_psi: float,
+                           outdir: str, allow_foreign: bool, device: str) -> None:
+    """Expression / pose transfer with MODEL: OUTDIR/transfer.png (rows: target | source | result) and the ws
+    (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
+    from .utils import resolve_device
+
+    target = resolve_device(device)
+    G = _load_generator(pkl, target)
+    ae = _load_ae(model, G, allow_foreign, target)
+    t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds", truncation_psi)
+    s_seeds, s_ws = _seed_ws(G, source_seeds, "--source-seeds", truncation_psi)
+    if len(t_seeds) != len(s_seeds) and 1 not in (len(t_seeds), len(s_seeds)):
+        raise click.BadParameter(f"{len(t_seeds)} target seeds but {len(s_seeds)} source seeds; give equal counts "
+                                 "or one of them", param_hint="--source-seeds")
+    n = max(len(t_ws), len(s_ws))
+    t_ws, s_ws = t_ws.expand(n, -1, -1), s_ws.expand(n, -1, -1)
+    result = _fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws))
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_rows(G, [t_ws, s_ws, result], out / "transfer.png")
+    for name, x in (("target_ws", t_ws), ("source_ws", s_ws), ("result_ws", result)):
+        _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
+    _write_json(out / "config.json", {"command": "transfer-structure", "model": model, "pkl": pkl,
+                                      "target_seeds": t_seeds, "source_seeds": s_seeds,
+                                      "truncation_psi": truncation_psi, "allow_foreign": allow_foreign})
+    click.echo(f"wrote {out / 'transfer.png'} (target | source | result) and the ws")
+
+
+@click.command("transfer-motion")
+@click.argument("model")
+@click.argument("pkl")
+@click.option("--source-clip", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="A .npy clip [T, num_ws, w_dim] or clips [B, T, num_ws, w_dim] (from make-videos).")
+@click.option("--clip-index", type=int, default=0, show_default=True, help="Which clip of a [B, ...] file.")
+@click.option("--target-seeds", default="0-3", show_default=True)
+@click.option("--relative", is_flag=True, help="Add the source's motion to the target's own structure.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
+@click.option("--device", default="auto", show_default=True)
+def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int, target_seeds: str, relative: bool,
+                        outdir: str, allow_foreign: bool, device: str) -> None:
+    """Motion transfer: the source clip's structure drives each target. OUTDIR/motion.png (first row: the source
+    clip; then one row per target), result_ws.npy [N, T, num_ws, w_dim]."""
+    import numpy as np
+    import torch
+
+    from .utils import resolve_device
+
+    target = resolve_device(device)
+    G = _load_generator(pkl, target)
+    ae = _load_ae(model, G, allow_foreign, target)
+    try:
+        clip = np.load(source_clip, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{source_clip}: not a .npy clip ({exc})") from None
+    if clip.ndim == 4:
+        if not 0 <= clip_index < len(clip):
+            raise click.BadParameter(f"{source_clip} holds {len(clip)} clips", param_hint="--clip-index")
+        clip = clip[clip_index]
+    t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds")
+    result = _fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative))
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = torch.as_tensor(clip, dtype=torch.float32)
+    rows = [torch.cat([frames[t:t + 1], result[:, t].cpu()]) for t in range(len(frames))]
+    _save_rows(G, rows, out / "motion.png")
+    _save_npy(out / "result_ws.npy", result.cpu().numpy())
+    _write_json(out / "config.json", {"command": "transfer-motion", "model": model, "pkl": pkl,
+                                      "source_clip": source_clip, "clip_index": clip_index, "target_seeds": t_seeds,
+                                      "relative": relative, "allow_foreign": allow_foreign})
+    click.echo(f"wrote {out / 'motion.png'} (row 0: source clip; one row per target) and result_ws.npy")
+
+
+def register_model_commands(main: click.Group) -> None:
+    """Add the model commands to the `stylegan-disentangle` group."""
+    for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd):
+        main.add_command(command)

@@ -1,0 +1,253 @@
+"""The one training loop shared by every W-space model.
+
+``train_model(model, sampler, outdir, steps=...)`` runs Adam on ``model.training_losses(batch)['total']`` and gives:
+- determinism: batch `i` comes from ``sampler.sample(i, device)`` (which must depend only on its own seed and `i`),
+  and the global RNGs are seeded once from `seed`;
+- bit-identical resume: `outdir/checkpoint.pt` (model, optimizer, step, every RNG state, early-stopping state) is
+  written atomically every `checkpoint_every` steps and at the end; a later call with the same outdir continues from
+  it, and an interrupted run leaves its last good checkpoint intact;
+- a JSON-lines log `outdir/log.jsonl` (losses every `log_every` steps, validation records), tqdm progress, PNG
+  previews through `preview_fn(model, path)` every `preview_every` steps;
+- early stopping on ``model.validation_metric(sampler.validation(device))`` (lower is better) every `val_every`
+  steps with `patience` validations without improvement; the best weights are restored at the end;
+- `outdir/model.pt`: the final model file (`WSpaceModel.save`), and `outdir/config.json` with `config`.
+
+Sampler protocol: ``sample(step: int, device) -> dict[str, Tensor]`` and ``validation(device) -> dict[str, Tensor]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..directions.direction_set import to_jsonable
+from ..errors import StyleGANDisentangleError
+from ..utils import atomic_write, atomic_write_path, resolve_device
+from .io import ModelFileError
+
+__all__ = ["BatchSampler", "TrainResult", "train_model", "load_checkpoint"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "stylegan_disentangle.training_checkpoint"
+
+
+class BatchSampler(Protocol):
+    def sample(self, step: int, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+    def validation(self, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class TrainResult:
+    """What a run did: final step, best validation metric and its step, early stop, wall time, files."""
+
+    model: torch.nn.Module
+    step: int
+    best_metric: float | None
+    best_step: int | None
+    stopped_early: bool
+    seconds: float
+    files: dict[str, Path] = field(default_factory=dict)
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint (weights_only); ModelFileError naming the file if it is unreadable."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, ...
+        raise ModelFileError(f"{path}: unreadable training checkpoint (truncated or corrupt?): "
+                             f"{type(exc).__name__}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: not a stylegan_disentangle training checkpoint")
+    return ckpt
+
+
+def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopped: bool) -> None:
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": model.kind,
+        "config": dict(model.config),
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": _rng_state(),
+        "early": early,
+        "stopped": stopped,
+        "version": __version__,
+    }
+    with atomic_write_path(path) as tmp:
+        torch.save(record, tmp)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log records past `step` (from a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    with atomic_write(path, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+
+
+def train_model(
+    model: torch.nn.Module,
+    sampler: BatchSampler,
+    outdir: str | os.PathLike,
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    lr_schedule: str = "constant",
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    G: torch.nn.Module | None = None,
+    checkpoint_every: int = 200,
+    log_every: int = 20,
+    val_every: int = 0,
+    patience: int | None = None,
+    preview_every: int = 0,
+    preview_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+    max_seconds: float | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    config: dict | None = None,
+) -> TrainResult:
+    """Train `model` (a WSpaceModel) for `steps` steps on batches from `sampler`; see the module docstring.
+
+    `G` is passed to ``model.training_losses(batch, G=G)`` (for losses through the frozen synthesis).
+    `lr_schedule='cosine'` decays the learning rate from `lr` to 0 over `steps` (a function of the step, so a
+    resumed run follows the same curve). `max_seconds` ends the run early (with a checkpoint) once that much wall
+    time was spent in this call.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path, model_path = out / "checkpoint.pt", out / "log.jsonl", out / "model.pt"
+    target = resolve_device(device)
+    model.to(target)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    early = {"best_metric": None, "best_step": None, "bad": 0, "best_state": None}
+    step, stopped = 0, False
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["kind"] != model.kind or ckpt["config"] != dict(model.config):
+            raise StyleGANDisentangleError(f"{ckpt_path}: holds a checkpoint of another model ({ckpt['kind']}, "
+                                           f"{ckpt['config']}); use a new --outdir or resume=False")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        step, early, stopped = int(ckpt["step"]), ckpt["early"], bool(ckpt["stopped"])
+        _trim_log(log_path, step)
+        log.info("resuming %s from step %d", ckpt_path, step)
+    elif log_path.exists():
+        log_path.unlink()
+    run_config = {"kind": model.kind, "model_config": dict(model.config), "steps": steps, "lr": lr,
+                  "lr_schedule": lr_schedule,
+                  "weight_decay": weight_decay, "seed": seed, "device": str(target), "val_every": val_every,
+                  "patience": patience, "version": __version__, **(config or {})}
+    with atomic_write(out / "config.json", "w") as f:
+        json.dump(to_jsonable(run_config), f, indent=2)
+
+    def validate() -> None:
+        model.eval()
+        with torch.no_grad():
+            metric = float(model.validation_metric(sampler.validation(target)))
+        model.train()
+        best = early["best_metric"]
+        if best is None or metric < best:
+            early.update(best_metric=metric, best_step=step, bad=0,
+                         best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        else:
+            early["bad"] += 1
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step, "val": metric, "best": early["best_metric"]}) + "\n")
+
+    start, last = time.time(), {}
+    model.train()
+    bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {model.kind}",
+               disable=(not progress) if progress is not None else None)
+    try:
+        with torch.enable_grad():
+            while step < steps and not stopped:
+                if lr_schedule == "cosine":  # a function of the step alone, so resuming needs no scheduler state
+                    for group in optimizer.param_groups:
+                        group["lr"] = float(lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
+                batch = sampler.sample(step, target)
+                losses = model.training_losses(batch, G=G)
+                optimizer.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                last = {k: float(v.detach()) for k, v in losses.items()}
+                if not np.isfinite(last["total"]):
+                    raise StyleGANDisentangleError(f"training diverged at step {step} (loss {last['total']}); "
+                                                   f"the last good checkpoint is {ckpt_path}; lower the learning rate")
+                if log_every and step % log_every == 0:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()})
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps({"step": step, **last, "seconds": round(time.time() - start, 3)}) + "\n")
+                if val_every and step % val_every == 0:
+                    validate()
+                    stopped = patience is not None and early["bad"] >= patience
+                if preview_fn is not None and preview_every and step % preview_every == 0:
+                    model.eval()
+                    preview_fn(model, out / "previews" / f"step{step:06d}.png")
+                    model.train()
+                out_of_time = max_seconds is not None and time.time() - start > max_seconds
+                if step % checkpoint_every == 0 or step == steps or stopped or out_of_time:
+                    _save_checkpoint(ckpt_path, model, optimizer, step, early, stopped)
+                if out_of_time:
+                    break
+    finally:
+        bar.close()
+    if early["best_state"] is not None:
+        model.load_state_dict(early["best_state"])
+    model.eval()
+    if preview_fn is not None:
+        preview_fn(model, out / "preview.png")
+    model.save(model_path, info={"step": step, "best_step": early["best_step"], "seed": seed})
+    files = {"checkpoint": ckpt_path, "log": log_path, "model": model_path, "config": out / "config.json"}
+    return TrainResult(model=model, step=step, best_metric=early["best_metric"], best_step=early["best_step"],
+                       stopped_early=stopped, seconds=time.time() - start, files=files, last_losses=last)
+

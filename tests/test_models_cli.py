@@ -1,0 +1,115 @@
+"""`train-model`, `make-videos`, `transfer-structure`, `transfer-motion` on a tiny network the test writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from stylegan_disentangle.checkpoints import save_network_pkl
+from stylegan_disentangle.cli import main
+from stylegan_disentangle.directions import DirectionSet
+from tests.helpers import tiny_networks
+
+NUM_WS, W_DIM, RES = 6, 8, 16  # the skip16 tiny network
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models_cli")
+    pkl, other = root / "tiny.pkl", root / "other.pkl"
+    save_network_pkl(pkl, tiny_networks("skip16"))
+    save_network_pkl(other, tiny_networks("skip16", seed=1))
+    vectors = np.linalg.qr(np.random.default_rng(0).standard_normal((W_DIM, 4)))[0].T.astype(np.float32)
+    DirectionSet(names=["yaw", "smile", "skin", "hair"], vectors=vectors).save(root / "dirs")
+    dirs = ["--structure-dirs", str(root / "dirs"), "--structure-names", "yaw,smile", "--appearance-dirs",
+            str(root / "dirs"), "--appearance-names", "skin,hair", "--pool", "300", "--device", "cpu"]
+    runner = CliRunner()
+    videos = runner.invoke(main, ["make-videos", str(pkl), "--outdir", str(root / "videos"), "--count", "2",
+                                  "--frames", "4", *dirs])
+    assert videos.exit_code == 0, videos.output
+    train = runner.invoke(main, ["--quiet", "train-model", "appearance-structure", str(pkl), "--outdir",
+                                 str(root / "model"), "--frames", "4", "--steps", "4", "--batch-size", "16",
+                                 "--val-every", "2", "--preview-every", "2", "--app-dim", "4", "--struct-dim", "2",
+                                 "--hidden", "8", *dirs])
+    assert train.exit_code == 0, train.output
+    return root, pkl, other
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def test_make_videos_writes_clips_and_strips(setup):
+    root, _, _ = setup
+    clips = np.load(root / "videos" / "clips.npy")
+    assert clips.shape == (2, 4, NUM_WS, W_DIM) and np.isfinite(clips).all()
+    upscale = 64 // RES
+    assert _png(root / "videos" / "clips.png").shape == (2 * (RES * upscale + 2 * upscale) - 2 * upscale,
+                                                         4 * (RES * upscale + 2 * upscale) - 2 * upscale, 3)
+
+
+def test_train_model_writes_its_run_directory(setup):
+    root, _, _ = setup
+    run = root / "model"
+    for name in ("model.pt", "checkpoint.pt", "log.jsonl", "config.json", "clips.png", "preview.png",
+                 "previews/step000002.png", "previews/step000004.png"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "appearance-structure" and config["steps"] == 4 and config["video"] == "directions"
+
+
+def test_transfer_structure_writes_strip_and_ws(setup, tmp_path):
+    root, pkl, _ = setup
+    result = CliRunner().invoke(main, ["transfer-structure", str(root / "model" / "model.pt"), str(pkl),
+                                       "--target-seeds", "0-3", "--source-seeds", "5-8", "--outdir", str(tmp_path),
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("target_ws", "source_ws", "result_ws"):
+        assert np.load(tmp_path / f"{name}.npy").shape == (4, NUM_WS, W_DIM)
+    cell, pad = RES * 4, 2 * 4  # 16 px images enlarged 4x, 2 px padding enlarged too
+    assert _png(tmp_path / "transfer.png").shape == (4 * (cell + pad) - pad, 3 * (cell + pad) - pad, 3)
+    assert json.loads((tmp_path / "config.json").read_text())["source_seeds"] == [5, 6, 7, 8]
+
+
+def test_transfer_motion_writes_strip_and_ws(setup, tmp_path):
+    root, pkl, _ = setup
+    result = CliRunner().invoke(main, ["transfer-motion", str(root / "model" / "model.pt"), str(pkl),
+                                       "--source-clip", str(root / "videos" / "clips.npy"), "--clip-index", "1",
+                                       "--target-seeds", "0-1", "--relative", "--outdir", str(tmp_path),
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "result_ws.npy").shape == (2, 4, NUM_WS, W_DIM)
+    assert (tmp_path / "motion.png").is_file()
+
+
+def test_a_foreign_generator_is_refused_unless_allowed(setup, tmp_path):
+    root, _, other = setup
+    args = ["transfer-structure", str(root / "model" / "model.pt"), str(other), "--target-seeds", "0",
+            "--source-seeds", "1", "--outdir", str(tmp_path), "--device", "cpu"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "another generator" in refused.output and "Traceback" not in refused.output
+    assert CliRunner().invoke(main, args + ["--allow-foreign"]).exit_code == 0
+
+
+def test_clear_errors_for_missing_directions_and_bad_files(setup, tmp_path):
+    root, pkl, _ = setup
+    missing = CliRunner().invoke(main, ["make-videos", str(pkl), "--outdir", str(tmp_path), "--device", "cpu"])
+    assert missing.exit_code != 0 and "--structure-dirs" in missing.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    result = CliRunner().invoke(main, ["transfer-structure", str(bad), str(pkl), "--outdir", str(tmp_path / "o"),
+                                       "--device", "cpu"])
+    assert result.exit_code != 0 and "bad.pt" in result.output and "Traceback" not in result.output
+
+
+def test_label_free_style_mixing_videos(setup, tmp_path):
+    _, pkl, _ = setup
+    result = CliRunner().invoke(main, ["make-videos", str(pkl), "--video", "style-mixing", "--outdir", str(tmp_path),
+                                       "--count", "2", "--frames", "3", "--pool", "50", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    clips = np.load(tmp_path / "clips.npy")
+    assert clips.shape == (2, 3, NUM_WS, W_DIM) and np.ptp(clips[:, :, NUM_WS // 2:], axis=1).max() == 0
