@@ -11,6 +11,12 @@ the ws), fits each finder, and prints one table: method x (recovery, leakage, DC
 
     python scripts/bench_methods.py --samples 20000 --json methods.json
     python scripts/bench_methods.py --samples 20000 --methods "svm" --per-factor   # the two SVM modes
+    python scripts/bench_methods.py --samples 20000 --methods 3d-coupled pca closed-form ridge   # issue 11
+
+The `3d-coupled` row uses no labels: it renders the samples, decomposes them with the 3D decomposer (`--decomposer`,
+default the shipped one; its fit time includes rendering and decomposition) and names its global directions after
+the decomposer's labels (`light_ambient` claims the factor `ambient`); its localized directions are matched to the
+remaining factors like unsupervised directions.
 """
 
 from __future__ import annotations
@@ -24,14 +30,48 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from stylegan_disentangle.analysis.metrics import dci, direction_recovery, factor_change_per_step, leakage
-from stylegan_disentangle.directions import ClosedFormDirections, LinearDirections, PCADirections, SparseDirections
+from stylegan_disentangle.directions import (
+    ClosedFormDirections,
+    LinearDirections,
+    PCADirections,
+    SparseDirections,
+    ThreeDCoupledDirections,
+)
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils import atomic_write
 
+ALIASES = {"light_ambient": "ambient"}  # decomposer label -> factor of the world
 
-def _finders(G, n_factors: int) -> dict:
+
+def _three_d_coupled(G, spec: str):
+    """Fit on w [N, w_dim] from the decomposer's labels of G's images (rendered and decomposed here)."""
+    from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
+    from stylegan_disentangle.synthetic import PART_NAMES
+    from stylegan_disentangle.synthetic.checkpoint import oracle_labeler
+
+    def fit(w, y):
+        lab = decomposer_labeler(spec, maps=True)
+        labels: dict = {}
+        with torch.no_grad():
+            for i in range(0, w.shape[0], 512):
+                ws = torch.as_tensor(w[i:i + 512]).unsqueeze(1).repeat(1, G.num_ws, 1)
+                img = G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1)
+                for k, v in lab(img).items():
+                    if k != "confidence":
+                        labels.setdefault(k, []).append(v.numpy())
+            ws = torch.as_tensor(w[:256]).unsqueeze(1).repeat(1, G.num_ws, 1)
+            masks = oracle_labeler().intrinsics(ws, resolution=lab.input_resolution)["canonical_masks"].mean(0)
+        labels = {k: np.concatenate(v) for k, v in labels.items()}
+        return ThreeDCoupledDirections(random_state=0).fit(w, labels, part_masks=masks.numpy(),
+                                                            part_names=list(PART_NAMES))
+
+    return fit
+
+
+def _finders(G, n_factors: int, decomposer: str = "synthetic") -> dict:
     return {
+        "3d-coupled (no labels)": _three_d_coupled(G, decomposer),
         "pca": (lambda w, y: PCADirections(n_components=n_factors, random_state=0).fit(w)),
         "closed-form": (lambda w, y: ClosedFormDirections(n_components=n_factors).fit(G)),
         "linear (ridge)": (lambda w, y: LinearDirections(method="ridge").fit(w, y)),
@@ -48,14 +88,20 @@ def _svm(mode: str, percent: float):
 
 
 def _claims(found: np.ndarray, names: list[str], truth: np.ndarray, truth_names: list[str]) -> list[str]:
-    """The factor each direction claims: its own name if it is a factor, else a one-to-one Hungarian match."""
-    if all(n in truth_names for n in names):
-        return names
-    cos = np.abs(found @ truth.T / np.linalg.norm(found, axis=1)[:, None] / np.linalg.norm(truth, axis=1)[None])
+    """The factor each direction claims: its own name (or its ALIASES entry) if it is a factor, else a one-to-one
+    Hungarian match of the other directions to the other factors."""
+    claims = [ALIASES.get(n, n) for n in names]
+    named = [i for i, n in enumerate(claims) if n in truth_names]
+    if len(named) == len(names):
+        return claims
+    free = [i for i in range(len(names)) if i not in named]
+    left = [j for j, n in enumerate(truth_names) if n not in {claims[i] for i in named}]
+    cos = np.abs(found[free] @ truth[left].T / np.linalg.norm(found[free], axis=1)[:, None]
+                 / np.linalg.norm(truth[left], axis=1)[None])
     rows, cols = linear_sum_assignment(-cos)
-    claims = list(names)
+    claims = [claims[i] if i in named else f"unmatched:{names[i]}" for i in range(len(names))]
     for r, c in zip(rows, cols):
-        claims[r] = truth_names[c]
+        claims[free[r]] = truth_names[left[c]]
     return claims
 
 
@@ -69,7 +115,7 @@ def score(method: str, estimator, w: np.ndarray, factors: np.ndarray, fmap, seco
     probe = w[:2000]
     factors_of = lambda x: fmap(torch.as_tensor(x, dtype=torch.float32)).numpy()  # noqa: E731
     leaks = [leakage(factor_change_per_step(probe, d, factors_of, step=0.5), claim, truth_names)
-             for d, claim in zip(found, claims)]
+             for d, claim in zip(found, claims) if claim in truth_names]
     codes = estimator.transform(w)
     d = dci(codes, factors)
     return {
@@ -88,13 +134,13 @@ def score(method: str, estimator, w: np.ndarray, factors: np.ndarray, fmap, seco
 
 def print_per_factor(results: dict, names: list[str]) -> None:
     """|cos| to the true direction per factor (rows) for every method that names its factors (columns)."""
-    methods = [m for m, r in results.items() if set(r["abs_cosine"]) == set(names)]
+    methods = [m for m, r in results.items() if set(names) <= set(r["abs_cosine"])]
     if not methods:
         return
     print("\n|cos| to the true direction per factor")
     print(f"{'factor':16s} " + " ".join(f"{m[:22]:>22s}" for m in methods))
     for n in names + ["mean"]:
-        vals = [np.mean(list(results[m]["abs_cosine"].values())) if n == "mean" else results[m]["abs_cosine"][n]
+        vals = [np.nanmean([results[m]["abs_cosine"][f] for f in names]) if n == "mean" else results[m]["abs_cosine"][n]
                 for m in methods]
         print(f"{n:16s} " + " ".join(f"{v:22.3f}" for v in vals))
 
@@ -109,6 +155,7 @@ def main() -> None:
     parser.add_argument("--factor-map", default=None, help="its factor map (.npz)")
     parser.add_argument("--json", default=None, help="also write {method: {metric: value}} here")
     parser.add_argument("--per-factor", action="store_true", help="also print |cos| per factor of supervised methods")
+    parser.add_argument("--decomposer", default="synthetic", help="3d-coupled: 'synthetic' or an Unsup3D checkpoint")
     args = parser.parse_args()
 
     G, fmap = load_synthetic(pkl=args.pkl, factor_map=args.factor_map)
@@ -124,7 +171,7 @@ def main() -> None:
     header = f"{'method':42s} {'recovery':>9} {'pose+light':>10} {'found':>6} {'leakage':>8} {'D':>6} {'C':>6} " \
              f"{'I':>6} {'fit s':>7}"
     print(header)
-    for method, fit in _finders(G, len(fmap.names)).items():
+    for method, fit in _finders(G, len(fmap.names), args.decomposer).items():
         if args.methods and not any(m == method or m == method.split(" ")[0] or m in method for m in args.methods):
             continue
         start = time.perf_counter()

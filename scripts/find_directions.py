@@ -5,6 +5,7 @@ Examples:
     python scripts/find_directions.py ffhq --method pca --samples 100000 --outdir runs/ffhq_pca
     python scripts/find_directions.py G.pkl --method linear --labeler image_stats --outdir runs/lin --trunc 0.7
     python scripts/find_directions.py G.pkl --method sparse --labeler mypkg.labels:make_labeler --outdir runs/sp
+    python scripts/find_directions.py synthetic --method 3d-coupled --samples 20000 --outdir runs/3d
 
 Writes into OUTDIR: config.json, bank/ (resumable latent bank), directions.npz/.json (the DirectionSet),
 boundaries/, edit_grid.png, cosine_similarity.png, label_effects.png, w_pca.png, w_umap.png and report.json.
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-steps", type=int, default=7)
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--color-by", default=None)
+    p.add_argument("--decomposer", default=None,
+                   help="3d-coupled: 'synthetic' (default for the shipped checkpoint) or an Unsup3D checkpoint path")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 

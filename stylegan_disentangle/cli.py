@@ -208,8 +208,8 @@ def _progress(ctx: click.Context) -> bool | None:
 
 @main.command("find-directions")
 @click.argument("pkl")
-@click.option("--method", type=click.Choice(["pca", "closed-form", "linear", "sparse"]), default="pca",
-              show_default=True, help="Direction finder (linear / sparse need a labeler).")
+@click.option("--method", type=click.Choice(["pca", "closed-form", "linear", "sparse", "3d-coupled"]), default="pca",
+              show_default=True, help="Direction finder (linear / sparse need a labeler; 3d-coupled a decomposer).")
 @click.option("--samples", type=int, default=10_000, show_default=True, help="Latent bank size N.")
 @click.option("--labeler", default="image_stats", show_default=True,
               help="Registered labeler(s) ('a,b'), 'module:factory' of your own, or 'none'.")
@@ -227,6 +227,9 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--grid-steps", type=int, default=7, show_default=True, help="Columns of the edit grid (-3..3 stds).")
 @click.option("--umap/--no-umap", default=True, show_default=True, help="Also draw the UMAP scatter of W.")
 @click.option("--color-by", default=None, help="Label colouring the W scatters (default: the first label).")
+@click.option("--decomposer", default=None,
+              help="3d-coupled: 'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D "
+                   "checkpoint (train one with `stylegan-disentangle train-decomposer PKL --steps N --outdir DIR`).")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
@@ -253,7 +256,9 @@ def find_directions_cmd(ctx: click.Context, pkl: str, **kwargs) -> None:
 @click.option("--unit", "step_unit", type=click.Choice(["auto", "w", "sigma"]), default="auto", show_default=True,
               help="Step unit: W units, stds of W along the direction, or auto (sigma when the set has stds).")
 @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
-@click.option("--layers", default=None, help="ws layer range START:STOP overriding the direction's own.")
+@click.option("--layers", default=None,
+              help="ws layers to edit, overriding each direction's own: START:STOP (STOP exclusive), indices and "
+                   "inclusive ranges like 0,2,5 or 0-3,8, or 'all'. Other ws layers are left untouched.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
@@ -272,3 +277,16 @@ def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
         raise click.ClickException(str(exc)) from None
     for name, paths in written.items():
         click.echo(f"{name}: {paths['png']}  {paths['ws']}")
+
+
+from .cli_models import register_model_commands  # noqa: E402
+
+register_model_commands(main)
+
+from .cli_decomposer import register_decomposer_commands  # noqa: E402
+
+register_decomposer_commands(main)
+
+from .cli_augmentation import register_augmentation_commands  # noqa: E402
+
+register_augmentation_commands(main)

@@ -13,6 +13,7 @@ Files written into `outdir`:
     label_effects.png/.json     rendered-edit label change per direction (label stds per direction std)
     w_pca.png/.npz, w_umap.png/.npz   W scatter coloured by a label
     report.json                 per direction: name, label effects (rendered and sample-based), variance, ...
+    footprint_sheet.png         (--method 3d-coupled) each localized direction's footprint next to its edit strip
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..directions import (
     LinearDirections,
     PCADirections,
     SparseDirections,
+    ThreeDCoupledDirections,
     name_directions,
 )
 from ..errors import StyleGANDisentangleError
@@ -40,14 +42,16 @@ from ..latents import LatentBank
 from ._run import Timer, load_generator, run_header, write_json
 from .edit import edit
 from .effects import compare_namings, measure_label_effects
+from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
 
-__all__ = ["METHODS", "FindDirectionsResult", "run_find_directions"]
+__all__ = ["METHODS", "FindDirectionsResult", "resolve_decomposer", "run_find_directions"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("pca", "closed-form", "linear", "sparse")
+METHODS = ("pca", "closed-form", "linear", "sparse", "3d-coupled")
 SUPERVISED = ("linear", "sparse")
+NAMED = ("linear", "sparse", "3d-coupled")  # methods whose directions come named (no renaming by default)
 
 
 @dataclass
@@ -64,6 +68,8 @@ def _canonical_method(method: str) -> str:
     m = method.strip().lower().replace("_", "-")
     if m == "closedform" or m == "sefa":
         m = "closed-form"
+    if m in ("3d", "3dcoupled", "3d-coupled-sparse"):
+        m = "3d-coupled"
     if m not in METHODS:
         raise StyleGANDisentangleError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return m
@@ -77,9 +83,56 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
     return DirectionSet(**fields)
 
 
+def _is_shipped_synthetic(path: str | os.PathLike) -> bool:
+    from ..synthetic.checkpoint import SYNTHETIC_CHECKPOINT
+
+    return Path(path).resolve() == SYNTHETIC_CHECKPOINT.resolve()
+
+
+def resolve_decomposer(decomposer: str | os.PathLike | None, checkpoint_path: str | os.PathLike) -> str:
+    """The decomposer for `--method 3d-coupled`: the one given, the shipped 'synthetic' one for the shipped
+    synthetic checkpoint, else an error saying how to train one."""
+    if decomposer:
+        return str(decomposer)
+    if _is_shipped_synthetic(checkpoint_path):
+        return "synthetic"
+    raise StyleGANDisentangleError(
+        f"--method 3d-coupled needs a 3D decomposer for {checkpoint_path}: pass --decomposer PATH (an Unsup3D "
+        f"checkpoint) or train one on this network with `stylegan-disentangle train-decomposer {checkpoint_path} "
+        "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
+
+
+def _decomposer_labeler(spec: str, device: torch.device) -> Any:
+    """The decomposer3d labeler with scalars, depth and albedo (the confidence map is not needed here)."""
+    from ..labels.decomposer.labeler import decomposer_labeler
+
+    return decomposer_labeler(spec, maps=True, device=device, confidence=False)
+
+
+def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tuple[np.ndarray, list[str]] | None:
+    """Mean canonical part masks `[P, R, R]` of the synthetic world's faces behind the first bank rows (None when
+    the world's files are missing)."""
+    from ..synthetic import PART_NAMES
+    from ..synthetic.checkpoint import oracle_labeler
+
+    try:
+        oracle = oracle_labeler()
+    except StyleGANDisentangleError:
+        return None
+    with torch.no_grad():
+        masks = oracle.intrinsics(bank.ws(np.arange(min(n, len(bank)))), resolution=resolution)["canonical_masks"]
+    return masks.float().mean(0).numpy(), list(PART_NAMES)
+
+
 def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
-         method_kwargs: dict[str, Any]) -> Any:
+         method_kwargs: dict[str, Any], part_masks: tuple[np.ndarray, list[str]] | None = None) -> Any:
     w = bank.w
+    if method == "3d-coupled":
+        kwargs = dict(global_labels=sorted(labels, key=list(bank.labels).index), random_state=seed)
+        kwargs.update(method_kwargs)
+        maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo") if k_ in bank.labels}
+        masks, names = part_masks if part_masks is not None else (None, None)
+        return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names)
     if method == "pca":
         kwargs = dict(n_components=min(k, w.shape[0], w.shape[1]), random_state=seed,
                       incremental=w.shape[0] * w.shape[1] > 2**29)  # > 2 GB of float32: stream it
@@ -133,13 +186,15 @@ def run_find_directions(
     bank_dir: str | os.PathLike | None = None,
     noise_mode: str = "const",
     progress: bool | None = None,
+    decomposer: str | os.PathLike | None = None,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
     Parameters
     ----------
     pkl : network pickle path, URL or known name.
-    method : 'pca' | 'closed-form' | 'linear' | 'sparse' (the last two need labels).
+    method : 'pca' | 'closed-form' | 'linear' | 'sparse' (these two need labels) | '3d-coupled' (labels from a 3D
+        decomposer: named view / light directions and localized depth / albedo directions, no labeler needed).
     samples : latent bank size N.
     labeler : registered labeler name(s) ("a,b"), a "module:attribute" factory, a labeler object, or None / 'none'.
     num_directions : K for pca / closed-form (supervised methods give one direction per label).
@@ -148,11 +203,15 @@ def run_find_directions(
     effect_samples : base codes per direction for the rendered label-effect measurement.
     grid_* : the edit grid (columns = `grid_steps` steps over +-`grid_sigmas` stds, base = bank sample `grid_sample`).
     umap : also draw the UMAP scatter (numba compiles UMAP on first use: ~10 s once per process).
+    decomposer : '3d-coupled' only: 'synthetic' (the shipped decomposer; the default for the shipped checkpoint) or
+        an Unsup3D checkpoint path; it replaces `labeler`.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
     if samples < 3:
         raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
+    if method == "3d-coupled":
+        labeler = "none"  # the decomposer is the labeler
     lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
     if method in SUPERVISED and lab is None:
         raise StyleGANDisentangleError(f"method {method!r} is supervised and needs a labeler (e.g. image_stats)")
@@ -161,6 +220,9 @@ def run_find_directions(
     files: dict[str, str] = {}
     with timer("load"):
         G, _, provenance = load_generator(pkl, device, network)
+        if method == "3d-coupled":
+            decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
+            lab = _decomposer_labeler(decomposer, next(G.parameters()).device)
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
                 truncation_psi=float(truncation_psi), truncation_cutoff=truncation_cutoff, device=device,
@@ -168,7 +230,8 @@ def run_find_directions(
                 method_kwargs=method_kwargs or {}, rename=rename, effect_samples=int(effect_samples),
                 grid_steps=int(grid_steps), grid_sigmas=float(grid_sigmas), grid_sample=int(grid_sample),
                 umap=bool(umap), embed_max_points=int(embed_max_points), color_by=color_by,
-                bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode)
+                bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
+                decomposer=None if decomposer is None else str(decomposer))
     config = run_header("find-directions", args)
     config.update(provenance)
     files["config"] = str(write_json(outdir / "config.json", config))
@@ -181,13 +244,19 @@ def run_find_directions(
     files["bank"] = str(bank.root)
     labels_all = {k: np.asarray(v) for k, v in bank.labels.items() if v.ndim == 1}
     label_std = {k: float(np.std(v)) for k, v in labels_all.items()}
+    for k, v in bank.labels.items():  # map labels: RMS over elements of the per-element std (as effects.py does)
+        if v.ndim > 1:
+            label_std[k] = float(np.sqrt(np.mean(np.asarray(v[:4096], dtype=np.float64).std(axis=0) ** 2)))
     constant = sorted(k for k, s in label_std.items() if not s > 0)
     labels = {k: v for k, v in labels_all.items() if k not in constant}
     if constant:
         logger.warning("labels %s are constant over the bank and are ignored", constant)
 
+    part_masks = None
+    if method == "3d-coupled" and _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
+        part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
     with timer("fit"):
-        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}))
+        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks)
     std = getattr(est, "std_", None)
     extras: dict[str, np.ndarray] = {}
     if std is None:
@@ -214,7 +283,7 @@ def run_find_directions(
                                           for n, top in rendered.top_labels(3).items()}
         ds = _replace_set(ds, extras=dict(ds.extras, label_effects_rendered=rendered.effects.astype(np.float32)),
                           info=info)
-    do_rename = (method not in SUPERVISED) if rename is None else rename
+    do_rename = (method not in NAMED) if rename is None else rename
     original_names = list(ds.names)
     if do_rename and rendered is not None:
         suggested = rendered.suggested_names()
@@ -253,6 +322,8 @@ def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_
         grid, outdir / "edit_grid.png", row_labels=names, col_labels=[f"{s:+.1f}σ" for s in sigmas],
         title=f"{ds.method} directions, bank sample {grid_sample} (seed {int(bank.seeds[grid_sample])})"))
     files["cosine_similarity"] = str(plot_cosine_similarity(ds, outdir / "cosine_similarity.png"))
+    if "footprint" in ds.extras:
+        files["footprint_sheet"] = str(_footprint_sheet(G, base, ds, sigmas, outdir, noise_mode, grid_max_rows))
     if rendered is not None:
         files["label_effects"] = str(plot_label_effects(
             rendered.effects, outdir / "label_effects.png", ds.names, rendered.label_names,
@@ -272,6 +343,22 @@ def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_
     return files
 
 
+def _footprint_sheet(G, base, ds, sigmas, outdir, noise_mode, max_rows) -> Path:
+    """footprint_sheet.png: the localized directions (those with a non-zero footprint), footprint then edit strip."""
+    fp = ds.extras["footprint"]
+    local = [i for i in range(len(ds)) if np.abs(fp[i]).max() > 0]
+    if not local:
+        local = list(range(len(ds)))
+    local = local[: max(int(max_rows), 1) * 2]
+    strips = []
+    for i in local:
+        _, img = edit(G, base, ds, ds.names[i], sigmas, step_unit="sigma", return_images=True, noise_mode=noise_mode)
+        strips.append(img[:, 0])
+    return plot_footprint_sheet(fp[local], torch.stack(strips), outdir / "footprint_sheet.png",
+                                [ds.names[i] for i in local], col_labels=[f"{s:+.1f}σ" for s in sigmas],
+                                title=f"{ds.method}: footprints and edits")
+
+
 def _report(ds, est, original_names, sample_names, rendered, provenance, args, timer, constant, files):
     directions = []
     for i, name in enumerate(ds.names):
@@ -289,6 +376,12 @@ def _report(ds, est, original_names, sample_names, rendered, provenance, args, t
             value = getattr(est, attr, None)
             if value is not None and i < len(value):
                 entry[key] = float(value[i])
+        kinds = est.kinds_ if isinstance(est, ThreeDCoupledDirections) else None
+        if kinds is not None and i < len(kinds):
+            entry["kind"] = kinds[i]
+            if kinds[i] != "global":
+                shares = est.part_shares_[i]
+                entry["footprint_part_shares"] = {p: float(v) for p, v in zip(est.part_names_, shares)}
         if rendered is not None:
             entry["label_effects_rendered"] = {lab: float(rendered.effects[i, j])
                                                for j, lab in enumerate(rendered.label_names)}

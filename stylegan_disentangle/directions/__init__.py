@@ -11,6 +11,7 @@ from .naming import DirectionNames, name_directions
 from .orthogonalize import orthogonalize
 from .pca import PCADirections
 from .sparse import SparseDirections
+from .three_d_coupled import ThreeDCoupledDirections
 
 __all__ = [
     "ClosedFormDirections",
@@ -19,6 +20,7 @@ __all__ = [
     "LinearDirections",
     "PCADirections",
     "SparseDirections",
+    "ThreeDCoupledDirections",
     "name_directions",
     "orthogonalize",
 ]

@@ -80,13 +80,16 @@ class DecomposerLabeler:
     needs_ws = False
     needs_images = True
 
-    def __init__(self, decomposer: Unsup3DDecomposer, batch_size: int = 256, maps: bool = True) -> None:
+    def __init__(self, decomposer: Unsup3DDecomposer, batch_size: int = 256, maps: bool = True,
+                 confidence: bool = True) -> None:
         self.decomposer = decomposer.eval()
         self.batch_size = int(batch_size)
         self.maps = bool(maps)
         self.input_resolution = decomposer.image_size
-        has_conf = decomposer.netC is not None
-        self.names = list(SCALAR_LABELS) + ([m for m in MAP_LABELS if m != "confidence" or has_conf] if maps else [])
+        # netC runs only when its map is wanted (it costs about a third of a decomposition)
+        self.confidence = bool(confidence and maps and decomposer.netC is not None)
+        self.names = list(SCALAR_LABELS) + ([m for m in MAP_LABELS if m != "confidence" or self.confidence]
+                                            if maps else [])
         d = decomposer
         light = math.degrees(math.atan(d.xy_light_range))
         ranges = {"yaw": (-d.xyz_rotation_range, d.xyz_rotation_range), "tx": (-d.xy_translation_range,
@@ -106,7 +109,9 @@ class DecomposerLabeler:
         device = next(self.decomposer.parameters()).device
         chunks: dict[str, list[torch.Tensor]] = {k: [] for k in self.names}
         for start in range(0, img.shape[0], self.batch_size):
-            out = self.decomposer.decompose(img[start:start + self.batch_size].to(device))
+            parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
+            out = self.decomposer.decompose(img[start:start + self.batch_size].to(device),
+                                            parts=parts + (["confidence"] if self.confidence else []))
             rot, view, light = out["rotation_deg"], out["view"], out["light"]
             angles = light_angles(light)
             values = {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "tx": view[:, 3], "ty": view[:, 4],
@@ -125,8 +130,9 @@ class DecomposerLabeler:
 
 
 def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synthetic", maps: bool = True,
-                       device: str | torch.device = "cpu", batch_size: int = 256) -> DecomposerLabeler:
+                       device: str | torch.device = "cpu", batch_size: int = 256,
+                       confidence: bool = True) -> DecomposerLabeler:
     """The registered 'decomposer3d' labeler: the shipped synthetic decomposer, a checkpoint path, or a decomposer."""
     if not isinstance(decomposer, Unsup3DDecomposer):
         decomposer = load_decomposer(decomposer, device=device)
-    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps)
+    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps, confidence=confidence)

@@ -125,9 +125,9 @@ def _jitter_loss(dec: Unsup3DDecomposer, G: nn.Module, ws: torch.Tensor, out: di
             + (est["canon_albedo"] - out["canon_albedo"]).abs().mean())
 
 
-def _optimizers(dec: Unsup3DDecomposer, lr: float) -> dict[str, torch.optim.Optimizer]:
+def _optimizers(dec: Unsup3DDecomposer, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
     return {f"optimizer{name[3:]}": torch.optim.Adam(getattr(dec, name).parameters(), lr=lr, betas=(0.9, 0.999),
-                                                     weight_decay=5e-4)
+                                                     weight_decay=weight_decay)
             for name in dec.present_nets}
 
 
@@ -170,6 +170,7 @@ def train_decomposer(
     init: Unsup3DDecomposer | None = None,
     batch_size: int = 32,
     lr: float = 1e-4,
+    weight_decay: float = 5e-4,
     lam_flip: float = 0.5,
     lam_perc: float = 0.0,
     D: nn.Module | None = None,
@@ -204,6 +205,7 @@ def train_decomposer(
     kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
     kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
+                  **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   truncation_psi=truncation_psi, seed=seed)
     dec, start, seconds = _resume(outdir, config, device)
@@ -212,7 +214,7 @@ def train_decomposer(
     elif dec is None:
         torch.manual_seed(seed)
         dec = Unsup3DDecomposer(**kwargs).to(device)
-    optimizers = _optimizers(dec, lr)
+    optimizers = _optimizers(dec, lr, weight_decay)
     for key, opt in optimizers.items():
         if key in dec.optimizer_states:
             opt.load_state_dict(dec.optimizer_states[key])

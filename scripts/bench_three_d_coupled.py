@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""3D-coupled directions on the ground-truth world: global recovery, locality and span of the localized directions.
+
+No labels are used to find the directions: the samples of the shipped synthetic checkpoint are rendered and
+decomposed by the 3D decomposer (`--decomposer`, default the shipped one), then `ThreeDCoupledDirections` is fitted
+with the world's mean canonical part masks for naming. Reported:
+
+- fit time (rendering + decomposition, and the estimator alone);
+- |cos| of each global direction to the true factor direction (yaw, pitch, roll, light_azimuth, light_elevation,
+  light_ambient -> ambient);
+- locality: for each localized direction named after a part, the share of the rendered edit's pixel change
+  (+-1 std, `--probe` base codes) inside that part's image-space mask (`analysis.metrics.locality`);
+- span: for each part, the norm of the projection of each true direction of the factors acting on it onto the span
+  of the directions named after that part.
+
+    python scripts/bench_three_d_coupled.py --samples 20000 --json 3d.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from stylegan_disentangle.analysis.metrics import locality
+from stylegan_disentangle.directions import ThreeDCoupledDirections
+from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
+from stylegan_disentangle.synthetic import PART_NAMES
+from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
+from stylegan_disentangle.utils import atomic_write
+
+ALIASES = {"light_ambient": "ambient"}
+PART_FACTORS = {"nose": ["nose_length", "nose_width"], "eyes": ["eye_spacing"], "mouth": ["mouth_open", "smile"],
+                "brows": ["brow_raise"], "skin": ["head_width", "head_height", "jaw_width"], "hair": ["hair_color"]}
+
+
+def _ws(G, w: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(w), dtype=torch.float32).unsqueeze(1).repeat(1, G.num_ws, 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=20000)
+    p.add_argument("--decomposer", default="synthetic")
+    p.add_argument("--n-atoms", type=int, default=8)
+    p.add_argument("--probe", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+    G, fmap = load_synthetic()
+    truth = fmap.directions / np.linalg.norm(fmap.directions, axis=1, keepdims=True)
+    gen = torch.Generator().manual_seed(args.seed)
+    w = G.mapping(torch.randn([args.samples, G.z_dim], generator=gen), None)[:, 0].numpy()
+
+    t0 = time.perf_counter()
+    lab = decomposer_labeler(args.decomposer, maps=True)
+    labels: dict = {}
+    for i in range(0, len(w), 512):
+        img = G.synthesis(_ws(G, w[i:i + 512]), noise_mode="const", force_fp32=True).clamp(-1, 1)
+        for k, v in lab(img).items():
+            if k != "confidence":
+                labels.setdefault(k, []).append(v.numpy())
+    labels = {k: np.concatenate(v) for k, v in labels.items()}
+    t_decomp = time.perf_counter() - t0
+    oracle = oracle_labeler()
+    masks = oracle.intrinsics(_ws(G, w[:256]), resolution=lab.input_resolution)["canonical_masks"].mean(0).numpy()
+    t1 = time.perf_counter()
+    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, random_state=args.seed).fit(
+        w, labels, part_masks=masks, part_names=list(PART_NAMES))
+    t_fit = time.perf_counter() - t1
+    print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, fit {t_fit:.1f} s; "
+          f"{len(est.names_)} directions: {', '.join(est.names_)}")
+
+    glob = {}
+    for k, name in enumerate(est.names_):
+        factor = ALIASES.get(name, name)
+        if est.kinds_[k] == "global" and factor in fmap.names:
+            glob[name] = float(abs(est.directions_[k] @ truth[fmap.names.index(factor)]))
+    print("global |cos| to the true direction: " + ", ".join(f"{n} {c:.3f}" for n, c in glob.items()))
+
+    base = _ws(G, w[: args.probe])
+    img_masks = oracle.intrinsics(base, resolution=G.img_resolution)["masks"]  # [N, P, R, R] image space
+    loc, part_of = {}, {}
+    for k, name in enumerate(est.names_):
+        if est.kinds_[k] == "global":
+            continue
+        part = next((q for q in PART_NAMES if name.split("_", 1)[1].startswith(q)), None)
+        part_of[name] = part
+        if part is None or part == "background":
+            continue
+        d = torch.as_tensor(est.directions_[k] * est.std_[k], dtype=torch.float32)
+        plus = G.synthesis(base + d, noise_mode="const", force_fp32=True)
+        minus = G.synthesis(base - d, noise_mode="const", force_fp32=True)
+        loc[name] = float(np.nanmean(locality(minus, plus, img_masks[:, PART_NAMES.index(part)])))
+    print("locality (share of the edit inside the named part): " + ", ".join(f"{n} {v:.2f}" for n, v in loc.items()))
+    span = {}
+    for part, factors in PART_FACTORS.items():
+        rows = [k for k, n in enumerate(est.names_) if part_of.get(n) == part]
+        if not rows:
+            span[part] = {f: 0.0 for f in factors}
+            continue
+        q, _ = np.linalg.qr(est.directions_[rows].astype(np.float64).T)
+        span[part] = {f: float(np.linalg.norm(q.T @ truth[fmap.names.index(f)])) for f in factors}
+    print("span (projection norm of the true identity/expression directions on the part's directions): "
+          + "; ".join(f"{p_}: " + ", ".join(f"{f} {v:.2f}" for f, v in s.items()) for p_, s in span.items()))
+    if args.json:
+        with atomic_write(args.json, "w") as f:
+            json.dump({"args": vars(args), "decompose_seconds": t_decomp, "fit_seconds": t_fit,
+                       "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
+                       "locality": loc, "span": span}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""3D-coupled sparse linear semantics (Zheng et al., CVPR 2021): named global and localized directions, no labels.
+
+A 3D decomposer (Unsup3D style, a labeler in `labels.decomposer`) splits each generated face into view, light and
+canonical depth / albedo maps. This estimator turns those *unsupervised* semantics into W directions:
+
+- **global semantics**: ridge regression `semantic ~ w` (streamed moments, `LinearDirections(method='ridge')`) for
+  every scalar semantic (yaw, pitch, roll, tx, ty, light_azimuth, ...); one direction each, named like the label.
+- **localized semantics**: each canonical map (depth `[N, R, R]`, albedo `[N, 3, R, R]`) minus its per-pixel median
+  baseline, scaled to unit RMS per sample, is decomposed by sparse dictionary learning
+  (`_dictionary.learn_dictionary`: `min 1/2 ||Y - C A||^2 + code_alpha |C|_1`, unit atoms) into atoms A (spatial
+  patterns) and sparse codes C; then sparse regression `code_k ~ w` (`SparseDirections(method='lasso')`, or ridge)
+  gives one direction per atom, and the atom's magnitude map (`|A_k|`, channels combined) is its **footprint**.
+- **naming**: a localized direction is called `<map>_<part>` after the part that holds most of its footprint mass,
+  by the generator's part masks when the caller has them (the synthetic world does), else by a fixed template of
+  regions of the canonical (frontal, centred) face (`canonical_regions`); `_left` / `_right` (image sides) is added
+  when over `side_fraction` of the mass lies on one side; repeated names get `_2`, `_3`, ...
+
+The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import LatentError
+from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
+from ._dictionary import learn_dictionary
+from .linear import LinearDirections, _seed
+from .sparse import SparseDirections
+
+__all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
+
+_ATOM_METHODS = ("dictionary", "sparse_pca")
+_REGRESSIONS = ("lasso", "ridge")
+
+
+def canonical_regions(resolution: int) -> tuple[list[str], np.ndarray]:
+    """A partition of the canonical face image `[R, R]` into named regions: (names, masks `[P, R, R]` of 0/1).
+
+    The canonical frame of an Unsup3D decomposer is a frontal, centred face; coordinates x (image right +) and
+    y (down +) span [-1, 1]. Rows are assigned by the first rule that matches:
+    forehead y < -0.45; eyes y < -0.1, |x| < 0.6; nose y < 0.3, |x| < 0.22; mouth 0.3 <= y < 0.6, |x| < 0.38;
+    cheeks -0.1 <= y < 0.6, |x| < 0.75; chin y >= 0.6, |x| < 0.55; outline: the rest.
+    """
+    r = int(resolution)
+    coords = (np.arange(r) + 0.5) / r * 2 - 1
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    ax = np.abs(x)
+    rules = [
+        ("forehead", y < -0.45),
+        ("eyes", (y < -0.1) & (ax < 0.6)),
+        ("nose", (y < 0.3) & (ax < 0.22) & (y >= -0.1)),
+        ("mouth", (y >= 0.3) & (y < 0.6) & (ax < 0.38)),
+        ("cheeks", (y >= -0.1) & (y < 0.6) & (ax < 0.75)),
+        ("chin", (y >= 0.6) & (ax < 0.55)),
+    ]
+    taken = np.zeros((r, r), dtype=bool)
+    names, masks = [], []
+    for name, rule in rules:
+        m = rule & ~taken
+        taken |= m
+        names.append(name)
+        masks.append(m)
+    names.append("outline")
+    masks.append(~taken)
+    return names, np.stack(masks).astype(np.float32)
+
+
+def _resize_masks(masks: np.ndarray, resolution: int) -> np.ndarray:
+    """Part masks `[P, H, W]` resampled to `[P, R, R]` (area average down, bilinear up)."""
+    if masks.shape[1:] == (resolution, resolution):
+        return masks
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(masks, dtype=torch.float32)[None]
+    mode = "area" if masks.shape[1] >= resolution else "bilinear"
+    kw = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(t, size=(resolution, resolution), mode=mode, **kw)[0].numpy()
+
+
+def footprint_name(footprint: np.ndarray, part_names: Sequence[str], part_masks: np.ndarray,
+                   side_fraction: float = 0.7) -> tuple[str, np.ndarray]:
+    """Name of a footprint `[R, R]` (non-negative) by part masks `[P, R, R]`; returns (name, mass share per part).
+
+    The part holding the largest share of the footprint's mass names it; `_left` / `_right` is appended when more
+    than `side_fraction` of the mass lies in the image's left / right half (the middle column counts half).
+    """
+    fp = np.abs(np.asarray(footprint, dtype=np.float64))
+    total = fp.sum()
+    masks = _resize_masks(np.asarray(part_masks, dtype=np.float32), fp.shape[-1]).astype(np.float64)
+    if total <= 0:
+        return "none", np.zeros(len(part_names))
+    shares = np.einsum("hw,phw->p", fp, masks) / total
+    name = str(part_names[int(np.argmax(shares))])
+    r = fp.shape[1]
+    col = (np.arange(r) + 0.5) / r * 2 - 1
+    left = float(fp[:, col < 0].sum() + 0.5 * fp[:, col == 0].sum()) / total
+    if left > side_fraction:
+        name += "_left"
+    elif 1 - left > side_fraction:
+        name += "_right"
+    return name, shares
+
+
+class ThreeDCoupledDirections(DirectionFinder):
+    """Named global (view, light) and localized (depth / albedo atoms) directions from 3D-decomposer semantics.
+
+    Parameters
+    ----------
+    global_labels : sequence of str or None
+        Scalar semantics regressed on w (default: every 1-D label given to `fit`; constant ones are skipped and
+        listed in `dropped_`).
+    map_labels : sequence of str
+        Map labels decomposed into atoms (`[N, R, R]` or `[N, C, R, R]`), in this order; missing ones are skipped.
+    n_atoms : int
+        Atoms per map.
+    code_alpha : float
+        Sparsity of the codes (`learn_dictionary`'s alpha on maps scaled to unit RMS per sample) or of the atoms
+        (`atom_method='sparse_pca'`).
+    atom_method : {'dictionary', 'sparse_pca'}
+        Sparse codes on free atoms (the paper's sparse representation), or sparse atoms (SparsePCA).
+    code_regression : {'lasso', 'ridge'}
+        Regression of each atom's code on w: sparse (Lasso on unit-std codes, `alpha`) or ridge (`ridge_alpha`).
+    alpha : float
+        L1 strength of the Lasso code regression (sklearn's objective, codes scaled to unit std).
+    ridge_alpha : float
+        Ridge penalty of the global regression (and of the codes with `code_regression='ridge'`).
+    dict_max_iter : int
+        Iteration limit of the dictionary learning.
+    max_samples : int
+        Rows used for the dictionary and the code regression (the global ridge streams over all rows).
+    side_fraction : float
+        Mass share on one image half that earns a `_left` / `_right` suffix.
+    val_fraction : float
+        Held-out fraction for `scores_` (R^2); 0 disables.
+    random_state : int or None
+    chunk_size : int  rows per chunk of the streamed moments.
+    blas_threads : int or None  BLAS threads during `fit` (default 1; see `_base.blas_limit`).
+
+    Attributes
+    ----------
+    directions_ : ndarray [K, w_dim]  unit rows (float32): the global directions, then the localized ones.
+    names_ : list[str]  global: the semantic's name ('yaw', 'light_azimuth'); localized: '<map>_<part>[_side]'.
+    kinds_ : list[str]  'global' or the map name of each direction.
+    footprints_ : ndarray [K, R, R]  float32 footprint of each direction, max 1 (all zero for global directions;
+        shape [K, 0, 0] when no map was given).
+    atoms_ : dict[str, ndarray [K_map, ...map shape]]  signed atoms (unit norm in the scaled map space).
+    atom_index_ : ndarray [K] int  index of each localized direction's atom in `atoms_[kind]` (-1 for global).
+    part_names_ : list[str];  part_shares_ : ndarray [K, P]  footprint mass share per part (0 rows for global).
+    coef_ : ndarray [K, w_dim]  label (or code) units per unit w;  intercept_ : ndarray [K].
+    scores_ : ndarray [K]  held-out R^2 of each regression.
+    map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
+    dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
+    mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
+
+    Examples
+    --------
+    >>> bank = LatentBank.create(G, "bank", 20000, labelers=[decomposer_labeler("synthetic")])
+    >>> est = ThreeDCoupledDirections(n_atoms=8, random_state=0).fit(bank.w, bank.labels)
+    >>> est.names_            # ['yaw', 'pitch', ..., 'depth_nose', 'albedo_mouth', ...]
+    >>> ds = est.to_direction_set()   # ds.extras['footprint'] [K, R, R]
+    """
+
+    _method = "3d-coupled"
+
+    def __init__(
+        self,
+        global_labels: Sequence[str] | None = None,
+        map_labels: Sequence[str] = ("depth", "albedo"),
+        n_atoms: int = 8,
+        code_alpha: float = 0.1,
+        atom_method: str = "dictionary",
+        code_regression: str = "lasso",
+        alpha: float = 1e-3,
+        ridge_alpha: float = 1.0,
+        dict_max_iter: int = 100,
+        max_samples: int = 20_000,
+        side_fraction: float = 0.7,
+        val_fraction: float = 0.1,
+        random_state: int | None = None,
+        chunk_size: int = 65536,
+        blas_threads: int | None = 1,
+    ) -> None:
+        self.global_labels = global_labels
+        self.map_labels = map_labels
+        self.n_atoms = n_atoms
+        self.code_alpha = code_alpha
+        self.atom_method = atom_method
+        self.code_regression = code_regression
+        self.alpha = alpha
+        self.ridge_alpha = ridge_alpha
+        self.dict_max_iter = dict_max_iter
+        self.max_samples = max_samples
+        self.side_fraction = side_fraction
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.blas_threads = blas_threads
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any = None,
+            part_names: Sequence[str] | None = None) -> ThreeDCoupledDirections:
+        """Fit on `w` `[N, w_dim]` and decomposer labels (dict name -> `[N]` scalars or `[N, ...]` maps).
+
+        `part_masks`: optional canonical-frame part masks, a dict name -> `[R, R]` or an array `[P, R, R]` with
+        `part_names` (e.g. the synthetic world's mean `canonical_masks`); default: `canonical_regions`.
+        """
+        with blas_limit(self.blas_threads):
+            return self._fit(w, labels, part_masks, part_names)
+
+    def _check_params(self) -> None:
+        if self.atom_method not in _ATOM_METHODS:
+            raise ValueError(f"atom_method must be one of {_ATOM_METHODS}, got {self.atom_method!r}")
+        if self.code_regression not in _REGRESSIONS:
+            raise ValueError(f"code_regression must be one of {_REGRESSIONS}, got {self.code_regression!r}")
+        if int(self.n_atoms) < 1:
+            raise ValueError(f"n_atoms must be >= 1, got {self.n_atoms}")
+        if not 0.5 < self.side_fraction <= 1:
+            raise ValueError(f"side_fraction must be in (0.5, 1], got {self.side_fraction}")
+        if isinstance(self.map_labels, str):
+            raise ValueError(f"map_labels must be a sequence of names, got the string {self.map_labels!r}")
+
+    def _fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any, part_names: Sequence[str] | None):
+        self._check_params()
+        w = as_w(w)
+        n = w.shape[0]
+        if not isinstance(labels, Mapping):
+            raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
+                              f"{type(labels).__name__}")
+        arrays = {}
+        for key, value in labels.items():
+            arr = _to_numpy(value)
+            if arr.ndim == 0 or arr.shape[0] != n:
+                raise LatentError(f"label {key!r} has shape {arr.shape}; expected {n} rows like w")
+            arrays[str(key)] = arr
+        scalars = [k for k, v in arrays.items() if v.ndim == 1]
+        wanted = scalars if self.global_labels is None else [str(k) for k in self.global_labels]
+        missing = [k for k in wanted if k not in arrays or arrays[k].ndim != 1]
+        if missing:
+            raise LatentError(f"global_labels {missing} are not scalar labels; scalar labels: {scalars}")
+        maps = [k for k in self.map_labels if k in arrays]
+        bad = [k for k in maps if arrays[k].ndim not in (3, 4) or arrays[k].shape[-1] != arrays[k].shape[-2]]
+        if bad:
+            raise LatentError(f"map labels {bad} must be [N, R, R] or [N, C, R, R]; got "
+                              f"{[arrays[k].shape for k in bad]}")
+        dropped = [k for k in wanted if not np.ptp(arrays[k]) > 0]
+        wanted = [k for k in wanted if k not in dropped]
+        if not wanted and not maps:
+            raise LatentError(f"nothing to fit: no varying scalar labels and none of the map labels "
+                              f"{list(self.map_labels)} among {list(arrays)}")
+
+        dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
+        if wanted:
+            lin = LinearDirections(method="ridge", alpha=self.ridge_alpha, val_fraction=self.val_fraction,
+                                   random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
+            lin.fit(w, {k: arrays[k] for k in wanted})
+            dirs.append(lin.directions_)
+            coefs.append(lin.coef_)
+            intercepts.append(lin.intercept_)
+            scores.append(lin.scores_)
+            names += list(lin.names_)
+            kinds += ["global"] * len(lin.names_)
+            atom_index += [-1] * len(lin.names_)
+
+        resolution = max((arrays[k].shape[-1] for k in maps), default=0)
+        if part_masks is None:
+            p_names, p_masks = canonical_regions(max(resolution, 1))
+        else:
+            p_names, p_masks = _parse_part_masks(part_masks, part_names)
+        self.part_names_ = list(p_names)
+        self.atoms_, self.map_center_, self.map_scale_ = {}, {}, {}
+        footprints, shares = [np.zeros((len(names), resolution, resolution), np.float32)], [
+            np.zeros((len(names), len(p_names)))]
+        rows = self._rows(n)
+        for key in maps:
+            out = self._fit_map(w, rows, key, arrays[key], resolution, p_names, p_masks, dropped)
+            if out is None:
+                continue
+            d, c, b, s, fps, sh, idx, local_names = out
+            dirs.append(d)
+            coefs.append(c)
+            intercepts.append(b)
+            scores.append(s)
+            footprints.append(fps)
+            shares.append(sh)
+            names += local_names
+            kinds += [key] * len(local_names)
+            atom_index += list(idx)
+        if not names:
+            raise ValueError(f"no direction was found: dropped {dropped}")
+        self.names_ = _unique(names)
+        self.kinds_ = kinds
+        self.directions_ = np.concatenate(dirs).astype(np.float32)
+        self.directions_ /= np.linalg.norm(self.directions_, axis=1, keepdims=True)
+        self.coef_ = np.concatenate(coefs)
+        self.intercept_ = np.concatenate(intercepts)
+        self.scores_ = np.concatenate(scores)
+        self.footprints_ = np.concatenate(footprints).astype(np.float32)
+        self.part_shares_ = np.concatenate(shares)
+        self.atom_index_ = np.asarray(atom_index, dtype=np.int64)
+        self.dropped_ = dropped
+        self.mean_, cov = _mean_cov(w, self.chunk_size)
+        d64 = self.directions_.astype(np.float64)
+        self.std_ = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d64, cov, d64), 0.0))
+        self.n_samples_fit_ = n
+        return self
+
+    def _rows(self, n: int) -> np.ndarray:
+        m = min(n, int(self.max_samples))
+        if m == n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(_seed(self.random_state)).choice(n, size=m, replace=False))
+
+    def _fit_map(self, w, rows, key, maps, resolution, p_names, p_masks, dropped):
+        """Atoms of one map label, their codes' regression on w, footprints and names (None if nothing is left)."""
+        shape = maps.shape[1:]
+        y = np.asarray(maps[rows], dtype=np.float32).reshape(rows.size, -1)
+        if not np.isfinite(y).all():
+            raise LatentError(f"map label {key!r} contains NaN or inf")
+        center = np.median(y, axis=0).astype(np.float32)
+        y -= center
+        scale = float(np.sqrt(np.mean(np.einsum("ij,ij->i", y, y, dtype=np.float64))))
+        if not scale > 0:
+            dropped.append(key)
+            return None
+        y /= scale
+        k = min(int(self.n_atoms), y.shape[0], y.shape[1])
+        seed = _seed(self.random_state)
+        if self.atom_method == "dictionary":
+            atoms, codes, _ = learn_dictionary(y, k, self.code_alpha, max_iter=self.dict_max_iter, seed=seed)
+        else:
+            import warnings
+
+            from sklearn.decomposition import SparsePCA
+            from sklearn.exceptions import ConvergenceWarning
+
+            model = SparsePCA(n_components=k, alpha=self.code_alpha, max_iter=self.dict_max_iter, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                codes = np.asarray(model.fit_transform(y), dtype=np.float64)
+            atoms = np.asarray(model.components_, dtype=np.float64)
+        signed = canonical_sign(atoms)
+        flip = np.where(np.sum(signed * atoms, axis=1) < 0, -1.0, 1.0)
+        atoms, codes = atoms * flip[:, None], codes * flip[None, :]
+        self.atoms_[key] = atoms.reshape((k, *shape)).astype(np.float32)
+        self.map_center_[key] = center.reshape(shape)
+        self.map_scale_[key] = scale
+
+        used = [i for i in range(k) if np.ptp(codes[:, i]) > 0 and np.linalg.norm(atoms[i]) > 0]
+        dropped += [f"{key}_atom{i}" for i in range(k) if i not in used]
+        if not used:
+            return None
+        tmp = {f"{key}_atom{i}": codes[:, i] for i in used}
+        if self.code_regression == "lasso":
+            reg = SparseDirections(method="lasso", alpha=self.alpha, val_fraction=self.val_fraction,
+                                   random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # all-zero atoms are reported in dropped_ instead
+                reg.fit(w[rows], tmp)
+            dropped += list(reg.dropped_)
+        else:
+            reg = LinearDirections(method="ridge", alpha=self.ridge_alpha, val_fraction=self.val_fraction,
+                                   random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
+            reg.fit(w[rows], tmp)
+        idx = np.asarray([int(nm.rsplit("atom", 1)[1]) for nm in reg.names_], dtype=np.int64)
+        mag = np.abs(atoms[idx]).reshape(idx.size, -1, shape[-2], shape[-1])
+        mag = np.sqrt((mag**2).sum(axis=1))  # channels combined: [K_map, R, R]
+        if shape[-1] != resolution:
+            mag = _resize_masks(mag.astype(np.float32), resolution).astype(np.float64)
+        mag /= np.maximum(mag.reshape(idx.size, -1).max(axis=1), 1e-30)[:, None, None]
+        local_names, shares = [], []
+        for fp in mag:
+            part, sh = footprint_name(fp, p_names, p_masks, self.side_fraction)
+            local_names.append(f"{key}_{part}")
+            shares.append(sh)
+        return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag.astype(np.float32),
+                np.asarray(shares), idx, local_names)
+
+    # ------------------------------------------------------------------ use
+    def predict(self, w: Any) -> np.ndarray:
+        """Semantics `[N, K]` predicted from `w` `[N, w_dim]` by the fitted regressions (label or code units)."""
+        check_fitted(self)
+        w = as_w(w, allow_1d=True)
+        return np.asarray(w, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def _extras(self) -> dict[str, np.ndarray]:
+        check_fitted(self)
+        out = super()._extras()
+        out["coef"] = self.coef_
+        out["score"] = self.scores_
+        out["atom_index"] = self.atom_index_
+        if self.footprints_.size:
+            out["footprint"] = self.footprints_
+            out["part_shares"] = self.part_shares_.astype(np.float32)
+        return out
+
+    def _info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kinds": list(self.kinds_), "part_names": list(self.part_names_),
+                               "map_scale": {k: float(v) for k, v in self.map_scale_.items()}}
+        if self.dropped_:
+            out["dropped"] = list(self.dropped_)
+        return out
+
+
+def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
+    if isinstance(part_masks, Mapping):
+        names = [str(k) for k in part_masks]
+        masks = np.stack([np.asarray(_to_numpy(v), dtype=np.float32) for v in part_masks.values()])
+    else:
+        masks = np.asarray(_to_numpy(part_masks), dtype=np.float32)
+        if part_names is None:
+            raise LatentError("part_masks given as an array need part_names (one per mask)")
+        names = [str(n) for n in part_names]
+    if masks.ndim != 3 or masks.shape[0] != len(names) or masks.shape[1] != masks.shape[2]:
+        raise LatentError(f"part masks must be [P, R, R] with P names; got shape {masks.shape} for {len(names)} "
+                          "names")
+    return names, masks
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Append _2, _3, ... to repeated names (first occurrence unchanged)."""
+    seen: dict[str, int] = {}
+    out = []
+    for nm in names:
+        seen[nm] = seen.get(nm, 0) + 1
+        out.append(nm if seen[nm] == 1 else f"{nm}_{seen[nm]}")
+    while len(set(out)) != len(out):  # a suffixed name collided with a real one
+        out = _unique(out)
+    return out
+
+
+def _mean_cov(w: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from ._moments import compute_moments
+
+    (m,) = compute_moments(w, None, chunk_size=chunk_size, desc="w moments")
+    return m.mean, m.cov

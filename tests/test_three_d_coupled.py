@@ -1,0 +1,241 @@
+"""ThreeDCoupledDirections: a planted problem with known atoms, codes, and W directions; the estimator contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
+from stylegan_disentangle.directions.three_d_coupled import canonical_regions, footprint_name
+from stylegan_disentangle.errors import LatentError, NotFittedError
+
+R = 16
+W_DIM = 24
+# Four blobs on the canonical face: (map, row, col) centres and the part each lies in.
+BLOBS = [("depth", 8, 8, "nose"), ("depth", 12, 8, "mouth"), ("albedo", 4, 4, "eyes"), ("albedo", 4, 12, "eyes")]
+
+
+def _blob(cy: int, cx: int, radius: float = 1.6) -> np.ndarray:
+    yy, xx = np.mgrid[0:R, 0:R]
+    g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+    g[g < 0.02] = 0.0  # compact support: the atoms do not overlap
+    return g
+
+
+def _part_masks() -> dict[str, np.ndarray]:
+    yy, xx = np.mgrid[0:R, 0:R]
+    eyes = (yy < 7).astype(np.float32)
+    mouth = (yy >= 11).astype(np.float32)
+    nose = ((yy >= 7) & (yy < 11)).astype(np.float32)
+    return {"eyes": eyes, "nose": nose, "mouth": mouth}
+
+
+def planted(n: int = 3000, seed: int = 0):
+    """Sparse codes C [n, 4] drive both the maps (C @ atoms) and w (C @ M, M orthonormal rows), plus 3 scalars
+    that are exact linear functions of w (directions G)."""
+    rng = np.random.default_rng(seed)
+    codes = rng.laplace(size=(n, 4)) * (rng.random((n, 4)) < 0.3)
+    q, _ = np.linalg.qr(rng.normal(size=(W_DIM, W_DIM)))
+    m = q[:4]  # [4, D] the true localized directions
+    g = q[4:7]  # [3, D] the true global directions
+    w = codes @ m + rng.normal(size=(n, 3)) @ g + 0.3 * rng.normal(size=(n, W_DIM))  # full-rank W, as a mapping gives
+    atoms_true = {"depth": [], "albedo": []}
+    for key, cy, cx, _ in BLOBS:
+        blob = _blob(cy, cx)
+        atoms_true[key].append(blob if key == "depth" else np.stack([blob, 0.5 * blob, 0.25 * blob]))
+    depth = 1.0 + 0.01 * np.einsum("nk,khw->nhw", codes[:, :2], np.stack(atoms_true["depth"]))
+    albedo = 0.1 + 0.2 * np.einsum("nk,kchw->nchw", codes[:, 2:], np.stack(atoms_true["albedo"]))
+    scalars = {name: w @ g[j] for j, name in enumerate(("yaw", "pitch", "light_azimuth"))}
+    labels = dict(scalars, depth=depth.astype(np.float32), albedo=albedo.astype(np.float32))
+    return w.astype(np.float32), labels, m, g, atoms_true
+
+
+def _best_abs_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each row of b, the largest |cos| to any row of a."""
+    a = a.reshape(a.shape[0], -1) / np.linalg.norm(a.reshape(a.shape[0], -1), axis=1, keepdims=True)
+    b = b.reshape(b.shape[0], -1) / np.linalg.norm(b.reshape(b.shape[0], -1), axis=1, keepdims=True)
+    return np.abs(b @ a.T).max(axis=1)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    w, labels, m, g, atoms_true = planted()
+    est = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, random_state=0).fit(w, labels, part_masks=_part_masks())
+    return est, w, labels, m, g, atoms_true
+
+
+def test_global_directions_recover_the_planted_ones(fitted):
+    est, _, _, _, g, _ = fitted
+    for j, name in enumerate(("yaw", "pitch", "light_azimuth")):
+        k = est.names_.index(name)
+        assert est.kinds_[k] == "global"
+        assert abs(float(est.directions_[k] @ g[j])) >= 0.999
+
+
+def test_atoms_and_localized_directions_recover_the_planted_ones(fitted):
+    est, _, _, m, _, atoms_true = fitted
+    assert _best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
+    assert _best_abs_cos(est.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
+    local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
+    assert len(local) == 4
+    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    # each localized direction belongs to the atom whose planted direction it matches
+    for k in local:
+        atom = est.atoms_[est.kinds_[k]][est.atom_index_[k]]
+        j = int(np.argmax(_best_abs_cos(atom[None], np.stack(
+            [np.asarray(t) if t.ndim == atom.ndim else t for t in atoms_true[est.kinds_[k]]]))))
+        offset = 0 if est.kinds_[k] == "depth" else 2
+        assert abs(float(est.directions_[k] @ m[offset + j])) >= 0.99
+
+
+def test_localized_directions_are_named_by_part_and_side(fitted):
+    est = fitted[0]
+    local = sorted(n for n, kind in zip(est.names_, est.kinds_) if kind != "global")
+    assert local == ["albedo_eyes_left", "albedo_eyes_right", "depth_mouth", "depth_nose"]
+    k = est.names_.index("depth_nose")
+    blob = _blob(8, 8)
+    expected = (blob * _part_masks()["nose"]).sum() / blob.sum()  # the planted atom's own share
+    assert est.part_shares_[k, est.part_names_.index("nose")] == pytest.approx(expected, abs=0.01)
+    assert est.footprints_.shape == (len(est.names_), R, R)
+    assert est.footprints_[k].max() == pytest.approx(1.0)
+    assert np.all(est.footprints_[est.names_.index("yaw")] == 0)
+
+
+def test_scores_transform_predict_and_direction_set(fitted, tmp_path):
+    est, w, labels, *_ = fitted
+    assert est.scores_[est.names_.index("yaw")] > 0.999
+    assert est.transform(w[:5]).shape == (5, len(est.names_))
+    pred = est.predict(w[:50])[:, est.names_.index("yaw")]
+    np.testing.assert_allclose(pred, labels["yaw"][:50], atol=1e-3)
+    ds = est.to_direction_set()
+    assert ds.method == "3d-coupled" and ds.names == est.names_
+    np.testing.assert_array_equal(ds.extras["footprint"], est.footprints_)
+    ds.save(tmp_path / "dirs")
+    back = DirectionSet.load(tmp_path / "dirs")
+    np.testing.assert_array_equal(back.extras["footprint"], est.footprints_)
+    assert back.info["kinds"] == est.kinds_
+
+
+def test_ridge_code_regression_and_sparse_pca_atoms_also_recover_directions():
+    w, labels, m, _, atoms_true = planted(n=2000, seed=1)
+    labels = {k: labels[k] for k in ("yaw", "depth")}
+    est = ThreeDCoupledDirections(n_atoms=2, code_regression="ridge", random_state=0).fit(w, labels)
+    local = [k for k, kind in enumerate(est.kinds_) if kind == "depth"]
+    assert _best_abs_cos(est.directions_[local], m[:2]).min() >= 0.99
+    est = ThreeDCoupledDirections(n_atoms=2, atom_method="sparse_pca", code_alpha=0.5, random_state=0)
+    est.fit(w, labels)
+    assert _best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.98
+
+
+def test_default_names_come_from_canonical_regions():
+    names, masks = canonical_regions(32)
+    assert masks.shape == (len(names), 32, 32)
+    np.testing.assert_array_equal(masks.sum(0), 1.0)  # a partition
+    fp = np.zeros((32, 32))
+    fp[20, 15:17] = 1.0  # just below the centre, on the midline: the nose
+    assert footprint_name(fp, names, masks)[0] == "nose"
+    fp = np.zeros((32, 32))
+    fp[10, 8] = 1.0  # upper left: the left eye (image side)
+    assert footprint_name(fp, names, masks)[0] == "eyes_left"
+
+
+def test_sklearn_contract():
+    est = ThreeDCoupledDirections(n_atoms=3, alpha=0.01, random_state=4)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    with pytest.raises(NotFittedError):
+        est.transform(np.zeros((2, W_DIM)))
+    with pytest.raises(NotFittedError):
+        est.to_direction_set()
+    w, labels, *_ = planted(n=400)
+    assert est.fit(w, {"yaw": labels["yaw"]}) is est
+    assert not hasattr(twin, "directions_")
+
+
+def test_bad_inputs_name_the_problem():
+    w, labels, *_ = planted(n=200)
+    with pytest.raises(LatentError, match="depth"):
+        ThreeDCoupledDirections().fit(w, {"depth": labels["depth"][:100]})
+    with pytest.raises(LatentError, match="global_labels"):
+        ThreeDCoupledDirections(global_labels=["roll"]).fit(w, labels)
+    with pytest.raises(LatentError, match="nothing to fit"):
+        ThreeDCoupledDirections().fit(w, {"tz": np.zeros(200)})
+    with pytest.raises(ValueError, match="atom_method"):
+        ThreeDCoupledDirections(atom_method="pca").fit(w, labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# find-directions --method 3d-coupled, end to end on a tiny generator with a random decomposer
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    from stylegan_disentangle.checkpoints import save_network_pkl
+    from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
+    from stylegan_disentangle.networks import Generator
+
+    root = tmp_path_factory.mktemp("tdc")
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
+    pkl = root / "tiny.pkl"
+    save_network_pkl(pkl, dict(G=G, G_ema=G, D=None, training_set_kwargs=None, augment_pipe=None))
+    dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
+    dec_path = dec.save(root / "dec.pth")
+    return pkl, dec_path, root
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from stylegan_disentangle.cli import main
+
+    return CliRunner().invoke(main, ["--quiet", *args], catch_exceptions=False)
+
+
+def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run):
+    pkl, dec_path, root = tiny_run
+    out = root / "run"
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
+                   "--samples", "120", "--outdir", str(out), "--no-umap", "--effect-samples", "4",
+                   "--grid-steps", "3", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    ds = DirectionSet.load(out / "directions")
+    assert ds.method == "3d-coupled"
+    assert {"yaw", "pitch", "roll", "light_azimuth", "light_elevation", "light_ambient"} <= set(ds.names)
+    kinds = ds.info["kinds"]
+    assert {"depth", "albedo"} <= set(kinds)
+    fp = ds.extras["footprint"]
+    assert fp.shape == (len(ds), 32, 32)
+    assert all((np.abs(fp[i]).max() > 0) == (kind != "global") for i, kind in enumerate(kinds))
+    assert (out / "footprint_sheet.png").stat().st_size > 0
+    report = __import__("json").loads((out / "report.json").read_text())
+    assert report["files"]["footprint_sheet"].endswith("footprint_sheet.png")
+    local = [d for d in report["directions"] if d["kind"] != "global"]
+    assert local and all(abs(sum(d["footprint_part_shares"].values()) - 1) < 1e-5 for d in local)
+
+
+def test_cli_3d_coupled_without_a_decomposer_says_how_to_train_one(tiny_run, tmp_path):
+    pkl, _, _ = tiny_run
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "train-decomposer" in result.output and "--decomposer" in result.output
+
+
+def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    pkl, dec_path, _ = tiny_run
+    spec = importlib.util.spec_from_file_location(
+        "find_directions_script", Path(__file__).resolve().parents[1] / "scripts" / "find_directions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main([str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples", "60",
+                        "--outdir", str(tmp_path / "s"), "--no-umap", "--effect-samples", "2", "--grid-steps", "3",
+                        "--quiet"])
+    assert code == 0
+    assert "yaw" in capsys.readouterr().out
