@@ -76,9 +76,10 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=4000, help="held-out samples for probes and transfers")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--max-seconds", type=float, default=540.0)
+    p.add_argument("--skip-dci", action="store_true", help="skip DCI / MIG (faster sweeps)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--app-dim", type=int, default=96)
+    p.add_argument("--app-dim", type=int, default=64)
     p.add_argument("--struct-dim", type=int, default=8)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--w-plus", action="store_true", help="encode the flattened W+ code instead of the mean w")
@@ -154,7 +155,8 @@ def main() -> None:
                                 "identity_from_true_structure_factors": float(floor_a.mean())}}
     a_mix, s_mix = codes_of(ae, ws_mix)
     metrics = {}
-    for label, codes in (("appearance", a_mix), ("structure", s_mix), ("both", np.concatenate([a_mix, s_mix], 1))):
+    for label, codes in (() if args.skip_dci else
+                         (("appearance", a_mix), ("structure", s_mix), ("both", np.concatenate([a_mix, s_mix], 1)))):
         d = dci(codes, f_mix)
         metrics[label] = {"D": d["disentanglement"], "C": d["completeness"], "I": d["informativeness"],
                           "MIG": mig(codes, f_mix)["mig"]}
@@ -163,7 +165,8 @@ def main() -> None:
     keep, take = groups["identity"], structure_idx
     with torch.no_grad():
         results = {
-            "AppearanceStructureAE": ae.transfer_structure(ws_a, ws_b),
+            "AppearanceStructureAE (residual, default)": ae.transfer_structure(ws_a, ws_b, residual=True),
+            "AppearanceStructureAE (direct decode)": ae.transfer_structure(ws_a, ws_b, residual=False),
             "copy coarse ws layers": copy_coarse_layers(ws_a, ws_b, G.num_ws // 2),
             "projected difference": projected_difference(ws_a, ws_b, ds.select(structure_names).vectors),
             "ground-truth recombination (floor)": ws_mix,
@@ -176,7 +179,7 @@ def main() -> None:
         transfer[name] = err
     rows = 8
     with torch.no_grad():
-        strip = [ws_a[:rows], ws_b[:rows]] + [r[:rows] for r in list(results.values())[:3]]
+        strip = [ws_a[:rows], ws_b[:rows]] + [r[:rows] for r in list(results.values())[:4]]
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
     save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=len(strip)), out / "transfer.png",
              upscale=3)

@@ -102,7 +102,7 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--app-dim", type=int, default=96, show_default=True, help="Appearance code size.")
+@click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
 @click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
 @click.option("--hidden", type=int, default=256, show_default=True, help="MLP width (0 = linear nets).")
 @click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")

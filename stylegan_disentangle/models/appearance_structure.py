@@ -61,7 +61,9 @@ class AppearanceStructureAE(WSpaceModel):
     num_ws, w_dim : int
         The generator's latent shape.
     app_dim, struct_dim : int
-        Code sizes.
+        Code sizes. The default 64 (of w_dim 128) leaves out W's lowest-variance directions: a larger appearance
+        code also holds them, and there the small errors of found structure directions become readable as pose
+        (BENCHMARKS.md, issue 12: appearance -> pose R^2 0.23 with 96, 0.03 with 64).
     hidden : int
         Hidden width of the MLP branch of encoder and decoder (0 = linear).
     w_plus : bool
@@ -85,7 +87,7 @@ class AppearanceStructureAE(WSpaceModel):
 
     kind = "appearance-structure"
 
-    def __init__(self, num_ws: int, w_dim: int, app_dim: int = 96, struct_dim: int = 8, hidden: int = 256,
+    def __init__(self, num_ws: int, w_dim: int, app_dim: int = 64, struct_dim: int = 8, hidden: int = 256,
                  w_plus: bool = True, temperature: float = 0.1, rec_weight: float = 1.0, swap_weight: float = 1.0,
                  app_weight: float = 0.05, struct_weight: float = 0.05, image_weight: float = 0.0,
                  image_samples: int = 4, generator_sha256: str | None = None) -> None:
@@ -183,10 +185,14 @@ class AppearanceStructureAE(WSpaceModel):
 
     # --- tasks --------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def transfer_structure(self, target_ws: Any, source_ws: Any) -> torch.Tensor:
+    def transfer_structure(self, target_ws: Any, source_ws: Any, residual: bool = True) -> torch.Tensor:
         """Pose / expression transfer: target's appearance with the source's structure.
 
         target_ws, source_ws: [N, num_ws, w_dim] (or w [N, w_dim]; N may be 1 on either side) -> ws [N, num_ws, w_dim].
+        residual=True (the default) returns target + decode(a_target, s_source) - decode(a_target, s_target), which
+        keeps whatever of the target the codes do not hold (the reconstruction error cancels); residual=False
+        decodes (a_target, s_source). On the synthetic world the residual form is better on both transfer errors
+        (BENCHMARKS.md, issue 12).
         """
         t, s = self.check_ws(target_ws, "target_ws"), self.check_ws(source_ws, "source_ws")
         if t.shape[0] != s.shape[0] and 1 not in (t.shape[0], s.shape[0]):
@@ -194,7 +200,10 @@ class AppearanceStructureAE(WSpaceModel):
         a_t, _ = self._encode(t)
         _, s_s = self._encode(s)
         n = max(len(a_t), len(s_s))
-        return self._decode(a_t.expand(n, -1), s_s.expand(n, -1))
+        out = self._decode(a_t.expand(n, -1), s_s.expand(n, -1))
+        if residual:
+            out = out + t.expand(n, -1, -1) - self._decode(*self._encode(t)).expand(n, -1, -1)
+        return out
 
     @torch.no_grad()
     def transfer_motion(self, target_ws: Any, source_clip: Any, relative: bool = False) -> torch.Tensor:
