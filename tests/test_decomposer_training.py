@@ -131,3 +131,57 @@ def test_fit_trains_the_decomposer_in_place(G, tmp_path):
     assert dec.fit(G, tmp_path, steps=2, batch_size=2, lam_jitter=0.0, progress=False) is dec
     assert dec.epoch == 2 and not dec.training
     assert any(not torch.equal(before[k], v) for k, v in dec.state_dict().items())
+
+
+class _TruthDecomposer(Unsup3DDecomposer):
+    """Returns the synthetic world's exact decomposition of the images it is given (in order): the scorer must give
+    r = 1 and the renderer must rebuild the images, which checks every unit and sign convention end to end."""
+
+    def __init__(self, truth: dict):
+        super().__init__(image_size=32, nets=(), xy_light_range=2.0)
+        self.truth, self.offset = truth, 0
+
+    def decompose(self, img, parts=None):
+        import math
+
+        from stylegan_disentangle.labels.decomposer.renderer import light_from_world
+
+        n, sl = img.shape[0], slice(self.offset, self.offset + img.shape[0])
+        self.offset += n
+        t = {k: v[sl] for k, v in self.truth.items()}
+        rot = t["view"][:, :3]
+        light = light_from_world(t["light"])
+        # the world shows its unshaded background where the head ends; the closest canonical albedo there is the
+        # background colour divided by the wall's shading
+        wall = light[:, 0] + light[:, 1] / light[:, 2:].square().sum(1).add(1).sqrt()  # flat wall: n = (0, 0, 1)
+        cm = t["canonical_mask"]
+        bg = ((t["background"] / 2 + 0.5) / wall[:, None]) * 2 - 1
+        albedo = cm * t["albedo"] + (1 - cm) * bg[:, :, None, None]
+        return {"canon_depth": t["depth"][:, 0], "canon_albedo": albedo, "light": light,
+                "light_dir": None, "rotation_deg": rot, "view": torch.cat([rot * math.pi / 180, t["view"][:, 3:]], 1)}
+
+
+def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
+    from stylegan_disentangle.synthetic.checkpoint import synthetic_factor_map
+    from stylegan_disentangle.synthetic.decomposer_eval import faces_from_renderer, score_decomposer
+    from stylegan_disentangle.synthetic.renderer import render
+
+    images, factors = faces_from_renderer(G, synthetic_factor_map(), 40, seed=3)
+    _, truth = render(factors, 32, return_intrinsics=True)
+    scores = score_decomposer(_TruthDecomposer(truth), images, factors)
+    for name, s in scores["scalars"].items():
+        assert s["pearson_r"] > 0.9999 and s["calibrated_mae"] < 1e-3, name
+    assert scores["depth_pearson_r"] > 0.9999 and scores["depth_side"] < 1e-6 and scores["albedo_pearson_r"] > 0.99
+    # The render of the true decomposition rebuilds the world's image inside the head (rasterization vs the world's
+    # ray casting: tests/test_decomposer_renderer.py bounds that per-pixel error); at the silhouette the Unsup3D
+    # model stretches the depth-map mesh from head to wall where the world cuts to its background, so the
+    # whole-frame PSNR is lower.
+    from stylegan_disentangle.synthetic.decomposer_eval import decomposer_estimates
+
+    dec = _TruthDecomposer(truth)
+    est = decomposer_estimates(dec, images)
+    head = (1 - truth["masks"][:, -1:]) > 0.99
+    head = torch.nn.functional.max_pool2d((~head).float(), 3, 1, 1) < 0.5  # eroded by a pixel
+    err = (est["recon"] - images).abs().amax(1, keepdim=True)[head]
+    assert float(err.mean()) < 0.02 and float(err.quantile(0.99)) < 0.15
+    assert scores["recon_psnr_db"] > 18
