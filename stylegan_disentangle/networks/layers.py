@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..ops import bias_act, conv2d_resample, setup_filter
 from ..ops.bias_act import activation_funcs
+from ..ops.cpu_synthesis import HOMOGENEOUS_ACTIVATIONS, cpu_fast_path_applies, derived, needs_grad
 from .persistence import persistent_class
 
 DEFAULT_FILTER = (1, 3, 3, 1)
@@ -42,6 +44,9 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.activation in HOMOGENEOUS_ACTIVATIONS and cpu_fast_path_applies(x)
+                and not needs_grad(x, self.weight, self.bias)):
+            return self._forward_cpu_inference(x)
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
         if b is not None:
@@ -51,6 +56,20 @@ class FullyConnectedLayer(nn.Module):
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def _forward_cpu_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer in two ops (float32 CPU, no autograd): the gains, including the activation's
+        (act(g y) = g act(y) for linear / relu / lrelu), live in weight and bias copies kept between calls."""
+        gain = activation_funcs[self.activation].def_gain
+        w = derived(self.weight, f"fc_t{self.weight_gain * gain!r}", lambda t: (t * (self.weight_gain * gain)).t())
+        if self.bias is None:
+            y = x.matmul(w)
+        else:
+            b = derived(self.bias, f"fc{self.bias_gain * gain!r}", lambda t: t * (self.bias_gain * gain))
+            y = torch.addmm(b.unsqueeze(0), x, w)
+        if self.activation == "lrelu":
+            return F.leaky_relu_(y, activation_funcs["lrelu"].def_alpha)
+        return y.relu_() if self.activation == "relu" else y
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"

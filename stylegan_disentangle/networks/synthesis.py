@@ -15,6 +15,13 @@ from torch import nn
 
 from ..ops import bias_act, modconv_epilogue, modulated_conv2d, setup_filter, upsample2d
 from ..ops.bias_act import activation_funcs
+from ..ops.cpu_synthesis import (
+    cpu_fast_path_applies,
+    synthesis_layer_cpu,
+    synthesis_layer_supported,
+    torgb_cpu,
+    upsample2d_cpu,
+)
 from .checks import check_latents
 from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
 from .persistence import persistent_class
@@ -80,11 +87,17 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
 
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if cpu_fast_path_applies(x) and synthesis_layer_supported(self.weight, self.up, self.padding,
+                                                                  self.resample_filter, flip_weight=(self.up == 1)):
+            # float32 on CPU: the same math arranged for the CPU (ops/cpu_synthesis.py); fused_modconv is moot there.
+            return synthesis_layer_cpu(x, self.weight, styles, noise, self.bias, up=self.up, padding=self.padding,
+                                       resample_filter=self.resample_filter, act=self.activation, gain=act_gain,
+                                       clamp=act_clamp)
         x, dcoefs = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
                                      resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                                      fused_modconv=fused_modconv, return_dcoefs=True)
-        act_gain = self.act_gain * gain
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         # Demodulation scale (non-fused path), noise, bias, activation and clamp: one pass on CUDA in inference.
         return modconv_epilogue(x, dcoefs, noise, self.bias, act=self.activation, gain=act_gain, clamp=act_clamp)
 
@@ -116,6 +129,8 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         """x [N, in_channels, r, r], w [N, w_dim] -> [N, img_channels, r, r]."""
         styles = self.affine(w) * self.weight_gain
+        if cpu_fast_path_applies(x) and self.weight.shape[2:] == (1, 1):
+            return torgb_cpu(x, self.weight, styles, self.bias, clamp=self.conv_clamp)
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -215,11 +230,14 @@ class SynthesisBlock(nn.Module):
         use_fp16 = self.use_fp16 and not force_fp32
         dtype = half_dtype if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        cpu_fast = dtype == torch.float32 and cpu_fast_path_applies(ws)
+        if cpu_fast:
+            memory_format = torch.channels_last  # what the CPU fast path's convolutions run fastest in
         fused = self._fused(fused_modconv, dtype, ws.shape[0])
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
         else:
             x = x.to(dtype=dtype, memory_format=memory_format)
 
@@ -235,7 +253,8 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, next(w_iter), fused_modconv=fused, **layer_kwargs)
 
         if img is not None:
-            img = upsample2d(img, self.resample_filter)
+            up_img = upsample2d_cpu(img, self.resample_filter) if cpu_fast and img.dtype == torch.float32 else None
+            img = up_img if up_img is not None else upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             # bfloat16 blocks hand ToRGB float32 activations: the image sum is where rounding would accumulate
             # (measured on the reference networks: max error vs fp32 0.061 / 0.089 instead of 0.068 / 0.101).
