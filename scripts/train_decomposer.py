@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--light-range", type=float, default=2.0)
     p.add_argument("--rerender", type=float, default=1.0)
     p.add_argument("--jitter", type=float, default=0.5)
+    p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-samples", type=int, default=1000)
@@ -49,6 +50,7 @@ def main() -> None:
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, seed=args.seed,
+                           stabilize_after=args.stabilize_after,
                            checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())

@@ -14,6 +14,12 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
   rendered with random noise must decompose to the same canonical depth and albedo.
 
+Both reward a decomposition that does not change, and the constant "mean face" is the easiest such one: switched
+on from the first step they held the nets in it (after 1300 steps of batch 32 on the synthetic checkpoint, depth and
+albedo were the same for every image and yaw |r| was 0.6; without them, depth already varied per image after 150
+steps). `stabilize_after` therefore starts them once the official objective has made the decomposition depend on
+the image.
+
 Training is seeded and deterministic on CPU (batch t is drawn from a generator seeded with (seed, t)), resumable
 from atomic checkpoints in the official Unsup3D layout (`checkpoint.pth`, with the Adam states; `epoch` holds the
 number of steps done), logs JSON lines and writes a PNG of decompositions every `preview_every` steps.
@@ -177,6 +183,7 @@ def train_decomposer(
     lam_smooth: float = 0.0,
     lam_rerender: float = 1.0,
     lam_jitter: float = 0.5,
+    stabilize_after: int = 0,
     truncation_psi: float = 1.0,
     seed: int = 0,
     checkpoint_every: int = 200,
@@ -207,6 +214,7 @@ def train_decomposer(
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, lam_rerender=lam_rerender, lam_jitter=lam_jitter,
+                  **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed)
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
@@ -237,6 +245,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
     lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
     lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
+    stabilize_after = config.get("stabilize_after", 0)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps, disable=progress is False)
@@ -254,10 +263,11 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         if lam_smooth > 0:
             losses["smooth"] = _depth_smoothness(out["canon_depth"])
             total = total + lam_smooth * losses["smooth"]
-        if lam_rerender > 0:
+        stabilize = step >= stabilize_after
+        if lam_rerender > 0 and stabilize:
             losses["rerender"] = _rerender_loss(dec, out, gen)
             total = total + lam_rerender * losses["rerender"]
-        if lam_jitter > 0:
+        if lam_jitter > 0 and stabilize:
             losses["jitter"] = _jitter_loss(dec, G, ws, out, gen)
             total = total + lam_jitter * losses["jitter"]
         if not torch.isfinite(total):
