@@ -10,16 +10,9 @@ from pathlib import Path
 
 import click
 
+from .cli_common import fail_cleanly
+
 __all__ = ["register_decomposer_commands"]
-
-
-def _clean(fn):
-    from .errors import StyleGANDisentangleError
-
-    try:
-        return fn()
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _is_shipped_synthetic(path: Path) -> bool:
@@ -71,9 +64,9 @@ def register_decomposer_commands(main: click.Group) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--seeds") from None
         target = resolve_device(device)
-        net = _clean(lambda: open_network_pkl(pkl, device=target))
+        net = fail_cleanly(lambda: open_network_pkl(pkl, device=target))
         spec = resolve_decomposer_spec(decomposer_spec, net.path)
-        dec = _clean(lambda: load_decomposer(spec, device=target))
+        dec = fail_cleanly(lambda: load_decomposer(spec, device=target))
         G = net.data["G_ema"].eval()
         with torch.no_grad():
             ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=target).ws
@@ -120,10 +113,10 @@ def register_decomposer_commands(main: click.Group) -> None:
         from .utils import resolve_device
 
         target = resolve_device(device)
-        data = _clean(lambda: load_network_pkl(pkl, device=target))
+        data = fail_cleanly(lambda: load_network_pkl(pkl, device=target))
         if perceptual and data.get("D") is None:
             raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
-        _clean(lambda: train_decomposer(
+        fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
             D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range), device=target,

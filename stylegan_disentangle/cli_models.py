@@ -10,23 +10,15 @@ from pathlib import Path
 
 import click
 
+from .cli_common import fail_cleanly
+
 __all__ = ["register_model_commands"]
-
-
-def _fail_cleanly(fn):
-    """Run fn; our own errors become a one-line CLI message instead of a traceback."""
-    from .errors import StyleGANDisentangleError
-
-    try:
-        return fn()
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _load_generator(pkl: str, device):
     from .checkpoints import load_network_pkl
 
-    return _fail_cleanly(lambda: load_network_pkl(pkl, device=device))["G_ema"].eval()
+    return fail_cleanly(lambda: load_network_pkl(pkl, device=device))["G_ema"].eval()
 
 
 def _names(spec: str | None) -> list[str] | None:
@@ -62,7 +54,7 @@ def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance
                                    appearance_names=_names(appearance_names), frames=frames).fit(pool)
 
     try:
-        return _fail_cleanly(build)
+        return fail_cleanly(build)
     except (KeyError, ValueError) as exc:
         raise click.ClickException(f"cannot make videos from {structure_dirs}: {exc}") from None
 
@@ -141,7 +133,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames)
     sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed)
     save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
-    model = _fail_cleanly(lambda: AppearanceStructureAE(
+    model = fail_cleanly(lambda: AppearanceStructureAE(
         G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
         rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
         image_weight=image_weight, generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
@@ -157,7 +149,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     config = {"command": "train-model", "pkl": pkl, "video": video, "structure_dirs": structure_dirs,
               "structure_names": structure_names, "appearance_dirs": appearance_dirs,
               "appearance_names": appearance_names, "frames": frames, "pool": pool, "batch_size": batch_size}
-    result = _fail_cleanly(lambda: train_model(
+    result = fail_cleanly(lambda: train_model(
         model, sampler, out, steps=steps, lr=lr, seed=seed, device=target, G=G if image_weight > 0 else None,
         val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
         max_seconds=max_minutes * 60 if max_minutes else None, resume=resume,
@@ -205,7 +197,7 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
 def _load_ae(model: str, G, allow_foreign: bool, device):
     from .models import load_model
 
-    return _fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
+    return fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
 
 
 def _save_rows(G, rows, path: Path) -> None:
@@ -256,7 +248,7 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
                                  "or one of them", param_hint="--source-seeds")
     n = max(len(t_ws), len(s_ws))
     t_ws, s_ws = t_ws.expand(n, -1, -1), s_ws.expand(n, -1, -1)
-    result = _fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws))
+    result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     _save_rows(G, [t_ws, s_ws, result], out / "transfer.png")
@@ -300,7 +292,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
             raise click.BadParameter(f"{source_clip} holds {len(clip)} clips", param_hint="--clip-index")
         clip = clip[clip_index]
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds")
-    result = _fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative))
+    result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     frames = torch.as_tensor(clip, dtype=torch.float32)

@@ -34,6 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..labels.decomposer.renderer import rotation_matrix  # the same camera as the decomposer's renderer
+
 __all__ = [
     "FOV_DEG",
     "MIN_DEPTH",
@@ -66,18 +68,6 @@ def pixel_grid(resolution: int, device: torch.device | str = "cpu", dtype: torch
     lin = torch.linspace(-1.0, 1.0, resolution, device=device, dtype=dtype)
     v, u = torch.meshgrid(lin, lin, indexing="ij")
     return u[None, None], v[None, None]
-
-
-def rotation_matrix(angles_deg: torch.Tensor) -> torch.Tensor:
-    """Rotations [N, 3] = (rx, ry, rz) in degrees -> matrices [N, 3, 3] = Rz(rz) @ Ry(ry) @ Rx(rx)."""
-    a = torch.deg2rad(angles_deg)
-    cx, cy, cz = torch.cos(a).unbind(-1)
-    sx, sy, sz = torch.sin(a).unbind(-1)
-    one, zero = torch.ones_like(cx), torch.zeros_like(cx)
-    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).view(-1, 3, 3)
-    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
-    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).view(-1, 3, 3)
-    return rz @ ry @ rx
 
 
 def normals_from_depth(depth: torch.Tensor) -> torch.Tensor:
