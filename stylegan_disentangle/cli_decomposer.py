@@ -73,7 +73,7 @@ def register_decomposer_commands(main: click.Group) -> None:
             img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
-        save_decomposition_png(out / "decomposition.png", dec, img)
+        save_decomposition_png(out / "decomposition.png", dec, img, row_labels=[f"seed {s}" for s in seed_list])
         labels = DecomposerLabeler(dec)(img)
         scalars = [k for k, v in labels.items() if v.ndim == 1]
         record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
