@@ -23,7 +23,7 @@ import torch
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.labels.decomposer.labeler import SHIPPED
 from stylegan_disentangle.labels.decomposer.trainer import train_decomposer, trained_nets_only
-from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils import atomic_write, resolve_device
 
 
 def main() -> None:
@@ -33,24 +33,28 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--nf", type=int, default=32)
+    p.add_argument("--nf", type=int, default=16, help="netD / netA width (multiple of 16).")
+    p.add_argument("--zdim", type=int, default=64, help="netD / netA bottleneck.")
+    p.add_argument("--nf-small", type=int, default=8, help="netL / netV width; netC's is twice this.")
     p.add_argument("--light-range", type=float, default=2.0)
     p.add_argument("--rerender", type=float, default=1.0)
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    G = load_network_pkl(args.pkl)["G_ema"]
-    kwargs = dict(nf=args.nf, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64,
-                  xy_light_range=args.light_range)
+    device = resolve_device(args.device)
+    G = load_network_pkl(args.pkl, device=device)["G_ema"]
+    kwargs = dict(nf=args.nf, zdim=args.zdim, nf_light=args.nf_small, nf_view=args.nf_small, nf_conf=2 * args.nf_small,
+                  zdim_conf=args.zdim // 2, xy_light_range=args.light_range)
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, seed=args.seed,
-                           stabilize_after=args.stabilize_after,
+                           stabilize_after=args.stabilize_after, device=device,
                            checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
@@ -59,8 +63,8 @@ def main() -> None:
         from stylegan_disentangle.synthetic.checkpoint import synthetic_factor_map
         from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator, score_decomposer
 
-        images, factors = faces_from_generator(G, synthetic_factor_map(), args.eval_samples, seed=10_000_000)
-        scores = score_decomposer(dec, images, factors)
+        images, factors = faces_from_generator(G.cpu(), synthetic_factor_map(), args.eval_samples, seed=10_000_000)
+        scores = score_decomposer(dec.cpu(), images, factors)
         print(json.dumps(scores, indent=2))
     if args.ship:
         if args.pkl != "synthetic":

@@ -99,14 +99,16 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="Weight of the re-render consistency term (0 = off).")
     @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
                   help="Weight of the truncation/noise agreement term (0 = off).")
+    @click.option("--stabilize-after", type=int, default=1000, show_default=True,
+                  help="Step at which the two stabilizers start (on from step 0 they hold the nets in a mean face).")
     @click.option("--light-range", "xy_light_range", type=float, default=1.0, show_default=True,
                   help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--device", default="auto", show_default=True)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
-                             lam_rerender: float, lam_jitter: float, xy_light_range: float, seed: int, device: str,
-                             quiet: bool) -> None:
+                             lam_rerender: float, lam_jitter: float, stabilize_after: int, xy_light_range: float,
+                             seed: int, device: str, quiet: bool) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
         from .labels.decomposer.trainer import train_decomposer
@@ -119,6 +121,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
             D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
+            stabilize_after=stabilize_after,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range), device=target,
             progress=False if quiet else None))
         click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

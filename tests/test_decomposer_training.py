@@ -185,3 +185,24 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
     err = (est["recon"] - images).abs().amax(1, keepdim=True)[head]
     assert float(err.mean()) < 0.02 and float(err.quantile(0.99)) < 0.15
     assert scores["recon_psnr_db"] > 18
+
+
+def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
+    args = ["train-decomposer", "synthetic", "--steps", "2", "--batch-size", "2", "--nf", "16", "--outdir",
+            str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and "rerender" in log[-1] and "jitter" in log[-1]
+    assert json.loads((tmp_path / "train_state.json").read_text())["config"]["stabilize_after"] == 1
+    assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2
+    again = CliRunner().invoke(main, args[:3] + ["3"] + args[4:])  # resumes for one more step
+    assert again.exit_code == 0, again.output
+    assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 3
+
+
+def test_stabilizers_start_at_stabilize_after(G, tmp_path):
+    train_decomposer(G, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, stabilize_after=2, log_every=1,
+                     progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert ["rerender" in r for r in log] == [False, False, True]
