@@ -200,18 +200,17 @@ def _load_ae(model: str, G, allow_foreign: bool, device):
     return fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
 
 
-def _save_rows(G, rows, path: Path) -> None:
-    """rows: list of ws [N, num_ws, w_dim] (one column each) -> PNG with N rows."""
+def _save_rows(G, rows, path: Path, titles: list[str], row_labels: list[str] | None = None) -> None:
+    """rows: list of ws [N, num_ws, w_dim] (one column each, titled) -> PNG with N rows."""
     import numpy as np
     import torch
 
-    from .utils.images import image_grid, save_png, to_uint8
+    from .utils.images import save_titled_grid, to_uint8
 
     device = next(G.parameters()).device
     with torch.no_grad():
         imgs = [to_uint8(G.synthesis(r.to(device), noise_mode="const")) for r in rows]
-    save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=len(rows)), path,
-             upscale=max(1, 64 // G.img_resolution))
+    save_titled_grid(np.stack(imgs, 1), path, titles, row_labels)
 
 
 def _save_npy(path: Path, array) -> None:
@@ -251,7 +250,9 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
     result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    _save_rows(G, [t_ws, s_ws, result], out / "transfer.png")
+    _save_rows(G, [t_ws, s_ws, result], out / "transfer.png", ["target", "source", "result"],
+               [f"seeds {t} / {s}" for t, s in zip(t_seeds * n if len(t_seeds) == 1 else t_seeds,
+                                                    s_seeds * n if len(s_seeds) == 1 else s_seeds)])
     for name, x in (("target_ws", t_ws), ("source_ws", s_ws), ("result_ws", result)):
         _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
     _write_json(out / "config.json", {"command": "transfer-structure", "model": model, "pkl": pkl,
@@ -297,7 +298,8 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
     out.mkdir(parents=True, exist_ok=True)
     frames = torch.as_tensor(clip, dtype=torch.float32)
     rows = [torch.cat([frames[t:t + 1], result[:, t].cpu()]) for t in range(len(frames))]
-    _save_rows(G, rows, out / "motion.png")
+    _save_rows(G, rows, out / "motion.png", [f"frame {t}" for t in range(len(frames))],
+               ["source clip"] + [f"seed {s}" for s in t_seeds])
     _save_npy(out / "result_ws.npy", result.cpu().numpy())
     _write_json(out / "config.json", {"command": "transfer-motion", "model": model, "pkl": pkl,
                                       "source_clip": source_clip, "clip_index": clip_index, "target_seeds": t_seeds,

@@ -39,3 +39,32 @@ def save_png(array: np.ndarray, path: str | os.PathLike, upscale: int = 1) -> No
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     with atomic_write_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def save_titled_grid(pictures: np.ndarray, path: str | os.PathLike, column_titles: list[str] | None = None,
+                     row_labels: list[str] | None = None, cell_inches: float = 1.6) -> None:
+    """Write uint8 pictures [rows, cols, H, W, C] as one PNG with column titles and row labels (matplotlib,
+    atomically): the figure people look at, where a bare grid would leave them guessing which column is which."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, cols = pictures.shape[:2]
+    fig, axes = plt.subplots(n, cols, figsize=(cell_inches * cols, cell_inches * n + 0.3), squeeze=False)
+    for i in range(n):
+        for j in range(cols):
+            ax = axes[i, j]
+            picture = pictures[i, j]
+            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, interpolation="nearest",
+                      cmap="gray" if picture.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and column_titles is not None:
+                ax.set_title(column_titles[j], fontsize=9)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    fig.tight_layout(pad=0.3)
+    with atomic_write_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from ...utils.images import to_uint8
+from ...utils.images import save_titled_grid, to_uint8
 from .model import Unsup3DDecomposer
 from .reconstruction import reconstruct
 
@@ -39,29 +39,8 @@ def save_decomposition_png(path: str | os.PathLike, decomposer: Unsup3DDecompose
                            row_labels: list[str] | None = None) -> np.ndarray:
     """Write the panels of `img` as one titled PNG row per image (atomically); returns the panels as uint8
     [N, 5, R, R, 3]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ...utils import atomic_write_path
-
     panels = decomposition_panels(decomposer, img)
     n, cols = panels.shape[:2]
     pictures = to_uint8(panels.reshape(n * cols, *panels.shape[2:])).reshape(n, cols, *panels.shape[3:], 3)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n + 0.3), squeeze=False)
-    for i in range(n):
-        for j in range(cols):
-            ax = axes[i, j]
-            ax.imshow(pictures[i, j], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(COLUMNS[j], fontsize=9)
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[i], fontsize=8)
-    fig.tight_layout(pad=0.3)
-    with atomic_write_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_titled_grid(pictures, path, list(COLUMNS), row_labels)
     return pictures
