@@ -7,6 +7,7 @@ import logging
 import click
 
 from . import __version__
+from .cli_common import fail_cleanly
 
 
 @click.group()
@@ -163,12 +164,7 @@ def _fallback_demo_network(out):
 
 def _open_or_fail(open_fn, pkl: str, **kwargs):
     """Open a checkpoint, turning our errors into a clean CLI message (no traceback)."""
-    from .errors import StyleGANDisentangleError
-
-    try:
-        return open_fn(pkl, **kwargs)
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
+    return fail_cleanly(lambda: open_fn(pkl, **kwargs))
 
 
 @main.command("list-checkpoints")
@@ -235,12 +231,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import run_find_directions
-    from .errors import StyleGANDisentangleError
 
-    try:
-        result = run_find_directions(pkl, progress=_progress(ctx), **kwargs)
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = fail_cleanly(lambda: run_find_directions(pkl, progress=_progress(ctx), **kwargs))
     ds = result.direction_set
     click.echo(f"{len(ds)} {ds.method} directions -> {result.files['directions_json']}")
     for entry in result.report["directions"]:
@@ -269,12 +261,8 @@ def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
     """Edit seeds of PKL along directions of the DirectionSet DIRS (its .json/.npz stem): one grid PNG
     (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""
     from .analysis.run_edit import run_edit
-    from .errors import StyleGANDisentangleError
 
-    try:
-        written = run_edit(pkl, dirs, list(names), **kwargs)
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
+    written = fail_cleanly(lambda: run_edit(pkl, dirs, list(names), **kwargs))
     for name, paths in written.items():
         click.echo(f"{name}: {paths['png']}  {paths['ws']}")
 

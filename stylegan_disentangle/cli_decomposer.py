@@ -15,24 +15,6 @@ from .cli_common import fail_cleanly
 __all__ = ["register_decomposer_commands"]
 
 
-def _is_shipped_synthetic(path: Path) -> bool:
-    from .synthetic.checkpoint import SYNTHETIC_CHECKPOINT
-
-    return path.resolve() == SYNTHETIC_CHECKPOINT.resolve()
-
-
-def resolve_decomposer_spec(spec: str | None, network_path: Path) -> str:
-    """--decomposer, or the shipped one for the shipped synthetic checkpoint; a clear error for any other network."""
-    if spec:
-        return spec
-    if _is_shipped_synthetic(network_path):
-        return "synthetic"
-    raise click.ClickException(
-        f"no decomposer is known for {network_path}: pass --decomposer PATH (an Unsup3D checkpoint, e.g. the official "
-        f"CelebA one) or train one on this network with `stylegan-disentangle train-decomposer {network_path} "
-        "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
-
-
 def register_decomposer_commands(main: click.Group) -> None:
     """Add `decompose` and `train-decomposer` to the CLI group."""
 
@@ -52,6 +34,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         import torch
 
         from . import __version__
+        from .analysis.find_directions import resolve_decomposer
         from .checkpoints import open_network_pkl
         from .labels.decomposer.labeler import DecomposerLabeler, load_decomposer
         from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
@@ -65,7 +48,7 @@ def register_decomposer_commands(main: click.Group) -> None:
             raise click.BadParameter(str(exc), param_hint="--seeds") from None
         target = resolve_device(device)
         net = fail_cleanly(lambda: open_network_pkl(pkl, device=target))
-        spec = resolve_decomposer_spec(decomposer_spec, net.path)
+        spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
         dec = fail_cleanly(lambda: load_decomposer(spec, device=target))
         G = net.data["G_ema"].eval()
         with torch.no_grad():

@@ -90,14 +90,14 @@ def _is_shipped_synthetic(path: str | os.PathLike) -> bool:
 
 
 def resolve_decomposer(decomposer: str | os.PathLike | None, checkpoint_path: str | os.PathLike) -> str:
-    """The decomposer for `--method 3d-coupled`: the one given, the shipped 'synthetic' one for the shipped
-    synthetic checkpoint, else an error saying how to train one."""
+    """The decomposer to use on a network (`--method 3d-coupled`, `decompose`, `export-augmentation`): the one given,
+    the shipped 'synthetic' one for the shipped synthetic checkpoint, else an error saying how to train one."""
     if decomposer:
         return str(decomposer)
     if _is_shipped_synthetic(checkpoint_path):
         return "synthetic"
     raise StyleGANDisentangleError(
-        f"--method 3d-coupled needs a 3D decomposer for {checkpoint_path}: pass --decomposer PATH (an Unsup3D "
+        f"no 3D decomposer is known for {checkpoint_path}: pass --decomposer PATH (an Unsup3D "
         f"checkpoint) or train one on this network with `stylegan-disentangle train-decomposer {checkpoint_path} "
         "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
 

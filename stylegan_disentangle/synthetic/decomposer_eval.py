@@ -23,9 +23,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..labels.decomposer.labeler import scalar_labels
 from ..labels.decomposer.model import Unsup3DDecomposer
 from ..labels.decomposer.reconstruction import reconstruct
-from ..labels.decomposer.renderer import light_angles
 from .factors import factor_index, to_normalized, to_physical
 from .renderer import render
 
@@ -75,12 +75,10 @@ def decomposer_estimates(decomposer: Unsup3DDecomposer, images: torch.Tensor,
     decomposer.eval()
     for start in range(0, images.shape[0], batch_size):
         out = reconstruct(decomposer, images[start:start + batch_size], flip=False)
-        rot = out["rotation_deg"]
-        angles = light_angles(out["light"])
-        values = {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "light_azimuth": angles[:, 0],
-                  "light_elevation": angles[:, 1], "ambient": out["light"][:, 0]}
-        for k, v in values.items():
-            parts[k].append(v)
+        labels = scalar_labels(out)
+        labels["ambient"] = labels["light_ambient"]  # the world's name
+        for k in SCALARS:
+            parts[k].append(labels[k])
         for k in keys:
             parts[k].append(out[k])
     return {k: torch.cat(v) for k, v in parts.items()}

@@ -33,7 +33,7 @@ from ...errors import StyleGANDisentangleError
 from .model import Unsup3DDecomposer
 from .renderer import light_angles
 
-__all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "decomposer_labeler", "load_decomposer"]
+__all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "decomposer_labeler", "load_decomposer", "scalar_labels"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
@@ -71,6 +71,16 @@ _SIZE_KEYS = {"image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light"
 
 def _scalings_of(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _SIZE_KEYS}
+
+
+def scalar_labels(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The scalar labels (SCALAR_LABELS, world units: degrees for angles) of a `decompose` output with its light and
+    view: {name: [N]}."""
+    rot, view, light = out["rotation_deg"], out["view"], out["light"]
+    angles = light_angles(light)
+    return {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "tx": view[:, 3], "ty": view[:, 4],
+            "tz": view[:, 5], "light_ambient": light[:, 0], "light_diffuse": light[:, 1],
+            "light_azimuth": angles[:, 0], "light_elevation": angles[:, 1]}
 
 
 class DecomposerLabeler:
@@ -112,11 +122,7 @@ class DecomposerLabeler:
             parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
             out = self.decomposer.decompose(img[start:start + self.batch_size].to(device),
                                             parts=parts + (["confidence"] if self.confidence else []))
-            rot, view, light = out["rotation_deg"], out["view"], out["light"]
-            angles = light_angles(light)
-            values = {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "tx": view[:, 3], "ty": view[:, 4],
-                      "tz": view[:, 5], "light_ambient": light[:, 0], "light_diffuse": light[:, 1],
-                      "light_azimuth": angles[:, 0], "light_elevation": angles[:, 1]}
+            values = scalar_labels(out)
             if self.maps:
                 values.update(depth=out["canon_depth"], albedo=out["canon_albedo"])
                 if "conf_sigma_l1" in out:
