@@ -156,7 +156,9 @@ def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDe
     from .labeler import load_decomposer
 
     dec = load_decomposer(ckpt, device=device)  # reads the scalings from train_state.json
-    return dec, int(state["step"]), float(state.get("train_seconds", 0.0))
+    # the checkpoint's own step count (its `epoch`) decides where to resume, even if the process died between
+    # writing the checkpoint and the state file
+    return dec, int(dec.epoch), float(state.get("train_seconds", 0.0))
 
 
 def _truncate_log(path: Path, step: int) -> None:
