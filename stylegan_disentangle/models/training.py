@@ -36,6 +36,7 @@ from .. import __version__
 from ..directions.direction_set import to_jsonable
 from ..errors import StyleGANDisentangleError
 from ..utils import atomic_write, atomic_write_path, resolve_device
+from ..utils.jsonl import trim_jsonl
 from .io import ModelFileError
 
 __all__ = ["BatchSampler", "TrainResult", "train_model", "load_checkpoint"]
@@ -114,15 +115,6 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopp
         torch.save(record, tmp)
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log records past `step` (from a run that died after its last checkpoint)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    with atomic_write(path, "w") as f:
-        f.write("".join(line + "\n" for line in keep))
-
-
 def train_model(
     model: torch.nn.Module,
     sampler: BatchSampler,
@@ -177,7 +169,7 @@ def train_model(
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         step, early, stopped = int(ckpt["step"]), ckpt["early"], bool(ckpt["stopped"])
-        _trim_log(log_path, step)
+        trim_jsonl(log_path, step)
         log.info("resuming %s from step %d", ckpt_path, step)
     elif log_path.exists():
         log_path.unlink()

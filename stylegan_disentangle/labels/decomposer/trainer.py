@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
+from ...utils.jsonl import trim_jsonl
 from .model import Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
@@ -161,14 +162,6 @@ def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDe
     return dec, int(dec.epoch), float(state.get("train_seconds", 0.0))
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    with atomic_write(path, "w") as f:
-        f.write("".join(line + "\n" for line in keep))
-
-
 def train_decomposer(
     G: nn.Module,
     outdir: str | os.PathLike,
@@ -228,7 +221,7 @@ def train_decomposer(
     for key, opt in optimizers.items():
         if key in dec.optimizer_states:
             opt.load_state_dict(dec.optimizer_states[key])
-    _truncate_log(outdir / LOG, start)
+    trim_jsonl(outdir / LOG, start)
     G = G.eval().requires_grad_(False).to(device)
     if D is not None:
         D = D.eval().requires_grad_(False).to(device)
