@@ -13,6 +13,9 @@ with the world's mean canonical part masks for naming. Reported:
 - span: for each part, the norm of the projection of each true direction of the factors acting on it onto the span
   of the directions named after that part.
 
+`--decomposer oracle` replaces the trained decomposer by the world's exact decomposition (its depth, albedo, light
+and view): the method's own ceiling, apart from what any learned decomposer adds.
+
     python scripts/bench_three_d_coupled.py --samples 20000 --json 3d.json
 """
 
@@ -27,7 +30,7 @@ import torch
 
 from stylegan_disentangle.analysis.metrics import locality
 from stylegan_disentangle.directions import ThreeDCoupledDirections
-from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
+from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.utils import atomic_write
@@ -41,10 +44,19 @@ def _ws(G, w: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(w), dtype=torch.float32).unsqueeze(1).repeat(1, G.num_ws, 1)
 
 
+def exact_decomposition_labels(oracle, ws: torch.Tensor, resolution: int) -> dict[str, torch.Tensor]:
+    """The decomposer3d labels (scalars, depth, albedo) of the world's exact decomposition of the faces behind ws."""
+    intr = oracle.intrinsics(ws, resolution=resolution)
+    view = intr["view"]
+    labels = scalar_labels({"rotation_deg": view[:, :3], "view": view, "light": intr["light"]})
+    return {**labels, "depth": intr["depth"][:, 0], "albedo": intr["albedo"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=20000)
-    p.add_argument("--decomposer", default="synthetic")
+    p.add_argument("--decomposer", default="synthetic", help="'synthetic', a checkpoint path, or 'oracle'")
+    p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
     p.add_argument("--n-atoms", type=int, default=8)
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
@@ -57,17 +69,25 @@ def main() -> None:
     w = G.mapping(torch.randn([args.samples, G.z_dim], generator=gen), None)[:, 0].numpy()
 
     t0 = time.perf_counter()
-    lab = decomposer_labeler(args.decomposer, maps=True)
+    oracle = oracle_labeler()
+    if args.decomposer == "oracle":
+        resolution = args.resolution
+
+        def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
+            return exact_decomposition_labels(oracle, ws, resolution)
+    else:
+        decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False)
+        resolution = decomposer.input_resolution
+
+        def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
+            return decomposer(G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1))
     labels: dict = {}
     for i in range(0, len(w), 512):
-        img = G.synthesis(_ws(G, w[i:i + 512]), noise_mode="const", force_fp32=True).clamp(-1, 1)
-        for k, v in lab(img).items():
-            if k != "confidence":
-                labels.setdefault(k, []).append(v.numpy())
+        for k, v in lab(_ws(G, w[i:i + 512])).items():
+            labels.setdefault(k, []).append(v.numpy())
     labels = {k: np.concatenate(v) for k, v in labels.items()}
     t_decomp = time.perf_counter() - t0
-    oracle = oracle_labeler()
-    masks = oracle.intrinsics(_ws(G, w[:256]), resolution=lab.input_resolution)["canonical_masks"].mean(0).numpy()
+    masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES))

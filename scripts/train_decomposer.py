@@ -3,6 +3,8 @@
 
     python scripts/train_decomposer.py --outdir runs/decomposer32 --steps 2000          # resumable, deterministic
     python scripts/train_decomposer.py --outdir runs/decomposer32 --steps 2000 --ship   # then copy into the package
+    python scripts/train_decomposer.py --outdir runs/more --init synthetic --steps 4000 --stabilize-after 0 --seed 1
+                                                                          # continue the shipped nets 4000 steps
 
 `--ship` writes the trained nets (official Unsup3D layout, no optimizer states) to
 stylegan_disentangle/labels/decomposer/data/synthetic32_decomposer.pth and a JSON record beside it (settings that the
@@ -39,10 +41,15 @@ def main() -> None:
     p.add_argument("--light-range", type=float, default=2.0)
     p.add_argument("--rerender", type=float, default=1.0)
     p.add_argument("--jitter", type=float, default=0.5)
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None,
+                   help="Start from this decomposer (\"synthetic\" = the shipped one, or a checkpoint path) instead of "
+                        "fresh nets; its sizes replace --nf/--zdim/--nf-small/--light-range. --steps counts from it.")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     args = p.parse_args()
@@ -51,10 +58,15 @@ def main() -> None:
     G = load_network_pkl(args.pkl, device=device)["G_ema"]
     kwargs = dict(nf=args.nf, zdim=args.zdim, nf_light=args.nf_small, nf_view=args.nf_small, nf_conf=2 * args.nf_small,
                   zdim_conf=args.zdim // 2, xy_light_range=args.light_range)
+    init = None
+    if args.init:
+        from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+        init = load_decomposer(args.init, device=device)
     t0 = time.time()
-    dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, batch_size=args.batch_size,
-                           lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, seed=args.seed,
-                           stabilize_after=args.stabilize_after, device=device,
+    dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
+                           lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
+                           seed=args.seed, stabilize_after=args.stabilize_after, device=device,
                            checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
@@ -71,6 +83,12 @@ def main() -> None:
             sys.exit("--ship is for the shipped synthetic checkpoint only")
         target = SHIPPED["synthetic"]
         target.parent.mkdir(parents=True, exist_ok=True)
+        before = target.with_suffix(".json")
+        history = []
+        if args.init == "synthetic" and before.is_file():  # continued from the shipped nets: keep their record
+            prev = json.loads(before.read_text())
+            history = prev.get("history", []) + [{k: prev.get(k) for k in ("command", "steps", "train_seconds_total",
+                                                                             "scores_fresh_sample")}]
         trained_nets_only(dec).save(target)
         scalings = {k: v for k, v in dec.get_config().items()
                     if k not in ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view",
@@ -78,7 +96,11 @@ def main() -> None:
         record = {"scalings": scalings, "config": state["config"], "steps": state["step"],
                   "train_seconds_total": state["train_seconds"], "wall_seconds_this_call": wall,
                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-                  "hardware": f"2-core CPU, torch threads = {args.threads}", "scores_fresh_sample": scores}
+                  "hardware": f"2-core CPU, torch threads = {args.threads}", "scores_fresh_sample": scores,
+                  "history": history,
+                  "steps_all_phases": state["step"] + sum(int(h.get("steps") or 0) for h in history),
+                  "train_seconds_all_phases": state["train_seconds"] + sum(float(h.get("train_seconds_total") or 0)
+                                                                           for h in history)}
         with atomic_write(target.with_suffix(".json"), "w") as f:
             json.dump(record, f, indent=2)
         print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB)")

@@ -37,7 +37,7 @@ def _seed_ws(G, spec: str, option: str, truncation_psi: float = 1.0):
 
 
 def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance_dirs, appearance_names,
-                frames: int):
+                frames: int, clip_metric: str = "euclidean"):
     from .directions import DirectionSet
     from .models import DirectionVideoMaker, StyleMixingVideoMaker
 
@@ -51,7 +51,8 @@ def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance
         structure = DirectionSet.load(structure_dirs)
         appearance = DirectionSet.load(appearance_dirs) if appearance_dirs else None
         return DirectionVideoMaker(structure, appearance, structure_names=_names(structure_names),
-                                   appearance_names=_names(appearance_names), frames=frames).fit(pool)
+                                   appearance_names=_names(appearance_names), frames=frames,
+                                   metric=clip_metric).fit(pool)
 
     try:
         return fail_cleanly(build)
@@ -69,6 +70,9 @@ def _video_options(fn):
         click.option("--appearance-dirs", default=None, help="DirectionSet stem of directions to keep still."),
         click.option("--appearance-names", default=None, help="Comma list selecting appearance directions."),
         click.option("--frames", type=int, default=16, show_default=True, help="Frames per clip."),
+        click.option("--clip-metric", type=click.Choice(["euclidean", "covariance"]), default="euclidean",
+                     show_default=True, help="--video directions: structure moves orthogonal to the appearance "
+                                             "directions, or the smallest moves in W's covariance metric."),
         click.option("--pool", type=int, default=20_000, show_default=True, help="w samples the clips start from."),
     ]
     for option in reversed(options):
@@ -111,9 +115,9 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.pass_context
 def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
-                    appearance_dirs, appearance_names, frames: int, pool: int, steps: int, batch_size: int, lr: float,
-                    seed: int, device: str, app_dim: int, struct_dim: int, hidden: int, temperature: float,
-                    rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
+                    appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int,
+                    batch_size: int, lr: float, seed: int, device: str, app_dim: int, struct_dim: int, hidden: int,
+                    temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
                     image_weight: float, val_every: int, patience: int | None, preview_every: int,
                     max_minutes: float | None, resume: bool) -> None:
     """Train a W-space model of KIND on latent videos of PKL; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
@@ -130,7 +134,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     out = Path(outdir)
     G = _load_generator(pkl, target)
     w_pool = sample_latents(G, np.arange(pool), device=target).ws[:, 0].cpu()
-    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames)
+    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
+                        clip_metric)
     sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed)
     save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
     model = fail_cleanly(lambda: AppearanceStructureAE(
@@ -148,7 +153,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
 
     config = {"command": "train-model", "pkl": pkl, "video": video, "structure_dirs": structure_dirs,
               "structure_names": structure_names, "appearance_dirs": appearance_dirs,
-              "appearance_names": appearance_names, "frames": frames, "pool": pool, "batch_size": batch_size}
+              "appearance_names": appearance_names, "frames": frames, "clip_metric": clip_metric, "pool": pool,
+              "batch_size": batch_size}
     result = fail_cleanly(lambda: train_model(
         model, sampler, out, steps=steps, lr=lr, seed=seed, device=target, G=G if image_weight > 0 else None,
         val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
@@ -166,7 +172,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure_names, appearance_dirs,
-                    appearance_names, frames: int, pool: int, count: int, seed: int, device: str) -> None:
+                    appearance_names, frames: int, clip_metric: str, pool: int, count: int, seed: int,
+                    device: str) -> None:
     """Make COUNT synthetic latent videos of PKL: OUTDIR/clips.npy (ws [count, frames, num_ws, w_dim]) and
     clips.png (a row per clip)."""
     import numpy as np
@@ -179,7 +186,8 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
     target = resolve_device(device)
     G = _load_generator(pkl, target)
     w_pool = sample_latents(G, np.arange(max(pool, count, 2)), device=target).ws[:, 0].cpu()
-    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames)
+    maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
+                        clip_metric)
     gen = torch.Generator().manual_seed(seed)
     start = w_pool[torch.randperm(len(w_pool), generator=gen)[:count]]
     clips = maker.clips(start, G.num_ws, gen)
@@ -189,8 +197,8 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
         np.save(tmp, clips.numpy())
     save_clip_strips(G, clips, out / "clips.png", upscale=max(1, 64 // G.img_resolution))
     _write_json(out / "config.json", {"command": "make-videos", "pkl": pkl, "video": video, "count": count,
-                                      "frames": frames, "seed": seed, "structure_dirs": structure_dirs,
-                                      "appearance_dirs": appearance_dirs})
+                                      "frames": frames, "clip_metric": clip_metric, "seed": seed,
+                                      "structure_dirs": structure_dirs, "appearance_dirs": appearance_dirs})
     click.echo(f"wrote {count} clips of {frames} frames to {out / 'clips.npy'} and {out / 'clips.png'}")
 
 

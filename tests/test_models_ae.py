@@ -59,6 +59,40 @@ def test_augmentation_keeps_structure_projections_and_changes_the_rest():
     assert ((aug - ws).norm(dim=(1, 2)) > 0.1).all()
 
 
+def test_covariance_metric_moves_one_readout_and_is_the_regression_on_the_readouts():
+    pool, structure, appearance = world()
+    maker = DirectionVideoMaker(structure, appearance, metric="covariance").fit(pool)
+    readouts = np.concatenate([structure, appearance])
+    # each move changes its own structure readout and no other readout (structure or appearance)
+    changes = maker.moves_.astype(np.float64) @ readouts.T
+    own = np.diag(changes[:, : len(structure)])
+    assert (np.abs(own) > 0.1).all()
+    off = changes / own[:, None]
+    off[np.arange(len(structure)), np.arange(len(structure))] = 0
+    assert np.abs(off).max() < 1e-5  # float32 rows of unit norm
+    # known answer: least-squares regression of w on its readouts; the structure columns are the moves
+    w = pool.double().numpy() - pool.double().numpy().mean(0)
+    coef = np.linalg.lstsq(w @ readouts.T, w, rcond=None)[0][: len(structure)]
+    coef /= np.linalg.norm(coef, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs((coef * maker.moves_).sum(1)), 1.0, atol=1e-6)
+    # not the Euclidean moves: the pool is anisotropic (stds 0.5 to 2)
+    euclid = DirectionVideoMaker(structure, appearance).fit(pool).moves_
+    assert np.abs((euclid * maker.moves_).sum(1)).min() < 0.99
+    # clips keep the appearance readouts; augmentation keeps the structure readouts
+    clips = maker.clips(pool[:6], NUM_WS, torch.Generator().manual_seed(0)).mean(dim=2).double()
+    a64 = torch.from_numpy(appearance).double()
+    app = clips @ a64.T
+    assert torch.allclose(app, (pool[:6].double() @ a64.T)[:, None].expand_as(app),
+                          atol=2e-5)
+    ws = pool[:8, None].repeat(1, NUM_WS, 1)
+    aug = maker.augment(ws, pool[8:16], torch.Generator().manual_seed(0))
+    s = torch.from_numpy(structure).float()
+    assert torch.allclose(aug.mean(1) @ s.T, ws.mean(1) @ s.T, atol=1e-5)
+    assert ((aug - ws).norm(dim=(1, 2)) > 0.1).all()
+    with pytest.raises(ValueError, match="metric"):
+        DirectionVideoMaker(structure, metric="mahalanobis").fit(pool)
+
+
 def test_direction_sets_and_names_are_accepted():
     pool, structure, appearance = world()
     ds = DirectionSet(names=["yaw", "smile", "skin", "hair", "light"],

@@ -113,3 +113,19 @@ def test_label_free_style_mixing_videos(setup, tmp_path):
     assert result.exit_code == 0, result.output
     clips = np.load(tmp_path / "clips.npy")
     assert clips.shape == (2, 3, NUM_WS, W_DIM) and np.ptp(clips[:, :, NUM_WS // 2:], axis=1).max() == 0
+
+
+def test_covariance_metric_clips_from_the_cli_keep_the_appearance_readouts(setup, tmp_path):
+    root, pkl, _ = setup
+    result = CliRunner().invoke(main, [
+        "make-videos", str(pkl), "--outdir", str(tmp_path), "--count", "3", "--frames", "5", "--clip-metric",
+        "covariance", "--structure-dirs", str(root / "dirs"), "--structure-names", "yaw,smile", "--appearance-dirs",
+        str(root / "dirs"), "--appearance-names", "skin,hair", "--pool", "300", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    clips = np.load(tmp_path / "clips.npy").mean(axis=2).astype(np.float64)  # [3, 5, w_dim]
+    vectors = DirectionSet.load(root / "dirs").vectors.astype(np.float64)
+    app = clips @ vectors[2:].T
+    assert np.abs(app - app[:, :1]).max() < 1e-4  # float32 frames of |w| ~ a few units
+    assert (np.ptp(clips @ vectors[:2].T, axis=1) > 0.1).all()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["clip_metric"] == "covariance"

@@ -5,11 +5,15 @@ Two makers share one interface (``fit(w_pool)``, ``clips(w0, generator)``, ``aug
 - `DirectionVideoMaker`: structure moves along a smooth random trajectory (Gaussian-smoothed noise, `amplitude` stds
   of W along each direction) in the span of the structure directions of any DirectionSet (pose / expression from the
   oracle-supervised linear finder, the 3D-coupled finder, or unsupervised PCA / closed-form directions). With
-  appearance directions too, the moves are first made orthogonal to them (so the appearance factors stay put).
+  appearance directions too, the moves leave their readouts in place (so the appearance factors stay put):
+  `metric='euclidean'` makes the moves orthogonal to them, `metric='covariance'` takes the smallest move in W's
+  own metric (the pool covariance) that changes one structure readout and no other readout, which is the
+  regression of W on the readouts, i.e. what a change of that readout looks like among W's samples.
   Per-frame nonlinearity: the path bends along a nuisance direction (orthogonal to every given direction) with the
   squared distance travelled (`curvature`), and every frame gets its own zero-mean W+ layer jitter (`layer_jitter`,
-  which leaves the average over layers unchanged). Its appearance augmentation replaces the part of a frame
-  orthogonal to the structure span by a donor's (a random share in [0.5, 1]): structure projections stay exact.
+  which leaves the average over layers unchanged). Its appearance augmentation moves a frame a random share in
+  [0.5, 1] of the way to a donor's w, minus the part that would change a structure readout (the orthogonal or
+  the covariance-metric projection, as `metric`): structure projections stay exact.
 - `StyleMixingVideoMaker` (no labels, no directions): coarse layers travel smoothly between random samples while
   fine layers stay at the clip's own w; its augmentation swaps the fine layers for a donor's.
 
@@ -73,6 +77,13 @@ def _vectors(ds: DirectionSet | np.ndarray | None, names: list[str] | None, w_di
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _covariance_moves(cov: np.ndarray, readouts: np.ndarray) -> np.ndarray:
+    """[K, w_dim]: row k is the smallest move in the metric of `cov` (minimum d^T cov^-1 d) that changes readout k
+    of `readouts` [K, w_dim] by 1 and the others by 0: cov R^T (R cov R^T)^-1, the regression of w on the readouts."""
+    r_cov = readouts @ cov
+    return np.linalg.solve(r_cov @ readouts.T, r_cov)
+
+
 def _orth_basis(v: np.ndarray) -> np.ndarray:
     """Orthonormal rows spanning the rows of v."""
     u, s, _ = np.linalg.svd(v.T, full_matrices=False)
@@ -101,15 +112,20 @@ class DirectionVideoMaker:
         Bend of the path along a nuisance direction per unit squared distance (in stds of W along it).
     layer_jitter : float
         Per-frame W+ layer jitter (zero mean over layers), in per-dimension stds of W.
+    metric : 'euclidean' or 'covariance'
+        How a structure move keeps the other readouts: orthogonal to the appearance directions, or the smallest
+        move in the pool covariance's metric that changes only its own readout (see the module docstring).
 
-    Attributes (after `fit`): `moves_` [K, w_dim] the (orthogonalized) unit move directions, `scales_` [K] stds of the
-    pool along them, `structure_basis_` [K, w_dim] orthonormal basis of the structure span, `w_std_` [w_dim].
+    Attributes (after `fit`): `moves_` [K, w_dim] the unit move directions, `scales_` [K] stds of the pool along
+    them, `structure_basis_` [K, w_dim] orthonormal basis of the structure span, `keep_structure_` [w_dim, w_dim]
+    the augmentation's projection (a change d becomes d @ keep_structure_.T, with no structure readout change),
+    `w_std_` [w_dim].
     """
 
     def __init__(self, structure: DirectionSet | np.ndarray, appearance: DirectionSet | np.ndarray | None = None, *,
                  structure_names: list[str] | None = None, appearance_names: list[str] | None = None,
                  frames: int = 16, amplitude: float = 1.0, smoothness: float = 3.0, curvature: float = 0.2,
-                 layer_jitter: float = 0.05) -> None:
+                 layer_jitter: float = 0.05, metric: str = "euclidean") -> None:
         self.structure = structure
         self.appearance = appearance
         self.structure_names = structure_names
@@ -119,6 +135,7 @@ class DirectionVideoMaker:
         self.smoothness = smoothness
         self.curvature = curvature
         self.layer_jitter = layer_jitter
+        self.metric = metric
 
     def fit(self, w_pool: Any) -> DirectionVideoMaker:
         """Measure the pool (stds along the moves, per-dimension stds) and build the move directions."""
@@ -130,8 +147,17 @@ class DirectionVideoMaker:
             raise ValueError("DirectionVideoMaker needs at least one structure direction")
         if self.frames < 2:
             raise ValueError(f"frames must be >= 2, got {self.frames}")
+        if self.metric not in ("euclidean", "covariance"):
+            raise ValueError(f"metric must be 'euclidean' or 'covariance', got {self.metric!r}")
+        centred = (w - w.mean(0)).double().numpy()
         moves = struct.copy()
-        if app is not None and len(app):
+        if self.metric == "covariance":
+            readouts = struct if app is None or not len(app) else np.concatenate([struct, app])
+            cov = centred.T @ centred / (len(centred) - 1)
+            moves = _covariance_moves(cov, readouts)[: len(struct)]
+            moves /= np.linalg.norm(moves, axis=1, keepdims=True)
+            self.keep_structure_ = np.eye(d) - _covariance_moves(cov, struct).T @ struct
+        elif app is not None and len(app):
             basis = _orth_basis(app)
             moves = moves - (moves @ basis.T) @ basis
             norms = np.linalg.norm(moves, axis=1)
@@ -139,13 +165,15 @@ class DirectionVideoMaker:
                 raise ValueError("a structure direction lies in the span of the appearance directions")
             moves /= norms[:, None]
         self.structure_basis_ = _orth_basis(struct)
+        if self.metric == "euclidean":
+            self.keep_structure_ = np.eye(d) - self.structure_basis_.T @ self.structure_basis_
+        self.keep_structure_ = self.keep_structure_.astype(np.float32)
         given = struct if app is None else np.concatenate([struct, app])
         rng = np.random.default_rng(0)
         nuisance = rng.standard_normal(d)
         gb = _orth_basis(given)
         nuisance -= gb.T @ (gb @ nuisance)
         self.nuisance_ = (nuisance / np.linalg.norm(nuisance)).astype(np.float32)
-        centred = (w - w.mean(0)).double().numpy()
         self.moves_ = moves.astype(np.float32)
         self.scales_ = (centred @ moves.T).std(axis=0).astype(np.float32)
         self.nuisance_scale_ = float((centred @ self.nuisance_).std())
@@ -171,12 +199,11 @@ class DirectionVideoMaker:
         return ws0[:, None] + move[:, :, None] + jitter
 
     def augment(self, ws: torch.Tensor, donors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Appearance-changing copies of ws [N, num_ws, w_dim]: the part orthogonal to the structure span moves a
-        random share in [0.5, 1] of the way to a donor's w [N, w_dim]; projections on the structure span stay."""
+        """Appearance-changing copies of ws [N, num_ws, w_dim]: a random share in [0.5, 1] of the way to a donor's
+        w [N, w_dim], less the part that changes a structure readout; projections on the structure span stay."""
         self._check()
-        basis = torch.from_numpy(self.structure_basis_.astype(np.float32))
         delta = donors.reshape(donors.shape[0], -1, self.w_dim_).mean(1) - ws.mean(1)
-        delta = delta - (delta @ basis.T) @ basis
+        delta = delta @ torch.from_numpy(self.keep_structure_).T
         share = 0.5 + 0.5 * torch.rand(ws.shape[0], 1, generator=generator)
         return ws + (share * delta)[:, None]
 
