@@ -68,8 +68,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     w = G.mapping(torch.randn([args.samples, G.z_dim], generator=gen), None)[:, 0].numpy()
 
-    t0 = time.perf_counter()
     oracle = oracle_labeler()
+    t0 = time.perf_counter()
     if args.decomposer == "oracle":
         resolution = args.resolution
 

@@ -150,25 +150,24 @@ class DirectionVideoMaker:
         if self.metric not in ("euclidean", "covariance"):
             raise ValueError(f"metric must be 'euclidean' or 'covariance', got {self.metric!r}")
         centred = (w - w.mean(0)).double().numpy()
+        given = struct if app is None else np.concatenate([struct, app])
+        self.structure_basis_ = _orth_basis(struct)
         moves = struct.copy()
         if self.metric == "covariance":
-            readouts = struct if app is None or not len(app) else np.concatenate([struct, app])
             cov = centred.T @ centred / (len(centred) - 1)
-            moves = _covariance_moves(cov, readouts)[: len(struct)]
+            moves = _covariance_moves(cov, given)[: len(struct)]
             moves /= np.linalg.norm(moves, axis=1, keepdims=True)
-            self.keep_structure_ = np.eye(d) - _covariance_moves(cov, struct).T @ struct
-        elif app is not None and len(app):
-            basis = _orth_basis(app)
-            moves = moves - (moves @ basis.T) @ basis
-            norms = np.linalg.norm(moves, axis=1)
-            if (norms < 1e-3).any():
-                raise ValueError("a structure direction lies in the span of the appearance directions")
-            moves /= norms[:, None]
-        self.structure_basis_ = _orth_basis(struct)
-        if self.metric == "euclidean":
-            self.keep_structure_ = np.eye(d) - self.structure_basis_.T @ self.structure_basis_
-        self.keep_structure_ = self.keep_structure_.astype(np.float32)
-        given = struct if app is None else np.concatenate([struct, app])
+            keep = np.eye(d) - _covariance_moves(cov, struct).T @ struct
+        else:
+            if app is not None and len(app):
+                basis = _orth_basis(app)
+                moves = moves - (moves @ basis.T) @ basis
+                norms = np.linalg.norm(moves, axis=1)
+                if (norms < 1e-3).any():
+                    raise ValueError("a structure direction lies in the span of the appearance directions")
+                moves /= norms[:, None]
+            keep = np.eye(d) - self.structure_basis_.T @ self.structure_basis_
+        self.keep_structure_ = keep.astype(np.float32)
         rng = np.random.default_rng(0)
         nuisance = rng.standard_normal(d)
         gb = _orth_basis(given)
