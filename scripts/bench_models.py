@@ -49,7 +49,7 @@ from stylegan_disentangle.models.evaluate import (
 from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions, load_synthetic
 from stylegan_disentangle.synthetic.factors import factor_groups, factor_names
 from stylegan_disentangle.utils import atomic_write
-from stylegan_disentangle.utils.images import image_grid, save_png, to_uint8
+from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
 
 
 def group_means(values: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
@@ -214,8 +214,8 @@ def main() -> None:
     with torch.no_grad():
         strip = [ws_a[:rows], ws_b[:rows]] + [r[:rows] for r in list(results.values())[:4]]
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
-    save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=len(strip)), out / "transfer.png",
-             upscale=3)
+    save_titled_grid(np.stack(imgs, 1), out / "transfer.png",
+                     ["target", "source", "AE residual", "AE direct", "coarse copy", "projected diff."])
     record = {
         "date": time.strftime("%Y-%m-%d"), "args": vars(args), "setup_seconds": setup_s, "train_seconds": train_s,
         "train_steps": result.step, "best_step": result.best_step, "stopped_early": result.stopped_early,
