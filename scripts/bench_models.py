@@ -121,6 +121,11 @@ def main() -> None:
     p.add_argument("--three-d-samples", type=int, default=5000, help="bank size of the 3D-coupled finder")
     p.add_argument("--clip-metric", choices=["euclidean", "covariance"], default="euclidean",
                    help="how clip moves keep the appearance readouts (DirectionVideoMaker's metric)")
+    p.add_argument("--linear-structure", action="store_true", help="structure code linear in w (MLP: appearance)")
+    p.add_argument("--motion-weight", type=float, default=1.0,
+                   help="weight of the motion decoder (0: none; transfers then decode the codes)")
+    p.add_argument("--motion-metric", choices=["euclidean", "covariance"], default="covariance",
+                   help="metric of the clips the motion decoder learns from")
     p.add_argument("--no-resume", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -147,7 +152,13 @@ def main() -> None:
         ds = ground_truth_directions(fmap)
     maker = DirectionVideoMaker(ds, ds, structure_names=structure_names, appearance_names=appearance_names,
                                 frames=args.frames, amplitude=args.amplitude, metric=args.clip_metric).fit(pool)
-    sampler = ClipPairSampler(maker, pool, G.num_ws, batch_size=args.batch, seed=args.seed)
+    motion_maker = None
+    if args.motion_weight > 0:
+        motion_maker = DirectionVideoMaker(ds, ds, structure_names=structure_names, appearance_names=appearance_names,
+                                           frames=args.frames, amplitude=args.amplitude,
+                                           metric=args.motion_metric).fit(pool)
+    sampler = ClipPairSampler(maker, pool, G.num_ws, batch_size=args.batch, seed=args.seed,
+                              motion_maker=motion_maker)
     gen = torch.Generator().manual_seed(123)
     clips = maker.clips(pool[:4], G.num_ws, gen)
     save_clip_strips(G, clips[:, ::2], out / "clips.png", upscale=3)
@@ -159,6 +170,7 @@ def main() -> None:
                                hidden=args.hidden, w_plus=args.w_plus, temperature=args.temperature,
                                app_weight=args.app_weight,
                                struct_weight=args.struct_weight, swap_weight=args.swap_weight,
+                               motion_weight=args.motion_weight, linear_structure=args.linear_structure,
                                generator_sha256=generator_fingerprint(G)).set_normalization(pool)
     with torch.no_grad():
         first = {k: float(v) for k, v in ae.training_losses(sampler.validation("cpu")).items()}
@@ -198,12 +210,16 @@ def main() -> None:
     keep, take = groups["identity"], structure_idx
     with torch.no_grad():
         results = {
-            "AppearanceStructureAE (residual, default)": ae.transfer_structure(ws_a, ws_b, residual=True),
-            "AppearanceStructureAE (direct decode)": ae.transfer_structure(ws_a, ws_b, residual=False),
+            "AppearanceStructureAE (residual)": ae.transfer_structure(ws_a, ws_b, mode="residual"),
+            "AppearanceStructureAE (direct decode)": ae.transfer_structure(ws_a, ws_b, mode="direct"),
             "copy coarse ws layers": copy_coarse_layers(ws_a, ws_b, G.num_ws // 2),
             "projected difference": projected_difference(ws_a, ws_b, ds.select(structure_names).vectors),
             "ground-truth recombination (floor)": ws_mix,
         }
+        if ae.has_motion_decoder:
+            results = {"AppearanceStructureAE (motion decoder, default)": ae.transfer_structure(ws_a, ws_b,
+                                                                                               mode="motion"),
+                       **results}
     transfer = {}
     for name, res in results.items():
         err = transfer_errors(res, ws_a, ws_b, fmap, keep, take)
@@ -212,10 +228,13 @@ def main() -> None:
         transfer[name] = err
     rows = 8
     with torch.no_grad():
-        strip = [ws_a[:rows], ws_b[:rows]] + [r[:rows] for r in list(results.values())[:4]]
+        shown = [k for k in results if "floor" not in k]
+        strip = [ws_a[:rows], ws_b[:rows]] + [results[k][:rows] for k in shown]
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
+    short = {"motion decoder": "AE motion", "residual": "AE residual", "direct": "AE direct", "coarse": "coarse copy",
+             "projected": "projected diff."}
     save_titled_grid(np.stack(imgs, 1), out / "transfer.png",
-                     ["target", "source", "AE residual", "AE direct", "coarse copy", "projected diff."])
+                     ["target", "source"] + [next(v for k, v in short.items() if k in name) for name in shown])
     record = {
         "date": time.strftime("%Y-%m-%d"), "args": vars(args), "setup_seconds": setup_s, "train_seconds": train_s,
         "train_steps": result.step, "best_step": result.best_step, "stopped_early": result.stopped_early,

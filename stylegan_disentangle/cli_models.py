@@ -108,6 +108,14 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--struct-weight", type=float, default=0.05, show_default=True)
 @click.option("--image-weight", type=float, default=0.0, show_default=True,
               help="Weight of the image-space reconstruction through the frozen synthesis.")
+@click.option("--motion-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the motion decoder (a linear map from a change of structure code to a move in W, "
+                   "the transfers' default); 0: none, transfers decode the codes.")
+@click.option("--motion-metric", type=click.Choice(["euclidean", "covariance"]), default="covariance",
+              show_default=True, help="--video directions: the clips the motion decoder learns from (covariance: "
+                                      "how W moves among its samples when a structure readout changes).")
+@click.option("--linear-structure/--mlp-structure", default=True, show_default=True,
+              help="Structure code linear in w (what the linear motion decoder assumes), or with the MLP branch.")
 @click.option("--val-every", type=int, default=250, show_default=True)
 @click.option("--patience", type=int, default=None, help="Stop after this many validations without improvement.")
 @click.option("--preview-every", type=int, default=500, show_default=True, help="Transfer-strip PNG every N steps.")
@@ -118,7 +126,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int,
                     batch_size: int, lr: float, seed: int, device: str, app_dim: int, struct_dim: int, hidden: int,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
-                    image_weight: float, val_every: int, patience: int | None, preview_every: int,
+                    image_weight: float, motion_weight: float, motion_metric: str, linear_structure: bool,
+                    val_every: int, patience: int | None, preview_every: int,
                     max_minutes: float | None, resume: bool) -> None:
     """Train a W-space model of KIND on latent videos of PKL; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
     config.json, clips.png and preview PNGs (rows: target | source | result). Rerun to resume."""
@@ -136,12 +145,17 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     w_pool = sample_latents(G, np.arange(pool), device=target).ws[:, 0].cpu()
     maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
                         clip_metric)
-    sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed)
+    motion_maker = None
+    if motion_weight > 0 and video == "directions":
+        motion_maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs,
+                                   appearance_names, frames, motion_metric)
+    sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed, motion_maker=motion_maker)
     save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
     model = fail_cleanly(lambda: AppearanceStructureAE(
         G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
         rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
-        image_weight=image_weight, generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
+        image_weight=image_weight, motion_weight=motion_weight, linear_structure=linear_structure,
+        generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
     preview_t, preview_s = sampler.val_pool[:4], sampler.val_pool[4:8]
 
     def preview(m, path):
@@ -154,7 +168,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     config = {"command": "train-model", "pkl": pkl, "video": video, "structure_dirs": structure_dirs,
               "structure_names": structure_names, "appearance_dirs": appearance_dirs,
               "appearance_names": appearance_names, "frames": frames, "clip_metric": clip_metric, "pool": pool,
-              "batch_size": batch_size}
+              "batch_size": batch_size, "motion_metric": motion_metric if motion_maker is not None else None}
     result = fail_cleanly(lambda: train_model(
         model, sampler, out, steps=steps, lr=lr, seed=seed, device=target, G=G if image_weight > 0 else None,
         val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
@@ -238,9 +252,12 @@ def _save_npy(path: Path, array) -> None:
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
+@click.option("--mode", type=click.Choice(["auto", "motion", "residual", "direct"]), default="auto", show_default=True,
+              help="How the result is made: the motion decoder (auto, when the model has one), the residual "
+                   "decode (auto otherwise) or the direct decode (see AppearanceStructureAE.transfer_structure).")
 @click.option("--device", default="auto", show_default=True)
 def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds: str, truncation_psi: float,
-                           outdir: str, allow_foreign: bool, device: str) -> None:
+                           outdir: str, allow_foreign: bool, mode: str, device: str) -> None:
     """Expression / pose transfer with MODEL: OUTDIR/transfer.png (rows: target | source | result) and the ws
     (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
     from .utils import resolve_device
@@ -255,7 +272,8 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
                                  "or one of them", param_hint="--source-seeds")
     n = max(len(t_ws), len(s_ws))
     t_ws, s_ws = t_ws.expand(n, -1, -1), s_ws.expand(n, -1, -1)
-    result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws))
+    mode_arg = None if mode == "auto" else mode
+    result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws, mode=mode_arg))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     _save_rows(G, [t_ws, s_ws, result], out / "transfer.png", ["target", "source", "result"],
@@ -265,7 +283,8 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
         _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
     _write_json(out / "config.json", {"command": "transfer-structure", "model": model, "pkl": pkl,
                                       "target_seeds": t_seeds, "source_seeds": s_seeds,
-                                      "truncation_psi": truncation_psi, "allow_foreign": allow_foreign})
+                                      "truncation_psi": truncation_psi, "allow_foreign": allow_foreign,
+                                      "mode": mode})
     click.echo(f"wrote {out / 'transfer.png'} (target | source | result) and the ws")
 
 
@@ -279,9 +298,12 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
 @click.option("--relative", is_flag=True, help="Add the source's motion to the target's own structure.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
+@click.option("--mode", type=click.Choice(["auto", "motion", "residual", "direct"]), default="auto", show_default=True,
+              help="How the result is made: the motion decoder (auto, when the model has one), the residual "
+                   "decode (auto otherwise) or the residual decode (see AppearanceStructureAE.transfer_motion).")
 @click.option("--device", default="auto", show_default=True)
 def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int, target_seeds: str, relative: bool,
-                        outdir: str, allow_foreign: bool, device: str) -> None:
+                        outdir: str, allow_foreign: bool, mode: str, device: str) -> None:
     """Motion transfer: the source clip's structure drives each target. OUTDIR/motion.png (first row: the source
     clip; then one row per target), result_ws.npy [N, T, num_ws, w_dim]."""
     import numpy as np
@@ -301,7 +323,8 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
             raise click.BadParameter(f"{source_clip} holds {len(clip)} clips", param_hint="--clip-index")
         clip = clip[clip_index]
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds")
-    result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative))
+    mode_arg = None if mode == "auto" else mode
+    result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative, mode=mode_arg))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     frames = torch.as_tensor(clip, dtype=torch.float32)
@@ -311,7 +334,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
     _save_npy(out / "result_ws.npy", result.cpu().numpy())
     _write_json(out / "config.json", {"command": "transfer-motion", "model": model, "pkl": pkl,
                                       "source_clip": source_clip, "clip_index": clip_index, "target_seeds": t_seeds,
-                                      "relative": relative, "allow_foreign": allow_foreign})
+                                      "relative": relative, "allow_foreign": allow_foreign, "mode": mode})
     click.echo(f"wrote {out / 'motion.png'} (row 0: source clip; one row per target) and result_ws.npy")
 
 

@@ -170,6 +170,83 @@ def test_residual_transfer_keeps_what_the_codes_do_not_hold():
     torch.testing.assert_close(ae.transfer_structure(t, s), expected)
 
 
+def test_motion_pairs_leave_the_other_batch_entries_unchanged():
+    pool, structure, appearance = world()
+    maker = DirectionVideoMaker(structure, appearance, frames=8).fit(pool)
+    motion = DirectionVideoMaker(structure, appearance, frames=8, metric="covariance").fit(pool)
+    plain = ClipPairSampler(maker, pool, NUM_WS, batch_size=32, seed=3).sample(5)
+    both = ClipPairSampler(maker, pool, NUM_WS, batch_size=32, seed=3, motion_maker=motion).sample(5)
+    assert set(both) == set(plain) | {"motion_from", "motion_to"}
+    for key in plain:
+        assert torch.equal(plain[key], both[key]), key
+    a64 = torch.from_numpy(appearance).double()
+    start, end = (both[k].mean(1).double() @ a64.T for k in ("motion_from", "motion_to"))
+    assert torch.allclose(start, end, atol=2e-5)  # covariance-metric clips keep the appearance readouts
+    assert ((both["motion_to"] - both["motion_from"]).norm(dim=(1, 2)) > 0.01).all()
+
+
+def test_motion_decoder_learns_the_moves_of_its_clips(tmp_path):
+    pool, structure, appearance = world()
+    maker = DirectionVideoMaker(structure, appearance, frames=8).fit(pool)
+    motion = DirectionVideoMaker(structure, appearance, frames=8, metric="covariance").fit(pool)
+    sampler = ClipPairSampler(maker, pool, NUM_WS, batch_size=64, seed=0, val_size=256, motion_maker=motion)
+    torch.manual_seed(0)
+    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=12, struct_dim=3, hidden=32, app_weight=0.2,
+                               struct_weight=0.2, motion_weight=1.0).set_normalization(pool)
+    before = float(ae.training_losses(sampler.validation("cpu"))["motion"])
+    train_model(ae, sampler, tmp_path, steps=400, lr=3e-3, device="cpu", progress=False)
+    after = float(ae.training_losses(sampler.validation("cpu"))["motion"])
+    assert after < 0.2 * before  # seeded run: 0.128 -> 0.007
+    t, s = pool[:200, None].repeat(1, NUM_WS, 1), pool[200:400, None].repeat(1, NUM_WS, 1)
+    out = ae.transfer_structure(t, s)  # the motion decoder is the default
+    torch.testing.assert_close(out, ae.transfer_structure(t, s, mode="motion"))
+    torch.testing.assert_close(ae.transfer_structure(t, t), t)  # no change of structure, no move
+    st, ap = torch.from_numpy(structure).float(), torch.from_numpy(appearance).float()
+    want = (s.mean(1) - t.mean(1)) @ st.T
+    got = (out.mean(1) - t.mean(1)) @ st.T
+    app_change = (out.mean(1) - t.mean(1)) @ ap.T
+    # seeded run: structure readouts taken to 9% (relative), appearance readouts moved 3% of that
+    assert (got - want).norm() < 0.2 * want.norm() and app_change.norm() < 0.06 * want.norm()
+    # the moves per unit of structure readout are the covariance-metric clips' moves, not the Euclidean ones
+    move = np.linalg.lstsq(want.double().numpy(), (out.mean(1) - t.mean(1)).double().numpy(), rcond=None)[0]
+    move /= np.linalg.norm(move, axis=1, keepdims=True)
+    assert (np.abs((move * motion.moves_).sum(1)) > 0.99).all()  # seeded run: 0.998
+    assert (np.abs((move * maker.moves_).sum(1)) < 0.9).all()  # 0.71
+    clip = pool[400:405, None].repeat(1, NUM_WS, 1)
+    moved = ae.transfer_motion(t[:3], clip)
+    assert moved.shape == (3, 5, NUM_WS, W_DIM)
+    torch.testing.assert_close(moved[:, 2], ae.transfer_structure(t[:3], clip[2:3]))
+    torch.testing.assert_close(ae.transfer_motion(t[:3], clip, relative=True)[:, 0], t[:3])
+
+
+def test_linear_structure_code_is_affine_in_w():
+    pool, _, _ = world()
+    torch.manual_seed(0)
+    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=3, hidden=16,
+                               linear_structure=True).set_normalization(pool)
+    with torch.no_grad():
+        ae.encoder.mlp[2].weight.normal_()  # a visible nonlinear branch (zero at init)
+        ae.encoder.linear.weight.normal_()
+    x = torch.randn(3, 5, W_DIM)
+    combo = x[0] + 0.5 * (x[1] - x[2])
+    (a0, s0), (a1, s1), (a2, s2), (ac, sc) = (ae.encode(v) for v in (x[0], x[1], x[2], combo))
+    torch.testing.assert_close(sc, s0 + 0.5 * (s1 - s2), atol=1e-5, rtol=1e-5)  # float32 sums of O(1) terms
+    assert (ac - (a0 + 0.5 * (a1 - a2))).abs().max() > 1e-2  # the appearance code keeps its MLP
+
+
+def test_transfer_modes_are_checked():
+    pool, _, _ = world()
+    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=2, hidden=8).set_normalization(pool)
+    t = torch.randn(2, NUM_WS, W_DIM)
+    with pytest.raises(ValueError, match="motion decoder"):
+        ae.transfer_structure(t, t, mode="motion")
+    with pytest.raises(ValueError, match="mode must be"):
+        ae.transfer_structure(t, t, mode="sideways")
+    torch.testing.assert_close(ae.transfer_structure(t, t, mode="direct"), ae.transfer_structure(t, t, residual=False))
+    with pytest.raises(ValueError, match="motion_weight"):
+        AppearanceStructureAE(NUM_WS, W_DIM, motion_weight=-1.0)
+
+
 def test_linear_probe_known_answers():
     gen = np.random.default_rng(0)
     x = gen.standard_normal((400, 3))

@@ -60,6 +60,9 @@ def test_train_model_writes_its_run_directory(setup):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     assert config["kind"] == "appearance-structure" and config["steps"] == 4 and config["video"] == "directions"
+    # the default model has a motion decoder learned from covariance-metric clips, and a linear structure code
+    assert config["motion_metric"] == "covariance"
+    assert config["model_config"]["motion_weight"] == 1.0 and config["model_config"]["linear_structure"] is True
 
 
 def test_transfer_structure_writes_strip_and_ws(setup, tmp_path):
@@ -73,6 +76,22 @@ def test_transfer_structure_writes_strip_and_ws(setup, tmp_path):
     png = _png(tmp_path / "transfer.png")  # a titled figure: 4 rows (pairs) of 3 columns (target | source | result)
     assert png.shape[0] > png.shape[1] > 3 * RES
     assert json.loads((tmp_path / "config.json").read_text())["source_seeds"] == [5, 6, 7, 8]
+
+
+def test_transfer_modes_from_the_cli(setup, tmp_path):
+    root, pkl, _ = setup
+    results = {}
+    for mode in ("auto", "motion", "residual", "direct"):
+        out = tmp_path / mode
+        result = CliRunner().invoke(main, ["transfer-structure", str(root / "model" / "model.pt"), str(pkl),
+                                           "--target-seeds", "0-2", "--source-seeds", "5-7", "--outdir", str(out),
+                                           "--mode", mode, "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        results[mode] = np.load(out / "result_ws.npy")
+        assert json.loads((out / "config.json").read_text())["mode"] == mode
+    np.testing.assert_array_equal(results["auto"], results["motion"])  # the motion decoder is the default
+    assert np.abs(results["motion"] - results["residual"]).max() > 1e-4
+    assert np.abs(results["residual"] - results["direct"]).max() > 1e-4
 
 
 def test_transfer_motion_writes_strip_and_ws(setup, tmp_path):

@@ -13,9 +13,9 @@ from tests.helpers import tiny_networks
 NUM_WS, W_DIM = 3, 12
 
 
-def make(sha: str | None = "a" * 64) -> AppearanceStructureAE:
+def make(sha: str | None = "a" * 64, **kwargs) -> AppearanceStructureAE:
     torch.manual_seed(0)
-    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=5, struct_dim=2, hidden=8, generator_sha256=sha)
+    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=5, struct_dim=2, hidden=8, generator_sha256=sha, **kwargs)
     with torch.no_grad():
         for p in ae.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -31,6 +31,17 @@ def test_round_trip_restores_the_same_function(tmp_path):
     record = read_model_file(path)  # plain dict, readable with weights_only
     assert record["kind"] == "appearance-structure" and record["generator_sha256"] == "a" * 64
     assert path.stat().st_size < 200_000
+
+
+def test_round_trip_with_a_motion_decoder_and_linear_structure(tmp_path):
+    ae = make(motion_weight=1.0, linear_structure=True)
+    loaded = AppearanceStructureAE.load(ae.save(tmp_path / "m.pt"))
+    assert loaded.has_motion_decoder and loaded.config == ae.config
+    t, s = torch.randn(4, NUM_WS, W_DIM), torch.randn(4, NUM_WS, W_DIM)
+    assert torch.equal(loaded.transfer_structure(t, s), ae.transfer_structure(t, s))
+    # a file of a model without the decoder still loads as one without it (no new keys required)
+    plain = AppearanceStructureAE.load(make().save(tmp_path / "plain.pt"))
+    assert not plain.has_motion_decoder
 
 
 def test_a_model_refuses_a_foreign_generator_unless_allowed(tmp_path):

@@ -15,11 +15,24 @@ another frame of the same clip, an appearance-augmented copy of the anchor):
   that should be shared, taken from the view that shares them);
 - ``app``: InfoNCE of appearance codes across two frames of a clip against other clips' frames;
 - ``struct``: InfoNCE of structure codes of a frame and its appearance-augmented copy against other frames;
+- ``motion`` (optional, `motion_weight` > 0): the motion decoder, a linear map M from a change of structure code to
+  a move in (standardized) W, fitted on pairs of frames of one clip: M(s(to) - s(from)) -> to - from (squared
+  error relative to W's variance, like ``rec``; refitted in closed form at the end, `finish_training`). The pairs are
+  the batch's 'motion_from' / 'motion_to' (a `ClipPairSampler` with a `motion_maker`), else anchor / other;
 - ``image`` (optional, `image_weight` > 0 and G given): reconstruction through the frozen synthesis on the first
   `image_samples` anchors.
 
-``total = rec_weight*rec + swap_weight*swap + app_weight*app + struct_weight*struct + image_weight*image``.
-Tasks: `transfer_structure(target, source)` and `transfer_motion(target, source_clip)`.
+``total = rec_weight*rec + swap_weight*swap + app_weight*app + struct_weight*struct + motion_weight*motion
++ image_weight*image``.
+Tasks: `transfer_structure(target, source)` and `transfer_motion(target, source_clip)`. With a motion decoder the
+transfer is target + M(s(source) - s(target)): the target is kept except for the move the structure change
+asks for, and the move is the one the motion clips taught. Why a second kind of clip: the contrastive terms need
+clips whose structure moves leave the *codes'* other side alone (Euclidean moves orthogonal to the appearance
+directions make the appearance code blind to pose), while a transfer that takes the source's pose best moves
+the way W itself moves when pose changes (the regression of W on the structure readouts, a
+``metric='covariance'`` maker); on the synthetic world the motion decoder keeps identity 2.6x better than the
+residual decode and takes pose / expression as well as the projected-difference baseline (BENCHMARKS.md,
+issue 12).
 """
 
 from __future__ import annotations
@@ -74,6 +87,11 @@ class AppearanceStructureAE(WSpaceModel):
         Loss weights (see the module docstring).
     image_samples : int
         Anchors per batch rendered for the image loss.
+    linear_structure : bool
+        Make the structure code a linear function of the (standardized) input: the MLP branch feeds the appearance
+        code only. The motion decoder maps code changes linearly to moves, which is exact only for a linear code.
+    motion_weight : float
+        Weight of the motion decoder's loss; > 0 adds the decoder (``motion``) and makes it the transfers' default.
     generator_sha256 : str, optional
         The generator's fingerprint (`latents.generator_fingerprint`); checked by `load`.
 
@@ -90,20 +108,27 @@ class AppearanceStructureAE(WSpaceModel):
     def __init__(self, num_ws: int, w_dim: int, app_dim: int = 64, struct_dim: int = 8, hidden: int = 256,
                  w_plus: bool = True, temperature: float = 0.1, rec_weight: float = 1.0, swap_weight: float = 1.0,
                  app_weight: float = 0.05, struct_weight: float = 0.05, image_weight: float = 0.0,
-                 image_samples: int = 4, generator_sha256: str | None = None) -> None:
+                 image_samples: int = 4, linear_structure: bool = False, motion_weight: float = 0.0,
+                 generator_sha256: str | None = None) -> None:
         super().__init__(num_ws, w_dim, generator_sha256)
         if app_dim < 1 or struct_dim < 1:
             raise ValueError(f"code sizes must be positive, got app_dim={app_dim}, struct_dim={struct_dim}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if motion_weight < 0:
+            raise ValueError(f"motion_weight must be >= 0, got {motion_weight}")
         self.config.update(app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, w_plus=w_plus,
                            temperature=temperature, rec_weight=rec_weight, swap_weight=swap_weight,
                            app_weight=app_weight, struct_weight=struct_weight, image_weight=image_weight,
-                           image_samples=image_samples)
+                           image_samples=image_samples, linear_structure=linear_structure,
+                           motion_weight=motion_weight)
         self.app_dim, self.struct_dim, self.w_plus = app_dim, struct_dim, w_plus
         d_in = num_ws * w_dim if w_plus else w_dim
         self.encoder = _LinearPlusMLP(d_in, app_dim + struct_dim, hidden)
         self.decoder = _LinearPlusMLP(app_dim + struct_dim, d_in, hidden)
+        # change of structure code -> move in standardized W (flattened W+ or w); only with motion_weight > 0, so
+        # files of models without it keep their state dict
+        self.motion = nn.Linear(struct_dim, d_in, bias=False) if motion_weight > 0 else None
         self.register_buffer("w_mean", torch.zeros(w_dim))
         self.register_buffer("w_std", torch.ones(w_dim))
 
@@ -121,6 +146,9 @@ class AppearanceStructureAE(WSpaceModel):
     def _encode(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (ws - self.w_mean) / self.w_std
         x = x.flatten(1) if self.w_plus else x.mean(dim=1)
+        if self.config.get("linear_structure") and self.encoder.mlp is not None:
+            code = self.encoder.linear(x)
+            return code[:, : self.app_dim] + self.encoder.mlp(x)[:, : self.app_dim], code[:, self.app_dim:]
         code = self.encoder(x)
         return code[:, : self.app_dim], code[:, self.app_dim:]
 
@@ -128,6 +156,16 @@ class AppearanceStructureAE(WSpaceModel):
         y = self.decoder(torch.cat([a, s], dim=1))
         y = y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
         return y * self.w_std + self.w_mean
+
+    def _move(self, ds: torch.Tensor) -> torch.Tensor:
+        """Change of structure code [N, struct_dim] -> move in W [N, num_ws, w_dim] (the motion decoder)."""
+        y = self.motion(ds)
+        y = y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
+        return y * self.w_std
+
+    @property
+    def has_motion_decoder(self) -> bool:
+        return self.motion is not None
 
     def encode(self, ws: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """ws [N, num_ws, w_dim] (or w [N, w_dim]) -> (appearance [N, app_dim], structure [N, struct_dim])."""
@@ -167,6 +205,16 @@ class AppearanceStructureAE(WSpaceModel):
         c = self.config
         total = c["rec_weight"] * rec + c["swap_weight"] * swap + c["app_weight"] * app + c["struct_weight"] * struct
         losses = {"rec": rec, "swap": swap, "app": app, "struct": struct}
+        if self.motion is not None:
+            if "motion_from" in batch:
+                start, end = (self.check_ws(batch[k], f"batch[{k!r}]") for k in ("motion_from", "motion_to"))
+                s_from, s_to = self._encode(start)[1], self._encode(end)[1]
+            else:
+                start, end, s_from, s_to = anchor, other, s_i, s_j
+            target = end - start if self.w_plus else (end - start).mean(dim=1, keepdim=True).expand_as(end)
+            motion = self._rel_mse(self._move(s_to - s_from), target)
+            losses["motion"] = motion
+            total = total + c["motion_weight"] * motion
         if c["image_weight"] > 0 and G is not None:
             k = min(int(c["image_samples"]), anchor.shape[0])
             with torch.no_grad():
@@ -178,49 +226,100 @@ class AppearanceStructureAE(WSpaceModel):
         return losses
 
     @torch.no_grad()
+    def finish_training(self, sampler: Any, step: int, batches: int = 8) -> None:
+        """Refit the (linear) motion decoder by least squares on `batches` fresh sampler batches.
+
+        Gradient steps leave a linear head short of its optimum when its targets are small (a move is a few
+        percent of W's spread); the closed form is exact for the final encoder. Called by `train_model` at the
+        end; a no-op without a motion decoder.
+        """
+        if self.motion is None:
+            return
+        x, y = [], []
+        for i in range(batches):
+            batch = sampler.sample(step + i, self.device)
+            keys = ("motion_from", "motion_to") if "motion_from" in batch else ("anchor", "other")
+            start, end = (self.check_ws(batch[k]) for k in keys)
+            x.append(self._encode(end)[1] - self._encode(start)[1])
+            d = (end - start) / self.w_std
+            y.append(d.flatten(1) if self.w_plus else d.mean(dim=1))
+        x, y = torch.cat(x).double(), torch.cat(y).double()
+        # ridge-free least squares (x^T x is struct_dim^2, well conditioned for a trained code)
+        coef = torch.linalg.lstsq(x, y).solution  # [struct_dim, d_in]
+        self.motion.weight.copy_(coef.T.to(self.motion.weight))
+
+    @torch.no_grad()
     def validation_metric(self, batch: dict[str, torch.Tensor]) -> float:
-        """rec + swap on the validation batch (lower is better)."""
+        """rec + swap (+ motion) on the validation batch (lower is better)."""
         losses = self.training_losses(batch)
-        return float(losses["rec"] + losses["swap"])
+        return float(losses["rec"] + losses["swap"] + losses.get("motion", 0.0))
 
     # --- tasks --------------------------------------------------------------------------------------------------
+    def _transfer_mode(self, mode: str | None, residual: bool | None) -> str:
+        if mode is None:
+            mode = ("residual" if residual else "direct") if residual is not None else \
+                ("motion" if self.has_motion_decoder else "residual")
+        if mode not in ("motion", "residual", "direct"):
+            raise ValueError(f"mode must be 'motion', 'residual' or 'direct', got {mode!r}")
+        if mode == "motion" and not self.has_motion_decoder:
+            raise ValueError("mode='motion' needs a model trained with a motion decoder (motion_weight > 0)")
+        return mode
+
     @torch.no_grad()
-    def transfer_structure(self, target_ws: Any, source_ws: Any, residual: bool = True) -> torch.Tensor:
+    def transfer_structure(self, target_ws: Any, source_ws: Any, mode: str | None = None,
+                           residual: bool | None = None) -> torch.Tensor:
         """Pose / expression transfer: target's appearance with the source's structure.
 
         target_ws, source_ws: [N, num_ws, w_dim] (or w [N, w_dim]; N may be 1 on either side) -> ws [N, num_ws, w_dim].
-        residual=True (the default) returns target + decode(a_target, s_source) - decode(a_target, s_target), which
-        keeps whatever of the target the codes do not hold (the reconstruction error cancels); residual=False
-        decodes (a_target, s_source). On the synthetic world the residual form is better on both transfer errors
-        (BENCHMARKS.md, issue 12).
+        mode:
+          'motion' (the default when the model has a motion decoder): target + M(s_source - s_target);
+          'residual' (the default otherwise): target + decode(a_target, s_source) - decode(a_target, s_target), which
+          keeps whatever of the target the codes do not hold (the reconstruction error cancels);
+          'direct': decode(a_target, s_source).
+        `residual` (True / False) is the older spelling of 'residual' / 'direct'. Figures of each on the synthetic
+        world: BENCHMARKS.md, issue 12.
         """
+        mode = self._transfer_mode(mode, residual)
         t, s = self.check_ws(target_ws, "target_ws"), self.check_ws(source_ws, "source_ws")
         if t.shape[0] != s.shape[0] and 1 not in (t.shape[0], s.shape[0]):
             raise LatentError(f"target_ws has {t.shape[0]} codes and source_ws {s.shape[0]}; give equal counts or 1")
-        a_t, _ = self._encode(t)
+        a_t, s_t = self._encode(t)
         _, s_s = self._encode(s)
         n = max(len(a_t), len(s_s))
+        if mode == "motion":
+            return t.expand(n, -1, -1) + self._move((s_s - s_t).expand(n, -1))
         out = self._decode(a_t.expand(n, -1), s_s.expand(n, -1))
-        if residual:
-            out = out + t.expand(n, -1, -1) - self._decode(*self._encode(t)).expand(n, -1, -1)
+        if mode == "residual":
+            out = out + t.expand(n, -1, -1) - self._decode(a_t, s_t).expand(n, -1, -1)
         return out
 
     @torch.no_grad()
-    def transfer_motion(self, target_ws: Any, source_clip: Any, relative: bool = False) -> torch.Tensor:
+    def transfer_motion(self, target_ws: Any, source_clip: Any, relative: bool = False,
+                        mode: str | None = None) -> torch.Tensor:
         """Motion transfer: source_clip ws [T, num_ws, w_dim] drives each target [N, num_ws, w_dim] -> [N, T, ...].
 
-        relative=False puts the source's structure code on the target frame by frame; relative=True adds the
-        source's change of structure since its first frame to the target's own structure (keeps the target's pose).
+        relative=False puts the source's structure on the target frame by frame; relative=True adds the source's
+        change of structure since its first frame to the target's own structure (keeps the target's pose).
+        mode: as `transfer_structure` ('motion', the default with a motion decoder: target + M(change of structure
+        code); 'residual'; 'direct', the default otherwise: decode the target's appearance with the new structure).
         """
+        mode = self._transfer_mode(mode or ("motion" if self.has_motion_decoder else "direct"), None)
         t = self.check_ws(target_ws, "target_ws")
         clip = self.check_ws(source_clip, "source_clip")
         a_t, s_t = self._encode(t)
         _, s_c = self._encode(clip)
+        n, frames = len(t), len(clip)
         if relative:
             s = s_t[:, None] + (s_c - s_c[:1])[None]
         else:
-            s = s_c[None].expand(len(t), -1, -1)
-        n, frames = len(t), len(clip)
-        a = a_t[:, None].expand(-1, frames, -1)
-        return self._decode(a.reshape(n * frames, -1), s.reshape(n * frames, -1)).view(n, frames, self.num_ws,
-                                                                                     self.w_dim)
+            s = s_c[None].expand(n, -1, -1)
+        flat_s = s.reshape(n * frames, -1)
+        t_rep = t[:, None].expand(-1, frames, -1, -1).reshape(n * frames, self.num_ws, self.w_dim)
+        if mode == "motion":
+            out = t_rep + self._move(flat_s - s_t.repeat_interleave(frames, dim=0))
+        else:
+            a = a_t[:, None].expand(-1, frames, -1).reshape(n * frames, -1)
+            out = self._decode(a, flat_s)
+            if mode == "residual":
+                out = out + t_rep - self._decode(a_t, s_t).repeat_interleave(frames, dim=0)
+        return out.view(n, frames, self.num_ws, self.w_dim)

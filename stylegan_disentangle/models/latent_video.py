@@ -18,7 +18,8 @@ Two makers share one interface (``fit(w_pool)``, ``clips(w0, generator)``, ``aug
   fine layers stay at the clip's own w; its augmentation swaps the fine layers for a donor's.
 
 `ClipPairSampler` turns a maker into training batches for contrastive W-space models (two frames of each clip and an
-appearance-augmented copy of the first), deterministic given its seed and the step. `save_clip_strips` renders
+appearance-augmented copy of the first; optionally two frames of a clip from a second `motion_maker`, the pairs a
+motion decoder learns W moves from), deterministic given its seed and the step. `save_clip_strips` renders
 clips as PNG rows (one clip per row, frames left to right).
 """
 
@@ -260,31 +261,40 @@ class ClipPairSampler:
 
     ``sample(step, device)`` -> {'anchor', 'other', 'augmented'}: ws [B, num_ws, w_dim] each — two distinct frames
     of B clips (same appearance, different structure) and an appearance-augmented copy of the anchor (same
-    structure). Clips start at pool samples; the last `val_fraction` of the pool is kept for `validation`.
-    Deterministic: batch `step` depends only on (`seed`, `step`).
+    structure). With a `motion_maker` (e.g. a `DirectionVideoMaker` with ``metric='covariance'`` over the same
+    directions) the batch also holds 'motion_from', 'motion_to': two frames of one of its clips, from which a model
+    learns what a change of structure looks like as a move in W (`AppearanceStructureAE`'s motion decoder), while
+    `maker`'s clips teach the invariances. Clips start at pool samples; the last `val_fraction` of the pool is kept
+    for `validation`. Deterministic: batch `step` depends only on (`seed`, `step`).
     """
 
     def __init__(self, maker: Any, w_pool: Any, num_ws: int, batch_size: int = 128, seed: int = 0,
-                 val_fraction: float = 0.1, val_size: int = 512) -> None:
+                 val_fraction: float = 0.1, val_size: int = 512, motion_maker: Any = None) -> None:
         pool = _as_pool(w_pool)
         n_val = max(2, int(round(len(pool) * val_fraction)))
         if len(pool) - n_val < 2:
             raise LatentError(f"the w pool has {len(pool)} samples; need more than {n_val + 2}")
         self.maker, self.num_ws, self.batch_size, self.seed = maker, num_ws, batch_size, seed
+        self.motion_maker = motion_maker
         self.train_pool, self.val_pool = pool[:-n_val], pool[-n_val:]
         self.val_size = val_size
         self._val = None
 
-    def _batch(self, pool: torch.Tensor, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.randint(len(pool), (n,), generator=gen)
-        clips = self.maker.clips(pool[idx], self.num_ws, gen)  # [B, T, L, D]
+    def _two_frames(self, maker: Any, pool: torch.Tensor, n: int, gen: torch.Generator) -> tuple:
+        clips = maker.clips(pool[torch.randint(len(pool), (n,), generator=gen)], self.num_ws, gen)  # [B, T, L, D]
         t = clips.shape[1]
         i = torch.randint(t, (n,), generator=gen)
         j = (i + torch.randint(1, t, (n,), generator=gen)) % t
         rows = torch.arange(n)
-        anchor, other = clips[rows, i], clips[rows, j]
+        return clips[rows, i], clips[rows, j]
+
+    def _batch(self, pool: torch.Tensor, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        anchor, other = self._two_frames(self.maker, pool, n, gen)
         donors = pool[torch.randint(len(pool), (n,), generator=gen)]
-        return {"anchor": anchor, "other": other, "augmented": self.maker.augment(anchor, donors, gen)}
+        batch = {"anchor": anchor, "other": other, "augmented": self.maker.augment(anchor, donors, gen)}
+        if self.motion_maker is not None:  # drawn last: batches without it are unchanged
+            batch["motion_from"], batch["motion_to"] = self._two_frames(self.motion_maker, pool, n, gen)
+        return batch
 
     def sample(self, step: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(step))

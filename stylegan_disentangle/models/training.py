@@ -10,6 +10,8 @@
   previews through `preview_fn(model, path)` every `preview_every` steps;
 - early stopping on ``model.validation_metric(sampler.validation(device))`` (lower is better) every `val_every`
   steps with `patience` validations without improvement; the best weights are restored at the end;
+- a closing step: a model with ``finish_training(sampler, step)`` gets it called after the best weights are restored
+  (e.g. to solve a linear head in closed form on fresh batches, `sample(step + i)`);
 - `outdir/model.pt`: the final model file (`WSpaceModel.save`), and `outdir/config.json` with `config`.
 
 Sampler protocol: ``sample(step: int, device) -> dict[str, Tensor]`` and ``validation(device) -> dict[str, Tensor]``.
@@ -236,6 +238,9 @@ def train_model(
     if early["best_state"] is not None:
         model.load_state_dict(early["best_state"])
     model.eval()
+    if hasattr(model, "finish_training"):
+        with torch.no_grad():
+            model.finish_training(sampler, step)
     if preview_fn is not None:
         preview_fn(model, out / "preview.png")
     model.save(model_path, info={"step": step, "best_step": early["best_step"], "seed": seed})
