@@ -150,13 +150,12 @@ def main() -> None:
         ds = ds.to_direction_set(seed=args.seed)
     else:
         ds = ground_truth_directions(fmap)
-    maker = DirectionVideoMaker(ds, ds, structure_names=structure_names, appearance_names=appearance_names,
-                                frames=args.frames, amplitude=args.amplitude, metric=args.clip_metric).fit(pool)
-    motion_maker = None
-    if args.motion_weight > 0:
-        motion_maker = DirectionVideoMaker(ds, ds, structure_names=structure_names, appearance_names=appearance_names,
-                                           frames=args.frames, amplitude=args.amplitude,
-                                           metric=args.motion_metric).fit(pool)
+    def video_maker(metric: str) -> DirectionVideoMaker:
+        return DirectionVideoMaker(ds, ds, structure_names=structure_names, appearance_names=appearance_names,
+                                   frames=args.frames, amplitude=args.amplitude, metric=metric).fit(pool)
+
+    maker = video_maker(args.clip_metric)
+    motion_maker = video_maker(args.motion_metric) if args.motion_weight > 0 else None
     sampler = ClipPairSampler(maker, pool, G.num_ws, batch_size=args.batch, seed=args.seed,
                               motion_maker=motion_maker)
     gen = torch.Generator().manual_seed(123)
@@ -228,13 +227,13 @@ def main() -> None:
         transfer[name] = err
     rows = 8
     with torch.no_grad():
-        shown = [k for k in results if "floor" not in k]
+        titles = {"AppearanceStructureAE (motion decoder, default)": "AE motion",
+                  "AppearanceStructureAE (residual)": "AE residual", "AppearanceStructureAE (direct decode)":
+                  "AE direct", "copy coarse ws layers": "coarse copy", "projected difference": "projected diff."}
+        shown = [k for k in results if k in titles]
         strip = [ws_a[:rows], ws_b[:rows]] + [results[k][:rows] for k in shown]
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
-    short = {"motion decoder": "AE motion", "residual": "AE residual", "direct": "AE direct", "coarse": "coarse copy",
-             "projected": "projected diff."}
-    save_titled_grid(np.stack(imgs, 1), out / "transfer.png",
-                     ["target", "source"] + [next(v for k, v in short.items() if k in name) for name in shown])
+    save_titled_grid(np.stack(imgs, 1), out / "transfer.png", ["target", "source"] + [titles[k] for k in shown])
     record = {
         "date": time.strftime("%Y-%m-%d"), "args": vars(args), "setup_seconds": setup_s, "train_seconds": train_s,
         "train_steps": result.step, "best_step": result.best_step, "stopped_early": result.stopped_early,

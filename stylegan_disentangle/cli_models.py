@@ -244,6 +244,17 @@ def _save_npy(path: Path, array) -> None:
         np.save(tmp, array)
 
 
+def _mode_option(otherwise: str):
+    """--mode of the transfer commands: 'auto' (None to the model) = the motion decoder when the model has one,
+    else `otherwise`."""
+    rest = [m for m in ("residual", "direct") if m != otherwise][0]
+    return click.option("--mode", type=click.Choice(["auto", "motion", "residual", "direct"]), default="auto",
+                        show_default=True, callback=lambda ctx, param, value: None if value == "auto" else value,
+                        help=f"How the result is made: the motion decoder (auto, when the model has one), the "
+                             f"{otherwise} decode (auto otherwise) or the {rest} decode (see "
+                             "AppearanceStructureAE.transfer_structure / transfer_motion).")
+
+
 @click.command("transfer-structure")
 @click.argument("model")
 @click.argument("pkl")
@@ -252,12 +263,10 @@ def _save_npy(path: Path, array) -> None:
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
-@click.option("--mode", type=click.Choice(["auto", "motion", "residual", "direct"]), default="auto", show_default=True,
-              help="How the result is made: the motion decoder (auto, when the model has one), the residual "
-                   "decode (auto otherwise) or the direct decode (see AppearanceStructureAE.transfer_structure).")
+@_mode_option("residual")
 @click.option("--device", default="auto", show_default=True)
 def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds: str, truncation_psi: float,
-                           outdir: str, allow_foreign: bool, mode: str, device: str) -> None:
+                           outdir: str, allow_foreign: bool, mode: str | None, device: str) -> None:
     """Expression / pose transfer with MODEL: OUTDIR/transfer.png (rows: target | source | result) and the ws
     (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
     from .utils import resolve_device
@@ -272,8 +281,7 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
                                  "or one of them", param_hint="--source-seeds")
     n = max(len(t_ws), len(s_ws))
     t_ws, s_ws = t_ws.expand(n, -1, -1), s_ws.expand(n, -1, -1)
-    mode_arg = None if mode == "auto" else mode
-    result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws, mode=mode_arg))
+    result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws, mode=mode))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     _save_rows(G, [t_ws, s_ws, result], out / "transfer.png", ["target", "source", "result"],
@@ -284,7 +292,7 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
     _write_json(out / "config.json", {"command": "transfer-structure", "model": model, "pkl": pkl,
                                       "target_seeds": t_seeds, "source_seeds": s_seeds,
                                       "truncation_psi": truncation_psi, "allow_foreign": allow_foreign,
-                                      "mode": mode})
+                                      "mode": mode or "auto"})
     click.echo(f"wrote {out / 'transfer.png'} (target | source | result) and the ws")
 
 
@@ -298,12 +306,10 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
 @click.option("--relative", is_flag=True, help="Add the source's motion to the target's own structure.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
-@click.option("--mode", type=click.Choice(["auto", "motion", "residual", "direct"]), default="auto", show_default=True,
-              help="How the result is made: the motion decoder (auto, when the model has one), the residual "
-                   "decode (auto otherwise) or the residual decode (see AppearanceStructureAE.transfer_motion).")
+@_mode_option("direct")
 @click.option("--device", default="auto", show_default=True)
 def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int, target_seeds: str, relative: bool,
-                        outdir: str, allow_foreign: bool, mode: str, device: str) -> None:
+                        outdir: str, allow_foreign: bool, mode: str | None, device: str) -> None:
     """Motion transfer: the source clip's structure drives each target. OUTDIR/motion.png (first row: the source
     clip; then one row per target), result_ws.npy [N, T, num_ws, w_dim]."""
     import numpy as np
@@ -323,8 +329,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
             raise click.BadParameter(f"{source_clip} holds {len(clip)} clips", param_hint="--clip-index")
         clip = clip[clip_index]
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds")
-    mode_arg = None if mode == "auto" else mode
-    result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative, mode=mode_arg))
+    result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative, mode=mode))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     frames = torch.as_tensor(clip, dtype=torch.float32)
@@ -334,7 +339,8 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
     _save_npy(out / "result_ws.npy", result.cpu().numpy())
     _write_json(out / "config.json", {"command": "transfer-motion", "model": model, "pkl": pkl,
                                       "source_clip": source_clip, "clip_index": clip_index, "target_seeds": t_seeds,
-                                      "relative": relative, "allow_foreign": allow_foreign, "mode": mode})
+                                      "relative": relative, "allow_foreign": allow_foreign,
+                                      "mode": mode or "auto"})
     click.echo(f"wrote {out / 'motion.png'} (row 0: source clip; one row per target) and result_ws.npy")
 
 

@@ -255,10 +255,10 @@ class AppearanceStructureAE(WSpaceModel):
         return float(losses["rec"] + losses["swap"] + losses.get("motion", 0.0))
 
     # --- tasks --------------------------------------------------------------------------------------------------
-    def _transfer_mode(self, mode: str | None, residual: bool | None) -> str:
+    def _transfer_mode(self, mode: str | None, otherwise: str) -> str:
+        """The mode asked for, or the default: 'motion' with a motion decoder, `otherwise` without; checked."""
         if mode is None:
-            mode = ("residual" if residual else "direct") if residual is not None else \
-                ("motion" if self.has_motion_decoder else "residual")
+            mode = "motion" if self.has_motion_decoder else otherwise
         if mode not in ("motion", "residual", "direct"):
             raise ValueError(f"mode must be 'motion', 'residual' or 'direct', got {mode!r}")
         if mode == "motion" and not self.has_motion_decoder:
@@ -279,7 +279,9 @@ class AppearanceStructureAE(WSpaceModel):
         `residual` (True / False) is the older spelling of 'residual' / 'direct'. Figures of each on the synthetic
         world: BENCHMARKS.md, issue 12.
         """
-        mode = self._transfer_mode(mode, residual)
+        if mode is None and residual is not None:
+            mode = "residual" if residual else "direct"
+        mode = self._transfer_mode(mode, "residual")
         t, s = self.check_ws(target_ws, "target_ws"), self.check_ws(source_ws, "source_ws")
         if t.shape[0] != s.shape[0] and 1 not in (t.shape[0], s.shape[0]):
             raise LatentError(f"target_ws has {t.shape[0]} codes and source_ws {s.shape[0]}; give equal counts or 1")
@@ -303,7 +305,7 @@ class AppearanceStructureAE(WSpaceModel):
         mode: as `transfer_structure` ('motion', the default with a motion decoder: target + M(change of structure
         code); 'residual'; 'direct', the default otherwise: decode the target's appearance with the new structure).
         """
-        mode = self._transfer_mode(mode or ("motion" if self.has_motion_decoder else "direct"), None)
+        mode = self._transfer_mode(mode, "direct")
         t = self.check_ws(target_ws, "target_ws")
         clip = self.check_ws(source_clip, "source_clip")
         a_t, s_t = self._encode(t)
