@@ -239,3 +239,20 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
                         "--quiet"])
     assert code == 0
     assert "yaw" in capsys.readouterr().out
+
+
+def test_atoms_learned_on_a_subset_then_coded_on_every_row():
+    """dict_samples: atoms from 600 of the 3000 rows still recover the planted atoms and directions, every row gets
+    a code (the regression sees all rows), and dict_samples=None learns on all rows (a different fit)."""
+    w, labels, m, _, atoms_true = planted()
+    sub = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, dict_samples=600, random_state=0)
+    sub.fit(w, labels, part_masks=_part_masks())
+    assert _best_abs_cos(sub.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
+    assert _best_abs_cos(sub.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
+    local = [k for k, kind in enumerate(sub.kinds_) if kind != "global"]
+    assert _best_abs_cos(sub.directions_[local], m).min() >= 0.99
+    full = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, dict_samples=None, random_state=0)
+    full.fit(w, labels, part_masks=_part_masks())
+    assert not np.array_equal(full.atoms_["depth"], sub.atoms_["depth"])
+    with pytest.raises(ValueError, match="dict_samples"):
+        ThreeDCoupledDirections(n_atoms=4, dict_samples=2).fit(w, labels)
