@@ -9,8 +9,11 @@ direction help a downstream yaw regressor on poses the training set lacks?
 4. Test set: `--test-count` images drawn by the world's renderer with true |yaw| in [25, 45] (beyond the narrow set;
    `faces_from_renderer`).
 5. Train the same small CNN regressor (seeded) on (a) the narrow set, (b) narrow + exported images labelled with the
-   decomposer's yaw (the unsupervised pipeline), (c) narrow + exported images labelled with their true yaw (what the
-   images alone bring, for reference). Report the test mean absolute error (degrees) of each.
+   decomposer's yaw (the unsupervised pipeline), (c) narrow + a second export whose yaw is calibrated on the narrow
+   set (`export_augmentation(calibration=...)`: the decomposer's yaw mapped affinely onto the narrow set's own
+   labels, so the exported labels are in the downstream model's units; the target range is then in true degrees),
+   (d) narrow + the export of (b) labelled with its true yaw (what the images alone bring, for reference). Report
+   the test mean absolute error (degrees) of each.
 
     python scripts/bench_augmentation.py --json aug.json
     python scripts/bench_augmentation.py --decomposer runs/decomposer32/checkpoint.pth --aug-count 1000
@@ -30,6 +33,7 @@ from torch import nn
 
 from stylegan_disentangle.analysis.augmentation import export_augmentation
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
+from stylegan_disentangle.labels.calibration import fit_label_calibration
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
 from stylegan_disentangle.latents import bank_seeds, sample_latents
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
@@ -132,13 +136,17 @@ def main() -> None:
     G, fmap = load_synthetic()
     labeler = decomposer_labeler(args.decomposer, maps=False)
     ds = DirectionSet.load(args.dirs) if args.dirs else yaw_directions(G, labeler, args.fit_samples, args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.outdir) if args.outdir else Path(tmp) / "aug"
-        exp = export_augmentation(G, ds, "yaw", labeler, args.target, args.aug_count, out, seed=args.seed + 1,
-                                  overwrite=True)
-    aug_img = render(G, exp.ws)
-    aug_dec, aug_true = exp.labels["yaw"], true_yaw(fmap, exp.ws)
     x_n, y_n = narrow_set(G, fmap, args.train_count, 15.0, seed=args.seed + 2)
+    cal = fit_label_calibration(labeler, x_n, y_n, "yaw")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.outdir) if args.outdir else Path(tmp)
+        exp = export_augmentation(G, ds, "yaw", labeler, args.target, args.aug_count, out / "aug", seed=args.seed + 1,
+                                  overwrite=True)
+        exp_cal = export_augmentation(G, ds, "yaw", labeler, args.target, args.aug_count, out / "aug_calibrated",
+                                      seed=args.seed + 1, overwrite=True, calibration=cal)
+    aug_img, cal_img = render(G, exp.ws), render(G, exp_cal.ws)
+    aug_dec, aug_true = exp.labels["yaw"], true_yaw(fmap, exp.ws)
+    cal_yaw, cal_true = exp_cal.labels["yaw"], true_yaw(fmap, exp_cal.ws)
     x_t, f_t = faces_from_renderer(G, fmap, 4 * args.test_count, seed=args.seed + 3, yaw_range=45.0)
     y_t = to_physical(f_t)[:, YAW].double().numpy()
     sel = np.flatnonzero((np.abs(y_t) >= 25) & (np.abs(y_t) <= 45))[: args.test_count]
@@ -149,6 +157,8 @@ def main() -> None:
             "narrow (|yaw| < 15, true labels)": train_and_test(x_n, y_n, x_t, y_t, args.epochs, args.seed),
             "narrow + exported (decomposer yaw labels)": train_and_test(
                 torch.cat([x_n, aug_img]), np.concatenate([y_n, aug_dec]), x_t, y_t, args.epochs, args.seed),
+            "narrow + exported (decomposer yaw calibrated on the narrow set)": train_and_test(
+                torch.cat([x_n, cal_img]), np.concatenate([y_n, cal_yaw]), x_t, y_t, args.epochs, args.seed),
             "narrow + exported (true yaw labels, reference)": train_and_test(
                 torch.cat([x_n, aug_img]), np.concatenate([y_n, aug_true]), x_t, y_t, args.epochs, args.seed),
         }
@@ -157,14 +167,20 @@ def main() -> None:
           f"{aug_dec.min():.1f}..{aug_dec.max():.1f}, true yaw {aug_true.min():.1f}..{aug_true.max():.1f}, "
           f"reached {100 * exp.summary['reached_fraction']:.0f}%, corr(decomposer, true) "
           f"{np.corrcoef(aug_dec, aug_true)[0, 1]:.3f}); test: {len(y_t)} renderer faces, |yaw| in [25, 45]")
-    print(f"{'training set':48s} {'test MAE (deg)':>14s} {'vs narrow':>10s}")
+    print(f"calibration on the narrow set: {cal}; calibrated export: yaw {cal_yaw.min():.1f}..{cal_yaw.max():.1f}, "
+          f"true {cal_true.min():.1f}..{cal_true.max():.1f}, reached {100 * exp_cal.summary['reached_fraction']:.0f}%, "
+          f"label MAE vs true {np.abs(cal_yaw - cal_true).mean():.2f} deg (uncalibrated export: "
+          f"{np.abs(aug_dec - aug_true).mean():.2f})")
+    print(f"{'training set':64s} {'test MAE (deg)':>14s} {'vs narrow':>10s}")
     for name, mae in results.items():
-        print(f"{name:48s} {mae:14.2f} {100 * (mae - base) / base:+9.0f}%")
+        print(f"{name:64s} {mae:14.2f} {100 * (mae - base) / base:+9.0f}%")
     print(f"setup {setup_s:.0f} s, total {time.perf_counter() - t0:.0f} s")
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "test_mae_deg": results, "export": exp.summary,
-                       "true_yaw_of_exported": [float(aug_true.min()), float(aug_true.max())]}, f, indent=2)
+                       "calibrated_export": exp_cal.summary,
+                       "true_yaw_of_exported": [float(aug_true.min()), float(aug_true.max())],
+                       "true_yaw_of_calibrated_export": [float(cal_true.min()), float(cal_true.max())]}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,17 @@ def register_augmentation_commands(main: click.Group) -> None:
                   help="Stop where the label's change per step falls to this fraction of the first step's.")
     @click.option("--mahalanobis-quantile", type=float, default=0.999, show_default=True,
                   help="Stop where the code leaves the W prior (this quantile of W's own distances); 0 = off.")
+    @click.option("--calibrate-with", "calibrate_with", type=click.Path(dir_okay=False), default=None,
+                  help="NPZ of images you have labelled ('images' uint8 [N, H, W, 3] or float [N, 3, H, W], and an "
+                       "[N] array named after the label): the decomposer's label is mapped affinely onto your "
+                       "values; TARGET and the written labels are then in your units.")
     @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
     def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
                                 outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
                                 truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
-                                mahalanobis_quantile: float, overwrite: bool, device: str) -> None:
+                                mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
+                                device: str) -> None:
         """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
         saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
         TARGET, with labels.json / labels.npz."""
@@ -49,6 +54,7 @@ def register_augmentation_commands(main: click.Group) -> None:
         from .checkpoints import open_network_pkl
         from .directions import DirectionSet
         from .errors import StyleGANDisentangleError
+        from .labels.calibration import fit_label_calibration, load_calibration_images
         from .labels.decomposer.labeler import decomposer_labeler
         from .utils import resolve_device, sha256_file
 
@@ -59,14 +65,21 @@ def register_augmentation_commands(main: click.Group) -> None:
             spec = resolve_decomposer(decomposer_spec, net.path)
             lab = decomposer_labeler(spec, maps=False, device=target_device)  # scalars only: faster walks
             ds = DirectionSet.load(dirs)
+            calibration = None
+            if calibrate_with is not None:
+                images, values = load_calibration_images(calibrate_with, label or name)
+                calibration = fit_label_calibration(lab, images.to(target_device), values, label or name)
+                click.echo(f"calibrated {label or name} on {calibration.n_samples_fit_} images of {calibrate_with}: "
+                           f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "
+                           f"{calibration.r_:.3f}, residual std {calibration.residual_std_:.3f})")
             result = export_augmentation(
                 G, ds, name, lab, target, count, outdir, label=label, seed=seed, n_bases=n_bases,
                 truncation_psi=truncation_psi, step=step, max_steps=max_steps,
                 saturation_fraction=saturation_fraction,
                 mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
-                overwrite=overwrite,
+                overwrite=overwrite, calibration=calibration,
                 extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
-                       "directions": str(dirs)})
+                       "directions": str(dirs), "calibrated_with": calibrate_with})
         except (StyleGANDisentangleError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         s = result.summary

@@ -12,6 +12,7 @@ from stylegan_disentangle.analysis import augmentation as aug
 from stylegan_disentangle.analysis.augmentation import export_augmentation, parse_target
 from stylegan_disentangle.directions import DirectionSet
 from stylegan_disentangle.errors import StyleGANDisentangleError
+from stylegan_disentangle.labels.calibration import LabelCalibration
 from stylegan_disentangle.networks import Generator
 
 W_DIM = 16
@@ -127,6 +128,23 @@ def test_mahalanobis_rule_limits_the_walk(G, tmp_path):
     assert np.abs(res.labels["yaw"]).max() < 1000
 
 
+def test_calibrated_export_aims_and_writes_in_calibrated_units(G, tmp_path):
+    """With a linear labeler the export hits its targets exactly; calibrated, the targets are in the calibrated
+    units, the written label is the calibrated one and the raw value is kept beside it."""
+    lab = WLabeler(_v(), scale=20.0)
+    cal = LabelCalibration("yaw").fit([-10.0, 0.0, 10.0], [-15.0, 1.0, 17.0])  # 1.6 x + 1
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-30:30", 13, tmp_path / "aug", step=0.5, max_steps=10,
+                              mahalanobis_quantile=None, batch_size=16, calibration=cal)
+    np.testing.assert_allclose(res.labels["yaw"], np.linspace(-30, 30, 13), atol=2e-3)
+    np.testing.assert_allclose(res.labels["yaw"], 1.6 * res.labels["yaw_uncalibrated"] + 1.0, atol=1e-9)
+    record = json.loads((tmp_path / "aug" / "labels.json").read_text())
+    assert record["calibration"]["slope"] == pytest.approx(1.6)
+    assert {"yaw", "yaw_uncalibrated"} <= set(record["images"][0])
+    with pytest.raises(StyleGANDisentangleError, match="calibration is for label 'pitch'"):
+        export_augmentation(G, _set(_v()), "yaw", lab, "-30:30", 4, tmp_path / "bad",
+                            calibration=LabelCalibration("pitch").fit([0, 1, 2], [0, 1, 2]))
+
+
 def test_cli_export_augmentation(tmp_path):
     from click.testing import CliRunner
 
@@ -155,3 +173,16 @@ def test_cli_export_augmentation(tmp_path):
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
     record = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert record["decomposer"] == str(dec_path) and {"yaw", "light_azimuth"} <= set(record["images"][0])
+    # --calibrate-with: an NPZ of labelled images (uint8 [N, H, W, 3], as PNGs decode) maps yaw onto its values
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "labelled.npz", images=rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8),
+             yaw=rng.normal(size=12))
+    result = runner.invoke(main, [*args, "--decomposer", str(dec_path), "--overwrite", "--calibrate-with",
+                                  str(tmp_path / "labelled.npz")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "calibrated yaw on 12 images" in result.output
+    record = json.loads((tmp_path / "out" / "labels.json").read_text())
+    assert record["calibration"]["n_samples"] == 12 and "yaw_uncalibrated" in record["images"][0]
+    bad = runner.invoke(main, [*args, "--decomposer", str(dec_path), "--overwrite", "--calibrate-with",
+                               str(tmp_path / "missing.npz")])
+    assert bad.exit_code != 0 and "missing.npz" in bad.output

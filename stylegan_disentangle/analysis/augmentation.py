@@ -14,6 +14,10 @@ modes the generator rarely produces (extreme yaw). Here, for `count` targets `t_
 3. The exported images are rendered and decomposed again: `labels.json` / `labels.npz` hold the decomposer's labels
    of the images actually written (not the targets), next to the target and the W step of each.
 
+With `calibration` (a fitted `labels.calibration.LabelCalibration` of the aimed label, e.g. fitted on the downstream
+model's own labelled images), the target range, the bracketing and the written label are in the calibrated units;
+the decomposer's own value is kept beside it as `<label>_uncalibrated`.
+
 The output directory is built under a temporary name beside `outdir` and renamed into place at the end, so a
 crash leaves no half export; it always holds exactly `count` images `images/000000.png ...`.
 """
@@ -36,6 +40,7 @@ from .. import __version__
 from ..directions import DirectionSet
 from ..errors import StyleGANDisentangleError
 from ..labels import apply_labeler, needs_images
+from ..labels.calibration import LabelCalibration
 from ..latents import WStats, bank_seeds, sample_latents
 from ..utils.images import save_png, to_uint8
 from .edit import render
@@ -74,7 +79,7 @@ def parse_target(spec: str | tuple[float, float]) -> tuple[float, float]:
 
 
 def _walks(G, ws, ds, name, label, labeler, step, max_steps, saturation_fraction, w_stats, mahalanobis_quantile,
-           batch_size, noise_mode):
+           batch_size, noise_mode, to_units):
     """Both-way walks: positions `[P, B, num_ws, w_dim]`, labels `[P, B]` (NaN where not accepted), ordered from
     the most negative to the most positive step."""
     kw = dict(step_unit="sigma" if ds.stds is not None else "w", labeler=labeler, saturation_label=label,
@@ -84,7 +89,7 @@ def _walks(G, ws, ds, name, label, labeler, step, max_steps, saturation_fraction
     sides = []
     for sign in (-1.0, 1.0):
         res = extrapolate(G, ws, ds, name, sign * step, max_steps, **kw)
-        lab = res.labels[label].copy()  # [T+1, B]
+        lab = to_units(res.labels[label])  # [T+1, B]
         steps = np.arange(lab.shape[0])[:, None]
         lab[steps > res.stop_step[None]] = np.nan
         sides.append((res.ws, lab, res.steps))
@@ -113,7 +118,8 @@ def _bracket(labels: np.ndarray, b: int, target: float):
     return best[1], best[2]
 
 
-def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, iterations, batch_size, noise_mode):
+def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, iterations, batch_size, noise_mode,
+            to_units):
     """Regula falsi on each bracket [lo, hi] (codes, labels, W steps): interpolate linearly to the target, label
     the result, keep the sub-bracket that still holds the target; `iterations` rounds. Returns codes and steps."""
     for it in range(iterations + 1):
@@ -126,7 +132,7 @@ def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, it
         if it == iterations:
             return ws, steps
         img = render(G, ws, batch_size, noise_mode) if needs_images(labeler) else None
-        y = apply_labeler(labeler, img, ws)[label].double().numpy()
+        y = to_units(apply_labeler(labeler, img, ws)[label].double().numpy())
         low_side = (np.minimum(lo_y, y) <= targets) & (targets <= np.maximum(lo_y, y))
         keep_hi = low_side[:, None, None]
         hi_ws = torch.where(torch.as_tensor(keep_hi), ws, hi_ws)
@@ -158,6 +164,7 @@ def export_augmentation(
     batch_size: int = 64,
     noise_mode: str = "const",
     overwrite: bool = False,
+    calibration: LabelCalibration | None = None,
     extra: dict[str, Any] | None = None,
 ) -> AugmentationExport:
     """Export exactly `count` images of G with the semantic `label` (default: `name`) spread over `target`.
@@ -175,6 +182,7 @@ def export_augmentation(
     refine : regula-falsi rounds (one render + labelling of the `count` codes each) that move each code from its
         linear interpolation towards the exact target.
     overwrite : replace an existing non-empty `outdir` (atomically); default StyleGANDisentangleError.
+    calibration : a fitted LabelCalibration of `label`: targets and written labels in its units (see module doc).
     extra : JSON-able provenance added to labels.json (e.g. checkpoint hash, decomposer).
 
     Writes `outdir/images/%06d.png`, `labels.json` (summary + one record per image) and `labels.npz` (target, step_w,
@@ -190,6 +198,16 @@ def export_augmentation(
     if label not in getattr(labeler, "names", []):
         raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at; its labels: "
                                        f"{list(getattr(labeler, 'names', []))} (pass label=...)")
+    if calibration is not None:
+        if getattr(calibration, "label", None) != label:
+            raise StyleGANDisentangleError(f"the calibration is for label {getattr(calibration, 'label', None)!r}, "
+                                           f"not the aimed label {label!r}")
+        calibration.transform(0.0)  # raises when not fitted
+
+    def to_units(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        return values.copy() if calibration is None else calibration.transform(values)
+
     outdir = Path(outdir)
     if outdir.exists() and any(outdir.iterdir()) and not overwrite:
         raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir or overwrite")
@@ -204,7 +222,7 @@ def export_augmentation(
             w_stats = WStats().fit(ref)
         positions, labels, steps_w = _walks(G, base_ws, direction_set, name, label, labeler, step, max_steps,
                                             saturation_fraction, w_stats, mahalanobis_quantile, batch_size,
-                                            noise_mode)
+                                            noise_mode, to_units)
 
     targets = np.linspace(lo, hi, count) if count > 1 else np.array([(lo + hi) / 2])
     order = np.random.default_rng(seed).permutation(count)
@@ -217,10 +235,14 @@ def export_augmentation(
     lo_y, hi_y = labels[pairs[:, 0], base_of], labels[pairs[:, 1], base_of]
     with torch.no_grad():
         final_ws, chosen_steps = _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, steps_w[pairs[:, 0]],
-                                         steps_w[pairs[:, 1]], targets, int(refine), batch_size, noise_mode)
+                                         steps_w[pairs[:, 1]], targets, int(refine), batch_size, noise_mode,
+                                         to_units)
     with torch.no_grad():
         img = render(G, final_ws, batch_size, noise_mode)
         got = {k: v.double().numpy() for k, v in apply_labeler(labeler, img, final_ws).items() if v.ndim == 1}
+    if calibration is not None:
+        got[f"{label}_uncalibrated"] = got[label]
+        got[label] = to_units(got[label])
 
     records = [{"index": i, "file": f"images/{i:06d}.png", "base_seed": int(seeds[base_of[i]]),
                 "target": float(targets[i]), "step_w": float(chosen_steps[i]), "reached": bool(reached[i]),
@@ -232,6 +254,7 @@ def export_augmentation(
         "truncation_psi": float(truncation_psi), "step": float(step), "max_steps": int(max_steps),
         "saturation_fraction": float(saturation_fraction), "mahalanobis_quantile": mahalanobis_quantile,
         "refine": int(refine),
+        "calibration": None if calibration is None else calibration.to_dict(),
         "reached_fraction": float(reached.mean()),
         "label_error": {"mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err)))},
         "label_range": [float(got[label].min()), float(got[label].max())],
