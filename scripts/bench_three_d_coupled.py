@@ -11,7 +11,10 @@ with the world's mean canonical part masks for naming. Reported:
 - locality: for each localized direction named after a part, the share of the rendered edit's pixel change
   (+-1 std, `--probe` base codes) inside that part's image-space mask (`analysis.metrics.locality`);
 - span: for each part, the norm of the projection of each true direction of the factors acting on it onto the span
-  of the directions named after that part.
+  of the directions named after that part;
+- the locality ceiling: for each factor acting on a part, the locality of the exact single-factor change (the
+  min-norm W move that changes that factor's readout by one std and no other factor's), rendered by the generator
+  and by the world's own renderer: what a perfect localized direction would score on this world.
 
 `--decomposer oracle` replaces the trained decomposer by the world's exact decomposition (its depth, albedo, light
 and view): the method's own ceiling, apart from what any learned decomposer adds.
@@ -33,6 +36,7 @@ from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
+from stylegan_disentangle.synthetic.decomposer_eval import render as world_render
 from stylegan_disentangle.utils import atomic_write
 
 ALIASES = {"light_ambient": "ambient"}
@@ -52,12 +56,32 @@ def exact_decomposition_labels(oracle, ws: torch.Tensor, resolution: int) -> dic
     return {**labels, "depth": intr["depth"][:, 0], "albedo": intr["albedo"]}
 
 
+def locality_ceiling(G, fmap, base: torch.Tensor, img_masks: torch.Tensor, w: np.ndarray) -> dict[str, dict]:
+    """Locality of each part factor's exact single-factor change (+-1 std), rendered by G and by the world."""
+    d = np.asarray(fmap.directions, dtype=np.float64)
+    dual = np.linalg.pinv(d)  # column j: changes d_j . w by 1 and every other d_k . w by 0
+    out = {}
+    for part, factors in PART_FACTORS.items():
+        mask = img_masks[:, PART_NAMES.index(part)]
+        for f in factors:
+            j = fmap.names.index(f)
+            step = torch.as_tensor(dual[:, j] * float(np.std(w @ d[j])), dtype=torch.float32)
+            ends = [base - step, base + step]
+            gen = [G.synthesis(e, noise_mode="const", force_fp32=True) for e in ends]
+            world = [world_render(torch.as_tensor(fmap(e)).float(), G.img_resolution) for e in ends]
+            out[f] = {"part": part, "generator": float(np.nanmean(locality(*gen, mask))),
+                      "renderer": float(np.nanmean(locality(*world, mask))), "mask_area": float(mask.mean())}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=20000)
     p.add_argument("--decomposer", default="synthetic", help="'synthetic', a checkpoint path, or 'oracle'")
     p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
     p.add_argument("--n-atoms", type=int, default=8)
+    p.add_argument("--atom-scope", choices=["map", "parts"], default="map",
+                   help="atoms over the whole map, or n-atoms per part inside each part mask")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -89,11 +113,11 @@ def main() -> None:
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
-    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, random_state=args.seed).fit(
+    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES))
     t_fit = time.perf_counter() - t1
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, fit {t_fit:.1f} s; "
-          f"{len(est.names_)} directions: {', '.join(est.names_)}")
+          f"{len(est.names_)} directions: {', '.join(est.names_)}; dropped: {', '.join(est.dropped_) or 'none'}")
 
     glob = {}
     for k, name in enumerate(est.names_):
@@ -127,11 +151,15 @@ def main() -> None:
         span[part] = {f: float(np.linalg.norm(q.T @ truth[fmap.names.index(f)])) for f in factors}
     print("span (projection norm of the true identity/expression directions on the part's directions): "
           + "; ".join(f"{p_}: " + ", ".join(f"{f} {v:.2f}" for f, v in s.items()) for p_, s in span.items()))
+    ceiling = locality_ceiling(G, fmap, base, img_masks, w)
+    print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(
+        f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "decompose_seconds": t_decomp, "fit_seconds": t_fit,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
-                       "locality": loc, "span": span}, f, indent=2)
+                       "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling},
+                      f, indent=2)
 
 
 if __name__ == "__main__":

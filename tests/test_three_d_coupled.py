@@ -256,3 +256,22 @@ def test_atoms_learned_on_a_subset_then_coded_on_every_row():
     assert not np.array_equal(full.atoms_["depth"], sub.atoms_["depth"])
     with pytest.raises(ValueError, match="dict_samples"):
         ThreeDCoupledDirections(n_atoms=4, dict_samples=2).fit(w, labels)
+
+
+def test_part_scoped_atoms_stay_inside_their_part_and_recover_the_directions():
+    """atom_scope='parts': each atom is learned on one part's pixels, so its footprint is zero outside that part and
+    its name starts with the part; the planted localized directions are still recovered."""
+    w, labels, m, _, _ = planted()
+    masks = _part_masks()
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="parts", code_alpha=0.05, random_state=0)
+    est.fit(w, labels, part_masks=masks)
+    local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
+    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    for k in local:
+        part = est.names_[k].split("_")[1]
+        outside = est.footprints_[k][masks[part] < 0.5]
+        assert part in masks and np.abs(outside).max() == 0.0, est.names_[k]
+    # the blobs' parts get directions of their own (eyes: one per eye, by side)
+    assert {"albedo_eyes_left", "albedo_eyes_right", "depth_mouth"} <= set(est.names_)
+    with pytest.raises(ValueError, match="atom_scope"):
+        ThreeDCoupledDirections(atom_scope="regions").fit(w, labels)

@@ -117,7 +117,14 @@ class ThreeDCoupledDirections(DirectionFinder):
     map_labels : sequence of str
         Map labels decomposed into atoms (`[N, R, R]` or `[N, C, R, R]`), in this order; missing ones are skipped.
     n_atoms : int
-        Atoms per map.
+        Atoms per map (per part with `atom_scope='parts'`).
+    atom_scope : {'map', 'parts'}
+        Learn the atoms over the whole map (footprints wherever the data puts them; named afterwards by the part
+        holding most of their mass), or separately inside each part mask (`n_atoms` per part, footprints confined to
+        the part: small parts such as the nose or the brows get atoms of their own instead of being mixed into the
+        skin's; see BENCHMARKS.md, issue 11).
+    skip_parts : sequence of str
+        Parts that get no atoms with `atom_scope='parts'` (default: the background).
     code_alpha : float
         Sparsity of the codes (`learn_dictionary`'s alpha on maps scaled to unit RMS per sample) or of the atoms
         (`atom_method='sparse_pca'`).
@@ -177,6 +184,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         global_labels: Sequence[str] | None = None,
         map_labels: Sequence[str] = ("depth", "albedo"),
         n_atoms: int = 8,
+        atom_scope: str = "map",
+        skip_parts: Sequence[str] = ("background",),
         code_alpha: float = 0.1,
         atom_method: str = "dictionary",
         code_regression: str = "lasso",
@@ -194,6 +203,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.global_labels = global_labels
         self.map_labels = map_labels
         self.n_atoms = n_atoms
+        self.atom_scope = atom_scope
+        self.skip_parts = skip_parts
         self.code_alpha = code_alpha
         self.atom_method = atom_method
         self.code_regression = code_regression
@@ -224,6 +235,8 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"atom_method must be one of {_ATOM_METHODS}, got {self.atom_method!r}")
         if self.code_regression not in _REGRESSIONS:
             raise ValueError(f"code_regression must be one of {_REGRESSIONS}, got {self.code_regression!r}")
+        if self.atom_scope not in ("map", "parts"):
+            raise ValueError(f"atom_scope must be 'map' or 'parts', got {self.atom_scope!r}")
         if int(self.n_atoms) < 1:
             raise ValueError(f"n_atoms must be >= 1, got {self.n_atoms}")
         if self.dict_samples is not None and int(self.dict_samples) < int(self.n_atoms):
@@ -332,6 +345,47 @@ class ThreeDCoupledDirections(DirectionFinder):
         rng = np.random.default_rng(None if seed is None else [seed, 1])  # a stream apart from `_rows`'
         return np.sort(rng.choice(m, size=int(self.dict_samples), replace=False))
 
+    def _atoms(self, y: np.ndarray, learn: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Atoms `[k, L]` learned on the rows `learn` of `y` `[n, L]` and the codes `[n, k]` of every row."""
+        k = min(n_atoms, learn.size, y.shape[1])
+        seed = _seed(self.random_state)
+        if self.atom_method == "dictionary":
+            atoms, codes, _ = learn_dictionary(y[learn], k, self.code_alpha, max_iter=self.dict_max_iter, seed=seed)
+            if learn.size < y.shape[0]:
+                codes = sparse_codes(y, atoms, self.code_alpha)
+            return atoms, codes
+        import warnings
+
+        from sklearn.decomposition import SparsePCA
+        from sklearn.exceptions import ConvergenceWarning
+
+        model = SparsePCA(n_components=k, alpha=self.code_alpha, max_iter=self.dict_max_iter, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(y[learn])
+            codes = np.asarray(model.transform(y), dtype=np.float64)
+        return np.asarray(model.components_, dtype=np.float64), codes
+
+    def _part_atoms(self, y, learn, shape, p_names, p_masks):
+        """`atom_scope='parts'`: `n_atoms` atoms per part, each learned on the pixels of that part only (the part's
+        core: mean mask >= 0.5 at the map's resolution), so every footprint lies inside the part it is named after.
+        Returns (atoms `[K, L]`, codes `[n, K]`), or (None, None) when no part has pixels."""
+        masks = _resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= 0.5  # [P, R, R]
+        channels = int(np.prod(shape[:-2], dtype=np.int64))
+        all_atoms, all_codes = [], []
+        for name, mask in zip(p_names, masks):
+            if name in self.skip_parts or mask.sum() < 2:
+                continue
+            cols = np.flatnonzero(np.tile(mask.reshape(-1), channels))
+            atoms, codes = self._atoms(np.ascontiguousarray(y[:, cols]), learn, int(self.n_atoms))
+            full = np.zeros((atoms.shape[0], y.shape[1]))
+            full[:, cols] = atoms
+            all_atoms.append(full)
+            all_codes.append(codes)
+        if not all_atoms:
+            return None, None
+        return np.concatenate(all_atoms), np.concatenate(all_codes, axis=1)
+
     def _fit_map(self, w, rows, key, maps, resolution, p_names, p_masks, dropped):
         """Atoms of one map label, their codes' regression on w, footprints and names (None if nothing is left)."""
         shape = maps.shape[1:]
@@ -346,24 +400,14 @@ class ThreeDCoupledDirections(DirectionFinder):
             dropped.append(key)
             return None
         y /= scale
-        k = min(int(self.n_atoms), y.shape[0], y.shape[1])
-        seed = _seed(self.random_state)
-        if self.atom_method == "dictionary":
-            atoms, codes, _ = learn_dictionary(y[learn], k, self.code_alpha, max_iter=self.dict_max_iter, seed=seed)
-            if learn.size < y.shape[0]:
-                codes = sparse_codes(y, atoms, self.code_alpha)
+        if self.atom_scope == "parts":
+            atoms, codes = self._part_atoms(y, learn, shape, p_names, p_masks)
+            if atoms is None:
+                dropped.append(key)
+                return None
         else:
-            import warnings
-
-            from sklearn.decomposition import SparsePCA
-            from sklearn.exceptions import ConvergenceWarning
-
-            model = SparsePCA(n_components=k, alpha=self.code_alpha, max_iter=self.dict_max_iter, random_state=seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(y[learn])
-                codes = np.asarray(model.transform(y), dtype=np.float64)
-            atoms = np.asarray(model.components_, dtype=np.float64)
+            atoms, codes = self._atoms(y, learn, int(self.n_atoms))
+        k = atoms.shape[0]
         signed = canonical_sign(atoms)
         flip = np.where(np.sum(signed * atoms, axis=1) < 0, -1.0, 1.0)
         atoms, codes = atoms * flip[:, None], codes * flip[None, :]
