@@ -12,7 +12,10 @@
    - DCI (lasso) and MIG of both codes against all factors (recombination set);
    - transfer (target keeps identity, takes the source's pose + expression): mean abs factor error against the
      baselines (copy the source's coarse ws layers; add the source-minus-target difference projected on the
-     structure directions) and the ground-truth recombination as the reference floor.
+     structure directions) and the ground-truth recombination as the reference floor; the model's default transfer
+     against each baseline pair by pair (mean difference with a 95% bootstrap interval); two references that
+     locate the take error (the projected difference on the world's true directions, and the readout swap on the
+     clips' own directions) and each result's error in the taken factors' linear readouts.
 4. Writes clip strips and a transfer strip (PNG) and a JSON with every figure.
 
     python scripts/bench_models.py --outdir runs/bench_models --json runs/bench_models/results.json
@@ -44,12 +47,22 @@ from stylegan_disentangle.models.evaluate import (
     linear_probe_r2,
     projected_difference,
     swap_factor_groups,
+    swap_readouts,
     transfer_errors,
 )
 from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions, load_synthetic
 from stylegan_disentangle.synthetic.factors import factor_groups, factor_names
 from stylegan_disentangle.utils import atomic_write
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
+
+
+def paired_difference(err_a: np.ndarray, err_b: np.ndarray, reps: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of err_a - err_b over the same pairs [N] with a 95% bootstrap interval (pairs resampled together)."""
+    diff = err_a - err_b
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(reps, len(diff)))
+    boot = diff[idx].mean(axis=1)
+    return {"mean": float(diff.mean()), "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "share_of_pairs_lower": float((diff < 0).mean())}
 
 
 def group_means(values: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
@@ -214,6 +227,14 @@ def main() -> None:
             "copy coarse ws layers": copy_coarse_layers(ws_a, ws_b, G.num_ws // 2),
             "projected difference": projected_difference(ws_a, ws_b, ds.select(structure_names).vectors),
             "ground-truth recombination (floor)": ws_mix,
+            # references that locate the take error: the projected difference on the world's true structure
+            # directions (its structure readouts then equal the source's exactly), and the ideal disentangled
+            # transfer on the directions the clips were made from (their structure readouts swapped, all others kept)
+            "projected difference, true directions (reference)": projected_difference(
+                ws_a, ws_b, ground_truth_directions(fmap).select(fg["expression"] + fg["pose"]).vectors),
+            "readout swap on the clips' directions (reference)": swap_readouts(
+                ds.vectors, ws_a[:, 0], ws_b[:, 0], [ds.names.index(n) for n in structure_names])[:, None].repeat(
+                1, G.num_ws, 1),
         }
         if ae.has_motion_decoder:
             results = {"AppearanceStructureAE (motion decoder, default)": ae.transfer_structure(ws_a, ws_b,
@@ -224,7 +245,25 @@ def main() -> None:
         err = transfer_errors(res, ws_a, ws_b, fmap, keep, take)
         err["illumination_change"] = transfer_errors(res, ws_a, ws_b, fmap, groups["illumination"], take)[
             "keep_error"]
+        # the taken factors' linear readouts (standardized d_j . w, before the factor map's nonlinearity)
+        err["take_readout_error"] = float((fmap.standardized(torch.as_tensor(res))[:, take]
+                                           - fmap.standardized(ws_b)[:, take]).abs().mean())
         transfer[name] = err
+    # paired comparison of the model's default transfer with each baseline on the same held-out pairs: per-pair
+    # mean abs factor errors, their difference (model - baseline; < 0: the model is better) with a bootstrap interval
+    f_a, f_b = fmap(ws_a).numpy(), fmap(ws_b).numpy()
+
+    def per_pair(res):
+        f_r = fmap(torch.as_tensor(res)).numpy()
+        return np.abs(f_r[:, keep] - f_a[:, keep]).mean(1), np.abs(f_r[:, take] - f_b[:, take]).mean(1)
+
+    model_name = next(iter(results))
+    model_keep, model_take = per_pair(results[model_name])
+    paired = {}
+    for name in ("copy coarse ws layers", "projected difference"):
+        base_keep, base_take = per_pair(results[name])
+        paired[name] = {"keep": paired_difference(model_keep, base_keep),
+                        "take": paired_difference(model_take, base_take)}
     rows = 8
     with torch.no_grad():
         titles = {"AppearanceStructureAE (motion decoder, default)": "AE motion",
@@ -238,7 +277,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "args": vars(args), "setup_seconds": setup_s, "train_seconds": train_s,
         "train_steps": result.step, "best_step": result.best_step, "stopped_early": result.stopped_early,
         "losses_before": first, "losses_after": last, "clip_factor_drift": drift, "probes": probes,
-        "dci_mig_recombined": metrics, "transfer": transfer,
+        "dci_mig_recombined": metrics, "transfer": transfer, "paired_vs_baselines": {"model": model_name, **paired},
         "structure_directions": structure_names, "appearance_directions": appearance_names,
         "total_seconds": time.time() - t0, "threads": torch.get_num_threads(),
     }

@@ -21,6 +21,7 @@ from stylegan_disentangle.models.evaluate import (
     linear_probe_r2,
     projected_difference,
     swap_factor_groups,
+    swap_readouts,
     transfer_errors,
 )
 
@@ -267,6 +268,8 @@ def test_swap_factor_groups_sets_taken_projections_and_keeps_the_others():
     mixed = swap_factor_groups(_Map(d), a, b, take=[1, 3]).double().numpy()
     np.testing.assert_allclose(mixed @ d[[1, 3]].T, b @ d[[1, 3]].T, atol=1e-4)  # float32 result
     np.testing.assert_allclose(mixed @ d[[0, 2]].T, a @ d[[0, 2]].T, atol=1e-4)
+    # any directions (e.g. found ones): the same min-norm readout swap
+    assert torch.equal(swap_readouts(d, a, b, take=[1, 3]), torch.from_numpy(mixed.astype(np.float32)))
 
 
 def test_baselines_and_transfer_errors():

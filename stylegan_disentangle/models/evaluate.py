@@ -3,7 +3,8 @@
 - `linear_probe_r2`: held-out R^2 of a linear regression from codes to each factor (the issue's probe).
 - `swap_factor_groups`: a ground-truth recombination set — w of sample A with the factors `take` of sample B,
   built with the true factor directions (min-norm move) — on which the two factor groups are independent, so a
-  probe measures what a code *encodes*, not what it inherits from correlated factors of W's samples.
+  probe measures what a code *encodes*, not what it inherits from correlated factors of W's samples;
+  `swap_readouts` does the same on any directions (e.g. found ones).
 - `transfer_errors`: after a transfer, mean |factor(result) - factor(target)| over the kept factors and
   mean |factor(result) - factor(source)| over the taken ones (normalized factor units).
 - the naive transfer baselines: `copy_coarse_layers` and `projected_difference`.
@@ -20,7 +21,8 @@ from sklearn.linear_model import LinearRegression
 
 from ..errors import LatentError
 
-__all__ = ["copy_coarse_layers", "linear_probe_r2", "projected_difference", "swap_factor_groups", "transfer_errors"]
+__all__ = ["copy_coarse_layers", "linear_probe_r2", "projected_difference", "swap_factor_groups", "swap_readouts",
+           "transfer_errors"]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -47,7 +49,14 @@ def swap_factor_groups(factor_map: Any, w_a: Any, w_b: Any, take: Sequence[int])
     """w [N, w_dim]: each w_a [N, w_dim] moved (minimum-norm, within the span of the true factor directions) so that
     its standardized projections on the factors `take` equal w_b's and all others stay. `factor_map` needs
     `directions` [F, w_dim] (a synthetic FactorMap)."""
-    d = np.asarray(factor_map.directions, dtype=np.float64)
+    return swap_readouts(factor_map.directions, w_a, w_b, take)
+
+
+def swap_readouts(directions: Any, w_a: Any, w_b: Any, take: Sequence[int]) -> torch.Tensor:
+    """w [N, w_dim]: each w_a moved (minimum norm, within the span of `directions` [F, w_dim]) so that its readouts
+    `directions[j] . w` for j in `take` equal w_b's and the other readouts stay: the ideal disentangled transfer
+    on those directions (on the true factor directions: `swap_factor_groups`)."""
+    d = _np(directions)
     a, b = _np(w_a), _np(w_b)
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] != d.shape[1]:
         raise LatentError(f"w_a and w_b must both be [N, {d.shape[1]}]; got {a.shape} and {b.shape}")
