@@ -80,8 +80,9 @@ def main() -> None:
     p.add_argument("--decomposer", default="synthetic", help="'synthetic', a checkpoint path, or 'oracle'")
     p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
     p.add_argument("--n-atoms", type=int, default=8)
-    p.add_argument("--atom-scope", choices=["map", "parts"], default="map",
+    p.add_argument("--atom-scope", choices=["map", "parts", "map+parts"], default="map",
                    help="atoms over the whole map, or n-atoms per part inside each part mask")
+    p.add_argument("--part-core", type=float, default=0.5, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -113,7 +114,8 @@ def main() -> None:
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
-    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, random_state=args.seed).fit(
+    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope,
+                                  part_core=args.part_core, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES))
     t_fit = time.perf_counter() - t1
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, fit {t_fit:.1f} s; "

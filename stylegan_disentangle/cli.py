@@ -226,11 +226,19 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--decomposer", default=None,
               help="3d-coupled: 'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D "
                    "checkpoint (train one with `stylegan-disentangle train-decomposer PKL --steps N --outdir DIR`).")
+@click.option("--atom-scope", type=click.Choice(["map", "parts", "map+parts"]), default=None,
+              help="3d-coupled: depth / albedo atoms over the whole map (default), inside each face part, or both "
+                   "(part atoms on what the whole-map ones leave).")
 @click.pass_context
-def find_directions_cmd(ctx: click.Context, pkl: str, **kwargs) -> None:
+def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import run_find_directions
+
+    if atom_scope is not None:
+        if kwargs["method"] != "3d-coupled":
+            raise click.UsageError("--atom-scope applies to --method 3d-coupled only")
+        kwargs["method_kwargs"] = {"atom_scope": atom_scope}
 
     result = fail_cleanly(lambda: run_find_directions(pkl, progress=_progress(ctx), **kwargs))
     ds = result.direction_set

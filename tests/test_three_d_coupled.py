@@ -218,6 +218,23 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
     assert local and all(abs(sum(d["footprint_part_shares"].values()) - 1) < 1e-5 for d in local)
 
 
+def test_cli_atom_scope_reaches_the_estimator(tiny_run, tmp_path):
+    pkl, dec_path, _ = tiny_run
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
+                   "--samples", "80", "--outdir", str(tmp_path / "parts"), "--no-umap", "--effect-samples", "2",
+                   "--grid-steps", "3", "--atom-scope", "parts"])
+    assert result.exit_code == 0, result.output
+    config = __import__("json").loads((tmp_path / "parts" / "config.json").read_text())
+    assert config["args"]["method_kwargs"] == {"atom_scope": "parts"}
+    ds = DirectionSet.load(tmp_path / "parts" / "directions")
+    kinds = ds.info["kinds"]
+    # part-scoped footprints: every localized direction's footprint is confined to the part it is named after
+    assert all(ds.names[i].split("_")[1] in ds.info["part_names"] for i, k in enumerate(kinds) if k != "global")
+    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--atom-scope", "parts", "--outdir",
+                  str(tmp_path / "pca")])
+    assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
+
+
 def test_cli_3d_coupled_without_a_decomposer_says_how_to_train_one(tiny_run, tmp_path):
     pkl, _, _ = tiny_run
     result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
@@ -275,3 +292,13 @@ def test_part_scoped_atoms_stay_inside_their_part_and_recover_the_directions():
     assert {"albedo_eyes_left", "albedo_eyes_right", "depth_mouth"} <= set(est.names_)
     with pytest.raises(ValueError, match="atom_scope"):
         ThreeDCoupledDirections(atom_scope="regions").fit(w, labels)
+
+    # map+parts: whole-map atoms first, part atoms on the residual; the planted directions are among the union
+    both = ThreeDCoupledDirections(n_atoms=2, atom_scope="map+parts", code_alpha=0.05, random_state=0)
+    both.fit(w, labels, part_masks=masks)
+    local = [k for k, kind in enumerate(both.kinds_) if kind != "global"]
+    assert _best_abs_cos(both.directions_[local], m).min() >= 0.99
+    whole = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, random_state=0).fit(w, labels, part_masks=masks)
+    for key in ("depth", "albedo"):  # the first atoms are the whole-map fit's, the part atoms come after them
+        np.testing.assert_array_equal(both.atoms_[key][:2], whole.atoms_[key])
+        assert both.atoms_[key].shape[0] > 2

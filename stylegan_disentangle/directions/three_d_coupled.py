@@ -118,13 +118,17 @@ class ThreeDCoupledDirections(DirectionFinder):
         Map labels decomposed into atoms (`[N, R, R]` or `[N, C, R, R]`), in this order; missing ones are skipped.
     n_atoms : int
         Atoms per map (per part with `atom_scope='parts'`).
-    atom_scope : {'map', 'parts'}
+    atom_scope : {'map', 'parts', 'map+parts'}
         Learn the atoms over the whole map (footprints wherever the data puts them; named afterwards by the part
-        holding most of their mass), or separately inside each part mask (`n_atoms` per part, footprints confined to
+        holding most of their mass), separately inside each part mask (`n_atoms` per part, footprints confined to
         the part: small parts such as the nose or the brows get atoms of their own instead of being mixed into the
-        skin's; see BENCHMARKS.md, issue 11).
+        skin's), or both: whole-map atoms, then part atoms on what they leave unexplained (so a part's atoms are not
+        spent on variation the whole face shares, such as skin tone). See BENCHMARKS.md, issue 11.
     skip_parts : sequence of str
         Parts that get no atoms with `atom_scope='parts'` (default: the background).
+    part_core : float
+        With `atom_scope='parts'`, a pixel belongs to a part where the part's (mean) mask is at least this value;
+        lower values widen the parts (and let neighbouring parts overlap).
     code_alpha : float
         Sparsity of the codes (`learn_dictionary`'s alpha on maps scaled to unit RMS per sample) or of the atoms
         (`atom_method='sparse_pca'`).
@@ -186,6 +190,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         n_atoms: int = 8,
         atom_scope: str = "map",
         skip_parts: Sequence[str] = ("background",),
+        part_core: float = 0.5,
         code_alpha: float = 0.1,
         atom_method: str = "dictionary",
         code_regression: str = "lasso",
@@ -205,6 +210,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.n_atoms = n_atoms
         self.atom_scope = atom_scope
         self.skip_parts = skip_parts
+        self.part_core = part_core
         self.code_alpha = code_alpha
         self.atom_method = atom_method
         self.code_regression = code_regression
@@ -235,8 +241,10 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"atom_method must be one of {_ATOM_METHODS}, got {self.atom_method!r}")
         if self.code_regression not in _REGRESSIONS:
             raise ValueError(f"code_regression must be one of {_REGRESSIONS}, got {self.code_regression!r}")
-        if self.atom_scope not in ("map", "parts"):
-            raise ValueError(f"atom_scope must be 'map' or 'parts', got {self.atom_scope!r}")
+        if not 0 < float(self.part_core) <= 1:
+            raise ValueError(f"part_core must be in (0, 1], got {self.part_core}")
+        if self.atom_scope not in ("map", "parts", "map+parts"):
+            raise ValueError(f"atom_scope must be 'map', 'parts' or 'map+parts', got {self.atom_scope!r}")
         if int(self.n_atoms) < 1:
             raise ValueError(f"n_atoms must be >= 1, got {self.n_atoms}")
         if self.dict_samples is not None and int(self.dict_samples) < int(self.n_atoms):
@@ -368,9 +376,10 @@ class ThreeDCoupledDirections(DirectionFinder):
 
     def _part_atoms(self, y, learn, shape, p_names, p_masks):
         """`atom_scope='parts'`: `n_atoms` atoms per part, each learned on the pixels of that part only (the part's
-        core: mean mask >= 0.5 at the map's resolution), so every footprint lies inside the part it is named after.
+        core: mean mask >= `part_core` at the map's resolution), so every footprint lies inside the part it is named
+        after.
         Returns (atoms `[K, L]`, codes `[n, K]`), or (None, None) when no part has pixels."""
-        masks = _resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= 0.5  # [P, R, R]
+        masks = _resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= float(self.part_core)
         channels = int(np.prod(shape[:-2], dtype=np.int64))
         all_atoms, all_codes = [], []
         for name, mask in zip(p_names, masks):
@@ -407,6 +416,11 @@ class ThreeDCoupledDirections(DirectionFinder):
                 return None
         else:
             atoms, codes = self._atoms(y, learn, int(self.n_atoms))
+            if self.atom_scope == "map+parts":
+                residual = y - (codes @ atoms).astype(y.dtype)
+                p_atoms, p_codes = self._part_atoms(residual, learn, shape, p_names, p_masks)
+                if p_atoms is not None:
+                    atoms, codes = np.concatenate([atoms, p_atoms]), np.concatenate([codes, p_codes], axis=1)
         k = atoms.shape[0]
         signed = canonical_sign(atoms)
         flip = np.where(np.sum(signed * atoms, axis=1) < 0, -1.0, 1.0)
@@ -415,7 +429,11 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.map_center_[key] = center.reshape(shape)
         self.map_scale_[key] = scale
 
-        used = [i for i in range(k) if np.ptp(codes[:, i]) > 0 and np.linalg.norm(atoms[i]) > 0]
+        # an atom coded on only a handful of samples is noise to a regression (and may be constant on its training
+        # split): keep atoms used by at least 0.5% of the rows (at least 5)
+        min_rows = max(5, int(0.005 * codes.shape[0]))
+        used = [i for i in range(k) if np.count_nonzero(codes[:, i] - np.median(codes[:, i])) >= min_rows
+                and np.linalg.norm(atoms[i]) > 0]
         dropped += [f"{key}_atom{i}" for i in range(k) if i not in used]
         if not used:
             return None
