@@ -135,6 +135,8 @@ def main() -> None:
     p.add_argument("--clip-metric", choices=["euclidean", "covariance"], default="euclidean",
                    help="how clip moves keep the appearance readouts (DirectionVideoMaker's metric)")
     p.add_argument("--linear-structure", action="store_true", help="structure code linear in w (MLP: appearance)")
+    p.add_argument("--invariance-projection", action="store_true",
+                   help="end of training: project the linear structure code onto what the augmentations never move")
     p.add_argument("--motion-weight", type=float, default=1.0,
                    help="weight of the motion decoder (0: none; transfers then decode the codes)")
     p.add_argument("--motion-metric", choices=["euclidean", "covariance"], default="covariance",
@@ -183,6 +185,7 @@ def main() -> None:
                                app_weight=args.app_weight,
                                struct_weight=args.struct_weight, swap_weight=args.swap_weight,
                                motion_weight=args.motion_weight, linear_structure=args.linear_structure,
+                               invariance_projection=args.invariance_projection,
                                generator_sha256=generator_fingerprint(G)).set_normalization(pool)
     with torch.no_grad():
         first = {k: float(v) for k, v in ae.training_losses(sampler.validation("cpu")).items()}

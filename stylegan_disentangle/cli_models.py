@@ -113,7 +113,10 @@ def _write_json(path: Path, record: dict) -> None:
                    "the transfers' default); 0: none, transfers decode the codes.")
 @click.option("--motion-metric", type=click.Choice(["euclidean", "covariance"]), default="covariance",
               show_default=True, help="--video directions: the clips the motion decoder learns from (covariance: "
-                                      "how W moves among its samples when a structure readout changes).")
+                                      "how W moves among its samples when a structure readout changes; euclidean "
+                                      "when the appearance directions do not pin identity, e.g. 3d-coupled ones).")
+@click.option("--invariance-projection/--no-invariance-projection", default=True, show_default=True,
+              help="After training, make the (linear) structure code exactly blind to the appearance augmentations.")
 @click.option("--linear-structure/--mlp-structure", default=True, show_default=True,
               help="Structure code linear in w (what the linear motion decoder assumes), or with the MLP branch.")
 @click.option("--val-every", type=int, default=250, show_default=True)
@@ -126,7 +129,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int,
                     batch_size: int, lr: float, seed: int, device: str, app_dim: int, struct_dim: int, hidden: int,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
-                    image_weight: float, motion_weight: float, motion_metric: str, linear_structure: bool,
+                    image_weight: float, motion_weight: float, motion_metric: str, invariance_projection: bool,
+                    linear_structure: bool,
                     val_every: int, patience: int | None, preview_every: int,
                     max_minutes: float | None, resume: bool) -> None:
     """Train a W-space model of KIND on latent videos of PKL; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
@@ -155,6 +159,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
         G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
         rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
         image_weight=image_weight, motion_weight=motion_weight, linear_structure=linear_structure,
+        invariance_projection=invariance_projection,
         generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
     preview_t, preview_s = sampler.val_pool[:4], sampler.val_pool[4:8]
 

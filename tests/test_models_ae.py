@@ -235,6 +235,45 @@ def test_linear_structure_code_is_affine_in_w():
     assert (ac - (a0 + 0.5 * (a1 - a2))).abs().max() > 1e-2  # the appearance code keeps its MLP
 
 
+def test_invariance_projection_makes_a_linear_structure_code_blind_to_the_augmentations():
+    pool, structure, appearance = world()
+    maker = DirectionVideoMaker(structure, appearance, frames=8).fit(pool)
+    sampler = ClipPairSampler(maker, pool, NUM_WS, batch_size=64, seed=0)
+    torch.manual_seed(0)
+    ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=2, hidden=16, linear_structure=True,
+                               invariance_projection=True).set_normalization(pool)
+    with torch.no_grad():
+        ae.encoder.linear.weight.normal_()  # structure rows that read every direction of W
+    fresh = sampler.sample(12345)
+
+    def change(key):  # structure-code change from the anchor to `key`, relative to the code's spread
+        s_a, s_x = ae.encode(fresh["anchor"])[1], ae.encode(fresh[key])[1]
+        return float((s_x - s_a).norm() / (s_a - s_a.mean(0)).norm())
+
+    assert change("augmented") > 0.1
+    app_before = ae.encode(fresh["anchor"])[0]
+    ae.finish_training(sampler, 0)  # what train_model calls at the end
+    # the augmentations move every direction of w but the 2 structure ones: the rows no longer read them (float32
+    # products of O(1) terms; the null space is exact up to the eigensolver's rounding)
+    assert change("augmented") < 1e-5
+    assert change("other") > 0.1  # the clip's structure moves still move the code
+    torch.testing.assert_close(ae.encode(fresh["anchor"])[0], app_before)  # the appearance code is untouched
+    # unmoved directions of the flattened W+ input: the 2 structure ones and every difference between layers (the
+    # augmentations move all layers alike)
+    assert ae.project_structure_invariant(sampler, 0) == 2 + (NUM_WS - 1) * W_DIM
+    # a nonlinear code, or augmentations that move every direction (style mixing of a mean-w code): left alone
+    mlp = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=2, hidden=16).set_normalization(pool)
+    assert mlp.project_structure_invariant(sampler, 0) == 0
+    mixing = ClipPairSampler(StyleMixingVideoMaker(frames=4).fit(pool), pool, NUM_WS, batch_size=64, seed=0)
+    mean_w = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=2, hidden=16, w_plus=False,
+                                   linear_structure=True).set_normalization(pool)
+    weight = mean_w.encoder.linear.weight.clone()
+    assert mean_w.project_structure_invariant(mixing, 0) == 0 and torch.equal(mean_w.encoder.linear.weight, weight)
+    # ... while a W+ code under style mixing keeps what the swaps of the fine layers never move: the coarse layers
+    # (2 of 4) and the differences among the fine layers (all take the same donor's w)
+    assert ae.project_structure_invariant(mixing, 0) == 2 * W_DIM + W_DIM
+
+
 def test_transfer_modes_are_checked():
     pool, _, _ = world()
     ae = AppearanceStructureAE(NUM_WS, W_DIM, app_dim=6, struct_dim=2, hidden=8).set_normalization(pool)

@@ -23,7 +23,9 @@ another frame of the same clip, an appearance-augmented copy of the anchor):
   `image_samples` anchors.
 
 ``total = rec_weight*rec + swap_weight*swap + app_weight*app + struct_weight*struct + motion_weight*motion
-+ image_weight*image``.
++ image_weight*image``. Closing steps in closed form (`finish_training`): with `invariance_projection`, a linear
+structure code is projected onto the directions the appearance augmentations never move (InfoNCE leaves it reading
+a few percent of them, which a transfer then carries over), and the motion decoder is refitted by least squares.
 Tasks: `transfer_structure(target, source)` and `transfer_motion(target, source_clip)`. With a motion decoder the
 transfer is target + M(s(source) - s(target)): the target is kept except for the move the structure change
 asks for, and the move is the one the motion clips taught. Why a second kind of clip: the contrastive terms need
@@ -92,6 +94,9 @@ class AppearanceStructureAE(WSpaceModel):
         code only. The motion decoder maps code changes linearly to moves, which is exact only for a linear code.
     motion_weight : float
         Weight of the motion decoder's loss; > 0 adds the decoder (``motion``) and makes it the transfers' default.
+    invariance_projection : bool
+        At the end of training, project a linear structure code onto the directions the appearance augmentations
+        never move (`project_structure_invariant`).
     generator_sha256 : str, optional
         The generator's fingerprint (`latents.generator_fingerprint`); checked by `load`.
 
@@ -109,7 +114,7 @@ class AppearanceStructureAE(WSpaceModel):
                  w_plus: bool = True, temperature: float = 0.1, rec_weight: float = 1.0, swap_weight: float = 1.0,
                  app_weight: float = 0.05, struct_weight: float = 0.05, image_weight: float = 0.0,
                  image_samples: int = 4, linear_structure: bool = False, motion_weight: float = 0.0,
-                 generator_sha256: str | None = None) -> None:
+                 invariance_projection: bool = False, generator_sha256: str | None = None) -> None:
         super().__init__(num_ws, w_dim, generator_sha256)
         if app_dim < 1 or struct_dim < 1:
             raise ValueError(f"code sizes must be positive, got app_dim={app_dim}, struct_dim={struct_dim}")
@@ -121,7 +126,7 @@ class AppearanceStructureAE(WSpaceModel):
                            temperature=temperature, rec_weight=rec_weight, swap_weight=swap_weight,
                            app_weight=app_weight, struct_weight=struct_weight, image_weight=image_weight,
                            image_samples=image_samples, linear_structure=linear_structure,
-                           motion_weight=motion_weight)
+                           motion_weight=motion_weight, invariance_projection=invariance_projection)
         self.app_dim, self.struct_dim, self.w_plus = app_dim, struct_dim, w_plus
         d_in = num_ws * w_dim if w_plus else w_dim
         self.encoder = _LinearPlusMLP(d_in, app_dim + struct_dim, hidden)
@@ -225,14 +230,51 @@ class AppearanceStructureAE(WSpaceModel):
         losses["total"] = total
         return losses
 
+    def _linear_structure_weight(self) -> torch.Tensor | None:
+        """The rows of the encoder's linear map that make the structure code, when the code is linear in the input
+        (`linear_structure`, or no MLP); None otherwise."""
+        if self.encoder.mlp is not None and not self.config.get("linear_structure"):
+            return None
+        return self.encoder.linear.weight[self.app_dim:]
+
+    @torch.no_grad()
+    def project_structure_invariant(self, sampler: Any, step: int, batches: int = 8, tol: float = 1e-6) -> int:
+        """Make a linear structure code exactly blind to the appearance augmentations; returns the dimension kept.
+
+        The augmentations move a frame without moving its structure; InfoNCE only asks the structure code to move
+        less under them than between frames, and a code that keeps a few percent of its rows in the moved directions
+        passes part of any appearance difference on to a transfer (BENCHMARKS.md, issue 12). The closed form: the
+        structure rows are projected onto the null space of the augmentation moves (measured on `batches` sampler
+        batches, in the model's standardized input). Skipped (returns 0) when the code is not linear or when the
+        moves leave fewer than `struct_dim` directions unmoved (e.g. mean-w codes under style-mixing
+        augmentations, which move every direction).
+        """
+        weight = self._linear_structure_weight()
+        if weight is None:
+            return 0
+        moves = []
+        for i in range(batches):
+            batch = sampler.sample(step + 10_000 + i, self.device)
+            anchor, aug = (self.check_ws(batch[k]) for k in ("anchor", "augmented"))
+            d = (aug - anchor) / self.w_std
+            moves.append(d.flatten(1) if self.w_plus else d.mean(dim=1))
+        d = torch.cat(moves).double()
+        evals, evecs = torch.linalg.eigh(d.T @ d)
+        null = evecs[:, evals <= tol * evals.max().clamp_min(1e-300)]  # directions no augmentation moves
+        if null.shape[1] < self.struct_dim:
+            return 0
+        weight.copy_((weight.double() @ null @ null.T).to(weight))
+        return int(null.shape[1])
+
     @torch.no_grad()
     def finish_training(self, sampler: Any, step: int, batches: int = 8) -> None:
-        """Refit the (linear) motion decoder by least squares on `batches` fresh sampler batches.
-
-        Gradient steps leave a linear head short of its optimum when its targets are small (a move is a few
-        percent of W's spread); the closed form is exact for the final encoder. Called by `train_model` at the
-        end; a no-op without a motion decoder.
+        """Closing steps in closed form, called by `train_model` after the best weights are restored: with
+        `invariance_projection`, `project_structure_invariant`; then, with a motion decoder, its least-squares refit
+        on `batches` fresh sampler batches (gradient steps leave a linear head short of its optimum when its targets
+        are small, a move being a few percent of W's spread; the closed form is exact for the final encoder).
         """
+        if self.config.get("invariance_projection"):
+            self.project_structure_invariant(sampler, step, batches)
         if self.motion is None:
             return
         x, y = [], []
