@@ -32,9 +32,10 @@ asks for, and the move is the one the motion clips taught. Why a second kind of 
 clips whose structure moves leave the *codes'* other side alone (Euclidean moves orthogonal to the appearance
 directions make the appearance code blind to pose), while a transfer that takes the source's pose best moves
 the way W itself moves when pose changes (the regression of W on the structure readouts, a
-``metric='covariance'`` maker); on the synthetic world the motion decoder keeps identity 2.6x better than the
-residual decode and takes pose / expression as well as the projected-difference baseline (BENCHMARKS.md,
-issue 12).
+``metric='covariance'`` maker); on the synthetic world, with the invariance projection, the motion decoder keeps
+identity 2x better than the residual decode and 8x better than the projected-difference baseline, and takes pose /
+expression 3% better than that baseline (BENCHMARKS.md, issue 12). Directions whose appearance readouts do not pin
+identity (e.g. the 3D-coupled finder's) want a Euclidean motion maker instead.
 """
 
 from __future__ import annotations
