@@ -11,6 +11,7 @@ from .base import (
     needs_images,
     resize_images,
 )
+from .calibration import LabelCalibration, fit_label_calibration
 from .decomposer import DecomposerError, DecomposerLabeler, Unsup3DDecomposer, load_decomposer, load_unsup3d
 from .image_stats import IMAGE_STATS, ImageStatsLabeler
 from .registry import available_labelers, get_labeler, get_labelers, register_labeler, unregister_labeler
@@ -22,12 +23,14 @@ __all__ = [
     "DecomposerError",
     "DecomposerLabeler",
     "ImageStatsLabeler",
+    "LabelCalibration",
     "Labeler",
     "LabelerError",
     "Unsup3DDecomposer",
     "apply_labeler",
     "available_labelers",
     "combine_labelers",
+    "fit_label_calibration",
     "get_labeler",
     "get_labelers",
     "labeler_from_callable",
