@@ -149,9 +149,16 @@ class AppearanceStructureAE(WSpaceModel):
         return self
 
     # --- the two nets -------------------------------------------------------------------------------------------
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, num_ws, w_dim] -> the nets' input layout [N, d_in]: flattened W+, or the mean over layers."""
+        return x.flatten(1) if self.w_plus else x.mean(dim=1)
+
+    def _unflat(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse layout of `_flat`: [N, d_in] -> [N, num_ws, w_dim] (a mean-w output broadcast to every layer)."""
+        return y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
+
     def _encode(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (ws - self.w_mean) / self.w_std
-        x = x.flatten(1) if self.w_plus else x.mean(dim=1)
+        x = self._flat((ws - self.w_mean) / self.w_std)
         if self.config.get("linear_structure") and self.encoder.mlp is not None:
             code = self.encoder.linear(x)
             return code[:, : self.app_dim] + self.encoder.mlp(x)[:, : self.app_dim], code[:, self.app_dim:]
@@ -159,15 +166,11 @@ class AppearanceStructureAE(WSpaceModel):
         return code[:, : self.app_dim], code[:, self.app_dim:]
 
     def _decode(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        y = self.decoder(torch.cat([a, s], dim=1))
-        y = y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
-        return y * self.w_std + self.w_mean
+        return self._unflat(self.decoder(torch.cat([a, s], dim=1))) * self.w_std + self.w_mean
 
     def _move(self, ds: torch.Tensor) -> torch.Tensor:
         """Change of structure code [N, struct_dim] -> move in W [N, num_ws, w_dim] (the motion decoder)."""
-        y = self.motion(ds)
-        y = y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
-        return y * self.w_std
+        return self._unflat(self.motion(ds)) * self.w_std
 
     @property
     def has_motion_decoder(self) -> bool:
@@ -217,7 +220,7 @@ class AppearanceStructureAE(WSpaceModel):
                 s_from, s_to = self._encode(start)[1], self._encode(end)[1]
             else:
                 start, end, s_from, s_to = anchor, other, s_i, s_j
-            target = end - start if self.w_plus else (end - start).mean(dim=1, keepdim=True).expand_as(end)
+            target = self._unflat(self._flat(end - start))  # a mean-w model moves every layer alike
             motion = self._rel_mse(self._move(s_to - s_from), target)
             losses["motion"] = motion
             total = total + c["motion_weight"] * motion
@@ -257,8 +260,7 @@ class AppearanceStructureAE(WSpaceModel):
         for i in range(batches):
             batch = sampler.sample(step + 10_000 + i, self.device)
             anchor, aug = (self.check_ws(batch[k]) for k in ("anchor", "augmented"))
-            d = (aug - anchor) / self.w_std
-            moves.append(d.flatten(1) if self.w_plus else d.mean(dim=1))
+            moves.append(self._flat((aug - anchor) / self.w_std))
         d = torch.cat(moves).double()
         evals, evecs = torch.linalg.eigh(d.T @ d)
         null = evecs[:, evals <= tol * evals.max().clamp_min(1e-300)]  # directions no augmentation moves
@@ -284,8 +286,7 @@ class AppearanceStructureAE(WSpaceModel):
             keys = ("motion_from", "motion_to") if "motion_from" in batch else ("anchor", "other")
             start, end = (self.check_ws(batch[k]) for k in keys)
             x.append(self._encode(end)[1] - self._encode(start)[1])
-            d = (end - start) / self.w_std
-            y.append(d.flatten(1) if self.w_plus else d.mean(dim=1))
+            y.append(self._flat((end - start) / self.w_std))
         x, y = torch.cat(x).double(), torch.cat(y).double()
         # ridge-free least squares (x^T x is struct_dim^2, well conditioned for a trained code)
         coef = torch.linalg.lstsq(x, y).solution  # [struct_dim, d_in]
