@@ -65,11 +65,11 @@ def register_augmentation_commands(main: click.Group) -> None:
             spec = resolve_decomposer(decomposer_spec, net.path)
             lab = decomposer_labeler(spec, maps=False, device=target_device)  # scalars only: faster walks
             ds = DirectionSet.load(dirs)
-            calibration = None
+            calibration, aimed = None, label or name
             if calibrate_with is not None:
-                images, values = load_calibration_images(calibrate_with, label or name)
-                calibration = fit_label_calibration(lab, images.to(target_device), values, label or name)
-                click.echo(f"calibrated {label or name} on {calibration.n_samples_fit_} images of {calibrate_with}: "
+                images, values = load_calibration_images(calibrate_with, aimed)
+                calibration = fit_label_calibration(lab, images.to(target_device), values, aimed)
+                click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
                            f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "
                            f"{calibration.r_:.3f}, residual std {calibration.residual_std_:.3f})")
             result = export_augmentation(
