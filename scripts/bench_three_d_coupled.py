@@ -81,7 +81,8 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
     p.add_argument("--n-atoms", type=int, default=8)
     p.add_argument("--atom-scope", choices=["map", "parts", "map+parts"], default="map",
-                   help="atoms over the whole map, or n-atoms per part inside each part mask")
+                   help="atoms over the whole map, n-atoms per part inside each part mask, or both (parts on the "
+                        "whole-map atoms' residual)")
     p.add_argument("--part-core", type=float, default=0.5, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
