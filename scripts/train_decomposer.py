@@ -43,6 +43,9 @@ def main() -> None:
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
+    p.add_argument("--albedo-tv", type=float, default=0.0,
+                   help="albedo total-variation weight (a Retinex prior: piecewise-flat albedo leaves smooth, "
+                        "symmetric shading to the light; 0 = off as official)")
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
@@ -66,8 +69,8 @@ def main() -> None:
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
-                           seed=args.seed, stabilize_after=args.stabilize_after, device=device,
-                           checkpoint_every=100, log_every=10, preview_every=250)
+                           lam_albedo_tv=args.albedo_tv, seed=args.seed, stabilize_after=args.stabilize_after,
+                           device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
     scores = None

@@ -3,8 +3,9 @@
 Every step draws a fresh batch from the generator (no image folder is needed), decomposes it and renders it back
 (`reconstruction.reconstruct`), and minimises the official objective: photometric L1 with the confidence form,
 plus the mirrored render weighted `lam_flip` = 0.5, optionally a perceptual term on features of the generator's own
-discriminator (no VGG download exists offline) and a depth-smoothness term. Adam with lr 1e-4 and weight decay
-5e-4 per network, as the official trainer.
+discriminator (no VGG download exists offline), a depth-smoothness term and an albedo total-variation term
+(`lam_albedo_tv`, a Retinex prior: a piecewise-flat albedo leaves smooth shading to the light; off by default, as
+the official objective). Adam with lr 1e-4 and weight decay 5e-4 per network, as the official trainer.
 
 Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stabilized"; see SEEDS.md):
 
@@ -93,6 +94,11 @@ def _depth_smoothness(depth: torch.Tensor) -> torch.Tensor:
     return (depth[:, :, 1:] - depth[:, :, :-1]).abs().mean() + (depth[:, 1:] - depth[:, :-1]).abs().mean()
 
 
+def _albedo_total_variation(albedo: torch.Tensor) -> torch.Tensor:
+    """Mean |horizontal and vertical difference| of the canonical albedo [N, 3, H, W] (anisotropic L1 TV)."""
+    return (albedo[..., 1:] - albedo[..., :-1]).abs().mean() + (albedo[..., 1:, :] - albedo[..., :-1, :]).abs().mean()
+
+
 def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
                    rotation_fraction: float = 0.5) -> torch.Tensor:
     """Render the (detached) estimate under a random view and light; its decomposition must return them."""
@@ -176,6 +182,7 @@ def train_decomposer(
     lam_perc: float = 0.0,
     D: nn.Module | None = None,
     lam_smooth: float = 0.0,
+    lam_albedo_tv: float = 0.0,
     lam_rerender: float = 1.0,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
@@ -208,7 +215,8 @@ def train_decomposer(
     kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
-                  lam_smooth=lam_smooth, lam_rerender=lam_rerender, lam_jitter=lam_jitter,
+                  lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
+                  lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed)
     dec, start, seconds = _resume(outdir, config, device)
@@ -240,6 +248,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
     lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
     lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
+    lam_albedo_tv = config.get("lam_albedo_tv", 0.0)
     stabilize_after = config.get("stabilize_after", 0)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -258,6 +267,9 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         if lam_smooth > 0:
             losses["smooth"] = _depth_smoothness(out["canon_depth"])
             total = total + lam_smooth * losses["smooth"]
+        if lam_albedo_tv > 0:
+            losses["albedo_tv"] = _albedo_total_variation(out["canon_albedo"])
+            total = total + lam_albedo_tv * losses["albedo_tv"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
             losses["rerender"] = _rerender_loss(dec, out, gen)
