@@ -46,6 +46,9 @@ def main() -> None:
     p.add_argument("--albedo-tv", type=float, default=0.0,
                    help="albedo total-variation weight (a Retinex prior: piecewise-flat albedo leaves smooth, "
                         "symmetric shading to the light; 0 = off as official)")
+    p.add_argument("--antialias", action="store_true",
+                   help="Smooth the depth and albedo decoders' outputs with a fixed 3x3 binomial filter (removes the "
+                        "transposed convolutions' checkerboard; also set on --init nets).")
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
@@ -60,12 +63,13 @@ def main() -> None:
     device = resolve_device(args.device)
     G = load_network_pkl(args.pkl, device=device)["G_ema"]
     kwargs = dict(nf=args.nf, zdim=args.zdim, nf_light=args.nf_small, nf_view=args.nf_small, nf_conf=2 * args.nf_small,
-                  zdim_conf=args.zdim // 2, xy_light_range=args.light_range)
+                  zdim_conf=args.zdim // 2, xy_light_range=args.light_range, antialias=args.antialias)
     init = None
     if args.init:
         from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 
         init = load_decomposer(args.init, device=device)
+        init.antialias = init.antialias or args.antialias
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,

@@ -178,3 +178,36 @@ def test_config_rebuilds_the_same_architecture():
     again = Unsup3DDecomposer(**dec.get_config())
     assert again.present_nets == ("netD", "netL")
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in dec.state_dict().items()}
+
+
+def test_binomial_blur_removes_the_checkerboard_and_keeps_ramps():
+    from stylegan_disentangle.labels.decomposer.model import _binomial_blur
+
+    i, j = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    checker = ((-1.0) ** (i + j)).expand(2, 3, 8, 8)
+    ramp = (0.5 * i - 0.25 * j + 1.0).expand(2, 3, 8, 8)
+    assert float(_binomial_blur(checker)[..., 1:-1, 1:-1].abs().max()) < 1e-6
+    assert torch.allclose(_binomial_blur(ramp)[..., 1:-1, 1:-1], ramp[..., 1:-1, 1:-1], atol=1e-6)
+    assert torch.allclose(_binomial_blur(torch.full((1, 1, 4, 4), 0.3)), torch.full((1, 1, 4, 4), 0.3))
+
+
+def test_antialias_filters_depth_and_albedo_and_survives_the_config(tmp_path):
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+    from stylegan_disentangle.labels.decomposer.model import _binomial_blur
+
+    plain = _tiny(32)
+    smooth = Unsup3DDecomposer(**{**plain.get_config(), "antialias": True})
+    smooth.load_state_dict(plain.state_dict())
+    x = _images(2, 32)
+    a, b = plain.decompose(x), smooth.decompose(x)
+    assert torch.equal(a["canon_depth_raw"], b["canon_depth_raw"])  # netD's own output is untouched
+    expected = plain.scale_depth(_binomial_blur(a["canon_depth_raw"].unsqueeze(1)).squeeze(1))
+    assert torch.allclose(b["canon_depth"], expected, atol=1e-6)
+    assert torch.allclose(b["canon_albedo"], _binomial_blur(a["canon_albedo"]), atol=1e-6)
+    assert torch.equal(a["light"], b["light"]) and not plain.antialias
+    # a saved decomposer with its settings beside it (as the trainer writes them) loads with the filter on
+    import json
+
+    smooth.save(tmp_path / "checkpoint.pth")
+    (tmp_path / "train_state.json").write_text(json.dumps({"config": {"decomposer": smooth.get_config()}}))
+    assert load_decomposer(tmp_path / "checkpoint.pth").antialias

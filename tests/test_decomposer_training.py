@@ -189,13 +189,15 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
 
 def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     args = ["train-decomposer", "synthetic", "--steps", "2", "--batch-size", "2", "--nf", "16", "--outdir",
-            str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1"]
+            str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1", "--albedo-tv", "0.5", "--antialias"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 2 and "rerender" in log[-1] and "jitter" in log[-1]
-    assert json.loads((tmp_path / "train_state.json").read_text())["config"]["stabilize_after"] == 1
+    assert log[-1]["step"] == 2 and {"rerender", "jitter", "albedo_tv"} <= set(log[-1])
+    config = json.loads((tmp_path / "train_state.json").read_text())["config"]
+    assert config["stabilize_after"] == 1 and config["lam_albedo_tv"] == 0.5 and config["decomposer"]["antialias"]
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2
+    assert load_decomposer(tmp_path / "checkpoint.pth").antialias
     again = CliRunner().invoke(main, args[:3] + ["3"] + args[4:])  # resumes for one more step
     assert again.exit_code == 0, again.output
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 3

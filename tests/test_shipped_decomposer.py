@@ -31,6 +31,7 @@ def test_shipped_decomposer_loads_by_name_with_its_settings(record):
     dec = load_decomposer("synthetic")
     assert dec.image_size == 32 and dec.netC is not None
     assert dec.xy_light_range == record["scalings"]["xy_light_range"]
+    assert dec.antialias == record["scalings"].get("antialias", False)
     assert get_labeler("decomposer3d").decomposer.get_config() == dec.get_config()
 
 

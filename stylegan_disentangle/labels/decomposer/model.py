@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...errors import StyleGANDisentangleError
@@ -41,6 +42,14 @@ __all__ = ["NET_NAMES", "PARTS", "DecomposerError", "Unsup3DDecomposer"]
 
 NET_NAMES = ("netD", "netA", "netL", "netV", "netC")
 PARTS = {"depth": "netD", "albedo": "netA", "light": "netL", "view": "netV", "confidence": "netC"}
+
+
+def _binomial_blur(maps: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> the same maps filtered by [1, 2, 1] x [1, 2, 1] / 16 (edges replicated): removes the
+    alternating 2-pixel pattern exactly and keeps a linear ramp unchanged."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=maps.device, dtype=maps.dtype) / 4
+    kernel = (k[:, None] * k[None, :]).expand(maps.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(maps, (1, 1, 1, 1), mode="replicate"), kernel, groups=maps.shape[1])
 
 
 class DecomposerError(StyleGANDisentangleError, RuntimeError):
@@ -61,6 +70,10 @@ class Unsup3DDecomposer(nn.Module):
     xy_translation_range, z_translation_range, fov (degrees, for the renderer) : the official scalings' settings.
     xy_light_range : scale of the light direction's (dx, dy) (official: 1, tanh outputs, so the light stays within
         45 degrees of the camera axis; the synthetic world lights faces from up to 55 degrees: its decomposer uses 2).
+    antialias : smooth netD's and netA's outputs with a fixed 3x3 binomial filter before they are used (default
+        False, as official). The official decoders upsample with stride-2 transposed convolutions, whose outputs
+        carry a 2-pixel checkerboard (Odena et al. 2016); it costs little in albedo but enters the normals, and so
+        the shading, as noise at the Nyquist frequency.
 
     Attributes
     ----------
@@ -77,7 +90,8 @@ class Unsup3DDecomposer(nn.Module):
                  max_depth: float = 1.1, border_depth: float | None = None, min_amb_light: float = 0.0,
                  max_amb_light: float = 1.0, min_diff_light: float = 0.0, max_diff_light: float = 1.0,
                  xyz_rotation_range: float = 60.0, xy_translation_range: float = 0.1,
-                 z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0) -> None:
+                 z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0,
+                 antialias: bool = False) -> None:
         super().__init__()
         encoder_multipliers(image_size)  # validates image_size
         nets = tuple(nets)
@@ -99,6 +113,7 @@ class Unsup3DDecomposer(nn.Module):
         self.z_translation_range = float(z_translation_range)
         self.fov = float(fov)
         self.xy_light_range = float(xy_light_range)
+        self.antialias = bool(antialias)
         builders = {
             "netD": lambda: EDDeconv(3, 1, zdim=self.zdim, nf=self.nf, tanh=False, image_size=self.image_size),
             "netA": lambda: EDDeconv(3, 3, zdim=self.zdim_albedo, nf=self.nf_albedo, tanh=True,
@@ -132,7 +147,7 @@ class Unsup3DDecomposer(nn.Module):
         keys = ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf",
                 "zdim_conf", "min_depth", "max_depth", "border_depth", "min_amb_light", "max_amb_light",
                 "min_diff_light", "max_diff_light", "xyz_rotation_range", "xy_translation_range",
-                "z_translation_range", "fov", "xy_light_range")
+                "z_translation_range", "fov", "xy_light_range", "antialias")
         config = {k: getattr(self, k) for k in keys}
         config["nets"] = list(self.present_nets)
         return config
@@ -200,7 +215,7 @@ class Unsup3DDecomposer(nn.Module):
         `parts` selects among 'depth', 'albedo', 'light', 'view', 'confidence' (default: the first four, plus
         'confidence' when netC is present). Returned keys, with R = image_size:
           canon_depth_raw [N, R, R] netD's raw output;  canon_depth [N, R, R] in (0.9, 1.1), border columns 1.04;
-          canon_albedo [N, 3, R, R] in (-1, 1);
+          canon_albedo [N, 3, R, R] in (-1, 1) (both smoothed first when `antialias`);
           light_raw [N, 4] in (-1, 1);  light [N, 4] (ambient in (0, 1), diffuse in (0, 1), dx, dy in (-1, 1));
           light_dir [N, 3] unit, z > 0;
           view_raw [N, 6] in (-1, 1);  view [N, 6] (rx, ry, rz in radians within +-60 deg, tx, ty within +-0.1,
@@ -219,9 +234,11 @@ class Unsup3DDecomposer(nn.Module):
         if "depth" in nets:
             raw = nets["depth"](x).squeeze(1)
             out["canon_depth_raw"] = raw
-            out["canon_depth"] = self.scale_depth(raw)
+            out["canon_depth"] = self.scale_depth(_binomial_blur(raw.unsqueeze(1)).squeeze(1) if self.antialias
+                                                  else raw)
         if "albedo" in nets:
-            out["canon_albedo"] = nets["albedo"](x)
+            albedo = nets["albedo"](x)
+            out["canon_albedo"] = _binomial_blur(albedo) if self.antialias else albedo
         if "light" in nets:
             out["light_raw"] = nets["light"](x)
             out.update(self.scale_light(out["light_raw"]))
