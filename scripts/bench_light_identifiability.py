@@ -29,6 +29,7 @@ import torch
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, renderer_for
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
+from stylegan_disentangle.labels.decomposer.trainer import total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
@@ -53,8 +54,7 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
         out = renderer.render(depth, sym, lit, view)
         mask = out["mask"] * valid
         l1 = ((out["image"] - image).abs() * mask).sum() / mask.sum().clamp_min(1) / 3
-        tv = (sym[..., 1:] - sym[..., :-1]).abs().mean() + (sym[..., 1:, :] - sym[..., :-1, :]).abs().mean()
-        return l1, tv
+        return l1, total_variation(sym)
 
     with torch.no_grad():
         start = float(losses()[0])
@@ -89,13 +89,13 @@ def main() -> None:
     renderer = renderer_for(dec)
     true_light = light_from_world(truth["light"])
     valid = 1 - truth["masks"][:, -1:]  # the head: the world paints its background flat, Unsup3D renders a wall
+    # the true light at the decomposer's overall brightness (the light's scale trades against the albedo's)
+    scale = float((est["light"][:, :2].sum(1) / true_light[:, :2].sum(1)).mean())
+    starts = {"decomposer light": est["light"], "true light": true_light * torch.tensor([scale, scale, 1.0, 1.0])}
     rows = []
     for depth_name, depth, view, albedo0 in (
             ("world truth", truth["depth"], truth["view"], truth["albedo"]),
             ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
-        scale = float((est["light"][:, :2].sum(1) / true_light[:, :2].sum(1)).mean())
-        starts = {"decomposer light": est["light"],
-                  "true light": true_light * torch.tensor([scale, scale, 1.0, 1.0])}
         for start_name, light0 in starts.items():
             fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv)
             light = fit.pop("light")

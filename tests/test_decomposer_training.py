@@ -210,16 +210,16 @@ def test_stabilizers_start_at_stabilize_after(G, tmp_path):
     assert ["rerender" in r for r in log] == [False, False, True]
 
 
-def test_albedo_total_variation_known_answer():
-    from stylegan_disentangle.labels.decomposer.trainer import _albedo_total_variation
+def testtotal_variation_known_answer():
+    from stylegan_disentangle.labels.decomposer.trainer import total_variation
 
     ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(2, 3, 4, 4)  # steps of 1 along x, none along y
-    assert float(_albedo_total_variation(ramp)) == pytest.approx(1.0)
-    assert float(_albedo_total_variation(torch.ones(2, 3, 4, 4))) == 0.0
+    assert float(total_variation(ramp)) == pytest.approx(1.0)
+    assert float(total_variation(torch.ones(2, 3, 4, 4))) == 0.0
 
 
 def test_albedo_tv_prior_is_logged_and_smooths_the_albedo(G, tmp_path):
-    from stylegan_disentangle.labels.decomposer.trainer import _albedo_total_variation
+    from stylegan_disentangle.labels.decomposer.trainer import total_variation
 
     _, held_out = draw_images(G, 8, torch.Generator().manual_seed(5))
     tv = {}
@@ -228,7 +228,7 @@ def test_albedo_tv_prior_is_logged_and_smooths_the_albedo(G, tmp_path):
         dec = train_decomposer(G, tmp_path / str(lam), steps=6, batch_size=4, decomposer_kwargs=TINY,
                                lam_albedo_tv=lam, lr=1e-3, stabilize_after=100, log_every=3, progress=False)
         with torch.no_grad():
-            tv[lam] = float(_albedo_total_variation(dec.decompose(held_out, parts=["albedo"])["canon_albedo"]))
+            tv[lam] = float(total_variation(dec.decompose(held_out, parts=["albedo"])["canon_albedo"]))
         log = [json.loads(line) for line in (tmp_path / str(lam) / "log.jsonl").read_text().splitlines()]
         assert ("albedo_tv" in log[0]) == (lam > 0)
     assert tv[50.0] < 0.6 * tv[0.0], tv  # 0.16 vs 0.38 when written

@@ -47,7 +47,7 @@ from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["draw_images", "train_decomposer", "trained_nets_only"]
+__all__ = ["draw_images", "total_variation", "train_decomposer", "trained_nets_only"]
 
 CHECKPOINT = "checkpoint.pth"
 STATE = "train_state.json"
@@ -90,13 +90,10 @@ def _perceptual(D: nn.Module, pred: torch.Tensor, target: torch.Tensor, mask: to
     return loss
 
 
-def _depth_smoothness(depth: torch.Tensor) -> torch.Tensor:
-    return (depth[:, :, 1:] - depth[:, :, :-1]).abs().mean() + (depth[:, 1:] - depth[:, :-1]).abs().mean()
-
-
-def _albedo_total_variation(albedo: torch.Tensor) -> torch.Tensor:
-    """Mean |horizontal and vertical difference| of the canonical albedo [N, 3, H, W] (anisotropic L1 TV)."""
-    return (albedo[..., 1:] - albedo[..., :-1]).abs().mean() + (albedo[..., 1:, :] - albedo[..., :-1, :]).abs().mean()
+def total_variation(maps: torch.Tensor) -> torch.Tensor:
+    """Mean |horizontal difference| + mean |vertical difference| of maps [..., H, W] (anisotropic L1 TV): the
+    depth-smoothness term on the canonical depth [N, H, W], the albedo prior on the canonical albedo [N, 3, H, W]."""
+    return (maps[..., 1:] - maps[..., :-1]).abs().mean() + (maps[..., 1:, :] - maps[..., :-1, :]).abs().mean()
 
 
 def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
@@ -265,10 +262,10 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             losses["perc_flip"] = _perceptual(D, out["recon_flip"], out["input"], out["mask"])
             total = total + lam_perc * (losses["perc"] + lam_flip * losses["perc_flip"])
         if lam_smooth > 0:
-            losses["smooth"] = _depth_smoothness(out["canon_depth"])
+            losses["smooth"] = total_variation(out["canon_depth"])
             total = total + lam_smooth * losses["smooth"]
         if lam_albedo_tv > 0:
-            losses["albedo_tv"] = _albedo_total_variation(out["canon_albedo"])
+            losses["albedo_tv"] = total_variation(out["canon_albedo"])
             total = total + lam_albedo_tv * losses["albedo_tv"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
