@@ -50,6 +50,9 @@ def main() -> None:
                    help="Smooth the depth and albedo decoders' outputs with a fixed 3x3 binomial filter (removes the "
                         "transposed convolutions' checkerboard; also set on --init nets).")
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
+    p.add_argument("--bank", type=int, default=0,
+                   help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank) instead "
+                        "of drawing every batch; 0 = draw every batch.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
     p.add_argument("--seed", type=int, default=0)
@@ -73,10 +76,14 @@ def main() -> None:
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
-                           lam_albedo_tv=args.albedo_tv, seed=args.seed, stabilize_after=args.stabilize_after,
+                           lam_albedo_tv=args.albedo_tv, seed=args.seed, bank_size=args.bank,
+                           stabilize_after=args.stabilize_after,
                            device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
+    bank_time = Path(args.outdir) / "bank_time.json"
+    state["bank_seconds"] = json.loads(bank_time.read_text())["bank_seconds"] if bank_time.is_file() else 0.0
+    print(f"training {state['train_seconds']:.0f} s + image bank {state['bank_seconds']:.0f} s")
     scores = None
     if args.pkl == "synthetic" and args.eval_samples:
         from stylegan_disentangle.synthetic.checkpoint import synthetic_factor_map
@@ -101,7 +108,8 @@ def main() -> None:
                     if k not in ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view",
                                  "nf_conf", "zdim_conf", "nets")}
         record = {"scalings": scalings, "config": state["config"], "steps": state["step"],
-                  "train_seconds_total": state["train_seconds"], "wall_seconds_this_call": wall,
+                  "train_seconds_total": state["train_seconds"] + state["bank_seconds"],
+                  "bank_seconds": state["bank_seconds"], "wall_seconds_this_call": wall,
                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                   "hardware": f"2-core CPU, torch threads = {args.threads}", "scores_fresh_sample": scores,
                   "history": history,

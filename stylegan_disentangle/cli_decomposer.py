@@ -91,12 +91,16 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--antialias/--no-antialias", default=False, show_default=True,
                   help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
                        "convolutions' checkerboard; the shipped synthetic decomposer uses it).")
+    @click.option("--bank", "bank_size", type=int, default=0, show_default=True,
+                  help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
+                       "networks whose image generation dominates the step); 0 = draw every batch.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--device", default="auto", show_default=True)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
                              lam_rerender: float, lam_jitter: float, stabilize_after: int, xy_light_range: float,
-                             lam_albedo_tv: float, antialias: bool, seed: int, device: str, quiet: bool) -> None:
+                             lam_albedo_tv: float, antialias: bool, bank_size: int, seed: int, device: str,
+                             quiet: bool) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
         from .labels.decomposer.trainer import train_decomposer
@@ -109,7 +113,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
             D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
-            stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv,
+            stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, bank_size=bank_size,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=target,
             progress=False if quiet else None))
         click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

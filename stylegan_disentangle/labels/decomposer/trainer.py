@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
+from .image_bank import ImageBank
 from .model import Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
@@ -52,6 +53,8 @@ __all__ = ["draw_images", "total_variation", "train_decomposer", "trained_nets_o
 CHECKPOINT = "checkpoint.pth"
 STATE = "train_state.json"
 LOG = "log.jsonl"
+BANK = "bank"
+BANK_TIME = "bank_time.json"
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -121,15 +124,17 @@ def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     return loss + (est["view_raw"][:, used] - view_raw[:, used]).abs().mean()
 
 
-def _jitter_loss(dec: Unsup3DDecomposer, G: nn.Module, ws: torch.Tensor, out: dict[str, torch.Tensor],
-                 gen: torch.Generator) -> torch.Tensor:
-    """The same w, pulled toward the mean by psi in [0.85, 1] and rendered with random noise, keeps its canonical
-    depth and albedo."""
-    with torch.no_grad():
-        psi = (0.85 + 0.15 * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
-        ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, [1], generator=gen)))  # the synthesis' noise draw
-        img2 = G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
+@torch.no_grad()
+def _jitter_images(G: nn.Module, ws: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The same w, pulled toward the mean by psi in [0.85, 1] and rendered with random noise."""
+    psi = (0.85 + 0.15 * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
+    ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, [1], generator=gen)))  # the synthesis' noise draw
+    return G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
+
+
+def _jitter_loss(dec: Unsup3DDecomposer, img2: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The jittered twins `img2` of the batch (see `_jitter_images`) keep its canonical depth and albedo."""
     est = dec.decompose(img2, parts=["depth", "albedo"])
     return ((est["canon_depth"] - out["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
             + (est["canon_albedo"] - out["canon_albedo"]).abs().mean())
@@ -184,6 +189,7 @@ def train_decomposer(
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
     truncation_psi: float = 1.0,
+    bank_size: int = 0,
     seed: int = 0,
     checkpoint_every: int = 200,
     log_every: int = 10,
@@ -198,6 +204,9 @@ def train_decomposer(
     nf 32, zdim 128, light/view nf 16, confidence nf 32, zdim 64 — small nets for CPU training). `lam_perc` > 0
     needs `D` (the loaded discriminator: its first blocks' features). Files in `outdir`: checkpoint.pth (official
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
+    `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
+    `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
+    batch from `G`.
     """
 
     if steps < 1 or batch_size < 2:
@@ -215,7 +224,7 @@ def train_decomposer(
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
                   lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
-                  truncation_psi=truncation_psi, seed=seed)
+                  truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}))
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
         dec = init.to(device)
@@ -230,16 +239,31 @@ def train_decomposer(
     G = G.eval().requires_grad_(False).to(device)
     if D is not None:
         D = D.eval().requires_grad_(False).to(device)
+    bank = None
+    if bank_size:
+        t0 = time.perf_counter()
+        bank = ImageBank.open_or_build(G, outdir / BANK, bank_size, dec.image_size, seed=seed,
+                                       truncation_psi=truncation_psi, device=device, progress=progress)
+        _record_bank_seconds(outdir, time.perf_counter() - t0)
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
     dec.train()
     with torch.enable_grad():  # also when called from a no_grad context
         _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
-                    (checkpoint_every, log_every, preview_every))
+                    (checkpoint_every, log_every, preview_every), bank)
     return dec.eval()
 
 
-def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every) -> None:
+def _record_bank_seconds(outdir: Path, seconds: float) -> None:
+    """Add the bank's build time to BANK_TIME (opening a finished bank adds its check, a fraction of a second)."""
+    path = outdir / BANK_TIME
+    total = json.loads(path.read_text())["bank_seconds"] if path.is_file() else 0.0
+    with atomic_write(path, "w") as f:
+        json.dump({"bank_seconds": round(total + seconds, 2)}, f)
+
+
+def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every,
+                bank=None) -> None:
     from .visualize import save_decomposition_png
 
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
@@ -253,7 +277,11 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     for step in bar:
         t0 = time.perf_counter()
         gen = _step_generator(seed, step)
-        ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
+        if bank is None:
+            ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
+            twins = None
+        else:
+            img, twins = bank.batch(gen, batch_size, device)
         out = reconstruct(dec, img, flip=True)
         losses = reconstruction_loss(out, lam_flip)
         total = losses["total"]
@@ -272,7 +300,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             losses["rerender"] = _rerender_loss(dec, out, gen)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
-            losses["jitter"] = _jitter_loss(dec, G, ws, out, gen)
+            twins = _jitter_images(G, ws, gen) if twins is None else twins
+            losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
         if not torch.isfinite(total):
             raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total)}; the last good "

@@ -1,0 +1,156 @@
+"""An on-disk bank of a frozen generator's images for decomposer training, built once and read many times.
+
+Drawing a fresh batch from the generator every step is the official way to train on a GAN's samples, but on a CPU
+the generator can cost as much as the decomposer's own step (at 32x32, the synthetic generator makes a batch of 32
+in 0.07 s, the jitter stabilizer a second one; the decomposer's step is 0.25-0.5 s), and for a 1024-px network it
+dominates. The bank generates `size` images once, stores them at the decomposer's resolution as uint8 (the form
+Unsup3D's own image folders have), each with its *jittered twin* (the same w pulled toward the mean by psi in
+[0.85, 1] and rendered with random noise: the input of the jitter stabilizer), and training then reads batches.
+
+Files in the bank folder: `images.npy` and `jitter.npy` (uint8 [N, 3, R, R], memory-mapped on reading) and
+`bank.json` (how it was made). Building is chunked, seeded per chunk (the same bank whatever the interruptions),
+resumable (the arrays are filled in `*.partial.npy` files whose progress `bank.json` records after every chunk) and
+atomic (the final names appear only when every chunk is written). Opening an existing bank regenerates its first
+images and refuses a bank made by another generator or with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...errors import StyleGANDisentangleError
+from ...utils import atomic_write
+from ..base import resize_images
+
+__all__ = ["ImageBank"]
+
+CHUNK = 256
+META = "bank.json"
+ARRAYS = ("images", "jitter")
+CHECK_IMAGES = 4  # images regenerated on opening to recognise the generator
+JITTER_PSI_MIN = 0.85
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def _to_float(arr: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=torch.float32) / 127.5 - 1
+
+
+class ImageBank:
+    """`size` images of a generator at `resolution` with their jittered twins (see the module docstring).
+
+    Use `ImageBank.open_or_build(G, folder, size, resolution, seed=...)`, then `batch(gen, n)` for training.
+    """
+
+    def __init__(self, folder: Path, meta: dict) -> None:
+        self.folder, self.meta = Path(folder), meta
+        size, res = meta["settings"]["size"], meta["settings"]["resolution"]
+        self.images, self.jitter = (self._open(self.folder / f"{name}.npy", (size, 3, res, res)) for name in ARRAYS)
+
+    @staticmethod
+    def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StyleGANDisentangleError(f"{path}: unreadable image-bank array ({exc}); delete the bank folder "
+                                           "to rebuild it") from exc
+        if arr.shape != shape or arr.dtype != np.uint8:
+            raise StyleGANDisentangleError(f"{path}: expected uint8 {list(shape)}, found {arr.dtype} "
+                                           f"{list(arr.shape)}; delete the bank folder to rebuild it")
+        return arr
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, gen: torch.Generator, n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """n bank rows drawn with `gen` (with replacement): (images [n, 3, R, R], jittered twins) in [-1, 1]."""
+        idx = np.sort(torch.randint(0, len(self), [n], generator=gen).numpy())
+        return _to_float(self.images[idx], device), _to_float(self.jitter[idx], device)
+
+    # ------------------------------------------------------------------ building
+    @staticmethod
+    @torch.no_grad()
+    def _chunk(G: nn.Module, seed: int, chunk: int, n: int, resolution: int, truncation_psi: float,
+               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunk `chunk` of the bank (its first n rows): images and jittered twins, float, at `resolution`."""
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(chunk))
+        z = torch.randn([CHUNK, G.z_dim], generator=gen)[:n].to(device)
+        psi = JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([CHUNK, 1, 1], generator=gen)[:n].to(device)
+        noise_seed = int(torch.randint(0, 2**31 - 1, [1], generator=gen))
+        ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device), truncation_psi=truncation_psi)
+        img = G.synthesis(ws, noise_mode="const").float()
+        torch.manual_seed(noise_seed)  # the synthesis' own noise draw for the twins
+        twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
+        return resize_images(img.clamp(-1, 1), resolution), resize_images(twin.clamp(-1, 1), resolution)
+
+    @classmethod
+    def open_or_build(cls, G: nn.Module, folder: str | os.PathLike, size: int, resolution: int, *, seed: int = 0,
+                      truncation_psi: float = 1.0, device: torch.device | str = "cpu",
+                      progress: bool | None = None) -> ImageBank:
+        """Open the bank in `folder` (checking it was made by `G` with these settings) or build / finish it."""
+        if size < 1 or resolution < 4:
+            raise StyleGANDisentangleError(f"an image bank needs size >= 1 and resolution >= 4, got {size}, "
+                                           f"{resolution}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = {"size": int(size), "resolution": int(resolution), "seed": int(seed),
+                    "truncation_psi": float(truncation_psi), "chunk": CHUNK}
+        meta_path = folder / META
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if meta and meta.get("settings") != settings:
+            raise StyleGANDisentangleError(f"{meta_path}: this image bank was made with other settings "
+                                           f"({meta.get('settings')}, asked for {settings}); use another folder")
+        check = cls._chunk(G, seed, 0, min(CHECK_IMAGES, size), resolution, truncation_psi, device)[0]
+        if meta.get("complete"):
+            bank = cls(folder, meta)
+            cls._check_generator(bank.images[: check.shape[0]], check, meta_path)
+            return bank
+        return cls._build(G, folder, settings, meta, check, device, progress)
+
+    @staticmethod
+    def _check_generator(stored: np.ndarray, check: torch.Tensor, meta_path: Path) -> None:
+        # a stored pixel is the generator's value rounded to 1/127.5; allow that and float noise across runs
+        if np.abs(stored.astype(np.int16) - _to_uint8(check).astype(np.int16)).max() > 1:
+            raise StyleGANDisentangleError(f"{meta_path}: this image bank was made by another generator (its first "
+                                           "images differ from this generator's); use another folder")
+
+    @classmethod
+    def _build(cls, G: nn.Module, folder: Path, settings: dict, meta: dict, check: torch.Tensor,
+               device: torch.device | str, progress: bool | None) -> ImageBank:
+        size, res = settings["size"], settings["resolution"]
+        shape = (size, 3, res, res)
+        partial = {name: folder / f"{name}.partial.npy" for name in ARRAYS}
+        filled = int(meta.get("filled", 0))
+        if filled and not all(p.is_file() for p in partial.values()):
+            filled = 0  # the progress record outlived its arrays: start over
+        arrays = {name: np.lib.format.open_memmap(p, mode="r+" if filled else "w+", dtype=np.uint8, shape=shape)
+                  for name, p in partial.items()}
+        if filled:
+            ImageBank._check_generator(arrays["images"][: check.shape[0]], check, folder / META)
+        chunks = range(filled // CHUNK, -(-size // CHUNK))
+        for chunk in tqdm(chunks, desc="image bank", initial=filled // CHUNK, total=-(-size // CHUNK),
+                          disable=progress is False):
+            lo, hi = chunk * CHUNK, min(size, (chunk + 1) * CHUNK)
+            img, twin = ImageBank._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device)
+            arrays["images"][lo:hi], arrays["jitter"][lo:hi] = _to_uint8(img), _to_uint8(twin)
+            for arr in arrays.values():
+                arr.flush()
+            with atomic_write(folder / META, "w") as f:
+                json.dump({"settings": settings, "filled": hi, "complete": False}, f, indent=2)
+        del arrays
+        for name, p in partial.items():
+            os.replace(p, folder / f"{name}.npy")
+        meta = {"settings": settings, "filled": size, "complete": True}
+        with atomic_write(folder / META, "w") as f:
+            json.dump(meta, f, indent=2)
+        return cls(folder, meta)
