@@ -42,7 +42,8 @@ def _table(title: str, scores: dict) -> str:
         goal = f"r >= 0.95, MAE <= {GOALS[name]:g}{unit}" if name in GOALS else "r >= 0.95"
         lines.append(f"| {name} | {s['pearson_r']:.3f} | {s['calibrated_mae']:.3f}{unit} | {goal} |")
     lines += ["", f"canonical depth r (in mask) {scores['depth_pearson_r']:.3f} (goal >= 0.9), scale-invariant depth "
-              f"error {scores['depth_side']:.4f}, albedo r {scores['albedo_pearson_r']:.3f} (goal >= 0.9), "
+              f"error {scores['depth_side']:.4f}, relief {scores['depth_relief']:.2f} (1 = true), normal angle "
+              f"error {scores['normal_angle_deg']:.1f} deg, albedo r {scores['albedo_pearson_r']:.3f} (goal >= 0.9), "
               f"reconstruction PSNR {scores['recon_psnr_db']:.2f} dB", ""]
     return "\n".join(lines)
 

@@ -8,6 +8,8 @@ do not choose between the two lights: the light is not identifiable with that de
 alone can teach a network the true one. Rows:
 
 - depth and view from the world's truth (the identifiability of the world's images themselves);
+- the world's depth stretched to the decomposer's relief (its per-image depth slope on the truth), view from the
+  truth: what the relief error alone does;
 - depth and view from the decomposer (what its training can reach).
 
 Reported per row and start: the mean masked L1 before and after the fit, and the Pearson r of the fitted light with
@@ -31,7 +33,7 @@ from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, r
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
 from stylegan_disentangle.labels.decomposer.trainer import total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
-from stylegan_disentangle.synthetic.decomposer_eval import faces_from_renderer
+from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
 
@@ -92,9 +94,17 @@ def main() -> None:
     # the true light at the decomposer's overall brightness (the light's scale trades against the albedo's)
     scale = float((est["light"][:, :2].sum(1) / true_light[:, :2].sum(1)).mean())
     starts = {"decomposer light": est["light"], "true light": true_light * torch.tensor([scale, scale, 1.0, 1.0])}
+    # the world's depth with the decomposer's relief: each image's true depth stretched about its mean by the
+    # slope of the decomposer's depth on it (decomposer_eval's `depth_relief`), to separate relief from shape
+    mask = truth["canonical_mask"] > 0.5
+    relief = torch.as_tensor(depth_relief(est["canon_depth"].unsqueeze(1).double(), truth["depth"].double(), mask))
+    mean = (truth["depth"] * mask).sum((1, 2, 3), keepdim=True) / mask.sum((1, 2, 3), keepdim=True)
+    stretched = mean + relief.float().view(-1, 1, 1, 1) * (truth["depth"] - mean)
+    print(f"decomposer relief (1 = true): mean {float(relief.mean()):.3f}, sd {float(relief.std()):.3f}")
     rows = []
     for depth_name, depth, view, albedo0 in (
             ("world truth", truth["depth"], truth["view"], truth["albedo"]),
+            ("world truth, decomposer's relief", stretched, truth["view"], truth["albedo"]),
             ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
         for start_name, light0 in starts.items():
             fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv)

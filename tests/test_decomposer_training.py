@@ -172,6 +172,7 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
     for name, s in scores["scalars"].items():
         assert s["pearson_r"] > 0.9999 and s["calibrated_mae"] < 1e-3, name
     assert scores["depth_pearson_r"] > 0.9999 and scores["depth_side"] < 1e-6 and scores["albedo_pearson_r"] > 0.99
+    assert scores["depth_relief"] == pytest.approx(1.0, abs=1e-9) and scores["normal_angle_deg"] < 0.05
     # The render of the true decomposition rebuilds the world's image inside the head (rasterization vs the world's
     # ray casting: tests/test_decomposer_renderer.py bounds that per-pixel error); at the silhouette the Unsup3D
     # model stretches the depth-map mesh from head to wall where the world cuts to its background, so the
@@ -234,3 +235,13 @@ def test_albedo_tv_prior_is_logged_and_smooths_the_albedo(G, tmp_path):
     assert tv[50.0] < 0.6 * tv[0.0], tv  # 0.16 vs 0.38 when written
     state = json.loads((tmp_path / "50.0" / "train_state.json").read_text())
     assert state["config"]["lam_albedo_tv"] == 50.0
+
+
+def test_relief_sees_the_depth_scale_that_pearson_r_cannot():
+    from stylegan_disentangle.synthetic.decomposer_eval import _masked_r, depth_relief
+
+    gen = torch.Generator().manual_seed(0)
+    true = 1 + 0.05 * torch.rand(3, 1, 8, 8, generator=gen, dtype=torch.float64)
+    mask = torch.rand(3, 1, 8, 8, generator=gen) > 0.3
+    deeper = 0.9 + 2.0 * (true - true.mean())  # twice the relief, shifted: r stays 1
+    assert np.allclose(depth_relief(deeper, true, mask), 2.0) and np.allclose(_masked_r(deeper, true, mask), 1.0)

@@ -7,7 +7,9 @@ Unsup3D-style decomposer can be measured directly:
   and elevation (from the light direction, in the world's sense) and ambient; after an affine calibration fitted
   on the first half of the samples, the mean absolute error on the other half (degrees for angles);
 - canonical depth: per-image Pearson r with the true depth inside the face mask, and the scale-invariant depth
-  error sqrt(mean(e^2) - mean(e)^2), e = log(pred) - log(true) (Eigen et al.), averaged over images;
+  error sqrt(mean(e^2) - mean(e)^2), e = log(pred) - log(true) (Eigen et al.), averaged over images; the relief
+  (least-squares slope of the estimate on the truth inside the mask, 1 = the true depth of relief, which r cannot
+  see) and the mean angle between the estimate's and the true surface normals (what the shading depends on);
 - albedo: per-image Pearson r inside the mask (three channels together);
 - reconstruction PSNR (peak-to-peak 2 for images in [-1, 1]) inside the render's valid mask.
 
@@ -27,9 +29,11 @@ from ..labels.decomposer.labeler import scalar_labels
 from ..labels.decomposer.model import Unsup3DDecomposer
 from ..labels.decomposer.reconstruction import reconstruct
 from .factors import factor_index, to_normalized, to_physical
+from .image_formation import normals_from_depth
 from .renderer import render
 
-__all__ = ["SCALARS", "faces_from_generator", "faces_from_renderer", "decomposer_estimates", "score_decomposer"]
+__all__ = ["SCALARS", "depth_relief", "faces_from_generator", "faces_from_renderer", "decomposer_estimates",
+           "score_decomposer"]
 
 SCALARS = ("yaw", "pitch", "roll", "light_azimuth", "light_elevation", "ambient")
 
@@ -98,6 +102,18 @@ def _masked_r(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.
     return np.asarray(out)
 
 
+def depth_relief(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Per-image least-squares slope of the predicted on the true depth inside the mask (both centred): 1 when the
+    estimate has the true relief; Pearson r cannot see it (a face twice as deep correlates perfectly)."""
+    out = []
+    for p, t, m in zip(pred, true, mask):
+        p, t = p[m], t[m]
+        t = t - t.mean()
+        out.append(float(((p - p.mean()) * t).sum() / (t * t).sum()) if m.sum() > 2 and (t * t).sum() > 0
+                   else np.nan)
+    return np.asarray(out)
+
+
 def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factors: torch.Tensor,
                      calibration_fraction: float = 0.5) -> dict:
     """The table of the module docstring for `images` [N, 3, R, R] with true normalized `factors` [N, F]."""
@@ -121,6 +137,9 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
     for p, t, m in zip(depth_pred, depth_true, mask):
         e = (p.log() - t.log())[m]
         side.append(float((e.square().mean() - e.mean().square()).clamp_min(0).sqrt()))
+    relief = depth_relief(depth_pred, depth_true, mask)
+    cos = (normals_from_depth(depth_pred) * normals_from_depth(depth_true)).sum(1, keepdim=True).clamp(-1, 1)
+    normal_deg = torch.rad2deg(torch.acos(cos))[mask]
     albedo_r = _masked_r(est["canon_albedo"], truth["albedo"], mask)
     valid = est["mask"].expand_as(est["recon"]) > 0.5
     mse = float(((est["recon"] - est["input"])[valid] ** 2).mean())
@@ -129,6 +148,8 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
         "scalars": scalars,
         "depth_pearson_r": float(np.nanmean(depth_r)),
         "depth_side": float(np.mean(side)),
+        "depth_relief": float(np.nanmean(relief)),
+        "normal_angle_deg": float(normal_deg.mean()),
         "albedo_pearson_r": float(np.nanmean(albedo_r)),
         "recon_psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
     }
