@@ -49,6 +49,7 @@ def test_short_training_lowers_the_reconstruction_loss(G, tmp_path):
     assert after < before - 0.05, (before, after)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [4, 8, 12] and {"l1", "l1_flip", "rerender", "jitter"} <= set(log[0])
+    assert all(0 < r["valid_fraction"] <= 1 and 0 <= r["rotation_saturation"] < 1 for r in log)
     assert (tmp_path / "preview_000012.png").is_file()
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state["step"] == 12
@@ -245,3 +246,18 @@ def test_relief_sees_the_depth_scale_that_pearson_r_cannot():
     mask = torch.rand(3, 1, 8, 8, generator=gen) > 0.3
     deeper = 0.9 + 2.0 * (true - true.mean())  # twice the relief, shifted: r stays 1
     assert np.allclose(depth_relief(deeper, true, mask), 2.0) and np.allclose(_masked_r(deeper, true, mask), 1.0)
+
+
+def test_health_numbers_and_the_collapse_warning(G, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from stylegan_disentangle.labels.decomposer import trainer
+
+    out = {"mask": torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2),
+           "view_raw": torch.tensor([[1.0, -1.0, 0.5, 0.3, 0.3, 0.0], [-0.5, 0.0, 0.0, 0.0, 0.0, 0.0]])}
+    assert trainer._health(out) == pytest.approx({"valid_fraction": 0.5, "rotation_saturation": 0.75})
+    monkeypatch.setattr(trainer, "SATURATED", -1.0)  # every step "collapsed": warn once, not per log line
+    with caplog.at_level(logging.WARNING, logger=trainer.__name__):
+        train_decomposer(G, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, stabilize_after=10, log_every=1,
+                         progress=False)
+    assert len([r for r in caplog.records if "collapsing" in r.getMessage()]) == 1

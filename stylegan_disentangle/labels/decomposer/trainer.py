@@ -55,6 +55,9 @@ STATE = "train_state.json"
 LOG = "log.jsonl"
 BANK = "bank"
 BANK_TIME = "bank_time.json"
+# a rotation whose mean |raw| passes this (45 deg on average at the official +-60) means a collapsing view: both
+# from-scratch collapses in BENCHMARKS (sixth session) reached 0.78 and 1.0; the shipped nets sit at 0.08-0.14
+SATURATED = 0.75
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -254,6 +257,14 @@ def train_decomposer(
     return dec.eval()
 
 
+def _health(out: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Two numbers that show the degenerate solutions of the Unsup3D loss in the log: the fraction of the image where
+    the render is valid (the photometric loss is a mean over it, so shrinking it is a way out) and the largest of
+    the three rotations' mean |raw| value (1 = that rotation at its range limit for every image)."""
+    return {"valid_fraction": float(out["mask"].mean()),
+            "rotation_saturation": float(out["view_raw"][:, :3].detach().abs().mean(0).max())}
+
+
 def _record_bank_seconds(outdir: Path, seconds: float) -> None:
     """Add the bank's build time to BANK_TIME (opening a finished bank adds its check, a fraction of a second)."""
     path = outdir / BANK_TIME
@@ -273,6 +284,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     stabilize_after = config.get("stabilize_after", 0)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
+    warned = False
     bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps, disable=progress is False)
     for step in bar:
         t0 = time.perf_counter()
@@ -316,6 +328,14 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         if done % log_every == 0 or done == steps:
             record = {"step": done, "seconds": round(seconds, 2), "total": float(total.detach())}
             record.update({k: float(v.detach()) for k, v in losses.items() if k != "total"})
+            record.update(_health(out))
+            if record["rotation_saturation"] > SATURATED and not warned:
+                warned = True
+                logger.warning("step %d: a rotation of the view sits near its +-%g deg limit (mean |raw| %.2f) and the "
+                               "valid render covers %.0f %% of the image: the decomposition is collapsing (seen "
+                               "without re-render consistency); consider restarting from an earlier checkpoint with "
+                               "both stabilizers", done, dec.xyz_rotation_range, record["rotation_saturation"],
+                               100 * record["valid_fraction"])
             with open(outdir / LOG, "a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{float(total.detach()):.3f}")
