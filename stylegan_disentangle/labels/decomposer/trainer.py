@@ -21,7 +21,9 @@ albedo were the same for every image and yaw |r| was 0.6; without them, depth al
 steps). `stabilize_after` therefore starts them once the official objective has made the decomposition depend on
 the image.
 
-Training is seeded and deterministic on CPU (batch t is drawn from a generator seeded with (seed, t)), resumable
+Batches come from the generator every step, or (`bank_size`) from an on-disk bank of its images made once
+(`image_bank.ImageBank`, for networks whose image generation would dominate the step). Training is seeded and
+deterministic on CPU (batch t is drawn from a generator seeded with (seed, t)), resumable
 from atomic checkpoints in the official Unsup3D layout (`checkpoint.pth`, with the Adam states; `epoch` holds the
 number of steps done), logs JSON lines and writes a PNG of decompositions every `preview_every` steps.
 """
@@ -42,7 +44,7 @@ from tqdm.auto import tqdm
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
-from .image_bank import ImageBank
+from .image_bank import JITTER_PSI_MIN, ImageBank
 from .model import Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
@@ -130,7 +132,7 @@ def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
 @torch.no_grad()
 def _jitter_images(G: nn.Module, ws: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The same w, pulled toward the mean by psi in [0.85, 1] and rendered with random noise."""
-    psi = (0.85 + 0.15 * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
+    psi = (JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
     ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, [1], generator=gen)))  # the synthesis' noise draw
     return G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
