@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
-from stylegan_disentangle.labels.decomposer.trainer import train_decomposer
+from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer
 from stylegan_disentangle.utils import atomic_write
 
 SHIPPED_SIZES = dict(nf=16, zdim=64, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32, xy_light_range=2.0,
@@ -60,8 +60,7 @@ def main() -> None:
                 (out / "bank").symlink_to(Path(tmp) / "bank0" / "bank", target_is_directory=True)
             t0 = time.perf_counter()
             banked = _seconds_per_step(G, out, args.steps, args.warmup, bank_size=args.bank, **kw)
-            build = (rows[0]["bank_build_s"] if rows
-                     else json.loads((out / "bank_time.json").read_text())["bank_seconds"])
+            build = rows[0]["bank_build_s"] if rows else bank_seconds(out)
             rows.append({"stabilizers": stabilizers, "fresh_s_per_step": fresh, "bank_s_per_step": banked,
                          "speedup": fresh / banked, "bank_build_s": build,
                          "break_even_steps": build / max(fresh - banked, 1e-9),

@@ -24,7 +24,7 @@ import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.labels.decomposer.labeler import SHIPPED
-from stylegan_disentangle.labels.decomposer.trainer import train_decomposer, trained_nets_only
+from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer, trained_nets_only
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
 
@@ -81,8 +81,7 @@ def main() -> None:
                            device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
-    bank_time = Path(args.outdir) / "bank_time.json"
-    state["bank_seconds"] = json.loads(bank_time.read_text())["bank_seconds"] if bank_time.is_file() else 0.0
+    state["bank_seconds"] = bank_seconds(args.outdir)
     print(f"training {state['train_seconds']:.0f} s + image bank {state['bank_seconds']:.0f} s")
     scores = None
     if args.pkl == "synthetic" and args.eval_samples:

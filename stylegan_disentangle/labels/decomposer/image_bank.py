@@ -136,12 +136,12 @@ class ImageBank:
         arrays = {name: np.lib.format.open_memmap(p, mode="r+" if filled else "w+", dtype=np.uint8, shape=shape)
                   for name, p in partial.items()}
         if filled:
-            ImageBank._check_generator(arrays["images"][: check.shape[0]], check, folder / META)
+            cls._check_generator(arrays["images"][: check.shape[0]], check, folder / META)
         chunks = range(filled // CHUNK, -(-size // CHUNK))
         for chunk in tqdm(chunks, desc="image bank", initial=filled // CHUNK, total=-(-size // CHUNK),
                           disable=progress is False):
             lo, hi = chunk * CHUNK, min(size, (chunk + 1) * CHUNK)
-            img, twin = ImageBank._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device)
+            img, twin = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device)
             arrays["images"][lo:hi], arrays["jitter"][lo:hi] = _to_uint8(img), _to_uint8(twin)
             for arr in arrays.values():
                 arr.flush()

@@ -50,7 +50,7 @@ from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["draw_images", "total_variation", "train_decomposer", "trained_nets_only"]
+__all__ = ["bank_seconds", "draw_images", "total_variation", "train_decomposer", "trained_nets_only"]
 
 CHECKPOINT = "checkpoint.pth"
 STATE = "train_state.json"
@@ -267,11 +267,16 @@ def _health(out: dict[str, torch.Tensor]) -> dict[str, float]:
             "rotation_saturation": float(out["view_raw"][:, :3].detach().abs().mean(0).max())}
 
 
+def bank_seconds(outdir: str | os.PathLike) -> float:
+    """Seconds a training run in `outdir` spent building (and reopening) its image bank; 0 without a bank."""
+    path = Path(outdir) / BANK_TIME
+    return float(json.loads(path.read_text())["bank_seconds"]) if path.is_file() else 0.0
+
+
 def _record_bank_seconds(outdir: Path, seconds: float) -> None:
     """Add the bank's build time to BANK_TIME (opening a finished bank adds its check, a fraction of a second)."""
-    path = outdir / BANK_TIME
-    total = json.loads(path.read_text())["bank_seconds"] if path.is_file() else 0.0
-    with atomic_write(path, "w") as f:
+    total = bank_seconds(outdir)
+    with atomic_write(outdir / BANK_TIME, "w") as f:
         json.dump({"bank_seconds": round(total + seconds, 2)}, f)
 
 
