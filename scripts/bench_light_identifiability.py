@@ -2,7 +2,8 @@
 
 Unsup3D explains an image by depth, albedo, light and view. For faces rendered by the world's renderer (exact truth
 known), this script holds the depth and the view fixed and fits a left-right symmetric albedo and the light to each
-image by Adam on the masked L1 of the render (optionally with an albedo total-variation prior), starting once from
+image by Adam on the masked L1 of the render (optionally with an albedo prior: total variation, or gradient sparsity
+(|gradient| + eps)^p, p < 1, which makes a sharp edge cheaper than a smooth ramp), starting once from
 the decomposer's light and once from the true light. If both starts end at the same photometric error, the images
 do not choose between the two lights: the light is not identifiable with that depth, and no loss on the images
 alone can teach a network the true one. Rows:
@@ -17,6 +18,7 @@ the truth: direction (dx, dy) and the ambient fraction a / (a + d) (the world's 
 light trades against the albedo's). Writes JSON and prints a markdown table.
 
     python scripts/bench_light_identifiability.py --samples 200 --steps 400 --out runs/light_id.json
+    python scripts/bench_light_identifiability.py --samples 200 --steps 400 --albedo-sparse 0.05 --albedo-sparse-p 0.5
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, renderer_for
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
-from stylegan_disentangle.labels.decomposer.trainer import total_variation
+from stylegan_disentangle.labels.decomposer.trainer import gradient_sparsity, total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
@@ -43,9 +45,10 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.Tensor, view: torch.Tensor,
-              albedo0: torch.Tensor, light0: torch.Tensor, steps: int, albedo_tv: float) -> dict:
-    """Adam on a symmetric albedo and the light with depth and view fixed; returns the L1 before / after and the
-    fitted light."""
+              albedo0: torch.Tensor, light0: torch.Tensor, steps: int, albedo_tv: float, albedo_sparse: float = 0.0,
+              sparse_p: float = 0.5) -> dict:
+    """Adam on a symmetric albedo and the light with depth and view fixed (under the albedo priors' weights);
+    returns the L1 before / after and the fitted light."""
     light = light0.clone().requires_grad_(True)
     albedo = albedo0.clone().requires_grad_(True)
     opt = torch.optim.Adam([light, albedo], lr=0.01)
@@ -56,15 +59,18 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
         out = renderer.render(depth, sym, lit, view)
         mask = out["mask"] * valid
         l1 = ((out["image"] - image).abs() * mask).sum() / mask.sum().clamp_min(1) / 3
-        return l1, total_variation(sym)
+        prior = albedo_tv * total_variation(sym)
+        if albedo_sparse:
+            prior = prior + albedo_sparse * gradient_sparsity(sym, sparse_p)
+        return l1, prior
 
     with torch.no_grad():
         start = float(losses()[0])
     with torch.enable_grad():
         for _ in range(steps):
-            l1, tv = losses()
+            l1, prior = losses()
             opt.zero_grad()
-            (l1 + albedo_tv * tv).backward()
+            (l1 + prior).backward()
             opt.step()
     with torch.no_grad():
         end = float(losses()[0])
@@ -77,6 +83,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--albedo-tv", type=float, default=0.0, help="Albedo total-variation weight in the fit.")
+    p.add_argument("--albedo-sparse", type=float, default=0.0, help="Albedo gradient-sparsity weight in the fit.")
+    p.add_argument("--albedo-sparse-p", type=float, default=0.5, help="Exponent p of the sparsity prior.")
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
@@ -107,7 +115,8 @@ def main() -> None:
             ("world truth, decomposer's relief", stretched, truth["view"], truth["albedo"]),
             ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
         for start_name, light0 in starts.items():
-            fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv)
+            fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv,
+                           args.albedo_sparse, args.albedo_sparse_p)
             light = fit.pop("light")
             frac = light[:, 0] / light[:, :2].sum(1)
             rows.append({"depth_and_view": depth_name, "start": start_name, **fit,

@@ -46,6 +46,10 @@ def main() -> None:
     p.add_argument("--albedo-tv", type=float, default=0.0,
                    help="albedo total-variation weight (a Retinex prior: piecewise-flat albedo leaves smooth, "
                         "symmetric shading to the light; 0 = off as official)")
+    p.add_argument("--albedo-sparse", type=float, default=0.0,
+                   help="albedo gradient-sparsity weight, mean (|gradient| + eps)^p (p < 1: a sharp edge costs less "
+                        "than a ramp of the same rise, so features go to the albedo and ramps to the shading; 0 = off)")
+    p.add_argument("--albedo-sparse-p", type=float, default=0.3, help="exponent p of --albedo-sparse")
     p.add_argument("--antialias", action="store_true",
                    help="Smooth the depth and albedo decoders' outputs with a fixed 3x3 binomial filter (removes the "
                         "transposed convolutions' checkerboard; also set on --init nets).")
@@ -76,7 +80,8 @@ def main() -> None:
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
-                           lam_albedo_tv=args.albedo_tv, seed=args.seed, bank_size=args.bank,
+                           lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
+                           albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,
                            device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0

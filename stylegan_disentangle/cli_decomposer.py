@@ -88,6 +88,9 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
     @click.option("--albedo-tv", "lam_albedo_tv", type=float, default=0.0, show_default=True,
                   help="Weight of the albedo total-variation prior (0 = off, as official).")
+    @click.option("--albedo-sparse", "lam_albedo_sparse", type=float, default=0.0, show_default=True,
+                  help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^0.3 (0 = off): sharp "
+                       "albedo edges, smooth shading.")
     @click.option("--antialias/--no-antialias", default=False, show_default=True,
                   help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
                        "convolutions' checkerboard; the shipped synthetic decomposer uses it).")
@@ -99,8 +102,8 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
                              lam_rerender: float, lam_jitter: float, stabilize_after: int, xy_light_range: float,
-                             lam_albedo_tv: float, antialias: bool, bank_size: int, seed: int, device: str,
-                             quiet: bool) -> None:
+                             lam_albedo_tv: float, lam_albedo_sparse: float, antialias: bool, bank_size: int,
+                             seed: int, device: str, quiet: bool) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
         from .labels.decomposer.trainer import train_decomposer
@@ -113,7 +116,8 @@ def register_decomposer_commands(main: click.Group) -> None:
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
             D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
-            stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, bank_size=bank_size,
+            stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
+            bank_size=bank_size,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=target,
             progress=False if quiet else None))
         click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from stylegan_disentangle.cli import main
+from stylegan_disentangle.errors import StyleGANDisentangleError
 from stylegan_disentangle.labels import get_labeler
 from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
 from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler, load_decomposer
@@ -191,13 +192,15 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
 
 def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     args = ["train-decomposer", "synthetic", "--steps", "2", "--batch-size", "2", "--nf", "16", "--outdir",
-            str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1", "--albedo-tv", "0.5", "--antialias"]
+            str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1", "--albedo-tv", "0.5", "--antialias",
+            "--albedo-sparse", "0.25"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 2 and {"rerender", "jitter", "albedo_tv"} <= set(log[-1])
+    assert log[-1]["step"] == 2 and {"rerender", "jitter", "albedo_tv", "albedo_sparse"} <= set(log[-1])
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["stabilize_after"] == 1 and config["lam_albedo_tv"] == 0.5 and config["decomposer"]["antialias"]
+    assert config["lam_albedo_sparse"] == 0.25
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2
     assert load_decomposer(tmp_path / "checkpoint.pth").antialias
     again = CliRunner().invoke(main, args[:3] + ["3"] + args[4:])  # resumes for one more step
@@ -236,6 +239,37 @@ def test_albedo_tv_prior_is_logged_and_smooths_the_albedo(G, tmp_path):
     assert tv[50.0] < 0.6 * tv[0.0], tv  # 0.16 vs 0.38 when written
     state = json.loads((tmp_path / "50.0" / "train_state.json").read_text())
     assert state["config"]["lam_albedo_tv"] == 50.0
+
+
+def test_gradient_sparsity_prefers_a_step_to_a_ramp_and_is_tv_at_p_1():
+    from stylegan_disentangle.labels.decomposer.trainer import SPARSITY_EPS, gradient_sparsity, total_variation
+
+    eps = SPARSITY_EPS
+    step = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 4).expand(2, 4, 4)  # one rise of 1 along x, none along y
+    ramp = torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]).view(1, 1, 4).expand(2, 4, 4)  # the same rise in three steps
+    flat_y = eps ** 0.5
+    assert float(gradient_sparsity(step, 0.5)) == pytest.approx((2 * flat_y + (1 + eps) ** 0.5) / 3 + flat_y
+                                                                - 2 * flat_y, rel=1e-6)
+    assert float(gradient_sparsity(ramp, 0.5)) == pytest.approx((1 / 3 + eps) ** 0.5 - flat_y, rel=1e-6)
+    assert float(gradient_sparsity(ramp, 0.5)) > 1.5 * float(gradient_sparsity(step, 0.5))
+    assert float(gradient_sparsity(torch.full((2, 4, 4), 0.7), 0.3)) == pytest.approx(0.0, abs=1e-6)
+    for maps in (step, ramp, torch.rand(2, 3, 5, 6, generator=torch.Generator().manual_seed(0))):
+        assert float(gradient_sparsity(maps, 1.0)) == pytest.approx(float(total_variation(maps)), abs=1e-6)
+
+
+def test_albedo_sparsity_prior_is_logged_stored_and_checked(G, tmp_path):
+    dec = train_decomposer(G, tmp_path / "sparse", steps=2, batch_size=4, decomposer_kwargs=TINY,
+                           lam_albedo_sparse=2.0, albedo_sparse_p=0.4, stabilize_after=100, log_every=1,
+                           progress=False)
+    assert dec is not None
+    log = [json.loads(line) for line in (tmp_path / "sparse" / "log.jsonl").read_text().splitlines()]
+    assert all("albedo_sparse" in rec and rec["albedo_sparse"] > 0 for rec in log)
+    config = json.loads((tmp_path / "sparse" / "train_state.json").read_text())["config"]
+    assert config["lam_albedo_sparse"] == 2.0 and config["albedo_sparse_p"] == 0.4
+    with pytest.raises(StyleGANDisentangleError, match="albedo_sparse_p"):
+        train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY,
+                         lam_albedo_sparse=1.0, albedo_sparse_p=1.5, progress=False)
+    assert not (tmp_path / "bad" / "checkpoint.pth").exists()
 
 
 def test_relief_sees_the_depth_scale_that_pearson_r_cannot():

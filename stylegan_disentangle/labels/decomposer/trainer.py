@@ -5,7 +5,10 @@ Every step draws a fresh batch from the generator (no image folder is needed), d
 plus the mirrored render weighted `lam_flip` = 0.5, optionally a perceptual term on features of the generator's own
 discriminator (no VGG download exists offline), a depth-smoothness term and an albedo total-variation term
 (`lam_albedo_tv`, a Retinex prior: a piecewise-flat albedo leaves smooth shading to the light; off by default, as
-the official objective). Adam with lr 1e-4 and weight decay 5e-4 per network, as the official trainer.
+the official objective) and an albedo gradient-sparsity term (`lam_albedo_sparse`: mean (|gradient| + eps)^p with
+p < 1, which, unlike TV, makes a sharp edge cheaper than a smooth ramp of the same rise, so features go to the albedo
+and smooth ramps to the shading; off by default). Adam with lr 1e-4 and weight decay 5e-4 per network, as the
+official trainer.
 
 Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stabilized"; see SEEDS.md):
 
@@ -50,7 +53,8 @@ from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bank_seconds", "draw_images", "total_variation", "train_decomposer", "trained_nets_only"]
+__all__ = ["bank_seconds", "draw_images", "gradient_sparsity", "total_variation", "train_decomposer",
+           "trained_nets_only"]
 
 CHECKPOINT = "checkpoint.pth"
 STATE = "train_state.json"
@@ -102,6 +106,20 @@ def total_variation(maps: torch.Tensor) -> torch.Tensor:
     """Mean |horizontal difference| + mean |vertical difference| of maps [..., H, W] (anisotropic L1 TV): the
     depth-smoothness term on the canonical depth [N, H, W], the albedo prior on the canonical albedo [N, 3, H, W]."""
     return (maps[..., 1:] - maps[..., :-1]).abs().mean() + (maps[..., 1:, :] - maps[..., :-1, :]).abs().mean()
+
+
+SPARSITY_EPS = 1e-3
+
+
+def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
+    """Mean (|horizontal difference| + eps)^p + mean (|vertical difference| + eps)^p of maps [..., H, W], less the
+    flat map's value (0 for a constant map). For p < 1 a rise made in one step costs less than the same rise spread
+    over a ramp (n steps of r/n cost n^(1-p) times one step of r): the prior of a piecewise-flat albedo under smooth
+    shading, which TV (p = 1, the same cost for both) does not express. eps keeps the gradient finite at 0."""
+    if not 0 < p <= 1:
+        raise StyleGANDisentangleError(f"the sparsity exponent p must be in (0, 1], got {p}")
+    gx, gy = maps[..., 1:] - maps[..., :-1], maps[..., 1:, :] - maps[..., :-1, :]
+    return (gx.abs() + SPARSITY_EPS).pow(p).mean() + (gy.abs() + SPARSITY_EPS).pow(p).mean() - 2 * SPARSITY_EPS ** p
 
 
 def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
@@ -190,6 +208,8 @@ def train_decomposer(
     D: nn.Module | None = None,
     lam_smooth: float = 0.0,
     lam_albedo_tv: float = 0.0,
+    lam_albedo_sparse: float = 0.0,
+    albedo_sparse_p: float = 0.3,
     lam_rerender: float = 1.0,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
@@ -216,6 +236,8 @@ def train_decomposer(
 
     if steps < 1 or batch_size < 2:
         raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
+    if lam_albedo_sparse > 0 and not 0 < albedo_sparse_p <= 1:
+        raise StyleGANDisentangleError(f"albedo_sparse_p must be in (0, 1], got {albedo_sparse_p}")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     device = torch.device(device)
@@ -227,6 +249,8 @@ def train_decomposer(
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
+                  **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
+                     if lam_albedo_sparse else {}),
                   lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}))
@@ -288,6 +312,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
     lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
     lam_albedo_tv = config.get("lam_albedo_tv", 0.0)
+    lam_albedo_sparse, albedo_sparse_p = config.get("lam_albedo_sparse", 0.0), config.get("albedo_sparse_p", 0.3)
     stabilize_after = config.get("stabilize_after", 0)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -314,6 +339,9 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         if lam_albedo_tv > 0:
             losses["albedo_tv"] = total_variation(out["canon_albedo"])
             total = total + lam_albedo_tv * losses["albedo_tv"]
+        if lam_albedo_sparse > 0:
+            losses["albedo_sparse"] = gradient_sparsity(out["canon_albedo"], albedo_sparse_p)
+            total = total + lam_albedo_sparse * losses["albedo_sparse"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
             losses["rerender"] = _rerender_loss(dec, out, gen)
