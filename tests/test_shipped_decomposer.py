@@ -44,8 +44,10 @@ def test_fresh_sample_reproduces_the_recorded_correlations(record, scores, name)
     assert r_new >= r_rec - tol, (name, r_new, r_rec, tol)
 
 
-def test_fresh_sample_reproduces_the_recorded_depth_correlation(record):
-    """The headline map figure: mean per-image Pearson r of the canonical depth with the world's, inside the mask."""
+@pytest.mark.parametrize("name", ["depth", "albedo"])
+def test_fresh_sample_reproduces_the_recorded_map_correlations(record, name):
+    """The headline map figures: mean per-image Pearson r of the canonical depth / albedo with the world's, inside
+    the face mask."""
     import numpy as np
 
     from stylegan_disentangle.synthetic.decomposer_eval import _masked_r, decomposer_estimates
@@ -55,9 +57,10 @@ def test_fresh_sample_reproduces_the_recorded_depth_correlation(record):
     images, factors = faces_from_generator(G, synthetic_factor_map(), N, seed=56_000_000)
     est = decomposer_estimates(load_decomposer("synthetic"), images)
     _, truth = render(factors, 32, return_intrinsics=True)
-    r = _masked_r(est["canon_depth"].unsqueeze(1).double(), truth["depth"].double(), truth["canonical_mask"] > 0.5)
+    pred = est["canon_depth"].unsqueeze(1) if name == "depth" else est["canon_albedo"]
+    r = _masked_r(pred.double(), truth[name].double(), truth["canonical_mask"] > 0.5)
     r = r[np.isfinite(r)]
-    recorded = record["scores_fresh_sample"]["depth_pearson_r"]
+    recorded = record["scores_fresh_sample"][f"{name}_pearson_r"]
     # a mean of per-image values: its standard error from this sample's spread, for both samples; 4 errors allowed
     se = float(np.std(r)) * math.sqrt(1 / len(r) + 1 / record["scores_fresh_sample"]["n"])
     assert len(r) > 0.9 * N and float(np.mean(r)) >= recorded - 4 * se, (len(r), np.mean(r), recorded, se)
