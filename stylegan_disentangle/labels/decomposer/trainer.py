@@ -111,13 +111,17 @@ def total_variation(maps: torch.Tensor) -> torch.Tensor:
 SPARSITY_EPS = 1e-3
 
 
+def _check_sparsity_exponent(p: float, name: str = "the sparsity exponent p") -> None:
+    if not 0 < p <= 1:
+        raise StyleGANDisentangleError(f"{name} must be in (0, 1], got {p}")
+
+
 def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
     """Mean (|horizontal difference| + eps)^p + mean (|vertical difference| + eps)^p of maps [..., H, W], less the
     flat map's value (0 for a constant map). For p < 1 a rise made in one step costs less than the same rise spread
     over a ramp (n steps of r/n cost n^(1-p) times one step of r): the prior of a piecewise-flat albedo under smooth
     shading, which TV (p = 1, the same cost for both) does not express. eps keeps the gradient finite at 0."""
-    if not 0 < p <= 1:
-        raise StyleGANDisentangleError(f"the sparsity exponent p must be in (0, 1], got {p}")
+    _check_sparsity_exponent(p)
     gx, gy = maps[..., 1:] - maps[..., :-1], maps[..., 1:, :] - maps[..., :-1, :]
     return (gx.abs() + SPARSITY_EPS).pow(p).mean() + (gy.abs() + SPARSITY_EPS).pow(p).mean() - 2 * SPARSITY_EPS ** p
 
@@ -236,8 +240,8 @@ def train_decomposer(
 
     if steps < 1 or batch_size < 2:
         raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
-    if lam_albedo_sparse > 0 and not 0 < albedo_sparse_p <= 1:
-        raise StyleGANDisentangleError(f"albedo_sparse_p must be in (0, 1], got {albedo_sparse_p}")
+    if lam_albedo_sparse > 0:
+        _check_sparsity_exponent(albedo_sparse_p, "albedo_sparse_p")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     device = torch.device(device)
