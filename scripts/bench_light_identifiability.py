@@ -19,6 +19,11 @@ light trades against the albedo's). Writes JSON and prints a markdown table.
 
     python scripts/bench_light_identifiability.py --samples 200 --steps 400 --out runs/light_id.json
     python scripts/bench_light_identifiability.py --samples 200 --steps 400 --albedo-sparse 0.05 --albedo-sparse-p 0.5
+    python scripts/bench_light_identifiability.py --samples 200 --steps 1600 --albedo-sparse 0.05 \
+        --albedo-start decomposer
+
+By default the rows with the world's depth start from the world's albedo; `--albedo-start decomposer` starts every
+row from the decomposer's albedo, so that the depth is the only difference between the rows.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ def main() -> None:
     p.add_argument("--albedo-tv", type=float, default=0.0, help="Albedo total-variation weight in the fit.")
     p.add_argument("--albedo-sparse", type=float, default=0.0, help="Albedo gradient-sparsity weight in the fit.")
     p.add_argument("--albedo-sparse-p", type=float, default=0.5, help="Exponent p of the sparsity prior.")
+    p.add_argument("--albedo-start", choices=("own", "decomposer"), default="own",
+                   help="Start each row's albedo from its own source (the world's albedo for the world's depth) or "
+                        "every row from the decomposer's (so that only the depth differs between rows).")
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
@@ -115,6 +123,8 @@ def main() -> None:
             ("world truth, decomposer's relief", stretched, truth["view"], truth["albedo"]),
             ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
         for start_name, light0 in starts.items():
+            if args.albedo_start == "decomposer":
+                albedo0 = est["canon_albedo"]
             fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv,
                            args.albedo_sparse, args.albedo_sparse_p)
             light = fit.pop("light")

@@ -31,6 +31,19 @@ def test_ground_truth_direction_is_the_gradient_at_the_mean(fmap):
         assert cos > 0.999, factor_names()[j]
 
 
+def test_pure_directions_move_one_factor_each(fmap):
+    pure = fmap.pure_directions()
+    assert pure.shape == (fmap.w_dim, len(factor_names()))
+    # a step along column j changes standardized projection j by 1 and no other (float32 rounding of the inverse)
+    at_mean = fmap.standardized(torch.as_tensor(fmap.mean[None]))
+    moved = fmap.standardized(torch.as_tensor(fmap.mean[None] + pure.T)) - at_mean
+    np.testing.assert_allclose(moved.numpy(), np.eye(len(factor_names())), atol=1e-4)
+    # unlike the ground-truth directions: the light-elevation direction also moves pitch (their shared component)
+    el, pitch = factor_index("light_elevation"), factor_index("pitch")
+    along_truth = fmap.standardized(torch.as_tensor(fmap.mean + fmap.directions[el] * fmap.sigma[el])[None])
+    assert abs(float(along_truth[0, pitch] - at_mean[0, pitch])) > 0.1
+
+
 def test_factors_are_normalized_and_spread(fmap, w_samples):
     f = fmap(torch.from_numpy(w_samples)).numpy()
     assert f.shape == (len(w_samples), len(factor_names()))

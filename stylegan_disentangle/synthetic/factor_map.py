@@ -148,6 +148,13 @@ class FactorMap:
         t = lambda a: torch.as_tensor(a, device=w.device)  # noqa: E731
         return (w - t(self.mean)) @ t(self.directions).T / t(self.sigma)
 
+    def pure_directions(self) -> np.ndarray:
+        """[w_dim, F]: column j moves factor j's standardized projection by exactly 1 and every other factor's by 0
+        (the minimum-norm such step). The ground-truth directions overlap (the correlated pairs share a component),
+        so a step along one of them moves its partner too; these are the steps that edit one factor alone."""
+        scaled = self.directions.astype(np.float64) / self.sigma.astype(np.float64)[:, None]
+        return np.linalg.pinv(scaled).astype(np.float32)
+
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         """Normalized factors [N, F] in about [-1, 1], `names` order."""
         s = self.standardized(w)
