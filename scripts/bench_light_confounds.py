@@ -62,14 +62,14 @@ def within_sample(dec, G, fmap, n: int, seed: int, step: float) -> list[dict]:
     pure = torch.as_tensor(fmap.pure_directions())
     rows = []
     for moved, label in RESPONSES:
-        j = list(fmap.names).index(moved)
+        j = factor_index(moved)
         reads, truth, albedo = [], [], []
         for t in (-step, step):
             w2 = ws + t * pure[:, j].view(1, 1, -1)
             with torch.no_grad():
                 est = decomposer_estimates(dec, G.synthesis(w2, noise_mode="const").float().clamp(-1, 1))
             reads.append(est[label].double())
-            truth.append(to_physical(torch.as_tensor(fmap(w2)).float())[:, factor_index(moved)].double())
+            truth.append(to_physical(torch.as_tensor(fmap(w2)).float())[:, j].double())
             albedo.append(est["canon_albedo"])
         d_read, d_true = reads[1] - reads[0], truth[1] - truth[0]
         rows.append({"moved": moved, "label": label, "true_change": float(d_true.mean()),

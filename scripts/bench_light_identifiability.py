@@ -117,14 +117,13 @@ def main() -> None:
     mean = (truth["depth"] * mask).sum((1, 2, 3), keepdim=True) / mask.sum((1, 2, 3), keepdim=True)
     stretched = mean + relief.float().view(-1, 1, 1, 1) * (truth["depth"] - mean)
     print(f"decomposer relief (1 = true): mean {float(relief.mean()):.3f}, sd {float(relief.std()):.3f}")
+    world_albedo = est["canon_albedo"] if args.albedo_start == "decomposer" else truth["albedo"]
     rows = []
     for depth_name, depth, view, albedo0 in (
-            ("world truth", truth["depth"], truth["view"], truth["albedo"]),
-            ("world truth, decomposer's relief", stretched, truth["view"], truth["albedo"]),
+            ("world truth", truth["depth"], truth["view"], world_albedo),
+            ("world truth, decomposer's relief", stretched, truth["view"], world_albedo),
             ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
         for start_name, light0 in starts.items():
-            if args.albedo_start == "decomposer":
-                albedo0 = est["canon_albedo"]
             fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv,
                            args.albedo_sparse, args.albedo_sparse_p)
             light = fit.pop("light")
