@@ -35,11 +35,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="Adam's (coupled, L2) weight decay on every net; 5e-4 as the official trainer.")
     p.add_argument("--nf", type=int, default=16, help="netD / netA width (multiple of 16).")
     p.add_argument("--zdim", type=int, default=64, help="netD / netA bottleneck.")
     p.add_argument("--nf-small", type=int, default=8, help="netL / netV width; netC's is twice this.")
     p.add_argument("--light-range", type=float, default=2.0)
     p.add_argument("--rerender", type=float, default=1.0)
+    p.add_argument("--rerender-light-xy", type=float, default=1.0,
+                   help="Fraction of the light direction's range (--light-range) the re-render term draws from.")
+    p.add_argument("--rerender-mode", choices=("random", "data"), default="random",
+                   help="Re-render term's scenes: uniform random views and light over a lit wall, or the batch's "
+                        "own views and light intensities permuted, with the head over a flat, unlit background.")
+    p.add_argument("--light-from-rerender", action="store_true",
+                   help="netL learns only from the re-render term (the photometric loss does not reach it).")
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
@@ -79,7 +88,10 @@ def main() -> None:
         init.antialias = init.antialias or args.antialias
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
-                           lr=args.lr, lam_rerender=args.rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
+                           lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,
+                           rerender_light_xy=args.rerender_light_xy,
+                           rerender_mode=args.rerender_mode,
+                           light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,

@@ -14,8 +14,14 @@ from stylegan_disentangle.errors import StyleGANDisentangleError
 from stylegan_disentangle.labels import get_labeler
 from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
 from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler, load_decomposer
-from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss, reconstruct, reconstruction_loss
-from stylegan_disentangle.labels.decomposer.trainer import draw_images, train_decomposer
+from stylegan_disentangle.labels.decomposer.reconstruction import (
+    photometric_loss,
+    reconstruct,
+    reconstruction_loss,
+    renderer_for,
+    view_degrees,
+)
+from stylegan_disentangle.labels.decomposer.trainer import draw_images, rerender_scene, train_decomposer
 from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
 
 TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
@@ -295,3 +301,71 @@ def test_health_numbers_and_the_collapse_warning(G, tmp_path, monkeypatch, caplo
         train_decomposer(G, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, stabilize_after=10, log_every=1,
                          progress=False)
     assert len([r for r in caplog.records if "collapsing" in r.getMessage()]) == 1
+
+
+def _flat_scene(n: int = 6) -> tuple[Unsup3DDecomposer, dict[str, torch.Tensor]]:
+    """A decomposer and a made-up estimate: a raised disc on the wall, a known albedo, views and lights."""
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY).eval()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    disc = ((xx ** 2 + yy ** 2) < 0.4).float()
+    depth = (dec.border_depth - 0.08 * disc).expand(n, 32, 32).clone()
+    albedo = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
+    image = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    view_raw = torch.zeros(n, 6)
+    view_raw[:, 1] = torch.linspace(-0.2, 0.2, n)
+    light_raw = torch.stack([torch.linspace(-0.5, 0.5, n), torch.linspace(0.3, -0.3, n),
+                             torch.zeros(n), torch.zeros(n)], 1)
+    return dec, {"canon_depth": depth, "canon_albedo": albedo, "input": image, "view_raw": view_raw,
+                 "light_raw": light_raw, "disc": disc}
+
+
+def test_data_rerender_uses_the_batchs_views_and_intensities_over_a_flat_unlit_background():
+    dec, out = _flat_scene()
+    scene = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", light_xy_fraction=0.4)
+    # the views and the ambient / diffuse are the batch's own, permuted; the direction uniform within 0.4
+    assert sorted(scene["view_raw"][:, 1].tolist()) == pytest.approx(sorted(out["view_raw"][:, 1].tolist()))
+    for k in (0, 1):
+        assert sorted(scene["light_raw"][:, k].tolist()) == pytest.approx(sorted(out["light_raw"][:, k].tolist()))
+    assert scene["light_raw"][:, 2:].abs().max() <= 0.4 and scene["light_raw"][:, 2:].abs().min() > 0
+    assert torch.equal(scene["canon_depth"], out["canon_depth"]) and torch.equal(scene["canon_albedo"],
+                                                                               out["canon_albedo"])
+    # far from the disc the wall shows the input's corner colour, unshaded; the disc shows the render
+    x = out["input"]
+    corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)
+    wall = scene["image"][:, :, :4, :4]
+    assert torch.allclose(wall, corners[:, :, None, None].expand_as(wall), atol=1e-6)
+    renderer = renderer_for(dec)
+    render = renderer.render(out["canon_depth"].unsqueeze(1), out["canon_albedo"],
+                             dec.scale_light(scene["light_raw"])["light"],
+                             view_degrees(dec.scale_view(scene["view_raw"])))["image"]
+    centre = (slice(None), slice(None), slice(14, 18), slice(14, 18))
+    assert torch.allclose(scene["image"][centre], render[centre], atol=1e-6)
+    # "random" mode renders the lit wall everywhere the render is valid
+    lit = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="random")
+    assert not torch.allclose(lit["image"][:, :, :4, :4], corners[:, :, None, None].expand(-1, -1, 4, 4))
+    with pytest.raises(StyleGANDisentangleError, match="re-render mode"):
+        rerender_scene(dec, out, torch.Generator(), mode="sideways")
+
+
+def test_detached_light_keeps_the_photometric_gradient_off_netL(G):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    _, img = draw_images(G, 4, torch.Generator().manual_seed(5))
+    for detach in (False, True):
+        dec.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            reconstruction_loss(reconstruct(dec, img, detach_light=detach))["total"].backward()
+        reached = [p.grad is not None and p.grad.abs().sum() > 0 for p in dec.netL.parameters()]
+        assert all(reached) != detach and any(p.grad is not None and p.grad.abs().sum() > 0
+                                              for p in dec.netA.parameters())
+
+
+def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path):
+    dec = train_decomposer(G, tmp_path, steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="data",
+                           rerender_light_xy=0.4, light_from_rerender=True, log_every=1, progress=False)
+    assert dec.epoch == 2
+    config = json.loads((tmp_path / "train_state.json").read_text())["config"]
+    assert config["rerender_mode"] == "data" and config["rerender_light_xy"] == 0.4 and config["light_from_rerender"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["rerender"]) for r in log)

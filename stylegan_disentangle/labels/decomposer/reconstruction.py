@@ -45,13 +45,14 @@ def view_degrees(view: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruct(decomposer: Unsup3DDecomposer, img: torch.Tensor, renderer: Renderer | None = None,
-                flip: bool = True) -> dict[str, torch.Tensor]:
+                flip: bool = True, detach_light: bool = False) -> dict[str, torch.Tensor]:
     """Decompose `img` [N, 3, H, W] in [-1, 1] and render it back (differentiable).
 
     Returns the decomposition (see `Unsup3DDecomposer.decompose`) plus: `input` [N, 3, R, R] (resized input),
     `recon` [N, 3, R, R] the render, `recon_flip` [N, 3, R, R] the render of the mirrored depth and albedo (when
     `flip`), `mask` [N, 1, R, R] where every render is valid (no gradient), `recon_depth` [N, 1, R, R] and
-    `view_deg` [N, 6] (rotations in degrees).
+    `view_deg` [N, 6] (rotations in degrees). `detach_light` renders with the light cut from the graph (the
+    render's loss then trains the other nets only; netL learns from what else the caller adds).
     """
     renderer = renderer or renderer_for(decomposer)
     x = decomposer.prepare(img)
@@ -59,6 +60,8 @@ def reconstruct(decomposer: Unsup3DDecomposer, img: torch.Tensor, renderer: Rend
     n = x.shape[0]
     depth, albedo = out["canon_depth"].unsqueeze(1), out["canon_albedo"]
     light, view = out["light"], view_degrees(out["view"])
+    if detach_light:
+        light = light.detach()
     if flip:
         depth, albedo, light, view = with_flip(depth), with_flip(albedo), light.repeat(2, 1), view.repeat(2, 1)
     rendered = renderer.render(depth, albedo, light, view)

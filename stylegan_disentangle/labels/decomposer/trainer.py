@@ -14,7 +14,11 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
 
 - re-render consistency (`lam_rerender`): the current estimate of depth and albedo is rendered under a random new
   view and light; decomposing that render must give back the same depth and albedo and exactly the new view and
-  light. It supervises view and light with known answers made from the model's own shapes;
+  light. It supervises view and light with known answers made from the model's own shapes. `rerender_mode`
+  "random" (the default) draws the views uniformly (rotations within +-30 deg at the official range) and renders
+  the lit wall behind the head; "data" takes the views and light intensities of other images of the batch and pastes
+  the head over a flat, unlit background, as the synthetic world's images are. `light_from_rerender` keeps the
+  photometric loss away from netL, which then learns the light from the re-renders alone;
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
   rendered with random noise must decompose to the same canonical depth and albedo.
 
@@ -126,29 +130,60 @@ def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
     return (gx.abs() + SPARSITY_EPS).pow(p).mean() + (gy.abs() + SPARSITY_EPS).pow(p).mean() - 2 * SPARSITY_EPS ** p
 
 
-def _rerender_loss(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
-                   rotation_fraction: float = 0.5) -> torch.Tensor:
-    """Render the (detached) estimate under a random view and light; its decomposition must return them."""
-    n = out["input"].shape[0]
-    renderer = renderer_for(dec)
-    with torch.no_grad():
-        depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
-        view_raw = (torch.rand([n, 6], generator=gen) * 2 - 1).to(depth.device)
+RERENDER_MODES = ("random", "data")
+# the canonical depth this close to the border depth counts as the background wall in the "data" re-render
+WALL_MARGIN = 0.005
+
+
+@torch.no_grad()
+def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator, mode: str = "random",
+                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5) -> dict[str, torch.Tensor]:
+    """The (detached) estimate `out` of a batch rendered under a new view and light, with the answers.
+
+    `mode` "random": the view uniform (rotations within `rotation_fraction` of their range), the light uniform
+    over its raw range, the background wall rendered and lit. "data": each image gets the view and the ambient /
+    diffuse estimated for another image of the batch (a permutation: the renders' poses and intensities follow the
+    data's), and the region behind the head (canonical depth within `WALL_MARGIN` of the border depth) is pasted
+    flat and unlit in the batch's corner colour, so that the light shows only on the head. In both modes the light
+    direction (dx, dy) is uniform within `light_xy_fraction` of its range. Returns `image` [N, 3, R, R] and the
+    scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw` [N, 6].
+    """
+    if mode not in RERENDER_MODES:
+        raise StyleGANDisentangleError(f"re-render mode must be one of {RERENDER_MODES}, got {mode!r}")
+    depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
+    n, device = depth.shape[0], depth.device
+    if mode == "data":
+        view_raw = out["view_raw"].detach()[torch.randperm(n, generator=gen).to(device)]
+    else:
+        view_raw = (torch.rand([n, 6], generator=gen) * 2 - 1).to(device)
         view_raw[:, :3] *= rotation_fraction
-        light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(depth.device)
-        light = dec.scale_light(light_raw)["light"]
-        view = view_degrees(dec.scale_view(view_raw))
-        rendered = renderer.render(depth.unsqueeze(1), albedo, light, view)
-        x = out["input"]
-        corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)
-        img = rendered["image"] + (1 - rendered["mask"]) * corners[:, :, None, None]
-    est = dec.decompose(img, parts=["depth", "albedo", "light", "view"])
-    loss = (est["canon_depth"] - depth).abs().mean() / (dec.max_depth - dec.min_depth)
-    loss = loss + (est["canon_albedo"] - albedo).abs().mean()
-    loss = loss + (est["light_raw"] - light_raw).abs().mean()
+    light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(device)
+    light_raw[:, 2:] *= light_xy_fraction
+    if mode == "data":
+        light_raw[:, :2] = out["light_raw"].detach()[torch.randperm(n, generator=gen).to(device), :2]
+    renderer = renderer_for(dec)
+    rendered = renderer.render(depth.unsqueeze(1), albedo, dec.scale_light(light_raw)["light"],
+                               view_degrees(dec.scale_view(view_raw)))
+    x = out["input"]
+    corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)[..., None, None]
+    shown = rendered["mask"]
+    if mode == "data":
+        head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
+        shown = shown * renderer.sample(head, rendered["grid"])
+    image = rendered["image"] * shown + (1 - shown) * corners
+    return {"image": image, "canon_depth": depth, "canon_albedo": albedo, "light_raw": light_raw,
+            "view_raw": view_raw}
+
+
+def _rerender_loss(dec: Unsup3DDecomposer, scene: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Decomposing a `rerender_scene` image must give back its depth, albedo, light and view."""
+    est = dec.decompose(scene["image"], parts=["depth", "albedo", "light", "view"])
+    loss = (est["canon_depth"] - scene["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
+    loss = loss + (est["canon_albedo"] - scene["canon_albedo"]).abs().mean()
+    loss = loss + (est["light_raw"] - scene["light_raw"]).abs().mean()
     used = [i for i, r in enumerate([1, 1, 1, dec.xy_translation_range, dec.xy_translation_range,
                                      dec.z_translation_range]) if r > 0]
-    return loss + (est["view_raw"][:, used] - view_raw[:, used]).abs().mean()
+    return loss + (est["view_raw"][:, used] - scene["view_raw"][:, used]).abs().mean()
 
 
 @torch.no_grad()
@@ -215,6 +250,9 @@ def train_decomposer(
     lam_albedo_sparse: float = 0.0,
     albedo_sparse_p: float = 0.3,
     lam_rerender: float = 1.0,
+    rerender_light_xy: float = 1.0,
+    rerender_mode: str = "random",
+    light_from_rerender: bool = False,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
     truncation_psi: float = 1.0,
@@ -256,6 +294,9 @@ def train_decomposer(
                   **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
                      if lam_albedo_sparse else {}),
                   lam_rerender=lam_rerender, lam_jitter=lam_jitter,
+                  **({"rerender_light_xy": rerender_light_xy} if rerender_light_xy != 1.0 else {}),
+                  **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
+                  **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}))
     dec, start, seconds = _resume(outdir, config, device)
@@ -318,6 +359,9 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     lam_albedo_tv = config.get("lam_albedo_tv", 0.0)
     lam_albedo_sparse, albedo_sparse_p = config.get("lam_albedo_sparse", 0.0), config.get("albedo_sparse_p", 0.3)
     stabilize_after = config.get("stabilize_after", 0)
+    rerender_light_xy = config.get("rerender_light_xy", 1.0)
+    rerender_mode = config.get("rerender_mode", "random")
+    light_from_rerender = config.get("light_from_rerender", False)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     warned = False
@@ -330,7 +374,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             twins = None
         else:
             img, twins = bank.batch(gen, batch_size, device)
-        out = reconstruct(dec, img, flip=True)
+        out = reconstruct(dec, img, flip=True, detach_light=light_from_rerender and step >= stabilize_after)
         losses = reconstruction_loss(out, lam_flip)
         total = losses["total"]
         if lam_perc > 0:
@@ -348,7 +392,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             total = total + lam_albedo_sparse * losses["albedo_sparse"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
-            losses["rerender"] = _rerender_loss(dec, out, gen)
+            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy)
+            losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
             twins = _jitter_images(G, ws, gen) if twins is None else twins
