@@ -80,6 +80,13 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="Add the perceptual term on the network's own discriminator features.")
     @click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
                   help="Weight of the re-render consistency term (0 = off).")
+    @click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
+                  help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
+                       "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe).")
+    @click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
+                  help="Fraction of the light direction's range the re-render term draws from.")
+    @click.option("--light-from-rerender", is_flag=True,
+                  help="netL learns from the re-render term alone (the photometric loss does not reach it).")
     @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
                   help="Weight of the truncation/noise agreement term (0 = off).")
     @click.option("--stabilize-after", type=int, default=1000, show_default=True,
@@ -101,7 +108,8 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--device", default="auto", show_default=True)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
-                             lam_rerender: float, lam_jitter: float, stabilize_after: int, xy_light_range: float,
+                             lam_rerender: float, rerender_mode: str, rerender_light_xy: float,
+                             light_from_rerender: bool, lam_jitter: float, stabilize_after: int, xy_light_range: float,
                              lam_albedo_tv: float, lam_albedo_sparse: float, antialias: bool, bank_size: int,
                              seed: int, device: str, quiet: bool) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
@@ -115,7 +123,9 @@ def register_decomposer_commands(main: click.Group) -> None:
             raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
-            D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, lam_jitter=lam_jitter, seed=seed,
+            D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, rerender_mode=rerender_mode,
+            rerender_light_xy=rerender_light_xy, light_from_rerender=light_from_rerender, lam_jitter=lam_jitter,
+            seed=seed,
             stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
             bank_size=bank_size,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=target,

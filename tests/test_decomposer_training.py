@@ -199,7 +199,7 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
 def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     args = ["train-decomposer", "synthetic", "--steps", "2", "--batch-size", "2", "--nf", "16", "--outdir",
             str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1", "--albedo-tv", "0.5", "--antialias",
-            "--albedo-sparse", "0.25"]
+            "--albedo-sparse", "0.25", "--rerender-mode", "data", "--rerender-light-xy", "0.5", "--light-from-rerender"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -207,6 +207,7 @@ def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["stabilize_after"] == 1 and config["lam_albedo_tv"] == 0.5 and config["decomposer"]["antialias"]
     assert config["lam_albedo_sparse"] == 0.25
+    assert config["rerender_mode"] == "data" and config["rerender_light_xy"] == 0.5 and config["light_from_rerender"]
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2
     assert load_decomposer(tmp_path / "checkpoint.pth").antialias
     again = CliRunner().invoke(main, args[:3] + ["3"] + args[4:])  # resumes for one more step
