@@ -9,8 +9,9 @@ for the shipped decomposer and on the shipped synthetic checkpoint:
    wall, the training default; `data` mode: the batch's views and intensities, the head over a flat unlit
    background);
 2. a fresh netL trained only on re-renders for `--steps` steps (Adam 1e-3, batch 32; the other nets frozen), with
-   the scenes' depth and albedo taken from the decomposer or from the world's truth: its read-back on held-out
-   re-renders, and the Pearson r of its light on fresh generator faces (the transfer);
+   the scenes (views, light intensities in "data" mode, depth and albedo) made by the decomposer under test, its
+   depth and / or albedo optionally replaced by the world's truth: its read-back on held-out re-renders, and the
+   Pearson r of its light on fresh generator faces (the transfer);
 3. the same fresh netL trained on the generator's faces with the world's true light (supervised): what the
    architecture reads at this length when the answers are right.
 
@@ -46,8 +47,8 @@ def _r(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class SceneSource:
-    """Batches of re-render scenes from generator images: the decomposer's estimate, optionally with the world's
-    depth and / or albedo put in its place."""
+    """Batches of re-render scenes from generator images: the (frozen) decomposer's estimate, optionally with the
+    world's depth and / or albedo put in its place. The scenes never depend on the netL being trained."""
 
     def __init__(self, dec, G, fmap, depth: str, albedo: str, mode: str, light_xy: float):
         self.dec, self.G, self.fmap = dec, G, fmap
@@ -128,7 +129,7 @@ def main() -> None:
                                 ("data", "world", "decomposer"), ("data", "world", "world"),
                                 ("random", "world", "world")):
         dec, opt = fresh_light_net(args.decomposer)
-        source = SceneSource(dec, G, fmap, depth, albedo, mode, args.light_xy)
+        source = SceneSource(shipped, G, fmap, depth, albedo, mode, args.light_xy)
 
         def batches(step, source=source):
             scene = source.batch(1000 + step)
