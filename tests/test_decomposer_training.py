@@ -370,3 +370,10 @@ def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path
     assert config["rerender_mode"] == "data" and config["rerender_light_xy"] == 0.4 and config["light_from_rerender"]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["rerender"]) for r in log)
+    with pytest.raises(StyleGANDisentangleError, match="lam_rerender > 0"):
+        train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, lam_rerender=0.0,
+                         light_from_rerender=True, progress=False)
+    with pytest.raises(StyleGANDisentangleError, match="rerender_mode"):
+        train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="sideways",
+                         progress=False)
+    assert not (tmp_path / "bad" / "checkpoint.pth").exists()

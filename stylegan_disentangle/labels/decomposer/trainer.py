@@ -273,13 +273,20 @@ def train_decomposer(
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
-    batch from `G`.
+    batch from `G`. `rerender_mode`, `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
+    and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
+    decomposer's recipe since the ninth session, BENCHMARKS.md).
     """
 
     if steps < 1 or batch_size < 2:
         raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
     if lam_albedo_sparse > 0:
         _check_sparsity_exponent(albedo_sparse_p, "albedo_sparse_p")
+    if light_from_rerender and lam_rerender <= 0:
+        raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
+                                       "nothing would train netL")
+    if rerender_mode not in RERENDER_MODES:
+        raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     device = torch.device(device)
