@@ -29,7 +29,6 @@ import json
 import numpy as np
 import torch
 
-from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
@@ -115,8 +114,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    G = load_network_pkl("synthetic")["G_ema"]
-    _, fmap = load_synthetic()
+    G, fmap = load_synthetic()
     images, factors = faces_from_generator(G, fmap, args.samples, seed=20_000_000)
     rows = []
     shipped = load_decomposer(args.decomposer).eval()
