@@ -20,10 +20,12 @@ from stylegan_disentangle.labels.decomposer import infer_unsup3d_sizes, read_uns
 from tests.helpers import tiny_networks
 
 TINY = dict(nf=16, zdim=16, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=16)
-# Conformance tolerance, relative to each output's largest magnitude: float32 epsilon (1.2e-7) times ~80, i.e. ~20
-# layers each allowed a few ulps of accumulation-order difference between BLAS/conv backends. On the same backend
-# the outputs are bitwise equal.
-REL_TOL = 1e-5
+# Conformance tolerance, relative to each output's largest magnitude: float32 rounding of ~20 conv layers, whose
+# accumulation order differs between conv backends and CPUs. Measured: on an AMD EPYC host our own float32 netA
+# differs from the same weights run in float64 by 1.1e-5 relative, and from the official float32 output by 1.3e-5
+# (float64 against the official output: 7e-6), so rounding alone reaches 1e-5; the reference README puts a bug
+# above 1e-4. On one backend the outputs are bitwise equal.
+REL_TOL = 5e-5
 
 
 def _tiny(image_size: int = 64, seed: int = 0, **kwargs) -> Unsup3DDecomposer:
@@ -115,7 +117,9 @@ def test_reference_decompose_applies_the_official_scalings(reference_dir):
     view = expected["netV"].astype(np.float64)
     want = np.concatenate([view[:, :3] * math.pi / 3, view[:, 3:5] * 0.1, view[:, 5:] * 0], 1)
     np.testing.assert_allclose(out["view"].numpy(), want, atol=1e-6)
-    np.testing.assert_allclose(out["conf_sigma_percl"].numpy(), expected["netC_1"], atol=1e-6)
+    # a network output, not a formula: the conformance tolerance above
+    want = expected["netC_1"]
+    assert np.abs(out["conf_sigma_percl"].numpy() - want).max() <= REL_TOL * np.abs(want).max()
 
 
 def test_reference_round_trip_is_bitwise(reference_dir, tmp_path):

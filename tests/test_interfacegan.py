@@ -1,7 +1,7 @@
 """LinearDirections' 'interfacegan' SVM mode reproduces InterFaceGAN's boundary (issue 9).
 
 The reference below restates InterFaceGAN's `train_boundary` (genforce/interfacegan, utils/manipulator.py) from its
-documented procedure: drop rows whose score equals `invalid_value`; sort by score, highest first; take
+documented procedure: drop rows whose score equals `invalid_value`; sort by score, highest first (ties stably); take
 `chosen = min(int(N * ratio), N // 2)` rows from each end (top = positive, bottom = negative); shuffle the indices of
 the positives and then those of the negatives with the global numpy RNG; the first `int(chosen * split_ratio)` of
 each class train, the rest validate; fit `sklearn.svm.SVC(kernel='linear')` (C = 1) on the raw codes; report the
@@ -40,7 +40,10 @@ def train_boundary_reference(codes, scores, ratio=0.02, split_ratio=0.7, invalid
     if invalid_value is not None:
         keep = scores != invalid_value
         codes, scores = codes[keep], scores[keep]
-    by_score = np.argsort(scores)[::-1]
+    # InterFaceGAN's plain np.argsort leaves tied scores in an order of numpy's choosing (its SIMD sorts differ by
+    # version and CPU; float32 factors of 20k rows do tie), and the order decides the split: break ties stably, as
+    # the estimator does
+    by_score = np.argsort(scores, kind="stable")[::-1]
     codes, scores = codes[by_score], scores[by_score]
     n = len(scores)
     chosen = min(int(n * ratio), n // 2)
