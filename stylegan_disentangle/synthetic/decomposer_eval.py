@@ -4,7 +4,8 @@ Every synthetic face comes with its exact Unsup3D decomposition (canonical depth
 Unsup3D-style decomposer can be measured directly:
 
 - scalars: Pearson r of the estimate with the truth for yaw, pitch, roll (the view's ry, rx, rz), light azimuth
-  and elevation (from the light direction, in the world's sense) and ambient; after an affine calibration fitted
+  and elevation (from the light direction, in the world's sense) and the ambient fraction a / (a + d) (the world's
+  ambient: its diffuse is 1 - ambient, and only the ratio is in an image); after an affine calibration fitted
   on the first half of the samples, the mean absolute error on the other half (degrees for angles);
 - canonical depth: per-image Pearson r with the true depth inside the face mask, and the scale-invariant depth
   error sqrt(mean(e^2) - mean(e)^2), e = log(pred) - log(true) (Eigen et al.), averaged over images; the relief
@@ -80,7 +81,10 @@ def decomposer_estimates(decomposer: Unsup3DDecomposer, images: torch.Tensor,
     for start in range(0, images.shape[0], batch_size):
         out = reconstruct(decomposer, images[start:start + batch_size], flip=False)
         labels = scalar_labels(out)
-        labels["ambient"] = labels["light_ambient"]  # the world's name
+        # the world's ambient is a fraction (its diffuse is 1 - ambient); an image shows only a / (a + d), since
+        # albedo * (a + d cos) does not change when the albedo is scaled up and both intensities down
+        total = (labels["light_ambient"] + labels["light_diffuse"]).clamp_min(1e-6)
+        labels["ambient"] = labels["light_ambient"] / total
         for k in SCALARS:
             parts[k].append(labels[k])
         for k in keys:
