@@ -47,17 +47,9 @@ def main() -> None:
     p.add_argument("--rerender-mode", choices=("random", "data"), default="random",
                    help="Re-render term's scenes: uniform random views and light over a lit wall, or the batch's "
                         "own views and light intensities permuted, with the head over a flat, unlit background.")
-    p.add_argument("--rerender-intensities", choices=("batch", "uniform"), default="batch",
-                   help="Light intensities of the 'data' re-renders: the batch's own, or ambient uniform in [0, 1] "
-                        "with diffuse = 1 - ambient.")
-    p.add_argument("--rerender-albedo-jitter", type=float, default=0.0,
-                   help="Random per-image albedo gain and vertical ramp in the re-renders (strength s; 0 = off).")
     p.add_argument("--light-from-rerender", action="store_true",
                    help="netL learns only from the re-render term (the photometric loss does not reach it).")
     p.add_argument("--jitter", type=float, default=0.5)
-    p.add_argument("--pose", type=float, default=0.0,
-                   help="Weight of the pose-pair agreement (the same face moved along the decomposer's own yaw / "
-                        "pitch direction of W keeps its depth and albedo; 0 = off).")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
     p.add_argument("--albedo-tv", type=float, default=0.0,
@@ -97,11 +89,9 @@ def main() -> None:
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,
-                           rerender_light_xy=args.rerender_light_xy, rerender_mode=args.rerender_mode,
-                           rerender_intensities=args.rerender_intensities,
-                           rerender_albedo_jitter=args.rerender_albedo_jitter,
-                           light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_pose=args.pose,
-                           lam_smooth=args.smooth,
+                           rerender_light_xy=args.rerender_light_xy,
+                           rerender_mode=args.rerender_mode,
+                           light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,

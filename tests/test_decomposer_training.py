@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -277,9 +276,6 @@ def test_albedo_sparsity_prior_is_logged_stored_and_checked(G, tmp_path):
     with pytest.raises(StyleGANDisentangleError, match="albedo_sparse_p"):
         train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY,
                          lam_albedo_sparse=1.0, albedo_sparse_p=1.5, progress=False)
-    with pytest.raises(StyleGANDisentangleError, match="rerender_intensities"):
-        train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY,
-                         rerender_intensities="bright", progress=False)
     assert not (tmp_path / "bad" / "checkpoint.pth").exists()
 
 
@@ -353,47 +349,6 @@ def test_data_rerender_uses_the_batchs_views_and_intensities_over_a_flat_unlit_b
         rerender_scene(dec, out, torch.Generator(), mode="sideways")
 
 
-def test_data_rerender_with_uniform_intensities_leaves_the_batchs_range():
-    dec, out = _flat_scene(n=64)
-    out["light_raw"][:, :2] = 0.25  # a collapsed ambient / diffuse: the batch's intensities are all the same
-    batch = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data")
-    assert torch.equal(batch["light_raw"][:, :2], out["light_raw"][:, :2])
-    uniform = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", intensities="uniform")
-    light = dec.scale_light(uniform["light_raw"])["light"]
-    # ambient uniform in [0, 1] with diffuse 1 - ambient: 64 draws reach past 0.25 and 0.75 (chance of not: 2^-63)
-    assert torch.allclose(light[:, 0] + light[:, 1], torch.ones(64), atol=1e-6)
-    assert light[:, 0].min() >= 0 and light[:, 0].max() <= 1
-    assert light[:, 0].min() < 0.25 and light[:, 0].max() > 0.75
-    # the views are still the batch's own, and the renders differ only through the light
-    assert sorted(uniform["view_raw"][:, 1].tolist()) == pytest.approx(sorted(out["view_raw"][:, 1].tolist()))
-    with pytest.raises(StyleGANDisentangleError, match="intensities"):
-        rerender_scene(dec, out, torch.Generator(), mode="data", intensities="bright")
-
-
-def test_rerender_albedo_jitter_changes_the_albedo_by_a_gain_and_a_vertical_ramp():
-    dec, out = _flat_scene(n=8)
-    out["canon_albedo"] = torch.full_like(out["canon_albedo"], 0.0)  # 0.5 in [0, 1] units: no clipping below
-    plain = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data")
-    assert torch.equal(plain["canon_albedo"], out["canon_albedo"])
-    jittered = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", albedo_jitter=0.4)
-    a01 = (jittered["canon_albedo"] + 1) / 2
-    # a constant albedo becomes gain * (1 + slope * y): every column the same, rows linear in y, within the bounds
-    assert torch.allclose(a01, a01[..., :1].expand_as(a01), atol=1e-6)
-    rows = a01[:, :, :, 0]
-    steps = rows[:, :, 1:] - rows[:, :, :-1]
-    assert torch.allclose(steps, steps[:, :, :1].expand_as(steps), atol=1e-5)
-    assert steps.abs().max() > 1e-4  # some image got a ramp
-    assert a01.min() >= 0.5 * math.exp(-0.4) * 0.6 - 1e-6 and a01.max() <= 1
-    # the channel gains of one image are drawn separately, and the render shows the jittered albedo
-    assert not torch.allclose(a01[:, 0], a01[:, 1])
-    renderer = renderer_for(dec)
-    render = renderer.render(out["canon_depth"].unsqueeze(1), jittered["canon_albedo"],
-                             dec.scale_light(jittered["light_raw"])["light"],
-                             view_degrees(dec.scale_view(jittered["view_raw"])))["image"]
-    centre = (slice(None), slice(None), slice(14, 18), slice(14, 18))
-    assert torch.allclose(jittered["image"][centre], render[centre], atol=1e-6)
-
-
 def test_detached_light_keeps_the_photometric_gradient_off_netL(G):
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)
@@ -409,12 +364,10 @@ def test_detached_light_keeps_the_photometric_gradient_off_netL(G):
 
 def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path):
     dec = train_decomposer(G, tmp_path, steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="data",
-                           rerender_light_xy=0.4, rerender_intensities="uniform", rerender_albedo_jitter=0.3,
-                           light_from_rerender=True, log_every=1, progress=False)
+                           rerender_light_xy=0.4, light_from_rerender=True, log_every=1, progress=False)
     assert dec.epoch == 2
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["rerender_mode"] == "data" and config["rerender_light_xy"] == 0.4 and config["light_from_rerender"]
-    assert config["rerender_intensities"] == "uniform" and config["rerender_albedo_jitter"] == 0.3
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["rerender"]) for r in log)
     with pytest.raises(StyleGANDisentangleError, match="lam_rerender > 0"):

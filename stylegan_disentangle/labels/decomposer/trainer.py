@@ -20,9 +20,7 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
   the head over a flat, unlit background, as the synthetic world's images are. `light_from_rerender` keeps the
   photometric loss away from netL, which then learns the light from the re-renders alone;
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
-  rendered with random noise must decompose to the same canonical depth and albedo;
-- pose-pair agreement (`lam_pose`, off by default; `pose_pairs`): the same face moved along a pose direction of W
-  (found without labels from the decomposer's own yaw / pitch) must keep its canonical depth and albedo.
+  rendered with random noise must decompose to the same canonical depth and albedo.
 
 Both reward a decomposition that does not change, and the constant "mean face" is the easiest such one: switched
 on from the first step they held the nets in it (after 1300 steps of batch 32 on the synthetic checkpoint, depth and
@@ -55,7 +53,6 @@ from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from .image_bank import JITTER_PSI_MIN, ImageBank
 from .model import Unsup3DDecomposer
-from .pose_pairs import fit_pose_directions, pose_pair_loss
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
 logger = logging.getLogger(__name__)
@@ -64,9 +61,6 @@ __all__ = ["bank_seconds", "draw_images", "gradient_sparsity", "total_variation"
            "trained_nets_only"]
 
 CHECKPOINT = "checkpoint.pth"
-POSE_DIRECTIONS = "pose_directions.pt"
-POSE_BATCH = 16  # faces per step in the pose-pair term (each decomposed twice)
-POSE_FIT_SAMPLES = 4096  # generator samples behind the pose-pair directions (about 30 s on 2 CPU cores)
 STATE = "train_state.json"
 LOG = "log.jsonl"
 BANK = "bank"
@@ -137,16 +131,13 @@ def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
 
 
 RERENDER_MODES = ("random", "data")
-# where the "data" re-render takes its light intensities (ambient, diffuse) from
-RERENDER_INTENSITIES = ("batch", "uniform")
 # the canonical depth this close to the border depth counts as the background wall in the "data" re-render
 WALL_MARGIN = 0.005
 
 
 @torch.no_grad()
 def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator, mode: str = "random",
-                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5,
-                   intensities: str = "batch", albedo_jitter: float = 0.0) -> dict[str, torch.Tensor]:
+                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5) -> dict[str, torch.Tensor]:
     """The (detached) estimate `out` of a batch rendered under a new view and light, with the answers.
 
     `mode` "random": the view uniform (rotations within `rotation_fraction` of their range), the light uniform
@@ -154,29 +145,13 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     diffuse estimated for another image of the batch (a permutation: the renders' poses and intensities follow the
     data's), and the region behind the head (canonical depth within `WALL_MARGIN` of the border depth) is pasted
     flat and unlit in the batch's corner colour, so that the light shows only on the head. In both modes the light
-    direction (dx, dy) is uniform within `light_xy_fraction` of its range. `intensities` "uniform" gives the
-    "data" renders an ambient drawn uniformly in [0, 1] and the diffuse 1 - ambient instead of the batch's
-    intensities: netL trained on the re-renders alone (`light_from_rerender`) otherwise never sees an intensity it
-    does not already predict, and a collapsed ambient stays collapsed. The sum is held at 1 because an image shows
-    only the ratio (albedo * (a + d cos) is unchanged when the albedo is scaled up and a, d down): with a and d
-    drawn independently netL read the skin's brightness as the light's (tenth session, BENCHMARKS.md).
-    `albedo_jitter` s > 0 renders a changed albedo instead of the estimate: in [0, 1] units, multiplied per image and
-    channel by a gain exp(U(-s, s)) and by a vertical ramp 1 + U(-s, s) * y (y from -1 at the top row to 1 at the
-    bottom), clipped to [0, 1]. A darker or brighter top of the head then happens in the renders without any change
-    of light, so netL cannot read the hair's colour as the light's elevation or brightness (the confound measured in
-    BENCHMARKS.md); vertical only, because the flip term already keeps left-right albedo changes out of the light.
-    Returns `image` [N, 3, R, R] and the scene:
-    `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw` [N, 6].
+    direction (dx, dy) is uniform within `light_xy_fraction` of its range. Returns `image` [N, 3, R, R] and the
+    scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw` [N, 6].
     """
     if mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"re-render mode must be one of {RERENDER_MODES}, got {mode!r}")
-    if intensities not in RERENDER_INTENSITIES:
-        raise StyleGANDisentangleError(f"re-render intensities must be one of {RERENDER_INTENSITIES}, "
-                                       f"got {intensities!r}")
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     n, device = depth.shape[0], depth.device
-    if albedo_jitter > 0:
-        albedo = _jitter_albedo(albedo, gen, albedo_jitter)
     if mode == "data":
         view_raw = out["view_raw"].detach()[torch.randperm(n, generator=gen).to(device)]
     else:
@@ -184,12 +159,8 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
         view_raw[:, :3] *= rotation_fraction
     light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(device)
     light_raw[:, 2:] *= light_xy_fraction
-    if mode == "data" and intensities == "batch":
+    if mode == "data":
         light_raw[:, :2] = out["light_raw"].detach()[torch.randperm(n, generator=gen).to(device), :2]
-    elif mode == "data":  # ambient fraction uniform in [0, 1], ambient + diffuse = 1
-        ambient = torch.rand([n], generator=gen).to(device)
-        light_raw[:, 0] = _to_raw(ambient, dec.min_amb_light, dec.max_amb_light)
-        light_raw[:, 1] = _to_raw(1 - ambient, dec.min_diff_light, dec.max_diff_light)
     renderer = renderer_for(dec)
     rendered = renderer.render(depth.unsqueeze(1), albedo, dec.scale_light(light_raw)["light"],
                                view_degrees(dec.scale_view(view_raw)))
@@ -202,20 +173,6 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     image = rendered["image"] * shown + (1 - shown) * corners
     return {"image": image, "canon_depth": depth, "canon_albedo": albedo, "light_raw": light_raw,
             "view_raw": view_raw}
-
-
-def _jitter_albedo(albedo: torch.Tensor, gen: torch.Generator, strength: float) -> torch.Tensor:
-    """Albedo [N, 3, H, W] in [-1, 1] with a random per-channel gain and vertical ramp (see `rerender_scene`)."""
-    n, _, h, _ = albedo.shape
-    gain = torch.exp((torch.rand([n, 3, 1, 1], generator=gen) * 2 - 1) * strength).to(albedo)
-    slope = ((torch.rand([n, 1, 1, 1], generator=gen) * 2 - 1) * strength).to(albedo)
-    ramp = 1 + slope * torch.linspace(-1, 1, h, device=albedo.device).view(1, 1, h, 1)
-    return (((albedo + 1) / 2) * gain * ramp).clamp(0, 1) * 2 - 1
-
-
-def _to_raw(value: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Inverse of `Unsup3DDecomposer.scale_light`'s intensity mapping, clamped to netL's raw range [-1, 1]."""
-    return (2 * (value - low) / (high - low) - 1).clamp(-1, 1)
 
 
 def _rerender_loss(dec: Unsup3DDecomposer, scene: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -243,19 +200,6 @@ def _jitter_loss(dec: Unsup3DDecomposer, img2: torch.Tensor, out: dict[str, torc
     est = dec.decompose(img2, parts=["depth", "albedo"])
     return ((est["canon_depth"] - out["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
             + (est["canon_albedo"] - out["canon_albedo"]).abs().mean())
-
-
-def _pose_directions(dec: Unsup3DDecomposer, G: nn.Module, outdir: Path, seed: int,
-                     device: torch.device) -> torch.Tensor:
-    """The pose-pair term's W directions: fitted with the decomposer the run starts from and saved, so that a
-    resumed run keeps them."""
-    path = outdir / POSE_DIRECTIONS
-    if path.is_file():
-        return torch.load(path, weights_only=True).to(device)
-    dirs = fit_pose_directions(dec, G, n=POSE_FIT_SAMPLES, seed=seed)
-    with atomic_write(path) as f:
-        torch.save(dirs.cpu(), f)
-    return dirs.to(device)
 
 
 def _optimizers(dec: Unsup3DDecomposer, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
@@ -308,11 +252,8 @@ def train_decomposer(
     lam_rerender: float = 1.0,
     rerender_light_xy: float = 1.0,
     rerender_mode: str = "random",
-    rerender_intensities: str = "batch",
-    rerender_albedo_jitter: float = 0.0,
     light_from_rerender: bool = False,
     lam_jitter: float = 0.5,
-    lam_pose: float = 0.0,
     stabilize_after: int = 0,
     truncation_psi: float = 1.0,
     bank_size: int = 0,
@@ -332,10 +273,9 @@ def train_decomposer(
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
-    batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_jitter`, `rerender_light_xy` and
-    `light_from_rerender` set the re-render term's scenes and whether netL learns from it alone (module docstring
-    and `rerender_scene`; "data" with netL from the re-renders is the synthetic decomposer's recipe since the ninth
-    session, BENCHMARKS.md).
+    batch from `G`. `rerender_mode`, `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
+    and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
+    decomposer's recipe since the ninth session, BENCHMARKS.md).
     """
 
     if steps < 1 or batch_size < 2:
@@ -347,9 +287,6 @@ def train_decomposer(
                                        "nothing would train netL")
     if rerender_mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
-    if rerender_intensities not in RERENDER_INTENSITIES:
-        raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
-                                       f"got {rerender_intensities!r}")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     device = torch.device(device)
@@ -363,11 +300,9 @@ def train_decomposer(
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
                   **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
                      if lam_albedo_sparse else {}),
-                  lam_rerender=lam_rerender, lam_jitter=lam_jitter, **({"lam_pose": lam_pose} if lam_pose else {}),
+                  lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   **({"rerender_light_xy": rerender_light_xy} if rerender_light_xy != 1.0 else {}),
                   **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
-                  **({"rerender_intensities": rerender_intensities} if rerender_intensities != "batch" else {}),
-                  **({"rerender_albedo_jitter": rerender_albedo_jitter} if rerender_albedo_jitter else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}))
@@ -427,19 +362,16 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
 
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
     lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
-    lam_rerender, lam_jitter, lam_pose = config["lam_rerender"], config["lam_jitter"], config.get("lam_pose", 0.0)
+    lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
     lam_albedo_tv = config.get("lam_albedo_tv", 0.0)
     lam_albedo_sparse, albedo_sparse_p = config.get("lam_albedo_sparse", 0.0), config.get("albedo_sparse_p", 0.3)
     stabilize_after = config.get("stabilize_after", 0)
     rerender_light_xy = config.get("rerender_light_xy", 1.0)
     rerender_mode = config.get("rerender_mode", "random")
-    rerender_intensities = config.get("rerender_intensities", "batch")
-    rerender_albedo_jitter = config.get("rerender_albedo_jitter", 0.0)
     light_from_rerender = config.get("light_from_rerender", False)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     warned = False
-    pose_dirs = None
     bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps, disable=progress is False)
     for step in bar:
         t0 = time.perf_counter()
@@ -467,19 +399,13 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             total = total + lam_albedo_sparse * losses["albedo_sparse"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
-            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
-                                   albedo_jitter=rerender_albedo_jitter)
+            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy)
             losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
             twins = _jitter_images(G, ws, gen) if twins is None else twins
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
-        if lam_pose > 0 and stabilize:
-            if pose_dirs is None:  # fitted with the nets as they are when the stabilizers start
-                pose_dirs = _pose_directions(dec, G, outdir, seed, device)
-            losses["pose_pair"] = pose_pair_loss(dec, G, pose_dirs, gen, POSE_BATCH)
-            total = total + lam_pose * losses["pose_pair"]
         if not torch.isfinite(total):
             raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total)}; the last good "
                                            f"checkpoint is {outdir / CHECKPOINT}")
