@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA, DictionaryLearning, IncrementalPCA
-from sklearn.linear_model import Lasso, Ridge
+from sklearn.linear_model import Lasso, Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from stylegan_disentangle.directions import (
@@ -20,7 +20,7 @@ from stylegan_disentangle.directions import (
     SparseDirections,
 )
 from stylegan_disentangle.directions._dictionary import learn_dictionary
-from stylegan_disentangle.directions._moments import compute_moments, lasso_surrogate
+from stylegan_disentangle.directions._moments import compute_moments, lasso_surrogate, split_mask
 from stylegan_disentangle.directions.closed_form import ws_index_of
 from stylegan_disentangle.errors import LatentError, NotFittedError
 
@@ -266,6 +266,58 @@ def test_ridge_multi_label_and_heldout_r2():
     # pure-noise label: held-out R^2 near zero, not inflated
     noise = LinearDirections(random_state=0).fit(w, rng.standard_normal(len(w)))
     assert noise.scores_[0] < 0.05
+
+
+def _noisy_anisotropic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W with a third of its axes 30x narrower, a direction in the wide axes and a label with heavy noise."""
+    rng = np.random.default_rng(seed)
+    scale = np.where(np.arange(D) < D // 3, 1 / 30, 1.0)
+    w = rng.standard_normal((n, D)) * scale + 0.5
+    a = np.where(np.arange(D) < D // 3, 0.0, rng.standard_normal(D))
+    y = w @ _unit(a) + 1.0 * rng.standard_normal(n)
+    return w, _unit(a), y
+
+
+def test_ridge_auto_alpha_is_sklearn_ridgecvs_gcv_choice():
+    w, a, y = _noisy_anisotropic(2000, 7)
+    y2 = np.stack([y, w @ _planted(3) + 0.01 * np.random.default_rng(8).standard_normal(len(w))], 1)
+    est = LinearDirections(method="ridge", alpha="auto", random_state=0).fit(w, y2, label_names=["noisy", "clean"])
+    train = ~split_mask(len(w), 0.1, 0)
+    xt = w[train] - w[train].mean(axis=0)
+    grid = np.trace(xt.T @ xt) / D * np.logspace(-8.0, 0.0, 33)
+    for j in range(2):
+        cv = RidgeCV(alphas=grid, store_cv_results=True).fit(w[train], y2[train, j])
+        loo = cv.cv_results_.mean(axis=0)  # sklearn's efficient leave-one-out squared errors per alpha
+        (hit,) = np.flatnonzero(np.isclose(grid, est.alpha_[j], rtol=1e-9, atol=0))  # the same grid, up to rounding
+        # GCV approximates LOO to O(1/n): the chosen penalty's LOO error is within 1 % of sklearn's best
+        assert loo[hit] <= loo.min() * 1.01
+        ref = Ridge(alpha=est.alpha_[j]).fit(w[train], y2[train, j])
+        np.testing.assert_allclose(est.coef_[j], ref.coef_, rtol=1e-7, atol=1e-9 * np.abs(ref.coef_).max())
+    # the noisy label needs a real penalty, the clean one almost none
+    assert est.alpha_[0] > 100 * est.alpha_[1]
+
+
+def test_ridge_auto_alpha_follows_the_scale_of_w():
+    # A fixed penalty means more or less depending on the units of w; the chosen one scales with the gram, so
+    # codes in other units (x 1000) get the same direction and the same held-out R^2.
+    w, a, y = _noisy_anisotropic(600, 9)
+    auto = LinearDirections(method="ridge", alpha="auto", random_state=0).fit(w, y)
+    auto_k = LinearDirections(method="ridge", alpha="auto", random_state=0).fit(w * 1000.0, y)
+    np.testing.assert_allclose(auto_k.alpha_, auto.alpha_ * 1e6, rtol=1e-9)
+    assert _cos(auto_k.directions_[0], auto.directions_[0]) > 1 - 1e-6
+    np.testing.assert_allclose(auto_k.scores_, auto.scores_, rtol=1e-6)
+    fixed = LinearDirections(method="ridge", alpha=1.0, random_state=0).fit(w, y)
+    fixed_k = LinearDirections(method="ridge", alpha=1.0, random_state=0).fit(w / 1000.0, y)
+    assert _cos(fixed.directions_[0], fixed_k.directions_[0]) < 0.99  # alpha=1 is a large penalty on tiny codes
+
+
+def test_ridge_auto_alpha_rejects_what_it_cannot_do():
+    w = _latents(200)
+    y = w @ _planted()
+    with pytest.raises(ValueError, match="top_bottom_percent"):
+        LinearDirections(method="ridge", alpha="auto", top_bottom_percent=10).fit(w, y)
+    with pytest.raises(ValueError, match="'auto'"):
+        LinearDirections(method="ridge", alpha="gcv").fit(w, y)
 
 
 @pytest.mark.parametrize("method", ["svm", "logistic"])

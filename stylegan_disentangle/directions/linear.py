@@ -33,7 +33,14 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.utils import check_random_state
 
 from ._base import DirectionFinder, as_labels, as_w, blas_limit, check_fitted, small_lapack, unit_rows, w_std_along
-from ._moments import compute_moments, r2_from_moments, ridge_from_moments, split_mask
+from ._moments import (
+    compute_moments,
+    r2_from_moments,
+    ridge_alpha_grid,
+    ridge_from_moments,
+    select_ridge_alpha,
+    split_mask,
+)
 
 __all__ = ["LinearDirections"]
 
@@ -50,8 +57,12 @@ class LinearDirections(DirectionFinder):
         'auto' = ridge for continuous labels, linear SVM for binary labels or with `top_bottom_percent`.
         A classifier given a continuous label without `top_bottom_percent` splits it at the median
         (InterFaceGAN's selection with ratio 0.5).
-    alpha : float
-        Ridge penalty (sklearn Ridge's, on the sum of squared errors).
+    alpha : float or 'auto'
+        Ridge penalty (sklearn Ridge's, on the sum of squared errors). 'auto' picks it per label by generalized
+        cross-validation on the training rows (sklearn RidgeCV's criterion, `_moments.select_ridge_alpha`) from
+        33 log-spaced candidates, 1e-8 to 1 times the mean eigenvalue of the training gram. A fixed penalty means
+        more or less depending on the row count and the units of the codes; the chosen one follows them, and it
+        grows with the label's noise (a labeler's labels, not a ground truth). The chosen penalties are `alpha_`.
     C : float
         Inverse regularisation of the SVM (raw w in 'interfacegan' mode, standardized w in 'standardized' mode)
         and of logistic regression (standardized w). InterFaceGAN uses sklearn's default, 1.
@@ -92,6 +103,8 @@ class LinearDirections(DirectionFinder):
     coef_ : ndarray [L, w_dim]  raw weight vectors in W units (label change per unit w, for ridge).
     intercept_ : ndarray [L]
     scores_ : ndarray [L]  held-out R^2 (ridge) or validation accuracy (classifiers); NaN when no split.
+    alpha_ : ndarray [L]  the ridge penalty used per label (`alpha`, or the one `alpha='auto'` chose); NaN for
+        labels fitted by a classifier or by ridge on top/bottom rows.
     remaining_scores_ : ndarray [L]  'interfacegan' with top/bottom selection: accuracy on the rows not selected,
         labelled positive when the score is >= the midpoint of the highest and lowest score (InterFaceGAN's
         "remaining set"); NaN otherwise.
@@ -110,7 +123,7 @@ class LinearDirections(DirectionFinder):
     def __init__(
         self,
         method: str = "auto",
-        alpha: float = 1.0,
+        alpha: float | str = 1.0,
         C: float = 1.0,
         svm_mode: str = "interfacegan",
         top_bottom_percent: float | None = None,
@@ -155,6 +168,14 @@ class LinearDirections(DirectionFinder):
             raise ValueError(f"top_bottom_percent must be in (0, 50], got {p}")
         if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        auto = isinstance(self.alpha, str)
+        if auto and self.alpha != "auto":
+            raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
+        if not auto and not float(self.alpha) >= 0:
+            raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
+        if auto and p is not None:
+            raise ValueError("alpha='auto' chooses the penalty of the continuous ridge fit; give a number with "
+                             "top_bottom_percent")
         w = as_w(w)
         labels, names = as_labels(y, w.shape[0], label_names)
         n, d = w.shape
@@ -176,6 +197,7 @@ class LinearDirections(DirectionFinder):
         coef = np.zeros((n_labels, d))
         intercept = np.zeros(n_labels)
         scores = np.full(n_labels, np.nan)
+        alphas = np.full(n_labels, np.nan)
         remaining = np.full(n_labels, np.nan)
         n_train = np.zeros(n_labels, dtype=np.int64)
         n_val = np.zeros(n_labels, dtype=np.int64)
@@ -185,7 +207,8 @@ class LinearDirections(DirectionFinder):
                              f"before fitting ridge on {[names[j] for j in ridge_cols]}")
         mean = None
         if ridge_cols:
-            mean, std_from_gram, n_tr = self._fit_ridge(w, labels[:, ridge_cols], ridge_cols, coef, intercept, scores)
+            mean, std_from_gram, n_tr = self._fit_ridge(w, labels[:, ridge_cols], ridge_cols, coef, intercept, scores,
+                                                        alphas)
             n_train[ridge_cols], n_val[ridge_cols] = n_tr, n - n_tr
         for j, kind in enumerate(kinds):
             if kind == "ridge" and p is None:
@@ -199,6 +222,7 @@ class LinearDirections(DirectionFinder):
         self.coef_ = coef
         self.intercept_ = intercept
         self.scores_ = scores
+        self.alpha_ = alphas
         self.remaining_scores_ = remaining
         self.n_train_ = n_train
         self.n_val_ = n_val
@@ -215,14 +239,19 @@ class LinearDirections(DirectionFinder):
         self.n_samples_fit_ = n
         return self
 
-    def _fit_ridge(self, w, labels, cols, coef, intercept, scores):
+    def _fit_ridge(self, w, labels, cols, coef, intercept, scores, alphas):
         val = split_mask(w.shape[0], self._val_fraction("ridge"), _seed(self.random_state))
         if val is None:
             (train,) = compute_moments(w, labels, chunk_size=self.chunk_size, desc="ridge moments")
             val_m = None
         else:
             train, val_m = compute_moments(w, labels, masks=[~val, val], chunk_size=self.chunk_size, desc="ridge")
-        b, b0 = ridge_from_moments(train, self.alpha)
+        if self.alpha == "auto":
+            alpha, _ = select_ridge_alpha(train, ridge_alpha_grid(train))
+        else:
+            alpha = np.full(len(cols), float(self.alpha))
+        alphas[cols] = alpha
+        b, b0 = ridge_from_moments(train, alpha)
         coef[cols] = b.T
         intercept[cols] = b0
         if val_m is not None:

@@ -138,8 +138,12 @@ class ThreeDCoupledDirections(DirectionFinder):
         Regression of each atom's code on w: sparse (Lasso on unit-std codes, `alpha`) or ridge (`ridge_alpha`).
     alpha : float
         L1 strength of the Lasso code regression (sklearn's objective, codes scaled to unit std).
-    ridge_alpha : float
-        Ridge penalty of the global regression (and of the codes with `code_regression='ridge'`).
+    ridge_alpha : float or 'auto'
+        Ridge penalty of the global regression (and of the codes with `code_regression='ridge'`). 'auto'
+        (default) chooses it per label by generalized cross-validation (`LinearDirections(alpha='auto')`): the
+        decomposer's labels are noisy, and the chosen penalty (about 10-30 on the synthetic checkpoint's 20k
+        codes, against the fixed 1.0 used before) moves the yaw and light-azimuth directions 0.005-0.01 closer to
+        the truth there (BENCHMARKS.md, issue 11, eleventh session).
     dict_max_iter : int
         Iteration limit of the dictionary learning.
     max_samples : int
@@ -169,6 +173,7 @@ class ThreeDCoupledDirections(DirectionFinder):
     part_names_ : list[str];  part_shares_ : ndarray [K, P]  footprint mass share per part (0 rows for global).
     coef_ : ndarray [K, w_dim]  label (or code) units per unit w;  intercept_ : ndarray [K].
     scores_ : ndarray [K]  held-out R^2 of each regression.
+    ridge_alpha_ : dict[str, float]  the ridge penalty of each global direction (the one `ridge_alpha='auto'` chose).
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
@@ -195,7 +200,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         atom_method: str = "dictionary",
         code_regression: str = "lasso",
         alpha: float = 1e-3,
-        ridge_alpha: float = 1.0,
+        ridge_alpha: float | str = "auto",
         dict_max_iter: int = 100,
         max_samples: int = 20_000,
         dict_samples: int | None = 5_000,
@@ -284,6 +289,7 @@ class ThreeDCoupledDirections(DirectionFinder):
                               f"{list(self.map_labels)} among {list(arrays)}")
 
         dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
+        self.ridge_alpha_ = {}
         if wanted:
             lin = LinearDirections(method="ridge", alpha=self.ridge_alpha, val_fraction=self.val_fraction,
                                    random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
@@ -292,6 +298,7 @@ class ThreeDCoupledDirections(DirectionFinder):
             coefs.append(lin.coef_)
             intercepts.append(lin.intercept_)
             scores.append(lin.scores_)
+            self.ridge_alpha_ = dict(zip(lin.names_, lin.alpha_.tolist()))
             names += list(lin.names_)
             kinds += ["global"] * len(lin.names_)
             atom_index += [-1] * len(lin.names_)
