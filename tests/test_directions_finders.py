@@ -316,8 +316,9 @@ def test_ridge_auto_alpha_rejects_what_it_cannot_do():
     y = w @ _planted()
     with pytest.raises(ValueError, match="top_bottom_percent"):
         LinearDirections(method="ridge", alpha="auto", top_bottom_percent=10).fit(w, y)
-    with pytest.raises(ValueError, match="'auto'"):
-        LinearDirections(method="ridge", alpha="gcv").fit(w, y)
+    for bad in ("gcv", None, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="'auto'"):
+            LinearDirections(method="ridge", alpha=bad).fit(w, y)
 
 
 @pytest.mark.parametrize("method", ["svm", "logistic"])

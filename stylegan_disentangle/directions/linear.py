@@ -169,9 +169,8 @@ class LinearDirections(DirectionFinder):
         if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         auto = isinstance(self.alpha, str)
-        if auto and self.alpha != "auto":
-            raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
-        if not auto and not float(self.alpha) >= 0:
+        numeric = isinstance(self.alpha, (int, float, np.integer, np.floating)) and not isinstance(self.alpha, bool)
+        if (auto and self.alpha != "auto") or not (auto or (numeric and float(self.alpha) >= 0)):
             raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
         if auto and p is not None:
             raise ValueError("alpha='auto' chooses the penalty of the continuous ridge fit; give a number with "
