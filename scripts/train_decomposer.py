@@ -63,6 +63,8 @@ def main() -> None:
                    help="Smooth the depth and albedo decoders' outputs with a fixed 3x3 binomial filter (removes the "
                         "transposed convolutions' checkerboard; also set on --init nets).")
     p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
+    p.add_argument("--train-nets", default=None,
+                   help="Comma-separated nets to train (e.g. netL); the others stay frozen. Default: all.")
     p.add_argument("--bank", type=int, default=0,
                    help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank) instead "
                         "of drawing every batch; 0 = draw every batch.")
@@ -95,6 +97,7 @@ def main() -> None:
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,
+                           train_nets=args.train_nets.split(",") if args.train_nets else None,
                            device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())

@@ -377,3 +377,22 @@ def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path
         train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="sideways",
                          progress=False)
     assert not (tmp_path / "bad" / "checkpoint.pth").exists()
+
+
+def test_train_nets_freezes_the_other_nets(G, tmp_path):
+    torch.manual_seed(0)
+    init = Unsup3DDecomposer(image_size=32, **TINY)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    dec = train_decomposer(G, tmp_path, steps=2, batch_size=4, init=init, rerender_mode="data",
+                           light_from_rerender=True, train_nets=["netL"], progress=False)
+    after = dec.state_dict()
+    moved = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    assert moved == {"netL"}  # exactly the trained net changed, the frozen ones are bit-identical
+    config = json.loads((tmp_path / "train_state.json").read_text())["config"]
+    assert config["train_nets"] == ["netL"] and list(dec.optimizer_states) == ["optimizerL"]
+    # a later call without train_nets trains every net again (the freeze does not stick to the nets)
+    dec2 = train_decomposer(G, tmp_path / "all", steps=1, batch_size=4, init=dec, progress=False)
+    assert all(p.requires_grad for p in dec2.parameters())
+    with pytest.raises(StyleGANDisentangleError, match="train_nets"):
+        train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, train_nets=["netQ"],
+                         progress=False)

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from .image_bank import JITTER_PSI_MIN, ImageBank
-from .model import Unsup3DDecomposer
+from .model import PARTS, Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
 logger = logging.getLogger(__name__)
@@ -202,10 +203,14 @@ def _jitter_loss(dec: Unsup3DDecomposer, img2: torch.Tensor, out: dict[str, torc
             + (est["canon_albedo"] - out["canon_albedo"]).abs().mean())
 
 
-def _optimizers(dec: Unsup3DDecomposer, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+def _optimizers(dec: Unsup3DDecomposer, lr: float, weight_decay: float,
+                train_nets: list[str]) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per trained net (official settings); the other nets are frozen (no gradient, no weight decay)."""
+    for name in dec.present_nets:
+        getattr(dec, name).requires_grad_(name in train_nets)
     return {f"optimizer{name[3:]}": torch.optim.Adam(getattr(dec, name).parameters(), lr=lr, betas=(0.9, 0.999),
                                                      weight_decay=weight_decay)
-            for name in dec.present_nets}
+            for name in dec.present_nets if name in train_nets}
 
 
 def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, config: dict, seconds: float) -> None:
@@ -263,6 +268,7 @@ def train_decomposer(
     preview_every: int = 500,
     device: str | torch.device = "cpu",
     progress: bool | None = None,
+    train_nets: Sequence[str] | None = None,
 ) -> Unsup3DDecomposer:
     """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
 
@@ -275,7 +281,9 @@ def train_decomposer(
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
     batch from `G`. `rerender_mode`, `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
     and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
-    decomposer's recipe since the ninth session, BENCHMARKS.md).
+    decomposer's recipe since the ninth session, BENCHMARKS.md). `train_nets` (e.g. `["netL"]`) trains only those
+    nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
+    without moving the rest.
     """
 
     if steps < 1 or batch_size < 2:
@@ -305,14 +313,24 @@ def train_decomposer(
                   **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
-                  truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}))
+                  truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
+                  **({"train_nets": sorted(train_nets)} if train_nets is not None else {}))
+    if train_nets is not None:
+        unknown = sorted(set(train_nets) - set(PARTS.values())) if not isinstance(train_nets, str) else [train_nets]
+        if unknown or not train_nets:
+            raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
+                                           f"{train_nets!r}")
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
         dec = init.to(device)
     elif dec is None:
         torch.manual_seed(seed)
         dec = Unsup3DDecomposer(**kwargs).to(device)
-    optimizers = _optimizers(dec, lr, weight_decay)
+    trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
+    if not trained:
+        raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
+                                       f"(it has {list(dec.present_nets)})")
+    optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
         if key in dec.optimizer_states:
             opt.load_state_dict(dec.optimizer_states[key])
