@@ -393,6 +393,8 @@ def test_train_nets_freezes_the_other_nets(G, tmp_path):
     # a later call without train_nets trains every net again (the freeze does not stick to the nets)
     dec2 = train_decomposer(G, tmp_path / "all", steps=1, batch_size=4, init=dec, progress=False)
     assert all(p.requires_grad for p in dec2.parameters())
-    with pytest.raises(StyleGANDisentangleError, match="train_nets"):
-        train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, train_nets=["netQ"],
-                         progress=False)
+    for bad in (["netQ"], "netL", []):  # an unknown net, a bare string, nothing
+        with pytest.raises(StyleGANDisentangleError, match="train_nets"):
+            train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, train_nets=bad,
+                             progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -245,10 +245,7 @@ class LinearDirections(DirectionFinder):
             val_m = None
         else:
             train, val_m = compute_moments(w, labels, masks=[~val, val], chunk_size=self.chunk_size, desc="ridge")
-        if self.alpha == "auto":
-            alpha, _ = select_ridge_alpha(train, ridge_alpha_grid(train))
-        else:
-            alpha = np.full(len(cols), float(self.alpha))
+        alpha = select_ridge_alpha(train, ridge_alpha_grid(train))[0] if self.alpha == "auto" else float(self.alpha)
         alphas[cols] = alpha
         b, b0 = ridge_from_moments(train, alpha)
         coef[cols] = b.T

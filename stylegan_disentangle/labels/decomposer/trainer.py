@@ -297,6 +297,10 @@ def train_decomposer(
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
+    if train_nets is not None and (isinstance(train_nets, str) or not train_nets
+                                   or not set(train_nets) <= set(PARTS.values())):
+        raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
+                                       f"{train_nets!r}")
     device = torch.device(device)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -315,11 +319,6 @@ def train_decomposer(
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
                   **({"train_nets": sorted(train_nets)} if train_nets is not None else {}))
-    if train_nets is not None:
-        unknown = sorted(set(train_nets) - set(PARTS.values())) if not isinstance(train_nets, str) else [train_nets]
-        if unknown or not train_nets:
-            raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
-                                           f"{train_nets!r}")
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
         dec = init.to(device)
