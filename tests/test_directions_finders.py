@@ -321,6 +321,60 @@ def test_ridge_auto_alpha_rejects_what_it_cannot_do():
             LinearDirections(method="ridge", alpha=bad).fit(w, y)
 
 
+def _misread_minority(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A labeler's label: w . a read closely on most rows; on the 15% of rows with high w . c it is read 3 sd too
+    high (a confound that fires on part of the data: the tail pulls least squares toward c, not the core)."""
+    rng = np.random.default_rng(seed)
+    w = _latents(n, seed)
+    a, c = _planted(seed + 1), _planted(seed + 2)
+    c = _unit(c - (c @ a) * a)
+    y = (w @ a + 0.05 * rng.standard_normal(n)).astype(np.float64)
+    proj = (w - w.mean(axis=0)) @ c
+    y[proj > np.quantile(proj, 0.85)] += 3.0 * y.std()
+    return w, a, c, y
+
+
+def test_huber_loss_keeps_the_direction_a_misread_minority_pulls_ridge_off():
+    w, a, c, y = _misread_minority(4000, 11)
+    ridge = LinearDirections(method="ridge", alpha="auto", random_state=0).fit(w, y)
+    huber = LinearDirections(method="ridge", alpha="auto", loss="huber", random_state=0).fit(w, y)
+    assert _cos(ridge.directions_[0], a) < 0.95  # the premise: least squares is pulled toward the confound
+    assert _cos(huber.directions_[0], a) > 0.99
+    assert abs(_cos(huber.directions_[0], c)) < abs(_cos(ridge.directions_[0], c))
+    # the coefficients stay in label units per unit w (the planted slope is 1 along a)
+    assert huber.coef_[0] @ a == pytest.approx(1.0, abs=0.05)
+    # 'auto' chooses the penalty again on the Huber fit's weights: the tails no longer count as noise
+    assert huber.alpha_[0] < ridge.alpha_[0] / 2
+    fixed = LinearDirections(method="ridge", alpha=float(ridge.alpha_[0]), loss="huber", random_state=0).fit(w, y)
+    np.testing.assert_array_equal(fixed.alpha_, ridge.alpha_)  # a given penalty is kept
+    assert _cos(fixed.directions_[0], a) > 0.99
+    assert huber.scores_[0] < ridge.scores_[0]  # R^2 charges the tails at full weight; the ridge minimises it
+
+
+def test_huber_loss_equals_ridge_on_gaussian_errors_and_follows_the_scale_of_w():
+    w, a, y = _noisy_anisotropic(3000, 12)
+    ridge = LinearDirections(method="ridge", alpha="auto", random_state=0).fit(w, y)
+    huber = LinearDirections(method="ridge", alpha="auto", loss="huber", random_state=0).fit(w, y)
+    # the same estimand; Huber's efficiency on Gaussian errors is 95 %, so the two differ by sampling noise only
+    assert _cos(huber.directions_[0], ridge.directions_[0]) > 0.995
+    scaled = LinearDirections(method="ridge", alpha="auto", loss="huber", random_state=0).fit(w * 1000.0, y * 3.0)
+    assert _cos(scaled.directions_[0], huber.directions_[0]) > 1 - 1e-5  # lbfgs tolerance, not exactness
+    np.testing.assert_allclose(scaled.coef_[0] * 1000.0 / 3.0, huber.coef_[0], rtol=1e-3,
+                               atol=1e-3 * np.abs(huber.coef_[0]).max())
+
+
+def test_huber_loss_rejects_what_it_cannot_do():
+    w = _latents(200)
+    y = w @ _planted()
+    with pytest.raises(ValueError, match="top_bottom_percent"):
+        LinearDirections(method="ridge", loss="huber", top_bottom_percent=10).fit(w, y)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        LinearDirections(method="ridge", loss="l1").fit(w, y)
+    for bad in (0.9, None, "1.35"):
+        with pytest.raises(ValueError, match="epsilon must be a number >= 1"):
+            LinearDirections(method="ridge", loss="huber", epsilon=bad).fit(w, y)
+
+
 @pytest.mark.parametrize("method", ["svm", "logistic"])
 def test_classifiers_with_top_bottom_recover_planted_direction(method):
     w = _latents(6000)

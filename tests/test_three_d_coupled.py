@@ -169,6 +169,24 @@ def test_bad_inputs_name_the_problem():
         ThreeDCoupledDirections().fit(w, {"tz": np.zeros(200)})
     with pytest.raises(ValueError, match="atom_method"):
         ThreeDCoupledDirections(atom_method="pca").fit(w, labels)
+    with pytest.raises(ValueError, match="global_loss"):
+        ThreeDCoupledDirections(global_loss="l1").fit(w, labels)
+
+
+def test_global_huber_default_resists_a_misread_minority():
+    # A decomposer reads most faces closely and some badly: here the yaw label of the 15 % of faces furthest along
+    # one other direction is read 3 sd too high. Least squares follows that tail; the default Huber loss does not.
+    w, labels, m, g, _ = planted()
+    yaw = labels["yaw"].astype(np.float64).copy()
+    proj = (w - w.mean(axis=0)) @ m[0]
+    yaw[proj > np.quantile(proj, 0.85)] += 3.0 * yaw.std()
+    scalars = {"yaw": yaw, "pitch": labels["pitch"]}
+    huber = ThreeDCoupledDirections(map_labels=(), random_state=0).fit(w, scalars)
+    squared = ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0).fit(w, scalars)
+    k = huber.names_.index("yaw")
+    assert abs(float(squared.directions_[k] @ g[0])) < 0.85
+    assert abs(float(huber.directions_[k] @ g[0])) > 0.97
+    assert abs(float(huber.directions_[huber.names_.index("pitch")] @ g[1])) > 0.999
 
 
 # ---------------------------------------------------------------------------------------------------------------

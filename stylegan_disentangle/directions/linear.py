@@ -41,11 +41,13 @@ from ._moments import (
     select_ridge_alpha,
     split_mask,
 )
+from ._robust import huber_from_rows
 
 __all__ = ["LinearDirections"]
 
 _METHODS = ("auto", "ridge", "svm", "logistic")
 _SVM_MODES = ("interfacegan", "standardized")
+_LOSSES = ("squared", "huber")
 
 
 class LinearDirections(DirectionFinder):
@@ -63,6 +65,16 @@ class LinearDirections(DirectionFinder):
         33 log-spaced candidates, 1e-8 to 1 times the mean eigenvalue of the training gram. A fixed penalty means
         more or less depending on the row count and the units of the codes; the chosen one follows them, and it
         grows with the label's noise (a labeler's labels, not a ground truth). The chosen penalties are `alpha_`.
+    loss : {'squared', 'huber'}
+        Loss of the ridge fits. 'squared' is ridge regression solved from the streamed moments. 'huber' refits
+        each label with the Huber loss (sklearn `HuberRegressor`, `_robust.huber_from_rows`) from the ridge
+        solution, on the training rows (at most `max_samples`, held in memory as float64), with the ridge
+        penalty converted to the Huber scale: for labels with heavy-tailed errors (a labeler's mis-read
+        minority), which least squares lets pull the direction. With `alpha='auto'` the penalty is chosen again
+        by GCV on the Huber fit's weights (`alpha_`). `scores_` is then the Huber fit's held-out R^2 (same
+        split). Not with `top_bottom_percent`.
+    epsilon : float
+        Huber threshold in scales (>= 1; 1.35 is the usual choice, 95% efficiency on Gaussian errors).
     C : float
         Inverse regularisation of the SVM (raw w in 'interfacegan' mode, standardized w in 'standardized' mode)
         and of logistic regression (standardized w). InterFaceGAN uses sklearn's default, 1.
@@ -83,9 +95,9 @@ class LinearDirections(DirectionFinder):
         Rows whose label equals this value are dropped before selection (InterFaceGAN's `invalid_value`);
         classifiers and top/bottom selection only.
     max_samples : int or None
-        Classifiers use at most this many randomly chosen rows (libsvm / liblinear / lbfgs on 1M rows is slow and
-        a linear boundary in 512-d is well determined by 100k points). In 'interfacegan' mode each class is
-        subsampled in proportion (with a warning, since the original fits on every selected row).
+        Classifiers and the Huber refit use at most this many randomly chosen rows (libsvm / liblinear / lbfgs on
+        1M rows is slow and a linear boundary in 512-d is well determined by 100k points). In 'interfacegan' mode
+        each class is subsampled in proportion (with a warning, since the original fits on every selected row).
     max_iter : int
         Iteration limit of LinearSVC / LogisticRegression (the 'interfacegan' SVC runs to convergence).
     random_state : int or None
@@ -124,6 +136,8 @@ class LinearDirections(DirectionFinder):
         self,
         method: str = "auto",
         alpha: float | str = 1.0,
+        loss: str = "squared",
+        epsilon: float = 1.35,
         C: float = 1.0,
         svm_mode: str = "interfacegan",
         top_bottom_percent: float | None = None,
@@ -137,6 +151,8 @@ class LinearDirections(DirectionFinder):
     ) -> None:
         self.method = method
         self.alpha = alpha
+        self.loss = loss
+        self.epsilon = epsilon
         self.C = C
         self.svm_mode = svm_mode
         self.top_bottom_percent = top_bottom_percent
@@ -172,6 +188,12 @@ class LinearDirections(DirectionFinder):
         numeric = isinstance(self.alpha, (int, float, np.integer, np.floating)) and not isinstance(self.alpha, bool)
         if (auto and self.alpha != "auto") or not (auto or (numeric and float(self.alpha) >= 0)):
             raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if not (isinstance(self.epsilon, (int, float, np.integer, np.floating)) and self.epsilon >= 1):
+            raise ValueError(f"epsilon must be a number >= 1 (the Huber threshold in scales), got {self.epsilon!r}")
+        if self.loss == "huber" and p is not None:
+            raise ValueError("loss='huber' refits the continuous ridge fit; it does not apply with top_bottom_percent")
         if auto and p is not None:
             raise ValueError("alpha='auto' chooses the penalty of the continuous ridge fit; give a number with "
                              "top_bottom_percent")
@@ -207,7 +229,7 @@ class LinearDirections(DirectionFinder):
         mean = None
         if ridge_cols:
             mean, std_from_gram, n_tr = self._fit_ridge(w, labels[:, ridge_cols], ridge_cols, coef, intercept, scores,
-                                                        alphas)
+                                                        alphas, [names[j] for j in ridge_cols])
             n_train[ridge_cols], n_val[ridge_cols] = n_tr, n - n_tr
         for j, kind in enumerate(kinds):
             if kind == "ridge" and p is None:
@@ -238,7 +260,7 @@ class LinearDirections(DirectionFinder):
         self.n_samples_fit_ = n
         return self
 
-    def _fit_ridge(self, w, labels, cols, coef, intercept, scores, alphas):
+    def _fit_ridge(self, w, labels, cols, coef, intercept, scores, alphas, names):
         val = split_mask(w.shape[0], self._val_fraction("ridge"), _seed(self.random_state))
         if val is None:
             (train,) = compute_moments(w, labels, chunk_size=self.chunk_size, desc="ridge moments")
@@ -248,6 +270,14 @@ class LinearDirections(DirectionFinder):
         alpha = select_ridge_alpha(train, ridge_alpha_grid(train))[0] if self.alpha == "auto" else float(self.alpha)
         alphas[cols] = alpha
         b, b0 = ridge_from_moments(train, alpha)
+        if self.loss == "huber":
+            rows = np.flatnonzero(~val) if val is not None else np.arange(w.shape[0])
+            if self.max_samples is not None and rows.size > int(self.max_samples):
+                rng = np.random.default_rng(_seed(self.random_state))
+                rows = np.sort(rng.choice(rows, size=int(self.max_samples), replace=False))
+            b, b0, alphas[cols] = huber_from_rows(_gather(w, rows), labels[rows], b, b0, alpha,
+                                                  epsilon=self.epsilon, select_alpha=self.alpha == "auto",
+                                                  names=names)
         coef[cols] = b.T
         intercept[cols] = b0
         if val_m is not None:
