@@ -148,9 +148,9 @@ class ThreeDCoupledDirections(DirectionFinder):
     global_loss : {'huber', 'squared'}
         Loss of the global regression (`LinearDirections(loss=...)`). 'huber' (default) refits the ridge with the
         Huber loss at the same penalty: the decomposer reads most faces closely and a minority badly, and least
-        squares lets that minority pull the directions (on the synthetic checkpoint 'huber' moves yaw from 0.940 to
-        0.963 and light azimuth from 0.873 to 0.905 |cos| to the truth; BENCHMARKS.md, issue 11, twelfth
-        session). 'squared': plain ridge from the streamed moments.
+        squares lets that minority pull the directions (on the synthetic checkpoint 'huber' moves yaw from 0.940 /
+        0.951 to 0.961 / 0.968 and light azimuth from 0.873 / 0.883 to 0.902 / 0.915 |cos| to the truth, seeds
+        0 / 1; BENCHMARKS.md, issue 11, twelfth session). 'squared': plain ridge from the streamed moments.
     epsilon : float
         Huber threshold in scales (`global_loss='huber'`).
     dict_max_iter : int
