@@ -229,16 +229,27 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--atom-scope", type=click.Choice(["map", "parts", "map+parts"]), default=None,
               help="3d-coupled: depth / albedo atoms over the whole map (default), inside each face part, or both "
                    "(part atoms on what the whole-map ones leave).")
+@click.option("--loss", type=click.Choice(["squared", "huber"]), default=None,
+              help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for linear, "
+                   "huber for 3d-coupled's global directions). huber resists labels that a labeler misreads on a "
+                   "minority of images.")
 @click.pass_context
-def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, **kwargs) -> None:
+def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, loss: str | None, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import run_find_directions
 
+    method_kwargs: dict = {}
     if atom_scope is not None:
         if kwargs["method"] != "3d-coupled":
             raise click.UsageError("--atom-scope applies to --method 3d-coupled only")
-        kwargs["method_kwargs"] = {"atom_scope": atom_scope}
+        method_kwargs["atom_scope"] = atom_scope
+    if loss is not None:
+        if kwargs["method"] not in ("linear", "3d-coupled"):
+            raise click.UsageError("--loss applies to --method linear and 3d-coupled only")
+        method_kwargs["loss" if kwargs["method"] == "linear" else "global_loss"] = loss
+    if method_kwargs:
+        kwargs["method_kwargs"] = method_kwargs
 
     result = fail_cleanly(lambda: run_find_directions(pkl, progress=_progress(ctx), **kwargs))
     ds = result.direction_set

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA, DictionaryLearning, IncrementalPCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, Ridge, RidgeCV
 from threadpoolctl import threadpool_limits
 
@@ -361,6 +362,22 @@ def test_huber_loss_equals_ridge_on_gaussian_errors_and_follows_the_scale_of_w()
     assert _cos(scaled.directions_[0], huber.directions_[0]) > 1 - 1e-5  # lbfgs tolerance, not exactness
     np.testing.assert_allclose(scaled.coef_[0] * 1000.0 / 3.0, huber.coef_[0], rtol=1e-3,
                                atol=1e-3 * np.abs(huber.coef_[0]).max())
+
+
+def test_huber_refit_warns_with_the_label_name_when_it_stops_early():
+    from stylegan_disentangle.directions._robust import huber_from_rows
+
+    w, a, c, y = _misread_minority(1000, 13)
+    x = w.astype(np.float64)
+    xc = x - x.mean(axis=0)
+    coef = np.linalg.solve(xc.T @ xc + np.eye(D), xc.T @ (y - y.mean()))[:, None]
+    intercept = np.array([y.mean() - x.mean(axis=0) @ coef[:, 0]])
+    with pytest.warns(ConvergenceWarning, match="'yaw'"):
+        huber_from_rows(x, y[:, None], coef, intercept, 1.0, max_iter=1, names=["yaw"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        b, b0, alphas = huber_from_rows(x, y[:, None], coef, intercept, 1.0, names=["yaw"])
+    assert _cos(b[:, 0], a) > 0.99 and alphas[0] == 1.0
 
 
 def test_huber_loss_rejects_what_it_cannot_do():

@@ -72,6 +72,15 @@ def test_cli_pca_on_tiny_generator_writes_every_output(tiny_pkl, tmp_path):
     assert LatentBank.open(out / "bank").meta["count"] == 150
 
 
+def test_cli_linear_huber_loss_reaches_the_estimator(tiny_pkl, tmp_path):
+    out = tmp_path / "huber"
+    result = _run(["find-directions", str(tiny_pkl), "--method", "linear", "--samples", "150", "--outdir", str(out),
+                   "--no-umap", "--loss", "huber", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["args"]["method_kwargs"] == {"loss": "huber"}
+    assert json.loads((out / "report.json").read_text())["params"]["loss"] == "huber"
+
+
 def test_cli_linear_on_tiny_generator_and_edit_round_trip(tiny_pkl, tmp_path):
     out = tmp_path / "lin"
     result = _run(["find-directions", str(tiny_pkl), "--method", "linear", "--samples", "150", "--outdir", str(out),

@@ -259,6 +259,18 @@ def test_cli_atom_scope_reaches_the_estimator(tiny_run, tmp_path):
     assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
+def test_cli_loss_reaches_the_estimator(tiny_run, tmp_path):
+    pkl, dec_path, _ = tiny_run
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
+                   "--samples", "80", "--outdir", str(tmp_path / "sq"), "--no-umap", "--effect-samples", "2",
+                   "--grid-steps", "3", "--loss", "squared"])
+    assert result.exit_code == 0, result.output
+    config = __import__("json").loads((tmp_path / "sq" / "config.json").read_text())
+    assert config["args"]["method_kwargs"] == {"global_loss": "squared"}
+    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--loss", "huber", "--outdir", str(tmp_path / "p")])
+    assert wrong.exit_code != 0 and "linear and 3d-coupled only" in wrong.output
+
+
 def test_cli_3d_coupled_without_a_decomposer_says_how_to_train_one(tiny_run, tmp_path):
     pkl, _, _ = tiny_run
     result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
