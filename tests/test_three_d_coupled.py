@@ -242,32 +242,33 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
     assert local and all(abs(sum(d["footprint_part_shares"].values()) - 1) < 1e-5 for d in local)
 
 
-def test_cli_atom_scope_reaches_the_estimator(tiny_run, tmp_path):
+def _find_3d(tiny_run, out, *options) -> dict:
+    """find-directions --method 3d-coupled on the tiny run with extra options; returns its config.json."""
     pkl, dec_path, _ = tiny_run
     result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
-                   "--samples", "80", "--outdir", str(tmp_path / "parts"), "--no-umap", "--effect-samples", "2",
-                   "--grid-steps", "3", "--atom-scope", "parts"])
+                   "--samples", "80", "--outdir", str(out), "--no-umap", "--effect-samples", "2",
+                   "--grid-steps", "3", *options])
     assert result.exit_code == 0, result.output
-    config = __import__("json").loads((tmp_path / "parts" / "config.json").read_text())
+    return __import__("json").loads((out / "config.json").read_text())
+
+
+def test_cli_atom_scope_reaches_the_estimator(tiny_run, tmp_path):
+    config = _find_3d(tiny_run, tmp_path / "parts", "--atom-scope", "parts")
     assert config["args"]["method_kwargs"] == {"atom_scope": "parts"}
     ds = DirectionSet.load(tmp_path / "parts" / "directions")
     kinds = ds.info["kinds"]
     # part-scoped footprints: every localized direction's footprint is confined to the part it is named after
     assert all(ds.names[i].split("_")[1] in ds.info["part_names"] for i, k in enumerate(kinds) if k != "global")
-    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--atom-scope", "parts", "--outdir",
+    wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--atom-scope", "parts", "--outdir",
                   str(tmp_path / "pca")])
     assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
 def test_cli_loss_reaches_the_estimator(tiny_run, tmp_path):
-    pkl, dec_path, _ = tiny_run
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
-                   "--samples", "80", "--outdir", str(tmp_path / "sq"), "--no-umap", "--effect-samples", "2",
-                   "--grid-steps", "3", "--loss", "squared"])
-    assert result.exit_code == 0, result.output
-    config = __import__("json").loads((tmp_path / "sq" / "config.json").read_text())
+    config = _find_3d(tiny_run, tmp_path / "sq", "--loss", "squared")
     assert config["args"]["method_kwargs"] == {"global_loss": "squared"}
-    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--loss", "huber", "--outdir", str(tmp_path / "p")])
+    wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--loss", "huber", "--outdir",
+                  str(tmp_path / "p")])
     assert wrong.exit_code != 0 and "linear and 3d-coupled only" in wrong.output
 
 
