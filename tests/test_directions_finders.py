@@ -387,7 +387,7 @@ def test_huber_loss_rejects_what_it_cannot_do():
         LinearDirections(method="ridge", loss="huber", top_bottom_percent=10).fit(w, y)
     with pytest.raises(ValueError, match="loss must be one of"):
         LinearDirections(method="ridge", loss="l1").fit(w, y)
-    for bad in (0.9, None, "1.35"):
+    for bad in (0.9, None, "1.35", True, float("nan")):
         with pytest.raises(ValueError, match="epsilon must be a number >= 1"):
             LinearDirections(method="ridge", loss="huber", epsilon=bad).fit(w, y)
 

@@ -67,12 +67,12 @@ class LinearDirections(DirectionFinder):
         grows with the label's noise (a labeler's labels, not a ground truth). The chosen penalties are `alpha_`.
     loss : {'squared', 'huber'}
         Loss of the ridge fits. 'squared' is ridge regression solved from the streamed moments. 'huber' refits
-        each label with the Huber loss (sklearn `HuberRegressor`, `_robust.huber_from_rows`) from the ridge
-        solution, on the training rows (at most `max_samples`, held in memory as float64), with the ridge
-        penalty converted to the Huber scale: for labels with heavy-tailed errors (a labeler's mis-read
-        minority), which least squares lets pull the direction. With `alpha='auto'` the penalty is chosen again
-        by GCV on the Huber fit's weights (`alpha_`). `scores_` is then the Huber fit's held-out R^2 (same
-        split). Not with `top_bottom_percent`.
+        each label with the Huber loss from the ridge solution (`_robust.huber_from_rows`: the scale estimated
+        jointly, the penalty inside it, so that residuals within `epsilon` scales give exactly ridge), on the
+        training rows (at most `max_samples`, held in memory as float64): for labels with heavy-tailed errors (a
+        labeler's mis-read minority), which least squares lets pull the direction. With `alpha='auto'` the
+        penalty is chosen again by GCV on the Huber fit's weights (`alpha_`). `scores_` is then the Huber fit's
+        held-out R^2 (same split). Not with `top_bottom_percent`.
     epsilon : float
         Huber threshold in scales (>= 1; 1.35 is the usual choice, 95% efficiency on Gaussian errors).
     C : float
@@ -190,7 +190,8 @@ class LinearDirections(DirectionFinder):
             raise ValueError(f"alpha must be a number >= 0 or 'auto', got {self.alpha!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        if not (isinstance(self.epsilon, (int, float, np.integer, np.floating)) and self.epsilon >= 1):
+        if isinstance(self.epsilon, bool) or not (
+                isinstance(self.epsilon, (int, float, np.integer, np.floating)) and self.epsilon >= 1):
             raise ValueError(f"epsilon must be a number >= 1 (the Huber threshold in scales), got {self.epsilon!r}")
         if self.loss == "huber" and p is not None:
             raise ValueError("loss='huber' refits the continuous ridge fit; it does not apply with top_bottom_percent")
