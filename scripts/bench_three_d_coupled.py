@@ -84,6 +84,8 @@ def main() -> None:
                    help="atoms over the whole map, n-atoms per part inside each part mask, or both (parts on the "
                         "whole-map atoms' residual)")
     p.add_argument("--part-core", type=float, default=0.5, help="--atom-scope parts: mean-mask threshold of a part")
+    p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
+                   help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -115,7 +117,7 @@ def main() -> None:
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
-    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope,
+    est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES))
     t_fit = time.perf_counter() - t1
