@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import LatentError
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary, sparse_codes
-from .linear import LinearDirections, _seed
+from .linear import _LOSSES, LinearDirections, _seed
 from .sparse import SparseDirections
 
 __all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
@@ -147,7 +147,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         the truth there (BENCHMARKS.md, issue 11, eleventh session).
     global_loss : {'huber', 'squared'}
         Loss of the global regression (`LinearDirections(loss=...)`). 'huber' (default) refits the ridge with the
-        Huber loss at the same penalty: the decomposer reads most faces closely and a minority badly, and least
+        Huber loss (with `ridge_alpha='auto'` its penalty is chosen again by GCV on the Huber fit's weights, else
+        the given one is kept): the decomposer reads most faces closely and a minority badly, and least
         squares lets that minority pull the directions (on the synthetic checkpoint 'huber' moves yaw from 0.940 /
         0.951 to 0.961 / 0.968 and light azimuth from 0.873 / 0.883 to 0.902 / 0.915 |cos| to the truth, seeds
         0 / 1; BENCHMARKS.md, issue 11, twelfth session). 'squared': plain ridge from the streamed moments.
@@ -262,8 +263,8 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"code_regression must be one of {_REGRESSIONS}, got {self.code_regression!r}")
         if not 0 < float(self.part_core) <= 1:
             raise ValueError(f"part_core must be in (0, 1], got {self.part_core}")
-        if self.global_loss not in ("huber", "squared"):
-            raise ValueError(f"global_loss must be 'huber' or 'squared', got {self.global_loss!r}")
+        if self.global_loss not in _LOSSES:
+            raise ValueError(f"global_loss must be one of {_LOSSES}, got {self.global_loss!r}")
         if self.atom_scope not in ("map", "parts", "map+parts"):
             raise ValueError(f"atom_scope must be 'map', 'parts' or 'map+parts', got {self.atom_scope!r}")
         if int(self.n_atoms) < 1:
