@@ -79,11 +79,13 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=20000)
     p.add_argument("--decomposer", default="synthetic", help="'synthetic', a checkpoint path, or 'oracle'")
     p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
-    p.add_argument("--n-atoms", type=int, default=8)
-    p.add_argument("--atom-scope", choices=["map", "parts", "map+parts"], default="map",
+    p.add_argument("--n-atoms", type=int, default=6, help="atoms per map (per part with --atom-scope parts)")
+    p.add_argument("--code-alpha", type=float, default=0.03, help="sparsity of the atoms' codes (0.1: the default "
+                   "before the thirteenth session, with --atom-scope map)")
+    p.add_argument("--atom-scope", choices=["map", "parts", "map+parts"], default="parts",
                    help="atoms over the whole map, n-atoms per part inside each part mask, or both (parts on the "
                         "whole-map atoms' residual)")
-    p.add_argument("--part-core", type=float, default=0.5, help="--atom-scope parts: mean-mask threshold of a part")
+    p.add_argument("--part-core", type=float, default=0.2, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
                    help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
     p.add_argument("--probe", type=int, default=32)
@@ -118,7 +120,7 @@ def main() -> None:
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
-                                  part_core=args.part_core, random_state=args.seed).fit(
+                                  part_core=args.part_core, code_alpha=args.code_alpha, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES))
     t_fit = time.perf_counter() - t1
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, fit {t_fit:.1f} s; "

@@ -227,8 +227,8 @@ def _progress(ctx: click.Context) -> bool | None:
               help="3d-coupled: 'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D "
                    "checkpoint (train one with `stylegan-disentangle train-decomposer PKL --steps N --outdir DIR`).")
 @click.option("--atom-scope", type=click.Choice(["map", "parts", "map+parts"]), default=None,
-              help="3d-coupled: depth / albedo atoms over the whole map (default), inside each face part, or both "
-                   "(part atoms on what the whole-map ones leave).")
+              help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
+                   "both (part atoms on what the whole-map ones leave).")
 @click.option("--loss", type=click.Choice(["squared", "huber"]), default=None,
               help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for linear, "
                    "huber for 3d-coupled's global directions). huber resists labels that a labeler misreads on a "

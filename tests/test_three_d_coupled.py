@@ -61,7 +61,8 @@ def _best_abs_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def fitted():
     w, labels, m, g, atoms_true = planted()
-    est = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, random_state=0).fit(w, labels, part_masks=_part_masks())
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
+        w, labels, part_masks=_part_masks())
     return est, w, labels, m, g, atoms_true
 
 
@@ -126,10 +127,10 @@ def test_scores_transform_predict_and_direction_set(fitted, tmp_path):
 def test_ridge_code_regression_and_sparse_pca_atoms_also_recover_directions():
     w, labels, m, _, atoms_true = planted(n=2000, seed=1)
     labels = {k: labels[k] for k in ("yaw", "depth")}
-    est = ThreeDCoupledDirections(n_atoms=2, code_regression="ridge", random_state=0).fit(w, labels)
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_regression="ridge", random_state=0).fit(w, labels)
     local = [k for k, kind in enumerate(est.kinds_) if kind == "depth"]
     assert _best_abs_cos(est.directions_[local], m[:2]).min() >= 0.99
-    est = ThreeDCoupledDirections(n_atoms=2, atom_method="sparse_pca", code_alpha=0.5, random_state=0)
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", atom_method="sparse_pca", code_alpha=0.5, random_state=0)
     est.fit(w, labels)
     assert _best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.98
 
@@ -299,13 +300,13 @@ def test_atoms_learned_on_a_subset_then_coded_on_every_row():
     """dict_samples: atoms from 600 of the 3000 rows still recover the planted atoms and directions, every row gets
     a code (the regression sees all rows), and dict_samples=None learns on all rows (a different fit)."""
     w, labels, m, _, atoms_true = planted()
-    sub = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, dict_samples=600, random_state=0)
+    sub = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, dict_samples=600, random_state=0)
     sub.fit(w, labels, part_masks=_part_masks())
     assert _best_abs_cos(sub.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
     assert _best_abs_cos(sub.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
     local = [k for k, kind in enumerate(sub.kinds_) if kind != "global"]
     assert _best_abs_cos(sub.directions_[local], m).min() >= 0.99
-    full = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, dict_samples=None, random_state=0)
+    full = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, dict_samples=None, random_state=0)
     full.fit(w, labels, part_masks=_part_masks())
     assert not np.array_equal(full.atoms_["depth"], sub.atoms_["depth"])
     with pytest.raises(ValueError, match="dict_samples"):
@@ -335,7 +336,60 @@ def test_part_scoped_atoms_stay_inside_their_part_and_recover_the_directions():
     both.fit(w, labels, part_masks=masks)
     local = [k for k, kind in enumerate(both.kinds_) if kind != "global"]
     assert _best_abs_cos(both.directions_[local], m).min() >= 0.99
-    whole = ThreeDCoupledDirections(n_atoms=2, code_alpha=0.05, random_state=0).fit(w, labels, part_masks=masks)
+    whole = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0)
+    whole.fit(w, labels, part_masks=masks)
     for key in ("depth", "albedo"):  # the first atoms are the whole-map fit's, the part atoms come after them
         np.testing.assert_array_equal(both.atoms_[key][:2], whole.atoms_[key])
         assert both.atoms_[key].shape[0] > 2
+
+
+def _two_scale_problem(n: int = 3000, seed: int = 1):
+    """A big pattern over the mouth rows and a faint blob in the nose rows (1/100 of its amplitude), each driven by
+    its own sparse code and W direction."""
+    rng = np.random.default_rng(seed)
+    codes = rng.laplace(size=(n, 2)) * (rng.random((n, 2)) < 0.3)
+    q, _ = np.linalg.qr(rng.normal(size=(W_DIM, W_DIM)))
+    w = codes @ q[:2] + 0.3 * rng.normal(size=(n, W_DIM))
+    yy = np.mgrid[0:R, 0:R][0]
+    big = (yy >= 11).astype(np.float64)
+    depth = 1.0 + 0.01 * (codes[:, :1, None] * big + 0.01 * codes[:, 1:, None] * _blob(9, 8, radius=1.0))
+    return w.astype(np.float32), {"depth": depth.astype(np.float32)}, q[:2]
+
+
+def test_a_faint_small_part_gets_a_direction_of_its_own():
+    """atom_scope='parts' scales each part to unit RMS before learning its atoms: on the map's common scale the
+    faint nose blob's codes would fall under the L1 threshold and the nose would get no direction."""
+    w, labels, m = _two_scale_problem()
+    est = ThreeDCoupledDirections(n_atoms=1, random_state=0).fit(w, labels, part_masks=_part_masks())
+    assert est.atom_scope == "parts"
+    nose = [k for k, name in enumerate(est.names_) if name.startswith("depth_nose")]
+    mouth = [k for k, name in enumerate(est.names_) if name.startswith("depth_mouth")]
+    assert len(nose) == 1 and len(mouth) == 1, est.names_
+    assert abs(float(est.directions_[nose[0]] @ m[1])) >= 0.99
+    assert abs(float(est.directions_[mouth[0]] @ m[0])) >= 0.99
+    # one dictionary over the whole map (the same code penalty) finds the mouth pattern and no nose direction
+    whole = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(w, labels,
+                                                                                  part_masks=_part_masks())
+    assert not any(name.startswith("depth_nose") for name in whole.names_), whole.names_
+
+
+def test_a_part_atom_is_named_after_its_part_even_where_a_wider_part_overlaps_it():
+    """With overlapping part masks a part atom's footprint may hold more of another part's mass (here: the whole
+    face's 'skin' covers the nose too); it is still named after the part it was learned in."""
+    w, labels, m = _two_scale_problem()
+    masks = _part_masks()
+    masks = {"skin": np.full((R, R), 0.7, np.float32), "nose": 0.3 * masks["nose"], "mouth": 0.3 * masks["mouth"]}
+    est = ThreeDCoupledDirections(n_atoms=1, random_state=0).fit(w, labels, part_masks=masks)
+    k = next(k for k, name in enumerate(est.names_) if name.startswith("depth_nose"))
+    assert footprint_name(est.footprints_[k], list(masks), np.stack(list(masks.values())))[0].startswith("skin")
+    assert abs(float(est.directions_[k] @ m[1])) >= 0.99
+
+
+def test_a_capped_footprint_sheet_takes_every_part_before_a_second_atom_of_any():
+    from stylegan_disentangle.analysis.find_directions import _round_robin
+
+    names = ["depth_skin", "depth_skin_2", "depth_skin_3", "depth_eyes_left", "depth_eyes_left_2", "albedo_nose",
+             "albedo_nose_2", "albedo_hair_right"]
+    order = [names[i] for i in _round_robin(list(range(len(names))), names)]
+    assert order[:4] == ["depth_skin", "depth_eyes_left", "albedo_nose", "albedo_hair_right"]
+    assert order[4:] == ["depth_skin_2", "depth_eyes_left_2", "albedo_nose_2", "depth_skin_3"]

@@ -343,13 +343,24 @@ def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_
     return files
 
 
+def _round_robin(items: list[int], names: list[str]) -> list[int]:
+    """`items` reordered so that each name group ('albedo_nose', 'albedo_nose_2', ... share one) comes up once
+    before any comes up twice: a capped sheet then shows every part of every map (its strongest atom first)."""
+    groups: dict[str, list[int]] = {}
+    for item, name in zip(items, names):
+        head, _, tail = name.rpartition("_")
+        groups.setdefault(head if head and tail.isdigit() else name, []).append(item)
+    queues = list(groups.values())
+    return [q[r] for r in range(max(map(len, queues), default=0)) for q in queues if r < len(q)]
+
+
 def _footprint_sheet(G, base, ds, sigmas, outdir, noise_mode, max_rows) -> Path:
     """footprint_sheet.png: the localized directions (those with a non-zero footprint), footprint then edit strip."""
     fp = ds.extras["footprint"]
     local = [i for i in range(len(ds)) if np.abs(fp[i]).max() > 0]
     if not local:
         local = list(range(len(ds)))
-    local = local[: max(int(max_rows), 1) * 2]
+    local = _round_robin(local, [ds.names[i] for i in local])[: max(int(max_rows), 1) * 2]
     strips = []
     for i in local:
         _, img = edit(G, base, ds, ds.names[i], sigmas, step_unit="sigma", return_images=True, noise_mode=noise_mode)

@@ -19,9 +19,16 @@ from sklearn.utils.extmath import randomized_svd
 
 __all__ = ["learn_dictionary", "sparse_codes"]
 
+# Inside the alternating sweeps the codes are solved loosely (warm-started FISTA to this relative change), and
+# tightly once the atoms are learned: the atoms move at every sweep, so codes exact to 1e-7 for atoms that will
+# change again cost about 4x the time for the same objective (to 1e-4 relative on a part of the synthetic world's
+# albedo maps).
+_SWEEP_TOL = 1e-4
+
 
 def _soft(x: np.ndarray, t: float) -> np.ndarray:
-    return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
+    """Soft threshold sign(x) max(|x| - t, 0), written as x - clip(x, -t, t): the same values in two passes."""
+    return x - np.clip(x, -t, t)
 
 
 def sparse_codes(
@@ -37,10 +44,16 @@ def sparse_codes(
     c = np.zeros_like(ya) if init is None else init.astype(ya.dtype, copy=True)
     z, t = c.copy(), 1.0
     for _ in range(n_iter):
-        c_new = _soft(z - step * (z @ gram - ya), alpha * step)
+        grad = z @ gram
+        grad -= ya
+        grad *= step
+        c_new = _soft(z - grad, alpha * step)
         t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        z = c_new + ((t - 1) / t_new) * (c_new - c)
-        change = np.linalg.norm(c_new - c) / max(np.linalg.norm(c_new), 1e-12)
+        diff = c_new - c
+        change = np.linalg.norm(diff) / max(np.linalg.norm(c_new), 1e-12)
+        diff *= (t - 1) / t_new
+        z = diff
+        z += c_new
         c, t = c_new, t_new
         if change < tol:
             break
@@ -78,7 +91,7 @@ def learn_dictionary(
     previous = np.inf
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 (returned)
-        codes = sparse_codes(y, atoms, alpha, init=codes)
+        codes = sparse_codes(y, atoms, alpha, init=codes, tol=_SWEEP_TOL)
         ctc = codes.T @ codes
         cty = (codes.T.astype(y.dtype) @ y).astype(np.float64)
         atoms = _update_atoms(atoms, ctc, cty)

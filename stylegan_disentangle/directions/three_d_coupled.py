@@ -11,10 +11,14 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   (`_dictionary.learn_dictionary`: `min 1/2 ||Y - C A||^2 + code_alpha |C|_1`, unit atoms) into atoms A (spatial
   patterns) and sparse codes C; then sparse regression `code_k ~ w` (`SparseDirections(method='lasso')`, or ridge)
   gives one direction per atom, and the atom's magnitude map (`|A_k|`, channels combined) is its **footprint**.
-- **naming**: a localized direction is called `<map>_<part>` after the part that holds most of its footprint mass,
-  by the generator's part masks when the caller has them (the synthetic world does), else by a fixed template of
-  regions of the canonical (frontal, centred) face (`canonical_regions`); `_left` / `_right` (image sides) is added
-  when over `side_fraction` of the mass lies on one side; repeated names get `_2`, `_3`, ...
+  By default (`atom_scope='parts'`) the atoms are learned inside each face part separately, on that part's pixels
+  scaled to unit RMS, so the nose, eyes, mouth and brows get atoms of their own instead of being mixed into the
+  skin's (`atom_scope='map'`: one dictionary over the whole map, the paper's form).
+- **naming**: a localized direction is called `<map>_<part>`: after the part its atom was learned in, or (whole-map
+  atoms) after the part that holds most of its footprint mass; the parts are the generator's part masks when the
+  caller has them (the synthetic world does), else a fixed template of regions of the canonical (frontal, centred)
+  face (`canonical_regions`); `_left` / `_right` (image sides) is added when over `side_fraction` of the mass lies
+  on one side; repeated names get `_2`, `_3`, ...
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -96,15 +100,23 @@ def footprint_name(footprint: np.ndarray, part_names: Sequence[str], part_masks:
     if total <= 0:
         return "none", np.zeros(len(part_names))
     shares = np.einsum("hw,phw->p", fp, masks) / total
-    name = str(part_names[int(np.argmax(shares))])
+    return str(part_names[int(np.argmax(shares))]) + side_suffix(fp, side_fraction), shares
+
+
+def side_suffix(footprint: np.ndarray, side_fraction: float = 0.7) -> str:
+    """'_left' / '_right' when more than `side_fraction` of a footprint's mass lies in that image half, else ''."""
+    fp = np.abs(np.asarray(footprint, dtype=np.float64))
+    total = fp.sum()
+    if total <= 0:
+        return ""
     r = fp.shape[1]
     col = (np.arange(r) + 0.5) / r * 2 - 1
     left = float(fp[:, col < 0].sum() + 0.5 * fp[:, col == 0].sum()) / total
     if left > side_fraction:
-        name += "_left"
-    elif 1 - left > side_fraction:
-        name += "_right"
-    return name, shares
+        return "_left"
+    if 1 - left > side_fraction:
+        return "_right"
+    return ""
 
 
 class ThreeDCoupledDirections(DirectionFinder):
@@ -118,20 +130,25 @@ class ThreeDCoupledDirections(DirectionFinder):
     map_labels : sequence of str
         Map labels decomposed into atoms (`[N, R, R]` or `[N, C, R, R]`), in this order; missing ones are skipped.
     n_atoms : int
-        Atoms per map (per part with `atom_scope='parts'`).
-    atom_scope : {'map', 'parts', 'map+parts'}
-        Learn the atoms over the whole map (footprints wherever the data puts them; named afterwards by the part
-        holding most of their mass), separately inside each part mask (`n_atoms` per part, footprints confined to
-        the part: small parts such as the nose or the brows get atoms of their own instead of being mixed into the
-        skin's), or both: whole-map atoms, then part atoms on what they leave unexplained (so a part's atoms are not
-        spent on variation the whole face shares, such as skin tone). See BENCHMARKS.md, issue 11.
+        Atoms per part (`atom_scope='parts'`) or per map (`'map'`; `'map+parts'`: that many of each).
+    atom_scope : {'parts', 'map', 'map+parts'}
+        Learn the atoms separately inside each part (default: `n_atoms` per part, footprints confined to the
+        part, each part's pixels scaled to unit RMS first, so that small parts such as the nose or the brows get
+        atoms of their own instead of being mixed into the skin's), over the whole map (footprints wherever the data
+        puts them; named afterwards by the part holding most of their mass), or both: whole-map atoms, then part
+        atoms on what they leave unexplained. On the synthetic world's exact decomposition, 'parts' puts the true
+        direction of every identity / expression factor within the span of its part's directions at projection
+        norm >= 0.93 (the whole map: 0 for the nose, eyes, mouth and brows); BENCHMARKS.md, issue 11.
     skip_parts : sequence of str
         Parts that get no atoms with `atom_scope='parts'` (default: the background).
     part_core : float
-        With `atom_scope='parts'`, a pixel belongs to a part where the part's (mean) mask is at least this value;
-        lower values widen the parts (and let neighbouring parts overlap).
+        With `atom_scope='parts'`, a pixel belongs to a part where the part's (mean) mask is at least this value.
+        The default 0.2 takes in the pixels a part covers on a fair share of faces (on the mean mask a part that
+        moves from face to face is faint: the synthetic world's brows reach 0.5 on 2 pixels of 32x32, 0.2 on 14),
+        and lets neighbouring parts overlap.
     code_alpha : float
-        Sparsity of the codes (`learn_dictionary`'s alpha on maps scaled to unit RMS per sample) or of the atoms
+        Sparsity of the codes (`learn_dictionary`'s alpha on maps, or parts, scaled to unit RMS per sample; 0.1 was
+        the default before the part scope was, and suits `atom_scope='map'` a little better) or of the atoms
         (`atom_method='sparse_pca'`).
     atom_method : {'dictionary', 'sparse_pca'}
         Sparse codes on free atoms (the paper's sparse representation), or sparse atoms (SparsePCA).
@@ -155,7 +172,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     epsilon : float
         Huber threshold in scales (`global_loss='huber'`).
     dict_max_iter : int
-        Iteration limit of the dictionary learning.
+        Iteration limit of the dictionary learning (alternating sweeps). The objective still falls slowly after
+        30 (a few per cent by 100), but the directions' spans move by 0.02 at most, at a third of the time.
     max_samples : int
         Rows used for the code regression (the global ridge streams over all rows; its Huber refit uses at most
         100k of the training rows, `LinearDirections`' default).
@@ -203,11 +221,11 @@ class ThreeDCoupledDirections(DirectionFinder):
         self,
         global_labels: Sequence[str] | None = None,
         map_labels: Sequence[str] = ("depth", "albedo"),
-        n_atoms: int = 8,
-        atom_scope: str = "map",
+        n_atoms: int = 6,
+        atom_scope: str = "parts",
         skip_parts: Sequence[str] = ("background",),
-        part_core: float = 0.5,
-        code_alpha: float = 0.1,
+        part_core: float = 0.2,
+        code_alpha: float = 0.03,
         atom_method: str = "dictionary",
         code_regression: str = "lasso",
         alpha: float = 1e-3,
@@ -400,25 +418,35 @@ class ThreeDCoupledDirections(DirectionFinder):
         return np.asarray(model.components_, dtype=np.float64), codes
 
     def _part_atoms(self, y, learn, shape, p_names, p_masks):
-        """`atom_scope='parts'`: `n_atoms` atoms per part, each learned on the pixels of that part only (the part's
-        core: mean mask >= `part_core` at the map's resolution), so every footprint lies inside the part it is named
-        after.
-        Returns (atoms `[K, L]`, codes `[n, K]`), or (None, None) when no part has pixels."""
+        """`atom_scope='parts'`: `n_atoms` atoms per part, each learned on the pixels of that part only (mean mask
+        >= `part_core` at the map's resolution), so every footprint lies inside the part it is named after.
+
+        Each part's pixels are scaled to unit RMS per sample before its atoms are learned, so `code_alpha` binds
+        the same way in a 12-pixel nose as in the whole skin (on the map's common scale the small parts' codes fall
+        under the L1 threshold and vanish); the codes are scaled back, so `codes @ atoms` stays in the map's units.
+        Returns (atoms `[K, L]`, codes `[n, K]`, the part of each atom), or (None, None, []) when no part has pixels.
+        """
         masks = _resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= float(self.part_core)
         channels = int(np.prod(shape[:-2], dtype=np.int64))
-        all_atoms, all_codes = [], []
+        all_atoms, all_codes, parts = [], [], []
         for name, mask in zip(p_names, masks):
             if name in self.skip_parts or mask.sum() < 2:
                 continue
             cols = np.flatnonzero(np.tile(mask.reshape(-1), channels))
-            atoms, codes = self._atoms(np.ascontiguousarray(y[:, cols]), learn, int(self.n_atoms))
+            block = np.ascontiguousarray(y[:, cols])
+            rms = float(np.sqrt(np.mean(np.einsum("ij,ij->i", block[learn], block[learn], dtype=np.float64))))
+            if not rms > 0:
+                continue
+            block /= rms
+            atoms, codes = self._atoms(block, learn, int(self.n_atoms))
             full = np.zeros((atoms.shape[0], y.shape[1]))
             full[:, cols] = atoms
             all_atoms.append(full)
-            all_codes.append(codes)
+            all_codes.append(codes * rms)
+            parts += [str(name)] * atoms.shape[0]
         if not all_atoms:
-            return None, None
-        return np.concatenate(all_atoms), np.concatenate(all_codes, axis=1)
+            return None, None, []
+        return np.concatenate(all_atoms), np.concatenate(all_codes, axis=1), parts
 
     def _fit_map(self, w, rows, key, maps, resolution, p_names, p_masks, dropped):
         """Atoms of one map label, their codes' regression on w, footprints and names (None if nothing is left)."""
@@ -435,17 +463,19 @@ class ThreeDCoupledDirections(DirectionFinder):
             return None
         y /= scale
         if self.atom_scope == "parts":
-            atoms, codes = self._part_atoms(y, learn, shape, p_names, p_masks)
+            atoms, codes, atom_parts = self._part_atoms(y, learn, shape, p_names, p_masks)
             if atoms is None:
                 dropped.append(key)
                 return None
         else:
             atoms, codes = self._atoms(y, learn, int(self.n_atoms))
+            atom_parts = [None] * atoms.shape[0]  # named afterwards by where their footprint lies
             if self.atom_scope == "map+parts":
                 residual = y - (codes @ atoms).astype(y.dtype)
-                p_atoms, p_codes = self._part_atoms(residual, learn, shape, p_names, p_masks)
+                p_atoms, p_codes, p_parts = self._part_atoms(residual, learn, shape, p_names, p_masks)
                 if p_atoms is not None:
                     atoms, codes = np.concatenate([atoms, p_atoms]), np.concatenate([codes, p_codes], axis=1)
+                    atom_parts += p_parts
         k = atoms.shape[0]
         signed = canonical_sign(atoms)
         flip = np.where(np.sum(signed * atoms, axis=1) < 0, -1.0, 1.0)
@@ -483,8 +513,10 @@ class ThreeDCoupledDirections(DirectionFinder):
             mag = _resize_masks(mag.astype(np.float32), resolution).astype(np.float64)
         mag /= np.maximum(mag.reshape(idx.size, -1).max(axis=1), 1e-30)[:, None, None]
         local_names, shares = [], []
-        for fp in mag:
+        for fp, own in zip(mag, (atom_parts[i] for i in idx)):
             part, sh = footprint_name(fp, p_names, p_masks, self.side_fraction)
+            if own is not None:  # a part atom is named after the part it was learned in
+                part = own + side_suffix(fp, self.side_fraction)
             local_names.append(f"{key}_{part}")
             shares.append(sh)
         return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag.astype(np.float32),
