@@ -103,6 +103,13 @@ def test_decomposer3d_labeler_returns_scalars_and_maps(G, tmp_path):
         assert out[name].shape == (3,) and bool(((out[name] >= lo) & (out[name] <= hi)).all()), name
     assert out["depth"].shape == (3, 32, 32) and out["albedo"].shape == (3, 3, 32, 32)
     assert out["confidence"].shape == (3, 32, 32) and bool((out["confidence"] > 0).all())
+    # the scalars-only view (rendered label effects) gives the same scalars without running the map nets
+    scalars = lab.scalars_only()
+    assert scalars.decomposer is lab.decomposer and not scalars.maps
+    only = scalars(img)
+    assert set(only) == set(scalars.names) == {n for n in lab.names if out[n].ndim == 1}
+    for name, value in only.items():
+        torch.testing.assert_close(value, out[name], rtol=0, atol=0)
 
 
 def test_decompose_cli_writes_rows_numbers_and_maps(tmp_path):

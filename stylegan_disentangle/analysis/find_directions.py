@@ -275,8 +275,10 @@ def run_find_directions(
             ds = sample_names.apply(ds, rename=False)
         with timer("name_rendered"):
             rows = np.arange(min(int(effect_samples), len(bank)))
+            # only the scalar labels name directions: a decomposer can skip its map nets here
+            effect_lab = lab.scalars_only() if hasattr(lab, "scalars_only") else lab
             rendered = measure_label_effects(
-                G, bank.ws(rows), ds, lab, step=1.0, step_unit="sigma", batch_size=max(8, batch_size // 4),
+                G, bank.ws(rows), ds, effect_lab, step=1.0, step_unit="sigma", batch_size=max(8, batch_size // 4),
                 label_std=label_std, noise_mode=noise_mode, progress=progress).select_labels(list(labels))
         info = dict(ds.info)
         info["label_effects_rendered"] = {n: [[lab_, float(e)] for lab_, e in top]

@@ -138,7 +138,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         puts them; named afterwards by the part holding most of their mass), or both: whole-map atoms, then part
         atoms on what they leave unexplained. On the synthetic world's exact decomposition, 'parts' puts the true
         direction of every identity / expression factor within the span of its part's directions at projection
-        norm >= 0.93 (the whole map: 0 for the nose, eyes, mouth and brows); BENCHMARKS.md, issue 11.
+        norm >= 0.92 on two seeds (the whole map: 0 for the nose, eyes, mouth and brows); BENCHMARKS.md, issue 11.
     skip_parts : sequence of str
         Parts that get no atoms with `atom_scope='parts'` (default: the background).
     part_core : float

@@ -138,6 +138,11 @@ class DecomposerLabeler:
                 chunks[k].append(values[k].float().cpu().contiguous())
         return {k: torch.cat(v) for k, v in chunks.items()}
 
+    def scalars_only(self) -> DecomposerLabeler:
+        """The same decomposer labelling only the scalars (view and light): netD, netA and netC do not run, which
+        is most of a decomposition's cost (for rendered label effects, where the maps are not wanted)."""
+        return DecomposerLabeler(self.decomposer, batch_size=self.batch_size, maps=False, confidence=False)
+
     def __repr__(self) -> str:
         return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps})"
 
