@@ -100,10 +100,10 @@ def footprint_name(footprint: np.ndarray, part_names: Sequence[str], part_masks:
     if total <= 0:
         return "none", np.zeros(len(part_names))
     shares = np.einsum("hw,phw->p", fp, masks) / total
-    return str(part_names[int(np.argmax(shares))]) + side_suffix(fp, side_fraction), shares
+    return str(part_names[int(np.argmax(shares))]) + _side_suffix(fp, side_fraction), shares
 
 
-def side_suffix(footprint: np.ndarray, side_fraction: float = 0.7) -> str:
+def _side_suffix(footprint: np.ndarray, side_fraction: float = 0.7) -> str:
     """'_left' / '_right' when more than `side_fraction` of a footprint's mass lies in that image half, else ''."""
     fp = np.abs(np.asarray(footprint, dtype=np.float64))
     total = fp.sum()
@@ -147,8 +147,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         moves from face to face is faint: the synthetic world's brows reach 0.5 on 2 pixels of 32x32, 0.2 on 14),
         and lets neighbouring parts overlap.
     code_alpha : float
-        Sparsity of the codes (`learn_dictionary`'s alpha on maps, or parts, scaled to unit RMS per sample; 0.1 was
-        the default before the part scope was, and suits `atom_scope='map'` a little better) or of the atoms
+        Sparsity of the codes (`learn_dictionary`'s alpha on maps, or parts, scaled to unit RMS per sample; the
+        figures of `atom_scope='map'` before the thirteenth session used 0.1) or of the atoms
         (`atom_method='sparse_pca'`).
     atom_method : {'dictionary', 'sparse_pca'}
         Sparse codes on free atoms (the paper's sparse representation), or sparse atoms (SparsePCA).
@@ -172,8 +172,7 @@ class ThreeDCoupledDirections(DirectionFinder):
     epsilon : float
         Huber threshold in scales (`global_loss='huber'`).
     dict_max_iter : int
-        Iteration limit of the dictionary learning (alternating sweeps). The objective still falls slowly after
-        30 (a few per cent by 100), but the directions' spans move by 0.02 at most, at a third of the time.
+        Iteration limit of the dictionary learning (alternating sweeps of codes and atoms).
     max_samples : int
         Rows used for the code regression (the global ridge streams over all rows; its Huber refit uses at most
         100k of the training rows, `LinearDirections`' default).
@@ -516,7 +515,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         for fp, own in zip(mag, (atom_parts[i] for i in idx)):
             part, sh = footprint_name(fp, p_names, p_masks, self.side_fraction)
             if own is not None:  # a part atom is named after the part it was learned in
-                part = own + side_suffix(fp, self.side_fraction)
+                part = own + _side_suffix(fp, self.side_fraction)
             local_names.append(f"{key}_{part}")
             shares.append(sh)
         return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag.astype(np.float32),
