@@ -47,6 +47,10 @@ def main() -> None:
     p.add_argument("--rerender-mode", choices=("random", "data"), default="random",
                    help="Re-render term's scenes: uniform random views and light over a lit wall, or the batch's "
                         "own views and light intensities permuted, with the head over a flat, unlit background.")
+    p.add_argument("--rerender-intensities", choices=("batch", "uniform"), default="batch",
+                   help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
+                        "uniform and independent over netL's range (with netL frozen: an albedo that holds under "
+                        "other light intensities).")
     p.add_argument("--light-from-rerender", action="store_true",
                    help="netL learns only from the re-render term (the photometric loss does not reach it).")
     p.add_argument("--jitter", type=float, default=0.5)
@@ -92,7 +96,7 @@ def main() -> None:
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,
                            rerender_light_xy=args.rerender_light_xy,
-                           rerender_mode=args.rerender_mode,
+                           rerender_mode=args.rerender_mode, rerender_intensities=args.rerender_intensities,
                            light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,

@@ -356,6 +356,25 @@ def test_data_rerender_uses_the_batchs_views_and_intensities_over_a_flat_unlit_b
         rerender_scene(dec, out, torch.Generator(), mode="sideways")
 
 
+def test_data_rerender_with_uniform_intensities_draws_them_like_the_random_mode():
+    """intensities='uniform': the same view permutation as the batch mode, and ambient / diffuse uniform over netL's
+    raw range (not the batch's), from the same draw that gives the light direction."""
+    dec, out = _flat_scene()
+    batch = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", light_xy_fraction=0.4)
+    uniform = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", light_xy_fraction=0.4,
+                             intensities="uniform")
+    assert torch.equal(uniform["view_raw"], batch["view_raw"])
+    gen = torch.Generator().manual_seed(3)
+    torch.randperm(out["view_raw"].shape[0], generator=gen)  # the view permutation is drawn first
+    expected = torch.rand([out["view_raw"].shape[0], 4], generator=gen) * 2 - 1
+    expected[:, 2:] *= 0.4
+    torch.testing.assert_close(uniform["light_raw"], expected, rtol=0, atol=0)
+    assert torch.equal(uniform["light_raw"][:, 2:], batch["light_raw"][:, 2:])
+    assert not torch.allclose(uniform["light_raw"][:, :2], batch["light_raw"][:, :2])
+    with pytest.raises(StyleGANDisentangleError, match="re-render intensities"):
+        rerender_scene(dec, out, torch.Generator(), mode="data", intensities="bright")
+
+
 def test_detached_light_keeps_the_photometric_gradient_off_netL(G):
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)
@@ -383,6 +402,9 @@ def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path
     with pytest.raises(StyleGANDisentangleError, match="rerender_mode"):
         train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="sideways",
                          progress=False)
+    with pytest.raises(StyleGANDisentangleError, match="rerender_intensities"):
+        train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="data",
+                         rerender_intensities="bright", progress=False)
     assert not (tmp_path / "bad" / "checkpoint.pth").exists()
 
 

@@ -17,7 +17,8 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
   light. It supervises view and light with known answers made from the model's own shapes. `rerender_mode`
   "random" (the default) draws the views uniformly (rotations within +-30 deg at the official range) and renders
   the lit wall behind the head; "data" takes the views and light intensities of other images of the batch and pastes
-  the head over a flat, unlit background, as the synthetic world's images are. `light_from_rerender` keeps the
+  the head over a flat, unlit background, as the synthetic world's images are (`rerender_intensities` "uniform":
+  the ambient and diffuse drawn uniformly instead of the batch's). `light_from_rerender` keeps the
   photometric loss away from netL, which then learns the light from the re-renders alone;
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
   rendered with random noise must decompose to the same canonical depth and albedo.
@@ -132,13 +133,15 @@ def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
 
 
 RERENDER_MODES = ("random", "data")
+RERENDER_INTENSITIES = ("batch", "uniform")
 # the canonical depth this close to the border depth counts as the background wall in the "data" re-render
 WALL_MARGIN = 0.005
 
 
 @torch.no_grad()
 def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator, mode: str = "random",
-                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5) -> dict[str, torch.Tensor]:
+                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5,
+                   intensities: str = "batch") -> dict[str, torch.Tensor]:
     """The (detached) estimate `out` of a batch rendered under a new view and light, with the answers.
 
     `mode` "random": the view uniform (rotations within `rotation_fraction` of their range), the light uniform
@@ -146,11 +149,17 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     diffuse estimated for another image of the batch (a permutation: the renders' poses and intensities follow the
     data's), and the region behind the head (canonical depth within `WALL_MARGIN` of the border depth) is pasted
     flat and unlit in the batch's corner colour, so that the light shows only on the head. In both modes the light
-    direction (dx, dy) is uniform within `light_xy_fraction` of its range. Returns `image` [N, 3, R, R] and the
-    scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw` [N, 6].
+    direction (dx, dy) is uniform within `light_xy_fraction` of its range. `intensities` "uniform" makes the "data"
+    mode draw the ambient and diffuse uniformly and independently over netL's range, as "random" does, instead of
+    taking the batch's (with a frozen netL this teaches netA an albedo that holds under other intensities).
+    Returns `image` [N, 3, R, R] and the scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw`
+    [N, 6].
     """
     if mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"re-render mode must be one of {RERENDER_MODES}, got {mode!r}")
+    if intensities not in RERENDER_INTENSITIES:
+        raise StyleGANDisentangleError(f"re-render intensities must be one of {RERENDER_INTENSITIES}, "
+                                       f"got {intensities!r}")
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     n, device = depth.shape[0], depth.device
     if mode == "data":
@@ -160,7 +169,7 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
         view_raw[:, :3] *= rotation_fraction
     light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(device)
     light_raw[:, 2:] *= light_xy_fraction
-    if mode == "data":
+    if mode == "data" and intensities == "batch":
         light_raw[:, :2] = out["light_raw"].detach()[torch.randperm(n, generator=gen).to(device), :2]
     renderer = renderer_for(dec)
     rendered = renderer.render(depth.unsqueeze(1), albedo, dec.scale_light(light_raw)["light"],
@@ -257,6 +266,7 @@ def train_decomposer(
     lam_rerender: float = 1.0,
     rerender_light_xy: float = 1.0,
     rerender_mode: str = "random",
+    rerender_intensities: str = "batch",
     light_from_rerender: bool = False,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
@@ -279,7 +289,8 @@ def train_decomposer(
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
-    batch from `G`. `rerender_mode`, `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
+    batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_light_xy` and `light_from_rerender` set the
+    re-render term's scenes
     and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
     decomposer's recipe since the ninth session, BENCHMARKS.md). `train_nets` (e.g. `["netL"]`) trains only those
     nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
@@ -295,6 +306,9 @@ def train_decomposer(
                                        "nothing would train netL")
     if rerender_mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
+    if rerender_intensities not in RERENDER_INTENSITIES:
+        raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
+                                       f"got {rerender_intensities!r}")
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     if train_nets is not None and (isinstance(train_nets, str) or not train_nets
@@ -315,6 +329,7 @@ def train_decomposer(
                   lam_rerender=lam_rerender, lam_jitter=lam_jitter,
                   **({"rerender_light_xy": rerender_light_xy} if rerender_light_xy != 1.0 else {}),
                   **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
+                  **({"rerender_intensities": rerender_intensities} if rerender_intensities != "batch" else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
@@ -385,6 +400,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     stabilize_after = config.get("stabilize_after", 0)
     rerender_light_xy = config.get("rerender_light_xy", 1.0)
     rerender_mode = config.get("rerender_mode", "random")
+    rerender_intensities = config.get("rerender_intensities", "batch")
     light_from_rerender = config.get("light_from_rerender", False)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -416,7 +432,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             total = total + lam_albedo_sparse * losses["albedo_sparse"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
-            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy)
+            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities)
             losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
