@@ -229,12 +229,15 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--atom-scope", type=click.Choice(["map", "parts", "map+parts"]), default=None,
               help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
                    "both (part atoms on what the whole-map ones leave).")
+@click.option("--n-atoms", type=click.IntRange(min=1), default=None,
+              help="3d-coupled: depth / albedo atoms per part (per map with --atom-scope map); default 6.")
 @click.option("--loss", type=click.Choice(["squared", "huber"]), default=None,
               help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for linear, "
                    "huber for 3d-coupled's global directions). huber resists labels that a labeler misreads on a "
                    "minority of images.")
 @click.pass_context
-def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, loss: str | None, **kwargs) -> None:
+def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
+                        **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import run_find_directions
@@ -244,6 +247,10 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, lo
         if kwargs["method"] != "3d-coupled":
             raise click.UsageError("--atom-scope applies to --method 3d-coupled only")
         method_kwargs["atom_scope"] = atom_scope
+    if n_atoms is not None:
+        if kwargs["method"] != "3d-coupled":
+            raise click.UsageError("--n-atoms applies to --method 3d-coupled only")
+        method_kwargs["n_atoms"] = n_atoms
     if loss is not None:
         if kwargs["method"] not in ("linear", "3d-coupled"):
             raise click.UsageError("--loss applies to --method linear and 3d-coupled only")

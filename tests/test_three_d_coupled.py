@@ -253,16 +253,22 @@ def _find_3d(tiny_run, out, *options) -> dict:
     return __import__("json").loads((out / "config.json").read_text())
 
 
-def test_cli_atom_scope_reaches_the_estimator(tiny_run, tmp_path):
+def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
     config = _find_3d(tiny_run, tmp_path / "parts", "--atom-scope", "parts")
     assert config["args"]["method_kwargs"] == {"atom_scope": "parts"}
     ds = DirectionSet.load(tmp_path / "parts" / "directions")
     kinds = ds.info["kinds"]
-    # part-scoped footprints: every localized direction's footprint is confined to the part it is named after
+    # part-scoped footprints: every localized direction is named after a part
     assert all(ds.names[i].split("_")[1] in ds.info["part_names"] for i, k in enumerate(kinds) if k != "global")
-    wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--atom-scope", "parts", "--outdir",
-                  str(tmp_path / "pca")])
-    assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
+    # one whole-map dictionary of 2 atoms: at most 2 localized directions per map
+    config = _find_3d(tiny_run, tmp_path / "map", "--atom-scope", "map", "--n-atoms", "2")
+    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2}
+    kinds = DirectionSet.load(tmp_path / "map" / "directions").info["kinds"]
+    assert 0 < kinds.count("depth") <= 2 and 0 < kinds.count("albedo") <= 2
+    for option in (["--atom-scope", "parts"], ["--n-atoms", "2"]):
+        wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", *option, "--outdir",
+                      str(tmp_path / "pca")])
+        assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
 def test_cli_loss_reaches_the_estimator(tiny_run, tmp_path):
