@@ -433,7 +433,7 @@ class ThreeDCoupledDirections(DirectionFinder):
                 continue
             cols = np.flatnonzero(np.tile(mask.reshape(-1), channels))
             block = np.ascontiguousarray(y[:, cols])
-            rms = float(np.sqrt(np.mean(np.einsum("ij,ij->i", block[learn], block[learn], dtype=np.float64))))
+            rms = _rms(block[learn])
             if not rms > 0:
                 continue
             block /= rms
@@ -456,7 +456,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         learn = self._dict_rows(rows.size)
         center = np.median(y[learn], axis=0).astype(np.float32)
         y -= center
-        scale = float(np.sqrt(np.mean(np.einsum("ij,ij->i", y, y, dtype=np.float64))))
+        scale = _rms(y)
         if not scale > 0:
             dropped.append(key)
             return None
@@ -560,6 +560,11 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
         raise LatentError(f"part masks must be [P, R, R] with P names; got shape {masks.shape} for {len(names)} "
                           "names")
     return names, masks
+
+
+def _rms(rows: np.ndarray) -> float:
+    """Root mean square over the rows `[n, L]` of each row's norm (the per-sample RMS the maps are scaled by)."""
+    return float(np.sqrt(np.mean(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))))
 
 
 def _unique(names: list[str]) -> list[str]:
