@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# what each notebook leaves under its working folder `notebook_out/` when it has run to the end
+OUTPUTS = {
+    "01_tour.ipynb": ["bank"],
+    "02_three_d_coupled.ipynb": ["3d_coupled/bank", "3d_coupled/footprint_sheet.png", "augmentation/labels.json"],
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -20,8 +25,10 @@ def test_notebook_runs(path, tmp_path):
     errors = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
               if out.get("output_type") == "error"]
     assert not errors
-    assert (tmp_path / "notebook_out" / "bank").is_dir()
+    for rel in OUTPUTS[path.name]:
+        assert (tmp_path / "notebook_out" / rel).exists(), rel
 
 
 def test_there_is_a_notebook():
     assert NOTEBOOKS, "notebooks/ should hold at least the tour notebook"
+    assert sorted(OUTPUTS) == [p.name for p in NOTEBOOKS], "list each notebook's outputs in OUTPUTS"
