@@ -264,6 +264,13 @@ def _net_states(size: int = 64) -> dict:
     return {name: getattr(dec, name).state_dict() for name in dec.present_nets}
 
 
+def test_a_training_folder_points_to_its_checkpoint(tmp_path):
+    _tiny(32).save(tmp_path / "checkpoint.pth")
+    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file; its training checkpoint is "
+                                              r".*checkpoint\.pth"):
+        load_unsup3d(tmp_path)
+
+
 def test_wrong_shape_names_file_key_and_expected_shape(tmp_path):
     state = _net_states()
     state["netL"]["network.10.weight"] = torch.zeros(5, 64, 1, 1)
@@ -312,7 +319,12 @@ def test_stylegan_pickle_is_refused_with_a_hint(tmp_path):
         load_unsup3d(tmp_path / "G.pkl")
 
 
-@pytest.mark.parametrize("kind", ["random", "truncated", "empty", "not_a_dict", "no_nets", "missing", "directory"])
+BROKEN_FILE_PROBLEMS = {"random": "neither a zip archive nor a pickle", "truncated": "truncated or corrupt",
+                        "empty": "empty file", "not_a_dict": "holds a list", "no_nets": "not an Unsup3D checkpoint",
+                        "missing": "no such file", "directory": "is a directory"}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_FILE_PROBLEMS))
 def test_broken_files_are_refused_naming_the_file(tmp_path, kind):
     path = tmp_path / f"{kind}.pth"
     if kind == "random":
@@ -328,5 +340,5 @@ def test_broken_files_are_refused_naming_the_file(tmp_path, kind):
         torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, path)
     elif kind == "directory":
         path.mkdir()
-    with pytest.raises(CheckpointError, match=rf"{kind}\.pth: "):
+    with pytest.raises(CheckpointError, match=rf"{kind}\.pth: .*{BROKEN_FILE_PROBLEMS[kind]}"):
         load_unsup3d(path)

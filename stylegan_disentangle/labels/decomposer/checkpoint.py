@@ -109,7 +109,7 @@ def _torch_load(path: Path) -> Any:
                 foreign = [g for g in _pickle_globals(path) if not g.startswith(_PLAIN_GLOBALS)]
                 if foreign:
                     raise CheckpointError(_refusal(path, foreign[0])) from None
-                raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+                raise _unreadable(path, exc) from None
             if not name.startswith("unsup3d.") or name in allowed:
                 raise CheckpointError(_refusal(path, name)) from None
             allowed[name] = _stand_in(name)
@@ -143,11 +143,25 @@ def _pickle_globals(path: Path, max_ops: int = 1_000_000) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The informative line of an exception message (torch's weights-only errors start with boilerplate)."""
+    """The informative line of an exception message (torch's weights-only errors wrap it in boilerplate that asks
+    the reader to file an issue with torch)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "error" in line.lower()]
-    text = (useful or lines or [""])[0]
+    specific = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    useful = [line for line in lines if "error" in line.lower() and "file an issue" not in line]
+    text = (specific or useful or lines or ["truncated or empty file"])[0]
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    """The error for a file torch cannot read: a foreign or truncated file, named by what it starts with."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return CheckpointError(f"{path}: empty file, not a torch checkpoint")
+    if not head.startswith((b"PK", b"\x80")):
+        return CheckpointError(f"{path}: not a torch checkpoint: neither a zip archive nor a pickle (it starts with "
+                               f"{head!r})")
+    return CheckpointError(f"{path}: not a readable torch checkpoint, truncated or corrupt ({_first_line(exc)})")
 
 
 def _refusal(path: Path, name: str) -> str:
@@ -165,6 +179,10 @@ def read_unsup3d_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     other than tensors / `unsup3d.*` metrics classes, or holds none of netD, netA, netL, netV, netC.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoint.pth"  # a training run's folder (train_decomposer's outdir)
+        hint = f"; its training checkpoint is {inside}" if inside.is_file() else ""
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -172,7 +190,7 @@ def read_unsup3d_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except CheckpointError:
         raise
     except Exception as exc:  # zip / storage / EOF errors from a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+        raise _unreadable(path, exc) from None
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path}: not an Unsup3D checkpoint: it holds a {type(raw).__name__}, expected a dict "
                               f"with {', '.join(NET_NAMES)} state dicts")
