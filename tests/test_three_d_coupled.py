@@ -284,6 +284,18 @@ def test_cli_3d_coupled_without_a_decomposer_says_how_to_train_one(tiny_run, tmp
     result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
     assert result.exit_code != 0
     assert "train-decomposer" in result.output and "--decomposer" in result.output
+    assert not (tmp_path / "x").exists()  # nothing is written before the decomposer is known
+
+
+def test_cli_3d_coupled_with_a_broken_decomposer_names_it_and_writes_nothing(tiny_run, tmp_path):
+    pkl, _, _ = tiny_run
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(broken), "--outdir",
+                   str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "broken.pth: not a torch checkpoint" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):

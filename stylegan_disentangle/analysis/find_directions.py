@@ -215,7 +215,6 @@ def run_find_directions(
     lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
     if method in SUPERVISED and lab is None:
         raise StyleGANDisentangleError(f"method {method!r} is supervised and needs a labeler (e.g. image_stats)")
-    outdir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     files: dict[str, str] = {}
     with timer("load"):
@@ -223,6 +222,7 @@ def run_find_directions(
         if method == "3d-coupled":
             decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
             lab = _decomposer_labeler(decomposer, next(G.parameters()).device)
+    outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
                 truncation_psi=float(truncation_psi), truncation_cutoff=truncation_cutoff, device=device,
