@@ -28,6 +28,17 @@ from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_d
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
 
+def _gain_pair(text: str | None) -> tuple[float, float] | None:
+    """'LO,HI' -> (LO, HI); the trainer checks the values."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--rerender-albedo-step must be LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pkl", default="synthetic")
@@ -51,6 +62,10 @@ def main() -> None:
                    help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
                         "uniform and independent over netL's range (with netL frozen: an albedo that holds under "
                         "other light intensities).")
+    p.add_argument("--rerender-albedo-step", default=None, metavar="LO,HI",
+                   help="Render the re-render scenes' albedo recoloured above a random hairline by a gain "
+                        "log-uniform in [LO, HI] (e.g. 0.35,1.25): a darker or lighter top of the head that is "
+                        "albedo, not light. Off by default.")
     p.add_argument("--light-from-rerender", action="store_true",
                    help="netL learns only from the re-render term (the photometric loss does not reach it).")
     p.add_argument("--jitter", type=float, default=0.5)
@@ -97,6 +112,7 @@ def main() -> None:
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,
                            rerender_light_xy=args.rerender_light_xy,
                            rerender_mode=args.rerender_mode, rerender_intensities=args.rerender_intensities,
+                           rerender_albedo_step=_gain_pair(args.rerender_albedo_step),
                            light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,

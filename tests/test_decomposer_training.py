@@ -21,7 +21,13 @@ from stylegan_disentangle.labels.decomposer.reconstruction import (
     renderer_for,
     view_degrees,
 )
-from stylegan_disentangle.labels.decomposer.trainer import draw_images, rerender_scene, train_decomposer
+from stylegan_disentangle.labels.decomposer.trainer import (
+    WALL_MARGIN,
+    draw_images,
+    recolour_above_hairline,
+    rerender_scene,
+    train_decomposer,
+)
 from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
 
 TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
@@ -375,6 +381,44 @@ def test_data_rerender_with_uniform_intensities_draws_them_like_the_random_mode(
         rerender_scene(dec, out, torch.Generator(), mode="data", intensities="bright")
 
 
+def test_recolour_above_hairline_scales_the_top_of_the_head_by_one_gain():
+    n = 400
+    albedo = torch.zeros(n, 3, 32, 32)  # reflectance 0.5 everywhere: no clipping for gains up to 2
+    head = torch.ones(n, 1, 32, 32)
+    head[:, :, :, :3] = 0  # a strip off the head
+    out = recolour_above_hairline(albedo, head, torch.Generator().manual_seed(0), (0.35, 1.25))
+    ratio = (out + 1) / (albedo + 1)
+    top = ratio[:, 0, 0, 16]  # the crown: far above any hairline (its centre is at row 7 or lower)
+    assert bool((top >= 0.35 * (1 - 1e-4)).all() and (top <= 1.25 * (1 + 1e-4)).all())
+    assert top.min() < 0.45 and top.max() > 1.15 and bool(((top - 1).abs() > 0.05).float().mean() > 0.8)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio))  # one gain for all three channels
+    assert torch.equal(out[..., :3], albedo[..., :3])  # off the head nothing changes
+    assert torch.allclose(ratio[:, :, 30:], torch.ones_like(ratio[:, :, 30:]), atol=2e-4)  # the chin: below it
+    sym = recolour_above_hairline(albedo, torch.ones(n, 1, 32, 32), torch.Generator().manual_seed(0), (0.35, 1.25))
+    torch.testing.assert_close(sym, sym.flip(-1), rtol=0, atol=1e-5)  # left-right symmetric, like the albedo
+    # the edge is a step: along the centre column the ratio goes from the gain to 1 within about three rows
+    column = ratio[:, 0, :, 16]
+    moving = ((column - 1).abs() > 0.02 * (top - 1).abs()[:, None]) & ((column - top[:, None]).abs()
+                                                                       > 0.02 * (top - 1).abs()[:, None])
+    big = (top - 1).abs() > 0.2
+    assert int(moving[big].sum(1).max()) <= 6
+
+
+def test_rerender_with_albedo_step_renders_and_returns_the_recoloured_albedo():
+    dec, out = _flat_scene()
+    scene = rerender_scene(dec, out, torch.Generator().manual_seed(3), mode="data", light_xy_fraction=0.4,
+                           albedo_step=(0.35, 1.25))
+    head = (out["canon_depth"] < dec.border_depth - WALL_MARGIN).float().unsqueeze(1)
+    expected = recolour_above_hairline(out["canon_albedo"], head, torch.Generator().manual_seed(3), (0.35, 1.25))
+    torch.testing.assert_close(scene["canon_albedo"], expected, rtol=0, atol=0)  # drawn first, from the same stream
+    assert not torch.equal(expected, out["canon_albedo"])
+    render = renderer_for(dec).render(out["canon_depth"].unsqueeze(1), expected,
+                                      dec.scale_light(scene["light_raw"])["light"],
+                                      view_degrees(dec.scale_view(scene["view_raw"])))["image"]
+    centre = (slice(None), slice(None), slice(14, 18), slice(14, 18))
+    assert torch.allclose(scene["image"][centre], render[centre], atol=1e-6)
+
+
 def test_detached_light_keeps_the_photometric_gradient_off_netL(G):
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)
@@ -405,7 +449,16 @@ def test_rerender_settings_are_stored_and_light_from_rerender_trains(G, tmp_path
     with pytest.raises(StyleGANDisentangleError, match="rerender_intensities"):
         train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY, rerender_mode="data",
                          rerender_intensities="bright", progress=False)
-    assert not (tmp_path / "bad" / "checkpoint.pth").exists()
+    for step in ((0.0, 1.0), (1.2, 0.5), (0.5, float("nan")), ("a", "b"), (0.5,)):
+        with pytest.raises(StyleGANDisentangleError, match="rerender_albedo_step"):
+            train_decomposer(G, tmp_path / "bad", steps=2, batch_size=4, decomposer_kwargs=TINY,
+                             rerender_albedo_step=step, progress=False)
+    assert not (tmp_path / "bad").exists()
+    stepped = train_decomposer(G, tmp_path / "step", steps=1, batch_size=4, decomposer_kwargs=TINY,
+                               rerender_mode="data", rerender_albedo_step=(0.35, 1.25), progress=False)
+    assert stepped.epoch == 1
+    config = json.loads((tmp_path / "step" / "train_state.json").read_text())["config"]
+    assert config["rerender_albedo_step"] == [0.35, 1.25]
 
 
 def test_train_nets_freezes_the_other_nets(G, tmp_path):

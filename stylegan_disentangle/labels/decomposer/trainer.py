@@ -18,7 +18,8 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
   "random" (the default) draws the views uniformly (rotations within +-30 deg at the official range) and renders
   the lit wall behind the head; "data" takes the views and light intensities of other images of the batch and pastes
   the head over a flat, unlit background, as the synthetic world's images are (`rerender_intensities` "uniform":
-  the ambient and diffuse drawn uniformly instead of the batch's). `light_from_rerender` keeps the
+  the ambient and diffuse drawn uniformly instead of the batch's; `rerender_albedo_step`: the rendered albedo
+  recoloured above a random hairline, see `rerender_scene`). `light_from_rerender` keeps the
   photometric loss away from netL, which then learns the light from the re-renders alone;
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
   rendered with random noise must decompose to the same canonical depth and albedo.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -139,9 +141,48 @@ WALL_MARGIN = 0.005
 
 
 @torch.no_grad()
+def recolour_above_hairline(albedo: torch.Tensor, head: torch.Tensor, gen: torch.Generator,
+                            gain_range: tuple[float, float]) -> torch.Tensor:
+    """Canonical albedo [N, 3, H, W] in [-1, 1] with its brightness (in [0, 1] units) multiplied by a random gain
+    above a random hairline, inside `head` [N, 1, H, W] (1 on the head), clipped to [0, 1].
+
+    Per image: the hairline crosses the centre column at a height drawn uniformly in 7-13 rows of 32 (scaled to H)
+    and drops toward the sides as a parabola, by up to 8 rows of 32; the gain is log-uniform in `gain_range`; the
+    edge is a logistic step 0.7 pixel wide. Left-right symmetric, as the canonical albedo is. A step, not a ramp:
+    a smooth vertical ramp is what a change of light elevation looks like (a ramp jitter, tried in the tenth
+    session, taught netL to ignore the elevation), a sharp edge is what an albedo change looks like.
+    """
+    lo, hi = gain_range
+    n, _, h, w = albedo.shape
+    dev, scale = albedo.device, h / 32
+    centre = ((torch.rand([n, 1, 1, 1], generator=gen) * 6 + 7) * scale).to(dev)
+    drop = ((torch.rand([n, 1, 1, 1], generator=gen) * 8) * scale).to(dev)
+    log_gain = torch.rand([n, 1, 1, 1], generator=gen) * (math.log(hi) - math.log(lo)) + math.log(lo)
+    gain = torch.exp(log_gain).to(dev)
+    u = torch.linspace(-1, 1, w, device=dev).view(1, 1, 1, w)
+    row = torch.arange(h, device=dev, dtype=albedo.dtype).view(1, 1, h, 1)
+    above = torch.sigmoid((centre + drop * u * u - row) / 0.7) * head
+    reflectance = (albedo + 1) / 2
+    return (reflectance * (1 - above + above * gain)).clamp(0, 1) * 2 - 1
+
+
+def _check_albedo_step(value: Sequence[float] | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise StyleGANDisentangleError(f"rerender_albedo_step must be a (low, high) gain pair, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise StyleGANDisentangleError(f"rerender_albedo_step needs finite gains 0 < low <= high, got {lo}, {hi}")
+    return lo, hi
+
+
+@torch.no_grad()
 def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator, mode: str = "random",
                    light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5,
-                   intensities: str = "batch") -> dict[str, torch.Tensor]:
+                   intensities: str = "batch",
+                   albedo_step: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """The (detached) estimate `out` of a batch rendered under a new view and light, with the answers.
 
     `mode` "random": the view uniform (rotations within `rotation_fraction` of their range), the light uniform
@@ -152,6 +193,11 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     direction (dx, dy) is uniform within `light_xy_fraction` of its range. `intensities` "uniform" makes the "data"
     mode draw the ambient and diffuse uniformly and independently over netL's range, as "random" does, instead of
     taking the batch's (with a frozen netL this teaches netA an albedo that holds under other intensities).
+    `albedo_step` (lo, hi) renders, instead of the estimated albedo, that albedo recoloured above a random hairline
+    (`recolour_above_hairline`): the scene's answer is the recoloured albedo, under a light netL must read. The
+    decomposer explains part of a dark-haired head by light from below (BENCHMARKS.md, "3D decomposer"); these
+    renders show a darker or lighter top of the head that is albedo under every light, so netL learns not to read
+    it as the light and netA learns to give it back as albedo.
     Returns `image` [N, 3, R, R] and the scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw`
     [N, 6].
     """
@@ -162,6 +208,9 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
                                        f"got {intensities!r}")
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     n, device = depth.shape[0], depth.device
+    if albedo_step is not None:
+        head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
+        albedo = recolour_above_hairline(albedo, head, gen, albedo_step)
     if mode == "data":
         view_raw = out["view_raw"].detach()[torch.randperm(n, generator=gen).to(device)]
     else:
@@ -267,6 +316,7 @@ def train_decomposer(
     rerender_light_xy: float = 1.0,
     rerender_mode: str = "random",
     rerender_intensities: str = "batch",
+    rerender_albedo_step: Sequence[float] | None = None,
     light_from_rerender: bool = False,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
@@ -289,8 +339,8 @@ def train_decomposer(
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
-    batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_light_xy` and `light_from_rerender` set the
-    re-render term's scenes
+    batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_step` (a gain range, e.g. (0.35,
+    1.25); see `rerender_scene`), `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
     and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
     decomposer's recipe since the ninth session, BENCHMARKS.md). `train_nets` (e.g. `["netL"]`) trains only those
     nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
@@ -309,6 +359,7 @@ def train_decomposer(
     if rerender_intensities not in RERENDER_INTENSITIES:
         raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
                                        f"got {rerender_intensities!r}")
+    albedo_step = _check_albedo_step(rerender_albedo_step)
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     if train_nets is not None and (isinstance(train_nets, str) or not train_nets
@@ -330,6 +381,7 @@ def train_decomposer(
                   **({"rerender_light_xy": rerender_light_xy} if rerender_light_xy != 1.0 else {}),
                   **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
                   **({"rerender_intensities": rerender_intensities} if rerender_intensities != "batch" else {}),
+                  **({"rerender_albedo_step": list(albedo_step)} if albedo_step else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
@@ -401,6 +453,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     rerender_light_xy = config.get("rerender_light_xy", 1.0)
     rerender_mode = config.get("rerender_mode", "random")
     rerender_intensities = config.get("rerender_intensities", "batch")
+    albedo_step = config.get("rerender_albedo_step")
     light_from_rerender = config.get("light_from_rerender", False)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -432,7 +485,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             total = total + lam_albedo_sparse * losses["albedo_sparse"]
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
-            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities)
+            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
+                                   albedo_step=None if albedo_step is None else tuple(albedo_step))
             losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
