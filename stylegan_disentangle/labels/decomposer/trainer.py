@@ -149,8 +149,8 @@ def recolour_above_hairline(albedo: torch.Tensor, head: torch.Tensor, gen: torch
     Per image: the hairline crosses the centre column at a height drawn uniformly in 7-13 rows of 32 (scaled to H)
     and drops toward the sides as a parabola, by up to 8 rows of 32; the gain is log-uniform in `gain_range`; the
     edge is a logistic step 0.7 pixel wide. Left-right symmetric, as the canonical albedo is. A step, not a ramp:
-    a smooth vertical ramp is what a change of light elevation looks like (a ramp jitter, tried in the tenth
-    session, taught netL to ignore the elevation), a sharp edge is what an albedo change looks like.
+    a smooth vertical ramp is what a change of light elevation looks like, a sharp edge is what an albedo change
+    looks like (the tenth session's ramp jitter left the elevation following the hair and lowered the albedo).
     """
     lo, hi = gain_range
     n, _, h, w = albedo.shape
