@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
-from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, renderer_for
+from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss, reconstruct, renderer_for
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
 from stylegan_disentangle.labels.decomposer.trainer import total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
@@ -71,8 +71,7 @@ def refine(renderer, dec, target: torch.Tensor, valid: torch.Tensor, start: dict
         a = (albedo + albedo.flip(-1)) / 2
         lit = torch.cat([light[:, :2].clamp(0, 2), light[:, 2:]], 1)
         out = renderer.render(d, a, lit, view)
-        mask = out["mask"] * valid
-        l1 = ((out["image"] - target).abs() * mask).sum() / mask.sum().clamp_min(1) / 3
+        l1 = photometric_loss(out["image"], target, out["mask"] * valid)
         return l1, albedo_tv * total_variation(a), {"depth": d, "albedo": a, "light": lit, "view": view}
 
     def snapshot() -> dict:

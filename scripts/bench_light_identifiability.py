@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
-from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, renderer_for
+from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss, reconstruct, renderer_for
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
 from stylegan_disentangle.labels.decomposer.trainer import gradient_sparsity, total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
@@ -62,8 +62,7 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
         sym = (albedo + albedo.flip(-1)) / 2
         lit = torch.cat([light[:, :2].clamp(0, 2), light[:, 2:]], 1)
         out = renderer.render(depth, sym, lit, view)
-        mask = out["mask"] * valid
-        l1 = ((out["image"] - image).abs() * mask).sum() / mask.sum().clamp_min(1) / 3
+        l1 = photometric_loss(out["image"], image, out["mask"] * valid)
         prior = albedo_tv * total_variation(sym)
         if albedo_sparse:
             prior = prior + albedo_sparse * gradient_sparsity(sym, sparse_p)

@@ -208,8 +208,8 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
                                        f"got {intensities!r}")
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     n, device = depth.shape[0], depth.device
+    head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)  # the head, not the wall behind it
     if albedo_step is not None:
-        head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
         albedo = recolour_above_hairline(albedo, head, gen, albedo_step)
     if mode == "data":
         view_raw = out["view_raw"].detach()[torch.randperm(n, generator=gen).to(device)]
@@ -227,7 +227,6 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)[..., None, None]
     shown = rendered["mask"]
     if mode == "data":
-        head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
         shown = shown * renderer.sample(head, rendered["grid"])
     image = rendered["image"] * shown + (1 - shown) * corners
     return {"image": image, "canon_depth": depth, "canon_albedo": albedo, "light_raw": light_raw,
@@ -453,7 +452,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     rerender_light_xy = config.get("rerender_light_xy", 1.0)
     rerender_mode = config.get("rerender_mode", "random")
     rerender_intensities = config.get("rerender_intensities", "batch")
-    albedo_step = config.get("rerender_albedo_step")
+    albedo_step = config.get("rerender_albedo_step")  # a list in the JSON config
+    albedo_step = None if albedo_step is None else tuple(albedo_step)
     light_from_rerender = config.get("light_from_rerender", False)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -486,7 +486,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
             scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
-                                   albedo_step=None if albedo_step is None else tuple(albedo_step))
+                                   albedo_step=albedo_step)
             losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
