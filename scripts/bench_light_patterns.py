@@ -2,7 +2,8 @@
 """Can a light change be told from an albedo change by the *pattern* it leaves on the canonical face?
 
 An unsupervised way to the global light directions that does not trust netL's labels: regress the decomposer's
-canonical log-appearance, log((albedo / 2 + 1/2) * shading), on w (ridge, over the head), and compare what each
+canonical log-appearance, log((albedo / 2 + 1/2) * shading), on w (ridge, over the head: the world's mean head
+mask, a choice of pixels only), and compare what each
 direction of W does to it with the Lambertian templates, the derivatives of log shading with respect to the light
 (ambient fraction, dx, dy) at the decomposer's mean normal and mean light. The appearance is the product of albedo
 and shading, so how the decomposer splits a change between the two does not matter here.
@@ -102,12 +103,14 @@ def main() -> None:
               "ambient": (light[:, 0] / light[:, :2].sum(1)).numpy()}
     baseline = {f: true_cos(np.linalg.solve(gram, wc.T @ (y - y.mean())), f) for f, y in labels.items()}
 
+    # one ridge solve over the head; each pixel's column is independent, so a region is a slice of it
+    y = logs[:, :, head]
+    coef_head = np.linalg.solve(gram, wc.T @ (y - y.mean(0)).reshape(len(w), -1)).reshape(len(gram), 3, -1)
     rows = np.arange(res)[:, None].repeat(res, 1)
     regions = {"whole head": head} | {f"rows >= {r0}": head & (rows >= r0) for r0 in map(int, args.rows.split(","))}
     report = {"args": vars(args), "netL_label_ridge_abs_cos": baseline, "regions": {}}
     for region, sel in regions.items():
-        y = logs[:, :, sel].reshape(len(w), -1)
-        coef = np.linalg.solve(gram, wc.T @ (y - y.mean(0)))  # [w_dim, 3 * pixels]
+        coef = coef_head[:, :, sel[head]].reshape(len(gram), -1)  # [w_dim, 3 * pixels]
         t = {k: np.tile(v[sel], 3) for k, v in tpl.items()}
         responses = {}
         for f in FACTORS:
