@@ -3,7 +3,8 @@
 # Runs from the repository root with the machine's own python3 (torch with CUDA); the package is used from the
 # source tree. Logs and JSON go to $OUT (the device tool's folder), else ./gpu_out.
 #
-#   bash scripts/gpu_checks.sh tests    # kernel build (timed) + pytest -m gpu (kernels, epilogue, generator, fallback)
+#   bash scripts/gpu_checks.sh tests    # kernel build (timed) + pytest -m gpu (kernels, epilogue, generator, fallback;
+#                                       the 3D decomposer's renderer vs CPU and a training step on CUDA)
 #   bash scripts/gpu_checks.sh bench    # bench_generator at 1024^2 batch 32 and 256^2 batch 1/8/32: the target table
 #   bash scripts/gpu_checks.sh sweep    # the wider sweep (CUDA graphs, torch.compile, channels_last, bf16 autocast)
 set -uo pipefail
@@ -33,7 +34,8 @@ start = time.time()
 ops = cuda_build.load_extension()
 print(f'build+load {time.time() - start:.1f} s:', cuda_build.build_status())
 raise SystemExit(0 if ops is not None else 1)"
-    run pytest_gpu "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_ops.py tests/test_cuda_build.py
+    run pytest_gpu "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda_ops.py tests/test_cuda_build.py \
+      tests/test_decomposer_cuda.py
     ;;
   bench)
     run bench_1024 "$py" scripts/bench_generator.py --resolutions 1024 --batches 32 --impls ref cuda \

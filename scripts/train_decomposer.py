@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
+from stylegan_disentangle.errors import StyleGANDisentangleError
 from stylegan_disentangle.labels.decomposer.labeler import SHIPPED
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer, trained_nets_only
 from stylegan_disentangle.utils import atomic_write, resolve_device
@@ -71,6 +72,9 @@ def main() -> None:
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
+    p.add_argument("--perceptual", action="store_true",
+                   help="Add the perceptual term (weight 1) on the network's own discriminator features (--pkl must "
+                        "hold a D; the shipped synthetic checkpoint has none).")
     p.add_argument("--albedo-tv", type=float, default=0.0,
                    help="albedo total-variation weight (a Retinex prior: piecewise-flat albedo leaves smooth, "
                         "symmetric shading to the light; 0 = off as official)")
@@ -98,7 +102,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    G = load_network_pkl(args.pkl, device=device)["G_ema"]
+    net = load_network_pkl(args.pkl, device=device)
+    G, D = net["G_ema"], net.get("D")
+    if args.perceptual and D is None:
+        raise SystemExit(f"{args.pkl} has no discriminator: --perceptual needs one")
     kwargs = dict(nf=args.nf, zdim=args.zdim, nf_light=args.nf_small, nf_view=args.nf_small, nf_conf=2 * args.nf_small,
                   zdim_conf=args.zdim // 2, xy_light_range=args.light_range, antialias=args.antialias)
     init = None
@@ -114,6 +121,7 @@ def main() -> None:
                            rerender_mode=args.rerender_mode, rerender_intensities=args.rerender_intensities,
                            rerender_albedo_step=_gain_pair(args.rerender_albedo_step),
                            light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
+                           lam_perc=1.0 if args.perceptual else 0.0, D=D if args.perceptual else None,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,
@@ -161,4 +169,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StyleGANDisentangleError as exc:  # our errors name the file or argument: no traceback
+        sys.exit(f"error: {exc}")

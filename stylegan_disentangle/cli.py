@@ -71,7 +71,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
         seed_list = parse_seeds(seeds)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--seeds") from None
-    target = resolve_device(device)
+    target = fail_cleanly(lambda: resolve_device(device))
     pkl_data = _open_or_fail(open_network_pkl, pkl, device=target)
     G = pkl_data.data["G_ema"]
     c = torch.zeros([1, G.c_dim], device=target)

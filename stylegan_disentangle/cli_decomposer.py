@@ -46,7 +46,7 @@ def register_decomposer_commands(main: click.Group) -> None:
             seed_list = parse_seeds(seeds)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--seeds") from None
-        target = resolve_device(device)
+        target = fail_cleanly(lambda: resolve_device(device))
         net = fail_cleanly(lambda: open_network_pkl(pkl, device=target))
         spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
         dec = fail_cleanly(lambda: load_decomposer(spec, device=target))
@@ -78,6 +78,8 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
     @click.option("--perceptual/--no-perceptual", default=False, show_default=True,
                   help="Add the perceptual term on the network's own discriminator features.")
+    @click.option("--smooth", "lam_smooth", type=float, default=0.0, show_default=True,
+                  help="Weight of the depth-smoothness term, mean |depth gradient| (0 = off, as official).")
     @click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
                   help="Weight of the re-render consistency term (0 = off).")
     @click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
@@ -108,7 +110,7 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--device", default="auto", show_default=True)
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
-                             lam_rerender: float, rerender_mode: str, rerender_light_xy: float,
+                             lam_smooth: float, lam_rerender: float, rerender_mode: str, rerender_light_xy: float,
                              light_from_rerender: bool, lam_jitter: float, stabilize_after: int, xy_light_range: float,
                              lam_albedo_tv: float, lam_albedo_sparse: float, antialias: bool, bank_size: int,
                              seed: int, device: str, quiet: bool) -> None:
@@ -117,15 +119,15 @@ def register_decomposer_commands(main: click.Group) -> None:
         from .labels.decomposer.trainer import train_decomposer
         from .utils import resolve_device
 
-        target = resolve_device(device)
+        target = fail_cleanly(lambda: resolve_device(device))
         data = fail_cleanly(lambda: load_network_pkl(pkl, device=target))
         if perceptual and data.get("D") is None:
             raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
-            D=data.get("D") if perceptual else None, lam_rerender=lam_rerender, rerender_mode=rerender_mode,
-            rerender_light_xy=rerender_light_xy, light_from_rerender=light_from_rerender, lam_jitter=lam_jitter,
-            seed=seed,
+            D=data.get("D") if perceptual else None, lam_smooth=lam_smooth, lam_rerender=lam_rerender,
+            rerender_mode=rerender_mode, rerender_light_xy=rerender_light_xy, light_from_rerender=light_from_rerender,
+            lam_jitter=lam_jitter, seed=seed,
             stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
             bank_size=bank_size,
             decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=target,

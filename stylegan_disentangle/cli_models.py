@@ -143,7 +143,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     from .utils import resolve_device
     from .utils.images import image_grid, save_png, to_uint8
 
-    target = resolve_device(device)
+    target = fail_cleanly(lambda: resolve_device(device))
     out = Path(outdir)
     G = _load_generator(pkl, target)
     w_pool = sample_latents(G, np.arange(pool), device=target).ws[:, 0].cpu()
@@ -202,7 +202,7 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
     from .models import save_clip_strips
     from .utils import atomic_write_path, resolve_device
 
-    target = resolve_device(device)
+    target = fail_cleanly(lambda: resolve_device(device))
     G = _load_generator(pkl, target)
     w_pool = sample_latents(G, np.arange(max(pool, count, 2)), device=target).ws[:, 0].cpu()
     maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
@@ -276,7 +276,7 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
     (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
     from .utils import resolve_device
 
-    target = resolve_device(device)
+    target = fail_cleanly(lambda: resolve_device(device))
     G = _load_generator(pkl, target)
     ae = _load_ae(model, G, allow_foreign, target)
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds", truncation_psi)
@@ -322,7 +322,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
 
     from .utils import resolve_device
 
-    target = resolve_device(device)
+    target = fail_cleanly(lambda: resolve_device(device))
     G = _load_generator(pkl, target)
     ae = _load_ae(model, G, allow_foreign, target)
     try:

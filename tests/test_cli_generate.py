@@ -86,3 +86,17 @@ def test_range_parsers():
             parse_seeds(bad)
     with pytest.raises(ValueError):
         parse_steps("1:2")
+
+
+@pytest.mark.parametrize("command", [["generate", "--seeds", "0"], ["make-videos", "--count", "1"],
+                                     ["find-directions", "--samples", "10"]])
+def test_a_device_this_machine_lacks_is_a_clean_cli_error(tmp_path, tiny_pkl, monkeypatch, command):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer wherever the tests run
+    name, *options = command
+    result = CliRunner().invoke(main, [name, str(tiny_pkl), *options, "--outdir", str(tmp_path / "o"),
+                                       "--device", "cuda"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "CUDA is not available" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

@@ -342,3 +342,67 @@ def test_broken_files_are_refused_naming_the_file(tmp_path, kind):
         path.mkdir()
     with pytest.raises(CheckpointError, match=rf"{kind}\.pth: .*{BROKEN_FILE_PROBLEMS[kind]}"):
         load_unsup3d(path)
+
+
+# ---------------------------------------------------------------------------------------------- settings, dtypes, names
+@pytest.mark.parametrize("side, content, words", [
+    ("dec.json", "{broken", "unreadable"),
+    ("dec.json", "[1, 2]", "holds a list"),
+    ("dec.json", '{"scalings": [1]}', "should be a JSON object"),
+    ("dec.json", '{"scalings": {"fov": "x"}}', "bad scalings.*fov"),
+    ("dec.json", '{"scalings": {"fvo": 12}}', "bad scalings.*fvo"),
+    ("dec.json", '{"scalings": {"nf": 32}}', r"\['nf'\] are read from the checkpoint's shapes"),
+    ("train_state.json", '{"config": {"decomposer": {"nf": 16, "max_depth": "deep"}}}', "bad scalings.*max_depth"),
+])
+def test_a_bad_settings_file_beside_the_checkpoint_is_refused_naming_it(tmp_path, side, content, words):
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+    _tiny(32).save(tmp_path / "dec.pth")
+    (tmp_path / side).write_text(content)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_decomposer(tmp_path / "dec.pth")
+    assert str(tmp_path / side) in str(info.value)
+
+
+def test_good_settings_beside_the_checkpoint_still_apply_and_bad_keywords_name_the_checkpoint(tmp_path):
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+    _tiny(32).save(tmp_path / "dec.pth")
+    (tmp_path / "dec.json").write_text('{"scalings": {"fov": 12, "xy_light_range": 2.0}}')
+    dec = load_decomposer(tmp_path / "dec.pth")
+    assert dec.fov == 12.0 and dec.xy_light_range == 2.0
+    with pytest.raises(CheckpointError, match=r"dec\.pth: could not convert string to float: 'x'"):
+        load_unsup3d(tmp_path / "dec.pth", fov="x")  # a ValueError from the constructor, not a traceback
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_or_double_weights_load_as_float32_and_decompose(tmp_path, dtype):
+    dec = _tiny(32)
+    torch.save({name: {k: v.to(dtype) for k, v in getattr(dec, name).state_dict().items()}
+                for name in dec.present_nets}, tmp_path / "w.pth")
+    loaded = load_unsup3d(tmp_path / "w.pth")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    # the same float32 nets with the weights rounded through `dtype`: the same operations, so the same bits
+    ref = _tiny(32)
+    ref.load_state_dict({k: v.to(dtype).float() for k, v in dec.state_dict().items()})
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out, want = loaded.decompose(x), ref.decompose(x)
+    for key in ("canon_depth", "canon_albedo", "light", "view", "conf_sigma_l1"):
+        torch.testing.assert_close(out[key], want[key], rtol=0, atol=0)
+
+
+def test_integer_weights_are_refused_naming_file_and_key(tmp_path):
+    state = _net_states(32)
+    state["netA"]["network.0.weight"] = state["netA"]["network.0.weight"].round().to(torch.int32)
+    torch.save(state, tmp_path / "ints.pth")
+    with pytest.raises(CheckpointError, match=r"ints\.pth: netA\['network\.0\.weight'\] holds torch\.int32 values"):
+        load_unsup3d(tmp_path / "ints.pth")
+
+
+def test_a_misspelled_decomposer_name_lists_the_shipped_ones(tmp_path, monkeypatch):
+    from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, load_decomposer
+
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    with pytest.raises(CheckpointError, match=r"synthtic: no such file; .*shipped decomposer \(synthetic") as info:
+        load_decomposer("synthtic")
+    assert all(name in str(info.value) for name in SHIPPED)

@@ -211,3 +211,23 @@ def test_antialias_filters_depth_and_albedo_and_survives_the_config(tmp_path):
     smooth.save(tmp_path / "checkpoint.pth")
     (tmp_path / "train_state.json").write_text(json.dumps({"config": {"decomposer": smooth.get_config()}}))
     assert load_decomposer(tmp_path / "checkpoint.pth").antialias
+
+
+@pytest.mark.parametrize("arg, value, words", [
+    ("nf", 20, r"nf=20: netD's GroupNorm .* multiple of 16"),
+    ("nf_albedo", 8, r"nf_albedo=8: netA's GroupNorm .* multiple of 16"),
+    ("nf_conf", 24, r"nf_conf=24: netC's GroupNorm .* multiple of 16"),
+    ("nf", 0, r"nf \(netD's width\) must be a positive integer, got 0"),
+    ("zdim", -1, r"zdim \(netD's bottleneck\) must be a positive integer"),
+    ("nf_light", 0, r"nf_light \(netL's width\) must be a positive integer"),
+])
+def test_sizes_the_nets_cannot_have_are_refused_with_the_valid_values(arg, value, words):
+    with pytest.raises(DecomposerError, match=words):
+        Unsup3DDecomposer(image_size=32, **{**TINY, arg: value})
+    # only the nets that are built are checked: a width for an absent net is no error
+    absent = {"nf": "netD", "nf_albedo": "netA", "nf_conf": "netC", "zdim": "netD", "nf_light": "netL"}[arg]
+    nets = [n for n in ("netD", "netA", "netL", "netV", "netC") if n != absent]
+    kwargs = {**TINY, arg: value, **({"nf_albedo": 16, "zdim_albedo": 16} if absent == "netD" else {})}
+    assert Unsup3DDecomposer(image_size=32, nets=nets, **kwargs).present_nets == tuple(nets)
+    # every multiple of 16 works (Encoders take any positive width)
+    assert Unsup3DDecomposer(image_size=32, nets=("netD", "netL"), nf=48, zdim=8, nf_light=3).nf == 48

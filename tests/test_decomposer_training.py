@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,14 +215,15 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
 def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     args = ["train-decomposer", "synthetic", "--steps", "2", "--batch-size", "2", "--nf", "16", "--outdir",
             str(tmp_path), "--quiet", "--device", "cpu", "--stabilize-after", "1", "--albedo-tv", "0.5", "--antialias",
-            "--albedo-sparse", "0.25", "--rerender-mode", "data", "--rerender-light-xy", "0.5", "--light-from-rerender"]
+            "--albedo-sparse", "0.25", "--rerender-mode", "data", "--rerender-light-xy", "0.5", "--light-from-rerender",
+            "--smooth", "0.2"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 2 and {"rerender", "jitter", "albedo_tv", "albedo_sparse"} <= set(log[-1])
+    assert log[-1]["step"] == 2 and {"rerender", "jitter", "albedo_tv", "albedo_sparse", "smooth"} <= set(log[-1])
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["stabilize_after"] == 1 and config["lam_albedo_tv"] == 0.5 and config["decomposer"]["antialias"]
-    assert config["lam_albedo_sparse"] == 0.25
+    assert config["lam_albedo_sparse"] == 0.25 and config["lam_smooth"] == 0.2
     assert config["rerender_mode"] == "data" and config["rerender_light_xy"] == 0.5 and config["light_from_rerender"]
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2
     assert load_decomposer(tmp_path / "checkpoint.pth").antialias
@@ -293,13 +297,13 @@ def test_albedo_sparsity_prior_is_logged_stored_and_checked(G, tmp_path):
 
 
 def test_relief_sees_the_depth_scale_that_pearson_r_cannot():
-    from stylegan_disentangle.synthetic.decomposer_eval import _masked_r, depth_relief
+    from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, masked_pearson
 
     gen = torch.Generator().manual_seed(0)
     true = 1 + 0.05 * torch.rand(3, 1, 8, 8, generator=gen, dtype=torch.float64)
     mask = torch.rand(3, 1, 8, 8, generator=gen) > 0.3
     deeper = 0.9 + 2.0 * (true - true.mean())  # twice the relief, shifted: r stays 1
-    assert np.allclose(depth_relief(deeper, true, mask), 2.0) and np.allclose(_masked_r(deeper, true, mask), 1.0)
+    assert np.allclose(depth_relief(deeper, true, mask), 2.0) and np.allclose(masked_pearson(deeper, true, mask), 1.0)
 
 
 def test_health_numbers_and_the_collapse_warning(G, tmp_path, monkeypatch, caplog):
@@ -480,3 +484,163 @@ def test_train_nets_freezes_the_other_nets(G, tmp_path):
             train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, train_nets=bad,
                              progress=False)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def _log(outdir) -> list[dict]:
+    return [json.loads(line) for line in (outdir / "log.jsonl").read_text().splitlines()]
+
+
+def _tiny_discriminator(resolution: int = 32):
+    from stylegan_disentangle.networks import Discriminator
+
+    torch.manual_seed(0)
+    return Discriminator(c_dim=0, img_resolution=resolution, img_channels=3, channel_base=256, channel_max=16).eval()
+
+
+def test_perceptual_term_is_logged_and_enters_the_objective_with_d_frozen(G, tmp_path):
+    D = _tiny_discriminator()  # the decomposer's resolution (the synthetic G makes 32x32 images)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    train_decomposer(G, tmp_path, steps=2, batch_size=2, decomposer_kwargs=TINY, lam_perc=2.0, D=D, lam_rerender=0.0,
+                     lam_jitter=0.0, log_every=1, progress=False)
+    log = _log(tmp_path)
+    assert [r["step"] for r in log] == [1, 2]
+    for r in log:
+        assert np.isfinite(r["perc"]) and r["perc"] > 0 and np.isfinite(r["perc_flip"]) and r["perc_flip"] > 0
+        # stabilizers off: the objective is the photometric terms plus lam_perc * (perc + lam_flip * perc_flip);
+        # float32 sums of four terms round to well under 1e-6 of their magnitudes
+        terms = [r["l1"], 0.5 * r["l1_flip"], 2.0 * r["perc"], 2.0 * 0.5 * r["perc_flip"]]
+        assert r["total"] == pytest.approx(sum(terms), abs=1e-6 * sum(abs(t) for t in terms)), r
+    assert json.loads((tmp_path / "train_state.json").read_text())["config"]["lam_perc"] == 2.0
+    assert all(torch.equal(before[k], v) for k, v in D.state_dict().items())  # D only supplies features
+
+
+def test_depth_smoothness_logged_is_the_tv_of_the_first_batchs_depth(G, tmp_path):
+    from stylegan_disentangle.labels.decomposer.trainer import _step_generator, total_variation
+
+    train_decomposer(G, tmp_path, steps=1, batch_size=2, decomposer_kwargs=TINY, lam_smooth=0.3, lam_rerender=0.0,
+                     lam_jitter=0.0, seed=5, progress=False)
+    (record,) = _log(tmp_path)
+    # logged before the step's update: the TV of batch 0's depth under the seeded initial nets
+    torch.manual_seed(5)
+    fresh = Unsup3DDecomposer(image_size=32, **TINY)
+    _, img = draw_images(G, 2, _step_generator(5, 0))
+    expected = float(total_variation(fresh.decompose(img, parts=["depth"])["canon_depth"]))
+    assert expected > 0 and record["smooth"] == pytest.approx(expected, rel=1e-5)
+    terms = [record["l1"], 0.5 * record["l1_flip"], 0.3 * record["smooth"]]
+    assert record["total"] == pytest.approx(sum(terms), abs=1e-6 * sum(abs(t) for t in terms))
+
+
+def test_previews_are_written_every_preview_every_steps_and_at_the_end(G, tmp_path):
+    train_decomposer(G, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, preview_every=2, lam_rerender=0.0,
+                     lam_jitter=0.0, progress=False)
+    previews = sorted(p.name for p in tmp_path.glob("preview_*.png"))
+    assert previews == ["preview_000002.png", "preview_000003.png"]  # step 2 (every 2), step 3 (the last)
+    assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in previews)
+
+
+def _train_script():
+    """scripts/train_decomposer.py as a module (its `main` reads sys.argv)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_decomposer.py"
+    spec = importlib.util.spec_from_file_location("train_decomposer_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture(scope="module")
+def pkl_with_d(G, tmp_path_factory):
+    """The synthetic generator with a tiny discriminator at its resolution, as a network pickle."""
+    from stylegan_disentangle.checkpoints import save_network_pkl
+
+    path = tmp_path_factory.mktemp("net") / "with_d.pkl"
+    save_network_pkl(path, dict(G=G, G_ema=G, D=_tiny_discriminator(), training_set_kwargs=None, augment_pipe=None))
+    return path
+
+
+@pytest.mark.parametrize("entry", ["cli", "script"])
+def test_both_entry_points_offer_perceptual_and_smooth(pkl_with_d, tmp_path, monkeypatch, entry):
+    out = tmp_path / "run"
+    common = ["--outdir", str(out), "--steps", "1", "--batch-size", "2", "--nf", "16", "--perceptual", "--smooth",
+              "0.1", "--device", "cpu"]
+    if entry == "cli":
+        result = CliRunner().invoke(main, ["train-decomposer", str(pkl_with_d), *common, "--quiet", "--rerender", "0",
+                                           "--jitter", "0"])
+        assert result.exit_code == 0, result.output
+    else:
+        script = _train_script()
+        monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--pkl", str(pkl_with_d), *common, "--zdim", "32",
+                                          "--nf-small", "8", "--rerender", "0", "--jitter", "0", "--eval-samples", "0"])
+        script.main()
+    (record,) = _log(out)
+    assert record["perc"] > 0 and record["smooth"] > 0
+    config = json.loads((out / "train_state.json").read_text())["config"]
+    assert config["lam_perc"] == 1.0 and config["lam_smooth"] == 0.1
+
+
+def test_perceptual_without_a_discriminator_is_refused_by_both_entry_points(tmp_path, monkeypatch):
+    result = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--outdir", str(tmp_path / "c"),
+                                       "--perceptual", "--device", "cpu"])
+    assert result.exit_code == 1 and "no discriminator" in result.output
+    script = _train_script()
+    monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--outdir", str(tmp_path / "s"), "--perceptual",
+                                      "--device", "cpu"])
+    with pytest.raises(SystemExit, match="no discriminator"):
+        script.main()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(lr=0.0), dict(lr=float("nan")), dict(weight_decay=-1e-4)])
+def test_bad_learning_rate_or_weight_decay_is_refused_before_anything_is_written(G, tmp_path, bad):
+    with pytest.raises(StyleGANDisentangleError, match="lr must be > 0 and weight_decay >= 0"):
+        train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, decomposer_kwargs=TINY, progress=False, **bad)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, words", [(["--lr", "-1"], ["lr must be > 0", "lr=-1.0"]),
+                                         (["--nf", "20"], ["nf=20", "multiple of 16"])])
+def test_train_decomposer_cli_refuses_bad_sizes_and_rates_cleanly(tmp_path, args, words):
+    result = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--outdir",
+                                       str(tmp_path / "run"), "--device", "cpu", "--quiet", *args])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert all(w in result.output for w in words), result.output
+    assert not (tmp_path / "run").exists()  # refused before the output folder is made
+
+
+def test_unknown_decomposer_kwargs_are_refused_naming_them(G, tmp_path):
+    with pytest.raises(StyleGANDisentangleError, match="decomposer_kwargs.*nff"):
+        train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, decomposer_kwargs=dict(TINY, nff=16),
+                         progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["decompose", "synthetic"], ["train-decomposer", "synthetic", "--steps", "1"]])
+def test_cuda_device_without_cuda_is_a_clean_cli_error(tmp_path, monkeypatch, command):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine without CUDA, wherever it runs
+    for device, words in (("cuda", "CUDA is not available"), ("gpu0", "unknown device 'gpu0'")):
+        result = CliRunner().invoke(main, [*command, "--outdir", str(tmp_path / "o"), "--device", device])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("content, words", [("{broken", "not a readable training state"),
+                                            ("[1, 2]", "holds a list")])
+def test_corrupt_train_state_is_refused_naming_it(G, tmp_path, content, words):
+    torch.manual_seed(0)
+    Unsup3DDecomposer(image_size=32, **TINY).save(tmp_path / "checkpoint.pth")
+    (tmp_path / "train_state.json").write_text(content)
+    with pytest.raises(StyleGANDisentangleError, match=words) as info:
+        train_decomposer(G, tmp_path, steps=2, batch_size=2, decomposer_kwargs=TINY, progress=False)
+    assert str(tmp_path / "train_state.json") in str(info.value)
+
+
+def test_a_checkpoint_without_its_train_state_is_not_overwritten(G, tmp_path):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    dec.save(tmp_path / "checkpoint.pth")
+    saved = (tmp_path / "checkpoint.pth").read_bytes()
+    for kwargs in (dict(decomposer_kwargs=TINY), dict(init=dec)):
+        with pytest.raises(StyleGANDisentangleError, match="another --outdir") as info:
+            train_decomposer(G, tmp_path, steps=1, batch_size=2, progress=False, **kwargs)
+        assert str(tmp_path / "checkpoint.pth") in str(info.value) and "train_state.json" in str(info.value)
+    assert (tmp_path / "checkpoint.pth").read_bytes() == saved and not (tmp_path / "log.jsonl").exists()

@@ -33,8 +33,8 @@ from .factors import factor_index, to_normalized, to_physical
 from .image_formation import normals_from_depth
 from .renderer import render
 
-__all__ = ["SCALARS", "depth_relief", "faces_from_generator", "faces_from_renderer", "decomposer_estimates",
-           "score_decomposer"]
+__all__ = ["SCALARS", "depth_relief", "masked_pearson", "faces_from_generator", "faces_from_renderer",
+           "decomposer_estimates", "score_decomposer"]
 
 SCALARS = ("yaw", "pitch", "roll", "light_azimuth", "light_elevation", "ambient")
 
@@ -98,7 +98,9 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
-def _masked_r(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+def masked_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Per-image Pearson r of pred and true [N, C, H, W] over the pixels (all channels) where mask [N, 1, H, W] > 0.5;
+    NaN for an image with fewer than 3 such values."""
     out = []
     for p, t, m in zip(pred, true, mask):
         sel = m.expand_as(p) > 0.5
@@ -136,7 +138,7 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
         scalars[name] = {"pearson_r": _pearson(pred, true), "calibrated_mae": mae, "calibration": coef.tolist()}
     mask = truth["canonical_mask"] > 0.5
     depth_pred, depth_true = est["canon_depth"].unsqueeze(1).double(), truth["depth"].double()
-    depth_r = _masked_r(depth_pred, depth_true, mask)
+    depth_r = masked_pearson(depth_pred, depth_true, mask)
     side = []
     for p, t, m in zip(depth_pred, depth_true, mask):
         e = (p.log() - t.log())[m]
@@ -144,7 +146,7 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
     relief = depth_relief(depth_pred, depth_true, mask)
     cos = (normals_from_depth(depth_pred) * normals_from_depth(depth_true)).sum(1, keepdim=True).clamp(-1, 1)
     normal_deg = torch.rad2deg(torch.acos(cos))[mask]
-    albedo_r = _masked_r(est["canon_albedo"], truth["albedo"], mask)
+    albedo_r = masked_pearson(est["canon_albedo"], truth["albedo"], mask)
     valid = est["mask"].expand_as(est["recon"]) > 0.5
     mse = float(((est["recon"] - est["input"])[valid] ** 2).mean())
     return {

@@ -315,10 +315,14 @@ def load_unsup3d(path: str | os.PathLike, device: torch.device | str = "cpu", **
     try:
         with torch.device("meta"):
             decomposer = Unsup3DDecomposer(**args, **scalings)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown scaling, or one that is no number
         raise CheckpointError(f"{path}: {exc}") from None
     for name in args["nets"]:
-        getattr(decomposer, name).load_state_dict(raw[name], strict=True, assign=True)
+        try:
+            getattr(decomposer, name).load_state_dict(_float32(raw[name], name, path), strict=True, assign=True)
+        except RuntimeError as exc:
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
+            raise CheckpointError(f"{path}: {name} does not fit an Unsup3D net ({detail})") from None
     decomposer.optimizer_states = {k: raw[k] for k in raw if isinstance(k, str) and k.startswith("optimizer")}
     epoch = raw.get("epoch", 0)
     if isinstance(epoch, torch.Tensor) and epoch.numel() == 1:
@@ -332,6 +336,18 @@ def load_unsup3d(path: str | os.PathLike, device: torch.device | str = "cpu", **
     decomposer.metrics_trace = _plain(trace)
     decomposer.source = str(path)
     return decomposer.to(device).eval()
+
+
+def _float32(sd: Mapping[str, torch.Tensor], name: str, path: Path) -> dict[str, torch.Tensor]:
+    """A copy of the state dict `sd` with floating tensors (half, bfloat16, double) as float32, the dtype the nets
+    run in; CheckpointError naming the file and key for a tensor that is no float (weights cannot be integers)."""
+    out = {}
+    for key, value in sd.items():
+        if not value.is_floating_point():
+            raise CheckpointError(f"{path}: {name}[{key!r}] holds {value.dtype} values; Unsup3D weights are "
+                                  "floating point")
+        out[key] = value.float()
+    return out
 
 
 class _Unsup3DPickler(pickle._Pickler):

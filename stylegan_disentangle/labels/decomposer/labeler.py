@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ...errors import StyleGANDisentangleError
+from ...errors import CheckpointError, StyleGANDisentangleError
 from .model import Unsup3DDecomposer
 from .renderer import light_angles
 
@@ -56,13 +56,44 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
     if str(spec) in SHIPPED and not path.is_file():
         raise StyleGANDisentangleError(f"{path} is missing: the '{spec}' decomposer ships with the package; "
                                        "reinstall stylegan_disentangle or train one with scripts/train_decomposer.py")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; give an Unsup3D checkpoint or the name of a shipped decomposer "
+                              f"({', '.join(sorted(SHIPPED))})")
     scalings: dict[str, Any] = {}
     for side in (path.with_suffix(".json"), path.parent / "train_state.json"):
         if side.is_file():
-            record = json.loads(side.read_text())
-            scalings = dict(record.get("scalings") or _scalings_of(record.get("config", {}).get("decomposer", {})))
+            scalings = _side_scalings(side)
             break
     return load_unsup3d(path, device=device, **scalings)
+
+
+def _side_scalings(side: Path) -> dict[str, Any]:
+    """The scalings recorded in a JSON file beside a checkpoint ("scalings", or a training state's
+    config["decomposer"]), checked by building a bare decomposer with them; CheckpointError naming the file."""
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: broken JSON or not UTF-8
+        raise CheckpointError(f"{side}: the settings file beside the checkpoint is unreadable "
+                              f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{side}: the settings file beside the checkpoint holds a {type(record).__name__}, "
+                              "expected a JSON object with \"scalings\" (or a training state's \"config\")")
+    scalings = record.get("scalings")
+    if not scalings:
+        config = record.get("config") or {}
+        settings = (config.get("decomposer") or {}) if isinstance(config, dict) else config
+        scalings = _scalings_of(settings) if isinstance(settings, dict) else settings
+    if not isinstance(scalings, dict):
+        raise CheckpointError(f"{side}: its scalings should be a JSON object, got a {type(scalings).__name__}")
+    sizes = sorted(set(scalings) & _SIZE_KEYS)
+    if sizes:
+        raise CheckpointError(f"{side}: {sizes} are read from the checkpoint's shapes and cannot be set here")
+    try:
+        with torch.device("meta"):
+            Unsup3DDecomposer(nets=(), **scalings)
+    except (TypeError, ValueError, StyleGANDisentangleError) as exc:
+        raise CheckpointError(f"{side}: bad scalings {scalings} ({type(exc).__name__}: {exc})") from None
+    return dict(scalings)
 
 
 _SIZE_KEYS = {"image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf", "zdim_conf",

@@ -62,7 +62,8 @@ class Unsup3DDecomposer(nn.Module):
     Parameters
     ----------
     image_size : 64 (official) or 32 (see `networks` for how the 32x32 nets differ).
-    nf, zdim : netD's width and bottleneck (official 64, 256); `nf_albedo`, `zdim_albedo` netA's (default: the same).
+    nf, zdim : netD's width (a multiple of 16, as netA's and netC's: GroupNorm) and bottleneck (official 64, 256);
+        `nf_albedo`, `zdim_albedo` netA's (default: the same).
     nf_light, nf_view : netL's and netV's widths (official 32).
     nf_conf, zdim_conf : netC's width and bottleneck (official 64, 128).
     nets : which of netD, netA, netL, netV, netC to build; the others are None.
@@ -104,6 +105,7 @@ class Unsup3DDecomposer(nn.Module):
         self.zdim_albedo = int(zdim if zdim_albedo is None else zdim_albedo)
         self.nf_light, self.nf_view = int(nf_light), int(nf_view)
         self.nf_conf, self.zdim_conf = int(nf_conf), int(zdim_conf)
+        self._check_sizes(nets)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.border_depth = float(0.7 * max_depth + 0.3 * min_depth if border_depth is None else border_depth)
         self.min_amb_light, self.max_amb_light = float(min_amb_light), float(max_amb_light)
@@ -128,6 +130,24 @@ class Unsup3DDecomposer(nn.Module):
         self.epoch = 0
         self.metrics_trace: dict | None = None
         self.source: str | None = None
+
+    def _check_sizes(self, nets: tuple[str, ...]) -> None:
+        """DecomposerError for a width or bottleneck the present nets cannot be built with (GroupNorm in netD, netA
+        and netC splits each layer's channels into 16 * multiplier groups: their nf must be a multiple of 16)."""
+        grouped = {"netD": ("nf", "zdim"), "netA": ("nf_albedo", "zdim_albedo"), "netC": ("nf_conf", "zdim_conf")}
+        plain = {"netL": ("nf_light",), "netV": ("nf_view",)}
+        for net in nets:
+            for arg in grouped.get(net, ()) + plain.get(net, ()):
+                value = getattr(self, arg)
+                if value < 1:
+                    raise DecomposerError(f"{arg} ({net}'s {'bottleneck' if 'zdim' in arg else 'width'}) must be a "
+                                          f"positive integer, got {value}")
+            if net in grouped:
+                arg = grouped[net][0]
+                value = getattr(self, arg)
+                if value % 16:
+                    raise DecomposerError(f"{arg}={value}: {net}'s GroupNorm splits nf channels into 16 groups, so "
+                                          f"{arg} must be a positive multiple of 16 (16, 32, 48, 64, ...)")
 
     # ------------------------------------------------------------------ description
     @property

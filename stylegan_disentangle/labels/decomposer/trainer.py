@@ -278,11 +278,28 @@ def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, con
         json.dump({"step": step, "config": config, "train_seconds": seconds}, f, indent=2)
 
 
+def _read_state(path: Path) -> dict:
+    """The training state file (STATE) as a dict, or an error naming it."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: broken JSON or not UTF-8
+        raise StyleGANDisentangleError(f"{path}: not a readable training state ({type(exc).__name__}: {exc}); "
+                                       "use another --outdir, or remove the run's files to start it over") from None
+    if not isinstance(state, dict):
+        raise StyleGANDisentangleError(f"{path}: not a training state: it holds a {type(state).__name__}, expected "
+                                       "a JSON object with step, config and train_seconds")
+    return state
+
+
 def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDecomposer | None, int, float]:
     state_path, ckpt = outdir / STATE, outdir / CHECKPOINT
-    if not (state_path.is_file() and ckpt.is_file()):
+    if not ckpt.is_file():
         return None, 0, 0.0
-    state = json.loads(state_path.read_text())
+    if not state_path.is_file():
+        raise StyleGANDisentangleError(f"{ckpt} exists without the {STATE} of a training run beside it, so it "
+                                       "cannot be resumed and training would overwrite it: use another --outdir or "
+                                       "move the file away")
+    state = _read_state(state_path)
     if state.get("config") != config:
         raise StyleGANDisentangleError(f"{outdir} holds a run with other settings ({state_path}); use another "
                                        "--outdir or the same arguments to resume it")
@@ -292,6 +309,18 @@ def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDe
     # the checkpoint's own step count (its `epoch`) decides where to resume, even if the process died between
     # writing the checkpoint and the state file
     return dec, int(dec.epoch), float(state.get("train_seconds", 0.0))
+
+
+def _check_decomposer_kwargs(kwargs: dict[str, Any]) -> None:
+    """Build the decomposer on the meta device (no memory, no init), so that bad sizes or an unknown argument fail
+    before anything is written."""
+    try:
+        with torch.device("meta"):
+            Unsup3DDecomposer(**kwargs)
+    except StyleGANDisentangleError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise StyleGANDisentangleError(f"decomposer_kwargs {kwargs}: {exc}") from None
 
 
 def train_decomposer(
@@ -335,7 +364,8 @@ def train_decomposer(
     `Unsup3DDecomposer` (default: the generator's resolution if 32 or 64, else 64;
     nf 32, zdim 128, light/view nf 16, confidence nf 32, zdim 64 — small nets for CPU training). `lam_perc` > 0
     needs `D` (the loaded discriminator: its first blocks' features). Files in `outdir`: checkpoint.pth (official
-    layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes.
+    layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes;
+    a checkpoint.pth in `outdir` without the train_state.json of a run is refused, not overwritten.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
     `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
     batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_step` (a gain range, e.g. (0.35,
@@ -348,6 +378,9 @@ def train_decomposer(
 
     if steps < 1 or batch_size < 2:
         raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
+    if not (math.isfinite(lr) and lr > 0 and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise StyleGANDisentangleError(f"lr must be > 0 and weight_decay >= 0 (finite), got lr={lr}, "
+                                       f"weight_decay={weight_decay}")
     if lam_albedo_sparse > 0:
         _check_sparsity_exponent(albedo_sparse_p, "albedo_sparse_p")
     if light_from_rerender and lam_rerender <= 0:
@@ -366,11 +399,13 @@ def train_decomposer(
         raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
                                        f"{train_nets!r}")
     device = torch.device(device)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     res = G.img_resolution if G.img_resolution in (32, 64) else 64
     kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
     kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
+    if init is None:
+        _check_decomposer_kwargs(kwargs)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
