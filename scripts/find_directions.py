@@ -17,8 +17,24 @@ import argparse
 import logging
 import sys
 
-from stylegan_disentangle.analysis.find_directions import METHODS, run_find_directions
-from stylegan_disentangle.errors import StyleGANDisentangleError
+from stylegan_disentangle.analysis.find_directions import (
+    ATOM_SCOPES,
+    LOSSES,
+    METHODS,
+    method_options,
+    run_find_directions,
+)
+from stylegan_disentangle.errors import StyleGANDisentangleError, UsageError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-by", default=None)
     p.add_argument("--decomposer", default=None,
                    help="3d-coupled: 'synthetic' (default for the shipped checkpoint) or an Unsup3D checkpoint path")
+    p.add_argument("--atom-scope", choices=ATOM_SCOPES, default=None,
+                   help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
+                        "both (part atoms on what the whole-map ones leave)")
+    p.add_argument("--n-atoms", type=_positive_int, default=None,
+                   help="3d-coupled: depth / albedo atoms per part (per map with --atom-scope map); default 6")
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for "
+                        "linear, huber for 3d-coupled's global directions)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
     quiet = args.pop("quiet")
+    try:  # the same option checks as the CLI: options another method would ignore are usage errors
+        method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
+                                       args["decomposer"])
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with status 2, like any argparse usage error
+    if method_kwargs:
+        args["method_kwargs"] = method_kwargs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         result = run_find_directions(progress=False if quiet else None, **args)

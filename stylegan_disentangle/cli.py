@@ -240,21 +240,13 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
                         **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
-    from .analysis.find_directions import run_find_directions
+    from .analysis.find_directions import method_options, run_find_directions
+    from .errors import UsageError
 
-    method_kwargs: dict = {}
-    if atom_scope is not None:
-        if kwargs["method"] != "3d-coupled":
-            raise click.UsageError("--atom-scope applies to --method 3d-coupled only")
-        method_kwargs["atom_scope"] = atom_scope
-    if n_atoms is not None:
-        if kwargs["method"] != "3d-coupled":
-            raise click.UsageError("--n-atoms applies to --method 3d-coupled only")
-        method_kwargs["n_atoms"] = n_atoms
-    if loss is not None:
-        if kwargs["method"] not in ("linear", "3d-coupled"):
-            raise click.UsageError("--loss applies to --method linear and 3d-coupled only")
-        method_kwargs["loss" if kwargs["method"] == "linear" else "global_loss"] = loss
+    try:  # options another method would ignore (yet config.json would record) are usage errors
+        method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"])
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
     if method_kwargs:
         kwargs["method_kwargs"] = method_kwargs
 

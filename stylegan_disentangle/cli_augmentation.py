@@ -49,7 +49,7 @@ def register_augmentation_commands(main: click.Group) -> None:
         """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
         saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
         TARGET, with labels.json / labels.npz."""
-        from .analysis.augmentation import export_augmentation
+        from .analysis.augmentation import export_augmentation, parse_target
         from .analysis.find_directions import resolve_decomposer
         from .checkpoints import open_network_pkl
         from .directions import DirectionSet
@@ -59,6 +59,10 @@ def register_augmentation_commands(main: click.Group) -> None:
         from .utils import resolve_device, sha256_file
 
         try:
+            # the arguments are checked before the network and the decomposer are loaded (seconds to minutes)
+            if count < 1:
+                raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
+            parse_target(target)
             target_device = resolve_device(device)
             net = open_network_pkl(pkl, device=target_device)
             G = net.data["G_ema"].eval().requires_grad_(False)

@@ -118,6 +118,33 @@ def test_bad_arguments_are_named(G, tmp_path):
         export_augmentation(G, _set(_v()), "roll", lab, "-1:1", 2, tmp_path / "a")
     with pytest.raises(StyleGANDisentangleError, match="no scalar label 'pitch'"):
         export_augmentation(G, _set(_v()), "yaw", lab, "-1:1", 2, tmp_path / "a", label="pitch")
+    for bases in (0, -2, 1.5):
+        with pytest.raises(StyleGANDisentangleError, match=r"n_bases \(--bases\) must be an integer >= 1"):
+            export_augmentation(G, _set(_v()), "yaw", lab, "-1:1", 2, tmp_path / "a", n_bases=bases)
+    assert not (tmp_path / "a").exists()
+
+
+def test_bases_are_capped_at_the_count_of_images(G, tmp_path, monkeypatch):
+    """Targets are dealt to the bases round-robin, so only `count` bases can be used: `--bases 50 --count 1` walks
+    one base and records n_bases 1 (it walked, and recorded, 50)."""
+    lab = WLabeler(_v(), scale=20.0)
+    walked = []
+    real_walks = aug._walks
+
+    def counting_walks(G_, ws, *args, **kwargs):
+        walked.append(ws.shape[0])
+        return real_walks(G_, ws, *args, **kwargs)
+
+    monkeypatch.setattr(aug, "_walks", counting_walks)
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 1, tmp_path / "one", n_bases=50, max_steps=3,
+                              mahalanobis_quantile=None)
+    assert walked == [1] and res.summary["n_bases"] == 1
+    record = json.loads((tmp_path / "one" / "labels.json").read_text())
+    assert record["n_bases"] == 1 and len(record["images"]) == 1
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 5, tmp_path / "five", n_bases=3, max_steps=3,
+                              mahalanobis_quantile=None)
+    assert walked[-1] == 3 and res.summary["n_bases"] == 3  # fewer bases than images: kept as given
+    assert len({r["base_seed"] for r in json.loads((tmp_path / "five" / "labels.json").read_text())["images"]}) == 3
 
 
 def test_mahalanobis_rule_limits_the_walk(G, tmp_path):
@@ -145,9 +172,9 @@ def test_calibrated_export_aims_and_writes_in_calibrated_units(G, tmp_path):
                             calibration=LabelCalibration("pitch").fit([0, 1, 2], [0, 1, 2]))
 
 
-def test_cli_export_augmentation(tmp_path):
-    from click.testing import CliRunner
-
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """A tiny network pickle, a random decomposer checkpoint and a one-direction set ('yaw'), and the CLI group."""
     from stylegan_disentangle.checkpoints import save_network_pkl
     from stylegan_disentangle.cli import main
     from stylegan_disentangle.cli_augmentation import register_augmentation_commands
@@ -155,16 +182,49 @@ def test_cli_export_augmentation(tmp_path):
 
     if "export-augmentation" not in main.commands:
         register_augmentation_commands(main)
+    root = tmp_path_factory.mktemp("aug_cli")
     torch.manual_seed(1)
     G = Generator(z_dim=16, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
-    pkl = tmp_path / "tiny.pkl"
+    pkl = root / "tiny.pkl"
     save_network_pkl(pkl, dict(G=G, G_ema=G, D=None, training_set_kwargs=None, augment_pipe=None))
     dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
-    dec_path = dec.save(tmp_path / "dec.pth")
-    _set(_v()).save(tmp_path / "dirs")
+    dec_path = dec.save(root / "dec.pth")
+    _set(_v()).save(root / "dirs")
+    return main, pkl, dec_path, root / "dirs"
+
+
+def test_cli_bad_arguments_are_named(cli_files, tmp_path):
+    from click.testing import CliRunner
+
+    main, pkl, dec_path, dirs = cli_files
+    base = ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--outdir", str(tmp_path / "out"),
+            "--decomposer", str(dec_path), "--max-steps", "2", "--mahalanobis-quantile", "0"]
+    cases = [
+        (["--target", "-5:5", "--count", "0"], "count must be >= 1, got 0"),
+        (["--target", "-5:5", "--count", "-3"], "count must be >= 1, got -3"),
+        (["--target", "45:-45", "--count", "4"], "target range needs finite LO < HI; got 45.0:-45.0"),
+        (["--target", "abc", "--count", "4"], "target range must be LO:HI, e.g. -45:45; got 'abc'"),
+        (["--target", "-5:5", "--count", "4", "--bases", "0"], "n_bases (--bases) must be an integer >= 1"),
+    ]
+    for extra, message in cases:
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert result.exit_code == 1, (extra, result.output)
+        assert f"Error: {message}" in result.output, (extra, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+        assert not (tmp_path / "out").exists()
+    # the count and the target are checked before the network is opened
+    for extra, message in cases[:4]:
+        result = CliRunner().invoke(main, ["export-augmentation", str(tmp_path / "missing.pkl"), *base[2:], *extra])
+        assert result.exit_code == 1 and f"Error: {message}" in result.output, (extra, result.output)
+
+
+def test_cli_export_augmentation(cli_files, tmp_path):
+    from click.testing import CliRunner
+
+    main, pkl, dec_path, dirs = cli_files
     runner = CliRunner()
-    args = ["export-augmentation", str(pkl), str(tmp_path / "dirs"), "--name", "yaw", "--target", "-5:5",
+    args = ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--target", "-5:5",
             "--count", "6", "--outdir", str(tmp_path / "out"), "--max-steps", "3", "--mahalanobis-quantile", "0"]
     missing = runner.invoke(main, args)
     assert missing.exit_code != 0 and "train-decomposer" in missing.output

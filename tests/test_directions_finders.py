@@ -19,10 +19,12 @@ from stylegan_disentangle.directions import (
     LinearDirections,
     PCADirections,
     SparseDirections,
+    ThreeDCoupledDirections,
 )
 from stylegan_disentangle.directions._dictionary import learn_dictionary
 from stylegan_disentangle.directions._moments import compute_moments, lasso_surrogate, split_mask
 from stylegan_disentangle.directions.closed_form import ws_index_of
+from stylegan_disentangle.directions.direction_set import to_jsonable
 from stylegan_disentangle.errors import LatentError, NotFittedError
 
 D = 24
@@ -559,6 +561,8 @@ FINDERS = [
     (LinearDirections(method="ridge"), True),
     (LinearDirections(method="svm", top_bottom_percent=10), True),
     (SparseDirections("lasso", alpha=0.01), True),
+    # scalar labels only (the map labels it would decompose are absent: global directions); tuple-valued params
+    (ThreeDCoupledDirections(n_atoms=2, random_state=0), True),
 ]
 
 
@@ -592,7 +596,9 @@ def test_clone_get_params_and_to_direction_set(est, supervised, tmp_path):
     np.testing.assert_allclose(coords, (w[:5] - twin.mean_) @ twin.directions_.T, rtol=1e-4, atol=1e-4)
     ds = twin.to_direction_set(checkpoint_sha256="00" * 32, seed=3)
     assert isinstance(ds, DirectionSet) and ds.n_samples == 2000 and ds.seed == 3
-    assert ds.params == {k: v for k, v in params.items()}
+    # the set holds the params as JSON gives them back (tuples as lists), and they rebuild the estimator
+    assert ds.params == to_jsonable(params)
+    assert to_jsonable(type(est)(**ds.params).get_params()) == ds.params
     np.testing.assert_allclose([hi for _, hi in ds.step_ranges], 3 * twin.std_, rtol=1e-6)
     ds.save(tmp_path / "d")
     assert DirectionSet.load(tmp_path / "d") == ds

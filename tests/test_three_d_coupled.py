@@ -90,8 +90,7 @@ def test_atoms_and_localized_directions_recover_the_planted_ones(fitted):
     # each localized direction belongs to the atom whose planted direction it matches
     for k in local:
         atom = est.atoms_[est.kinds_[k]][est.atom_index_[k]]
-        j = int(np.argmax(_best_abs_cos(atom[None], np.stack(
-            [np.asarray(t) if t.ndim == atom.ndim else t for t in atoms_true[est.kinds_[k]]]))))
+        j = int(np.argmax(_best_abs_cos(atom[None], np.stack(atoms_true[est.kinds_[k]]))))
         offset = 0 if est.kinds_[k] == "depth" else 2
         assert abs(float(est.directions_[k] @ m[offset + j])) >= 0.99
 
@@ -112,7 +111,12 @@ def test_localized_directions_are_named_by_part_and_side(fitted):
 def test_scores_transform_predict_and_direction_set(fitted, tmp_path):
     est, w, labels, *_ = fitted
     assert est.scores_[est.names_.index("yaw")] > 0.999
-    assert est.transform(w[:5]).shape == (5, len(est.names_))
+    coords = est.transform(w[:5])
+    assert coords.shape == (5, len(est.names_))
+    np.testing.assert_allclose(coords, (w[:5].astype(np.float64) - est.mean_) @ est.directions_.T.astype(np.float64),
+                               rtol=1e-4, atol=1e-4)
+    yaw = est.names_.index("yaw")  # the coordinate along yaw's direction moves with the planted yaw label
+    assert abs(np.corrcoef(est.transform(w)[:, yaw], labels["yaw"])[0, 1]) > 0.999
     pred = est.predict(w[:50])[:, est.names_.index("yaw")]
     np.testing.assert_allclose(pred, labels["yaw"][:50], atol=1e-3)
     ds = est.to_direction_set()
@@ -172,6 +176,57 @@ def test_bad_inputs_name_the_problem():
         ThreeDCoupledDirections(atom_method="pca").fit(w, labels)
     with pytest.raises(ValueError, match="global_loss"):
         ThreeDCoupledDirections(global_loss="l1").fit(w, labels)
+
+
+def test_a_nan_in_a_scalar_label_is_named_not_dropped_as_constant():
+    """NaN makes a label's range NaN: it must be reported (name and row count), not listed as constant in dropped_."""
+    w, labels, *_ = planted(n=200)
+    yaw = labels["yaw"].astype(np.float64).copy()
+    yaw[[3, 50, 199]] = np.nan
+    with pytest.raises(LatentError, match=r"'yaw' contains NaN or inf in 3 of 200 rows"):
+        ThreeDCoupledDirections().fit(w, {**labels, "yaw": yaw})
+    only = np.full(200, np.inf)  # the only label: was 'nothing to fit: no varying scalar labels'
+    with pytest.raises(LatentError, match=r"'tz' contains NaN or inf in 200 of 200 rows"):
+        ThreeDCoupledDirections(map_labels=()).fit(w, {"tz": only})
+    # a NaN in a scalar label that global_labels leaves out is not read
+    est = ThreeDCoupledDirections(global_labels=["pitch"], map_labels=(), random_state=0)
+    assert est.fit(w, {"pitch": labels["pitch"], "yaw": yaw}).names_ == ["pitch"]
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(max_samples=0), r"max_samples must be an integer >= max\(n_atoms, 5\) = 6"),
+    (dict(max_samples=4, n_atoms=2), r"max_samples must be an integer >= max\(n_atoms, 5\) = 5"),
+    (dict(max_samples=7, n_atoms=8, dict_samples=None), r"max_samples .* = 8"),
+    (dict(max_samples=2.5e4), "max_samples must be an integer"),
+    (dict(n_atoms=0), "n_atoms must be an integer >= 1"),
+    (dict(dict_samples=0), "dict_samples must be None or an integer >= n_atoms"),
+    (dict(dict_max_iter=0), "dict_max_iter"),
+    (dict(chunk_size=0), "chunk_size"),
+    (dict(code_alpha=-0.1), "code_alpha must be >= 0"),
+    (dict(code_alpha=float("nan")), "code_alpha must be >= 0"),
+    (dict(alpha=0.0), "alpha must be > 0"),
+    (dict(alpha=-1e-3), "alpha must be > 0"),
+    (dict(alpha=True), "alpha must be > 0"),
+    (dict(ridge_alpha=-1.0), "ridge_alpha must be a number >= 0 or 'auto'"),
+    (dict(ridge_alpha="gcv"), "ridge_alpha must be a number >= 0 or 'auto'"),
+    (dict(epsilon=0.5), "epsilon must be >= 1"),
+    (dict(val_fraction=1.0), r"val_fraction must be in \[0, 1\)"),
+    (dict(val_fraction=-0.1), r"val_fraction must be in \[0, 1\)"),
+    (dict(side_fraction=0.5), r"side_fraction must be in \(0.5, 1\]"),
+    (dict(global_labels="yaw"), "global_labels must be a sequence of names"),
+    (dict(skip_parts="background"), "skip_parts must be a sequence of names"),
+])
+def test_bad_parameters_are_named_before_any_work(params, match):
+    w, labels, *_ = planted(n=50)
+    with pytest.raises(ValueError, match=match):
+        ThreeDCoupledDirections(**params).fit(w, labels)
+
+
+def test_the_smallest_allowed_max_samples_and_zero_code_alpha_fit():
+    w, labels, *_ = planted(n=300)
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", max_samples=5, code_alpha=0.0, ridge_alpha=0.0,
+                                  random_state=0).fit(w, labels)
+    assert est.n_samples_fit_ == 300 and "yaw" in est.names_  # the global regression still streams every row
 
 
 def test_global_huber_default_resists_a_misread_minority():
@@ -298,20 +353,109 @@ def test_cli_3d_coupled_with_a_broken_decomposer_names_it_and_writes_nothing(tin
     assert not (tmp_path / "out").exists()
 
 
-def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
+def test_cli_decomposer_with_another_method_is_a_usage_error(tiny_run, tmp_path):
+    """--decomposer is 3d-coupled's labeler: with another method it would be ignored yet recorded in config.json."""
+    from stylegan_disentangle.analysis.find_directions import run_find_directions
+    from stylegan_disentangle.errors import UsageError
+
+    pkl, dec_path, _ = tiny_run
+    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--decomposer", str(dec_path), "--outdir",
+                  str(tmp_path / "pca")])
+    assert wrong.exit_code == 2 and "--decomposer applies to --method 3d-coupled only" in wrong.output
+    assert "Traceback" not in wrong.output and not (tmp_path / "pca").exists()
+    with pytest.raises(UsageError, match="decomposer applies to method '3d-coupled' only"):
+        run_find_directions(pkl, method="linear", decomposer=dec_path, outdir=tmp_path / "lin")
+    assert not (tmp_path / "lin").exists()
+
+
+def _script():
     import importlib.util
     from pathlib import Path
 
-    pkl, dec_path, _ = tiny_run
     spec = importlib.util.spec_from_file_location(
         "find_directions_script", Path(__file__).resolve().parents[1] / "scripts" / "find_directions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
+    pkl, dec_path, _ = tiny_run
+    module = _script()
     code = module.main([str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples", "60",
                         "--outdir", str(tmp_path / "s"), "--no-umap", "--effect-samples", "2", "--grid-steps", "3",
-                        "--quiet"])
+                        "--atom-scope", "map", "--n-atoms", "2", "--loss", "squared", "--quiet"])
     assert code == 0
     assert "yaw" in capsys.readouterr().out
+    # the options reach the estimator as the CLI passes them
+    config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
+    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared"}
+    ds = DirectionSet.load(tmp_path / "s" / "directions")
+    assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
+    kinds = ds.info["kinds"]
+    assert 0 < kinds.count("depth") <= 2 and 0 < kinds.count("albedo") <= 2
+    # and are refused with the CLI's messages (argparse's usage error: exit status 2, nothing written)
+    for option, message in ((["--method", "pca", "--atom-scope", "parts"], "--atom-scope applies to --method "
+                             "3d-coupled only"),
+                            (["--method", "pca", "--n-atoms", "2"], "--n-atoms applies to --method 3d-coupled only"),
+                            (["--method", "pca", "--loss", "huber"], "--loss applies to --method linear and "
+                             "3d-coupled only"),
+                            (["--method", "pca", "--decomposer", str(dec_path)], "--decomposer applies to --method "
+                             "3d-coupled only"),
+                            (["--method", "3d-coupled", "--n-atoms", "0"], "must be an integer >= 1"),
+                            (["--method", "3d-coupled", "--atom-scope", "face"], "invalid choice: 'face'")):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main([str(pkl), *option, "--outdir", str(tmp_path / "bad")])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    # linear: --loss becomes the estimator's `loss`
+    assert module.method_options("linear", loss="huber") == {"loss": "huber"}
+
+
+def test_missing_world_part_masks_warn_that_the_names_are_positional(monkeypatch, caplog):
+    import logging
+
+    from stylegan_disentangle.analysis import find_directions as fd
+    from stylegan_disentangle.errors import StyleGANDisentangleError
+    from stylegan_disentangle.synthetic import checkpoint
+
+    def missing():
+        raise StyleGANDisentangleError("factor_map.npz is missing")
+
+    monkeypatch.setattr(checkpoint, "oracle_labeler", missing)
+    with caplog.at_level(logging.WARNING, logger=fd.__name__):
+        assert fd._synthetic_part_masks(None, 32) is None
+    (record,) = [r for r in caplog.records if r.name == fd.__name__]
+    assert record.levelno == logging.WARNING
+    assert "factor_map.npz is missing" in record.getMessage()
+    assert "fixed regions of the canonical face" in record.getMessage()
+
+
+def test_the_shipped_checkpoint_gets_the_synthetic_decomposer_and_the_worlds_part_names(tmp_path):
+    """No --decomposer for the shipped synthetic checkpoint: the shipped 'synthetic' decomposer, and the localized
+    directions are named after the world's own parts (its canonical part masks), not the fixed template regions."""
+    from stylegan_disentangle.analysis.find_directions import resolve_decomposer, run_find_directions
+    from stylegan_disentangle.errors import StyleGANDisentangleError
+    from stylegan_disentangle.synthetic import PART_NAMES
+    from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT
+
+    assert resolve_decomposer(None, SYNTHETIC_CHECKPOINT) == "synthetic"
+    assert resolve_decomposer("", str(SYNTHETIC_CHECKPOINT.parent / ".." / "data" / SYNTHETIC_CHECKPOINT.name)) == (
+        "synthetic")
+    assert resolve_decomposer("my.pth", SYNTHETIC_CHECKPOINT) == "my.pth"
+    with pytest.raises(StyleGANDisentangleError, match="train-decomposer"):
+        resolve_decomposer(None, tmp_path / "other.pkl")
+
+    res = run_find_directions("synthetic", method="3d-coupled", samples=120, outdir=tmp_path / "run", umap=False,
+                              effect_samples=2, grid_steps=3, grid_max_rows=2, device="cpu", progress=False,
+                              method_kwargs={"n_atoms": 1, "dict_max_iter": 20, "global_loss": "squared"})
+    ds = res.direction_set
+    config = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
+    assert config["args"]["decomposer"] == "synthetic"
+    assert ds.info["part_names"] == list(PART_NAMES)
+    local = [n for n, kind in zip(ds.names, ds.info["kinds"]) if kind != "global"]
+    assert local and all(n.split("_")[1] in PART_NAMES for n in local), local
 
 
 def test_atoms_learned_on_a_subset_then_coded_on_every_row():

@@ -174,7 +174,7 @@ def export_augmentation(
     direction_set, name : the direction to walk (e.g. a 3d-coupled set's 'yaw').
     labeler : the decomposer labeler (any labeler with the scalar `label`).
     target : 'LO:HI' or (lo, hi) in the label's units (degrees for yaw).
-    n_bases : base codes (default: count // 8, at least 4, at most count).
+    n_bases : base codes (default: count // 8, at least 4; never more than count, the number of codes used).
     step, max_steps : walk step (stds of W along the direction when the set has stds, else W units) and length.
     saturation_fraction : the saturation stop rule's threshold (see `extrapolate`).
     mahalanobis_quantile : stop where the Mahalanobis distance to W (fitted on `stats_samples` fresh samples)
@@ -211,7 +211,10 @@ def export_augmentation(
     outdir = Path(outdir)
     if outdir.exists() and any(outdir.iterdir()) and not overwrite:
         raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir or overwrite")
-    n_bases = int(n_bases or min(count, max(4, count // 8)))
+    if n_bases is not None and (isinstance(n_bases, bool) or int(n_bases) != n_bases or n_bases < 1):
+        raise StyleGANDisentangleError(f"n_bases (--bases) must be an integer >= 1, got {n_bases!r}")
+    # the targets are dealt to the bases round-robin: a base beyond the count-th would be walked and never used
+    n_bases = min(count, int(n_bases) if n_bases is not None else max(4, count // 8))
     seeds = bank_seeds(seed, 0, n_bases)
     with torch.no_grad():
         base_ws = sample_latents(G, seeds, truncation_psi=truncation_psi, batch_size=batch_size).ws.cpu()

@@ -36,7 +36,7 @@ from ..directions import (
     ThreeDCoupledDirections,
     name_directions,
 )
-from ..errors import StyleGANDisentangleError
+from ..errors import LatentError, StyleGANDisentangleError, UsageError
 from ..labels import get_labelers
 from ..latents import LatentBank
 from ._run import Timer, load_generator, run_header, write_json
@@ -45,13 +45,16 @@ from .effects import compare_namings, measure_label_effects
 from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
 
-__all__ = ["METHODS", "FindDirectionsResult", "resolve_decomposer", "run_find_directions"]
+__all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "method_options", "resolve_decomposer",
+           "run_find_directions"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("pca", "closed-form", "linear", "sparse", "3d-coupled")
 SUPERVISED = ("linear", "sparse")
 NAMED = ("linear", "sparse", "3d-coupled")  # methods whose directions come named (no renaming by default)
+ATOM_SCOPES = ("parts", "map", "map+parts")  # --atom-scope (ThreeDCoupledDirections' atom_scope)
+LOSSES = ("squared", "huber")  # --loss
 
 
 @dataclass
@@ -81,6 +84,37 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
                   n_samples=ds.n_samples, seed=ds.seed, extras=ds.extras, info=ds.info)
     fields.update(changes)
     return DirectionSet(**fields)
+
+
+def method_options(method: str, atom_scope: str | None = None, n_atoms: int | None = None, loss: str | None = None,
+                   decomposer: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms and
+    --loss (those not None). Raises UsageError naming an option that does not apply to `method` (--decomposer
+    included: it is 3d-coupled's labeler) or a value out of range."""
+    method = _canonical_method(method)
+    out: dict[str, Any] = {}
+    if decomposer is not None and method != "3d-coupled":
+        raise UsageError(f"--decomposer applies to --method 3d-coupled only (got --method {method}); use --labeler "
+                         "for the other methods")
+    if atom_scope is not None:
+        if method != "3d-coupled":
+            raise UsageError("--atom-scope applies to --method 3d-coupled only")
+        if atom_scope not in ATOM_SCOPES:
+            raise UsageError(f"--atom-scope must be one of {', '.join(ATOM_SCOPES)}; got {atom_scope!r}")
+        out["atom_scope"] = atom_scope
+    if n_atoms is not None:
+        if method != "3d-coupled":
+            raise UsageError("--n-atoms applies to --method 3d-coupled only")
+        if isinstance(n_atoms, bool) or not isinstance(n_atoms, int) or n_atoms < 1:
+            raise UsageError(f"--n-atoms must be an integer >= 1; got {n_atoms!r}")
+        out["n_atoms"] = n_atoms
+    if loss is not None:
+        if method not in ("linear", "3d-coupled"):
+            raise UsageError("--loss applies to --method linear and 3d-coupled only")
+        if loss not in LOSSES:
+            raise UsageError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        out["loss" if method == "linear" else "global_loss"] = loss
+    return out
 
 
 def _is_shipped_synthetic(path: str | os.PathLike) -> bool:
@@ -117,7 +151,10 @@ def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tu
 
     try:
         oracle = oracle_labeler()
-    except StyleGANDisentangleError:
+    except StyleGANDisentangleError as exc:
+        logger.warning("the synthetic world's part masks cannot be read (%s): the 3d-coupled directions are named "
+                       "after fixed regions of the canonical face (forehead, eyes, nose, ...), not the world's parts",
+                       exc)
         return None
     with torch.no_grad():
         masks = oracle.intrinsics(bank.ws(np.arange(min(n, len(bank)))), resolution=resolution)["canonical_masks"]
@@ -208,6 +245,8 @@ def run_find_directions(
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
+    if decomposer is not None and method != "3d-coupled":  # it would be ignored, yet recorded in config.json
+        raise UsageError(f"decomposer applies to method '3d-coupled' only (got {method!r}); pass a labeler instead")
     if samples < 3:
         raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
     if method == "3d-coupled":
@@ -243,10 +282,18 @@ def run_find_directions(
             noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress)
     files["bank"] = str(bank.root)
     labels_all = {k: np.asarray(v) for k, v in bank.labels.items() if v.ndim == 1}
+    for k, v in labels_all.items():  # NaN would make the label's std NaN, i.e. look constant and be dropped
+        bad_rows = int(np.count_nonzero(~np.isfinite(v)))
+        if bad_rows:
+            raise LatentError(f"label {k!r} of the bank {bank.root} contains NaN or inf in {bad_rows} of {len(v)} "
+                              "rows; fix the labeler and re-create the bank (delete that folder)")
     label_std = {k: float(np.std(v)) for k, v in labels_all.items()}
     for k, v in bank.labels.items():  # map labels: RMS over elements of the per-element std (as effects.py does)
         if v.ndim > 1:
             label_std[k] = float(np.sqrt(np.mean(np.asarray(v[:4096], dtype=np.float64).std(axis=0) ** 2)))
+            if not np.isfinite(label_std[k]):
+                raise LatentError(f"map label {k!r} of the bank {bank.root} contains NaN or inf (in its first "
+                                  f"{min(len(v), 4096)} rows); fix the labeler and re-create the bank")
     constant = sorted(k for k, s in label_std.items() if not s > 0)
     labels = {k: v for k, v in labels_all.items() if k not in constant}
     if constant:

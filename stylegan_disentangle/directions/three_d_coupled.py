@@ -40,6 +40,7 @@ __all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
 
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("lasso", "ridge")
+_MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
 
 
 def canonical_regions(resolution: int) -> tuple[list[str], np.ndarray]:
@@ -175,7 +176,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         Iteration limit of the dictionary learning (alternating sweeps of codes and atoms).
     max_samples : int
         Rows used for the code regression (the global ridge streams over all rows; its Huber refit uses at most
-        100k of the training rows, `LinearDirections`' default).
+        100k of the training rows, `LinearDirections`' default); at least `max(n_atoms, 5)`, since an atom enters the
+        regression only when 5 rows use it.
     dict_samples : int or None
         Rows (a seeded subset of those) on which the map centre and the atoms are learned; the codes of all
         `max_samples` rows are then solved on the learned atoms. The atoms of a map with a few hundred pixels are
@@ -284,14 +286,29 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"global_loss must be one of {_LOSSES}, got {self.global_loss!r}")
         if self.atom_scope not in ("map", "parts", "map+parts"):
             raise ValueError(f"atom_scope must be 'map', 'parts' or 'map+parts', got {self.atom_scope!r}")
-        if int(self.n_atoms) < 1:
-            raise ValueError(f"n_atoms must be >= 1, got {self.n_atoms}")
-        if self.dict_samples is not None and int(self.dict_samples) < int(self.n_atoms):
-            raise ValueError(f"dict_samples must be None or >= n_atoms ({self.n_atoms}), got {self.dict_samples}")
-        if not 0.5 < self.side_fraction <= 1:
-            raise ValueError(f"side_fraction must be in (0.5, 1], got {self.side_fraction}")
-        if isinstance(self.map_labels, str):
-            raise ValueError(f"map_labels must be a sequence of names, got the string {self.map_labels!r}")
+        _check_int("n_atoms", self.n_atoms, 1)
+        n_atoms = int(self.n_atoms)
+        if self.dict_samples is not None:
+            _check_int("dict_samples", self.dict_samples, n_atoms, f"None or an integer >= n_atoms ({n_atoms})")
+        # an atom's code regression keeps only atoms used on >= 5 rows (`_fit_map`): fewer rows can fit no atom
+        low = max(n_atoms, _MIN_CODE_ROWS)
+        _check_int("max_samples", self.max_samples, low,
+                   f"an integer >= max(n_atoms, {_MIN_CODE_ROWS}) = {low} (the atoms and the code regression are "
+                   f"fitted on these rows; an atom needs >= {_MIN_CODE_ROWS} rows that use it)")
+        _check_int("dict_max_iter", self.dict_max_iter, 1)
+        _check_int("chunk_size", self.chunk_size, 1)
+        _check_number("code_alpha", self.code_alpha, 0.0, ">= 0 (the L1 penalty of the codes; 0: no sparsity)")
+        _check_number("alpha", self.alpha, 0.0, "> 0 (the Lasso's L1 strength; code_regression='ridge' for none)",
+                      open_low=True)
+        if not (isinstance(self.ridge_alpha, str) and self.ridge_alpha == "auto"):
+            _check_number("ridge_alpha", self.ridge_alpha, 0.0, "a number >= 0 or 'auto'")
+        _check_number("epsilon", self.epsilon, 1.0, ">= 1 (the Huber threshold in scales)")
+        _check_number("val_fraction", self.val_fraction, 0.0, "in [0, 1)", high=1.0)
+        _check_number("side_fraction", self.side_fraction, 0.5, "in (0.5, 1]", open_low=True, high=1.0,
+                      open_high=False)
+        for key in ("map_labels", "global_labels", "skip_parts"):
+            if isinstance(getattr(self, key), str):
+                raise ValueError(f"{key} must be a sequence of names, got the string {getattr(self, key)!r}")
 
     def _fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any, part_names: Sequence[str] | None):
         self._check_params()
@@ -316,6 +333,11 @@ class ThreeDCoupledDirections(DirectionFinder):
         if bad:
             raise LatentError(f"map labels {bad} must be [N, R, R] or [N, C, R, R]; got "
                               f"{[arrays[k].shape for k in bad]}")
+        for key in wanted:
+            bad_rows = int(np.count_nonzero(~np.isfinite(arrays[key])))
+            if bad_rows:
+                raise LatentError(f"scalar label {key!r} contains NaN or inf in {bad_rows} of {n} rows; drop those "
+                                  "rows (with their w) or pass global_labels without it")
         dropped = [k for k in wanted if not np.ptp(arrays[k]) > 0]
         wanted = [k for k in wanted if k not in dropped]
         if not wanted and not maps:
@@ -485,7 +507,7 @@ class ThreeDCoupledDirections(DirectionFinder):
 
         # an atom coded on only a handful of samples is noise to a regression (and may be constant on its training
         # split): keep atoms used by at least 0.5% of the rows (at least 5)
-        min_rows = max(5, int(0.005 * codes.shape[0]))
+        min_rows = max(_MIN_CODE_ROWS, int(0.005 * codes.shape[0]))
         used = [i for i in range(k) if np.count_nonzero(codes[:, i] - np.median(codes[:, i])) >= min_rows
                 and np.linalg.norm(atoms[i]) > 0]
         dropped += [f"{key}_atom{i}" for i in range(k) if i not in used]
@@ -560,6 +582,26 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
         raise LatentError(f"part masks must be [P, R, R] with P names; got shape {masks.shape} for {len(names)} "
                           "names")
     return names, masks
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(name: str, value: Any, low: int, expected: str | None = None) -> None:
+    """ValueError unless `value` is an integer >= `low` (`expected` words the constraint in the message)."""
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= low):
+        raise ValueError(f"{name} must be {expected or f'an integer >= {low}'}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float, expected: str, open_low: bool = False,
+                  high: float | None = None, open_high: bool = True) -> None:
+    """ValueError unless `value` is a finite number within the bounds (`expected` words them in the message)."""
+    ok = _is_number(value) and np.isfinite(value) and (value > low if open_low else value >= low)
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _rms(rows: np.ndarray) -> float:
