@@ -1,7 +1,8 @@
 """Is the light determined by the image once the depth is fixed? A per-image check on the synthetic world.
 
 Unsup3D explains an image by depth, albedo, light and view. For faces rendered by the world's renderer (exact truth
-known), this script holds the depth and the view fixed and fits a left-right symmetric albedo and the light to each
+known; or, with `--source generator`, the generator's own faces, scored against the world's render of their
+factors), this script holds the depth and the view fixed and fits a left-right symmetric albedo and the light to each
 image by Adam on the masked L1 of the render (optionally with an albedo prior: total variation, or gradient sparsity
 (|gradient| + eps)^p, p < 1, which makes a sharp edge cheaper than a smooth ramp), starting once from
 the decomposer's light and once from the true light. If both starts end at the same photometric error, the images
@@ -18,6 +19,9 @@ the truth: direction (dx, dy) and the ambient fraction a / (a + d) (the world's 
 light trades against the albedo's). Writes JSON and prints a markdown table.
 
     python scripts/bench_light_identifiability.py --samples 200 --steps 400 --out runs/light_id.json
+    python scripts/bench_light_identifiability.py --samples 200 --steps 400 --source generator
+    python scripts/bench_light_identifiability.py --samples 200 --steps 400 --source generator --mix 0.5 \
+        --depths world
     python scripts/bench_light_identifiability.py --samples 200 --steps 400 --albedo-sparse 0.05 --albedo-sparse-p 0.5
     python scripts/bench_light_identifiability.py --samples 200 --steps 1600 --albedo-sparse 0.05 \
         --albedo-start decomposer
@@ -40,7 +44,12 @@ from stylegan_disentangle.labels.decomposer.reconstruction import photometric_lo
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
 from stylegan_disentangle.labels.decomposer.trainer import gradient_sparsity, total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
-from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_renderer
+from stylegan_disentangle.synthetic.decomposer_eval import (
+    depth_relief,
+    faces_from_generator,
+    faces_from_renderer,
+    masked_pearson,
+)
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
 
@@ -53,7 +62,7 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
               albedo0: torch.Tensor, light0: torch.Tensor, steps: int, albedo_tv: float, albedo_sparse: float = 0.0,
               sparse_p: float = 0.5) -> dict:
     """Adam on a symmetric albedo and the light with depth and view fixed (under the albedo priors' weights);
-    returns the L1 before / after and the fitted light."""
+    returns the L1 before / after, the fitted light and the fitted (symmetric) albedo."""
     light = light0.clone().requires_grad_(True)
     albedo = albedo0.clone().requires_grad_(True)
     opt = torch.optim.Adam([light, albedo], lr=0.01)
@@ -78,7 +87,8 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
             opt.step()
     with torch.no_grad():
         end = float(losses()[0])
-    return {"l1_start": start, "l1_end": end, "light": light.detach()}
+    return {"l1_start": start, "l1_end": end, "light": light.detach(),
+            "albedo": ((albedo + albedo.flip(-1)) / 2).detach()}
 
 
 def main() -> None:
@@ -92,6 +102,16 @@ def main() -> None:
     p.add_argument("--albedo-start", choices=("own", "decomposer"), default="own",
                    help="Start each row's albedo from its own source (the world's albedo for the world's depth) or "
                         "every row from the decomposer's (so that only the depth differs between rows).")
+    p.add_argument("--source", choices=("renderer", "generator"), default="renderer",
+                   help="Faces rendered by the world (yaw within +-20 deg), or the generator's own faces, which only "
+                        "approximate the world's image formation (the truth is then the world's render of their "
+                        "factors).")
+    p.add_argument("--mix", type=float, default=1.0,
+                   help="With --source generator: the images are the world's render plus MIX times the generator's "
+                        "difference from it (0: the world's render, 1: the generator's faces), to find how close to "
+                        "the world a generator must be for the light to be identifiable.")
+    p.add_argument("--depths", choices=("all", "world"), default="all",
+                   help="Fit every row, or only the rows with the world's exact depth and view.")
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
@@ -99,8 +119,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     G, fmap = load_synthetic()
     dec = load_decomposer(args.decomposer).eval()
-    images, factors = faces_from_renderer(G, fmap, args.samples, seed=args.seed, yaw_range=20.0)
-    _, truth = render(factors, dec.image_size, return_intrinsics=True)
+    if args.source == "renderer":
+        images, factors = faces_from_renderer(G, fmap, args.samples, seed=args.seed, yaw_range=20.0)
+    else:
+        images, factors = faces_from_generator(G, fmap, args.samples, seed=args.seed)
+    world_images, truth = render(factors, dec.image_size, return_intrinsics=True)
+    if args.source == "generator" and args.mix != 1.0:
+        if images.shape != world_images.shape:
+            raise SystemExit(f"--mix needs the generator's resolution ({images.shape[-1]}) to be the decomposer's "
+                             f"({world_images.shape[-1]})")
+        images = world_images + args.mix * (images - world_images)
     with torch.no_grad():
         est = reconstruct(dec, images, flip=False)
     renderer = renderer_for(dec)
@@ -116,30 +144,35 @@ def main() -> None:
     mean = (truth["depth"] * mask).sum((1, 2, 3), keepdim=True) / mask.sum((1, 2, 3), keepdim=True)
     stretched = mean + relief.float().view(-1, 1, 1, 1) * (truth["depth"] - mean)
     print(f"decomposer relief (1 = true): mean {float(relief.mean()):.3f}, sd {float(relief.std()):.3f}")
+    # how far the images are from the world's own render of their factors (0 for renderer faces)
+    image_gap = float(photometric_loss(est["input"], world_images, valid))
+    print(f"masked L1 of the images against the world's render of their factors: {image_gap:.4f}")
     world_albedo = est["canon_albedo"] if args.albedo_start == "decomposer" else truth["albedo"]
     rows = []
-    for depth_name, depth, view, albedo0 in (
-            ("world truth", truth["depth"], truth["view"], world_albedo),
-            ("world truth, decomposer's relief", stretched, truth["view"], world_albedo),
-            ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])):
+    depths = [("world truth", truth["depth"], truth["view"], world_albedo),
+              ("world truth, decomposer's relief", stretched, truth["view"], world_albedo),
+              ("decomposer", est["canon_depth"].unsqueeze(1), est["view_deg"], est["canon_albedo"])]
+    for depth_name, depth, view, albedo0 in depths[:1] if args.depths == "world" else depths:
         for start_name, light0 in starts.items():
             fit = fit_light(renderer, est["input"], valid, depth, view, albedo0, light0, args.steps, args.albedo_tv,
                            args.albedo_sparse, args.albedo_sparse_p)
-            light = fit.pop("light")
+            light, albedo = fit.pop("light"), fit.pop("albedo")
             frac = light[:, 0] / light[:, :2].sum(1)
             rows.append({"depth_and_view": depth_name, "start": start_name, **fit,
                          "r_dx": _pearson(light[:, 2], true_light[:, 2]),
                          "r_dy": _pearson(light[:, 3], true_light[:, 3]),
-                         "r_ambient_fraction": _pearson(frac, truth["light"][:, 0])})
-    print("| depth and view | start | L1 before | L1 after | r dx (azimuth) | r dy (elevation) | r ambient |\n"
-          "|---|---|---|---|---|---|---|")
+                         "r_ambient_fraction": _pearson(frac, truth["light"][:, 0]),
+                         "albedo_r": float(np.nanmean(masked_pearson(albedo, truth["albedo"], mask)))})
+    print("| depth and view | start | L1 before | L1 after | r dx (azimuth) | r dy (elevation) | r ambient "
+          "| albedo r |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['depth_and_view']} | {r['start']} | {r['l1_start']:.4f} | {r['l1_end']:.4f} | {r['r_dx']:.3f} | "
-              f"{r['r_dy']:.3f} | {r['r_ambient_fraction']:.3f} |")
+              f"{r['r_dy']:.3f} | {r['r_ambient_fraction']:.3f} | {r['albedo_r']:.3f} |")
     if args.out:
         with atomic_write(args.out, "w") as f:
-            json.dump({"args": vars(args), "rows": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                                                     for k, v in r.items()} for r in rows]}, f, indent=2)
+            finite_rows = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in r.items()}
+                           for r in rows]
+            json.dump({"args": vars(args), "image_gap_l1": image_gap, "rows": finite_rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -342,6 +342,34 @@ def test_mirrored_scene_renders_the_mirror_image():
     assert both.float().mean() > 0.5 and err.max() < 0.01
 
 
+def test_a_symmetric_albedo_absorbs_an_elevation_or_ambient_change_exactly_only_without_azimuth():
+    """The ambiguity behind the light elevation and ambient (scripts/bench_light_symmetry.py): for a symmetric face
+    lit with no azimuth, a new elevation or ambient share multiplies the shading by a symmetric factor, so the
+    symmetric albedo (albedo + 1) * old / new - 1 renders the identical image (float64 rounding). With an azimuth
+    the factor is not symmetric and no symmetric albedo does; an azimuth change is never absorbed."""
+    r = Renderer()
+    depth, albedo, _ = _smooth_scene(2, seed=3)
+    depth, albedo = depth.double(), ((albedo + hflip(albedo)) / 2).double()  # the bump is already symmetric
+    normals = r.normals_from_depth(depth)
+    view = _view(5.0, 15.0, 0.0, n=2, dtype=torch.float64)
+    one = torch.ones(2, dtype=torch.float64)
+
+    def absorbed(azimuth: float, new: tuple[float, float, float, float]) -> float:
+        old = light_from_angles(0.3 * one, 0.7 * one, azimuth * one, 10.0 * one)
+        new_light = light_from_angles(new[0] * one, new[1] * one, new[2] * one, new[3] * one)
+        ratio = r.shade(normals, old) / r.shade(normals, new_light)
+        ratio = (ratio + hflip(ratio)) / 2  # the best a symmetric albedo can do is a symmetric factor
+        before = r.render(depth, albedo, old, view)["image"]
+        after = r.render(depth, (albedo + 1) * ratio - 1, new_light, view)["image"]
+        return float((after - before).abs().max())
+
+    assert absorbed(0.0, (0.3, 0.7, 0.0, 30.0)) < 1e-12  # elevation 10 -> 30 deg
+    assert absorbed(0.0, (0.45, 0.55, 0.0, 10.0)) < 1e-12  # ambient 0.3 -> 0.45
+    assert absorbed(30.0, (0.3, 0.7, 30.0, 30.0)) > 1e-3  # elevation with the light from the side: visible
+    assert absorbed(30.0, (0.45, 0.55, 30.0, 10.0)) > 1e-3
+    assert absorbed(0.0, (0.3, 0.7, 20.0, 10.0)) > 1e-2  # azimuth 0 -> 20 deg
+
+
 @pytest.mark.parametrize(
     ("depth_shape", "albedo_shape", "light_shape", "view_shape", "word"),
     [
