@@ -13,6 +13,7 @@ the depth (inside the face, averaged over images), the relief (1 = true), the al
 direction (dx: azimuth, dy: elevation) and the ambient fraction, and the yaw slope on the truth.
 
     python scripts/bench_decomposer_refinement.py --samples 200 --steps 400 --relief-scales 1,1.3,1.65,2
+    python scripts/bench_decomposer_refinement.py --source generator --relief-scales 1 --albedo-sparse 0.05
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss, reconstruct, renderer_for
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
-from stylegan_disentangle.labels.decomposer.trainer import total_variation
+from stylegan_disentangle.labels.decomposer.trainer import gradient_sparsity, total_variation
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_generator, faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
@@ -54,9 +55,10 @@ def scores(fit: dict, truth: dict, face: torch.Tensor) -> dict:
 
 
 def refine(renderer, dec, target: torch.Tensor, valid: torch.Tensor, start: dict, steps: int, depth_lr: float,
-           view_lr: float, albedo_tv: float) -> tuple[dict, dict]:
-    """Adam on symmetric depth and albedo, the light and (view_lr > 0) the view; returns (start fit, end fit),
-    each with its L1 and maps."""
+           view_lr: float, albedo_tv: float, albedo_sparse: float = 0.0, sparse_p: float = 0.3) -> tuple[dict, dict]:
+    """Adam on symmetric depth and albedo, the light and (view_lr > 0) the view, under the albedo priors' weights
+    (total variation, gradient sparsity with exponent sparse_p); returns (start fit, end fit), each with its L1 and
+    maps."""
     depth = start["depth"].clone().requires_grad_(True)
     albedo = start["albedo"].clone().requires_grad_(True)
     light = start["light"].clone().requires_grad_(True)
@@ -72,7 +74,10 @@ def refine(renderer, dec, target: torch.Tensor, valid: torch.Tensor, start: dict
         lit = torch.cat([light[:, :2].clamp(0, 2), light[:, 2:]], 1)
         out = renderer.render(d, a, lit, view)
         l1 = photometric_loss(out["image"], target, out["mask"] * valid)
-        return l1, albedo_tv * total_variation(a), {"depth": d, "albedo": a, "light": lit, "view": view}
+        prior = albedo_tv * total_variation(a)
+        if albedo_sparse:
+            prior = prior + albedo_sparse * gradient_sparsity(a, sparse_p)
+        return l1, prior, {"depth": d, "albedo": a, "light": lit, "view": view}
 
     def snapshot() -> dict:
         with torch.no_grad():
@@ -99,6 +104,8 @@ def main() -> None:
     p.add_argument("--depth-lr", type=float, default=1e-4, help="Adam step of the per-pixel depth (0 = held)")
     p.add_argument("--view-lr", type=float, default=0.0, help="Adam step of the view in degrees (0 = held)")
     p.add_argument("--albedo-tv", type=float, default=0.0)
+    p.add_argument("--albedo-sparse", type=float, default=0.0, help="Albedo gradient-sparsity weight in the fit.")
+    p.add_argument("--albedo-sparse-p", type=float, default=0.3, help="Exponent p of the sparsity prior.")
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
@@ -125,7 +132,7 @@ def main() -> None:
         start = {"depth": mean + (depth0 - mean) / k, "albedo": est["canon_albedo"], "light": est["light"],
                  "view": view}
         before, after = refine(renderer, dec, est["input"], valid, start, args.steps, args.depth_lr, args.view_lr,
-                               args.albedo_tv)
+                               args.albedo_tv, args.albedo_sparse, args.albedo_sparse_p)
         rows.append({"k": k, "l1_before": before["l1"], "l1_after": after["l1"], **scores(after, truth, face)})
         print(json.dumps(rows[-1]), flush=True)
     print("| k | L1 before | L1 after | depth r | relief | albedo r | r dx | r dy | r ambient | yaw slope |\n"
