@@ -16,7 +16,7 @@ by the light's |azimuth|. Next to them: how far the generator's images are from 
 generator's faces must explain besides the light.
 
     python scripts/bench_light_symmetry.py                      # 2000 faces, steps of 10 deg and 0.1 ambient
-    python scripts/bench_light_symmetry.py --samples 500 --json runs/light_symmetry.json
+    python scripts/bench_light_symmetry.py --samples 500 --json runs/light_symmetry.json --png runs/light_symmetry.png
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ import json
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from stylegan_disentangle.labels.decomposer.reconstruction import photometric_loss
 from stylegan_disentangle.labels.decomposer.renderer import Renderer, light_angles, light_from_angles, light_from_world
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator
 from stylegan_disentangle.synthetic.renderer import render
-from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils import atomic_write, atomic_write_path
 
 
 def stepped_light(light: torch.Tensor, kind: str, step: float) -> torch.Tensor:
@@ -60,6 +62,30 @@ def _masked_abs_mean(x: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return ((x.abs() * m).sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp_min(1)).numpy()
 
 
+def plot(results: dict, gap: float, path: str) -> None:
+    """Two panels by |azimuth| bin: what each light step leaves after a symmetric albedo (L1, with the generator's
+    own error as a line), and that as a share of the step's whole change."""
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left_ax, share_ax = fig.subplots(1, 2)
+    for kind, res in results.items():
+        rows = res["rows"][1:]  # the bins (row 0 is every face)
+        x = [f"{r['abs_azimuth'][0]:g}-{r['abs_azimuth'][1]:g}" for r in rows]
+        unit = " deg" if kind != "ambient" else ""
+        left_ax.plot(x, [r["unabsorbed_l1"] for r in rows], "o-", label=f"{kind} {res['step']:+g}{unit}")
+        share_ax.plot(x, [r["unabsorbed_fraction"] for r in rows], "o-", label=f"{kind} {res['step']:+g}{unit}")
+    left_ax.axhline(gap, color="k", ls="--", label="generator vs world (image L1)")
+    left_ax.set(xlabel="|light azimuth| (deg)", ylabel="canonical L1 left", ylim=(0, None),
+                title="what a symmetric albedo cannot absorb")
+    share_ax.set(xlabel="|light azimuth| (deg)", ylabel="share of the change left", ylim=(0, 1.05),
+                 title="share of each light step that stays visible")
+    left_ax.legend(fontsize=8)
+    share_ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=2000)
@@ -70,6 +96,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None, help="Plot of the table (PNG).")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     G, fmap = load_synthetic()
@@ -110,6 +137,8 @@ def main() -> None:
         for r in res["rows"]:
             print(f"| {kind} {res['step']:+g} {unit} | {r['abs_azimuth'][0]:g}-{r['abs_azimuth'][1]:g} | {r['n']} | "
                   f"{r['change_l1']:.4f} | {r['unabsorbed_l1']:.4f} | {r['unabsorbed_fraction']:.2f} |")
+    if args.png:
+        plot(results, gap, args.png)
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "generator_gap_l1": gap, "world_asymmetry": asym, "steps": results}, f,
