@@ -623,6 +623,19 @@ def test_cuda_device_without_cuda_is_a_clean_cli_error(tmp_path, monkeypatch, co
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("content", ["{broken", "[1, 2]", '{"bank_seconds": "x"}', "{}"])
+def test_a_corrupt_bank_time_is_refused_naming_it(tmp_path, content):
+    from stylegan_disentangle.labels.decomposer.trainer import BANK_TIME, bank_seconds
+
+    assert bank_seconds(tmp_path) == 0.0  # no file: no bank
+    (tmp_path / BANK_TIME).write_text('{"bank_seconds": 12.5}')
+    assert bank_seconds(tmp_path) == 12.5
+    (tmp_path / BANK_TIME).write_text(content)
+    with pytest.raises(StyleGANDisentangleError, match="not a readable bank time") as info:
+        bank_seconds(tmp_path)
+    assert str(tmp_path / BANK_TIME) in str(info.value)
+
+
 @pytest.mark.parametrize("content, words", [("{broken", "not a readable training state"),
                                             ("[1, 2]", "holds a list")])
 def test_corrupt_train_state_is_refused_naming_it(G, tmp_path, content, words):

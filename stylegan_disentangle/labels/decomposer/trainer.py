@@ -464,7 +464,13 @@ def _health(out: dict[str, torch.Tensor]) -> dict[str, float]:
 def bank_seconds(outdir: str | os.PathLike) -> float:
     """Seconds a training run in `outdir` spent building (and reopening) its image bank; 0 without a bank."""
     path = Path(outdir) / BANK_TIME
-    return float(json.loads(path.read_text())["bank_seconds"]) if path.is_file() else 0.0
+    if not path.is_file():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text())["bank_seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: broken JSON or not a number
+        raise StyleGANDisentangleError(f"{path}: not a readable bank time ({type(exc).__name__}: {exc}); it holds only "
+                                       "the bank's build time, so delete it to start the count over") from None
 
 
 def _record_bank_seconds(outdir: Path, seconds: float) -> None:
