@@ -6,7 +6,7 @@
     python scripts/train_decomposer.py --outdir runs/more --init synthetic --steps 4000 --stabilize-after 0 --seed 1
                                                                           # continue the shipped nets 4000 steps
 
-`--ship` writes the trained nets (official Unsup3D layout, no optimizer states) to
+`--ship` writes the trained nets (official Unsup3D layout, no optimizer states, float16 weights) to
 stylegan_disentangle/labels/decomposer/data/synthetic32_decomposer.pth and a JSON record beside it (settings that the
 official layout cannot hold, the command, steps, wall time and the ground-truth scores of a fresh sample).
 """
@@ -99,6 +99,9 @@ def main() -> None:
                         "fresh nets; its sizes replace --nf/--zdim/--nf-small/--light-range. --steps counts from it.")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
+    p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
+                   help="Weight precision of the shipped file: float16 halves it (the labels move by < 0.01 deg, "
+                        "BENCHMARKS.md); the nets run in float32 either way.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -132,6 +135,10 @@ def main() -> None:
     state["bank_seconds"] = bank_seconds(args.outdir)
     print(f"training {state['train_seconds']:.0f} s + image bank {state['bank_seconds']:.0f} s")
     scores = None
+    if args.ship:  # score the nets as they will ship: weights rounded to the shipped precision
+        with torch.no_grad():
+            for param in dec.parameters():
+                param.copy_(param.to(getattr(torch, args.ship_dtype)).float())
     if args.pkl == "synthetic" and args.eval_samples:
         from stylegan_disentangle.synthetic.checkpoint import synthetic_factor_map
         from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator, score_decomposer
@@ -150,7 +157,7 @@ def main() -> None:
             prev = json.loads(before.read_text())
             history = prev.get("history", []) + [{k: prev.get(k) for k in ("command", "steps", "train_seconds_total",
                                                                              "scores_fresh_sample")}]
-        trained_nets_only(dec).save(target)
+        trained_nets_only(dec).save(target, weights_dtype=getattr(torch, args.ship_dtype))
         scalings = {k: v for k, v in dec.get_config().items()
                     if k not in ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view",
                                  "nf_conf", "zdim_conf", "nets")}
@@ -159,7 +166,7 @@ def main() -> None:
                   "bank_seconds": state["bank_seconds"], "wall_seconds_this_call": wall,
                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                   "hardware": f"2-core CPU, torch threads = {args.threads}", "scores_fresh_sample": scores,
-                  "history": history,
+                  "weights_dtype": args.ship_dtype, "history": history,
                   "steps_all_phases": state["step"] + sum(int(h.get("steps") or 0) for h in history),
                   "train_seconds_all_phases": state["train_seconds"] + sum(float(h.get("train_seconds_total") or 0)
                                                                            for h in history)}

@@ -391,6 +391,25 @@ def test_half_or_double_weights_load_as_float32_and_decompose(tmp_path, dtype):
         torch.testing.assert_close(out[key], want[key], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_saving_in_half_precision_rounds_each_weight_and_reloads_as_float32(tmp_path, dtype):
+    dec = _with_adam_states(_tiny(32))
+    dec.save(tmp_path / "half.pth", weights_dtype=dtype)
+    raw = read_unsup3d_checkpoint(tmp_path / "half.pth")
+    assert {t.dtype for name in dec.present_nets for t in raw[name].values()} == {dtype}
+    assert set(raw) >= {"optimizerD", "metrics_trace", "epoch"}  # the rest of the layout is unchanged
+    loaded = load_unsup3d(tmp_path / "half.pth")
+    want = {k: v.to(dtype).float() for k, v in dec.state_dict().items()}
+    got = loaded.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:  # exactly the rounded weights: a float16 / bfloat16 value is a float32 value
+        assert torch.equal(got[key], want[key]), key
+    assert not all(torch.equal(got[k], v) for k, v in dec.state_dict().items())  # the rounding did happen
+    with pytest.raises(CheckpointError, match=r"int\.pth: weights_dtype should be a floating dtype"):
+        dec.save(tmp_path / "int.pth", weights_dtype=torch.int8)
+    assert not (tmp_path / "int.pth").exists()
+
+
 def test_integer_weights_are_refused_naming_file_and_key(tmp_path):
     state = _net_states(32)
     state["netA"]["network.0.weight"] = state["netA"]["network.0.weight"].round().to(torch.int32)

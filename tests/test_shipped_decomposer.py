@@ -71,6 +71,17 @@ def test_shipped_decomposer_loads_by_name_with_its_settings(record):
     assert get_labeler("decomposer3d").decomposer.get_config() == dec.get_config()
 
 
+def test_shipped_file_holds_float16_weights_that_run_in_float32(record):
+    """Package data of a few MB: the file keeps float16 weights (as its record says); the nets run in float32."""
+    from stylegan_disentangle.labels.decomposer import read_unsup3d_checkpoint
+
+    raw = read_unsup3d_checkpoint(SHIPPED["synthetic"])
+    stored = {t.dtype for name in ("netD", "netA", "netL", "netV", "netC") for t in raw[name].values()}
+    assert stored == {getattr(torch, record["weights_dtype"])} == {torch.float16}
+    assert SHIPPED["synthetic"].stat().st_size < 5e6
+    assert {p.dtype for p in load_decomposer("synthetic").parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("name", SCALARS)
 def test_fresh_sample_reproduces_the_recorded_correlations(record, scalar_r, name):
     """Guards each label against losing its recorded correlation (a sign flip included: r is signed, as the

@@ -383,19 +383,24 @@ class _MetricsTraceRecord:
         return self._REF, (), self.state
 
 
-def save_unsup3d(decomposer: Unsup3DDecomposer, path: str | os.PathLike) -> Path:
+def save_unsup3d(decomposer: Unsup3DDecomposer, path: str | os.PathLike,
+                 weights_dtype: torch.dtype = torch.float32) -> Path:
     """Write `decomposer` as an official Unsup3D training checkpoint (atomically); returns the path.
 
     Layout: the present nets' state dicts (CPU tensors) in the official order, the optimizer states it carries,
     `metrics_trace` (its data, default {'data': {}}) and `epoch`. The official demo, test and resume code read it;
-    `load_unsup3d` reads it back bit for bit.
+    `load_unsup3d` reads it back bit for bit. `weights_dtype=torch.float16` halves the file (package data); the
+    official `load_state_dict` and `load_unsup3d` cast the weights back to float32, rounded.
     """
     path = Path(path)
+    if weights_dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise CheckpointError(f"{path}: weights_dtype should be a floating dtype, got {weights_dtype}")
     state: dict[str, Any] = {}
     for name in decomposer.present_nets:
         sd = getattr(decomposer, name).state_dict()  # an OrderedDict with torch's _metadata, as official files
         for key in sd:
-            sd[key] = sd[key].detach().cpu()
+            value = sd[key].detach().cpu()
+            sd[key] = value.to(weights_dtype) if value.is_floating_point() else value
         state[name] = sd
     state.update(decomposer.optimizer_states)
     trace = decomposer.metrics_trace if decomposer.metrics_trace is not None else {"data": {}}

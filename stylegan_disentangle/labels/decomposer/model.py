@@ -287,11 +287,11 @@ class Unsup3DDecomposer(nn.Module):
         return self.eval()
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, weights_dtype: torch.dtype = torch.float32) -> Path:
         """Write an official-layout Unsup3D checkpoint (see `checkpoint.save_unsup3d`)."""
         from .checkpoint import save_unsup3d
 
-        return save_unsup3d(self, path)
+        return save_unsup3d(self, path, weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **scalings: Any) -> Unsup3DDecomposer:
