@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
-from .cli_common import fail_cleanly
+from .cli_common import device_option, fail_cleanly
+
+if TYPE_CHECKING:
+    import torch
 
 
 @click.group()
@@ -51,9 +55,9 @@ def info(pkl: str, as_json: bool) -> None:
 @click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--grid", is_flag=True, help="Also write all images as one grid.png.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | None, noise_mode: str,
-             class_idx: int | None, outdir: str, grid: bool, device: str) -> None:
+             class_idx: int | None, outdir: str, grid: bool, device: torch.device) -> None:
     """Generate one PNG per seed (z drawn as in the official scripts: RandomState(seed).randn(z_dim))."""
     import json
     from pathlib import Path
@@ -63,7 +67,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 
     from . import __version__
     from .checkpoints import open_network_pkl
-    from .utils import atomic_write, resolve_device, sha256_file
+    from .utils import atomic_write, sha256_file
     from .utils.images import image_grid, save_png, to_uint8
     from .utils.ranges import parse_seeds
 
@@ -71,10 +75,9 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
         seed_list = parse_seeds(seeds)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--seeds") from None
-    target = fail_cleanly(lambda: resolve_device(device))
-    pkl_data = _open_or_fail(open_network_pkl, pkl, device=target)
+    pkl_data = _open_or_fail(open_network_pkl, pkl, device=device)
     G = pkl_data.data["G_ema"]
-    c = torch.zeros([1, G.c_dim], device=target)
+    c = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim:
         if class_idx is None or not 0 <= class_idx < G.c_dim:
             raise click.BadParameter(f"this network is conditional: pass --class between 0 and {G.c_dim - 1}",
@@ -88,7 +91,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
     images = []
     with torch.no_grad():
         for seed in seed_list:
-            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(target)
+            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(device)
             img = to_uint8(G(z, c, truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff,
                              noise_mode=noise_mode))[0]
             save_png(img, out / f"seed{seed:04d}.png")
@@ -98,7 +101,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
         save_png(image_grid(np.stack(images)), out / "grid.png", upscale=upscale)
     config = dict(command="generate", pkl=str(pkl_data.path), sha256=sha256_file(pkl_data.path), seeds=seed_list,
                   truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff, noise_mode=noise_mode,
-                  class_idx=class_idx, device=str(target), version=__version__)
+                  class_idx=class_idx, device=str(device), version=__version__)
     with atomic_write(out / "config.json", "w") as f:
         json.dump(config, f, indent=2)
     click.echo(f"wrote {len(seed_list)} images to {out}")
@@ -107,9 +110,9 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 @main.command("demo")
 @click.option("--outdir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
 @click.option("--samples", type=int, default=5000, show_default=True, help="Latent bank size for find-directions.")
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.pass_context
-def demo(ctx: click.Context, outdir: str, samples: int, device: str) -> None:
+def demo(ctx: click.Context, outdir: str, samples: int, device: torch.device) -> None:
     """The quick tour on the shipped synthetic checkpoint: load it safely, describe it, generate a grid, and find,
     name and plot its semantic directions with the ground-truth oracle labeler.
 
@@ -213,7 +216,7 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--num-directions", type=int, default=10, show_default=True, help="K for pca / closed-form.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples per chunk of the bank.")
 @click.option("--rename/--no-rename", default=None,
@@ -274,7 +277,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
 @click.option("--class", "class_idx", type=int, default=None, help="Class for conditional networks.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
     """Edit seeds of PKL along directions of the DirectionSet DIRS (its .json/.npz stem): one grid PNG
     (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""

@@ -6,8 +6,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from .cli_common import device_option
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["register_augmentation_commands"]
 
@@ -40,12 +46,12 @@ def register_augmentation_commands(main: click.Group) -> None:
                        "[N] array named after the label): the decomposer's label is mapped affinely onto your "
                        "values; TARGET and the written labels are then in your units.")
     @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
-    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    @device_option()
     def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
                                 outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
                                 truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
                                 mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
-                                device: str) -> None:
+                                device: torch.device) -> None:
         """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
         saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
         TARGET, with labels.json / labels.npz."""
@@ -56,23 +62,22 @@ def register_augmentation_commands(main: click.Group) -> None:
         from .errors import StyleGANDisentangleError
         from .labels.calibration import fit_label_calibration, load_calibration_images
         from .labels.decomposer.labeler import decomposer_labeler
-        from .utils import resolve_device, sha256_file
+        from .utils import sha256_file
 
         try:
             # the arguments are checked before the network and the decomposer are loaded (seconds to minutes)
             if count < 1:
                 raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
             parse_target(target)
-            target_device = resolve_device(device)
-            net = open_network_pkl(pkl, device=target_device)
+            net = open_network_pkl(pkl, device=device)
             G = net.data["G_ema"].eval().requires_grad_(False)
             spec = resolve_decomposer(decomposer_spec, net.path)
-            lab = decomposer_labeler(spec, maps=False, device=target_device)  # scalars only: faster walks
+            lab = decomposer_labeler(spec, maps=False, device=device)  # scalars only: faster walks
             ds = DirectionSet.load(dirs)
             calibration, aimed = None, label or name
             if calibrate_with is not None:
                 images, values = load_calibration_images(calibrate_with, aimed)
-                calibration = fit_label_calibration(lab, images.to(target_device), values, aimed)
+                calibration = fit_label_calibration(lab, images.to(device), values, aimed)
                 click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
                            f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "
                            f"{calibration.r_:.3f}, residual std {calibration.residual_std_:.3f})")

@@ -18,3 +18,20 @@ def fail_cleanly(fn: Callable[[], T]) -> T:
         return fn()
     except StyleGANDisentangleError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _device_callback(ctx: click.Context, param: click.Parameter, value: str):
+    """Resolve --device while the command line is parsed, so a device this machine lacks is a usage error before
+    anything is loaded or written."""
+    from .errors import StyleGANDisentangleError
+    from .utils.device import resolve_device
+
+    try:
+        return resolve_device(value)
+    except StyleGANDisentangleError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def device_option(help: str = "auto, cpu, cuda or cuda:N.") -> Callable:
+    """The --device option every command shares; the command receives a torch.device that exists here."""
+    return click.option("--device", default="auto", show_default=True, callback=_device_callback, help=help)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import fail_cleanly
+from .cli_common import device_option, fail_cleanly
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["register_decomposer_commands"]
 
@@ -25,9 +29,9 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D checkpoint.")
     @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    @device_option()
     def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
-                      device: str) -> None:
+                      device: torch.device) -> None:
         """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
         reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
         import numpy as np
@@ -39,20 +43,19 @@ def register_decomposer_commands(main: click.Group) -> None:
         from .labels.decomposer.labeler import DecomposerLabeler, load_decomposer
         from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
         from .latents import sample_latents
-        from .utils import atomic_write, atomic_write_path, resolve_device, sha256_file
+        from .utils import atomic_write, atomic_write_path, sha256_file
         from .utils.ranges import parse_seeds
 
         try:
             seed_list = parse_seeds(seeds)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--seeds") from None
-        target = fail_cleanly(lambda: resolve_device(device))
-        net = fail_cleanly(lambda: open_network_pkl(pkl, device=target))
+        net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
         spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
-        dec = fail_cleanly(lambda: load_decomposer(spec, device=target))
+        dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
         G = net.data["G_ema"].eval()
         with torch.no_grad():
-            ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=target).ws
+            ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
             img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
@@ -107,20 +110,18 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
                        "networks whose image generation dominates the step); 0 = draw every batch.")
     @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--device", default="auto", show_default=True)
+    @device_option()
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
                              lam_smooth: float, lam_rerender: float, rerender_mode: str, rerender_light_xy: float,
                              light_from_rerender: bool, lam_jitter: float, stabilize_after: int, xy_light_range: float,
                              lam_albedo_tv: float, lam_albedo_sparse: float, antialias: bool, bank_size: int,
-                             seed: int, device: str, quiet: bool) -> None:
+                             seed: int, device: torch.device, quiet: bool) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
         from .labels.decomposer.trainer import train_decomposer
-        from .utils import resolve_device
 
-        target = fail_cleanly(lambda: resolve_device(device))
-        data = fail_cleanly(lambda: load_network_pkl(pkl, device=target))
+        data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
         if perceptual and data.get("D") is None:
             raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
         fail_cleanly(lambda: train_decomposer(
@@ -130,6 +131,6 @@ def register_decomposer_commands(main: click.Group) -> None:
             lam_jitter=lam_jitter, seed=seed,
             stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
             bank_size=bank_size,
-            decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=target,
+            decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=device,
             progress=False if quiet else None))
         click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

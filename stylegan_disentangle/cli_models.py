@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import fail_cleanly
+from .cli_common import device_option, fail_cleanly
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["register_model_commands"]
 
@@ -97,7 +101,7 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
 @click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
 @click.option("--hidden", type=int, default=256, show_default=True, help="MLP width (0 = linear nets).")
@@ -127,7 +131,8 @@ def _write_json(path: Path, record: dict) -> None:
 @click.pass_context
 def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
                     appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int,
-                    batch_size: int, lr: float, seed: int, device: str, app_dim: int, struct_dim: int, hidden: int,
+                    batch_size: int, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
+                    hidden: int,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
                     image_weight: float, motion_weight: float, motion_metric: str, invariance_projection: bool,
                     linear_structure: bool,
@@ -140,13 +145,11 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
 
     from .latents import generator_fingerprint, sample_latents
     from .models import AppearanceStructureAE, ClipPairSampler, save_clip_strips, train_model
-    from .utils import resolve_device
     from .utils.images import image_grid, save_png, to_uint8
 
-    target = fail_cleanly(lambda: resolve_device(device))
     out = Path(outdir)
-    G = _load_generator(pkl, target)
-    w_pool = sample_latents(G, np.arange(pool), device=target).ws[:, 0].cpu()
+    G = _load_generator(pkl, device)
+    w_pool = sample_latents(G, np.arange(pool), device=device).ws[:, 0].cpu()
     maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
                         clip_metric)
     motion_maker = None
@@ -166,7 +169,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     def preview(m, path):
         with torch.no_grad():
             rows = [preview_t, preview_s, m.transfer_structure(preview_t, preview_s).cpu()]
-            imgs = [to_uint8(G.synthesis(m.check_ws(r).to(target), noise_mode="const")) for r in rows]
+            imgs = [to_uint8(G.synthesis(m.check_ws(r).to(device), noise_mode="const")) for r in rows]
         save_png(image_grid(np.stack(imgs, 1).reshape(-1, *imgs[0].shape[1:]), cols=3), path,
                  upscale=max(1, 128 // G.img_resolution))
 
@@ -175,7 +178,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
               "appearance_names": appearance_names, "frames": frames, "clip_metric": clip_metric, "pool": pool,
               "batch_size": batch_size, "motion_metric": motion_metric if motion_maker is not None else None}
     result = fail_cleanly(lambda: train_model(
-        model, sampler, out, steps=steps, lr=lr, seed=seed, device=target, G=G if image_weight > 0 else None,
+        model, sampler, out, steps=steps, lr=lr, seed=seed, device=device, G=G if image_weight > 0 else None,
         val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
         max_seconds=max_minutes * 60 if max_minutes else None, resume=resume,
         progress=False if (ctx.obj or {}).get("quiet") else None, config=config))
@@ -189,10 +192,10 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
 @_video_options
 @click.option("--count", type=int, default=4, show_default=True, help="Number of clips.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure_names, appearance_dirs,
                     appearance_names, frames: int, clip_metric: str, pool: int, count: int, seed: int,
-                    device: str) -> None:
+                    device: torch.device) -> None:
     """Make COUNT synthetic latent videos of PKL: OUTDIR/clips.npy (ws [count, frames, num_ws, w_dim]) and
     clips.png (a row per clip)."""
     import numpy as np
@@ -200,11 +203,10 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
 
     from .latents import sample_latents
     from .models import save_clip_strips
-    from .utils import atomic_write_path, resolve_device
+    from .utils import atomic_write_path
 
-    target = fail_cleanly(lambda: resolve_device(device))
-    G = _load_generator(pkl, target)
-    w_pool = sample_latents(G, np.arange(max(pool, count, 2)), device=target).ws[:, 0].cpu()
+    G = _load_generator(pkl, device)
+    w_pool = sample_latents(G, np.arange(max(pool, count, 2)), device=device).ws[:, 0].cpu()
     maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs, appearance_names, frames,
                         clip_metric)
     gen = torch.Generator().manual_seed(seed)
@@ -269,16 +271,14 @@ def _mode_option(otherwise: str):
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @_mode_option("residual")
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds: str, truncation_psi: float,
-                           outdir: str, allow_foreign: bool, mode: str | None, device: str) -> None:
+                           outdir: str, allow_foreign: bool, mode: str | None, device: torch.device) -> None:
     """Expression / pose transfer with MODEL: OUTDIR/transfer.png (rows: target | source | result) and the ws
     (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
-    from .utils import resolve_device
 
-    target = fail_cleanly(lambda: resolve_device(device))
-    G = _load_generator(pkl, target)
-    ae = _load_ae(model, G, allow_foreign, target)
+    G = _load_generator(pkl, device)
+    ae = _load_ae(model, G, allow_foreign, device)
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds", truncation_psi)
     s_seeds, s_ws = _seed_ws(G, source_seeds, "--source-seeds", truncation_psi)
     if len(t_seeds) != len(s_seeds) and 1 not in (len(t_seeds), len(s_seeds)):
@@ -312,19 +312,16 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @_mode_option("direct")
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int, target_seeds: str, relative: bool,
-                        outdir: str, allow_foreign: bool, mode: str | None, device: str) -> None:
+                        outdir: str, allow_foreign: bool, mode: str | None, device: torch.device) -> None:
     """Motion transfer: the source clip's structure drives each target. OUTDIR/motion.png (first row: the source
     clip; then one row per target), result_ws.npy [N, T, num_ws, w_dim]."""
     import numpy as np
     import torch
 
-    from .utils import resolve_device
-
-    target = fail_cleanly(lambda: resolve_device(device))
-    G = _load_generator(pkl, target)
-    ae = _load_ae(model, G, allow_foreign, target)
+    G = _load_generator(pkl, device)
+    ae = _load_ae(model, G, allow_foreign, device)
     try:
         clip = np.load(source_clip, allow_pickle=False)
     except (OSError, ValueError) as exc:

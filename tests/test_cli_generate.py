@@ -97,6 +97,41 @@ def test_a_device_this_machine_lacks_is_a_clean_cli_error(tmp_path, tiny_pkl, mo
     name, *options = command
     result = CliRunner().invoke(main, [name, str(tiny_pkl), *options, "--outdir", str(tmp_path / "o"),
                                        "--device", "cuda"])
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output  # a usage error
     assert "CUDA is not available" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def _device_commands() -> list[str]:
+    return sorted(name for name, cmd in main.commands.items() if any(p.name == "device" for p in cmd.params))
+
+
+def test_every_command_shares_the_checked_device_option():
+    from stylegan_disentangle.cli_common import _device_callback
+
+    names = _device_commands()
+    assert {"generate", "demo", "find-directions", "edit", "decompose", "train-decomposer", "export-augmentation",
+            "train-model", "make-videos", "transfer-structure", "transfer-motion"} <= set(names)
+    for name in names:
+        (option,) = [p for p in main.commands[name].params if p.name == "device"]
+        assert option.callback is _device_callback and option.default == "auto", name
+
+
+@pytest.mark.parametrize("name", _device_commands())
+@pytest.mark.parametrize("device, words", [("cuda", "CUDA is not available"), ("gpu0", "unknown device 'gpu0'")])
+def test_every_command_refuses_a_device_before_reading_its_other_arguments(monkeypatch, name, device, words):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(main, [name, "--device", device])  # required arguments missing: --device comes first
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "Invalid value for '--device'" in result.output and words in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_device_option_hands_the_command_a_torch_device(tmp_path, tiny_pkl):
+    result = CliRunner().invoke(main, ["generate", str(tiny_pkl), "--seeds", "0", "--outdir", str(tmp_path / "o"),
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    assert record["device"] == "cpu"

@@ -618,7 +618,7 @@ def test_cuda_device_without_cuda_is_a_clean_cli_error(tmp_path, monkeypatch, co
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine without CUDA, wherever it runs
     for device, words in (("cuda", "CUDA is not available"), ("gpu0", "unknown device 'gpu0'")):
         result = CliRunner().invoke(main, [*command, "--outdir", str(tmp_path / "o"), "--device", device])
-        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output  # usage error
         assert words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
 

@@ -206,7 +206,7 @@ def run_find_directions(
     seed: int = 0,
     truncation_psi: float = 1.0,
     truncation_cutoff: int | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     num_directions: int = 10,
     batch_size: int = 256,
     network: str = "G_ema",
@@ -264,7 +264,7 @@ def run_find_directions(
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
-                truncation_psi=float(truncation_psi), truncation_cutoff=truncation_cutoff, device=device,
+                truncation_psi=float(truncation_psi), truncation_cutoff=truncation_cutoff, device=str(device),
                 num_directions=int(num_directions), batch_size=int(batch_size), network=network,
                 method_kwargs=method_kwargs or {}, rename=rename, effect_samples=int(effect_samples),
                 grid_steps=int(grid_steps), grid_sigmas=float(grid_sigmas), grid_sample=int(grid_sample),

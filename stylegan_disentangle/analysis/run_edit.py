@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..directions import DirectionSet
 from ..errors import StyleGANDisentangleError
@@ -42,7 +43,7 @@ def run_edit(
     truncation_psi: float = 1.0,
     truncation_cutoff: int | None = None,
     class_idx: int | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     network: str = "G_ema",
     noise_mode: str = "const",
     batch_size: int = 32,
@@ -80,7 +81,7 @@ def run_edit(
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
                 names=names, steps=steps_arr.tolist(), step_unit=step_unit, seeds=seed_list,
                 layers=layer_idx, truncation_psi=truncation_psi,
-                truncation_cutoff=truncation_cutoff, class_idx=class_idx, device=device, network=network,
+                truncation_cutoff=truncation_cutoff, class_idx=class_idx, device=str(device), network=network,
                 noise_mode=noise_mode)
     try:
         edited_ws = {name: direction_ws_indices(ds, name, G.num_ws, layer_idx) for name in names}
