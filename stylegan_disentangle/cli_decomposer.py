@@ -76,9 +76,18 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.argument("pkl")
     @click.option("--steps", type=int, required=True, help="Total training steps (a rerun resumes up to this).")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
+    @click.option("--init", "init_spec", default=None,
+                  help="Start from this decomposer instead of fresh nets: 'synthetic' (the shipped one) or an Unsup3D "
+                       "checkpoint (e.g. the official CelebA one); its sizes are used, so --nf / --zdim / --nf-small "
+                       "/ --light-range cannot be given with it. --steps counts from it.")
     @click.option("--batch-size", type=int, default=32, show_default=True)
     @click.option("--lr", type=float, default=1e-4, show_default=True)
+    @click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="Adam's, as official.")
     @click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
+    @click.option("--zdim", type=int, default=128, show_default=True,
+                  help="Code size of netD / netA (netC's is half of it).")
+    @click.option("--nf-small", type=int, default=16, show_default=True,
+                  help="Width of netL / netV (netC's is twice it; a multiple of 8).")
     @click.option("--perceptual/--no-perceptual", default=False, show_default=True,
                   help="Add the perceptual term on the network's own discriminator features.")
     @click.option("--smooth", "lam_smooth", type=float, default=0.0, show_default=True,
@@ -88,6 +97,14 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
                   help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
                        "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe).")
+    @click.option("--rerender-intensities", type=click.Choice(["batch", "uniform"]), default="batch",
+                  show_default=True,
+                  help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
+                       "uniform over netL's range (with --train-nets netA,netD: an albedo that holds under other "
+                       "light intensities).")
+    @click.option("--rerender-albedo-step", type=(float, float), default=None, metavar="LO HI",
+                  help="Recolour the re-render scenes' albedo above a random hairline by a gain log-uniform in "
+                       "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
     @click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
                   help="Fraction of the light direction's range the re-render term draws from.")
     @click.option("--light-from-rerender", is_flag=True,
@@ -101,36 +118,49 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--albedo-tv", "lam_albedo_tv", type=float, default=0.0, show_default=True,
                   help="Weight of the albedo total-variation prior (0 = off, as official).")
     @click.option("--albedo-sparse", "lam_albedo_sparse", type=float, default=0.0, show_default=True,
-                  help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^0.3 (0 = off): sharp "
+                  help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^p (0 = off): sharp "
                        "albedo edges, smooth shading.")
+    @click.option("--albedo-sparse-p", type=float, default=0.3, show_default=True,
+                  help="The exponent p of --albedo-sparse (below 1).")
     @click.option("--antialias/--no-antialias", default=False, show_default=True,
                   help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
-                       "convolutions' checkerboard; the shipped synthetic decomposer uses it).")
+                       "convolutions' checkerboard; the shipped synthetic decomposer uses it; also set on --init "
+                       "nets).")
+    @click.option("--train-nets", default=None,
+                  help="Comma-separated nets to train (e.g. netL or netA,netD); the others stay frozen. Default: all.")
     @click.option("--bank", "bank_size", type=int, default=0, show_default=True,
                   help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
                        "networks whose image generation dominates the step); 0 = draw every batch.")
     @click.option("--seed", type=int, default=0, show_default=True)
     @device_option()
     @click.option("--quiet", is_flag=True, help="No progress bar.")
-    def train_decomposer_cmd(pkl: str, steps: int, outdir: str, batch_size: int, lr: float, nf: int, perceptual: bool,
-                             lam_smooth: float, lam_rerender: float, rerender_mode: str, rerender_light_xy: float,
-                             light_from_rerender: bool, lam_jitter: float, stabilize_after: int, xy_light_range: float,
-                             lam_albedo_tv: float, lam_albedo_sparse: float, antialias: bool, bank_size: int,
-                             seed: int, device: torch.device, quiet: bool) -> None:
+    @click.pass_context
+    def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, init_spec: str | None,
+                             nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool,
+                             perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
+                             **options) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
+        from .labels.decomposer.labeler import load_decomposer
         from .labels.decomposer.trainer import train_decomposer
 
+        init = None
+        if init_spec is not None:
+            sizes = [f"--{name.replace('_', '-')}" for name in ("nf", "zdim", "nf_small", "xy_light_range")
+                     if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+            if sizes:
+                raise click.UsageError(f"{', '.join(sizes).replace('--xy-light-range', '--light-range')} cannot be "
+                                       "given with --init: the sizes are the initial decomposer's")
+            init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
+            init.antialias = init.antialias or antialias
         data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
         if perceptual and data.get("D") is None:
             raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
+        sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
+                     zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
+        nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
         fail_cleanly(lambda: train_decomposer(
-            data["G_ema"], outdir, steps, batch_size=batch_size, lr=lr, lam_perc=1.0 if perceptual else 0.0,
-            D=data.get("D") if perceptual else None, lam_smooth=lam_smooth, lam_rerender=lam_rerender,
-            rerender_mode=rerender_mode, rerender_light_xy=rerender_light_xy, light_from_rerender=light_from_rerender,
-            lam_jitter=lam_jitter, seed=seed,
-            stabilize_after=stabilize_after, lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
-            bank_size=bank_size,
-            decomposer_kwargs=dict(nf=nf, xy_light_range=xy_light_range, antialias=antialias), device=device,
-            progress=False if quiet else None))
+            data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
+            lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,
+            device=device, progress=False if quiet else None, **options))
         click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")

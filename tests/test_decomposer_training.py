@@ -232,6 +232,49 @@ def test_train_decomposer_cli_writes_a_resumable_official_checkpoint(tmp_path):
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 3
 
 
+def test_train_decomposer_cli_continues_an_init_decomposer_training_only_the_named_nets(tmp_path):
+    torch.manual_seed(3)
+    Unsup3DDecomposer(image_size=32, **TINY).save(tmp_path / "init.pth")
+    before = load_decomposer(tmp_path / "init.pth")
+    out = tmp_path / "run"
+    args = ["train-decomposer", "synthetic", "--init", str(tmp_path / "init.pth"), "--steps", "2", "--batch-size", "2",
+            "--outdir", str(out), "--quiet", "--device", "cpu", "--train-nets", "netL,netV", "--antialias",
+            "--weight-decay", "1e-4", "--stabilize-after", "1", "--rerender-mode", "data", "--rerender-intensities",
+            "uniform", "--rerender-albedo-step", "0.5", "1.5", "--albedo-sparse", "0.1", "--albedo-sparse-p", "0.5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    after = load_decomposer(out / "checkpoint.pth")
+    assert after.epoch == 2 and after.antialias and after.get_config()["nf"] == TINY["nf"]  # the init's sizes
+    for name in ("netD", "netA", "netC"):  # frozen: bit for bit the init's weights
+        for key, value in getattr(before, name).state_dict().items():
+            assert torch.equal(getattr(after, name).state_dict()[key], value), (name, key)
+    assert not torch.equal(after.netL.state_dict()["network.0.weight"], before.netL.state_dict()["network.0.weight"])
+    config = json.loads((out / "train_state.json").read_text())["config"]
+    assert config["train_nets"] == ["netL", "netV"] and config["weight_decay"] == 1e-4
+    assert config["rerender_intensities"] == "uniform" and config["rerender_albedo_step"] == [0.5, 1.5]
+    assert config["lam_albedo_sparse"] == 0.1 and config["albedo_sparse_p"] == 0.5
+    assert config["decomposer"]["zdim"] == TINY["zdim"] and config["decomposer"]["nf_light"] == TINY["nf_light"]
+
+
+def test_train_decomposer_cli_sizes_without_init_and_refused_with_it(tmp_path):
+    out = tmp_path / "fresh"
+    result = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--nf",
+                                       "16", "--zdim", "32", "--nf-small", "8", "--outdir", str(out), "--quiet",
+                                       "--device", "cpu", "--rerender", "0", "--jitter", "0"])
+    assert result.exit_code == 0, result.output
+    sizes = load_decomposer(out / "checkpoint.pth").get_config()
+    assert (sizes["nf"], sizes["zdim"], sizes["nf_light"], sizes["nf_view"], sizes["nf_conf"], sizes["zdim_conf"]) == (
+        16, 32, 8, 8, 16, 16)
+    refused = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--init", str(out / "checkpoint.pth"),
+                                        "--nf", "16", "--light-range", "2", "--steps", "1", "--outdir",
+                                        str(tmp_path / "x"), "--device", "cpu"])
+    assert refused.exit_code == 2 and "--nf, --light-range cannot be given with --init" in refused.output
+    missing = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--init", str(tmp_path / "none.pth"),
+                                        "--steps", "1", "--outdir", str(tmp_path / "y"), "--device", "cpu"])
+    assert missing.exit_code == 1 and "none.pth: no such file" in missing.output and "Traceback" not in missing.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_stabilizers_start_at_stabilize_after(G, tmp_path):
     train_decomposer(G, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, stabilize_after=2, log_every=1,
                      progress=False)
