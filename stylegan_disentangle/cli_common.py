@@ -1,11 +1,15 @@
-"""What the command modules share: our errors become a one-line CLI message instead of a traceback."""
+"""What the command modules share: our errors become a one-line CLI message instead of a traceback, and one
+checked --device option."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -20,7 +24,7 @@ def fail_cleanly(fn: Callable[[], T]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
-def _device_callback(ctx: click.Context, param: click.Parameter, value: str):
+def _device_callback(ctx: click.Context, param: click.Parameter, value: str) -> torch.device:
     """Resolve --device while the command line is parsed, so a device this machine lacks is a usage error before
     anything is loaded or written."""
     from .errors import StyleGANDisentangleError
