@@ -20,7 +20,7 @@ import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer
-from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils import atomic_write, resolve_device
 
 SHIPPED_SIZES = dict(nf=16, zdim=64, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32, xy_light_range=2.0,
                      antialias=True)
@@ -34,6 +34,10 @@ def _seconds_per_step(G, outdir: Path, steps: int, warmup: int, **kwargs) -> flo
     return (after - before) / steps
 
 
+def _break_even(steps: float | None) -> str:
+    return "never (the bank is not faster here)" if steps is None else f"{steps:.0f} steps"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pkl", default="synthetic")
@@ -42,12 +46,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--bank", type=int, default=2048, help="Bank size for the timed run (the build is timed too).")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the generator, the bank's images and the "
+                                                    "nets all move there).")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     G = load_network_pkl(args.pkl)["G_ema"]
     common = dict(batch_size=args.batch_size, decomposer_kwargs=SHIPPED_SIZES, lr=2e-4, checkpoint_every=10**9,
-                  preview_every=10**9, log_every=10**9)
+                  preview_every=10**9, log_every=10**9, device=device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stabilizers, (rerender, jitter) in (("official objective", (0.0, 0.0)), ("+ jitter", (0.0, 0.5)),
@@ -63,15 +70,16 @@ def main() -> None:
             build = rows[0]["bank_build_s"] if rows else bank_seconds(out)
             rows.append({"stabilizers": stabilizers, "fresh_s_per_step": fresh, "bank_s_per_step": banked,
                          "speedup": fresh / banked, "bank_build_s": build,
-                         "break_even_steps": build / max(fresh - banked, 1e-9),
+                         "break_even_steps": build / (fresh - banked) if fresh > banked else None,
                          "wall_s": time.perf_counter() - t0})
-    print(f"{args.pkl}, batch {args.batch_size}, {args.threads} thread(s), {args.steps} timed steps; bank of "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} thread(s)"
+    print(f"{args.pkl}, batch {args.batch_size}, {where}, {args.steps} timed steps; bank of "
           f"{args.bank} images built in {rows[0]['bank_build_s']:.1f} s\n")
     print("| stabilizers | fresh batches (s/step) | bank (s/step) | speed-up | bank pays off after |\n"
           "|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['stabilizers']} | {r['fresh_s_per_step']:.3f} | {r['bank_s_per_step']:.3f} | "
-              f"{r['speedup']:.2f}x | {r['break_even_steps']:.0f} steps |")
+              f"{r['speedup']:.2f}x | {_break_even(r['break_even_steps'])} |")
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

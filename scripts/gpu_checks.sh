@@ -7,6 +7,8 @@
 #                                       the 3D decomposer's renderer vs CPU and a training step on CUDA)
 #   bash scripts/gpu_checks.sh bench    # bench_generator at 1024^2 batch 32 and 256^2 batch 1/8/32: the target table
 #   bash scripts/gpu_checks.sh sweep    # the wider sweep (CUDA graphs, torch.compile, channels_last, bf16 autocast)
+#   bash scripts/gpu_checks.sh decomposer  # issue 10's figures on the GPU: the shipped decomposer's scores and
+#                                       throughput (bench_decomposer.py --device cuda), training s/step fresh vs bank
 set -uo pipefail
 
 out="${OUT:-gpu_out}"
@@ -49,7 +51,15 @@ raise SystemExit(0 if ops is not None else 1)"
       --precisions tf32 fp16 bf16 bf16-autocast --modconv non-fused --channels-last both --modes eager graphs compile \
       --reps 5 --json "$out/sweep_1024.json"
     ;;
+  decomposer)
+    run bench_decomposer "$py" scripts/bench_decomposer.py --device cuda --samples 1000 --reps 20 \
+      --json "$out/bench_decomposer.json"
+    run bench_decomposer_training "$py" scripts/bench_decomposer_training.py --device cuda --steps 40 --bank 2048 \
+      --json "$out/bench_decomposer_training.json"
+    run bench_decomposer_training_b64 "$py" scripts/bench_decomposer_training.py --device cuda --steps 40 \
+      --batch-size 64 --bank 2048 --json "$out/bench_decomposer_training_b64.json"
+    ;;
   *)
-    echo "unknown phase $phase (tests | bench | sweep)"; exit 2 ;;
+    echo "unknown phase $phase (tests | bench | sweep | decomposer)"; exit 2 ;;
 esac
 exit $status

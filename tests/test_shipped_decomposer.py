@@ -117,3 +117,23 @@ def test_fresh_sample_reproduces_the_recorded_map_correlations(record, map_r, na
     # a mean of per-image values: its standard error from this sample's spread, for both samples; 4 errors allowed
     se = float(np.std(r)) * math.sqrt(1 / len(r) + 1 / record["scores_fresh_sample"]["n"])
     assert len(r) > 0.9 * N_MAPS and float(np.mean(r)) >= recorded - 4 * se, (len(r), np.mean(r), recorded, se)
+
+
+def test_bench_script_scores_and_times_on_the_named_device(tmp_path, monkeypatch):
+    """scripts/bench_decomposer.py --device (what a GPU session runs) on the CPU: tables, throughput rows, JSON."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_decomposer.py"
+    spec = importlib.util.spec_from_file_location("bench_decomposer_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["bench_decomposer.py", "--samples", "40", "--reps", "1", "--device", "cpu",
+                                      "--json", str(tmp_path / "b.json")])
+    with _one_thread():
+        script.main()
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["device"] == "cpu" and record["generator_faces"]["n"] == 40
+    assert [r["what"] for r in record["throughput"]][:2] == ["generator 32x32 (baseline)", "this decomposer"]
+    assert all(r["img_per_s"] > 0 for r in record["throughput"])

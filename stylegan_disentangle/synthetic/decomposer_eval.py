@@ -74,7 +74,8 @@ def faces_from_renderer(G: torch.nn.Module, factor_map: Callable, n: int, seed: 
 @torch.no_grad()
 def decomposer_estimates(decomposer: Unsup3DDecomposer, images: torch.Tensor,
                          batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """The decomposer's scalar estimates in the world's units, its maps, and its reconstructions."""
+    """The decomposer's scalar estimates in the world's units, its maps, and its reconstructions (on the CPU, whatever
+    the decomposer's device)."""
     keys = ("canon_depth", "canon_albedo", "recon", "mask", "input")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*SCALARS, *keys)}
     decomposer.eval()
@@ -86,9 +87,9 @@ def decomposer_estimates(decomposer: Unsup3DDecomposer, images: torch.Tensor,
         total = (labels["light_ambient"] + labels["light_diffuse"]).clamp_min(1e-6)
         labels["ambient"] = labels["light_ambient"] / total
         for k in SCALARS:
-            parts[k].append(labels[k])
+            parts[k].append(labels[k].cpu())
         for k in keys:
-            parts[k].append(out[k])
+            parts[k].append(out[k].cpu())
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
