@@ -81,6 +81,52 @@ def test_saturating_semantic_stops_the_walk_and_clips_unreachable_targets(G, tmp
     # two regula-falsi rounds on tanh from brackets 0.5 wide in w.v: measured error 0.02 (0.55 without refining)
     np.testing.assert_allclose(res.labels["yaw"][inside], res.targets[inside], atol=0.05)
     assert res.summary["reached_fraction"] < 1.0
+    # where each walk stops: the rule fires at the first step t >= 2 whose change is at most 0.1 of the first step's,
+    # and the walk keeps t - 1. Replayed in float64 from each base's w.v, it gives each base's last accepted labels;
+    # a target beyond them is not reached and gets that extreme (a wrong threshold moves it: 10x lower stops ~2
+    # steps later, where tanh has risen by 0.3-1 degree)
+    from stylegan_disentangle.latents import sample_latents
+    from stylegan_disentangle.latents.bank import bank_seeds
+
+    record = json.loads((tmp_path / "sat" / "labels.json").read_text())
+    seeds = bank_seeds(0, 0, record["n_bases"])
+    x0 = sample_latents(G, seeds).ws[:, 0, 0].double().numpy()
+
+    def extreme(x: float, sign: float) -> float:
+        ys = 30 * np.tanh(x + sign * 0.5 * np.arange(21))
+        first = abs(ys[1] - ys[0])
+        stop = next((t - 1 for t in range(2, 21) if abs(ys[t] - ys[t - 1]) <= 0.1 * first), 20)
+        return float(ys[stop])
+
+    bounds = {int(s): (extreme(x, -1.0), extreme(x, 1.0)) for s, x in zip(seeds, x0)}
+    clipped = 0
+    for r in record["images"]:
+        lo_y, hi_y = bounds[r["base_seed"]]
+        assert r["reached"] == (lo_y <= r["target"] <= hi_y), r
+        if not r["reached"]:
+            clipped += 1
+            assert r["yaw"] == pytest.approx(hi_y if r["target"] > hi_y else lo_y, abs=1e-4), r
+    assert clipped >= 2
+
+
+def test_steps_are_in_stds_when_the_set_has_them_and_falling_labels_are_aimed_too(G, tmp_path):
+    """A fitted set carries the W samples' std along each direction, and the walk steps in those stds: 3 steps of
+    0.5 std = 3 W units with std 2 (labels to +-60), but only 1.5 W units without stds (+-30). A label that falls
+    along the direction is aimed at as well as a rising one."""
+    lab = WLabeler(_v(), scale=20.0)
+    with_std = DirectionSet(names=["yaw"], vectors=_v()[None].astype(np.float32), method="test",
+                            extras={"std": np.array([2.0], dtype=np.float32)})
+    kw = dict(step=0.5, max_steps=3, mahalanobis_quantile=None)
+    wide = export_augmentation(G, with_std, "yaw", lab, "-50:50", 9, tmp_path / "std", **kw)
+    narrow = export_augmentation(G, _set(_v()), "yaw", lab, "-50:50", 9, tmp_path / "w", **kw)
+    assert wide.summary["reached_fraction"] == 1.0
+    np.testing.assert_allclose(wide.labels["yaw"], wide.targets, atol=1e-3)
+    assert narrow.summary["reached_fraction"] < 1.0 and np.abs(narrow.labels["yaw"]).max() < 50
+    # falling and curved (-30 tanh): the regula-falsi rounds must keep the sub-bracket that holds the target
+    falling = export_augmentation(G, _set(_v()), "yaw", WLabeler(_v(), scale=-30.0, saturating=True), "-25:25", 9,
+                                  tmp_path / "f", step=0.5, max_steps=10, mahalanobis_quantile=None)
+    assert falling.summary["reached_fraction"] == 1.0
+    np.testing.assert_allclose(falling.labels["yaw"], falling.targets, atol=0.05)  # as the rising tanh test
 
 
 def test_output_is_atomic(G, tmp_path, monkeypatch):
@@ -144,15 +190,32 @@ def test_bases_are_capped_at_the_count_of_images(G, tmp_path, monkeypatch):
     res = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 5, tmp_path / "five", n_bases=3, max_steps=3,
                               mahalanobis_quantile=None)
     assert walked[-1] == 3 and res.summary["n_bases"] == 3  # fewer bases than images: kept as given
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 40, tmp_path / "forty", max_steps=3,
+                              mahalanobis_quantile=None)
+    assert walked[-1] == 5 and res.summary["n_bases"] == 5  # the default: count // 8, at least 4
     assert len({r["base_seed"] for r in json.loads((tmp_path / "five" / "labels.json").read_text())["images"]}) == 3
 
 
 def test_mahalanobis_rule_limits_the_walk(G, tmp_path):
+    """Targets that the free walk reaches (+-20 W units along w[0], whose std is ~0.56): with the rule the walk
+    stops at the W prior's 0.99-quantile Mahalanobis distance, so the far targets are not reached and every written
+    code lies inside that distance (a code is an accepted position or lies between two; the distance is convex)."""
+    from stylegan_disentangle.analysis.extrapolate import WStats
+    from stylegan_disentangle.latents import sample_latents
+    from stylegan_disentangle.latents.bank import bank_seeds
+
     lab = WLabeler(_v(), scale=1.0)
-    res = export_augmentation(G, _set(_v()), "yaw", lab, "-1000:1000", 6, tmp_path / "m", step=2.0, max_steps=30,
-                              mahalanobis_quantile=0.99, stats_samples=500)
-    assert res.summary["reached_fraction"] < 1.0
-    assert np.abs(res.labels["yaw"]).max() < 1000
+    kw = dict(step=0.5, max_steps=40, stats_samples=500, seed=0)
+    free = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 8, tmp_path / "free", mahalanobis_quantile=None,
+                               **kw)
+    assert free.summary["reached_fraction"] == 1.0
+    held = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 8, tmp_path / "held", mahalanobis_quantile=0.99,
+                               **kw)
+    assert held.summary["reached_fraction"] < 1.0 and np.abs(held.labels["yaw"]).max() < 10
+    stats = WStats().fit(sample_latents(G, bank_seeds(1, 0, 500)).ws[:, 0].numpy())  # the export's own prior
+    threshold = stats.distance_quantile(0.99)
+    assert stats.mahalanobis(free.ws[:, 0].double().numpy()).max() > threshold  # the free walk leaves it
+    assert stats.mahalanobis(held.ws[:, 0].double().numpy()).max() <= threshold * (1 + 1e-6)
 
 
 def test_calibrated_export_aims_and_writes_in_calibrated_units(G, tmp_path):

@@ -42,12 +42,16 @@ def G():
 
 
 def test_photometric_loss_known_answers():
-    a, b = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    # errors 0.5 / 0.9 / 0.1 / 0.3 on the four pixels (every channel); the mask drops the second
+    a = torch.zeros(1, 3, 2, 2)
+    b = torch.tensor([[0.5, 0.9], [0.1, 0.3]]).expand(1, 3, 2, 2)
     mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
-    assert float(photometric_loss(a, b, mask)) == pytest.approx(0.5)
-    sigma = torch.full((1, 1, 2, 2), 2.0)
-    # Laplacian NLL: sqrt(2) * 0.5 / 2 + log 2 at every pixel
-    assert float(photometric_loss(a, b, mask, sigma)) == pytest.approx(2**0.5 * 0.25 + np.log(2.0), rel=1e-6)
+    assert float(photometric_loss(a, b, mask)) == pytest.approx(0.3, rel=1e-6)  # (0.5 + 0.1 + 0.3) / 3, not 0.45
+    sigma = torch.tensor([[[[2.0, 1.0], [0.5, 1.0]]]])
+    # Laplacian NLL sqrt(2) |x - y| / sigma + log sigma over the three kept pixels
+    want = np.mean([2**0.5 * 0.5 / 2 + np.log(2.0), 2**0.5 * 0.1 / 0.5 + np.log(0.5), 2**0.5 * 0.3])
+    assert float(photometric_loss(a, b, mask, sigma)) == pytest.approx(want, rel=1e-5)
+    assert float(photometric_loss(a, b, torch.zeros_like(mask))) == 0.0  # nothing valid: 0, not NaN
 
 
 def test_short_training_lowers_the_reconstruction_loss(G, tmp_path):
