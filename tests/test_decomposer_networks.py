@@ -180,6 +180,22 @@ def test_config_rebuilds_the_same_architecture():
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in dec.state_dict().items()}
 
 
+def test_config_holds_every_constructor_argument_and_round_trips_the_scalings():
+    """The trainer stores get_config() and rebuilds from it: a dropped scaling (say fov) would come back at its
+    default."""
+    import inspect
+    import json
+
+    params = set(inspect.signature(Unsup3DDecomposer.__init__).parameters) - {"self"}
+    assert set(_tiny(32).get_config()) == params
+    odd = dict(min_depth=0.85, max_depth=1.15, border_depth=1.05, min_amb_light=0.1, max_amb_light=0.9,
+               min_diff_light=0.05, max_diff_light=0.8, xyz_rotation_range=45.0, xy_translation_range=0.05,
+               z_translation_range=0.1, fov=12.0, xy_light_range=2.0, antialias=True)
+    config = _tiny(32, **odd).get_config()
+    again = Unsup3DDecomposer(**json.loads(json.dumps(config)))  # as train_state.json stores it
+    assert {k: getattr(again, k) for k in odd} == odd
+
+
 def test_binomial_blur_removes_the_checkerboard_and_keeps_ramps():
     from stylegan_disentangle.labels.decomposer.model import _binomial_blur
 

@@ -54,6 +54,67 @@ def test_photometric_loss_known_answers():
     assert float(photometric_loss(a, b, torch.zeros_like(mask))) == 0.0  # nothing valid: 0, not NaN
 
 
+def test_reconstruction_loss_pairs_each_render_with_its_own_confidence_map():
+    # netC's first map is the reconstruction's sigma, the second the mirrored reconstruction's (official order)
+    x = torch.zeros(1, 3, 2, 2)
+    out = {"input": x, "mask": torch.ones(1, 1, 2, 2), "recon": torch.full_like(x, 0.5),
+           "recon_flip": torch.full_like(x, 0.1),
+           "conf_sigma_l1": torch.cat([torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), 0.5)], 1)}
+    loss = reconstruction_loss(out, lam_flip=0.5)
+    l1, l1_flip = 2**0.5 * 0.5 / 2 + np.log(2.0), 2**0.5 * 0.1 / 0.5 + np.log(0.5)
+    assert float(loss["l1"]) == pytest.approx(l1, rel=1e-5)
+    assert float(loss["l1_flip"]) == pytest.approx(l1_flip, rel=1e-5)
+    assert float(loss["total"]) == pytest.approx(l1 + 0.5 * l1_flip, rel=1e-5)
+
+
+def test_the_flipped_render_shares_the_validity_mask_of_both_renders():
+    """Pixels count only where the render and its mirrored twin are both valid (official): the mask is the product
+    of the two renders' own masks, recomputed here from the decomposition."""
+    torch.manual_seed(2)
+    dec = Unsup3DDecomposer(image_size=32, **TINY).eval()
+    with torch.no_grad():
+        dec.netV.network[-2].weight.mul_(50)  # large views: the renders leave parts of the frame uncovered
+        img = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+        out = reconstruct(dec, img, flip=True)
+        renderer = renderer_for(dec)
+        depth, albedo = out["canon_depth"].unsqueeze(1), out["canon_albedo"]
+        view = view_degrees(out["view"])
+        own = renderer.render(depth, albedo, out["light"], view)["mask"]
+        mirrored = renderer.render(depth.flip(-1), albedo.flip(-1), out["light"], view)["mask"]
+    assert float(own.mean()) < 0.98 and not torch.equal(own, mirrored)  # the two masks differ somewhere
+    torch.testing.assert_close(out["mask"], own * mirrored, rtol=0, atol=0)
+
+
+def test_rerender_and_jitter_losses_are_zero_at_the_answer_and_weigh_each_term():
+    from stylegan_disentangle.labels.decomposer.trainer import _jitter_loss, _rerender_loss
+
+    torch.manual_seed(4)
+    dec = Unsup3DDecomposer(image_size=32, **TINY).eval()
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        est = dec.decompose(img, parts=["depth", "albedo", "light", "view"])
+        scene = {"image": img, **{k: est[k].clone() for k in ("canon_depth", "canon_albedo", "light_raw",
+                                                                "view_raw")}}
+        assert float(_rerender_loss(dec, scene)) == 0.0
+        span = dec.max_depth - dec.min_depth
+        # each term is a mean absolute difference; depth in units of its range
+        for key, delta, want in (("canon_depth", 0.01, 0.01 / span), ("canon_albedo", 0.03, 0.03),
+                                 ("light_raw", 0.02, 0.02), ("view_raw", 0.04, 0.04)):
+            moved = dict(scene, **{key: scene[key] + delta})
+            assert float(_rerender_loss(dec, moved)) == pytest.approx(want, rel=1e-4), key
+        # the view: a mean over the five used columns; tz (range 0 here, as official) is left out
+        assert dec.z_translation_range == 0
+        one = scene["view_raw"].clone()
+        one[:, 0] += 0.05
+        assert float(_rerender_loss(dec, dict(scene, view_raw=one))) == pytest.approx(0.05 / 5, rel=1e-4)
+        tz = scene["view_raw"].clone()
+        tz[:, 5] += 0.5
+        assert float(_rerender_loss(dec, dict(scene, view_raw=tz))) == 0.0
+        assert float(_jitter_loss(dec, img, est)) == 0.0
+        shifted = dict(est, canon_depth=est["canon_depth"] + 0.01, canon_albedo=est["canon_albedo"] - 0.02)
+        assert float(_jitter_loss(dec, img, shifted)) == pytest.approx(0.01 / span + 0.02, rel=1e-4)
+
+
 def test_short_training_lowers_the_reconstruction_loss(G, tmp_path):
     _, held_out = draw_images(G, 8, torch.Generator().manual_seed(123))
 
@@ -116,6 +177,11 @@ def test_decomposer3d_labeler_returns_scalars_and_maps(G, tmp_path):
         assert out[name].shape == (3,) and bool(((out[name] >= lo) & (out[name] <= hi)).all()), name
     assert out["depth"].shape == (3, 32, 32) and out["albedo"].shape == (3, 3, 32, 32)
     assert out["confidence"].shape == (3, 32, 32) and bool((out["confidence"] > 0).all())
+    with torch.no_grad():  # the reconstruction's sigma (netC's first map), not its mirrored twin's
+        sigma = dec.eval().decompose(img)["conf_sigma_l1"]
+    # the labeler runs the nets channels-last (another accumulation order): float32 rounding, measured 2e-6 relative
+    torch.testing.assert_close(out["confidence"], sigma[:, 0], rtol=2e-5, atol=2e-6)
+    assert float((sigma[:, 0] - sigma[:, 1]).abs().max()) > 1e-3  # the two maps are told apart
     # the scalars-only view (rendered label effects) gives the same scalars without running the map nets
     scalars = lab.scalars_only()
     assert scalars.decomposer is lab.decomposer and not scalars.maps
@@ -159,6 +225,12 @@ def test_fit_trains_the_decomposer_in_place(G, tmp_path):
     assert dec.fit(G, tmp_path, steps=2, batch_size=2, lam_jitter=0.0, progress=False) is dec
     assert dec.epoch == 2 and not dec.training
     assert any(not torch.equal(before[k], v) for k, v in dec.state_dict().items())
+    # called again with more steps it resumes from the checkpoint and takes the resumed run's weights
+    assert dec.fit(G, tmp_path, steps=3, batch_size=2, lam_jitter=0.0, progress=False) is dec
+    saved = load_decomposer(tmp_path / "checkpoint.pth")
+    assert dec.epoch == saved.epoch == 3
+    for key, value in saved.state_dict().items():
+        assert torch.equal(dec.state_dict()[key], value), key
 
 
 class _TruthDecomposer(Unsup3DDecomposer):

@@ -135,5 +135,15 @@ def test_bench_script_scores_and_times_on_the_named_device(tmp_path, monkeypatch
         script.main()
     record = json.loads((tmp_path / "b.json").read_text())
     assert record["device"] == "cpu" and record["generator_faces"]["n"] == 40
+    # its table is score_decomposer's on the bench's fresh seeds (20,000,000 on), as BENCHMARKS.md quotes it
+    from stylegan_disentangle.synthetic.decomposer_eval import score_decomposer
+
+    G, fmap = load_synthetic()
+    images, factors = faces_from_generator(G, fmap, 40, seed=20_000_000)
+    with _one_thread():
+        direct = score_decomposer(load_decomposer("synthetic"), images, factors)
+    for name, score in direct["scalars"].items():
+        assert record["generator_faces"]["scalars"][name]["pearson_r"] == pytest.approx(score["pearson_r"], abs=1e-9)
+    assert record["generator_faces"]["albedo_pearson_r"] == pytest.approx(direct["albedo_pearson_r"], abs=1e-9)
     assert [r["what"] for r in record["throughput"]][:2] == ["generator 32x32 (baseline)", "this decomposer"]
     assert all(r["img_per_s"] > 0 for r in record["throughput"])

@@ -200,6 +200,26 @@ def test_a_nan_in_a_scalar_label_is_named_not_dropped_as_constant():
     assert est.fit(w, {"pitch": labels["pitch"], "yaw": yaw}).names_ == ["pitch"]
 
 
+def test_a_nan_in_a_map_label_is_named():
+    w, labels, *_ = planted(n=200)
+    labels["albedo"] = labels["albedo"].copy()
+    labels["albedo"][7, 0, 3, 3] = np.nan
+    with pytest.raises(LatentError, match=r"map label 'albedo' contains NaN or inf"):
+        ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(w, labels)
+
+
+def test_part_masks_as_an_array_with_names_equal_the_dict_form(fitted):
+    est = fitted[0]
+    w, labels, *_ = planted()
+    masks = _part_masks()
+    again = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
+        w, labels, part_masks=np.stack(list(masks.values())), part_names=list(masks))
+    assert again.names_ == est.names_ and again.part_names_ == est.part_names_
+    np.testing.assert_array_equal(again.directions_, est.directions_)
+    with pytest.raises(LatentError, match="need part_names"):
+        ThreeDCoupledDirections(n_atoms=2, atom_scope="map").fit(w, labels, part_masks=np.stack(list(masks.values())))
+
+
 @pytest.mark.parametrize("params, match", [
     (dict(max_samples=0), r"max_samples must be an integer >= max\(n_atoms, 5\) = 6"),
     (dict(max_samples=4, n_atoms=2), r"max_samples must be an integer >= max\(n_atoms, 5\) = 5"),
@@ -222,6 +242,10 @@ def test_a_nan_in_a_scalar_label_is_named_not_dropped_as_constant():
     (dict(side_fraction=0.5), r"side_fraction must be in \(0.5, 1\]"),
     (dict(global_labels="yaw"), "global_labels must be a sequence of names"),
     (dict(skip_parts="background"), "skip_parts must be a sequence of names"),
+    (dict(part_core=0.0), r"part_core must be in \(0, 1\]"),
+    (dict(part_core=1.5), r"part_core must be in \(0, 1\]"),
+    (dict(code_regression="elasticnet"), "code_regression must be one of"),
+    (dict(atom_method="nmf"), "atom_method must be one of"),
 ])
 def test_bad_parameters_are_named_before_any_work(params, match):
     w, labels, *_ = planted(n=50)
