@@ -309,3 +309,30 @@ def test_cli_export_augmentation(cli_files, tmp_path):
     bad = runner.invoke(main, [*args, "--decomposer", str(dec_path), "--overwrite", "--calibrate-with",
                                str(tmp_path / "missing.npz")])
     assert bad.exit_code != 0 and "missing.npz" in bad.output
+
+
+class SineLabeler(WLabeler):
+    """'yaw' = 20 sin(w . v): every target in (-20, 20) is met at several places along the walk."""
+
+    def __call__(self, img, ws=None):
+        return {"yaw": 20.0 * torch.sin(ws[:, 0] @ self.v), "other": ws[:, 0, 1]}
+
+
+def test_a_label_met_several_times_is_taken_at_the_smallest_edit(G, tmp_path):
+    lab = SineLabeler(_v(), scale=1.0)
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-15:15", 8, tmp_path / "sine", step=0.5, max_steps=12,
+                              mahalanobis_quantile=None, saturation_fraction=0.0, refine=4)
+    record = json.loads((tmp_path / "sine" / "labels.json").read_text())
+    from stylegan_disentangle.latents import sample_latents
+    from stylegan_disentangle.latents.bank import bank_seeds
+
+    seeds = bank_seeds(0, 0, record["n_bases"])
+    x0 = dict(zip((int(s) for s in seeds), sample_latents(G, seeds).ws[:, 0, 0].double().numpy()))
+    for r, ws in zip(record["images"], res.ws[:, 0, 0].double().numpy()):
+        start, t = x0[r["base_seed"]], np.arcsin(r["target"] / 20)
+        # every solution of 20 sin(x) = target within the walk (+-6 W units from the base), nearest first
+        k = np.arange(-4, 5)
+        sols = np.concatenate([t + 2 * np.pi * k, np.pi - t + 2 * np.pi * k])
+        sols = sols[np.abs(sols - start) <= 6.0]
+        nearest = sols[np.argmin(np.abs(sols - start))]
+        assert abs(ws - nearest) < 1e-2, (r, ws, nearest)

@@ -430,3 +430,24 @@ def test_a_misspelled_decomposer_name_lists_the_shipped_ones(tmp_path, monkeypat
     with pytest.raises(CheckpointError, match=r"synthtic: no such file; .*shipped decomposer \(synthetic") as info:
         load_decomposer("synthtic")
     assert all(name in str(info.value) for name in SHIPPED)
+
+
+@pytest.mark.parametrize("epoch, want", [(torch.tensor(12), 12), (torch.tensor([3]), 3), (5, 5)])
+def test_an_epoch_stored_as_a_one_element_tensor_reads_as_an_int(tmp_path, epoch, want):
+    torch.save({**_net_states(32), "epoch": epoch}, tmp_path / "e.pth")
+    loaded = load_unsup3d(tmp_path / "e.pth")
+    assert loaded.epoch == want and type(loaded.epoch) is int
+
+
+@pytest.mark.parametrize("epoch", ["30", 2.5, torch.tensor([1, 2]), True])
+def test_an_epoch_that_is_no_int_is_refused_naming_the_file(tmp_path, epoch):
+    torch.save({**_net_states(32), "epoch": epoch}, tmp_path / "e.pth")
+    with pytest.raises(CheckpointError, match=r"e\.pth: 'epoch' should be an int"):
+        load_unsup3d(tmp_path / "e.pth")
+
+
+def test_sizes_read_from_the_shapes_cannot_be_overridden(tmp_path):
+    _tiny(32).save(tmp_path / "d.pth")
+    with pytest.raises(CheckpointError, match=r"d\.pth: \['image_size', 'nf'\] are read from the file's shapes"):
+        load_unsup3d(tmp_path / "d.pth", nf=32, image_size=64, fov=12)
+    assert load_unsup3d(tmp_path / "d.pth", fov=12).fov == 12.0  # a scaling can be

@@ -404,7 +404,18 @@ def test_bad_shapes_are_refused_with_the_argument_named(depth_shape, albedo_shap
 
 
 def test_grid_faces_cover_every_cell_with_two_triangles():
-    faces = grid_faces(3, 4)
-    assert faces.shape == (2 * 2 * 3, 3)
+    h, w = 3, 4
+    faces = grid_faces(h, w)
+    assert faces.shape == (2 * (h - 1) * (w - 1), 3)
     cells = {tuple(sorted(set(f.tolist()))) for f in faces}
     assert len(cells) == 12 and all(len(c) == 3 for c in cells)
+    # each cell is split along its top-right / bottom-left diagonal (the official split): the two triangles hold
+    # the cell's four corners and share exactly that diagonal, so they tile the cell without overlap
+    by_cell: dict[tuple[int, int], list[set[int]]] = {}
+    for f in faces.tolist():
+        rows, cols = [v // w for v in f], [v % w for v in f]
+        by_cell.setdefault((min(rows), min(cols)), []).append(set(f))
+    assert sorted(by_cell) == [(r, c) for r in range(h - 1) for c in range(w - 1)]
+    for (r, c), (a, b) in by_cell.items():
+        tl, tr, bl, br = r * w + c, r * w + c + 1, (r + 1) * w + c, (r + 1) * w + c + 1
+        assert a | b == {tl, tr, bl, br} and a & b == {tr, bl}, (r, c)

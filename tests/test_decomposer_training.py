@@ -776,3 +776,24 @@ def test_a_checkpoint_without_its_train_state_is_not_overwritten(G, tmp_path):
             train_decomposer(G, tmp_path, steps=1, batch_size=2, progress=False, **kwargs)
         assert str(tmp_path / "checkpoint.pth") in str(info.value) and "train_state.json" in str(info.value)
     assert (tmp_path / "checkpoint.pth").read_bytes() == saved and not (tmp_path / "log.jsonl").exists()
+
+
+def test_a_diverging_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(G, tmp_path, monkeypatch):
+    from stylegan_disentangle.labels.decomposer import trainer
+
+    real, calls = trainer.reconstruction_loss, []
+
+    def nan_on_the_third_step(out, lam_flip=0.5):
+        losses = real(out, lam_flip)
+        calls.append(1)
+        if len(calls) == 3:
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer, "reconstruction_loss", nan_on_the_third_step)
+    with pytest.raises(StyleGANDisentangleError, match=r"training diverged at step 2: loss nan; the last good "
+                                                       r"checkpoint is .*checkpoint\.pth"):
+        train_decomposer(G, tmp_path, steps=4, batch_size=2, decomposer_kwargs=TINY, lam_jitter=0.0, lam_rerender=0.0,
+                         checkpoint_every=1, progress=False)
+    assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2  # the two good steps, nothing after
+    assert all(torch.isfinite(p).all() for p in load_decomposer(tmp_path / "checkpoint.pth").parameters())

@@ -535,8 +535,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
         if not torch.isfinite(total):
-            raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total)}; the last good "
-                                           f"checkpoint is {outdir / CHECKPOINT}")
+            raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; the last "
+                                           f"good checkpoint is {outdir / CHECKPOINT}")
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         total.backward()
