@@ -65,6 +65,31 @@ def test_an_interrupted_build_resumes_to_the_same_bank_and_is_never_half_visible
     assert np.array_equal(straight.images, resumed.images) and np.array_equal(straight.jitter, resumed.jitter)
     assert not list((tmp_path / "b").glob("*.partial.npy"))
 
+    # interrupted again, then the partial arrays lost (the progress record outlived them): built over from chunk 0
+    monkeypatch.setattr(ImageBank, "_chunk", staticmethod(dies_at_chunk_2))
+    with pytest.raises(KeyboardInterrupt):
+        ImageBank.open_or_build(G, tmp_path / "c", size, 16, seed=1, progress=False)
+    for partial in (tmp_path / "c").glob("*.partial.npy"):
+        partial.unlink()
+    calls.clear()
+    monkeypatch.setattr(ImageBank, "_chunk", staticmethod(lambda *args: calls.append(args[2]) or real_chunk(*args)))
+    rebuilt = ImageBank.open_or_build(G, tmp_path / "c", size, 16, seed=1, progress=False)
+    assert calls == [0, 0, 1, 2]  # the generator check, then every chunk
+    assert np.array_equal(straight.images, rebuilt.images)
+
+    # a partial build resumed with another generator is refused before anything is added to it
+    monkeypatch.setattr(ImageBank, "_chunk", staticmethod(dies_at_chunk_2))
+    with pytest.raises(KeyboardInterrupt):
+        ImageBank.open_or_build(G, tmp_path / "d", size, 16, seed=1, progress=False)
+    monkeypatch.setattr(ImageBank, "_chunk", staticmethod(real_chunk))
+    other = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in other.synthesis.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    with pytest.raises(StyleGANDisentangleError, match="another generator"):
+        ImageBank.open_or_build(other, tmp_path / "d", size, 16, seed=1, progress=False)
+    assert json.loads((tmp_path / "d" / "bank.json").read_text())["filled"] == 2 * image_bank.CHUNK
+
 
 def test_a_bank_of_other_settings_or_another_generator_is_refused(G, tmp_path):
     ImageBank.open_or_build(G, tmp_path, 4, 16, seed=0, progress=False)
