@@ -336,3 +336,20 @@ def test_a_label_met_several_times_is_taken_at_the_smallest_edit(G, tmp_path):
         sols = sols[np.abs(sols - start) <= 6.0]
         nearest = sols[np.argmin(np.abs(sols - start))]
         assert abs(ws - nearest) < 1e-2, (r, ws, nearest)
+
+
+def test_an_outdir_that_appears_while_exporting_is_not_overwritten(G, tmp_path, monkeypatch):
+    lab = WLabeler(_v(), scale=20.0)
+    out = tmp_path / "aug"
+    real_walks = aug._walks
+
+    def someone_writes_meanwhile(*args, **kwargs):
+        out.mkdir()
+        (out / "theirs.txt").write_text("x")
+        return real_walks(*args, **kwargs)
+
+    monkeypatch.setattr(aug, "_walks", someone_writes_meanwhile)
+    with pytest.raises(StyleGANDisentangleError, match="appeared while exporting and is not empty"):
+        export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 4, out, mahalanobis_quantile=None)
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aug"]  # the temporary folder is gone

@@ -586,3 +586,15 @@ def test_a_capped_footprint_sheet_takes_every_part_before_a_second_atom_of_any()
     order = [names[i] for i in _round_robin(list(range(len(names))), names)]
     assert order[:4] == ["depth_skin", "depth_eyes_left", "albedo_nose", "albedo_hair_right"]
     assert order[4:] == ["depth_skin_2", "depth_eyes_left_2", "albedo_nose_2", "depth_skin_3"]
+
+
+def test_part_masks_at_another_resolution_are_resampled_to_the_maps(fitted):
+    """Masks at 2x the maps' resolution (each pixel repeated) average back to the same masks: the same names and
+    part shares as masks at the maps' own resolution."""
+    est = fitted[0]
+    w, labels, *_ = planted()
+    fine = {k: np.kron(v, np.ones((2, 2), dtype=np.float32)) for k, v in _part_masks().items()}
+    again = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
+        w, labels, part_masks=fine)
+    assert again.names_ == est.names_
+    np.testing.assert_allclose(again.part_shares_, est.part_shares_, atol=1e-6)
