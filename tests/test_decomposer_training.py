@@ -797,3 +797,22 @@ def test_a_diverging_loss_stops_training_naming_the_step_and_the_last_good_check
                          checkpoint_every=1, progress=False)
     assert load_decomposer(tmp_path / "checkpoint.pth").epoch == 2  # the two good steps, nothing after
     assert all(torch.isfinite(p).all() for p in load_decomposer(tmp_path / "checkpoint.pth").parameters())
+
+
+def test_perceptual_term_resizes_to_the_discriminators_resolution():
+    """A network's D may not work at the decomposer's resolution: images and mask are resized to D's first (bilinear,
+    nearest for the mask), the same as feeding D those resized images; at D's own resolution nothing is resized."""
+    from torch.nn.functional import interpolate
+
+    from stylegan_disentangle.labels.decomposer.trainer import _perceptual
+
+    D = _tiny_discriminator(16)
+    gen = torch.Generator().manual_seed(9)
+    pred, target = (torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    mask = (torch.rand(2, 1, 32, 32, generator=gen) > 0.2).float()
+    with torch.no_grad():
+        got = _perceptual(D, pred, target, mask)
+        small = [interpolate(x, size=(16, 16), mode="bilinear", align_corners=False) for x in (pred, target)]
+        want = _perceptual(D, *small, interpolate(mask, size=(16, 16), mode="nearest"))
+    assert float(got) > 0
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
