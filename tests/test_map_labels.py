@@ -72,3 +72,68 @@ def test_label_effects_measure_change_maps_of_map_labels(G):
     np.testing.assert_allclose(eff.effects[:, 1], np.abs(eff.effects[:, 0]), rtol=1e-4)
     assert eff.to_dict()["map_labels"] == ["depth"]
     assert set(eff.select_labels(["proj"]).change_maps) == set()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _shaped_labeler(shape: tuple[int, int], fail_at_call: int | None = None):
+    """depth = proj * a [shape] pattern, with an optional interruption at a given call (a killed bank build)."""
+    calls = []
+
+    def fn(img, ws):
+        calls.append(1)
+        if fail_at_call is not None and len(calls) == fail_at_call:
+            raise _Interrupt
+        proj = ws[:, 0] @ torch.as_tensor(U)
+        return {"proj": proj, "depth": proj[:, None, None] * torch.ones(shape)}
+
+    return labeler_from_callable(fn, ["proj", "depth"], needs_ws=True, needs_images=False)
+
+
+def test_a_bank_with_map_labels_resumes_to_the_uninterrupted_one_and_checks_the_maps_against_w(G, tmp_path):
+    full = LatentBank.create(G, tmp_path / "full", n=14, seed=3, labelers=[_shaped_labeler((3, 4))], batch_size=4)
+    with pytest.raises(_Interrupt):
+        LatentBank.create(G, tmp_path / "part", n=14, seed=3, labelers=[_shaped_labeler((3, 4), 3)], batch_size=4)
+    part = LatentBank.create(G, tmp_path / "part", n=14, seed=3, labelers=[_shaped_labeler((3, 4))], batch_size=4)
+    np.testing.assert_array_equal(part.labels["depth"], full.labels["depth"])  # rows 0-7 kept, 8-13 added
+    # and against the samples' own w (not only against another stored label)
+    proj = np.asarray(full.w) @ U
+    np.testing.assert_allclose(full.labels["depth"], np.broadcast_to(proj[:, None, None], (14, 3, 4)), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_map_of_another_shape_is_refused_when_a_bank_resumes(G, tmp_path):
+    from stylegan_disentangle.errors import LatentError
+
+    with pytest.raises(_Interrupt):
+        LatentBank.create(G, tmp_path / "b", n=12, seed=0, labelers=[_shaped_labeler((3, 4), 2)], batch_size=4)
+    for shape in ((3, 5), (1, 4)):  # (1, 4) would broadcast silently into the stored [3, 4]
+        with pytest.raises(LatentError, match=rf"label 'depth' has per-sample shape \[{shape[0]}, {shape[1]}\] but "
+                                              r"the bank stores \[3, 4\]"):
+            LatentBank.create(G, tmp_path / "b", n=12, seed=0, labelers=[_shaped_labeler(shape)], batch_size=4)
+
+
+class _Weighted:
+    """A labeler with weights of its own: the same names whatever the weights, so only its fingerprint tells."""
+
+    needs_ws, needs_images, names = True, False, ["proj"]
+
+    def __init__(self, scale: float):
+        self.scale = scale
+        self.fingerprint = f"scale={scale}"
+
+    def __call__(self, img, ws=None):
+        return {"proj": self.scale * (ws[:, 0] @ torch.as_tensor(U))}
+
+
+def test_a_bank_labelled_by_another_labeler_of_the_same_names_is_refused(G, tmp_path):
+    from stylegan_disentangle.errors import LatentError
+
+    LatentBank.create(G, tmp_path / "b", n=6, seed=0, labelers=[_Weighted(1.0)])
+    assert LatentBank.create(G, tmp_path / "b", n=6, seed=0, labelers=[_Weighted(1.0)]).meta["labelers"] == [
+        {"class": "_Weighted", "names": ["proj"], "fingerprint": "scale=1.0"}]  # the same one: reused
+    with pytest.raises(LatentError, match=r"made with other arguments \(labelers: .*scale=1\.0.* there vs "
+                                          r".*scale=2\.0.* now\)"):
+        LatentBank.create(G, tmp_path / "b", n=6, seed=0, labelers=[_Weighted(2.0)])

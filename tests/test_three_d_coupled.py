@@ -598,3 +598,45 @@ def test_part_masks_at_another_resolution_are_resampled_to_the_maps(fitted):
         w, labels, part_masks=fine)
     assert again.names_ == est.names_
     np.testing.assert_allclose(again.part_shares_, est.part_shares_, atol=1e-6)
+
+
+def test_a_rerun_with_another_decomposer_does_not_reuse_the_first_ones_labels(tiny_run):
+    """Two decomposers give the same label names; the bank keeps the labeler's fingerprint, so a second run into the
+    same folder with another decomposer is refused instead of fitting on the first decomposer's labels."""
+    import torch
+
+    from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler, load_decomposer
+    from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
+
+    pkl, dec_path, root = tiny_run
+    torch.manual_seed(1)
+    other = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
+    other_path = other.save(root / "other.pth")
+    first = DecomposerLabeler(load_decomposer(dec_path)).fingerprint
+    assert first == DecomposerLabeler(load_decomposer(dec_path)).fingerprint  # the same file: the same print
+    assert first != DecomposerLabeler(load_decomposer(other_path)).fingerprint
+    out = root / "two_decomposers"
+    common = ["find-directions", str(pkl), "--method", "3d-coupled", "--samples", "40", "--outdir", str(out),
+              "--no-umap", "--effect-samples", "2", "--grid-steps", "3"]
+    assert _cli([*common, "--decomposer", str(dec_path)]).exit_code == 0
+    assert _cli([*common, "--decomposer", str(dec_path)]).exit_code == 0  # the same decomposer: the bank is reused
+    again = _cli([*common, "--decomposer", str(other_path)])
+    assert again.exit_code == 1 and "made with other arguments (labelers:" in again.output
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--effect-samples", "0"),
+                                           ("--num-directions", "0"), ("--grid-steps", "0"),
+                                           ("--color-by", "no_such_label")])
+def test_find_directions_refuses_bad_numbers_before_writing_and_a_bad_colour_label_before_fitting(tiny_run, option,
+                                                                                                   value):
+    pkl, dec_path, root = tiny_run
+    out = root / f"bad{option}"
+    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples",
+                   "40", "--outdir", str(out), "--no-umap", option, value])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    if option == "--color-by":  # known only once the bank's labels exist: refused before the fit
+        assert "color_by 'no_such_label' is not a (varying) label" in result.output
+        assert not (out / "directions.json").exists()
+    else:
+        assert f"{option[2:].replace('-', '_')} must be an integer >= 1, got 0" in result.output
+        assert not out.exists()

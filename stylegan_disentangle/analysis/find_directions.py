@@ -19,6 +19,7 @@ Files written into `outdir`:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +250,16 @@ def run_find_directions(
         raise UsageError(f"decomposer applies to method '3d-coupled' only (got {method!r}); pass a labeler instead")
     if samples < 3:
         raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
+    for option, value, least in (("num_directions", num_directions, 1), ("batch_size", batch_size, 1),
+                                 ("effect_samples", effect_samples, 1), ("grid_steps", grid_steps, 1),
+                                 ("grid_max_rows", grid_max_rows, 1), ("embed_max_points", embed_max_points, 2),
+                                 ("grid_sample", grid_sample, 0)):
+        if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
+            raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
+    if grid_sample >= samples:
+        raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
+    if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):
+        raise UsageError(f"grid_sigmas must be a finite number > 0, got {grid_sigmas}")
     if method == "3d-coupled":
         labeler = "none"  # the decomposer is the labeler
     lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
@@ -298,6 +309,8 @@ def run_find_directions(
     labels = {k: v for k, v in labels_all.items() if k not in constant}
     if constant:
         logger.warning("labels %s are constant over the bank and are ignored", constant)
+    if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after
+        raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
 
     part_masks = None
     if method == "3d-coupled" and _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
@@ -377,8 +390,6 @@ def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_
         files["label_effects"] = str(plot_label_effects(
             rendered.effects, outdir / "label_effects.png", ds.names, rendered.label_names,
             title=f"label change per direction (rendered edits, {rendered.n_samples} samples)"))
-    if color_by is not None and color_by not in labels:
-        raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
     if labels:
         cname = color_by or next(iter(labels))
         color = labels[cname]

@@ -58,7 +58,7 @@ FORMAT_VERSION = 1
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # Fields that must match for `create` to resume an existing bank instead of refusing it.
 _IDENTITY_KEYS = ("generator_fingerprint", "count", "seed", "truncation_psi", "truncation_cutoff", "class_idx",
-                  "label_names", "noise_mode", "render", "w_dim", "z_dim", "c_dim", "num_ws")
+                  "label_names", "labelers", "noise_mode", "render", "w_dim", "z_dim", "c_dim", "num_ws")
 
 
 def generator_fingerprint(G: nn.Module) -> str:
@@ -76,6 +76,16 @@ def _labeler_names(labeler: Any) -> list[str]:
     if names is None or isinstance(names, str) or not len(names):
         raise LatentError(f"labeler {labeler!r} must have a non-empty `names` list (see labels.Labeler)")
     return [str(n) for n in names]
+
+
+def _labeler_record(labeler: Any) -> dict[str, Any]:
+    """What meta.json keeps of a labeler: its class and names, and its `fingerprint` when it has one (a labeler
+    with weights, e.g. the 3D decomposer): two decomposers give the same label names, not the same labels."""
+    record: dict[str, Any] = {"class": type(labeler).__name__, "names": _labeler_names(labeler)}
+    fingerprint = getattr(labeler, "fingerprint", None)
+    if fingerprint is not None:
+        record["fingerprint"] = str(fingerprint)
+    return record
 
 
 def _run_labeler(labeler: Any, images: torch.Tensor | None, ws: torch.Tensor, n: int) -> dict[str, np.ndarray]:
@@ -278,7 +288,7 @@ class LatentBank:
             "truncation_cutoff": None if truncation_cutoff is None else int(truncation_cutoff),
             "class_idx": None if class_idx is None else int(class_idx),
             "w_truncated": truncation_cutoff is None,
-            "labelers": [{"class": type(lab).__name__, "names": _labeler_names(lab)} for lab in labelers],
+            "labelers": [_labeler_record(lab) for lab in labelers],
             "label_names": label_names,
             "label_shapes": {},
             "render": bool(render),
@@ -364,6 +374,10 @@ class LatentBank:
                 for lab in labelers:
                     values.update(_run_labeler(lab, images, ws, stop - start))
                 for name, value in values.items():
+                    if name in label_mm and value.shape[1:] != label_mm[name].shape[1:]:
+                        raise LatentError(f"{root}: label {name!r} has per-sample shape {list(value.shape[1:])} but "
+                                          f"the bank stores {list(label_mm[name].shape[1:])} (a labeler of another "
+                                          "resolution?); use another directory or overwrite=True")
                     if name not in label_mm:
                         label_mm[name] = np.lib.format.open_memmap(
                             root / "labels" / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, *value.shape[1:]))

@@ -21,6 +21,7 @@ The synthetic world uses exactly these conventions (its factors `yaw`, `pitch`, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,19 @@ class DecomposerLabeler:
         ranges["pitch"] = ranges["roll"] = ranges["yaw"]
         ranges["ty"] = ranges["tx"]
         self.value_ranges = {k: ranges[k] for k in self.names}
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the decomposer's weights and settings. A latent bank keeps it, so that a bank labelled by another
+        decomposer (the same label names, other labels) is refused rather than reused."""
+        if self._fingerprint is None:
+            from ...latents.bank import generator_fingerprint  # the state-dict hash; latents does not import labels
+
+            settings = json.dumps(self.decomposer.get_config(), sort_keys=True)
+            weights = generator_fingerprint(self.decomposer)
+            self._fingerprint = hashlib.sha256(f"{weights}:{settings}".encode()).hexdigest()
+        return self._fingerprint
 
     @torch.no_grad()
     def __call__(self, img: torch.Tensor | None, ws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
