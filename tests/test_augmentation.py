@@ -353,3 +353,23 @@ def test_an_outdir_that_appears_while_exporting_is_not_overwritten(G, tmp_path, 
         export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 4, out, mahalanobis_quantile=None)
     assert [p.name for p in out.iterdir()] == ["theirs.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aug"]  # the temporary folder is gone
+
+
+def test_images_are_rendered_labelled_and_written_one_batch_at_a_time(G, tmp_path, monkeypatch):
+    """10,000 images at 1024 px would be 126 GB as one tensor: every render of the export (here the written images;
+    this labeler reads ws, not images) is at most one batch, and the batches add up to every image exactly once."""
+    lab = WLabeler(_v(), scale=30.0, saturating=True)
+    kw = dict(step=0.5, max_steps=10, mahalanobis_quantile=None, batch_size=5)
+    whole = export_augmentation(G, _set(_v()), "yaw", lab, "-20:20", 23, tmp_path / "a", **kw)
+    sizes, real_render = [], aug.render
+
+    def counting_render(G_, ws, *args, **kwargs):
+        sizes.append(ws.shape[0])
+        return real_render(G_, ws, *args, **kwargs)
+
+    monkeypatch.setattr(aug, "render", counting_render)
+    again = export_augmentation(G, _set(_v()), "yaw", lab, "-20:20", 23, tmp_path / "b", **kw)
+    assert sizes and max(sizes) <= 5 and sum(sizes) == 23  # the written images (this labeler reads no images)
+    np.testing.assert_array_equal(again.labels["yaw"], whole.labels["yaw"])
+    a, b = (sorted((tmp_path / d / "images").glob("*.png")) for d in ("a", "b"))
+    assert [p.name for p in a] == [p.name for p in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))

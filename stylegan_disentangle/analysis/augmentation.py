@@ -118,6 +118,24 @@ def _bracket(labels: np.ndarray, b: int, target: float):
     return best[1], best[2]
 
 
+def _label_chunks(G, labeler, ws: torch.Tensor, batch_size: int, noise_mode: str, on_images=None
+                  ) -> dict[str, np.ndarray]:
+    """Scalar labels `{name: [N]}` of the codes `ws`, rendered (when the labeler reads images) and labelled
+    `batch_size` at a time, so that memory holds one batch of images, not all `N`; `on_images(start, uint8 images)`
+    sees each batch's images (to write them) when given."""
+    parts: dict[str, list[np.ndarray]] = {}
+    want_images = on_images is not None or needs_images(labeler)
+    for start in range(0, ws.shape[0], batch_size):
+        chunk = ws[start:start + batch_size]
+        img = render(G, chunk, batch_size, noise_mode) if want_images else None
+        if on_images is not None:
+            on_images(start, to_uint8(img))
+        for k, v in apply_labeler(labeler, img if needs_images(labeler) else None, chunk).items():
+            if v.ndim == 1:
+                parts.setdefault(k, []).append(v.double().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, iterations, batch_size, noise_mode,
             to_units):
     """Regula falsi on each bracket [lo, hi] (codes, labels, W steps): interpolate linearly to the target, label
@@ -131,8 +149,7 @@ def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, it
         steps = lo_s + frac * (hi_s - lo_s)
         if it == iterations:
             return ws, steps
-        img = render(G, ws, batch_size, noise_mode) if needs_images(labeler) else None
-        y = to_units(apply_labeler(labeler, img, ws)[label].double().numpy())
+        y = to_units(_label_chunks(G, labeler, ws, batch_size, noise_mode)[label])
         low_side = (np.minimum(lo_y, y) <= targets) & (targets <= np.maximum(lo_y, y))
         keep_hi = low_side[:, None, None]
         hi_ws = torch.where(torch.as_tensor(keep_hi), ws, hi_ws)
@@ -240,42 +257,52 @@ def export_augmentation(
         final_ws, chosen_steps = _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, steps_w[pairs[:, 0]],
                                          steps_w[pairs[:, 1]], targets, int(refine), batch_size, noise_mode,
                                          to_units)
-    with torch.no_grad():
-        img = render(G, final_ws, batch_size, noise_mode)
-        got = {k: v.double().numpy() for k, v in apply_labeler(labeler, img, final_ws).items() if v.ndim == 1}
-    if calibration is not None:
-        got[f"{label}_uncalibrated"] = got[label]
-        got[label] = to_units(got[label])
 
-    records = [{"index": i, "file": f"images/{i:06d}.png", "base_seed": int(seeds[base_of[i]]),
-                "target": float(targets[i]), "step_w": float(chosen_steps[i]), "reached": bool(reached[i]),
-                **{k: float(v[i]) for k, v in got.items()}} for i in range(count)]
-    err = got[label] - targets
-    summary = {
-        "command": "export-augmentation", "package_version": __version__, "direction": name, "label": label,
-        "target": [lo, hi], "count": count, "seed": int(seed), "n_bases": n_bases,
-        "truncation_psi": float(truncation_psi), "step": float(step), "max_steps": int(max_steps),
-        "saturation_fraction": float(saturation_fraction), "mahalanobis_quantile": mahalanobis_quantile,
-        "refine": int(refine),
-        "calibration": None if calibration is None else calibration.to_dict(),
-        "reached_fraction": float(reached.mean()),
-        "label_error": {"mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err)))},
-        "label_range": [float(got[label].min()), float(got[label].max())],
-        **(extra or {}),
-    }
-    _write_atomically(outdir, to_uint8(img), records, summary, targets, chosen_steps, seeds[base_of], final_ws, got,
-                      overwrite)
+    def summarize(got: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
+        """The per-image records and the summary, once the written images' labels are known."""
+        if calibration is not None:
+            got[f"{label}_uncalibrated"] = got[label]
+            got[label] = to_units(got[label])
+        records = [{"index": i, "file": f"images/{i:06d}.png", "base_seed": int(seeds[base_of[i]]),
+                    "target": float(targets[i]), "step_w": float(chosen_steps[i]), "reached": bool(reached[i]),
+                    **{k: float(v[i]) for k, v in got.items()}} for i in range(count)]
+        err = got[label] - targets
+        summary = {
+            "command": "export-augmentation", "package_version": __version__, "direction": name, "label": label,
+            "target": [lo, hi], "count": count, "seed": int(seed), "n_bases": n_bases,
+            "truncation_psi": float(truncation_psi), "step": float(step), "max_steps": int(max_steps),
+            "saturation_fraction": float(saturation_fraction), "mahalanobis_quantile": mahalanobis_quantile,
+            "refine": int(refine),
+            "calibration": None if calibration is None else calibration.to_dict(),
+            "reached_fraction": float(reached.mean()),
+            "label_error": {"mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err)))},
+            "label_range": [float(got[label].min()), float(got[label].max())],
+            **(extra or {}),
+        }
+        return records, summary
+
+    got, summary = _write_atomically(outdir, G, labeler, final_ws, batch_size, noise_mode, summarize, targets,
+                                     chosen_steps, seeds[base_of], overwrite)
     return AugmentationExport(outdir, targets, got, final_ws, summary)
 
 
-def _write_atomically(outdir: Path, images: np.ndarray, records, summary, targets, steps, seeds, ws, got,
-                      overwrite: bool) -> None:
+def _write_atomically(outdir: Path, G, labeler, ws: torch.Tensor, batch_size: int, noise_mode: str, summarize,
+                      targets, steps, seeds, overwrite: bool) -> tuple[dict[str, np.ndarray], dict]:
+    """Render, label and write the images batch by batch into a temporary folder beside `outdir`, then the labels
+    (`summarize(labels) -> (records, summary)`), then rename it to `outdir`: never a half-written export, and one
+    batch of images in memory at a time. Returns the labels and the summary."""
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}.tmp-"))
     try:
         (tmp / "images").mkdir()
-        for rec, arr in zip(records, images):
-            save_png(arr, tmp / rec["file"])
+
+        def write(start: int, images: np.ndarray) -> None:
+            for i, arr in enumerate(images, start):
+                save_png(arr, tmp / "images" / f"{i:06d}.png")
+
+        with torch.no_grad():
+            got = _label_chunks(G, labeler, ws, batch_size, noise_mode, on_images=write)
+        records, summary = summarize(got)
         with open(tmp / "labels.json", "w") as f:
             json.dump({**summary, "images": records}, f, indent=2)
             f.write("\n")
@@ -294,6 +321,7 @@ def _write_atomically(outdir: Path, images: np.ndarray, records, summary, target
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return got, summary
 
 
 def _umask() -> int:
