@@ -327,6 +327,11 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
     assert report["files"]["footprint_sheet"].endswith("footprint_sheet.png")
     local = [d for d in report["directions"] if d["kind"] != "global"]
     assert local and all(abs(sum(d["footprint_part_shares"].values()) - 1) < 1e-5 for d in local)
+    # each report entry carries its own direction's shares, under the right part names
+    for d in local:
+        k = ds.names.index(d["name"])
+        want = dict(zip(ds.info["part_names"], ds.extras["part_shares"][k].tolist()))
+        assert d["footprint_part_shares"] == pytest.approx(want, abs=1e-6), d["name"]
 
 
 def _find_3d(tiny_run, out, *options) -> dict:

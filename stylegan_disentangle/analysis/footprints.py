@@ -23,7 +23,8 @@ __all__ = ["footprint_images", "plot_footprint_sheet"]
 
 def footprint_images(footprints: np.ndarray | torch.Tensor, size: int, cmap: str = "magma") -> torch.Tensor:
     """Footprints `[K, R, R]` (non-negative; each scaled to its own max) -> RGB images `[K, 3, size, size]` in
-    [-1, 1] (nearest-neighbour upsampling, so every map pixel stays visible)."""
+    [-1, 1]. Nearest-neighbour upsampling, and max pooling when the images are smaller than the maps, so that every
+    map pixel stays visible (nearest-neighbour downsampling would drop rows and columns)."""
     from matplotlib import colormaps
 
     fp = torch.as_tensor(np.asarray(footprints, dtype=np.float32))
@@ -31,7 +32,11 @@ def footprint_images(footprints: np.ndarray | torch.Tensor, size: int, cmap: str
         raise StyleGANDisentangleError(f"footprints must be [K, R, R], got shape {tuple(fp.shape)}")
     fp = fp.abs()
     peak = fp.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    fp = F.interpolate((fp / peak)[:, None], size=(size, size), mode="nearest")[:, 0]
+    fp = (fp / peak)[:, None]
+    if size < fp.shape[-1]:
+        fp = F.adaptive_max_pool2d(fp, (size, size))[:, 0]
+    else:
+        fp = F.interpolate(fp, size=(size, size), mode="nearest")[:, 0]
     rgb = colormaps[cmap](fp.numpy())[..., :3]  # [K, size, size, 3] in [0, 1]
     return torch.as_tensor(rgb, dtype=torch.float32).permute(0, 3, 1, 2) * 2 - 1
 
