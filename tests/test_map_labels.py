@@ -137,3 +137,19 @@ def test_a_bank_labelled_by_another_labeler_of_the_same_names_is_refused(G, tmp_
     with pytest.raises(LatentError, match=r"made with other arguments \(labelers: .*scale=1\.0.* there vs "
                                           r".*scale=2\.0.* now\)"):
         LatentBank.create(G, tmp_path / "b", n=6, seed=0, labelers=[_Weighted(2.0)])
+
+
+def test_a_map_file_that_contradicts_meta_or_a_meta_without_count_is_refused(G, tmp_path):
+    import json
+
+    from stylegan_disentangle.errors import LatentError
+
+    LatentBank.create(G, tmp_path / "b", n=6, seed=0, labelers=[_map_labeler()], batch_size=4)
+    np.save(tmp_path / "b" / "labels" / "depth.npy", np.zeros((6, 5), np.float32))
+    with pytest.raises(LatentError, match=r"label 'depth' is stored as \[5\] per sample, meta.json says \[3, 4\]"):
+        LatentBank(tmp_path / "b")
+    meta = json.loads((tmp_path / "b" / "meta.json").read_text())
+    del meta["count"]
+    (tmp_path / "b" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(LatentError, match=r"is damaged: .*meta\.json has no valid 'count'"):
+        LatentBank(tmp_path / "b")

@@ -152,10 +152,16 @@ class LatentBank:
                            for name in self.meta.get("label_shapes", {})}
         except (OSError, ValueError) as exc:
             raise LatentError(f"latent bank {self.root} is damaged: {exc}") from None
-        n = self.meta["count"]
+        n = self.meta.get("count")
+        if not isinstance(n, int) or isinstance(n, bool) or not isinstance(self.meta.get("label_shapes", {}), dict):
+            raise LatentError(f"latent bank {self.root} is damaged: {meta_path} has no valid 'count' / 'label_shapes'")
         for what, arr in [("w", self.w), ("seeds", self.seeds)] + list(self.labels.items()):
             if arr.shape[0] != n:
                 raise LatentError(f"latent bank {self.root}: {what} has {arr.shape[0]} rows, meta.json says {n}")
+        for name, arr in self.labels.items():
+            if list(arr.shape[1:]) != list(self.meta["label_shapes"][name]):
+                raise LatentError(f"latent bank {self.root}: label {name!r} is stored as {list(arr.shape[1:])} per "
+                                  f"sample, meta.json says {self.meta['label_shapes'][name]}")
 
     # ------------------------------------------------------------------ reading
     @classmethod
