@@ -107,13 +107,36 @@ def test_cli_linear_on_tiny_generator_and_edit_round_trip(tiny_pkl, tmp_path):
     assert config["args"]["seeds"] == [0, 1, 2] and config["args"]["step_unit"] == "sigma"
 
 
-def test_rerun_resumes_the_bank_and_reproduces_the_directions(tiny_pkl, tmp_path):
-    args = ["find-directions", str(tiny_pkl), "--samples", "60", "--outdir", str(tmp_path / "r"),
+def test_rerun_resumes_the_bank_and_reproduces_the_directions(tiny_pkl, tmp_path, monkeypatch):
+    """A run killed while its bank fills resumes it on the rerun (only the missing chunks are sampled), and gives
+    the directions of a run that was never interrupted."""
+    from stylegan_disentangle.latents import bank as bank_module
+
+    args = ["find-directions", str(tiny_pkl), "--samples", "160", "--outdir", str(tmp_path / "r"),
             "--num-directions", "3", "--no-umap", *FAST]
+    straight = [*args[:5], str(tmp_path / "straight"), *args[6:]]
+    assert _run(straight).exit_code == 0
+    real, labelled = bank_module._run_labeler, []
+
+    class Killed(Exception):  # (click turns a KeyboardInterrupt into an exit code)
+        pass
+
+    def killed_at_the_second_chunk(labeler, images, ws, n):
+        labelled.append(n)
+        if len(labelled) == 2:
+            raise Killed
+        return real(labeler, images, ws, n)
+
+    monkeypatch.setattr(bank_module, "_run_labeler", killed_at_the_second_chunk)
+    with pytest.raises(Killed):
+        _run(args)
+    assert json.loads((tmp_path / "r" / "bank" / "meta.json").read_text())["done"] == 64
+    labelled.clear()
+    monkeypatch.setattr(bank_module, "_run_labeler",
+                        lambda lab, img, ws, n: labelled.append(n) or real(lab, img, ws, n))
     assert _run(args).exit_code == 0
-    first = DirectionSet.load(tmp_path / "r" / "directions")
-    assert _run(args).exit_code == 0
-    second = DirectionSet.load(tmp_path / "r" / "directions")
+    assert labelled == [64, 32]  # rows 64-159 only
+    first, second = (DirectionSet.load(tmp_path / d / "directions") for d in ("straight", "r"))
     np.testing.assert_array_equal(first.vectors, second.vectors)
     assert first.names == second.names
 
