@@ -153,3 +153,18 @@ def test_a_map_file_that_contradicts_meta_or_a_meta_without_count_is_refused(G, 
     (tmp_path / "b" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(LatentError, match=r"is damaged: .*meta\.json has no valid 'count'"):
         LatentBank(tmp_path / "b")
+
+
+def test_a_nan_in_a_map_label_is_refused_by_the_protocol_and_the_bank(G, tmp_path):
+    from stylegan_disentangle.errors import LatentError, StyleGANDisentangleError
+
+    def fn(img, ws):
+        depth = (ws[:, 0] @ torch.as_tensor(U))[:, None, None] * PATTERN
+        depth[0, 1, 2] = float("nan")
+        return {"depth": depth}
+
+    lab = labeler_from_callable(fn, ["depth"], needs_ws=True, needs_images=False)
+    with pytest.raises(StyleGANDisentangleError, match=r"label .depth. of .* contains NaN or inf"):
+        apply_labeler(lab, None, sample_latents(G, [0, 1]).ws)
+    with pytest.raises(LatentError, match=r"label 'depth' from .* contains NaN or inf"):
+        LatentBank.create(G, tmp_path / "b", n=4, seed=0, labelers=[lab])
