@@ -296,6 +296,16 @@ def test_cli_export_augmentation(cli_files, tmp_path):
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
     record = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert record["decomposer"] == str(dec_path) and {"yaw", "light_azimuth"} <= set(record["images"][0])
+    # a second export into the same OUTDIR is refused and leaves it whole; --overwrite replaces it atomically
+    fewer = [a if a != "6" else "4" for a in args] + ["--decomposer", str(dec_path)]
+    refused = runner.invoke(main, fewer)
+    assert refused.exit_code == 1 and "exists and is not empty" in refused.output and "Traceback" not in refused.output
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
+    replaced = runner.invoke(main, [*fewer, "--overwrite"], catch_exceptions=False)
+    assert replaced.exit_code == 0, replaced.output
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
+    assert json.loads((tmp_path / "out" / "labels.json").read_text())["count"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or old folder left
     # --calibrate-with: an NPZ of labelled images (uint8 [N, H, W, 3], as PNGs decode) maps yaw onto its values
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "labelled.npz", images=rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8),
