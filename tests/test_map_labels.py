@@ -168,3 +168,28 @@ def test_a_nan_in_a_map_label_is_refused_by_the_protocol_and_the_bank(G, tmp_pat
         apply_labeler(lab, None, sample_latents(G, [0, 1]).ws)
     with pytest.raises(LatentError, match=r"label 'depth' from .* contains NaN or inf"):
         LatentBank.create(G, tmp_path / "b", n=4, seed=0, labelers=[lab])
+
+
+def test_the_change_map_of_a_curved_map_label_and_its_standard_error(G):
+    """depth = proj^2 * PATTERN: the central difference is exact for a quadratic, 2 proj_i slope PATTERN per base
+    code i, so the mean change map, its RMS and the RMS of the per-pixel standard error have closed forms."""
+    def fn(img, ws):
+        proj = ws[:, 0] @ torch.as_tensor(U)
+        return {"depth": (proj**2)[:, None, None] * PATTERN}
+
+    lab = labeler_from_callable(fn, ["depth"], needs_ws=True, needs_images=False)
+    v = np.random.default_rng(2).standard_normal((1, W_DIM))
+    v /= np.linalg.norm(v)
+    ds = DirectionSet(["a"], v.astype(np.float32), extras={"std": np.array([0.5], np.float32)})
+    ws = sample_latents(G, list(range(8))).ws
+    eff = measure_label_effects(G, ws, ds, lab)
+    slope = float(v[0].astype(np.float64) @ U.astype(np.float64))
+    proj = ws[:, 0].double().numpy() @ U.astype(np.float64)
+    pattern = PATTERN.double().numpy()
+    rms = np.sqrt(np.mean(pattern**2))
+    # float32 labels of O(1-10) differenced over a 0.5 step: ~1e-6 relative; 1e-3 leaves room, and a wrong formula
+    # (a missing factor 2, a biased std, no sqrt(n)) is off by 6 % or more
+    np.testing.assert_allclose(eff.change_maps["depth"][0], 2 * proj.mean() * slope * pattern, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(eff.per_unit[0, 0], abs(2 * proj.mean() * slope) * rms, rtol=1e-3)
+    want_err = 2 * abs(slope) * rms * proj.std(ddof=1) / np.sqrt(len(proj))
+    np.testing.assert_allclose(eff.stderr[0, 0], want_err, rtol=1e-3)
