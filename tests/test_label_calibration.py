@@ -101,3 +101,13 @@ def test_load_calibration_images_names_the_problem(tmp_path):
     with pytest.raises(StyleGANDisentangleError, match="broken.npz: not a readable"):
         load_calibration_images(tmp_path / "broken.npz", "yaw")
 
+    np.save(tmp_path / "one.npy", np.zeros((2, 8, 8, 3), np.uint8))  # a .npy holds one unnamed array
+    with pytest.raises(StyleGANDisentangleError, match=r"one.npy: not a readable .npz of labelled images \(it holds "
+                                                       r"one ndarray"):
+        load_calibration_images(tmp_path / "one.npy", "yaw")
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 8, 8, 3), np.uint8), yaw=np.zeros(0))
+    with pytest.raises(StyleGANDisentangleError, match="empty.npz: 'images' holds no images"):
+        load_calibration_images(tmp_path / "empty.npz", "yaw")
+    np.savez(tmp_path / "words.npz", images=np.zeros((2, 8, 8, 3), np.uint8), yaw=np.array(["left", "right"]))
+    with pytest.raises(StyleGANDisentangleError, match=r"words.npz: the array 'yaw' holds <U5 values"):
+        load_calibration_images(tmp_path / "words.npz", "yaw")

@@ -645,3 +645,43 @@ def test_find_directions_refuses_bad_numbers_before_writing_and_a_bad_colour_lab
     else:
         assert f"{option[2:].replace('-', '_')} must be an integer >= 1, got 0" in result.output
         assert not out.exists()
+
+
+def test_a_map_that_no_atom_of_moves_with_w_is_dropped_not_fatal(fitted):
+    w, labels, *_ = planted()
+    noise = np.random.default_rng(7).normal(size=labels["depth"].shape).astype(np.float32)
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, alpha=0.2, random_state=0).fit(
+        w, dict(labels, depth=1.0 + 0.01 * noise), part_masks=_part_masks())
+    assert not any(kind == "depth" for kind in est.kinds_) and any(kind == "albedo" for kind in est.kinds_)
+    assert {"depth_atom0", "depth_atom1"} <= set(est.dropped_)
+
+
+@pytest.mark.parametrize("frac", [0.05, 0.1])
+def test_a_rare_yes_no_label_is_fitted_with_the_squared_loss(frac):
+    """Huber's scale (a median of absolute residuals) collapses when most rows share one value; such a label gets
+    the squared loss and its direction, the others keep Huber."""
+    w, labels, m, g, _ = planted()
+    pitch = labels["pitch"]
+    flag = pitch > np.quantile(pitch, 1 - frac)  # a yes/no label, linear-separable along pitch's direction
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
+        w, dict(labels, glasses=flag), part_masks=_part_masks())
+    assert est.global_losses_ == {"yaw": "huber", "pitch": "huber", "light_azimuth": "huber", "glasses": "squared"}
+    assert float(est.directions_[est.names_.index("glasses")] @ g[1]) > 0.8  # (Huber: zero, or cos 0.18)
+
+
+def test_labels_that_are_not_numbers_and_odd_arguments_are_named(fitted):
+    est = fitted[0]
+    w, labels, *_ = planted(n=200)
+    with pytest.raises(LatentError, match=r"label 'kind' holds <U1 values; labels must be numbers"):
+        ThreeDCoupledDirections(n_atoms=2, atom_scope="map").fit(w, dict(labels, kind=np.array(["a"] * 200)))
+    with pytest.raises(LatentError, match=r"w has w_dim 10 but the directions have 24"):
+        est.predict(np.zeros((3, 10)))
+    masks = dict(_part_masks(), nose=_part_masks()["nose"][:8, :8])
+    with pytest.raises(LatentError, match=r"part masks must all have one shape \[R, R\]; got .*'nose': \(8, 8\)"):
+        ThreeDCoupledDirections(n_atoms=2, atom_scope="map").fit(w, labels, part_masks=masks)
+    for params, match in ((dict(map_labels=None), "map_labels must be a sequence of names, got None"),
+                          (dict(skip_parts=None), "skip_parts must be a sequence of names, got None"),
+                          (dict(part_core=None), "part_core must be in"),
+                          (dict(part_core="x"), "part_core must be in")):
+        with pytest.raises(ValueError, match=match):
+            ThreeDCoupledDirections(**params).fit(w, labels)

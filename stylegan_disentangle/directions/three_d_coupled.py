@@ -204,6 +204,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     coef_ : ndarray [K, w_dim]  label (or code) units per unit w;  intercept_ : ndarray [K].
     scores_ : ndarray [K]  held-out R^2 of each regression.
     ridge_alpha_ : dict[str, float]  the ridge penalty of each global direction (the one `ridge_alpha='auto'` chose).
+    global_losses_ : dict[str, str]  the loss each global label was fitted with: `global_loss`, or 'squared' for a
+        label that sits at one value on most rows (a rare yes / no), where Huber's scale estimate collapses.
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
@@ -280,8 +282,8 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"atom_method must be one of {_ATOM_METHODS}, got {self.atom_method!r}")
         if self.code_regression not in _REGRESSIONS:
             raise ValueError(f"code_regression must be one of {_REGRESSIONS}, got {self.code_regression!r}")
-        if not 0 < float(self.part_core) <= 1:
-            raise ValueError(f"part_core must be in (0, 1], got {self.part_core}")
+        _check_number("part_core", self.part_core, 0.0, "in (0, 1] (the share of faces a part pixel must be in)",
+                      open_low=True, high=1.0, open_high=False)
         if self.global_loss not in _LOSSES:
             raise ValueError(f"global_loss must be one of {_LOSSES}, got {self.global_loss!r}")
         if self.atom_scope not in ("map", "parts", "map+parts"):
@@ -307,8 +309,10 @@ class ThreeDCoupledDirections(DirectionFinder):
         _check_number("side_fraction", self.side_fraction, 0.5, "in (0.5, 1]", open_low=True, high=1.0,
                       open_high=False)
         for key in ("map_labels", "global_labels", "skip_parts"):
-            if isinstance(getattr(self, key), str):
-                raise ValueError(f"{key} must be a sequence of names, got the string {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if isinstance(value, str) or (value is None and key != "global_labels") or not (
+                    value is None or isinstance(value, (list, tuple))):
+                raise ValueError(f"{key} must be a sequence of names, got {value!r}")
 
     def _fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any, part_names: Sequence[str] | None):
         self._check_params()
@@ -322,6 +326,10 @@ class ThreeDCoupledDirections(DirectionFinder):
             arr = _to_numpy(value)
             if arr.ndim == 0 or arr.shape[0] != n:
                 raise LatentError(f"label {key!r} has shape {arr.shape}; expected {n} rows like w")
+            if arr.dtype.kind == "b":  # a yes/no label: regressed as 0 / 1
+                arr = arr.astype(np.float64)
+            elif arr.dtype.kind not in "iuf":
+                raise LatentError(f"label {key!r} holds {arr.dtype} values; labels must be numbers (or booleans)")
             arrays[str(key)] = arr
         scalars = [k for k, v in arrays.items() if v.ndim == 1]
         wanted = scalars if self.global_labels is None else [str(k) for k in self.global_labels]
@@ -346,19 +354,30 @@ class ThreeDCoupledDirections(DirectionFinder):
 
         dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
         self.ridge_alpha_ = {}
+        self.global_losses_ = {}
         if wanted:
-            lin = LinearDirections(method="ridge", alpha=self.ridge_alpha, loss=self.global_loss,
-                                   epsilon=self.epsilon, val_fraction=self.val_fraction,
-                                   random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
-            lin.fit(w, {k: arrays[k] for k in wanted})
-            dirs.append(lin.directions_)
-            coefs.append(lin.coef_)
-            intercepts.append(lin.intercept_)
-            scores.append(lin.scores_)
-            self.ridge_alpha_ = dict(zip(lin.names_, lin.alpha_.tolist()))
-            names += list(lin.names_)
-            kinds += ["global"] * len(lin.names_)
-            atom_index += [-1] * len(lin.names_)
+            # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
+            # rare yes/no, a clipped label) it collapses to 0 and the fit with it; such labels get the squared loss
+            losses = {k: (self.global_loss if _mode_share(arrays[k]) <= 0.5 else "squared") for k in wanted}
+            fits = {}
+            for loss in dict.fromkeys(losses.values()):
+                group = [k for k in wanted if losses[k] == loss]
+                lin = LinearDirections(method="ridge", alpha=self.ridge_alpha, loss=loss, epsilon=self.epsilon,
+                                       val_fraction=self.val_fraction, random_state=self.random_state,
+                                       chunk_size=self.chunk_size, blas_threads=None)
+                lin.fit(w, {k: arrays[k] for k in group})
+                for j, k in enumerate(lin.names_):
+                    fits[k] = (lin.directions_[j], lin.coef_[j], lin.intercept_[j], lin.scores_[j], lin.alpha_[j])
+            order = [k for k in wanted if k in fits]
+            dirs.append(np.stack([fits[k][0] for k in order]))
+            coefs.append(np.stack([fits[k][1] for k in order]))
+            intercepts.append(np.asarray([fits[k][2] for k in order]))
+            scores.append(np.asarray([fits[k][3] for k in order]))
+            self.ridge_alpha_ = {k: float(fits[k][4]) for k in order}
+            self.global_losses_ = {k: losses[k] for k in order}
+            names += order
+            kinds += ["global"] * len(order)
+            atom_index += [-1] * len(order)
 
         resolution = max((arrays[k].shape[-1] for k in maps), default=0)
         if part_masks is None:
@@ -521,7 +540,13 @@ class ThreeDCoupledDirections(DirectionFinder):
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # all-zero atoms are reported in dropped_ instead
-                reg.fit(w[rows], tmp)
+                try:
+                    reg.fit(w[rows], tmp)
+                except ValueError as exc:
+                    if "every coefficient is zero" not in str(exc):
+                        raise
+                    dropped += list(tmp)  # no atom of this map moves with w: the map gives no direction
+                    return None
             dropped += list(reg.dropped_)
         else:
             reg = LinearDirections(method="ridge", alpha=self.ridge_alpha, val_fraction=self.val_fraction,
@@ -548,6 +573,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         """Semantics `[N, K]` predicted from `w` `[N, w_dim]` by the fitted regressions (label or code units)."""
         check_fitted(self)
         w = as_w(w, allow_1d=True)
+        if w.shape[-1] != self.coef_.shape[1]:
+            raise LatentError(f"w has w_dim {w.shape[-1]} but the directions have {self.coef_.shape[1]}")
         return np.asarray(w, dtype=np.float64) @ self.coef_.T + self.intercept_
 
     def _extras(self) -> dict[str, np.ndarray]:
@@ -572,7 +599,11 @@ class ThreeDCoupledDirections(DirectionFinder):
 def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
     if isinstance(part_masks, Mapping):
         names = [str(k) for k in part_masks]
-        masks = np.stack([np.asarray(_to_numpy(v), dtype=np.float32) for v in part_masks.values()])
+        arrays = [np.asarray(_to_numpy(v), dtype=np.float32) for v in part_masks.values()]
+        shapes = {nm: a.shape for nm, a in zip(names, arrays)}
+        if len(set(shapes.values())) > 1:
+            raise LatentError(f"part masks must all have one shape [R, R]; got {shapes}")
+        masks = np.stack(arrays)
     else:
         masks = np.asarray(_to_numpy(part_masks), dtype=np.float32)
         if part_names is None:
@@ -582,6 +613,12 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
         raise LatentError(f"part masks must be [P, R, R] with P names; got shape {masks.shape} for {len(names)} "
                           "names")
     return names, masks
+
+
+def _mode_share(values: np.ndarray) -> float:
+    """The share of rows holding the label's most frequent value (1 / N for a continuous label)."""
+    _, counts = np.unique(values, return_counts=True)
+    return float(counts.max()) / len(values)
 
 
 def _is_number(value: Any) -> bool:

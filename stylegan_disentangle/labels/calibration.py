@@ -118,7 +118,10 @@ def load_calibration_images(path: str | os.PathLike, label: str) -> tuple[torch.
     [-1, 1]) and an `[N]` array named after `label`. Returns (images float `[N, 3, H, W]` in [-1, 1], values)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a .npy file holds one array, not named ones (an NpzFile has .files)
+            raise ValueError(f"it holds one {type(data).__name__}, not named arrays")
+        with data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise StyleGANDisentangleError(f"{path}: not a readable .npz of labelled images ({exc})") from None
@@ -126,7 +129,14 @@ def load_calibration_images(path: str | os.PathLike, label: str) -> tuple[torch.
         if key not in arrays:
             raise StyleGANDisentangleError(f"{path} has no array {key!r} (it needs 'images' and {label!r}; it has "
                                            f"{sorted(arrays)})")
-    img, values = arrays["images"], np.asarray(arrays[label], dtype=np.float64).reshape(-1)
+    img = arrays["images"]
+    try:
+        values = np.asarray(arrays[label], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise StyleGANDisentangleError(f"{path}: the array {label!r} holds {arrays[label].dtype} values; it must be "
+                                       "numbers") from None
+    if img.ndim == 4 and img.shape[0] == 0:
+        raise StyleGANDisentangleError(f"{path}: 'images' holds no images; a calibration needs at least 3")
     if img.dtype == np.uint8 and img.ndim == 4 and img.shape[-1] == 3:
         tensor = torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     elif np.issubdtype(img.dtype, np.floating) and img.ndim == 4 and img.shape[1] == 3:
