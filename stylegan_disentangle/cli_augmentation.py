@@ -69,14 +69,15 @@ def register_augmentation_commands(main: click.Group) -> None:
             if count < 1:
                 raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
             parse_target(target)
+            calibration, aimed = None, label or name
+            if calibrate_with is not None:  # read (and checked) before the network: a bad file fails fast
+                images, values = load_calibration_images(calibrate_with, aimed)
             net = open_network_pkl(pkl, device=device)
             G = net.data["G_ema"].eval().requires_grad_(False)
             spec = resolve_decomposer(decomposer_spec, net.path)
             lab = decomposer_labeler(spec, maps=False, device=device)  # scalars only: faster walks
             ds = DirectionSet.load(dirs)
-            calibration, aimed = None, label or name
             if calibrate_with is not None:
-                images, values = load_calibration_images(calibrate_with, aimed)
                 calibration = fit_label_calibration(lab, images.to(device), values, aimed)
                 click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
                            f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "

@@ -296,6 +296,11 @@ def test_cli_export_augmentation(cli_files, tmp_path):
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
     record = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert record["decomposer"] == str(dec_path) and {"yaw", "light_azimuth"} <= set(record["images"][0])
+    # a bad --calibrate-with file is refused before the network is even opened (here it does not exist)
+    bad_cal = runner.invoke(main, ["export-augmentation", str(tmp_path / "no.pkl"), str(dirs), "--name", "yaw",
+                                   "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),
+                                   "--calibrate-with", str(tmp_path / "missing.npz")])
+    assert bad_cal.exit_code == 1 and "missing.npz" in bad_cal.output and "no.pkl" not in bad_cal.output
     # a second export into the same OUTDIR is refused and leaves it whole; --overwrite replaces it atomically
     fewer = [a if a != "6" else "4" for a in args] + ["--decomposer", str(dec_path)]
     refused = runner.invoke(main, fewer)

@@ -221,6 +221,9 @@ def test_runs_to_max_steps_when_no_rule_fires_and_first_rule_wins():
     np.testing.assert_allclose(res.final_steps, [-0.4], atol=1e-7)
     with pytest.raises(StyleGANDisentangleError, match="step_size"):
         extrapolate(fake, torch.zeros(1, 3, 4), ds1, "e0", step_size=0.0, max_steps=4)
+    for bad in (0, 2.5, True):
+        with pytest.raises(StyleGANDisentangleError, match=f"max_steps must be an integer >= 1, got {bad!r}"):
+            extrapolate(fake, torch.zeros(1, 3, 4), ds1, "e0", step_size=0.1, max_steps=bad)
 
 
 def test_discriminator_threshold_defaults_to_a_quantile_of_generated_samples(G):

@@ -111,3 +111,7 @@ def test_load_calibration_images_names_the_problem(tmp_path):
     np.savez(tmp_path / "words.npz", images=np.zeros((2, 8, 8, 3), np.uint8), yaw=np.array(["left", "right"]))
     with pytest.raises(StyleGANDisentangleError, match=r"words.npz: the array 'yaw' holds <U5 values"):
         load_calibration_images(tmp_path / "words.npz", "yaw")
+    np.savez(tmp_path / "bytes.npz", images=np.full((2, 3, 8, 8), 200.0, np.float32), yaw=np.zeros(2))
+    with pytest.raises(StyleGANDisentangleError, match=r"bytes.npz: float 'images' must be in \[-1, 1\]; they "
+                                                       r"reach 200"):
+        load_calibration_images(tmp_path / "bytes.npz", "yaw")

@@ -174,8 +174,8 @@ def extrapolate(
     Raises StyleGANDisentangleError on bad arguments.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
-    if max_steps < 1:
-        raise StyleGANDisentangleError(f"max_steps must be >= 1, got {max_steps}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise StyleGANDisentangleError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if step_size == 0 or not np.isfinite(step_size):
         raise StyleGANDisentangleError(f"step_size must be finite and non-zero, got {step_size}")
     if not 0 <= saturation_fraction < 1:

@@ -141,6 +141,9 @@ def load_calibration_images(path: str | os.PathLike, label: str) -> tuple[torch.
         tensor = torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     elif np.issubdtype(img.dtype, np.floating) and img.ndim == 4 and img.shape[1] == 3:
         tensor = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        if tensor.numel() and float(tensor.abs().max()) > 1.0 + 1e-3:  # e.g. 0..255 floats: the labels would be junk
+            raise StyleGANDisentangleError(f"{path}: float 'images' must be in [-1, 1]; they reach "
+                                           f"{float(tensor.abs().max()):.4g} (uint8 [N, H, W, 3] is read as 0..255)")
     else:
         raise StyleGANDisentangleError(f"{path}: 'images' must be uint8 [N, H, W, 3] or float [N, 3, H, W]; got "
                                        f"{img.dtype} {img.shape}")
