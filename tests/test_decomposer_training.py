@@ -816,3 +816,32 @@ def test_perceptual_term_resizes_to_the_discriminators_resolution():
         want = _perceptual(D, *small, interpolate(mask, size=(16, 16), mode="nearest"))
     assert float(got) > 0
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_labeler_leaves_the_wrapped_decomposer_as_it_was_and_names_bad_images(G):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY).train()
+    _, img = draw_images(G, 3, torch.Generator().manual_seed(1))
+    lab = DecomposerLabeler(dec)
+    out = lab(img)
+    assert dec.training and dec.netD.network[0].weight.is_contiguous()  # mode and layout given back
+    with torch.no_grad():
+        want = dec.eval().decompose(img)
+    torch.testing.assert_close(out["yaw"], want["rotation_deg"][:, 1], rtol=2e-5, atol=2e-5)  # evaluated in eval mode
+    for bad, words in ((img[0], r"\(3, 32, 32\)"), (img[:0], r"\(0, 3, 32, 32\)"), (None, "NoneType")):
+        with pytest.raises(StyleGANDisentangleError, match=rf"decomposer3d labels images \[N >= 1, 3, H, W\].*{words}"):
+            lab(bad)
+    pixels = ((img + 1) * 127.5).round().to(torch.uint8)
+    with pytest.raises(StyleGANDisentangleError, match=r"float images in \[-1, 1\], got torch.uint8"):
+        lab(pixels)
+
+
+def test_fit_with_train_nets_leaves_every_net_trainable_and_the_callers_random_stream_alone(G, tmp_path):
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    dec.fit(G, tmp_path, steps=2, batch_size=2, train_nets=["netL"], stabilize_after=0, progress=False)
+    assert torch.equal(torch.rand(3), expected)  # the jitter twins' noise is drawn on a forked generator
+    assert all(p.requires_grad for p in dec.parameters())

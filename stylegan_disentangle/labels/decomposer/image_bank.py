@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,16 @@ META = "bank.json"
 ARRAYS = ("images", "jitter")
 CHECK_IMAGES = 4  # images regenerated on opening to recognise the generator
 JITTER_PSI_MIN = 0.85
+
+
+@contextmanager
+def seeded_torch_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global generator (the synthesis draws its noise from it) inside the block only: the caller's
+    own random stream is restored afterwards."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -89,8 +101,8 @@ class ImageBank:
         noise_seed = int(torch.randint(0, 2**31 - 1, [1], generator=gen))
         ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device), truncation_psi=truncation_psi)
         img = G.synthesis(ws, noise_mode="const").float()
-        torch.manual_seed(noise_seed)  # the synthesis' own noise draw for the twins
-        twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
+        with seeded_torch_rng(noise_seed, ws.device):  # the synthesis' own noise draw for the twins
+            twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
         return resize_images(img.clamp(-1, 1), resolution), resize_images(twin.clamp(-1, 1), resolution)
 
     @classmethod

@@ -223,6 +223,9 @@ class Unsup3DDecomposer(nn.Module):
         if not torch.is_tensor(img) or img.ndim != 4 or img.shape[1] != 3 or img.shape[0] == 0:
             got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
             raise DecomposerError(f"decomposer input must be images [N, 3, H, W] in [-1, 1], got {got}")
+        if not img.is_floating_point():  # uint8 pixels read as if in [-1, 1] would give junk labels silently
+            raise DecomposerError(f"decomposer input must be float images in [-1, 1], got {img.dtype} (for uint8 "
+                                  "pixels: img.float() / 127.5 - 1)")
         param = next(self.parameters(), None)
         img = img.to(device=param.device if param is not None else img.device, dtype=torch.float32)
         if img.shape[-2:] != (self.image_size, self.image_size):

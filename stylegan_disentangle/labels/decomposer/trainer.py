@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
-from .image_bank import JITTER_PSI_MIN, ImageBank
+from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
 from .model import PARTS, Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
@@ -249,8 +249,8 @@ def _jitter_images(G: nn.Module, ws: torch.Tensor, gen: torch.Generator) -> torc
     """The same w, pulled toward the mean by psi in [0.85, 1] and rendered with random noise."""
     psi = (JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
     ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, [1], generator=gen)))  # the synthesis' noise draw
-    return G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
+    with seeded_torch_rng(int(torch.randint(0, 2**31 - 1, [1], generator=gen)), ws.device):  # the noise draw
+        return G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
 
 
 def _jitter_loss(dec: Unsup3DDecomposer, img2: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -424,12 +424,14 @@ def train_decomposer(
     if dec is None and init is not None:
         dec = init.to(device)
     elif dec is None:
-        torch.manual_seed(seed)
-        dec = Unsup3DDecomposer(**kwargs).to(device)
+        with seeded_torch_rng(seed):  # seeded nets, without reseeding the caller's stream
+            dec = Unsup3DDecomposer(**kwargs)
+        dec = dec.to(device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
     if not trained:
         raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
                                        f"(it has {list(dec.present_nets)})")
+    grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
         if key in dec.optimizer_states:
@@ -447,9 +449,13 @@ def train_decomposer(
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
     dec.train()
-    with torch.enable_grad():  # also when called from a no_grad context
-        _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
-                    (checkpoint_every, log_every, preview_every), bank)
+    try:
+        with torch.enable_grad():  # also when called from a no_grad context
+            _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
+                        (checkpoint_every, log_every, preview_every), bank)
+    finally:  # the nets frozen for train_nets are trainable again afterwards
+        for param, flag in zip(dec.parameters(), grad_flags):
+            param.requires_grad_(flag)
     return dec.eval()
 
 
