@@ -146,10 +146,10 @@ def register_decomposer_commands(main: click.Group) -> None:
 
         init = None
         if init_spec is not None:
-            sizes = [f"--{name.replace('_', '-')}" for name in ("nf", "zdim", "nf_small", "xy_light_range")
+            given = [f"--{name.replace('_', '-')}" for name in ("nf", "zdim", "nf_small", "xy_light_range")
                      if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-            if sizes:
-                raise click.UsageError(f"{', '.join(sizes).replace('--xy-light-range', '--light-range')} cannot be "
+            if given:
+                raise click.UsageError(f"{', '.join(given).replace('--xy-light-range', '--light-range')} cannot be "
                                        "given with --init: the sizes are the initial decomposer's")
             init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
             init.antialias = init.antialias or antialias

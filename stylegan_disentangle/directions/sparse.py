@@ -31,7 +31,12 @@ from ._dictionary import learn_dictionary
 from ._moments import compute_moments, lasso_surrogate, r2_from_moments, ridge_from_moments, split_mask
 from .linear import _seed
 
-__all__ = ["SparseDirections"]
+__all__ = ["NoDirectionError", "SparseDirections"]
+
+
+class NoDirectionError(ValueError):
+    """Every coefficient of a sparse fit came out zero: no direction at this alpha (callers that fit several maps
+    can drop the one that gives none)."""
 
 _METHODS = ("lasso", "elasticnet", "multitask", "dictionary", "sparse_pca")
 
@@ -241,7 +246,7 @@ class SparseDirections(DirectionFinder):
                 stacklevel=3,
             )
         if not keep.any():
-            raise ValueError(f"{self.method}: every coefficient is zero at alpha={self.alpha}; lower alpha")
+            raise NoDirectionError(f"{self.method}: every coefficient is zero at alpha={self.alpha}; lower alpha")
         if hasattr(self, "components_"):
             self.components_ = self.components_[keep]
         coef, intercept, scores = coef[keep], intercept[keep], scores[keep]

@@ -34,7 +34,7 @@ from ..errors import LatentError
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary, sparse_codes
 from .linear import _LOSSES, LinearDirections, _seed
-from .sparse import SparseDirections
+from .sparse import NoDirectionError, SparseDirections
 
 __all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
 
@@ -359,21 +359,23 @@ class ThreeDCoupledDirections(DirectionFinder):
             # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
             # rare yes/no, a clipped label) it collapses to 0 and the fit with it; such labels get the squared loss
             losses = {k: (self.global_loss if _mode_share(arrays[k]) <= 0.5 else "squared") for k in wanted}
-            fits = {}
-            for loss in dict.fromkeys(losses.values()):
-                group = [k for k in wanted if losses[k] == loss]
-                lin = LinearDirections(method="ridge", alpha=self.ridge_alpha, loss=loss, epsilon=self.epsilon,
+            fitted = [LinearDirections(method="ridge", alpha=self.ridge_alpha, loss=loss, epsilon=self.epsilon,
                                        val_fraction=self.val_fraction, random_state=self.random_state,
-                                       chunk_size=self.chunk_size, blas_threads=None)
-                lin.fit(w, {k: arrays[k] for k in group})
-                for j, k in enumerate(lin.names_):
-                    fits[k] = (lin.directions_[j], lin.coef_[j], lin.intercept_[j], lin.scores_[j], lin.alpha_[j])
-            order = [k for k in wanted if k in fits]
-            dirs.append(np.stack([fits[k][0] for k in order]))
-            coefs.append(np.stack([fits[k][1] for k in order]))
-            intercepts.append(np.asarray([fits[k][2] for k in order]))
-            scores.append(np.asarray([fits[k][3] for k in order]))
-            self.ridge_alpha_ = {k: float(fits[k][4]) for k in order}
+                                       chunk_size=self.chunk_size, blas_threads=None).fit(
+                          w, {k: arrays[k] for k in wanted if losses[k] == loss})
+                      for loss in dict.fromkeys(losses.values())]
+            fitted_names = [k for lin in fitted for k in lin.names_]
+            order = [k for k in wanted if k in fitted_names]  # the labels' own order, whatever loss fitted them
+            perm = [fitted_names.index(k) for k in order]
+
+            def joined(attr: str) -> np.ndarray:
+                return np.concatenate([getattr(lin, attr) for lin in fitted])[perm]
+
+            dirs.append(joined("directions_"))
+            coefs.append(joined("coef_"))
+            intercepts.append(joined("intercept_"))
+            scores.append(joined("scores_"))
+            self.ridge_alpha_ = dict(zip(order, joined("alpha_").tolist()))
             self.global_losses_ = {k: losses[k] for k in order}
             names += order
             kinds += ["global"] * len(order)
@@ -542,10 +544,8 @@ class ThreeDCoupledDirections(DirectionFinder):
                 warnings.simplefilter("ignore", UserWarning)  # all-zero atoms are reported in dropped_ instead
                 try:
                     reg.fit(w[rows], tmp)
-                except ValueError as exc:
-                    if "every coefficient is zero" not in str(exc):
-                        raise
-                    dropped += list(tmp)  # no atom of this map moves with w: the map gives no direction
+                except NoDirectionError:  # no atom of this map moves with w: the map gives no direction
+                    dropped += list(tmp)
                     return None
             dropped += list(reg.dropped_)
         else:

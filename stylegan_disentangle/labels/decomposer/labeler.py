@@ -145,19 +145,16 @@ class DecomposerLabeler:
         ranges["pitch"] = ranges["roll"] = ranges["yaw"]
         ranges["ty"] = ranges["tx"]
         self.value_ranges = {k: ranges[k] for k in self.names}
-        self._fingerprint: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the decomposer's weights and settings. A latent bank keeps it, so that a bank labelled by another
-        decomposer (the same label names, other labels) is refused rather than reused."""
-        if self._fingerprint is None:
-            from ...latents.bank import generator_fingerprint  # the state-dict hash; latents does not import labels
+        """sha256 of the decomposer's weights and settings as they are now (a latent bank asks once, ~10 ms). A bank
+        keeps it, so that a bank labelled by another decomposer (the same label names, other labels) is refused
+        rather than reused."""
+        from ...latents.bank import generator_fingerprint  # the state-dict hash; latents does not import labels
 
-            settings = json.dumps(self.decomposer.get_config(), sort_keys=True)
-            weights = generator_fingerprint(self.decomposer)
-            self._fingerprint = hashlib.sha256(f"{weights}:{settings}".encode()).hexdigest()
-        return self._fingerprint
+        settings = json.dumps(self.decomposer.get_config(), sort_keys=True)
+        return hashlib.sha256(f"{generator_fingerprint(self.decomposer)}:{settings}".encode()).hexdigest()
 
     @contextmanager
     def _inference(self) -> Iterator[torch.device]:
@@ -166,8 +163,8 @@ class DecomposerLabeler:
         mode and layout back afterwards."""
         dec = self.decomposer
         device = next(dec.parameters()).device
-        convs = [p for p in dec.parameters() if p.ndim == 4]
-        relayout = device.type == "cpu" and bool(convs) and not convs[0].is_contiguous(
+        conv = next((p for p in dec.parameters() if p.ndim == 4), None)
+        relayout = device.type == "cpu" and conv is not None and not conv.is_contiguous(
             memory_format=torch.channels_last)
         training = dec.training
         dec.eval()
