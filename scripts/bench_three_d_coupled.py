@@ -16,6 +16,10 @@ with the world's mean canonical part masks for naming. Reported:
   min-norm W move that changes that factor's readout by one std and no other factor's), rendered by the generator
   and by the world's own renderer: what a perfect localized direction would score on this world.
 
+`--sensitivity-samples N` (default 16; 0: none) estimates the generator's image sensitivity (the mean Gram of its
+Jacobian) on N samples and fits with it as the regressions' prior (`ThreeDCoupledDirections.fit(w_metric=...)`),
+as `find-directions` does.
+
 `--decomposer oracle` replaces the trained decomposer by the world's exact decomposition (its depth, albedo, light
 and view): the method's own ceiling, apart from what any learned decomposer adds.
 
@@ -32,6 +36,7 @@ import numpy as np
 import torch
 
 from stylegan_disentangle.analysis.metrics import locality
+from stylegan_disentangle.analysis.sensitivity import image_sensitivity
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
@@ -88,6 +93,8 @@ def main() -> None:
     p.add_argument("--part-core", type=float, default=0.2, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
                    help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
+    p.add_argument("--sensitivity-samples", type=int, default=16,
+                   help="samples for the generator's image sensitivity, the regressions' prior (0: none)")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -119,11 +126,16 @@ def main() -> None:
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
+    metric = None
+    if args.sensitivity_samples:
+        metric = image_sensitivity(G, w[: args.sensitivity_samples], resolution=resolution, progress=False)
+    t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, code_alpha=args.code_alpha, random_state=args.seed).fit(
-        w, labels, part_masks=masks, part_names=list(PART_NAMES))
-    t_fit = time.perf_counter() - t1
-    print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, fit {t_fit:.1f} s; "
+        w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric)
+    t_fit = time.perf_counter() - t1 - t_sens
+    print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, sensitivity {t_sens:.1f} s, "
+          f"fit {t_fit:.1f} s; "
           f"{len(est.names_)} directions: {', '.join(est.names_)}; dropped: {', '.join(est.dropped_) or 'none'}")
 
     glob = {}
@@ -163,7 +175,8 @@ def main() -> None:
         f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
     if args.json:
         with atomic_write(args.json, "w") as f:
-            json.dump({"args": vars(args), "decompose_seconds": t_decomp, "fit_seconds": t_fit,
+            json.dump({"args": vars(args), "decompose_seconds": t_decomp,
+                       "sensitivity_seconds": t_sens, "fit_seconds": t_fit,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
                        "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling},
                       f, indent=2)

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for "
                         "linear, huber for 3d-coupled's global directions)")
+    p.add_argument("--sensitivity-samples", type=int, default=None,
+                   help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
+                        "(default 16; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 

@@ -238,6 +238,9 @@ def _progress(ctx: click.Context) -> bool | None:
               help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for linear, "
                    "huber for 3d-coupled's global directions). huber resists labels that a labeler misreads on a "
                    "minority of images.")
+@click.option("--sensitivity-samples", type=click.IntRange(min=0), default=None,
+              help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
+                   "(default 16; 0: none).")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
                         **kwargs) -> None:

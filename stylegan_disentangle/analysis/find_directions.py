@@ -45,6 +45,7 @@ from .edit import edit
 from .effects import compare_namings, measure_label_effects
 from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
+from .sensitivity import image_sensitivity
 
 __all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "method_options", "resolve_decomposer",
            "run_find_directions"]
@@ -163,14 +164,16 @@ def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tu
 
 
 def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
-         method_kwargs: dict[str, Any], part_masks: tuple[np.ndarray, list[str]] | None = None) -> Any:
+         method_kwargs: dict[str, Any], part_masks: tuple[np.ndarray, list[str]] | None = None,
+         w_metric: np.ndarray | None = None) -> Any:
     w = bank.w
     if method == "3d-coupled":
         kwargs = dict(global_labels=sorted(labels, key=list(bank.labels).index), random_state=seed)
         kwargs.update(method_kwargs)
         maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo") if k_ in bank.labels}
         masks, names = part_masks if part_masks is not None else (None, None)
-        return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names)
+        return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names,
+                                                     w_metric=w_metric)
     if method == "pca":
         kwargs = dict(n_components=min(k, w.shape[0], w.shape[1]), random_state=seed,
                       incremental=w.shape[0] * w.shape[1] > 2**29)  # > 2 GB of float32: stream it
@@ -225,6 +228,7 @@ def run_find_directions(
     noise_mode: str = "const",
     progress: bool | None = None,
     decomposer: str | os.PathLike | None = None,
+    sensitivity_samples: int | None = None,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
@@ -243,6 +247,10 @@ def run_find_directions(
     umap : also draw the UMAP scatter (numba compiles UMAP on first use: ~10 s once per process).
     decomposer : '3d-coupled' only: 'synthetic' (the shipped decomposer; the default for the shipped checkpoint) or
         an Unsup3D checkpoint path; it replaces `labeler`.
+    sensitivity_samples : '3d-coupled' only: bank samples over which the generator's image sensitivity (the mean Gram
+        of its Jacobian, `analysis.sensitivity.image_sensitivity`, each sample costs w_dim + 1 syntheses) is
+        estimated; it is the prior covariance of the regressions (`ThreeDCoupledDirections.fit(w_metric=...)`).
+        Default 16; 0 fits without it (plain ridge / Lasso).
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -256,6 +264,14 @@ def run_find_directions(
                                  ("grid_sample", grid_sample, 0)):
         if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
             raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
+    if sensitivity_samples is not None:
+        if method != "3d-coupled":
+            raise UsageError(f"sensitivity_samples applies to method '3d-coupled' only (got {method!r})")
+        if isinstance(sensitivity_samples, bool) or int(sensitivity_samples) != sensitivity_samples or \
+                sensitivity_samples < 0:
+            raise UsageError(f"sensitivity_samples must be an integer >= 0 (0: no metric), got {sensitivity_samples!r}")
+    elif method == "3d-coupled":
+        sensitivity_samples = 16
     if grid_sample >= samples:
         raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
     if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):
@@ -281,7 +297,8 @@ def run_find_directions(
                 grid_steps=int(grid_steps), grid_sigmas=float(grid_sigmas), grid_sample=int(grid_sample),
                 umap=bool(umap), embed_max_points=int(embed_max_points), color_by=color_by,
                 bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
-                decomposer=None if decomposer is None else str(decomposer))
+                decomposer=None if decomposer is None else str(decomposer),
+                sensitivity_samples=sensitivity_samples)
     config = run_header("find-directions", args)
     config.update(provenance)
     files["config"] = str(write_json(outdir / "config.json", config))
@@ -315,8 +332,15 @@ def run_find_directions(
     part_masks = None
     if method == "3d-coupled" and _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
         part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
+    w_metric = None
+    if method == "3d-coupled" and sensitivity_samples:
+        with timer("sensitivity"):
+            w_metric = image_sensitivity(G, bank.w[: min(int(sensitivity_samples), len(bank))],
+                                         resolution=int(lab.input_resolution), noise_mode=noise_mode,
+                                         progress=progress)
     with timer("fit"):
-        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks)
+        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
+                   w_metric)
     std = getattr(est, "std_", None)
     extras: dict[str, np.ndarray] = {}
     if std is None:

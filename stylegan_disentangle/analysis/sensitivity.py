@@ -1,0 +1,67 @@
+"""How strongly the generator's image responds to each direction of W: the mean Gram of its Jacobian.
+
+`image_sensitivity(G, w)` estimates `M = E_w[J(w)^T J(w)] / P`, where `J = d image / d w` (one w broadcast to every
+layer, the image area-pooled to `resolution`, P its number of values), by forward differences along each axis of W.
+`u^T M u` is the mean squared pixel change per unit step along the unit vector `u`.
+
+Why it is useful: a semantic read off the image (a decomposer's light angle, a classifier's score) depends on w only
+through the image, so its gradient `J^T g` lies where M is large. A regression `label ~ w` on a finite bank also
+picks up what the labeler's *errors* correlate with, and on the synthetic checkpoint most of that sits along
+directions that barely change the image. Using M as the prior covariance of the coefficients (the generalized
+ridge `||y - w b||^2 + alpha b^T M^+ b`, `ThreeDCoupledDirections.fit(..., w_metric=M)`) keeps the directions
+where the generator actually draws something (BENCHMARKS.md, issue 11, eighteenth session).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import LatentError
+
+__all__ = ["image_sensitivity"]
+
+
+def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str) -> torch.Tensor:
+    img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode, force_fp32=True)
+    if resolution is not None and img.shape[-1] != resolution:
+        img = F.adaptive_avg_pool2d(img.float(), resolution)
+    return img.flatten(1).double()
+
+
+@torch.no_grad()
+def image_sensitivity(G: Any, w: Any, resolution: int | None = None, step: float = 0.05, batch_size: int = 256,
+                      noise_mode: str = "const", progress: bool | None = True) -> np.ndarray:
+    """Mean Gram `[w_dim, w_dim]` (float64, symmetric PSD) of the image's Jacobian with respect to w, over rows `w`.
+
+    w : `[N, w_dim]` latents to average over (a few dozen suffice for a stable estimate; each row costs
+        `w_dim + 1` syntheses). resolution : area-pool the images to this size first (e.g. the decomposer's input
+        size; None: the generator's). step : forward-difference step in W units. progress : tqdm bar (None: only
+        on a terminal).
+    """
+    w = w.detach().float() if isinstance(w, torch.Tensor) else torch.as_tensor(np.array(w, dtype=np.float32))
+    if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] != G.w_dim:
+        raise LatentError(f"image_sensitivity needs w of shape [N, {G.w_dim}] with N >= 1, got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise LatentError("image_sensitivity: w contains NaN or inf")
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step!r}")
+    device = next(G.parameters()).device
+    d = G.w_dim
+    eye = torch.eye(d, device=device) * step
+    gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+    per_batch = max(1, int(batch_size) // (d + 1))
+    quiet = None if progress is None else not progress
+    for i in tqdm(range(0, len(w), per_batch), desc="image sensitivity", disable=quiet):
+        rows = w[i:i + per_batch].to(device)
+        moved = (rows[:, None, :] + torch.cat([torch.zeros(1, d, device=device), eye])[None]).reshape(-1, d)
+        out = torch.cat([_render(G, chunk, resolution, noise_mode) for chunk in moved.split(int(batch_size))])
+        out = out.reshape(len(rows), d + 1, -1)
+        jac = (out[:, 1:] - out[:, :1]) / step  # [B, d, P]
+        gram += torch.einsum("bip,bjp->ij", jac, jac) / jac.shape[-1]
+    gram = (gram / len(w)).cpu().numpy()
+    return (gram + gram.T) / 2

@@ -1,0 +1,220 @@
+"""The generator's image sensitivity (mean Jacobian Gram over w) and its use as the 3D-coupled regressions' prior."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stylegan_disentangle.analysis.sensitivity import image_sensitivity
+from stylegan_disentangle.directions import ThreeDCoupledDirections
+from stylegan_disentangle.directions._metric import metric_root
+from stylegan_disentangle.errors import LatentError
+
+
+class LinearGenerator(torch.nn.Module):
+    """A generator whose image is a fixed linear map of w (all layers get the same w): its Jacobian is A."""
+
+    def __init__(self, w_dim: int = 6, resolution: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w_dim, self.num_ws, self.res = w_dim, 3, resolution
+        self.A = torch.nn.Parameter(torch.randn(w_dim, 3 * resolution * resolution, generator=g))
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", force_fp32: bool = True) -> torch.Tensor:
+        assert ws.shape[1] == self.num_ws and torch.equal(ws[:, 0], ws[:, -1])
+        return (ws[:, 0] @ self.A).reshape(-1, 3, self.res, self.res)
+
+
+def test_image_sensitivity_of_a_linear_generator_is_its_gram():
+    G = LinearGenerator()
+    w = torch.randn(5, G.w_dim, generator=torch.Generator().manual_seed(1))
+    A = G.A.detach().double()
+    want = (A @ A.T / A.shape[1]).numpy()
+    # forward differences of a linear map are exact up to float32 rounding of images about 1 in size, / step
+    for batch in (256, 7):  # one chunk, or each row's w_dim + 1 syntheses split over chunks
+        got = image_sensitivity(G, w, batch_size=batch, progress=False)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * np.abs(want).max())
+        np.testing.assert_array_equal(got, got.T)
+    # area-pooled to 2x2: the Jacobian of the pooled image is the pooled A
+    pooled = torch.nn.functional.avg_pool2d(A.reshape(G.w_dim, 3, 4, 4), 2).reshape(G.w_dim, -1)
+    want = (pooled @ pooled.T / pooled.shape[1]).numpy()
+    got = image_sensitivity(G, w, resolution=2, progress=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * np.abs(want).max())
+
+
+def test_image_sensitivity_predicts_the_pixel_change_of_a_step_on_a_real_generator():
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G, _ = load_synthetic()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(4, G.z_dim, generator=gen), None)[:, 0]
+    m = image_sensitivity(G, w, progress=False)
+    u = torch.randn(G.w_dim, generator=gen)
+    u /= u.norm()
+    h = 0.02
+    with torch.no_grad():
+        def img(x):
+            return G.synthesis(x.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="const", force_fp32=True)
+        change = ((img(w + h * u) - img(w)) ** 2).mean(dim=(1, 2, 3)).mean() / h**2
+    predicted = float(u.double().numpy() @ m @ u.double().numpy())
+    # the generator is smooth: a first-order (step 0.05 / 0.02) estimate agrees to a few per cent
+    assert predicted == pytest.approx(float(change), rel=0.05)
+    assert np.linalg.eigvalsh(m).min() > -1e-9 * np.linalg.eigvalsh(m).max()  # PSD
+
+
+@pytest.mark.parametrize("w, match", [
+    (np.zeros((0, 6)), r"shape \[N, 6\] with N >= 1"),
+    (np.zeros((3, 5)), r"shape \[N, 6\] with N >= 1"),
+    (np.full((3, 6), np.nan), "NaN or inf"),
+])
+def test_image_sensitivity_names_bad_latents(w, match):
+    with pytest.raises(LatentError, match=match):
+        image_sensitivity(LinearGenerator(), w, progress=False)
+
+
+def _leaky_problem(n: int = 4000, seed: int = 0):
+    """w in 12 dims; the image depends on 4 of them only (metric: their projector + 1e-6 of the rest).
+    The scalar label is w . g (g in the image subspace) plus a leak along n_dir (outside it), as a labeler's
+    errors that happen to correlate with directions the generator ignores."""
+    rng = np.random.default_rng(seed)
+    d = 12
+    w = rng.normal(size=(n, d))
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    image = basis[:, :4]
+    metric = image @ image.T + 1e-6 * np.eye(d)
+    g = image @ rng.normal(size=4)
+    g /= np.linalg.norm(g)
+    n_dir = basis[:, 6]
+    label = w @ g + 0.4 * (w @ n_dir) + 0.05 * rng.normal(size=n)
+    return w.astype(np.float32), {"yaw": label}, metric, g, n_dir
+
+
+def test_the_metric_prior_removes_a_leak_along_directions_the_generator_ignores():
+    w, labels, metric, g, n_dir = _leaky_problem()
+    plain = ThreeDCoupledDirections(random_state=0).fit(w, labels)
+    cos_plain = abs(plain.directions_[0] @ g)
+    assert cos_plain < 0.95  # the leak is fitted: |cos| = 1 / sqrt(1 + 0.4^2) = 0.93
+    est = ThreeDCoupledDirections(random_state=0).fit(w, labels, w_metric=metric)
+    assert est.metric_ and not plain.metric_
+    assert abs(est.directions_[0] @ g) >= 0.999
+    # along n_dir w's coordinate in the metric's frame has variance 1e-6 against the prior's 1e-3 per row, so
+    # the leak's coefficient shrinks by 1e-6 / (1e-6 + 1e-3): 0.4 -> 4e-4; sampling noise of the other 11
+    # coefficients adds about sqrt(11 / 4000) * 0.05 = 0.003
+    assert abs(est.directions_[0] @ n_dir) < 0.01
+
+
+def test_the_metric_fit_is_the_generalized_ridge_in_closed_form():
+    """Squared loss, all rows: coef = (Xc'Xc + a N lmax M^-1)^-1 Xc'yc, intercept = mean(y) - mean(w) . coef."""
+    w, labels, metric, *_ = _leaky_problem(n=600, seed=2)
+    metric = metric + 0.05 * np.eye(metric.shape[0])  # full rank, so M^+ = M^-1 exactly
+    a = 0.2
+    est = ThreeDCoupledDirections(global_loss="squared", metric_alpha=a, val_fraction=0.0,
+                                  random_state=0).fit(w, labels, w_metric=metric)
+    x = w.astype(np.float64)
+    xc, yc = x - x.mean(0), labels["yaw"] - labels["yaw"].mean()
+    lmax = np.linalg.eigvalsh(metric).max()
+    coef = np.linalg.solve(xc.T @ xc + a * len(x) * lmax * np.linalg.inv(metric), xc.T @ yc)
+    # w enters the fit as float32 in the metric's coordinates: agreement to float32 rounding times conditioning
+    np.testing.assert_allclose(est.coef_[0], coef, rtol=0, atol=1e-4 * np.abs(coef).max())
+    assert est.intercept_[0] == pytest.approx(labels["yaw"].mean() - x.mean(0) @ coef, abs=1e-4)
+    np.testing.assert_allclose(est.predict(w)[:, 0], x @ coef + labels["yaw"].mean() - x.mean(0) @ coef,
+                               atol=1e-3)
+    assert est.ridge_alpha_["yaw"] == pytest.approx(a * len(x))
+
+
+def test_localized_directions_with_a_metric_use_its_ridge_and_still_recover_the_planted_atoms():
+    from test_three_d_coupled import _best_abs_cos, planted
+
+    w, labels, m, g, _ = planted(n=2000, seed=1)
+    # the planted problem's W has no ignored directions: an isotropic metric changes nothing but the penalty
+    est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(
+        w, labels, w_metric=np.eye(w.shape[1]))
+    local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
+    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    glob = [est.names_.index(n) for n in ("yaw", "pitch", "light_azimuth")]
+    assert _best_abs_cos(est.directions_[glob], g).min() >= 0.999
+
+
+@pytest.mark.parametrize("metric, match", [
+    (np.eye(5), r"\[12, 12\] matrix"),
+    (np.full((12, 12), np.nan), "NaN or inf"),
+    (np.triu(np.ones((12, 12))), "symmetric"),
+    (np.zeros((12, 12)), "no positive eigenvalue"),
+    (np.diag([1.0] * 11 + [-0.5]), "not positive semi-definite"),
+])
+def test_a_bad_metric_is_named(metric, match):
+    w, labels, *_ = _leaky_problem(n=200)
+    with pytest.raises(LatentError, match=match):
+        ThreeDCoupledDirections(random_state=0).fit(w, labels, w_metric=metric)
+
+
+def test_a_lasso_code_regression_with_a_metric_and_a_bad_metric_alpha_are_refused():
+    w, labels, metric, *_ = _leaky_problem(n=200)
+    with pytest.raises(ValueError, match="code_regression='lasso' does not combine with a w_metric"):
+        ThreeDCoupledDirections(code_regression="lasso").fit(w, labels, w_metric=metric)
+    with pytest.raises(ValueError, match=r"metric_alpha must be > 0"):
+        ThreeDCoupledDirections(metric_alpha=0.0).fit(w, labels, w_metric=metric)
+
+
+def test_metric_root_squares_back_to_the_scaled_metric():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 3))
+    m = a @ a.T  # rank 3
+    s = metric_root(m, 6)
+    np.testing.assert_allclose(s @ s, m / np.linalg.eigvalsh(m).max(), atol=1e-12)
+    np.testing.assert_allclose(s, s.T, atol=1e-15)
+
+
+def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeypatch, tmp_path):
+    """The default run estimates the metric on 16 bank samples and hands it to the fit; 0 turns it off; with
+    another method the option is refused before anything is written."""
+    from test_three_d_coupled import _cli, _find_3d
+
+    from stylegan_disentangle.analysis import find_directions as fd
+
+    seen = []
+    real_fit = ThreeDCoupledDirections.fit
+
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None):
+        seen.append(None if w_metric is None else np.asarray(w_metric))
+        return real_fit(self, w, labels, part_masks, part_names, w_metric)
+
+    calls = []
+    real_sens = fd.image_sensitivity
+
+    def spy_sens(G, w, **kwargs):
+        calls.append((len(w), kwargs.get("resolution")))
+        return real_sens(G, w, **kwargs)
+
+    monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
+    monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
+    run = _tiny(tmp_path)
+    config = _find_3d(run, tmp_path / "default")
+    assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32)]
+    assert seen[-1] is not None and seen[-1].shape == (16, 16)
+    config = _find_3d(run, tmp_path / "off", "--sensitivity-samples", "0")
+    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and len(calls) == 1
+    wrong = _cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
+                  str(tmp_path / "pca")])
+    assert wrong.exit_code != 0 and "3d-coupled' only" in wrong.output and not (tmp_path / "pca").exists()
+    timings = {name: json.loads((tmp_path / name / "report.json").read_text())["timings_s"]
+               for name in ("default", "off")}
+    assert timings["default"]["sensitivity"] > 0 and "sensitivity" not in timings["off"]
+
+
+def _tiny(root):
+    from stylegan_disentangle.checkpoints import save_network_pkl
+    from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
+    from stylegan_disentangle.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
+    pkl = root / "tiny.pkl"
+    save_network_pkl(pkl, dict(G=G, G_ema=G, D=None, training_set_kwargs=None, augment_pipe=None))
+    dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
+    return pkl, dec.save(root / "dec.pth"), root
