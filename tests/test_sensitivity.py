@@ -172,7 +172,7 @@ def test_metric_root_squares_back_to_the_scaled_metric():
 def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeypatch, tmp_path):
     """The default run estimates the metric on 16 bank samples and hands it to the fit; 0 turns it off; with
     another method the option is refused before anything is written."""
-    from test_three_d_coupled import _cli, _find_3d
+    from test_three_d_coupled import _cli, _find_3d, make_tiny_run
 
     from stylegan_disentangle.analysis import find_directions as fd
 
@@ -192,7 +192,7 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
 
     monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
     monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
-    run = _tiny(tmp_path)
+    run = make_tiny_run(tmp_path)
     config = _find_3d(run, tmp_path / "default")
     assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32)]
     assert seen[-1] is not None and seen[-1].shape == (16, 16)
@@ -204,17 +204,3 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     timings = {name: json.loads((tmp_path / name / "report.json").read_text())["timings_s"]
                for name in ("default", "off")}
     assert timings["default"]["sensitivity"] > 0 and "sensitivity" not in timings["off"]
-
-
-def _tiny(root):
-    from stylegan_disentangle.checkpoints import save_network_pkl
-    from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
-    from stylegan_disentangle.networks import Generator
-
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
-    pkl = root / "tiny.pkl"
-    save_network_pkl(pkl, dict(G=G, G_ema=G, D=None, training_set_kwargs=None, augment_pipe=None))
-    dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
-    return pkl, dec.save(root / "dec.pth"), root

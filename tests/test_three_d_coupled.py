@@ -280,15 +280,14 @@ def test_global_huber_default_resists_a_misread_minority():
 # find-directions --method 3d-coupled, end to end on a tiny generator with a random decomposer
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def make_tiny_run(root):
+    """A tiny generator (16 px, w_dim 16) saved in the official layout and a random 32 px decomposer under root."""
     import torch
 
     from stylegan_disentangle.checkpoints import save_network_pkl
     from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
     from stylegan_disentangle.networks import Generator
 
-    root = tmp_path_factory.mktemp("tdc")
     torch.manual_seed(0)
     G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
@@ -297,6 +296,11 @@ def tiny_run(tmp_path_factory):
     dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
     dec_path = dec.save(root / "dec.pth")
     return pkl, dec_path, root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("tdc"))
 
 
 def _cli(args):
