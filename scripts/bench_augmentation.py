@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from stylegan_disentangle.analysis.augmentation import export_augmentation
+from stylegan_disentangle.analysis.sensitivity import image_sensitivity
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
 from stylegan_disentangle.labels.calibration import fit_label_calibration
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
@@ -70,12 +71,15 @@ def narrow_set(G, fmap, count: int, max_abs_yaw: float, seed: int) -> tuple[torc
 
 
 def yaw_directions(G, labeler, n: int, seed: int) -> DirectionSet:
-    """3D-coupled global directions from the decomposer's labels of n generator samples."""
+    """3D-coupled global directions from the decomposer's labels of n generator samples (the generator's image
+    sensitivity as their prior, as `find-directions` fits them)."""
     lat = sample_latents(G, bank_seeds(seed, 0, n))
     img = render(G, lat.ws)
     labels = {k: v.numpy() for k, v in labeler(img).items() if v.ndim == 1}
+    w = lat.ws[:, 0].numpy()
+    metric = image_sensitivity(G, w[:16], resolution=labeler.input_resolution, progress=False)  # as find-directions
     est = ThreeDCoupledDirections(global_labels=["yaw", "pitch", "roll"], map_labels=(), random_state=seed)
-    return est.fit(lat.ws[:, 0].numpy(), labels).to_direction_set()
+    return est.fit(w, labels, w_metric=metric).to_direction_set()
 
 
 class SmallRegressor(nn.Module):

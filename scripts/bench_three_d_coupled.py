@@ -14,7 +14,9 @@ with the world's mean canonical part masks for naming. Reported:
   of the directions named after that part;
 - the locality ceiling: for each factor acting on a part, the locality of the exact single-factor change (the
   min-norm W move that changes that factor's readout by one std and no other factor's), rendered by the generator
-  and by the world's own renderer: what a perfect localized direction would score on this world.
+  and by the world's own renderer: what a perfect localized direction would score on this world;
+- the locality bound: the best locality any direction of W reaches on each part, to first order, on
+  `--bound-faces` faces (`locality_bound`), whatever finder chose it.
 
 `--sensitivity-samples N` (default 16; 0: none) estimates the generator's image sensitivity (the mean Gram of its
 Jacobian) on N samples and fits with it as the regressions' prior (`ThreeDCoupledDirections.fit(w_metric=...)`),
@@ -79,6 +81,51 @@ def locality_ceiling(G, fmap, base: torch.Tensor, img_masks: torch.Tensor, w: np
     return out
 
 
+def locality_bound(G, oracle, w: np.ndarray, faces: int = 16, steps: int = 200, step: float = 0.05,
+                   seed: int = 0) -> dict[str, dict]:
+    """The best locality any direction of W can reach on each part, to first order, on `faces` faces.
+
+    Per face, the image Jacobian J (w_dim forward differences) and the part's image-space mask m. Two bounds: the
+    direction u maximising the in-part share of the squared change (sum u'J'mJu / sum u'J'Ju, a generalised
+    eigenproblem), and the linearised `locality` itself (the L1 share sum m|Ju| / sum |Ju|, averaged over the
+    faces) maximised by Adam on the unit sphere from that eigenvector, the runner-up and a random start. Both are
+    measured on the faces they were fitted to, so they favour the direction; a locality goal above them is out of
+    reach for any direction on this generator.
+    """
+    d = G.w_dim
+    jac = []
+    for i in range(faces):
+        moved = torch.as_tensor(w[i], dtype=torch.float32)[None] + torch.cat([torch.zeros(1, d), step * torch.eye(d)])
+        img = G.synthesis(moved.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="const", force_fp32=True).double()
+        jac.append(((img[1:] - img[:1]) / step).reshape(d, 3, -1))
+    jac = torch.stack(jac)  # [F, d, 3, P]
+    masks = oracle.intrinsics(_ws(G, w[:faces]), resolution=G.img_resolution)["masks"].double().flatten(2)  # [F, Q, P]
+    gram = torch.einsum("ficp,fjcp->ij", jac, jac).numpy()
+    ev, vec = np.linalg.eigh(gram)
+    whiten = (vec / np.sqrt(np.clip(ev, ev.max() * 1e-9, None))) @ vec.T
+    out = {}
+    for part in PART_FACTORS:
+        m = masks[:, PART_NAMES.index(part)]
+        inside = torch.einsum("ficp,fjcp,fp->ij", jac, jac, m).numpy()
+        share, u = np.linalg.eigh(whiten @ inside @ whiten)
+        starts = [whiten @ u[:, -1], whiten @ u[:, -2], np.random.default_rng(seed).normal(size=d)]
+        best = 0.0
+        for start in starts:
+            v = torch.tensor(start / np.linalg.norm(start), dtype=torch.float32, requires_grad=True)
+            opt = torch.optim.Adam([v], lr=0.02)
+            jf, mf = jac.float(), m.float()
+            with torch.enable_grad():
+                for _ in range(steps):
+                    change = torch.einsum("ficp,i->fcp", jf, v / v.norm()).abs().sum(1)  # [F, P]
+                    loc = ((change * mf).sum(1) / change.sum(1)).mean()
+                    opt.zero_grad()
+                    (-loc).backward()
+                    opt.step()
+            best = max(best, float(loc))
+        out[part] = {"max_squared_share": float(share[-1]), "max_locality": best, "mask_area": float(m.mean())}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=20000)
@@ -96,6 +143,8 @@ def main() -> None:
     p.add_argument("--sensitivity-samples", type=int, default=16,
                    help="samples for the generator's image sensitivity, the regressions' prior (0: none)")
     p.add_argument("--probe", type=int, default=32)
+    p.add_argument("--bound-faces", type=int, default=16,
+                   help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -173,12 +222,17 @@ def main() -> None:
     ceiling = locality_ceiling(G, fmap, base, img_masks, w)
     print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(
         f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
+    bound = locality_bound(G, oracle, w[-args.bound_faces:], faces=args.bound_faces) if args.bound_faces else {}
+    if bound:
+        print("locality bound (best direction of W, first order; squared-change share / locality): " + ", ".join(
+            f"{p_} {b['max_squared_share']:.2f} / {b['max_locality']:.2f}" for p_, b in bound.items()))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "decompose_seconds": t_decomp,
                        "sensitivity_seconds": t_sens, "fit_seconds": t_fit,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
-                       "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling},
+                       "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling,
+                       "locality_bound": bound},
                       f, indent=2)
 
 
