@@ -43,6 +43,9 @@ def test_image_sensitivity_of_a_linear_generator_is_its_gram():
     want = (pooled @ pooled.T / pooled.shape[1]).numpy()
     got = image_sensitivity(G, w, resolution=2, progress=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * np.abs(want).max())
+    # a resolution above the image's leaves it as it is (no upsampling)
+    np.testing.assert_array_equal(image_sensitivity(G, w, resolution=8, progress=False),
+                                  image_sensitivity(G, w, resolution=None, progress=False))
 
 
 def test_image_sensitivity_predicts_the_pixel_change_of_a_step_on_a_real_generator():
