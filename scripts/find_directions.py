@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.pop("quiet")
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
-                                       args["decomposer"])
+                                       args["decomposer"], args["sensitivity_samples"])
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

@@ -250,7 +250,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
     from .errors import UsageError
 
     try:  # options another method would ignore (yet config.json would record) are usage errors
-        method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"])
+        method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
+                                       kwargs["sensitivity_samples"])
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

@@ -203,7 +203,13 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and len(calls) == 1
     wrong = _cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
                   str(tmp_path / "pca")])
-    assert wrong.exit_code != 0 and "3d-coupled' only" in wrong.output and not (tmp_path / "pca").exists()
+    assert wrong.exit_code == 2 and "--sensitivity-samples applies to --method 3d-coupled only" in wrong.output
+    assert not (tmp_path / "pca").exists()
+    with pytest.raises(fd.UsageError, match="sensitivity_samples applies to method 3d-coupled only"):
+        fd.run_find_directions(run[0], method="pca", sensitivity_samples=4, outdir=tmp_path / "api")
+    with pytest.raises(fd.UsageError, match=r"sensitivity_samples must be an integer >= 0"):
+        fd.run_find_directions(run[0], method="3d-coupled", sensitivity_samples=-1, outdir=tmp_path / "api")
+    assert not (tmp_path / "api").exists()
     timings = {name: json.loads((tmp_path / name / "report.json").read_text())["timings_s"]
                for name in ("default", "off")}
     assert timings["default"]["sensitivity"] > 0 and "sensitivity" not in timings["off"]

@@ -424,12 +424,14 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     module = _script()
     code = module.main([str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples", "60",
                         "--outdir", str(tmp_path / "s"), "--no-umap", "--effect-samples", "2", "--grid-steps", "3",
-                        "--atom-scope", "map", "--n-atoms", "2", "--loss", "squared", "--quiet"])
+                        "--atom-scope", "map", "--n-atoms", "2", "--loss", "squared", "--sensitivity-samples", "3",
+                        "--quiet"])
     assert code == 0
     assert "yaw" in capsys.readouterr().out
     # the options reach the estimator as the CLI passes them
     config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
     assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared"}
+    assert config["args"]["sensitivity_samples"] == 3
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
     kinds = ds.info["kinds"]
@@ -442,6 +444,9 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
                              "3d-coupled only"),
                             (["--method", "pca", "--decomposer", str(dec_path)], "--decomposer applies to --method "
                              "3d-coupled only"),
+                            (["--method", "pca", "--sensitivity-samples", "4"], "--sensitivity-samples applies to "
+                             "--method 3d-coupled only"),
+                            (["--method", "3d-coupled", "--sensitivity-samples", "-1"], "must be an integer >= 0"),
                             (["--method", "3d-coupled", "--n-atoms", "0"], "must be an integer >= 1"),
                             (["--method", "3d-coupled", "--atom-scope", "face"], "invalid choice: 'face'")):
         with pytest.raises(SystemExit) as exit_info:

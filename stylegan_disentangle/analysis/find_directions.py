@@ -89,15 +89,18 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
 
 
 def method_options(method: str, atom_scope: str | None = None, n_atoms: int | None = None, loss: str | None = None,
-                   decomposer: str | os.PathLike | None = None) -> dict[str, Any]:
+                   decomposer: str | os.PathLike | None = None,
+                   sensitivity_samples: int | None = None) -> dict[str, Any]:
     """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms and
-    --loss (those not None). Raises UsageError naming an option that does not apply to `method` (--decomposer
-    included: it is 3d-coupled's labeler) or a value out of range."""
+    --loss (those not None). Raises UsageError naming an option that does not apply to `method` (--decomposer and
+    --sensitivity-samples included: they go to `run_find_directions`, not to the finder) or a value out of range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
         raise UsageError(f"--decomposer applies to --method 3d-coupled only (got --method {method}); use --labeler "
                          "for the other methods")
+    if sensitivity_samples is not None:
+        _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
     if atom_scope is not None:
         if method != "3d-coupled":
             raise UsageError("--atom-scope applies to --method 3d-coupled only")
@@ -117,6 +120,14 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
             raise UsageError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
         out["loss" if method == "linear" else "global_loss"] = loss
     return out
+
+
+def _check_sensitivity_samples(method: str, value: Any, option: str, method_word: str) -> None:
+    """UsageError unless `value` is an integer >= 0 and `method` is 3d-coupled (the only one that uses it)."""
+    if method != "3d-coupled":
+        raise UsageError(f"{option} applies to {method_word}3d-coupled only (got {method_word}{method})")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise UsageError(f"{option} must be an integer >= 0 (0: no metric), got {value!r}")
 
 
 def _is_shipped_synthetic(path: str | os.PathLike) -> bool:
@@ -265,11 +276,7 @@ def run_find_directions(
         if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
             raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
     if sensitivity_samples is not None:
-        if method != "3d-coupled":
-            raise UsageError(f"sensitivity_samples applies to method '3d-coupled' only (got {method!r})")
-        if isinstance(sensitivity_samples, bool) or int(sensitivity_samples) != sensitivity_samples or \
-                sensitivity_samples < 0:
-            raise UsageError(f"sensitivity_samples must be an integer >= 0 (0: no metric), got {sensitivity_samples!r}")
+        _check_sensitivity_samples(method, sensitivity_samples, "sensitivity_samples", "method ")
     elif method == "3d-coupled":
         sensitivity_samples = 16
     if grid_sample >= samples:
