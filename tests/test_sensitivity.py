@@ -209,7 +209,22 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
         fd.run_find_directions(run[0], method="pca", sensitivity_samples=4, outdir=tmp_path / "api")
     with pytest.raises(fd.UsageError, match=r"sensitivity_samples must be an integer >= 0"):
         fd.run_find_directions(run[0], method="3d-coupled", sensitivity_samples=-1, outdir=tmp_path / "api")
+    with pytest.raises(fd.UsageError, match="code_regression='lasso' does not combine"):
+        fd.run_find_directions(run[0], method="3d-coupled", sensitivity_samples=4, outdir=tmp_path / "api",
+                               method_kwargs={"code_regression": "lasso"})
     assert not (tmp_path / "api").exists()
+    # asking for the Lasso codes without a sample count fits without the metric (the fit would refuse it)
+    config = _find_3d_api(run, tmp_path / "lasso", method_kwargs={"code_regression": "lasso"})
+    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None
     timings = {name: json.loads((tmp_path / name / "report.json").read_text())["timings_s"]
                for name in ("default", "off")}
     assert timings["default"]["sensitivity"] > 0 and "sensitivity" not in timings["off"]
+
+
+def _find_3d_api(run, out, **kwargs) -> dict:
+    from stylegan_disentangle.analysis.find_directions import run_find_directions
+
+    pkl, dec_path, _ = run
+    run_find_directions(pkl, method="3d-coupled", decomposer=dec_path, samples=80, outdir=out, umap=False,
+                        effect_samples=2, grid_steps=3, progress=False, **kwargs)
+    return json.loads((out / "config.json").read_text())

@@ -261,7 +261,7 @@ def run_find_directions(
     sensitivity_samples : '3d-coupled' only: bank samples over which the generator's image sensitivity (the mean Gram
         of its Jacobian, `analysis.sensitivity.image_sensitivity`, each sample costs w_dim + 1 syntheses) is
         estimated; it is the prior covariance of the regressions (`ThreeDCoupledDirections.fit(w_metric=...)`).
-        Default 16; 0 fits without it (plain ridge / Lasso).
+        Default 16 (0 with `method_kwargs={'code_regression': 'lasso'}`); 0 fits without it (plain ridge / Lasso).
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -275,10 +275,14 @@ def run_find_directions(
                                  ("grid_sample", grid_sample, 0)):
         if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
             raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
+    lasso_codes = (method_kwargs or {}).get("code_regression") == "lasso"  # a Lasso fit takes no metric
     if sensitivity_samples is not None:
         _check_sensitivity_samples(method, sensitivity_samples, "sensitivity_samples", "method ")
+        if sensitivity_samples and lasso_codes:
+            raise UsageError("code_regression='lasso' does not combine with the image-sensitivity prior; pass "
+                             "sensitivity_samples=0 or code_regression='auto' / 'ridge'")
     elif method == "3d-coupled":
-        sensitivity_samples = 16
+        sensitivity_samples = 0 if lasso_codes else 16
     if grid_sample >= samples:
         raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
     if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):

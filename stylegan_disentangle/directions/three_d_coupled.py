@@ -27,8 +27,8 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   the image. With M, every regression (global and code) is the generalized ridge
   `||y - w b||^2 + metric_alpha * N * b^T M^+ b` (M scaled to a largest eigenvalue of 1): the coefficients' prior
   covariance is M, so the directions stay where the generator draws something. On the synthetic checkpoint
-  (20k samples) it moves light azimuth from 0.93 to 0.99 and yaw from 0.96 to 0.995 |cos| to the truth, and the
-  small parts' spans up by 0.05-0.25 (BENCHMARKS.md, issue 11, eighteenth session).
+  (20k samples) it moves light azimuth from 0.90-0.93 to 0.99 and yaw from 0.96 to 0.995 |cos| to the truth, and
+  the small parts' spans up by 0.06-0.30 (BENCHMARKS.md, issue 11, eighteenth session).
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -351,8 +351,9 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
                              "metric's coordinates); use code_regression='auto' or 'ridge'")
         # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
+        # (a float32 copy of w: 2 GB for a million rows of a 512-wide W)
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
-        w_mean = w.mean(axis=0, dtype=np.float64)
+        w_mean = None if root is None else w.mean(axis=0, dtype=np.float64)
         w_fit = w if root is None else ((w - w_mean) @ root).astype(np.float32)
         if not isinstance(labels, Mapping):
             raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
@@ -660,7 +661,7 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
     return names, masks
 
 
-def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray,
+def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray | None,
                  names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Coefficients fitted on `(w - mean) @ root` mapped back to w: (unit directions, coef, intercept).
 
