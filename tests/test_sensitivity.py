@@ -79,6 +79,11 @@ def test_image_sensitivity_names_bad_latents(w, match):
         image_sensitivity(LinearGenerator(), w, progress=False)
 
 
+def test_image_sensitivity_refuses_random_noise():
+    with pytest.raises(ValueError, match="same noise on both sides"):
+        image_sensitivity(LinearGenerator(), np.zeros((2, 6)), noise_mode="random", progress=False)
+
+
 def _leaky_problem(n: int = 4000, seed: int = 0):
     """w in 12 dims; the image depends on 4 of them only (metric: their projector + 1e-6 of the rest).
     The scalar label is w . g (g in the image subspace) plus a leak along n_dir (outside it), as a labeler's
@@ -190,17 +195,22 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     real_sens = fd.image_sensitivity
 
     def spy_sens(G, w, **kwargs):
-        calls.append((len(w), kwargs.get("resolution")))
+        calls.append((len(w), kwargs.get("resolution"), kwargs.get("noise_mode")))
         return real_sens(G, w, **kwargs)
 
     monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
+
     monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
     run = make_tiny_run(tmp_path)
     config = _find_3d(run, tmp_path / "default")
-    assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32)]
+    assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32, "const")]
     assert seen[-1] is not None and seen[-1].shape == (16, 16)
+    # a bank drawn with random noise still differences the images under one fixed noise
+    _find_3d_api(run, tmp_path / "random", noise_mode="random")
+    assert calls[-1] == (16, 32, "const")
+    calls.clear()
     config = _find_3d(run, tmp_path / "off", "--sensitivity-samples", "0")
-    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and len(calls) == 1
+    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and not calls
     wrong = _cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
                   str(tmp_path / "pca")])
     assert wrong.exit_code == 2 and "--sensitivity-samples applies to --method 3d-coupled only" in wrong.output

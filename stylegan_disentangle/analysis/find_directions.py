@@ -347,7 +347,8 @@ def run_find_directions(
     if method == "3d-coupled" and sensitivity_samples:
         with timer("sensitivity"):
             w_metric = image_sensitivity(G, bank.w[: min(int(sensitivity_samples), len(bank))],
-                                         resolution=int(lab.input_resolution), noise_mode=noise_mode,
+                                         resolution=int(lab.input_resolution),
+                                         noise_mode="none" if noise_mode == "none" else "const",
                                          progress=progress)
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,

@@ -43,7 +43,8 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
         of a 20k bank's time).
     resolution : area-pool larger images to this size first (e.g. the decomposer's input size). The default 256
         keeps a row's `w_dim` differences of a 1024 px generator near 400 MB; None: the generator's own size.
-    step : forward-difference step in W units.  progress : tqdm bar (None: only on a terminal).
+    step : forward-difference step in W units.  noise_mode : 'const' or 'none' (random noise would differ between
+        the two sides of a difference).  progress : tqdm bar (None: only on a terminal).
     """
     w = w.detach().float() if isinstance(w, torch.Tensor) else torch.as_tensor(np.array(w, dtype=np.float32))
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] != G.w_dim:
@@ -52,6 +53,9 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
         raise LatentError("image_sensitivity: w contains NaN or inf")
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step!r}")
+    if noise_mode == "random":  # each synthesis would draw new noise, and the differences would measure it
+        raise ValueError("image_sensitivity needs the same noise on both sides of a difference: noise_mode 'const' "
+                         "or 'none', not 'random'")
     device = next(G.parameters()).device
     d = G.w_dim
     eye = torch.eye(d, device=device) * step
