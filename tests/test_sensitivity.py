@@ -108,6 +108,7 @@ def test_the_metric_prior_removes_a_leak_along_directions_the_generator_ignores(
     assert cos_plain < 0.95  # the leak is fitted: |cos| = 1 / sqrt(1 + 0.4^2) = 0.93
     est = ThreeDCoupledDirections(random_state=0).fit(w, labels, w_metric=metric)
     assert est.metric_ and not plain.metric_
+    assert est.to_direction_set().info["w_metric"] is True and plain.to_direction_set().info["w_metric"] is False
     assert abs(est.directions_[0] @ g) >= 0.999
     # along n_dir w's coordinate in the metric's frame has variance 1e-6 against the prior's 1e-3 per row, so
     # the leak's coefficient shrinks by 1e-6 / (1e-6 + 1e-3): 0.4 -> 4e-4; sampling noise of the other 11

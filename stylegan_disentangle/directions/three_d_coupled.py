@@ -636,7 +636,8 @@ class ThreeDCoupledDirections(DirectionFinder):
 
     def _info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kinds": list(self.kinds_), "part_names": list(self.part_names_),
-                               "map_scale": {k: float(v) for k, v in self.map_scale_.items()}}
+                               "map_scale": {k: float(v) for k, v in self.map_scale_.items()},
+                               "w_metric": bool(getattr(self, "metric_", False))}
         if self.dropped_:
             out["dropped"] = list(self.dropped_)
         return out
