@@ -121,8 +121,8 @@ def test_the_metric_fit_is_the_generalized_ridge_in_closed_form():
     w, labels, metric, *_ = _leaky_problem(n=600, seed=2)
     metric = metric + 0.05 * np.eye(metric.shape[0])  # full rank, so M^+ = M^-1 exactly
     a = 0.2
-    est = ThreeDCoupledDirections(global_loss="squared", metric_alpha=a, val_fraction=0.0,
-                                  random_state=0).fit(w, labels, w_metric=metric)
+    est = ThreeDCoupledDirections(global_loss="squared", metric_alpha=a, val_fraction=0.0, chunk_size=128,
+                                  random_state=0).fit(w, labels, w_metric=metric)  # w transformed in 5 chunks
     x = w.astype(np.float64)
     xc, yc = x - x.mean(0), labels["yaw"] - labels["yaw"].mean()
     lmax = np.linalg.eigvalsh(metric).max()

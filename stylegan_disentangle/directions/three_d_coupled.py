@@ -351,10 +351,9 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
                              "metric's coordinates); use code_regression='auto' or 'ridge'")
         # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
-        # (a float32 copy of w: 2 GB for a million rows of a 512-wide W)
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
         w_mean = None if root is None else w.mean(axis=0, dtype=np.float64)
-        w_fit = w if root is None else ((w - w_mean) @ root).astype(np.float32)
+        w_fit = w if root is None else _transformed(w, w_mean, root, int(self.chunk_size))
         if not isinstance(labels, Mapping):
             raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
                               f"{type(labels).__name__}")
@@ -673,6 +672,15 @@ def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | Non
     coef_w = np.asarray(coef, dtype=np.float64) @ root
     intercept_w = np.asarray(intercept, dtype=np.float64) - coef_w @ mean
     return unit_rows(coef_w, "label direction", list(names)), coef_w, intercept_w
+
+
+def _transformed(w: np.ndarray, mean: np.ndarray, root: np.ndarray, chunk_size: int) -> np.ndarray:
+    """`(w - mean) @ root` as float32, a chunk of rows at a time (a float32 copy of w: 2 GB for a million rows of a
+    512-wide W, without float64 temporaries of the whole bank)."""
+    out = np.empty(w.shape, dtype=np.float32)
+    for i in range(0, w.shape[0], chunk_size):
+        out[i:i + chunk_size] = (np.asarray(w[i:i + chunk_size], dtype=np.float64) - mean) @ root
+    return out
 
 
 def _mode_share(values: np.ndarray) -> float:
