@@ -239,3 +239,32 @@ def _find_3d_api(run, out, **kwargs) -> dict:
     run_find_directions(pkl, method="3d-coupled", decomposer=dec_path, samples=80, outdir=out, umap=False,
                         effect_samples=2, grid_steps=3, progress=False, **kwargs)
     return json.loads((out / "config.json").read_text())
+
+
+def test_on_the_shipped_checkpoint_the_metric_brings_the_unsupervised_pose_and_azimuth_to_the_goal():
+    """Issue 11's global goal (|cos| >= 0.95 with the truth, no labels) for yaw, pitch, roll and light azimuth, on
+    2000 fresh faces of the shipped checkpoint labelled by the shipped decomposer. Measured on 20k-row banks:
+    0.977-0.995 with the metric (2000 rows: the same within 0.005); light azimuth 0.90-0.92 and yaw 0.94-0.95
+    without it."""
+    from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G, fmap = load_synthetic()
+    truth = fmap.directions / np.linalg.norm(fmap.directions, axis=1, keepdims=True)
+    labeler = decomposer_labeler("synthetic", maps=False)
+    with torch.no_grad():
+        w = G.mapping(torch.randn([2000, G.z_dim], generator=torch.Generator().manual_seed(2024)), None)[:, 0]
+        labels: dict[str, list] = {}
+        for chunk in w.split(500):
+            img = G.synthesis(chunk.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="const", force_fp32=True)
+            for k, v in labeler(img.clamp(-1, 1)).items():
+                labels.setdefault(k, []).append(v.numpy())
+    names = ["yaw", "pitch", "roll", "light_azimuth"]
+    labels = {k: np.concatenate(labels[k]) for k in names}
+    metric = image_sensitivity(G, w[:16], resolution=labeler.input_resolution, progress=False)
+    cos = {}
+    for key, m in (("plain", None), ("metric", metric)):
+        est = ThreeDCoupledDirections(map_labels=(), random_state=0).fit(w.numpy(), labels, w_metric=m)
+        cos[key] = {n: abs(float(est.directions_[est.names_.index(n)] @ truth[fmap.names.index(n)])) for n in names}
+    assert min(cos["metric"].values()) >= 0.95, cos
+    assert cos["metric"]["light_azimuth"] > cos["plain"]["light_azimuth"] + 0.03, cos
