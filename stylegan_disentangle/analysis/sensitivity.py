@@ -1,7 +1,8 @@
 """How strongly the generator's image responds to each direction of W: the mean Gram of its Jacobian.
 
 `image_sensitivity(G, w)` estimates `M = E_w[J(w)^T J(w)] / P`, where `J = d image / d w` (one w broadcast to every
-layer, the image area-pooled to `resolution`, P its number of values), by forward differences along each axis of W.
+layer; images larger than `resolution` area-pooled to it; P the image's number of values), by forward differences
+along each axis of W.
 `u^T M u` is the mean squared pixel change per unit step along the unit vector `u`.
 
 Why it is useful: a semantic read off the image (a decomposer's light angle, a classifier's score) depends on w only
