@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from stylegan_disentangle.analysis.augmentation import export_augmentation
-from stylegan_disentangle.analysis.sensitivity import image_sensitivity
+from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
 from stylegan_disentangle.labels.calibration import fit_label_calibration
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
@@ -77,7 +77,8 @@ def yaw_directions(G, labeler, n: int, seed: int) -> DirectionSet:
     img = render(G, lat.ws)
     labels = {k: v.numpy() for k, v in labeler(img).items() if v.ndim == 1}
     w = lat.ws[:, 0].numpy()
-    metric = image_sensitivity(G, w[:16], resolution=labeler.input_resolution, progress=False)  # as find-directions
+    # the regressions' prior, as find-directions fits them
+    metric = image_sensitivity(G, w[:SENSITIVITY_SAMPLES], resolution=labeler.input_resolution, progress=False)
     est = ThreeDCoupledDirections(global_labels=["yaw", "pitch", "roll"], map_labels=(), random_state=seed)
     return est.fit(w, labels, w_metric=metric).to_direction_set()
 

@@ -46,7 +46,7 @@ ALIASES = {"light_ambient": "ambient"}  # decomposer label -> factor of the worl
 
 def _three_d_coupled(G, spec: str):
     """Fit on w [N, w_dim] from the decomposer's labels of G's images (rendered and decomposed here)."""
-    from stylegan_disentangle.analysis.sensitivity import image_sensitivity
+    from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
     from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
     from stylegan_disentangle.synthetic import PART_NAMES
     from stylegan_disentangle.synthetic.checkpoint import oracle_labeler
@@ -64,7 +64,8 @@ def _three_d_coupled(G, spec: str):
             ws = torch.as_tensor(w[:256]).unsqueeze(1).repeat(1, G.num_ws, 1)
             masks = oracle_labeler().intrinsics(ws, resolution=lab.input_resolution)["canonical_masks"].mean(0)
         labels = {k: np.concatenate(v) for k, v in labels.items()}
-        metric = image_sensitivity(G, w[:16], resolution=lab.input_resolution, progress=False)  # as find-directions
+        # the regressions' prior, as find-directions fits them
+        metric = image_sensitivity(G, w[:SENSITIVITY_SAMPLES], resolution=lab.input_resolution, progress=False)
         return ThreeDCoupledDirections(random_state=0).fit(w, labels, part_masks=masks.numpy(),
                                                             part_names=list(PART_NAMES), w_metric=metric)
 

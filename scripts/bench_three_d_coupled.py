@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from stylegan_disentangle.analysis.metrics import locality
-from stylegan_disentangle.analysis.sensitivity import image_sensitivity
+from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
@@ -140,7 +140,7 @@ def main() -> None:
     p.add_argument("--part-core", type=float, default=0.2, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
                    help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
-    p.add_argument("--sensitivity-samples", type=int, default=16,
+    p.add_argument("--sensitivity-samples", type=int, default=SENSITIVITY_SAMPLES,
                    help="samples for the generator's image sensitivity, the regressions' prior (0: none)")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--bound-faces", type=int, default=16,

@@ -45,7 +45,7 @@ from .edit import edit
 from .effects import compare_namings, measure_label_effects
 from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
-from .sensitivity import image_sensitivity
+from .sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
 
 __all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "method_options", "resolve_decomposer",
            "run_find_directions"]
@@ -282,7 +282,7 @@ def run_find_directions(
             raise UsageError("code_regression='lasso' does not combine with the image-sensitivity prior; pass "
                              "sensitivity_samples=0 or code_regression='auto' / 'ridge'")
     elif method == "3d-coupled":
-        sensitivity_samples = 0 if lasso_codes else 16
+        sensitivity_samples = 0 if lasso_codes else SENSITIVITY_SAMPLES
     if grid_sample >= samples:
         raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
     if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):

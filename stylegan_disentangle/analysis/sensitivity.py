@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..directions._base import as_w
 from ..errors import LatentError
 
-__all__ = ["image_sensitivity"]
+__all__ = ["SENSITIVITY_SAMPLES", "image_sensitivity"]
+
+SENSITIVITY_SAMPLES = 16  # rows find-directions and the benches average over (see `image_sensitivity`'s `w`)
 
 
 def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str) -> torch.Tensor:
@@ -47,11 +50,10 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
     step : forward-difference step in W units.  noise_mode : 'const' or 'none' (random noise would differ between
         the two sides of a difference).  progress : tqdm bar (None: only on a terminal).
     """
-    w = w.detach().float() if isinstance(w, torch.Tensor) else torch.as_tensor(np.array(w, dtype=np.float32))
+    w = w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] != G.w_dim:
         raise LatentError(f"image_sensitivity needs w of shape [N, {G.w_dim}] with N >= 1, got {tuple(w.shape)}")
-    if not torch.isfinite(w).all():
-        raise LatentError("image_sensitivity: w contains NaN or inf")
+    w = torch.as_tensor(np.array(as_w(w, "image_sensitivity's w"), dtype=np.float32))  # as_w names NaN / inf
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step!r}")
     if noise_mode == "random":  # each synthesis would draw new noise, and the differences would measure it

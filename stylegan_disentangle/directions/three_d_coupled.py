@@ -350,10 +350,6 @@ class ThreeDCoupledDirections(DirectionFinder):
         if w_metric is not None and self.code_regression == "lasso":
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
                              "metric's coordinates); use code_regression='auto' or 'ridge'")
-        # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
-        root = None if w_metric is None else metric_root(w_metric, w.shape[1])
-        w_mean = None if root is None else w.mean(axis=0, dtype=np.float64)
-        w_fit = w if root is None else _transformed(w, w_mean, root, int(self.chunk_size))
         if not isinstance(labels, Mapping):
             raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
                               f"{type(labels).__name__}")
@@ -387,6 +383,11 @@ class ThreeDCoupledDirections(DirectionFinder):
         if not wanted and not maps:
             raise LatentError(f"nothing to fit: no varying scalar labels and none of the map labels "
                               f"{list(self.map_labels)} among {list(arrays)}")
+
+        # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
+        root = None if w_metric is None else metric_root(w_metric, w.shape[1])
+        w_mean, w_cov = _mean_cov(w, self.chunk_size)  # one pass: the metric's centre here, `std_` at the end
+        w_fit = w if root is None else _transformed(w, w_mean, root, int(self.chunk_size))
 
         dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
         self.ridge_alpha_ = {}
@@ -460,9 +461,9 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.atom_index_ = np.asarray(atom_index, dtype=np.int64)
         self.dropped_ = dropped
         self.metric_ = root is not None
-        self.mean_, cov = _mean_cov(w, self.chunk_size)
+        self.mean_ = w_mean
         d64 = self.directions_.astype(np.float64)
-        self.std_ = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d64, cov, d64), 0.0))
+        self.std_ = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d64, w_cov, d64), 0.0))
         self.n_samples_fit_ = n
         return self
 
@@ -661,7 +662,7 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
     return names, masks
 
 
-def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray | None,
+def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray,
                  names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Coefficients fitted on `(w - mean) @ root` mapped back to w: (unit directions, coef, intercept).
 
