@@ -12,6 +12,7 @@ from stylegan_disentangle.analysis.sensitivity import image_sensitivity
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.directions._metric import metric_root
 from stylegan_disentangle.errors import LatentError
+from tests.three_d_helpers import best_abs_cos, cli, find_3d, make_tiny_run, planted
 
 
 class LinearGenerator(torch.nn.Module):
@@ -136,16 +137,15 @@ def test_the_metric_fit_is_the_generalized_ridge_in_closed_form():
 
 
 def test_localized_directions_with_a_metric_use_its_ridge_and_still_recover_the_planted_atoms():
-    from test_three_d_coupled import _best_abs_cos, planted
 
     w, labels, m, g, _ = planted(n=2000, seed=1)
     # the planted problem's W has no ignored directions: an isotropic metric changes nothing but the penalty
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(
         w, labels, w_metric=np.eye(w.shape[1]))
     local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
-    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    assert best_abs_cos(est.directions_[local], m).min() >= 0.99
     glob = [est.names_.index(n) for n in ("yaw", "pitch", "light_azimuth")]
-    assert _best_abs_cos(est.directions_[glob], g).min() >= 0.999
+    assert best_abs_cos(est.directions_[glob], g).min() >= 0.999
 
 
 @pytest.mark.parametrize("metric, match", [
@@ -181,8 +181,6 @@ def test_metric_root_squares_back_to_the_scaled_metric():
 def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeypatch, tmp_path):
     """The default run estimates the metric on 16 bank samples and hands it to the fit; 0 turns it off; with
     another method the option is refused before anything is written."""
-    from test_three_d_coupled import _cli, _find_3d, make_tiny_run
-
     from stylegan_disentangle.analysis import find_directions as fd
 
     seen = []
@@ -203,16 +201,16 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
 
     monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
     run = make_tiny_run(tmp_path)
-    config = _find_3d(run, tmp_path / "default")
+    config = find_3d(run, tmp_path / "default")
     assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32, "const")]
     assert seen[-1] is not None and seen[-1].shape == (16, 16)
     # a bank drawn with random noise still differences the images under one fixed noise
     _find_3d_api(run, tmp_path / "random", noise_mode="random")
     assert calls[-1] == (16, 32, "const")
     calls.clear()
-    config = _find_3d(run, tmp_path / "off", "--sensitivity-samples", "0")
+    config = find_3d(run, tmp_path / "off", "--sensitivity-samples", "0")
     assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and not calls
-    wrong = _cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
+    wrong = cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
                   str(tmp_path / "pca")])
     assert wrong.exit_code == 2 and "--sensitivity-samples applies to --method 3d-coupled only" in wrong.output
     assert not (tmp_path / "pca").exists()

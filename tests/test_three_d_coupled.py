@@ -9,60 +9,24 @@ from sklearn.base import clone
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
 from stylegan_disentangle.directions.three_d_coupled import canonical_regions, footprint_name
 from stylegan_disentangle.errors import LatentError, NotFittedError
-
-R = 16
-W_DIM = 24
-# Four blobs on the canonical face: (map, row, col) centres and the part each lies in.
-BLOBS = [("depth", 8, 8, "nose"), ("depth", 12, 8, "mouth"), ("albedo", 4, 4, "eyes"), ("albedo", 4, 12, "eyes")]
-
-
-def _blob(cy: int, cx: int, radius: float = 1.6) -> np.ndarray:
-    yy, xx = np.mgrid[0:R, 0:R]
-    g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-    g[g < 0.02] = 0.0  # compact support: the atoms do not overlap
-    return g
-
-
-def _part_masks() -> dict[str, np.ndarray]:
-    yy, xx = np.mgrid[0:R, 0:R]
-    eyes = (yy < 7).astype(np.float32)
-    mouth = (yy >= 11).astype(np.float32)
-    nose = ((yy >= 7) & (yy < 11)).astype(np.float32)
-    return {"eyes": eyes, "nose": nose, "mouth": mouth}
-
-
-def planted(n: int = 3000, seed: int = 0):
-    """Sparse codes C [n, 4] drive both the maps (C @ atoms) and w (C @ M, M orthonormal rows), plus 3 scalars
-    that are exact linear functions of w (directions G)."""
-    rng = np.random.default_rng(seed)
-    codes = rng.laplace(size=(n, 4)) * (rng.random((n, 4)) < 0.3)
-    q, _ = np.linalg.qr(rng.normal(size=(W_DIM, W_DIM)))
-    m = q[:4]  # [4, D] the true localized directions
-    g = q[4:7]  # [3, D] the true global directions
-    w = codes @ m + rng.normal(size=(n, 3)) @ g + 0.3 * rng.normal(size=(n, W_DIM))  # full-rank W, as a mapping gives
-    atoms_true = {"depth": [], "albedo": []}
-    for key, cy, cx, _ in BLOBS:
-        blob = _blob(cy, cx)
-        atoms_true[key].append(blob if key == "depth" else np.stack([blob, 0.5 * blob, 0.25 * blob]))
-    depth = 1.0 + 0.01 * np.einsum("nk,khw->nhw", codes[:, :2], np.stack(atoms_true["depth"]))
-    albedo = 0.1 + 0.2 * np.einsum("nk,kchw->nchw", codes[:, 2:], np.stack(atoms_true["albedo"]))
-    scalars = {name: w @ g[j] for j, name in enumerate(("yaw", "pitch", "light_azimuth"))}
-    labels = dict(scalars, depth=depth.astype(np.float32), albedo=albedo.astype(np.float32))
-    return w.astype(np.float32), labels, m, g, atoms_true
-
-
-def _best_abs_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For each row of b, the largest |cos| to any row of a."""
-    a = a.reshape(a.shape[0], -1) / np.linalg.norm(a.reshape(a.shape[0], -1), axis=1, keepdims=True)
-    b = b.reshape(b.shape[0], -1) / np.linalg.norm(b.reshape(b.shape[0], -1), axis=1, keepdims=True)
-    return np.abs(b @ a.T).max(axis=1)
+from tests.three_d_helpers import (
+    W_DIM,
+    R,
+    best_abs_cos,
+    cli,
+    find_3d,
+    make_tiny_run,
+    planted,
+    planted_blob,
+    planted_part_masks,
+)
 
 
 @pytest.fixture(scope="module")
 def fitted():
     w, labels, m, g, atoms_true = planted()
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
-        w, labels, part_masks=_part_masks())
+        w, labels, part_masks=planted_part_masks())
     return est, w, labels, m, g, atoms_true
 
 
@@ -84,15 +48,15 @@ def test_global_directions_recover_the_planted_ones(fitted):
 
 def test_atoms_and_localized_directions_recover_the_planted_ones(fitted):
     est, _, _, m, _, atoms_true = fitted
-    assert _best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
-    assert _best_abs_cos(est.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
+    assert best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
+    assert best_abs_cos(est.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
     local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
     assert len(local) == 4
-    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    assert best_abs_cos(est.directions_[local], m).min() >= 0.99
     # each localized direction belongs to the atom whose planted direction it matches
     for k in local:
         atom = est.atoms_[est.kinds_[k]][est.atom_index_[k]]
-        j = int(np.argmax(_best_abs_cos(atom[None], np.stack(atoms_true[est.kinds_[k]]))))
+        j = int(np.argmax(best_abs_cos(atom[None], np.stack(atoms_true[est.kinds_[k]]))))
         offset = 0 if est.kinds_[k] == "depth" else 2
         # signed: the atom is the planted (positive) blob, not its negative, and moving along the direction adds
         # the atom (w = codes @ m, maps = codes @ atoms), so atom, code and direction share one sign
@@ -107,8 +71,8 @@ def test_localized_directions_are_named_by_part_and_side(fitted):
     local = sorted(n for n, kind in zip(est.names_, est.kinds_) if kind != "global")
     assert local == ["albedo_eyes_left", "albedo_eyes_right", "depth_mouth", "depth_nose"]
     k = est.names_.index("depth_nose")
-    blob = _blob(8, 8)
-    expected = (blob * _part_masks()["nose"]).sum() / blob.sum()  # the planted atom's own share
+    blob = planted_blob(8, 8)
+    expected = (blob * planted_part_masks()["nose"]).sum() / blob.sum()  # the planted atom's own share
     assert est.part_shares_[k, est.part_names_.index("nose")] == pytest.approx(expected, abs=0.01)
     assert est.footprints_.shape == (len(est.names_), R, R)
     assert est.footprints_[k].max() == pytest.approx(1.0)
@@ -140,10 +104,10 @@ def test_ridge_code_regression_and_sparse_pca_atoms_also_recover_directions():
     labels = {k: labels[k] for k in ("yaw", "depth")}
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_regression="ridge", random_state=0).fit(w, labels)
     local = [k for k, kind in enumerate(est.kinds_) if kind == "depth"]
-    assert _best_abs_cos(est.directions_[local], m[:2]).min() >= 0.99
+    assert best_abs_cos(est.directions_[local], m[:2]).min() >= 0.99
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", atom_method="sparse_pca", code_alpha=0.5, random_state=0)
     est.fit(w, labels)
-    assert _best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.98
+    assert best_abs_cos(est.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.98
 
 
 def test_default_names_come_from_canonical_regions():
@@ -211,7 +175,7 @@ def test_a_nan_in_a_map_label_is_named():
 def test_part_masks_as_an_array_with_names_equal_the_dict_form(fitted):
     est = fitted[0]
     w, labels, *_ = planted()
-    masks = _part_masks()
+    masks = planted_part_masks()
     again = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
         w, labels, part_masks=np.stack(list(masks.values())), part_names=list(masks))
     assert again.names_ == est.names_ and again.part_names_ == est.part_names_
@@ -280,41 +244,15 @@ def test_global_huber_default_resists_a_misread_minority():
 # find-directions --method 3d-coupled, end to end on a tiny generator with a random decomposer
 
 
-def make_tiny_run(root):
-    """A tiny generator (16 px, w_dim 16) saved in the official layout and a random 32 px decomposer under root."""
-    import torch
-
-    from stylegan_disentangle.checkpoints import save_network_pkl
-    from stylegan_disentangle.labels.decomposer.model import Unsup3DDecomposer
-    from stylegan_disentangle.networks import Generator
-
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
-    pkl = root / "tiny.pkl"
-    save_network_pkl(pkl, dict(G=G, G_ema=G, D=None, training_set_kwargs=None, augment_pipe=None))
-    dec = Unsup3DDecomposer(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
-    dec_path = dec.save(root / "dec.pth")
-    return pkl, dec_path, root
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     return make_tiny_run(tmp_path_factory.mktemp("tdc"))
 
 
-def _cli(args):
-    from click.testing import CliRunner
-
-    from stylegan_disentangle.cli import main
-
-    return CliRunner().invoke(main, ["--quiet", *args], catch_exceptions=False)
-
-
 def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run):
     pkl, dec_path, root = tiny_run
     out = root / "run"
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
+    result = cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
                    "--samples", "120", "--outdir", str(out), "--no-umap", "--effect-samples", "4",
                    "--grid-steps", "3", "--batch-size", "64"])
     assert result.exit_code == 0, result.output
@@ -338,45 +276,35 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
         assert d["footprint_part_shares"] == pytest.approx(want, abs=1e-6), d["name"]
 
 
-def _find_3d(tiny_run, out, *options) -> dict:
-    """find-directions --method 3d-coupled on the tiny run with extra options; returns its config.json."""
-    pkl, dec_path, _ = tiny_run
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path),
-                   "--samples", "80", "--outdir", str(out), "--no-umap", "--effect-samples", "2",
-                   "--grid-steps", "3", *options])
-    assert result.exit_code == 0, result.output
-    return __import__("json").loads((out / "config.json").read_text())
-
-
 def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
-    config = _find_3d(tiny_run, tmp_path / "parts", "--atom-scope", "parts")
+    config = find_3d(tiny_run, tmp_path / "parts", "--atom-scope", "parts")
     assert config["args"]["method_kwargs"] == {"atom_scope": "parts"}
     ds = DirectionSet.load(tmp_path / "parts" / "directions")
     kinds = ds.info["kinds"]
     # part-scoped footprints: every localized direction is named after a part
     assert all(ds.names[i].split("_")[1] in ds.info["part_names"] for i, k in enumerate(kinds) if k != "global")
     # one whole-map dictionary of 2 atoms: at most 2 localized directions per map
-    config = _find_3d(tiny_run, tmp_path / "map", "--atom-scope", "map", "--n-atoms", "2")
+    config = find_3d(tiny_run, tmp_path / "map", "--atom-scope", "map", "--n-atoms", "2")
     assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2}
     kinds = DirectionSet.load(tmp_path / "map" / "directions").info["kinds"]
     assert 0 < kinds.count("depth") <= 2 and 0 < kinds.count("albedo") <= 2
     for option in (["--atom-scope", "parts"], ["--n-atoms", "2"]):
-        wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", *option, "--outdir",
+        wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", *option, "--outdir",
                       str(tmp_path / "pca")])
         assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
 def test_cli_loss_reaches_the_estimator(tiny_run, tmp_path):
-    config = _find_3d(tiny_run, tmp_path / "sq", "--loss", "squared")
+    config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared")
     assert config["args"]["method_kwargs"] == {"global_loss": "squared"}
-    wrong = _cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--loss", "huber", "--outdir",
+    wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--loss", "huber", "--outdir",
                   str(tmp_path / "p")])
     assert wrong.exit_code != 0 and "linear and 3d-coupled only" in wrong.output
 
 
 def test_cli_3d_coupled_without_a_decomposer_says_how_to_train_one(tiny_run, tmp_path):
     pkl, _, _ = tiny_run
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
+    result = cli(["find-directions", str(pkl), "--method", "3d-coupled", "--outdir", str(tmp_path / "x")])
     assert result.exit_code != 0
     assert "train-decomposer" in result.output and "--decomposer" in result.output
     assert not (tmp_path / "x").exists()  # nothing is written before the decomposer is known
@@ -386,7 +314,7 @@ def test_cli_3d_coupled_with_a_broken_decomposer_names_it_and_writes_nothing(tin
     pkl, _, _ = tiny_run
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(broken), "--outdir",
+    result = cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(broken), "--outdir",
                    str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "broken.pth: not a torch checkpoint" in result.output and "Traceback" not in result.output
@@ -399,7 +327,7 @@ def test_cli_decomposer_with_another_method_is_a_usage_error(tiny_run, tmp_path)
     from stylegan_disentangle.errors import UsageError
 
     pkl, dec_path, _ = tiny_run
-    wrong = _cli(["find-directions", str(pkl), "--method", "pca", "--decomposer", str(dec_path), "--outdir",
+    wrong = cli(["find-directions", str(pkl), "--method", "pca", "--decomposer", str(dec_path), "--outdir",
                   str(tmp_path / "pca")])
     assert wrong.exit_code == 2 and "--decomposer applies to --method 3d-coupled only" in wrong.output
     assert "Traceback" not in wrong.output and not (tmp_path / "pca").exists()
@@ -508,13 +436,13 @@ def test_atoms_learned_on_a_subset_then_coded_on_every_row():
     a code (the regression sees all rows), and dict_samples=None learns on all rows (a different fit)."""
     w, labels, m, _, atoms_true = planted()
     sub = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, dict_samples=600, random_state=0)
-    sub.fit(w, labels, part_masks=_part_masks())
-    assert _best_abs_cos(sub.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
-    assert _best_abs_cos(sub.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
+    sub.fit(w, labels, part_masks=planted_part_masks())
+    assert best_abs_cos(sub.atoms_["depth"], np.stack(atoms_true["depth"])).min() >= 0.99
+    assert best_abs_cos(sub.atoms_["albedo"], np.stack(atoms_true["albedo"])).min() >= 0.99
     local = [k for k, kind in enumerate(sub.kinds_) if kind != "global"]
-    assert _best_abs_cos(sub.directions_[local], m).min() >= 0.99
+    assert best_abs_cos(sub.directions_[local], m).min() >= 0.99
     full = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, dict_samples=None, random_state=0)
-    full.fit(w, labels, part_masks=_part_masks())
+    full.fit(w, labels, part_masks=planted_part_masks())
     assert not np.array_equal(full.atoms_["depth"], sub.atoms_["depth"])
     with pytest.raises(ValueError, match="dict_samples"):
         ThreeDCoupledDirections(n_atoms=4, dict_samples=2).fit(w, labels)
@@ -524,11 +452,11 @@ def test_part_scoped_atoms_stay_inside_their_part_and_recover_the_directions():
     """atom_scope='parts': each atom is learned on one part's pixels, so its footprint is zero outside that part and
     its name starts with the part; the planted localized directions are still recovered."""
     w, labels, m, _, _ = planted()
-    masks = _part_masks()
+    masks = planted_part_masks()
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="parts", code_alpha=0.05, random_state=0)
     est.fit(w, labels, part_masks=masks)
     local = [k for k, kind in enumerate(est.kinds_) if kind != "global"]
-    assert _best_abs_cos(est.directions_[local], m).min() >= 0.99
+    assert best_abs_cos(est.directions_[local], m).min() >= 0.99
     for k in local:
         part = est.names_[k].split("_")[1]
         outside = est.footprints_[k][masks[part] < 0.5]
@@ -542,7 +470,7 @@ def test_part_scoped_atoms_stay_inside_their_part_and_recover_the_directions():
     both = ThreeDCoupledDirections(n_atoms=2, atom_scope="map+parts", code_alpha=0.05, random_state=0)
     both.fit(w, labels, part_masks=masks)
     local = [k for k, kind in enumerate(both.kinds_) if kind != "global"]
-    assert _best_abs_cos(both.directions_[local], m).min() >= 0.99
+    assert best_abs_cos(both.directions_[local], m).min() >= 0.99
     whole = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0)
     whole.fit(w, labels, part_masks=masks)
     for key in ("depth", "albedo"):  # the first atoms are the whole-map fit's, the part atoms come after them
@@ -559,7 +487,7 @@ def _two_scale_problem(n: int = 3000, seed: int = 1):
     w = codes @ q[:2] + 0.3 * rng.normal(size=(n, W_DIM))
     yy = np.mgrid[0:R, 0:R][0]
     big = (yy >= 11).astype(np.float64)
-    depth = 1.0 + 0.01 * (codes[:, :1, None] * big + 0.01 * codes[:, 1:, None] * _blob(9, 8, radius=1.0))
+    depth = 1.0 + 0.01 * (codes[:, :1, None] * big + 0.01 * codes[:, 1:, None] * planted_blob(9, 8, radius=1.0))
     return w.astype(np.float32), {"depth": depth.astype(np.float32)}, q[:2]
 
 
@@ -567,7 +495,7 @@ def test_a_faint_small_part_gets_a_direction_of_its_own():
     """atom_scope='parts' scales each part to unit RMS before learning its atoms: on the map's common scale the
     faint nose blob's codes would fall under the L1 threshold and the nose would get no direction."""
     w, labels, m = _two_scale_problem()
-    est = ThreeDCoupledDirections(n_atoms=1, random_state=0).fit(w, labels, part_masks=_part_masks())
+    est = ThreeDCoupledDirections(n_atoms=1, random_state=0).fit(w, labels, part_masks=planted_part_masks())
     assert est.atom_scope == "parts"
     nose = [k for k, name in enumerate(est.names_) if name.startswith("depth_nose")]
     mouth = [k for k, name in enumerate(est.names_) if name.startswith("depth_mouth")]
@@ -576,7 +504,7 @@ def test_a_faint_small_part_gets_a_direction_of_its_own():
     assert abs(float(est.directions_[mouth[0]] @ m[0])) >= 0.99
     # one dictionary over the whole map (the same code penalty) finds the mouth pattern and no nose direction
     whole = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(w, labels,
-                                                                                  part_masks=_part_masks())
+                                                                                  part_masks=planted_part_masks())
     assert not any(name.startswith("depth_nose") for name in whole.names_), whole.names_
 
 
@@ -584,7 +512,7 @@ def test_a_part_atom_is_named_after_its_part_even_where_a_wider_part_overlaps_it
     """With overlapping part masks a part atom's footprint may hold more of another part's mass (here: the whole
     face's 'skin' covers the nose too); it is still named after the part it was learned in."""
     w, labels, m = _two_scale_problem()
-    masks = _part_masks()
+    masks = planted_part_masks()
     masks = {"skin": np.full((R, R), 0.7, np.float32), "nose": 0.3 * masks["nose"], "mouth": 0.3 * masks["mouth"]}
     est = ThreeDCoupledDirections(n_atoms=1, random_state=0).fit(w, labels, part_masks=masks)
     k = next(k for k, name in enumerate(est.names_) if name.startswith("depth_nose"))
@@ -607,7 +535,7 @@ def test_part_masks_at_another_resolution_are_resampled_to_the_maps(fitted):
     part shares as masks at the maps' own resolution."""
     est = fitted[0]
     w, labels, *_ = planted()
-    fine = {k: np.kron(v, np.ones((2, 2), dtype=np.float32)) for k, v in _part_masks().items()}
+    fine = {k: np.kron(v, np.ones((2, 2), dtype=np.float32)) for k, v in planted_part_masks().items()}
     again = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
         w, labels, part_masks=fine)
     assert again.names_ == est.names_
@@ -632,9 +560,9 @@ def test_a_rerun_with_another_decomposer_does_not_reuse_the_first_ones_labels(ti
     out = root / "two_decomposers"
     common = ["find-directions", str(pkl), "--method", "3d-coupled", "--samples", "40", "--outdir", str(out),
               "--no-umap", "--effect-samples", "2", "--grid-steps", "3"]
-    assert _cli([*common, "--decomposer", str(dec_path)]).exit_code == 0
-    assert _cli([*common, "--decomposer", str(dec_path)]).exit_code == 0  # the same decomposer: the bank is reused
-    again = _cli([*common, "--decomposer", str(other_path)])
+    assert cli([*common, "--decomposer", str(dec_path)]).exit_code == 0
+    assert cli([*common, "--decomposer", str(dec_path)]).exit_code == 0  # the same decomposer: the bank is reused
+    again = cli([*common, "--decomposer", str(other_path)])
     assert again.exit_code == 1 and "made with other arguments (labelers:" in again.output
 
 
@@ -645,7 +573,7 @@ def test_find_directions_refuses_bad_numbers_before_writing_and_a_bad_colour_lab
                                                                                                    value):
     pkl, dec_path, root = tiny_run
     out = root / f"bad{option}"
-    result = _cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples",
+    result = cli(["find-directions", str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples",
                    "40", "--outdir", str(out), "--no-umap", option, value])
     assert result.exit_code == 1 and "Traceback" not in result.output
     if option == "--color-by":  # known only once the bank's labels exist: refused before the fit
@@ -660,7 +588,7 @@ def test_a_map_that_no_atom_of_moves_with_w_is_dropped_not_fatal(fitted):
     w, labels, *_ = planted()
     noise = np.random.default_rng(7).normal(size=labels["depth"].shape).astype(np.float32)
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, alpha=0.2, random_state=0).fit(
-        w, dict(labels, depth=1.0 + 0.01 * noise), part_masks=_part_masks())
+        w, dict(labels, depth=1.0 + 0.01 * noise), part_masks=planted_part_masks())
     assert not any(kind == "depth" for kind in est.kinds_) and any(kind == "albedo" for kind in est.kinds_)
     assert {"depth_atom0", "depth_atom1"} <= set(est.dropped_)
 
@@ -673,7 +601,7 @@ def test_a_rare_yes_no_label_is_fitted_with_the_squared_loss(frac):
     pitch = labels["pitch"]
     flag = pitch > np.quantile(pitch, 1 - frac)  # a yes/no label, linear-separable along pitch's direction
     est = ThreeDCoupledDirections(n_atoms=2, atom_scope="map", code_alpha=0.05, random_state=0).fit(
-        w, dict(labels, glasses=flag), part_masks=_part_masks())
+        w, dict(labels, glasses=flag), part_masks=planted_part_masks())
     assert est.global_losses_ == {"yaw": "huber", "pitch": "huber", "light_azimuth": "huber", "glasses": "squared"}
     assert float(est.directions_[est.names_.index("glasses")] @ g[1]) > 0.8  # (Huber: zero, or cos 0.18)
 
@@ -685,7 +613,7 @@ def test_labels_that_are_not_numbers_and_odd_arguments_are_named(fitted):
         ThreeDCoupledDirections(n_atoms=2, atom_scope="map").fit(w, dict(labels, kind=np.array(["a"] * 200)))
     with pytest.raises(LatentError, match=r"w has w_dim 10 but the directions have 24"):
         est.predict(np.zeros((3, 10)))
-    masks = dict(_part_masks(), nose=_part_masks()["nose"][:8, :8])
+    masks = dict(planted_part_masks(), nose=planted_part_masks()["nose"][:8, :8])
     with pytest.raises(LatentError, match=r"part masks must all have one shape \[R, R\]; got .*'nose': \(8, 8\)"):
         ThreeDCoupledDirections(n_atoms=2, atom_scope="map").fit(w, labels, part_masks=masks)
     for params, match in ((dict(map_labels=None), "map_labels must be a sequence of names, got None"),
