@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "linear, huber for 3d-coupled's global directions)")
     p.add_argument("--sensitivity-samples", type=int, default=None,
                    help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
-                        "(default 16; 0: none)")
+                        "(default 16; 0: none); kept in the bank folder for later runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 

@@ -240,7 +240,7 @@ def _progress(ctx: click.Context) -> bool | None:
                    "minority of images.")
 @click.option("--sensitivity-samples", type=click.IntRange(min=0), default=None,
               help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
-                   "(default 16; 0: none).")
+                   "(default 16; 0: none); kept in the bank folder for later runs.")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
                         **kwargs) -> None:

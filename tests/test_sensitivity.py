@@ -230,6 +230,47 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     assert timings["default"]["sensitivity"] > 0 and "sensitivity" not in timings["off"]
 
 
+def test_find_directions_keeps_the_sensitivity_in_the_bank_and_reads_it_back(monkeypatch, tmp_path, caplog):
+    """A second run on the same bank reuses the metric bit for bit without a synthesis; another sample count is
+    measured anew; a damaged cache file is measured again (with a warning) and replaced."""
+    from stylegan_disentangle.analysis import find_directions as fd
+
+    seen, calls = [], []
+    real_fit, real_sens = ThreeDCoupledDirections.fit, fd.image_sensitivity
+
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None):
+        seen.append(None if w_metric is None else np.array(w_metric))
+        return real_fit(self, w, labels, part_masks, part_names, w_metric)
+
+    def spy_sens(G, w, **kwargs):
+        calls.append(len(w))
+        return real_sens(G, w, **kwargs)
+
+    monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
+    monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
+    run, bank = make_tiny_run(tmp_path), tmp_path / "bank"
+    _find_3d_api(run, tmp_path / "first", bank_dir=bank)
+    cache = bank / "sensitivity_n16_r32_const.npy"
+    assert calls == [16] and cache.is_file()
+    assert np.array_equal(np.load(cache), seen[0])
+    _find_3d_api(run, tmp_path / "again", bank_dir=bank)
+    assert calls == [16] and np.array_equal(seen[1], seen[0])  # read back, not measured
+    _find_3d_api(run, tmp_path / "eight", bank_dir=bank, sensitivity_samples=8)
+    assert calls == [16, 8] and (bank / "sensitivity_n8_r32_const.npy").is_file()
+    assert not np.array_equal(seen[2], seen[0])
+    for damage in (b"not an npy file", None):
+        if damage is None:
+            np.save(cache, np.zeros((3, 3)))  # a readable file of the wrong shape
+        else:
+            cache.write_bytes(damage)
+        with caplog.at_level("WARNING", logger="stylegan_disentangle.analysis.find_directions"):
+            _find_3d_api(run, tmp_path / "damaged", bank_dir=bank)
+        assert calls[-1] == 16 and "measuring it again" in caplog.text
+        assert np.array_equal(seen[-1], seen[0]) and np.array_equal(np.load(cache), seen[0])
+        caplog.clear()
+    assert len(calls) == 4
+
+
 def _find_3d_api(run, out, **kwargs) -> dict:
     from stylegan_disentangle.analysis.find_directions import run_find_directions
 

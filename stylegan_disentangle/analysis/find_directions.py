@@ -40,6 +40,7 @@ from ..directions import (
 from ..errors import LatentError, StyleGANDisentangleError, UsageError
 from ..labels import get_labelers
 from ..latents import LatentBank
+from ..utils import atomic_write
 from ._run import Timer, load_generator, run_header, write_json
 from .edit import edit
 from .effects import compare_namings, measure_label_effects
@@ -47,8 +48,8 @@ from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
 from .sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
 
-__all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "method_options", "resolve_decomposer",
-           "run_find_directions"]
+__all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "bank_sensitivity", "method_options",
+           "resolve_decomposer", "run_find_directions"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,37 @@ def _std_along(w: np.ndarray, vectors: np.ndarray, max_rows: int = 100_000, seed
     return (np.asarray(w[rows], dtype=np.float64) @ vectors.astype(np.float64).T).std(axis=0)
 
 
+def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, noise_mode: str = "const",
+                     progress: bool | None = None) -> np.ndarray:
+    """The generator's image sensitivity over the bank's first `samples` latents, kept in the bank's folder.
+
+    A bank is made for one generator and one seed (`LatentBank` refuses another), so the metric over its first rows
+    is fixed by the row count, the pooled resolution and the noise mode; a later run on the same bank (another
+    method setting, `--bank-dir`) reads it back instead of repeating the `samples x (w_dim + 1)` syntheses, which on
+    a 512-wide W cost about 40 % of a 20k bank. A cached file of the wrong shape or with NaN is recomputed.
+    """
+    rows = min(int(samples), len(bank))
+    path = Path(bank.root) / f"sensitivity_n{rows}_r{int(resolution)}_{noise_mode}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:  # a truncated or foreign file: measured again below
+            logger.warning("ignoring the unreadable cached image sensitivity %s (%s); measuring it again", path, exc)
+        else:
+            if cached.shape == (G.w_dim, G.w_dim) and np.isfinite(cached).all():
+                return cached.astype(np.float64)
+            logger.warning("ignoring the cached image sensitivity %s (shape %s, or not finite); measuring it again",
+                           path, cached.shape)
+    metric = image_sensitivity(G, bank.w[:rows], resolution=int(resolution), noise_mode=noise_mode,
+                               progress=progress)
+    try:
+        with atomic_write(path, "wb") as f:
+            np.save(f, metric)
+    except OSError as exc:  # a read-only bank folder: the run goes on, a later one measures it again
+        logger.warning("could not keep the image sensitivity in %s (%s)", path, exc)
+    return metric
+
+
 def run_find_directions(
     pkl: str | os.PathLike,
     method: str = "pca",
@@ -262,6 +294,7 @@ def run_find_directions(
         of its Jacobian, `analysis.sensitivity.image_sensitivity`, each sample costs w_dim + 1 syntheses) is
         estimated; it is the prior covariance of the regressions (`ThreeDCoupledDirections.fit(w_metric=...)`).
         Default 16 (0 with `method_kwargs={'code_regression': 'lasso'}`); 0 fits without it (plain ridge / Lasso).
+        The estimate is kept in the bank's folder (`bank_sensitivity`) and read back by later runs on that bank.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -346,10 +379,8 @@ def run_find_directions(
     w_metric = None
     if method == "3d-coupled" and sensitivity_samples:
         with timer("sensitivity"):
-            w_metric = image_sensitivity(G, bank.w[: min(int(sensitivity_samples), len(bank))],
-                                         resolution=int(lab.input_resolution),
-                                         noise_mode="none" if noise_mode == "none" else "const",
-                                         progress=progress)
+            w_metric = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
+                                        "none" if noise_mode == "none" else "const", progress)
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
                    w_metric)
