@@ -140,14 +140,18 @@ def main() -> None:
     p.add_argument("--part-core", type=float, default=0.2, help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
                    help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
-    p.add_argument("--sensitivity-samples", type=int, default=SENSITIVITY_SAMPLES,
-                   help="samples for the generator's image sensitivity, the regressions' prior (0: none)")
+    p.add_argument("--sensitivity-samples", type=int, default=None,
+                   help=f"samples for the generator's image sensitivity, the regressions' prior (0: none; default "
+                        f"{SENSITIVITY_SAMPLES}, 0 with --decomposer oracle: its exact labels are not read off the "
+                        f"image, the prior's premise)")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--bound-faces", type=int, default=16,
                    help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.sensitivity_samples is None:
+        args.sensitivity_samples = 0 if args.decomposer == "oracle" else SENSITIVITY_SAMPLES
     torch.set_grad_enabled(False)
     G, fmap = load_synthetic()
     truth = fmap.directions / np.linalg.norm(fmap.directions, axis=1, keepdims=True)
