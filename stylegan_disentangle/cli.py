@@ -110,11 +110,14 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 @main.command("demo")
 @click.option("--outdir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
 @click.option("--samples", type=int, default=5000, show_default=True, help="Latent bank size for find-directions.")
+@click.option("--three-d-samples", type=click.IntRange(min=3), default=3000, show_default=True,
+              help="Latent bank size for the 3D-coupled directions.")
 @device_option()
 @click.pass_context
-def demo(ctx: click.Context, outdir: str, samples: int, device: torch.device) -> None:
-    """The quick tour on the shipped synthetic checkpoint: load it safely, describe it, generate a grid, and find,
-    name and plot its semantic directions with the ground-truth oracle labeler.
+def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, device: torch.device) -> None:
+    """The quick tour on the shipped synthetic checkpoint: load it safely, describe it, generate a grid, find,
+    name and plot its semantic directions with the ground-truth oracle labeler, then decompose faces with the shipped
+    3D decomposer and find named directions from it without any label (the 3D-coupled method).
 
     Without the shipped checkpoint (a source checkout that has not trained one) it falls back to the reference
     network in ../shared/reference or to a tiny random network written in the official layout.
@@ -140,6 +143,17 @@ def demo(ctx: click.Context, outdir: str, samples: int, device: torch.device) ->
                                      progress=not ctx.obj.get("quiet"))
         click.echo(f"directions: {', '.join(result.direction_set.names)}")
         click.echo(f"open {out / 'directions' / 'edit_grid.png'} and {out / 'directions' / 'label_effects.png'}")
+        click.echo("== decompose (the shipped 3D decomposer: depth, albedo, light and view of each face)")
+        ctx.invoke(main.commands["decompose"], pkl=pkl, seeds="0-7", decomposer_spec=None, truncation_psi=1.0,
+                   outdir=str(out / "decompose"), device=device)
+        click.echo("== find-directions --method 3d-coupled (named directions from the decomposer, no labels)")
+        result = run_find_directions("synthetic", method="3d-coupled", samples=three_d_samples,
+                                     outdir=out / "three_d_coupled", device=device, umap=False,
+                                     progress=not ctx.obj.get("quiet"))
+        names = result.direction_set.names
+        click.echo(f"{len(names)} directions: {', '.join(names[:9])}, ... ({len(names) - 9} localized)")
+        click.echo(f"open {out / 'decompose' / 'decomposition.png'}, {out / 'three_d_coupled' / 'edit_grid.png'} "
+                   f"and {out / 'three_d_coupled' / 'footprint_sheet.png'}")
     click.echo(f"open {out / 'images' / 'grid.png'}")
 
 

@@ -70,11 +70,23 @@ def test_bad_checkpoint_gives_a_message_not_a_traceback(tmp_path):
     assert "broken.pkl" in result.output and "Traceback" not in result.output
 
 
-def test_demo_runs_without_shared_data(tmp_path, monkeypatch):
+def test_demo_runs_without_shared_data(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["demo", "--outdir", "d", "--device", "cpu"])
+    from stylegan_disentangle.directions import DirectionSet
+    from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT
+
+    with caplog.at_level("INFO", logger="stylegan_disentangle"):
+        result = CliRunner().invoke(main, ["demo", "--outdir", "d", "--device", "cpu", "--three-d-samples", "1000"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "images" / "grid.png").stat().st_size > 0
+    if SYNTHETIC_CHECKPOINT.is_file():  # the shipped checkpoint: the oracle, decomposer and 3D-coupled steps too
+        assert len(DirectionSet.load(tmp_path / "d" / "directions" / "directions")) == 19
+        assert (tmp_path / "d" / "decompose" / "decomposition.png").stat().st_size > 0
+        found = DirectionSet.load(tmp_path / "d" / "three_d_coupled" / "directions")
+        assert found.method == "3d-coupled" and {"yaw", "light_azimuth"} <= set(found.names)
+        assert (tmp_path / "d" / "three_d_coupled" / "footprint_sheet.png").stat().st_size > 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert not [m for m in warnings if "constant over the bank" in m], warnings  # the decomposer's pinned tz
 
 
 def test_range_parsers():

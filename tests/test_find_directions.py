@@ -181,3 +181,25 @@ def test_cli_on_reference_network(reference_dir, tmp_path, method):
     k = 4 if method == "pca" else len(report["label_names"])
     ds, report = _check_run_dir(out, pkl, method, k)
     assert ds.w_dim == 32 and report["samples"] == 200
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_constant_label_warns_unless_the_labeler_pins_it(tiny_pkl, tmp_path, caplog, pinned):
+    """A label the labeler fixes by construction (an empty value range, as the decomposer's tz with no z range) is
+    dropped quietly; one that merely came out constant is dropped with a warning. Either way the report lists it."""
+    from stylegan_disentangle.analysis.find_directions import run_find_directions
+    from stylegan_disentangle.labels import labeler_from_callable
+
+    def fn(images):
+        return {"brightness": images.mean(dim=(1, 2, 3)), "fixed": torch.zeros(images.shape[0])}
+
+    ranges = {"brightness": (-1.0, 1.0), "fixed": (0.0, 0.0) if pinned else (-1.0, 1.0)}
+    lab = labeler_from_callable(fn, ["brightness", "fixed"], value_ranges=ranges)
+    with caplog.at_level("INFO", logger="stylegan_disentangle.analysis.find_directions"):
+        run_find_directions(tiny_pkl, method="linear", labeler=lab, samples=60, outdir=tmp_path / "o", umap=False,
+                            effect_samples=2, grid_steps=3, progress=False)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["constant_labels_ignored"] == ["fixed"]
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "'fixed'" in r.getMessage()]
+    informed = [r for r in caplog.records if r.levelname == "INFO" and "fixed by the labeler" in r.getMessage()]
+    assert (len(warned), len(informed)) == ((0, 1) if pinned else (1, 0))

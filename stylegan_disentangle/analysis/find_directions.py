@@ -368,8 +368,14 @@ def run_find_directions(
                                   f"{min(len(v), 4096)} rows); fix the labeler and re-create the bank")
     constant = sorted(k for k, s in label_std.items() if not s > 0)
     labels = {k: v for k, v in labels_all.items() if k not in constant}
-    if constant:
-        logger.warning("labels %s are constant over the bank and are ignored", constant)
+    if constant:  # a label the labeler pins by construction (the decomposer's tz with no z range) is no news
+        ranges = getattr(lab, "value_ranges", None) or {}
+        pinned = [k for k in constant if k in ranges and ranges[k][0] == ranges[k][1]]
+        if pinned:
+            logger.info("labels %s are fixed by the labeler (an empty value range) and are ignored", pinned)
+        if len(pinned) < len(constant):
+            logger.warning("labels %s are constant over the bank and are ignored",
+                           [k for k in constant if k not in pinned])
     if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after
         raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
 
