@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -250,13 +251,13 @@ def test_find_directions_keeps_the_sensitivity_in_the_bank_and_reads_it_back(mon
     monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
     run, bank = make_tiny_run(tmp_path), tmp_path / "bank"
     _find_3d_api(run, tmp_path / "first", bank_dir=bank)
-    cache = bank / "sensitivity_n16_r32_const.npy"
-    assert calls == [16] and cache.is_file()
+    (cache,) = bank.glob("sensitivity_n16_r32_const_*.npy")  # named after the rows of w and the generator
+    assert calls == [16]
     assert np.array_equal(np.load(cache), seen[0])
     _find_3d_api(run, tmp_path / "again", bank_dir=bank)
     assert calls == [16] and np.array_equal(seen[1], seen[0])  # read back, not measured
     _find_3d_api(run, tmp_path / "eight", bank_dir=bank, sensitivity_samples=8)
-    assert calls == [16, 8] and (bank / "sensitivity_n8_r32_const.npy").is_file()
+    assert calls == [16, 8] and len(list(bank.glob("sensitivity_n8_r32_const_*.npy"))) == 1
     assert not np.array_equal(seen[2], seen[0])
     for damage in (b"not an npy file", None):
         if damage is None:
@@ -269,6 +270,14 @@ def test_find_directions_keeps_the_sensitivity_in_the_bank_and_reads_it_back(mon
         assert np.array_equal(seen[-1], seen[0]) and np.array_equal(np.load(cache), seen[0])
         caplog.clear()
     assert len(calls) == 4
+    # a folder whose bank holds other latents (here: another seed) does not read a file measured on the first
+    # bank's rows, even under its name (`overwrite=True` re-creates a bank and leaves other files in place)
+    other = tmp_path / "other_bank"
+    other.mkdir()
+    shutil.copy(cache, other / cache.name)
+    _find_3d_api(run, tmp_path / "reseeded", bank_dir=other, seed=1)
+    assert len(calls) == 5 and not np.array_equal(seen[-1], seen[0])
+    assert len(list(other.glob("sensitivity_n16_r32_const_*.npy"))) == 2
 
 
 def _find_3d_api(run, out, **kwargs) -> dict:

@@ -18,6 +18,7 @@ Files written into `outdir`:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -217,13 +218,17 @@ def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, no
                      progress: bool | None = None) -> np.ndarray:
     """The generator's image sensitivity over the bank's first `samples` latents, kept in the bank's folder.
 
-    A bank is made for one generator and one seed (`LatentBank` refuses another), so the metric over its first rows
-    is fixed by the row count, the pooled resolution and the noise mode; a later run on the same bank (another
-    method setting, `--bank-dir`) reads it back instead of repeating the `samples x (w_dim + 1)` syntheses, which on
-    a 512-wide W cost about 40 % of a 20k bank. A cached file of the wrong shape or with NaN is recomputed.
+    The metric is fixed by the generator, the latents it averages over, the pooled resolution and the noise mode;
+    the file name carries all four (a digest of the bank's generator fingerprint and of those rows of w), so a
+    later run on the same bank (another method setting, `--bank-dir`) reads it back instead of repeating the
+    `samples x (w_dim + 1)` syntheses, which on a 512-wide W cost about 40 % of a 20k bank, while a bank folder
+    re-created with another seed or generator (`overwrite=True` keeps other files) gets a new one. A cached file of
+    the wrong shape or with NaN is recomputed.
     """
     rows = min(int(samples), len(bank))
-    path = Path(bank.root) / f"sensitivity_n{rows}_r{int(resolution)}_{noise_mode}.npy"
+    digest = hashlib.sha256(str(bank.meta.get("generator_fingerprint")).encode())
+    digest.update(np.ascontiguousarray(bank.w[:rows], dtype=np.float32).tobytes())
+    path = Path(bank.root) / f"sensitivity_n{rows}_r{int(resolution)}_{noise_mode}_{digest.hexdigest()[:12]}.npy"
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)
