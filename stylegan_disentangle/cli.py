@@ -150,8 +150,9 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         result = run_find_directions("synthetic", method="3d-coupled", samples=three_d_samples,
                                      outdir=out / "three_d_coupled", device=device, umap=False,
                                      progress=not ctx.obj.get("quiet"))
-        names = result.direction_set.names
-        click.echo(f"{len(names)} directions: {', '.join(names[:9])}, ... ({len(names) - 9} localized)")
+        found = result.direction_set
+        glob = [n for n, kind in zip(found.names, found.info["kinds"]) if kind == "global"]
+        click.echo(f"{len(found)} directions: {', '.join(glob)} and {len(found) - len(glob)} localized ones")
         click.echo(f"open {out / 'decompose' / 'decomposition.png'}, {out / 'three_d_coupled' / 'edit_grid.png'} "
                    f"and {out / 'three_d_coupled' / 'footprint_sheet.png'}")
     click.echo(f"open {out / 'images' / 'grid.png'}")
