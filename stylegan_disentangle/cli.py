@@ -109,7 +109,8 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 
 @main.command("demo")
 @click.option("--outdir", type=click.Path(file_okay=False), default="demo_out", show_default=True)
-@click.option("--samples", type=int, default=5000, show_default=True, help="Latent bank size for find-directions.")
+@click.option("--samples", type=click.IntRange(min=3), default=5000, show_default=True,
+              help="Latent bank size for find-directions.")
 @click.option("--three-d-samples", type=click.IntRange(min=3), default=3000, show_default=True,
               help="Latent bank size for the 3D-coupled directions.")
 @device_option()
