@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 
 from stylegan_disentangle.networks import Discriminator, Generator
@@ -41,3 +45,12 @@ def tiny_networks(config: str, seed: int = 0) -> dict:
                                 img_channels=kwargs["img_channels"], channel_base=128, channel_max=16), seed + 3)
     return dict(G=G, D=D, G_ema=G_ema, training_set_kwargs=dict(resolution=kwargs["img_resolution"]),
                 augment_pipe=None)
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` as a module (the scripts are not a package; their `main` is what a test calls)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

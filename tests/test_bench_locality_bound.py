@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_three_d_coupled", Path(__file__).resolve().parents[1] / "scripts" / "bench_three_d_coupled.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 class _LinearG:
@@ -46,7 +37,7 @@ def test_locality_bound_finds_the_best_direction_of_a_linear_generator():
     """For pixel 0 the change of u is (u0, u0 + u1, u1 + u2, u2). Its largest squared share is 3/4 (u = (1, -2/3,
     1/3), a generalised eigenproblem), and its largest L1 share 1/2: by the triangle inequality
     |u0 + u1| + |u1 + u2| + |u2| >= |u0|. Pixel 3 is the mirror image; a part that covers the image gets 1."""
-    bench = _bench()
+    bench = load_script("bench_three_d_coupled")
     oracle = _Oracle(list(bench.PART_NAMES))
     w = np.random.default_rng(0).normal(size=(4, 3))
     out = bench.locality_bound(_LinearG(), oracle, w, faces=4, steps=300)

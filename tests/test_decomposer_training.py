@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +30,7 @@ from stylegan_disentangle.labels.decomposer.trainer import (
     train_decomposer,
 )
 from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
+from tests.helpers import load_script
 
 TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
 
@@ -657,15 +656,6 @@ def test_previews_are_written_every_preview_every_steps_and_at_the_end(G, tmp_pa
     assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in previews)
 
 
-def _train_script():
-    """scripts/train_decomposer.py as a module (its `main` reads sys.argv)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_decomposer.py"
-    spec = importlib.util.spec_from_file_location("train_decomposer_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 @pytest.fixture(scope="module")
 def pkl_with_d(G, tmp_path_factory):
     """The synthetic generator with a tiny discriminator at its resolution, as a network pickle."""
@@ -686,7 +676,7 @@ def test_both_entry_points_offer_perceptual_and_smooth(pkl_with_d, tmp_path, mon
                                            "--jitter", "0"])
         assert result.exit_code == 0, result.output
     else:
-        script = _train_script()
+        script = load_script("train_decomposer")  # its main reads sys.argv
         monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--pkl", str(pkl_with_d), *common, "--zdim", "32",
                                           "--nf-small", "8", "--rerender", "0", "--jitter", "0", "--eval-samples", "0"])
         script.main()
@@ -700,7 +690,7 @@ def test_perceptual_without_a_discriminator_is_refused_by_both_entry_points(tmp_
     result = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--outdir", str(tmp_path / "c"),
                                        "--perceptual", "--device", "cpu"])
     assert result.exit_code == 1 and "no discriminator" in result.output
-    script = _train_script()
+    script = load_script("train_decomposer")
     monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--outdir", str(tmp_path / "s"), "--perceptual",
                                       "--device", "cpu"])
     with pytest.raises(SystemExit, match="no discriminator"):

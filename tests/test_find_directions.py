@@ -3,7 +3,6 @@ written by the test and on the reference network ../shared/reference/sg2ada_orig
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from stylegan_disentangle.directions import DirectionSet
 from stylegan_disentangle.latents import LatentBank, sample_latents
 from stylegan_disentangle.networks import Discriminator, Generator
 from stylegan_disentangle.utils import sha256_file
+from tests.helpers import load_script
 
 FAST = ["--effect-samples", "6", "--grid-steps", "5", "--batch-size", "64"]
 
@@ -158,10 +158,7 @@ def test_bad_inputs_give_clear_errors(tiny_pkl, tmp_path):
 
 
 def test_script_wrapper_runs_the_same_pipeline(tiny_pkl, tmp_path, capsys):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "find_directions.py"
-    spec = importlib.util.spec_from_file_location("find_directions_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("find_directions")
     code = module.main([str(tiny_pkl), "--method", "closed-form", "--samples", "40", "--outdir", str(tmp_path / "s"),
                         "--num-directions", "3", "--no-umap", "--quiet", "--effect-samples", "4", "--grid-steps", "3"])
     assert code == 0

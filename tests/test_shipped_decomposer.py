@@ -121,14 +121,11 @@ def test_fresh_sample_reproduces_the_recorded_map_correlations(record, map_r, na
 
 def test_bench_script_scores_and_times_on_the_named_device(tmp_path, monkeypatch):
     """scripts/bench_decomposer.py --device (what a GPU session runs) on the CPU: tables, throughput rows, JSON."""
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_decomposer.py"
-    spec = importlib.util.spec_from_file_location("bench_decomposer_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from tests.helpers import load_script
+
+    script = load_script("bench_decomposer")
     monkeypatch.setattr(sys, "argv", ["bench_decomposer.py", "--samples", "40", "--reps", "1", "--device", "cpu",
                                       "--json", str(tmp_path / "b.json")])
     with _one_thread():

@@ -9,6 +9,7 @@ from sklearn.base import clone
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
 from stylegan_disentangle.directions.three_d_coupled import canonical_regions, footprint_name
 from stylegan_disentangle.errors import LatentError, NotFittedError
+from tests.helpers import load_script
 from tests.three_d_helpers import (
     W_DIM,
     R,
@@ -336,20 +337,9 @@ def test_cli_decomposer_with_another_method_is_a_usage_error(tiny_run, tmp_path)
     assert not (tmp_path / "lin").exists()
 
 
-def _script():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "find_directions_script", Path(__file__).resolve().parents[1] / "scripts" / "find_directions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     pkl, dec_path, _ = tiny_run
-    module = _script()
+    module = load_script("find_directions")
     code = module.main([str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples", "60",
                         "--outdir", str(tmp_path / "s"), "--no-umap", "--effect-samples", "2", "--grid-steps", "3",
                         "--atom-scope", "map", "--n-atoms", "2", "--loss", "squared", "--sensitivity-samples", "3",
