@@ -1,12 +1,15 @@
-"""A metric on W as the prior covariance of regression coefficients (the generalized ridge)."""
+"""A metric on W as the prior covariance of regression coefficients (the generalized ridge): its root, and the
+map into and back out of its coordinates (a plain ridge on `(w - mean) @ root` is that generalized ridge)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import LatentError
+from ._base import unit_rows
 
 
 def metric_root(metric: Any, w_dim: int) -> np.ndarray:
@@ -29,3 +32,25 @@ def metric_root(metric: Any, w_dim: int) -> np.ndarray:
         raise LatentError(f"w_metric is not positive semi-definite (eigenvalue {ev[0]:.3g} against {ev[-1]:.3g})")
     ev = np.clip(ev / ev[-1], 0.0, None)
     return (vec * np.sqrt(ev)) @ vec.T
+
+
+def from_metric_coords(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray,
+                       names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Coefficients fitted on `(w - mean) @ root` mapped back to w: (unit directions, coef, intercept).
+
+    Without a metric (`root` None) the coefficients are returned as they are, with None for the directions.
+    """
+    if root is None:
+        return None, coef, intercept
+    coef_w = np.asarray(coef, dtype=np.float64) @ root
+    intercept_w = np.asarray(intercept, dtype=np.float64) - coef_w @ mean
+    return unit_rows(coef_w, "label direction", list(names)), coef_w, intercept_w
+
+
+def to_metric_coords(w: np.ndarray, mean: np.ndarray, root: np.ndarray, chunk_size: int) -> np.ndarray:
+    """`(w - mean) @ root` as float32, a chunk of rows at a time (a float32 copy of w: 2 GB for a million rows of a
+    512-wide W, without float64 temporaries of the whole bank)."""
+    out = np.empty(w.shape, dtype=np.float32)
+    for i in range(0, w.shape[0], chunk_size):
+        out[i:i + chunk_size] = (np.asarray(w[i:i + chunk_size], dtype=np.float64) - mean) @ root
+    return out

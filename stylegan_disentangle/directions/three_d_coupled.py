@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import LatentError
-from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted, unit_rows
+from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary, sparse_codes
-from ._metric import metric_root
+from ._metric import from_metric_coords, metric_root, to_metric_coords
 from .linear import _LOSSES, LinearDirections, _seed
 from .sparse import NoDirectionError, SparseDirections
 
@@ -390,7 +390,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
         w_mean, w_cov = _mean_cov(w, self.chunk_size)  # one pass: the metric's centre here, `std_` at the end
-        w_fit = w if root is None else _transformed(w, w_mean, root, int(self.chunk_size))
+        w_fit = w if root is None else to_metric_coords(w, w_mean, root, int(self.chunk_size))
 
         dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
         self.ridge_alpha_ = {}
@@ -412,7 +412,7 @@ class ThreeDCoupledDirections(DirectionFinder):
             def joined(attr: str) -> np.ndarray:
                 return np.concatenate([getattr(lin, attr) for lin in fitted])[perm]
 
-            d, c, b = _from_metric(joined("coef_"), joined("intercept_"), root, w_mean, order)
+            d, c, b = from_metric_coords(joined("coef_"), joined("intercept_"), root, w_mean, order)
             dirs.append(joined("directions_") if d is None else d)
             coefs.append(c)
             intercepts.append(b)
@@ -439,7 +439,7 @@ class ThreeDCoupledDirections(DirectionFinder):
             if out is None:
                 continue
             d, c, b, s, fps, sh, idx, local_names = out
-            d_w, c, b = _from_metric(c, b, root, w_mean, local_names)
+            d_w, c, b = from_metric_coords(c, b, root, w_mean, local_names)
             d = d if d_w is None else d_w
             dirs.append(d)
             coefs.append(c)
@@ -663,28 +663,6 @@ def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tupl
         raise LatentError(f"part masks must be [P, R, R] with P names; got shape {masks.shape} for {len(names)} "
                           "names")
     return names, masks
-
-
-def _from_metric(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray,
-                 names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Coefficients fitted on `(w - mean) @ root` mapped back to w: (unit directions, coef, intercept).
-
-    Without a metric (`root` None) the coefficients are returned as they are, with None for the directions.
-    """
-    if root is None:
-        return None, coef, intercept
-    coef_w = np.asarray(coef, dtype=np.float64) @ root
-    intercept_w = np.asarray(intercept, dtype=np.float64) - coef_w @ mean
-    return unit_rows(coef_w, "label direction", list(names)), coef_w, intercept_w
-
-
-def _transformed(w: np.ndarray, mean: np.ndarray, root: np.ndarray, chunk_size: int) -> np.ndarray:
-    """`(w - mean) @ root` as float32, a chunk of rows at a time (a float32 copy of w: 2 GB for a million rows of a
-    512-wide W, without float64 temporaries of the whole bank)."""
-    out = np.empty(w.shape, dtype=np.float32)
-    for i in range(0, w.shape[0], chunk_size):
-        out[i:i + chunk_size] = (np.asarray(w[i:i + chunk_size], dtype=np.float64) - mean) @ root
-    return out
 
 
 def _mode_share(values: np.ndarray) -> float:
