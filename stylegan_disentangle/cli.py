@@ -243,8 +243,9 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--umap/--no-umap", default=True, show_default=True, help="Also draw the UMAP scatter of W.")
 @click.option("--color-by", default=None, help="Label colouring the W scatters (default: the first label).")
 @click.option("--decomposer", default=None,
-              help="3d-coupled: 'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D "
-                   "checkpoint (train one with `stylegan-disentangle train-decomposer PKL --steps N --outdir DIR`).")
+              help="3d-coupled: 'synthetic' (the shipped one; default for the shipped checkpoint), an official "
+                   "pretrained name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL (train one with "
+                   "`stylegan-disentangle train-decomposer PKL --steps N --outdir DIR`).")
 @click.option("--atom-scope", type=click.Choice(["map", "parts", "map+parts"]), default=None,
               help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
                    "both (part atoms on what the whole-map ones leave).")

@@ -30,7 +30,8 @@ def register_augmentation_commands(main: click.Group) -> None:
     @click.option("--count", type=int, required=True, help="Number of images (exactly this many are written).")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
     @click.option("--decomposer", "decomposer_spec", default=None,
-                  help="'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D checkpoint.")
+                  help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
+                       "name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL.")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the base codes.")
     @click.option("--bases", "n_bases", type=int, default=None, help="Base codes walked (default: count // 8).")
     @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")

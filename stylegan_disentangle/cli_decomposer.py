@@ -26,7 +26,9 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.argument("pkl")
     @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
     @click.option("--decomposer", "decomposer_spec", default=None,
-                  help="'synthetic' (the shipped one; default for the shipped checkpoint) or an Unsup3D checkpoint.")
+                  help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
+                       "name (unsup3d-celeba, unsup3d-synface, unsup3d-cat, unsup3d-syncar: downloaded once), or an "
+                       "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
     @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
     @device_option()
@@ -77,8 +79,9 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--steps", type=int, required=True, help="Total training steps (a rerun resumes up to this).")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
     @click.option("--init", "init_spec", default=None,
-                  help="Start from this decomposer instead of fresh nets: 'synthetic' (the shipped one) or an Unsup3D "
-                       "checkpoint (e.g. the official CelebA one); its sizes are used, so --nf / --zdim / --nf-small "
+                  help="Start from this decomposer instead of fresh nets: 'synthetic' (the shipped one), an "
+                       "official pretrained name (e.g. unsup3d-celeba) or an Unsup3D checkpoint's path or URL; its "
+                       "sizes are used, so --nf / --zdim / --nf-small "
                        "/ --light-range cannot be given with it. --steps counts from it.")
     @click.option("--batch-size", type=int, default=32, show_default=True)
     @click.option("--lr", type=float, default=1e-4, show_default=True)

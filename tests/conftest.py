@@ -1,7 +1,10 @@
-"""Shared fixtures: the reference folder beside the clone, and tiny generators written in the official layout."""
+"""Shared fixtures: the reference folder beside the clone, one torch thread, no grad, and a local HTTP file server."""
 
 from __future__ import annotations
 
+import http.server
+import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,69 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append((self.path, self.headers.get("Range")))
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match and not srv.ignore_range:
+            start = int(match.group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        cut = srv.cut_after.pop(self.path, None)  # only the first request for this path is cut
+        if cut is not None:
+            self.wfile.write(body[start : start + cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture
+def file_server(monkeypatch):
+    """A local HTTP file server on 127.0.0.1: `file_server.files` maps a path to the bytes it serves (fill it in the
+    test), `file_server.base` is the URL prefix. It supports `Range: bytes=N-`, can cut the connection after K body
+    bytes on the first request for a path (`cut_after`), can ignore Range (`ignore_range`), and records every
+    request with its Range header (`requests`)."""
+    from stylegan_disentangle.checkpoints import download as dl
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.files = {}
+    srv.cut_after = {}
+    srv.ignore_range = False
+    srv.requests = []
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

@@ -427,7 +427,8 @@ def test_a_misspelled_decomposer_name_lists_the_shipped_ones(tmp_path, monkeypat
     from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, load_decomposer
 
     monkeypatch.chdir(tmp_path)  # no file of that name here
-    with pytest.raises(CheckpointError, match=r"synthtic: no such file; .*shipped decomposer \(synthetic") as info:
+    want = r"synthtic: no such file; did you mean 'synthetic'\? .*official decomposer \(synthetic, unsup3d-celeba"
+    with pytest.raises(CheckpointError, match=want) as info:
         load_decomposer("synthtic")
     assert all(name in str(info.value) for name in SHIPPED)
 

@@ -1,8 +1,4 @@
-"""Download cache: served from a local http.server on 127.0.0.1 (no external network).
-
-The server supports `Range: bytes=N-`, can cut the connection after K body bytes on the first request for a path,
-can ignore Range (answer 200 with the whole file), and records every request with its Range header.
-"""
+"""Download cache: served from a local http.server on 127.0.0.1 (no external network; conftest's `file_server`)."""
 
 from __future__ import annotations
 
@@ -10,7 +6,6 @@ import hashlib
 import http.server
 import os
 import re
-import threading
 
 import pytest
 
@@ -28,66 +23,12 @@ from stylegan_disentangle.errors import CheckpointError, DownloadError
 PAYLOAD = bytes(range(256)) * 1200 + b"tail"  # 307204 bytes: several chunks, not a multiple of the chunk size
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append((self.path, self.headers.get("Range")))
-        body = srv.files.get(self.path)
-        if body is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        start = 0
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match and not srv.ignore_range:
-            start = int(match.group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        cut = srv.cut_after.pop(self.path, None)  # only the first request for this path is cut
-        if cut is not None:
-            self.wfile.write(body[start : start + cut])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
 @pytest.fixture
-def server(monkeypatch):
-    """A local file server; `server.base` is its URL prefix. Small chunks make the cut points deterministic."""
+def server(file_server, monkeypatch):
+    """The local file server with this module's two URLs; small chunks make the cut points deterministic."""
     monkeypatch.setattr(dl, "CHUNK_SIZE", 4096)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.files = {"/nets/model.pkl": PAYLOAD, "/nets/model.pkl?v=2": PAYLOAD}
-    srv.cut_after = {}
-    srv.ignore_range = False
-    srv.requests = []
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    file_server.files.update({"/nets/model.pkl": PAYLOAD, "/nets/model.pkl?v=2": PAYLOAD})
+    return file_server
 
 
 def _sha(data: bytes) -> str:
@@ -215,7 +156,7 @@ def test_http_404_names_the_url_and_status(server, tmp_path):
 def test_unreachable_server_gives_download_error(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     port = http_server.server_address[1]
     http_server.server_close()  # nothing listens on this port any more
     url = f"http://127.0.0.1:{port}/x.pkl"

@@ -21,6 +21,7 @@ The synthetic world uses exactly these conventions (its factors `yaw`, `pitch`, 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -47,22 +48,34 @@ SCALAR_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "tz", "light_ambient", "lig
 MAP_LABELS = ("depth", "albedo", "confidence")
 
 
-def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.device = "cpu") -> Unsup3DDecomposer:
-    """A shipped decomposer by name ('synthetic') or an Unsup3D checkpoint file (official or trained here).
+def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.device = "cpu", *,
+                    cache_dir: str | os.PathLike | None = None, progress: bool | None = None) -> Unsup3DDecomposer:
+    """A decomposer by name or location: a shipped one ('synthetic'), an official pretrained one ('unsup3d-celeba',
+    'unsup3d-synface', 'unsup3d-cat', 'unsup3d-syncar': downloaded once into the cache), an http(s) URL, or a local
+    Unsup3D checkpoint (official or trained here; the official `.zip` archive too).
 
     Settings that the official layout cannot hold (e.g. `xy_light_range`) are read from a JSON file beside the
-    checkpoint (`<name>.json` with a "scalings" entry, or the trainer's `train_state.json`) when there is one.
+    checkpoint (`<name>.json` with a "scalings" entry, or the trainer's `train_state.json`) when there is one; an
+    official pretrained one gets the settings of its official test configuration.
     """
     from .checkpoint import load_unsup3d
+    from .pretrained import known_decomposers, resolve_decomposer
 
-    path = SHIPPED.get(str(spec), Path(spec))
-    if str(spec) in SHIPPED and not path.is_file():
-        raise StyleGANDisentangleError(f"{path} is missing: the '{spec}' decomposer ships with the package; "
-                                       "reinstall stylegan_disentangle or train one with scripts/train_decomposer.py")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file; give an Unsup3D checkpoint or the name of a shipped decomposer "
-                              f"({', '.join(sorted(SHIPPED))})")
     scalings: dict[str, Any] = {}
+    if str(spec) in SHIPPED:
+        path = SHIPPED[str(spec)]
+        if not path.is_file():
+            raise StyleGANDisentangleError(f"{path} is missing: the '{spec}' decomposer ships with the package; "
+                                           "reinstall stylegan_disentangle or train one with "
+                                           "scripts/train_decomposer.py")
+    else:
+        path, scalings = resolve_decomposer(spec, cache_dir=cache_dir, progress=progress)
+    if not path.exists():
+        names = sorted(SHIPPED) + list(known_decomposers())
+        close = difflib.get_close_matches(str(spec).strip().lower(), names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        raise CheckpointError(f"{path}: no such file; {hint}give an Unsup3D checkpoint (a path or an http(s) URL) or "
+                              f"the name of a shipped or official decomposer ({', '.join(names)})")
     for side in (path.with_suffix(".json"), path.parent / "train_state.json"):
         if side.is_file():
             scalings = _side_scalings(side)
