@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import device_option, fail_cleanly
+from .cli_common import crop_option, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -258,6 +258,7 @@ def _progress(ctx: click.Context) -> bool | None:
 @click.option("--sensitivity-samples", type=click.IntRange(min=0), default=None,
               help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                    "(default 16; 0: none); kept in the bank folder for later runs.")
+@crop_option("--decomposer-crop")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
                         **kwargs) -> None:
@@ -269,6 +270,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
                                        kwargs["sensitivity_samples"])
+        if kwargs["decomposer_crop"] is not None and kwargs["method"] != "3d-coupled":
+            raise UsageError(f"--decomposer-crop applies to --method 3d-coupled only (got --method {kwargs['method']})")
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

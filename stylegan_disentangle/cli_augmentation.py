@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option
+from .cli_common import crop_option, device_option
 
 if TYPE_CHECKING:
     import torch
@@ -47,12 +47,13 @@ def register_augmentation_commands(main: click.Group) -> None:
                        "[N] array named after the label): the decomposer's label is mapped affinely onto your "
                        "values; TARGET and the written labels are then in your units.")
     @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
+    @crop_option("--decomposer-crop")
     @device_option()
     def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
                                 outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
                                 truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
                                 mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
-                                device: torch.device) -> None:
+                                decomposer_crop: tuple[float, ...] | None, device: torch.device) -> None:
         """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
         saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
         TARGET, with labels.json / labels.npz."""
@@ -76,7 +77,8 @@ def register_augmentation_commands(main: click.Group) -> None:
             net = open_network_pkl(pkl, device=device)
             G = net.data["G_ema"].eval().requires_grad_(False)
             spec = resolve_decomposer(decomposer_spec, net.path)
-            lab = decomposer_labeler(spec, maps=False, device=device)  # scalars only: faster walks
+            # scalars only: faster walks; the crop applies to the --calibrate-with images as well
+            lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop)
             ds = DirectionSet.load(dirs)
             if calibrate_with is not None:
                 calibration = fit_label_calibration(lab, images.to(device), values, aimed)
@@ -90,6 +92,7 @@ def register_augmentation_commands(main: click.Group) -> None:
                 mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
                 overwrite=overwrite, calibration=calibration,
                 extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
+                       "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
                        "directions": str(dirs), "calibrated_with": calibrate_with})
         except (StyleGANDisentangleError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None

@@ -1,5 +1,5 @@
-"""What the command modules share: our errors become a one-line CLI message instead of a traceback, and one
-checked --device option."""
+"""What the command modules share: our errors become a one-line CLI message instead of a traceback, one checked
+--device option, and the decomposer's input crop option."""
 
 from __future__ import annotations
 
@@ -39,3 +39,23 @@ def _device_callback(ctx: click.Context, param: click.Parameter, value: str) -> 
 def device_option(help: str = "auto, cpu, cuda or cuda:N.") -> Callable:
     """The --device option every command shares; the command receives a torch.device that exists here."""
     return click.option("--device", default="auto", show_default=True, callback=_device_callback, help=help)
+
+
+def _crop_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """'TOP,LEFT,HEIGHT,WIDTH' (fractions of the image) -> a checked crop box; a bad one is a usage error."""
+    from .labels.base import check_crop
+
+    if value is None:
+        return None
+    try:
+        return check_crop([float(v) for v in value.split(",")])
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx=ctx, param=param) from None
+
+
+def crop_option(*names: str) -> Callable:
+    """The decomposer's input crop: the part of each generated image it reads (None: the whole image)."""
+    return click.option(*names, default=None, callback=_crop_callback, metavar="TOP,LEFT,HEIGHT,WIDTH",
+                        help="The part of each image the decomposer reads, as fractions of the image (e.g. "
+                             "0.2,0.2,0.6,0.6), for a decomposer trained on tighter face crops than the generator "
+                             "draws (the official CelebA one on an FFHQ generator); default: the whole image.")

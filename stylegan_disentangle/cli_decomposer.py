@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option, fail_cleanly
+from .cli_common import crop_option, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -31,9 +31,10 @@ def register_decomposer_commands(main: click.Group) -> None:
                        "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
     @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
+    @crop_option("--crop")
     @device_option()
     def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
-                      device: torch.device) -> None:
+                      crop: tuple[float, ...] | None, device: torch.device) -> None:
         """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
         reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
         import numpy as np
@@ -42,6 +43,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         from . import __version__
         from .analysis.find_directions import resolve_decomposer
         from .checkpoints import open_network_pkl
+        from .labels.base import crop_images
         from .labels.decomposer.labeler import DecomposerLabeler, load_decomposer
         from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
         from .latents import sample_latents
@@ -58,14 +60,15 @@ def register_decomposer_commands(main: click.Group) -> None:
         G = net.data["G_ema"].eval()
         with torch.no_grad():
             ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
-            img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
+            img = crop_images(G.synthesis(ws, noise_mode="const").float().clamp(-1, 1), crop)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
         save_decomposition_png(out / "decomposition.png", dec, img, row_labels=[f"seed {s}" for s in seed_list])
         labels = DecomposerLabeler(dec)(img)
         scalars = [k for k, v in labels.items() if v.ndim == 1]
         record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
-                  "decomposer": str(spec), "columns": list(COLUMNS), "truncation_psi": truncation_psi,
+                  "decomposer": str(spec), "crop": None if crop is None else list(crop), "columns": list(COLUMNS),
+                  "truncation_psi": truncation_psi,
                   "version": __version__,
                   "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
         with atomic_write(out / "decomposition.json", "w") as f:

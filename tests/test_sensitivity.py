@@ -316,3 +316,36 @@ def test_on_the_shipped_checkpoint_the_metric_brings_the_unsupervised_pose_and_a
         cos[key] = {n: abs(float(est.directions_[est.names_.index(n)] @ truth[fmap.names.index(n)])) for n in names}
     assert min(cos["metric"].values()) >= 0.95, cos
     assert cos["metric"]["light_azimuth"] > cos["plain"]["light_azimuth"] + 0.03, cos
+
+
+def test_image_sensitivity_of_a_crop_is_the_gram_of_the_cropped_jacobian():
+    G = LinearGenerator()
+    w = torch.randn(3, G.w_dim, generator=torch.Generator().manual_seed(2))
+    A = G.A.detach().double().reshape(G.w_dim, 3, 4, 4)
+    top_right = A[:, :, :2, 2:].reshape(G.w_dim, -1)  # rows 0-1, columns 2-3 of the 4x4 image
+    want = (top_right @ top_right.T / top_right.shape[1]).numpy()
+    got = image_sensitivity(G, w, crop=(0.0, 0.5, 0.5, 0.5), progress=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-4 * np.abs(want).max())
+    np.testing.assert_array_equal(image_sensitivity(G, w, crop=(0, 0, 1, 1), progress=False),
+                                  image_sensitivity(G, w, progress=False))
+    with pytest.raises(ValueError, match="must lie inside the image"):
+        image_sensitivity(G, w, crop=(0.5, 0.5, 0.6, 0.1), progress=False)
+
+
+def test_find_directions_with_a_decomposer_crop_records_it_and_measures_the_cropped_image(tmp_path):
+    run = make_tiny_run(tmp_path)
+    plain = _find_3d_api(run, tmp_path / "plain", bank_dir=tmp_path / "bank_plain")
+    cropped = _find_3d_api(run, tmp_path / "cropped", bank_dir=tmp_path / "bank_crop",
+                           decomposer_crop=(0.25, 0.25, 0.5, 0.5))
+    assert plain["args"]["decomposer_crop"] is None and cropped["args"]["decomposer_crop"] == [0.25, 0.25, 0.5, 0.5]
+    (a,) = (tmp_path / "bank_plain").glob("sensitivity_n16_r32_const_*.npy")
+    (b,) = (tmp_path / "bank_crop").glob("sensitivity_n16_r32_const_*.npy")
+    assert a.name != b.name and not np.allclose(np.load(a), np.load(b))
+    for method in ("pca", "3d-coupled"):
+        result = cli(["find-directions", str(run[0]), "--method", method, "--decomposer-crop", "0.5,0.5,0.6,0.5",
+                      "--outdir", str(tmp_path / "bad")])
+        assert result.exit_code == 2 and "--decomposer-crop" in result.output and "inside the image" in result.output
+    result = cli(["find-directions", str(run[0]), "--method", "pca", "--decomposer-crop", "0,0,1,1",
+                  "--outdir", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "--decomposer-crop applies to --method 3d-coupled only" in result.output
+    assert not (tmp_path / "bad").exists()

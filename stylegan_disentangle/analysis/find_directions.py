@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from ..directions import (
     name_directions,
 )
 from ..errors import LatentError, StyleGANDisentangleError, UsageError
-from ..labels import get_labelers
+from ..labels import check_crop, get_labelers
 from ..latents import LatentBank
 from ..utils import atomic_write
 from ._run import Timer, load_generator, run_header, write_json
@@ -151,11 +152,11 @@ def resolve_decomposer(decomposer: str | os.PathLike | None, checkpoint_path: st
         "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
 
 
-def _decomposer_labeler(spec: str, device: torch.device) -> Any:
+def _decomposer_labeler(spec: str, device: torch.device, crop: Sequence[float] | None = None) -> Any:
     """The decomposer3d labeler with scalars, depth and albedo (the confidence map is not needed here)."""
     from ..labels.decomposer.labeler import decomposer_labeler
 
-    return decomposer_labeler(spec, maps=True, device=device, confidence=False)
+    return decomposer_labeler(spec, maps=True, device=device, confidence=False, crop=crop)
 
 
 def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tuple[np.ndarray, list[str]] | None:
@@ -215,7 +216,7 @@ def _std_along(w: np.ndarray, vectors: np.ndarray, max_rows: int = 100_000, seed
 
 
 def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, noise_mode: str = "const",
-                     progress: bool | None = None) -> np.ndarray:
+                     progress: bool | None = None, crop: Sequence[float] | None = None) -> np.ndarray:
     """The generator's image sensitivity over the bank's first `samples` latents, kept in the bank's folder.
 
     The metric is fixed by the generator, the latents it averages over, the pooled resolution and the noise mode;
@@ -223,11 +224,14 @@ def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, no
     later run on the same bank (another method setting, `--bank-dir`) reads it back instead of repeating the
     `samples x (w_dim + 1)` syntheses, which on a 512-wide W cost about 40 % of a 20k bank, while a bank folder
     re-created with another seed or generator (`overwrite=True` keeps other files) gets a new one. A cached file of
-    the wrong shape or with NaN is recomputed.
+    the wrong shape or with NaN is recomputed. `crop`: the part of the image measured (the decomposer's input crop;
+    it enters the digest).
     """
     rows = min(int(samples), len(bank))
     digest = hashlib.sha256(str(bank.meta.get("generator_fingerprint")).encode())
     digest.update(np.ascontiguousarray(bank.w[:rows], dtype=np.float32).tobytes())
+    if crop is not None:
+        digest.update(f"crop={[float(v) for v in crop]}".encode())
     path = Path(bank.root) / f"sensitivity_n{rows}_r{int(resolution)}_{noise_mode}_{digest.hexdigest()[:12]}.npy"
     if path.is_file():
         try:
@@ -240,7 +244,7 @@ def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, no
             logger.warning("ignoring the cached image sensitivity %s (shape %s, or not finite); measuring it again",
                            path, cached.shape)
     metric = image_sensitivity(G, bank.w[:rows], resolution=int(resolution), noise_mode=noise_mode,
-                               progress=progress)
+                               progress=progress, crop=crop)
     try:
         with atomic_write(path, "wb") as f:
             np.save(f, metric)
@@ -277,6 +281,7 @@ def run_find_directions(
     progress: bool | None = None,
     decomposer: str | os.PathLike | None = None,
     sensitivity_samples: int | None = None,
+    decomposer_crop: Sequence[float] | None = None,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
@@ -300,11 +305,21 @@ def run_find_directions(
         estimated; it is the prior covariance of the regressions (`ThreeDCoupledDirections.fit(w_metric=...)`).
         Default 16 (0 with `method_kwargs={'code_regression': 'lasso'}`); 0 fits without it (plain ridge / Lasso).
         The estimate is kept in the bank's folder (`bank_sensitivity`) and read back by later runs on that bank.
+    decomposer_crop : '3d-coupled' only: (top, left, height, width), fractions of the image, the part of each image
+        the decomposer reads (and the sensitivity measures), e.g. the face box an official decomposer was trained
+        on; None: the whole image.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
     if decomposer is not None and method != "3d-coupled":  # it would be ignored, yet recorded in config.json
         raise UsageError(f"decomposer applies to method '3d-coupled' only (got {method!r}); pass a labeler instead")
+    if decomposer_crop is not None:
+        if method != "3d-coupled":
+            raise UsageError(f"decomposer_crop applies to method '3d-coupled' only (got {method!r})")
+        try:
+            decomposer_crop = check_crop(decomposer_crop)
+        except ValueError as exc:
+            raise UsageError(f"decomposer_crop: {exc}") from None
     if samples < 3:
         raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
     for option, value, least in (("num_directions", num_directions, 1), ("batch_size", batch_size, 1),
@@ -336,7 +351,7 @@ def run_find_directions(
         G, _, provenance = load_generator(pkl, device, network)
         if method == "3d-coupled":
             decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
-            lab = _decomposer_labeler(decomposer, next(G.parameters()).device)
+            lab = _decomposer_labeler(decomposer, next(G.parameters()).device, decomposer_crop)
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
@@ -347,7 +362,8 @@ def run_find_directions(
                 umap=bool(umap), embed_max_points=int(embed_max_points), color_by=color_by,
                 bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
                 decomposer=None if decomposer is None else str(decomposer),
-                sensitivity_samples=sensitivity_samples)
+                sensitivity_samples=sensitivity_samples,
+                decomposer_crop=None if decomposer_crop is None else list(decomposer_crop))
     config = run_header("find-directions", args)
     config.update(provenance)
     files["config"] = str(write_json(outdir / "config.json", config))
@@ -391,7 +407,7 @@ def run_find_directions(
     if method == "3d-coupled" and sensitivity_samples:
         with timer("sensitivity"):
             w_metric = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
-                                        "none" if noise_mode == "none" else "const", progress)
+                                        "none" if noise_mode == "none" else "const", progress, decomposer_crop)
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
                    w_metric)

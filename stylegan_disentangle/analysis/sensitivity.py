@@ -15,6 +15,7 @@ where the generator actually draws something (BENCHMARKS.md, issue 11, eighteent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,22 +25,26 @@ from tqdm.auto import tqdm
 
 from ..directions._base import as_w
 from ..errors import LatentError
+from ..labels.base import check_crop, crop_images
 
 __all__ = ["SENSITIVITY_SAMPLES", "image_sensitivity"]
 
 SENSITIVITY_SAMPLES = 16  # rows find-directions and the benches average over (see `image_sensitivity`'s `w`)
 
 
-def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str) -> torch.Tensor:
-    img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode, force_fp32=True).float()
-    if resolution is not None and img.shape[-1] > resolution:
+def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str,
+            crop: Sequence[float] | None = None) -> torch.Tensor:
+    img = crop_images(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode,
+                                  force_fp32=True).float(), crop)
+    if resolution is not None and max(img.shape[-2:]) > resolution:
         img = F.adaptive_avg_pool2d(img, resolution)
     return img.flatten(1)
 
 
 @torch.no_grad()
 def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float = 0.05, batch_size: int = 256,
-                      noise_mode: str = "const", progress: bool | None = True) -> np.ndarray:
+                      noise_mode: str = "const", progress: bool | None = True,
+                      crop: Sequence[float] | None = None) -> np.ndarray:
     """Mean Gram `[w_dim, w_dim]` (float64, symmetric PSD) of the image's Jacobian with respect to w, over rows `w`.
 
     w : `[N, w_dim]` latents to average over. 16 rows give the 3D-coupled global directions within 0.006 |cos| of
@@ -49,6 +54,8 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
         keeps a row's `w_dim` differences of a 1024 px generator near 400 MB; None: the generator's own size.
     step : forward-difference step in W units.  noise_mode : 'const' or 'none' (random noise would differ between
         the two sides of a difference).  progress : tqdm bar (None: only on a terminal).
+    crop : (top, left, height, width) as fractions of the image (`labels.crop_images`): the part of the image that
+        counts, taken before the pooling (e.g. the face box a decomposer reads).
     """
     w = w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] != G.w_dim:
@@ -56,6 +63,7 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
     w = torch.as_tensor(np.array(as_w(w, "image_sensitivity's w"), dtype=np.float32))  # as_w names NaN / inf
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step!r}")
+    crop = check_crop(crop)
     if noise_mode == "random":  # each synthesis would draw new noise, and the differences would measure it
         raise ValueError("image_sensitivity needs the same noise on both sides of a difference: noise_mode 'const' "
                          "or 'none', not 'random'")
@@ -68,7 +76,7 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
     for i in tqdm(range(0, len(w), per_batch), desc="image sensitivity", disable=quiet):
         rows = w[i:i + per_batch].to(device)
         moved = (rows[:, None, :] + torch.cat([torch.zeros(1, d, device=device), eye])[None]).reshape(-1, d)
-        out = torch.cat([_render(G, chunk, resolution, noise_mode) for chunk in moved.split(int(batch_size))])
+        out = torch.cat([_render(G, chunk, resolution, noise_mode, crop) for chunk in moved.split(int(batch_size))])
         out = out.reshape(len(rows), d + 1, -1)
         jac = (out[:, 1:] - out[:, :1]) / step  # [B, d, P] float32; its rounding is far below the prior's use
         gram += torch.einsum("bip,bjp->ij", jac, jac).double() / jac.shape[-1]

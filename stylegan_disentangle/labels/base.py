@@ -33,7 +33,9 @@ __all__ = [
     "Labeler",
     "LabelerError",
     "apply_labeler",
+    "check_crop",
     "combine_labelers",
+    "crop_images",
     "labeler_from_callable",
     "needs_images",
     "resize_images",
@@ -86,6 +88,45 @@ def resize_images(img: torch.Tensor, resolution: int | None) -> torch.Tensor:
     if img.shape[-1] > resolution:
         return F.interpolate(img, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
     return F.interpolate(img, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def check_crop(crop: Any) -> tuple[float, float, float, float] | None:
+    """A crop box `(top, left, height, width)` as fractions of the image's side, checked (None = no crop).
+
+    Raises ValueError saying what is wrong: not four finite numbers, a side that is not > 0, or a box that leaves
+    the image (top + height and left + width must stay <= 1).
+    """
+    if crop is None:
+        return None
+    try:
+        box = tuple(float(v) for v in crop)
+    except (TypeError, ValueError):
+        raise ValueError(f"a crop is four numbers (top, left, height, width) as fractions of the image; "
+                         f"got {crop!r}") from None
+    if len(box) != 4 or not all(np.isfinite(box)):
+        raise ValueError(f"a crop is four finite numbers (top, left, height, width) as fractions of the image; "
+                         f"got {crop!r}")
+    top, left, height, width = box
+    if top < 0 or left < 0 or height <= 0 or width <= 0 or top + height > 1 + 1e-9 or left + width > 1 + 1e-9:
+        raise ValueError(f"crop (top, left, height, width) = {box} must lie inside the image: top, left >= 0, "
+                         "height, width > 0, top + height <= 1 and left + width <= 1")
+    return box
+
+
+def crop_images(img: torch.Tensor, crop: Sequence[float] | None) -> torch.Tensor:
+    """The box `crop` = (top, left, height, width), fractions of the side, of `[N, C, H, W]` images (None = as is).
+
+    The box's edges are rounded to whole pixels, at least one pixel each way: the generator's pixels are kept as
+    they are, and a later `resize_images` makes the size a network wants.
+    """
+    box = check_crop(crop)
+    if box is None:
+        return img
+    h, w = img.shape[-2:]
+    top, left, height, width = box
+    y0, x0 = min(round(top * h), h - 1), min(round(left * w), w - 1)
+    y1, x1 = max(round((top + height) * h), y0 + 1), max(round((left + width) * w), x0 + 1)
+    return img[..., y0:min(y1, h), x0:min(x1, w)]
 
 
 def apply_labeler(labeler: Any, img: torch.Tensor | None, ws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

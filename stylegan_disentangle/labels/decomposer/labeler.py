@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointError, StyleGANDisentangleError
+from ..base import check_crop, crop_images
 from .model import Unsup3DDecomposer
 from .renderer import light_angles
 
@@ -131,16 +132,22 @@ def scalar_labels(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class DecomposerLabeler:
-    """Labeler protocol around an `Unsup3DDecomposer` (see the module docstring for the labels)."""
+    """Labeler protocol around an `Unsup3DDecomposer` (see the module docstring for the labels).
+
+    `crop` (top, left, height, width; fractions of the image, `labels.crop_images`) is the part of each image the
+    decomposer reads: the face box of a decomposer trained on tighter crops than the generator draws. It is part of
+    the labeler's fingerprint, so a latent bank labelled through one crop is not reused through another.
+    """
 
     name = "decomposer3d"
     needs_ws = False
     needs_images = True
 
     def __init__(self, decomposer: Unsup3DDecomposer, batch_size: int = 256, maps: bool = True,
-                 confidence: bool = True) -> None:
+                 confidence: bool = True, crop: tuple[float, float, float, float] | None = None) -> None:
         self.decomposer = decomposer  # left as the caller has it: each call switches it to eval and back
         self.batch_size = int(batch_size)
+        self.crop = check_crop(crop)
         self.maps = bool(maps)
         self.input_resolution = decomposer.image_size
         # netC runs only when its map is wanted (it costs about a third of a decomposition)
@@ -167,6 +174,8 @@ class DecomposerLabeler:
         from ...latents.bank import generator_fingerprint  # the state-dict hash; latents does not import labels
 
         settings = json.dumps(self.decomposer.get_config(), sort_keys=True)
+        if self.crop is not None:  # the same nets on another part of the image give other labels
+            settings += f":crop={list(self.crop)}"
         return hashlib.sha256(f"{generator_fingerprint(self.decomposer)}:{settings}".encode()).hexdigest()
 
     @contextmanager
@@ -202,7 +211,7 @@ class DecomposerLabeler:
         chunks: dict[str, list[torch.Tensor]] = {k: [] for k in self.names}
         for start in range(0, img.shape[0], self.batch_size):
             parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
-            batch = img[start:start + self.batch_size].to(device)
+            batch = crop_images(img[start:start + self.batch_size], self.crop).to(device)
             if device.type == "cpu":
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out = self.decomposer.decompose(batch,
@@ -219,16 +228,22 @@ class DecomposerLabeler:
     def scalars_only(self) -> DecomposerLabeler:
         """The same decomposer labelling only the scalars (view and light): netD, netA and netC do not run, which
         is most of a decomposition's cost (for rendered label effects, where the maps are not wanted)."""
-        return DecomposerLabeler(self.decomposer, batch_size=self.batch_size, maps=False, confidence=False)
+        return DecomposerLabeler(self.decomposer, batch_size=self.batch_size, maps=False, confidence=False,
+                                 crop=self.crop)
 
     def __repr__(self) -> str:
-        return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps})"
+        crop = "" if self.crop is None else f", crop={self.crop}"
+        return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps}{crop})"
 
 
 def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synthetic", maps: bool = True,
                        device: str | torch.device = "cpu", batch_size: int = 256,
-                       confidence: bool = True) -> DecomposerLabeler:
-    """The registered 'decomposer3d' labeler: the shipped synthetic decomposer, a checkpoint path, or a decomposer."""
+                       confidence: bool = True,
+                       crop: tuple[float, float, float, float] | None = None) -> DecomposerLabeler:
+    """The registered 'decomposer3d' labeler: a decomposer, or anything `load_decomposer` takes. `crop` (top, left,
+    height, width as fractions of the image) is the part of each image the decomposer reads, e.g. the face box an
+    official decomposer was trained on (CelebA crops) inside a generator's wider frame (FFHQ's)."""
+    check_crop(crop)  # before a download or a load
     if not isinstance(decomposer, Unsup3DDecomposer):
         decomposer = load_decomposer(decomposer, device=device)
-    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps, confidence=confidence)
+    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps, confidence=confidence, crop=crop)
