@@ -221,6 +221,35 @@ def _progress(ctx: click.Context) -> bool | None:
     return False if (ctx.obj or {}).get("quiet") else None
 
 
+@main.command("list-decomposers")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of a table.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Download cache to check (default: $STYLEGAN_DISENTANGLE_CACHE or ~/.cache/stylegan_disentangle).")
+def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
+    """List the 3D decomposers usable by name wherever --decomposer is taken: the shipped ones and the official
+    pretrained Unsup3D ones (downloaded on first use), and whether each is here already."""
+    import dataclasses
+    import json
+
+    from .labels.decomposer.labeler import SHIPPED
+    from .labels.decomposer.pretrained import known_decomposers
+
+    shipped = "shipped: trained on the shipped synthetic checkpoint's faces"
+    rows = [{"name": name, "source": f"package:{path.name}", "description": shipped, "scalings": {},
+             "available": path.is_file()} for name, path in SHIPPED.items()]
+    for entry in known_decomposers().values():
+        record = dataclasses.asdict(entry)
+        rows.append({"name": record.pop("name"), "source": record.pop("url"), **record,
+                     "available": entry.is_cached(cache_dir)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        here = "here" if r["available"] else "not downloaded"
+        click.echo(f"{r['name'].ljust(width)}  {here.ljust(14)}  {r['description']}  ({r['source']})")
+
+
 @main.command("find-directions")
 @click.argument("pkl")
 @click.option("--method", type=click.Choice(["pca", "closed-form", "linear", "sparse", "3d-coupled"]), default="pca",

@@ -183,3 +183,24 @@ def test_decompose_cli_takes_an_archive_url(file_server, tmp_path, monkeypatch):
                                        file_server.base + "/pretrained_small.zip", "--outdir", str(out)])
     assert result.exit_code == 0, result.output
     assert [r["seed"] for r in json.loads((out / "decomposition.json").read_text())["images"]] == [0, 1]
+
+
+def test_list_decomposers_shows_every_name_and_which_archives_are_cached(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from stylegan_disentangle.checkpoints.download import cache_path_for_url
+    from stylegan_disentangle.cli import main
+
+    cached = cache_path_for_url(known_decomposers()["unsup3d-cat"].url, tmp_path)
+    cached.write_bytes(b"an archive")
+    result = CliRunner().invoke(main, ["list-decomposers", "--cache-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert set(rows) == {"synthetic", *known_decomposers()}
+    assert rows["synthetic"]["available"] and rows["unsup3d-cat"]["available"]
+    assert not rows["unsup3d-celeba"]["available"] and rows["unsup3d-cat"]["scalings"] == {"z_translation_range": 0.1}
+    table = CliRunner().invoke(main, ["list-decomposers", "--cache-dir", str(tmp_path)]).output
+    line = next(row for row in table.splitlines() if row.startswith("unsup3d-cat "))
+    assert " here " in line and "pretrained_cat.zip" in line

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ...checkpoints.download import cached_sha256, default_cache_dir, download_file
+from ...checkpoints.download import cache_path_for_url, cached_sha256, default_cache_dir, download_file
 from ...errors import CheckpointError
 from ...utils import atomic_write
 
@@ -68,6 +68,10 @@ class KnownDecomposer:
             problems.append(f"sha256 {self.sha256!r} is not 64 lower-case hex digits")
         if problems:
             raise CheckpointError(f"{KNOWN_FILE}: bad decomposer record {self.name!r}: " + "; ".join(problems))
+
+    def is_cached(self, cache_dir: str | os.PathLike | None = None) -> bool:
+        """True when the archive is in the download cache (loading it then makes no request)."""
+        return cache_path_for_url(self.url, cache_dir).is_file()
 
 
 @functools.cache
