@@ -204,3 +204,15 @@ def test_list_decomposers_shows_every_name_and_which_archives_are_cached(tmp_pat
     table = CliRunner().invoke(main, ["list-decomposers", "--cache-dir", str(tmp_path)]).output
     line = next(row for row in table.splitlines() if row.startswith("unsup3d-cat "))
     assert " here " in line and "pretrained_cat.zip" in line
+
+
+def test_an_error_page_saved_as_the_archive_is_removed_so_the_next_call_downloads_again(file_server, tmp_path):
+    url = file_server.base + "/pretrained_celeba.zip"
+    file_server.files["/pretrained_celeba.zip"] = b"<html>503 Service Unavailable</html>"
+    cache = tmp_path / "cache"
+    with pytest.raises(CheckpointError, match=r"not a readable zip archive.*removed from the cache"):
+        load_decomposer(url, cache_dir=cache, progress=False)
+    assert _cache_files(cache) == [] or all(p.suffix == ".lock" for p in _cache_files(cache))
+    file_server.files["/pretrained_celeba.zip"] = _zip({"pretrained_celeba/checkpoint030.pth":
+                                                        _checkpoint_bytes(tmp_path)})
+    assert _same_weights(load_decomposer(url, cache_dir=cache, progress=False), load_unsup3d(tmp_path / "made0.pth"))

@@ -270,6 +270,14 @@ def _verified_digest(final: Path) -> str:
     return digest
 
 
+def remove_cached(path: str | os.PathLike) -> None:
+    """Delete a cached download and its digest record (e.g. a server's error page saved under a checkpoint's name),
+    so that the next `download_file` fetches it again."""
+    final = Path(path)
+    final.unlink(missing_ok=True)
+    _meta_path(final).unlink(missing_ok=True)
+
+
 def cached_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file in the download cache, reusing the sidecar digest when it is still valid."""
     return _verified_digest(Path(path))

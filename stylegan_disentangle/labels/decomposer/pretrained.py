@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ...checkpoints.download import cache_path_for_url, cached_sha256, default_cache_dir, download_file
+from ...checkpoints.download import (
+    cache_path_for_url,
+    cached_sha256,
+    default_cache_dir,
+    download_file,
+    remove_cached,
+)
 from ...errors import CheckpointError
 from ...utils import atomic_write
 
@@ -109,14 +115,28 @@ def resolve_decomposer(spec: str | os.PathLike, *, cache_dir: str | os.PathLike 
     if not local.exists() and text.strip().lower() in known:
         entry = known[text.strip().lower()]
         archive = download_file(entry.url, cache_dir=cache_dir, sha256=entry.sha256, progress=progress)
-        return checkpoint_in_zip(archive, member=entry.member, cache_dir=cache_dir), dict(entry.scalings)
+        return _downloaded_checkpoint(archive, entry.member, cache_dir), dict(entry.scalings)
     if re.match(r"^https?://", text, flags=re.IGNORECASE):
         path = download_file(text, cache_dir=cache_dir, progress=progress)
-        archive = zipfile.is_zipfile(path) and not _is_torch_file(path)
-        return (checkpoint_in_zip(path, cache_dir=cache_dir) if archive else path), {}
+        if (path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)) and not _is_torch_file(path):
+            return _downloaded_checkpoint(path, None, cache_dir), {}
+        return path, {}
     if local.is_file() and local.suffix.lower() == ".zip" and not _is_torch_file(local):
         return checkpoint_in_zip(local, cache_dir=cache_dir), {}
     return local, {}
+
+
+def _downloaded_checkpoint(archive: Path, member: str | None, cache_dir: str | os.PathLike | None) -> Path:
+    """`checkpoint_in_zip` of a downloaded archive; one that is no zip at all (a truncated transfer that the server
+    called complete, an error page) is removed from the cache, so that the next call downloads it again."""
+    try:
+        return checkpoint_in_zip(archive, member=member, cache_dir=cache_dir)
+    except CheckpointError as exc:
+        if zipfile.is_zipfile(archive):
+            raise
+        remove_cached(archive)
+        raise CheckpointError(f"{exc} (the download was removed from the cache: the next call fetches it "
+                              "again)") from None
 
 
 def _is_torch_file(path: Path) -> bool:
