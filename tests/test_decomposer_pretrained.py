@@ -70,7 +70,9 @@ def test_a_bad_registry_record_is_refused(record, words):
 
 def test_a_known_name_downloads_the_archive_once_and_loads_with_its_scalings(file_server, tmp_path, monkeypatch):
     data = _checkpoint_bytes(tmp_path)
-    file_server.files["/pretrained_cat.zip"] = _zip({"pretrained_cat/checkpoint100.pth": data,
+    # as the `zip` tool writes an archive made on a Mac: a folder entry and AppleDouble shadows beside the file
+    file_server.files["/pretrained_cat.zip"] = _zip({"pretrained_cat/": b"", "pretrained_cat/checkpoint100.pth": data,
+                                                     "__MACOSX/pretrained_cat/._checkpoint100.pth": b"\x00\x05\x16",
                                                      "pretrained_cat/README.txt": b"notes"})
     real_download = pretrained.download_file
     official = known_decomposers()["unsup3d-cat"].url
