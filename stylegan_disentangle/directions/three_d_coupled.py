@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import LatentError
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary, sparse_codes
+from ._footprint_names import canonical_regions, footprint_name, resize_masks, side_suffix
 from ._metric import from_metric_coords, metric_root, to_metric_coords
 from .linear import _LOSSES, LinearDirections, _seed
 from .sparse import NoDirectionError, SparseDirections
@@ -55,83 +56,6 @@ __all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
-
-
-def canonical_regions(resolution: int) -> tuple[list[str], np.ndarray]:
-    """A partition of the canonical face image `[R, R]` into named regions: (names, masks `[P, R, R]` of 0/1).
-
-    The canonical frame of an Unsup3D decomposer is a frontal, centred face; coordinates x (image right +) and
-    y (down +) span [-1, 1]. Rows are assigned by the first rule that matches:
-    forehead y < -0.45; eyes y < -0.1, |x| < 0.6; nose y < 0.3, |x| < 0.22; mouth 0.3 <= y < 0.6, |x| < 0.38;
-    cheeks -0.1 <= y < 0.6, |x| < 0.75; chin y >= 0.6, |x| < 0.55; outline: the rest.
-    """
-    r = int(resolution)
-    coords = (np.arange(r) + 0.5) / r * 2 - 1
-    y, x = np.meshgrid(coords, coords, indexing="ij")
-    ax = np.abs(x)
-    rules = [
-        ("forehead", y < -0.45),
-        ("eyes", (y < -0.1) & (ax < 0.6)),
-        ("nose", (y < 0.3) & (ax < 0.22) & (y >= -0.1)),
-        ("mouth", (y >= 0.3) & (y < 0.6) & (ax < 0.38)),
-        ("cheeks", (y >= -0.1) & (y < 0.6) & (ax < 0.75)),
-        ("chin", (y >= 0.6) & (ax < 0.55)),
-    ]
-    taken = np.zeros((r, r), dtype=bool)
-    names, masks = [], []
-    for name, rule in rules:
-        m = rule & ~taken
-        taken |= m
-        names.append(name)
-        masks.append(m)
-    names.append("outline")
-    masks.append(~taken)
-    return names, np.stack(masks).astype(np.float32)
-
-
-def _resize_masks(masks: np.ndarray, resolution: int) -> np.ndarray:
-    """Part masks `[P, H, W]` resampled to `[P, R, R]` (area average down, bilinear up)."""
-    if masks.shape[1:] == (resolution, resolution):
-        return masks
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.as_tensor(masks, dtype=torch.float32)[None]
-    mode = "area" if masks.shape[1] >= resolution else "bilinear"
-    kw = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(t, size=(resolution, resolution), mode=mode, **kw)[0].numpy()
-
-
-def footprint_name(footprint: np.ndarray, part_names: Sequence[str], part_masks: np.ndarray,
-                   side_fraction: float = 0.7) -> tuple[str, np.ndarray]:
-    """Name of a footprint `[R, R]` (non-negative) by part masks `[P, R, R]`; returns (name, mass share per part).
-
-    The part holding the largest share of the footprint's mass names it; `_left` / `_right` is appended when more
-    than `side_fraction` of the mass lies in the image's left / right half (the middle column counts half).
-    """
-    fp = np.abs(np.asarray(footprint, dtype=np.float64))
-    total = fp.sum()
-    masks = _resize_masks(np.asarray(part_masks, dtype=np.float32), fp.shape[-1]).astype(np.float64)
-    if total <= 0:
-        return "none", np.zeros(len(part_names))
-    shares = np.einsum("hw,phw->p", fp, masks) / total
-    return str(part_names[int(np.argmax(shares))]) + _side_suffix(fp, side_fraction), shares
-
-
-def _side_suffix(footprint: np.ndarray, side_fraction: float = 0.7) -> str:
-    """'_left' / '_right' when more than `side_fraction` of a footprint's mass lies in that image half, else ''."""
-    fp = np.abs(np.asarray(footprint, dtype=np.float64))
-    total = fp.sum()
-    if total <= 0:
-        return ""
-    r = fp.shape[1]
-    col = (np.arange(r) + 0.5) / r * 2 - 1
-    left = float(fp[:, col < 0].sum() + 0.5 * fp[:, col == 0].sum()) / total
-    if left > side_fraction:
-        return "_left"
-    if 1 - left > side_fraction:
-        return "_right"
-    return ""
 
 
 class ThreeDCoupledDirections(DirectionFinder):
@@ -514,7 +438,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         under the L1 threshold and vanish); the codes are scaled back, so `codes @ atoms` stays in the map's units.
         Returns (atoms `[K, L]`, codes `[n, K]`, the part of each atom), or (None, None, []) when no part has pixels.
         """
-        masks = _resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= float(self.part_core)
+        masks = resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= float(self.part_core)
         channels = int(np.prod(shape[:-2], dtype=np.int64))
         all_atoms, all_codes, parts = [], [], []
         for name, mask in zip(p_names, masks):
@@ -605,13 +529,13 @@ class ThreeDCoupledDirections(DirectionFinder):
         mag = np.abs(atoms[idx]).reshape(idx.size, -1, shape[-2], shape[-1])
         mag = np.sqrt((mag**2).sum(axis=1))  # channels combined: [K_map, R, R]
         if shape[-1] != resolution:
-            mag = _resize_masks(mag.astype(np.float32), resolution).astype(np.float64)
+            mag = resize_masks(mag.astype(np.float32), resolution).astype(np.float64)
         mag /= np.maximum(mag.reshape(idx.size, -1).max(axis=1), 1e-30)[:, None, None]
         local_names, shares = [], []
         for fp, own in zip(mag, (atom_parts[i] for i in idx)):
             part, sh = footprint_name(fp, p_names, p_masks, self.side_fraction)
             if own is not None:  # a part atom is named after the part it was learned in
-                part = own + _side_suffix(fp, self.side_fraction)
+                part = own + side_suffix(fp, self.side_fraction)
             local_names.append(f"{key}_{part}")
             shares.append(sh)
         return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag.astype(np.float32),
