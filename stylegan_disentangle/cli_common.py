@@ -53,9 +53,11 @@ def _crop_callback(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(f"{value!r}: {exc}", ctx=ctx, param=param) from None
 
 
-def crop_option(*names: str) -> Callable:
-    """The decomposer's input crop: the part of each generated image it reads (None: the whole image)."""
-    return click.option(*names, default=None, callback=_crop_callback, metavar="TOP,LEFT,HEIGHT,WIDTH",
-                        help="The part of each image the decomposer reads, as fractions of the image (e.g. "
-                             "0.2,0.2,0.6,0.6), for a decomposer trained on tighter face crops than the generator "
-                             "draws (the official CelebA one on an FFHQ generator); default: the whole image.")
+_CROP_HELP = ("The part of each image the decomposer reads, as fractions of the image (e.g. 0.2,0.2,0.6,0.6), for a "
+              "decomposer trained on tighter face crops than the generator draws (the official CelebA one on an FFHQ "
+              "generator); default: the decomposer's own crop if it was trained with one, else the whole image.")
+
+
+def crop_option(*names: str, help: str = _CROP_HELP) -> Callable:
+    """The decomposer's input crop: the part of each generated image it reads (None: its own, or the whole image)."""
+    return click.option(*names, default=None, callback=_crop_callback, metavar="TOP,LEFT,HEIGHT,WIDTH", help=help)

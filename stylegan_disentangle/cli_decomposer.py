@@ -60,6 +60,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         G = net.data["G_ema"].eval()
         with torch.no_grad():
             ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
+            crop = dec.input_crop if crop is None else crop  # a decomposer trained with a crop carries it
             img = crop_images(G.synthesis(ws, noise_mode="const").float().clamp(-1, 1), crop)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,10 @@ def register_decomposer_commands(main: click.Group) -> None:
                   help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
                        "networks whose image generation dominates the step); 0 = draw every batch.")
     @click.option("--seed", type=int, default=0, show_default=True)
+    @crop_option("--crop", help="Train on this box of each generated image (fractions of the image), e.g. the face "
+                                "box when fine-tuning an official decomposer (--init unsup3d-celeba) on a generator "
+                                "with a wider frame; the decomposer keeps it as its input crop, which decompose and "
+                                "find-directions then apply. Default: --init's own crop, else the whole image.")
     @device_option()
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.pass_context

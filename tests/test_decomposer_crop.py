@@ -72,3 +72,63 @@ def test_export_augmentation_refuses_a_bad_crop_before_loading_anything(tmp_path
     result = cli(["export-augmentation", "synthetic", str(tmp_path / "missing.npz"), "--name", "yaw", "--target",
                   "-10:10", "--count", "4", "--outdir", str(tmp_path / "out"), "--decomposer-crop", "0,0,2,1"])
     assert result.exit_code == 2 and "--decomposer-crop" in result.output and "inside the image" in result.output
+
+
+TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
+
+
+def test_training_with_a_crop_reads_the_box_and_the_decomposer_keeps_it(tmp_path, monkeypatch):
+    """Every image the trainer gives the nets is the box (the batch, the jittered twins, the bank, the preview); the
+    trained decomposer carries the crop through its checkpoint's train_state.json into its labeler; a resume with
+    the same crop continues, another crop is another run."""
+    from stylegan_disentangle.errors import StyleGANDisentangleError
+    from stylegan_disentangle.labels.decomposer import load_decomposer
+    from stylegan_disentangle.labels.decomposer import trainer as tr
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G = load_synthetic()[0]  # 32 px
+    box = (0.25, 0.125, 0.5, 0.75)  # rows 8-24, columns 4-28
+    seen = []
+    real_reconstruct, real_jitter_loss = tr.reconstruct, tr._jitter_loss
+    monkeypatch.setattr(tr, "reconstruct", lambda dec, img, **kw: seen.append(img.shape[-2:]) or
+                        real_reconstruct(dec, img, **kw))
+    monkeypatch.setattr(tr, "_jitter_loss", lambda dec, img2, out: seen.append(img2.shape[-2:]) or
+                        real_jitter_loss(dec, img2, out))
+    kwargs = dict(batch_size=2, decomposer_kwargs=TINY, crop=box, log_every=1, preview_every=100, progress=False)
+    dec = tr.train_decomposer(G, tmp_path / "run", steps=2, **kwargs)
+    assert dec.input_crop == box and set(seen) == {torch.Size([16, 24])}
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["config"]["decomposer"]["input_crop"] == list(box)
+    loaded = load_decomposer(tmp_path / "run" / "checkpoint.pth")
+    assert loaded.input_crop == box and DecomposerLabeler(loaded).crop == box
+    assert DecomposerLabeler(loaded, crop=(0, 0, 1, 1)).crop == (0, 0, 1, 1)  # the whole image on request
+    tr.train_decomposer(G, tmp_path / "run", steps=3, **kwargs)  # resumes
+    with pytest.raises(StyleGANDisentangleError, match="other settings"):
+        tr.train_decomposer(G, tmp_path / "run", steps=4, **{**kwargs, "crop": (0, 0, 1, 1)})
+    # the bank stores the box, resized to the decomposer's input
+    seen.clear()
+    tr.train_decomposer(G, tmp_path / "banked", steps=1, bank_size=6, **kwargs)
+    bank = json.loads((tmp_path / "banked" / "bank" / "bank.json").read_text())
+    assert bank["settings"]["crop"] == list(box) and set(seen) == {torch.Size([32, 32])}
+    with pytest.raises(StyleGANDisentangleError, match="crop: .*inside the image"):
+        tr.train_decomposer(G, tmp_path / "bad", steps=1, **{**kwargs, "crop": (0.5, 0, 0.6, 1)})
+
+
+def test_an_uncropped_decomposer_keeps_its_config_and_fingerprint_keys():
+    """`input_crop` enters the config only when set: runs and banks made before crops existed still resume."""
+    dec = Unsup3DDecomposer(image_size=32, nets=(), **TINY)
+    assert "input_crop" not in dec.get_config()
+    cropped = Unsup3DDecomposer(image_size=32, nets=(), input_crop=(0, 0, 0.5, 0.5), **TINY)
+    assert cropped.get_config()["input_crop"] == [0, 0, 0.5, 0.5]
+    assert Unsup3DDecomposer(**cropped.get_config()).input_crop == (0, 0, 0.5, 0.5)
+
+
+def test_train_decomposer_cli_with_a_crop_hands_it_to_decompose(tmp_path):
+    out = tmp_path / "dec"
+    result = cli(["train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--nf", "16", "--zdim", "32",
+                  "--nf-small", "8", "--crop", "0.25,0.25,0.5,0.5", "--outdir", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = cli(["decompose", "synthetic", "--seeds", "0", "--decomposer", str(out / "checkpoint.pth"),
+                  "--outdir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d" / "decomposition.json").read_text())["crop"] == [0.25, 0.25, 0.5, 0.5]

@@ -307,7 +307,8 @@ def run_find_directions(
         The estimate is kept in the bank's folder (`bank_sensitivity`) and read back by later runs on that bank.
     decomposer_crop : '3d-coupled' only: (top, left, height, width), fractions of the image, the part of each image
         the decomposer reads (and the sensitivity measures), e.g. the face box an official decomposer was trained
-        on; None: the whole image.
+        on; None: the decomposer's own `input_crop` (one trained with a crop), else the whole image. config.json
+        records the crop used.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -363,7 +364,7 @@ def run_find_directions(
                 bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
                 decomposer=None if decomposer is None else str(decomposer),
                 sensitivity_samples=sensitivity_samples,
-                decomposer_crop=None if decomposer_crop is None else list(decomposer_crop))
+                decomposer_crop=list(lab.crop) if method == "3d-coupled" and lab.crop is not None else None)
     config = run_header("find-directions", args)
     config.update(provenance)
     files["config"] = str(write_json(outdir / "config.json", config))
@@ -407,7 +408,7 @@ def run_find_directions(
     if method == "3d-coupled" and sensitivity_samples:
         with timer("sensitivity"):
             w_metric = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
-                                        "none" if noise_mode == "none" else "const", progress, decomposer_crop)
+                                        "none" if noise_mode == "none" else "const", progress, lab.crop)
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
                    w_metric)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
-from ..base import resize_images
+from ..base import crop_images, resize_images
 
 __all__ = ["ImageBank"]
 
@@ -93,8 +93,9 @@ class ImageBank:
     @staticmethod
     @torch.no_grad()
     def _chunk(G: nn.Module, seed: int, chunk: int, n: int, resolution: int, truncation_psi: float,
-               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chunk `chunk` of the bank (its first n rows): images and jittered twins, float, at `resolution`."""
+               device: torch.device | str, crop: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunk `chunk` of the bank (its first n rows): images and jittered twins, float, their `crop` box (the
+        decomposer's input crop; None: whole) at `resolution`."""
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(chunk))
         z = torch.randn([CHUNK, G.z_dim], generator=gen)[:n].to(device)
         psi = JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([CHUNK, 1, 1], generator=gen)[:n].to(device)
@@ -103,13 +104,15 @@ class ImageBank:
         img = G.synthesis(ws, noise_mode="const").float()
         with seeded_torch_rng(noise_seed, ws.device):  # the synthesis' own noise draw for the twins
             twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
-        return resize_images(img.clamp(-1, 1), resolution), resize_images(twin.clamp(-1, 1), resolution)
+        return (resize_images(crop_images(img.clamp(-1, 1), crop), resolution),
+                resize_images(crop_images(twin.clamp(-1, 1), crop), resolution))
 
     @classmethod
     def open_or_build(cls, G: nn.Module, folder: str | os.PathLike, size: int, resolution: int, *, seed: int = 0,
                       truncation_psi: float = 1.0, device: torch.device | str = "cpu",
-                      progress: bool | None = None) -> ImageBank:
-        """Open the bank in `folder` (checking it was made by `G` with these settings) or build / finish it."""
+                      progress: bool | None = None, crop: tuple[float, ...] | None = None) -> ImageBank:
+        """Open the bank in `folder` (checking it was made by `G` with these settings) or build / finish it. `crop`:
+        the part of each image kept (the decomposer's `input_crop`), before the resize to `resolution`."""
         if size < 1 or resolution < 4:
             raise StyleGANDisentangleError(f"an image bank needs size >= 1 and resolution >= 4, got {size}, "
                                            f"{resolution}")
@@ -117,12 +120,14 @@ class ImageBank:
         folder.mkdir(parents=True, exist_ok=True)
         settings = {"size": int(size), "resolution": int(resolution), "seed": int(seed),
                     "truncation_psi": float(truncation_psi), "chunk": CHUNK}
+        if crop is not None:  # only when set: banks made before crops existed keep their settings
+            settings["crop"] = [float(v) for v in crop]
         meta_path = folder / META
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if meta and meta.get("settings") != settings:
             raise StyleGANDisentangleError(f"{meta_path}: this image bank was made with other settings "
                                            f"({meta.get('settings')}, asked for {settings}); use another folder")
-        check = cls._chunk(G, seed, 0, min(CHECK_IMAGES, size), resolution, truncation_psi, device)[0]
+        check = cls._chunk(G, seed, 0, min(CHECK_IMAGES, size), resolution, truncation_psi, device, crop)[0]
         if meta.get("complete"):
             bank = cls(folder, meta)
             cls._check_generator(bank.images[: check.shape[0]], check, meta_path)
@@ -153,7 +158,8 @@ class ImageBank:
         for chunk in tqdm(chunks, desc="image bank", initial=filled // CHUNK, total=-(-size // CHUNK),
                           disable=progress is False):
             lo, hi = chunk * CHUNK, min(size, (chunk + 1) * CHUNK)
-            img, twin = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device)
+            img, twin = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device,
+                                   settings.get("crop"))
             arrays["images"][lo:hi], arrays["jitter"][lo:hi] = _to_uint8(img), _to_uint8(twin)
             for arr in arrays.values():
                 arr.flush()

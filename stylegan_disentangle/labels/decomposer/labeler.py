@@ -135,8 +135,10 @@ class DecomposerLabeler:
     """Labeler protocol around an `Unsup3DDecomposer` (see the module docstring for the labels).
 
     `crop` (top, left, height, width; fractions of the image, `labels.crop_images`) is the part of each image the
-    decomposer reads: the face box of a decomposer trained on tighter crops than the generator draws. It is part of
-    the labeler's fingerprint, so a latent bank labelled through one crop is not reused through another.
+    decomposer reads: the face box of a decomposer trained on tighter crops than the generator draws. None: the
+    decomposer's own `input_crop` (set when it was trained with one), else the whole image; (0, 0, 1, 1) reads the
+    whole image in any case. It is part of the labeler's fingerprint, so a latent bank labelled through one crop is
+    not reused through another.
     """
 
     name = "decomposer3d"
@@ -147,7 +149,7 @@ class DecomposerLabeler:
                  confidence: bool = True, crop: tuple[float, float, float, float] | None = None) -> None:
         self.decomposer = decomposer  # left as the caller has it: each call switches it to eval and back
         self.batch_size = int(batch_size)
-        self.crop = check_crop(crop)
+        self.crop = decomposer.input_crop if crop is None else check_crop(crop)
         self.maps = bool(maps)
         self.input_resolution = decomposer.image_size
         # netC runs only when its map is wanted (it costs about a third of a decomposition)
@@ -242,7 +244,8 @@ def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synt
                        crop: tuple[float, float, float, float] | None = None) -> DecomposerLabeler:
     """The registered 'decomposer3d' labeler: a decomposer, or anything `load_decomposer` takes. `crop` (top, left,
     height, width as fractions of the image) is the part of each image the decomposer reads, e.g. the face box an
-    official decomposer was trained on (CelebA crops) inside a generator's wider frame (FFHQ's)."""
+    official decomposer was trained on (CelebA crops) inside a generator's wider frame (FFHQ's); None: the
+    decomposer's own `input_crop`, if any."""
     check_crop(crop)  # before a download or a load
     if not isinstance(decomposer, Unsup3DDecomposer):
         decomposer = load_decomposer(decomposer, device=device)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import StyleGANDisentangleError
-from ..base import resize_images
+from ..base import check_crop, resize_images
 from .networks import ConfNet, EDDeconv, Encoder, encoder_multipliers
 
 __all__ = ["NET_NAMES", "PARTS", "DecomposerError", "Unsup3DDecomposer"]
@@ -75,6 +75,11 @@ class Unsup3DDecomposer(nn.Module):
         False, as official). The official decoders upsample with stride-2 transposed convolutions, whose outputs
         carry a 2-pixel checkerboard (Odena et al. 2016); it costs little in albedo but enters the normals, and so
         the shading, as noise at the Nyquist frequency.
+    input_crop : (top, left, height, width), fractions of a generated image: the face box this decomposer reads
+        (`labels.crop_images`), for one trained on tighter crops than the generator draws (the official CelebA one
+        on an FFHQ generator). It is a setting carried with the decomposer (its config, a trainer's
+        train_state.json), applied where a generator's images become its input: the labeler, `decompose`, the
+        trainer. `decompose(img)` itself takes images as they are. None (default): the whole image.
 
     Attributes
     ----------
@@ -92,7 +97,7 @@ class Unsup3DDecomposer(nn.Module):
                  max_amb_light: float = 1.0, min_diff_light: float = 0.0, max_diff_light: float = 1.0,
                  xyz_rotation_range: float = 60.0, xy_translation_range: float = 0.1,
                  z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0,
-                 antialias: bool = False) -> None:
+                 antialias: bool = False, input_crop: Iterable[float] | None = None) -> None:
         super().__init__()
         encoder_multipliers(image_size)  # validates image_size
         nets = tuple(nets)
@@ -116,6 +121,10 @@ class Unsup3DDecomposer(nn.Module):
         self.fov = float(fov)
         self.xy_light_range = float(xy_light_range)
         self.antialias = bool(antialias)
+        try:
+            self.input_crop = check_crop(input_crop)
+        except ValueError as exc:
+            raise DecomposerError(f"input_crop: {exc}") from None
         builders = {
             "netD": lambda: EDDeconv(3, 1, zdim=self.zdim, nf=self.nf, tanh=False, image_size=self.image_size),
             "netA": lambda: EDDeconv(3, 3, zdim=self.zdim_albedo, nf=self.nf_albedo, tanh=True,
@@ -163,12 +172,16 @@ class Unsup3DDecomposer(nn.Module):
                 "netC": {"nf": self.nf_conf, "zdim": self.zdim_conf}}
 
     def get_config(self) -> dict[str, Any]:
-        """Every constructor argument (JSON-safe): `Unsup3DDecomposer(**d.get_config())` builds the same nets."""
+        """Every constructor argument (JSON-safe): `Unsup3DDecomposer(**d.get_config())` builds the same nets.
+        `input_crop` appears only when set, so that the configs (and fingerprints) of uncropped decomposers stay
+        what they were before it existed."""
         keys = ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf",
                 "zdim_conf", "min_depth", "max_depth", "border_depth", "min_amb_light", "max_amb_light",
                 "min_diff_light", "max_diff_light", "xyz_rotation_range", "xy_translation_range",
                 "z_translation_range", "fov", "xy_light_range", "antialias")
         config = {k: getattr(self, k) for k in keys}
+        if self.input_crop is not None:
+            config["input_crop"] = list(self.input_crop)
         config["nets"] = list(self.present_nets)
         return config
 

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from ...errors import StyleGANDisentangleError
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
+from ..base import check_crop, crop_images
 from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
 from .model import PARTS, Unsup3DDecomposer
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
@@ -357,6 +358,7 @@ def train_decomposer(
     device: str | torch.device = "cpu",
     progress: bool | None = None,
     train_nets: Sequence[str] | None = None,
+    crop: Sequence[float] | None = None,
 ) -> Unsup3DDecomposer:
     """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
 
@@ -373,7 +375,9 @@ def train_decomposer(
     and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
     decomposer's recipe since the ninth session, BENCHMARKS.md). `train_nets` (e.g. `["netL"]`) trains only those
     nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
-    without moving the rest.
+    without moving the rest. `crop` (top, left, height, width; fractions of the image) trains on that box of each
+    generated image (every image: the batches, the jittered twins, the bank, the previews) and becomes the
+    decomposer's `input_crop`, which its labeler and `decompose` then apply; None keeps `init`'s own crop, if any.
     """
 
     if steps < 1 or batch_size < 2:
@@ -402,6 +406,11 @@ def train_decomposer(
     res = G.img_resolution if G.img_resolution in (32, 64) else 64
     kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
     kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
+    if crop is not None:
+        try:
+            kwargs["input_crop"] = list(check_crop(crop))
+        except ValueError as exc:
+            raise StyleGANDisentangleError(f"crop: {exc}") from None
     if init is None:
         _check_decomposer_kwargs(kwargs)
     outdir = Path(outdir)
@@ -423,6 +432,7 @@ def train_decomposer(
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
         dec = init.to(device)
+        dec.input_crop = check_crop(kwargs.get("input_crop"))
     elif dec is None:
         with seeded_torch_rng(seed):  # seeded nets, without reseeding the caller's stream
             dec = Unsup3DDecomposer(**kwargs)
@@ -444,10 +454,12 @@ def train_decomposer(
     if bank_size:
         t0 = time.perf_counter()
         bank = ImageBank.open_or_build(G, outdir / BANK, bank_size, dec.image_size, seed=seed,
-                                       truncation_psi=truncation_psi, device=device, progress=progress)
+                                       truncation_psi=truncation_psi, device=device, progress=progress,
+                                       crop=dec.input_crop)
         _record_bank_seconds(outdir, time.perf_counter() - t0)
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
+    preview_img = crop_images(preview_img, dec.input_crop)
     dec.train()
     try:
         with torch.enable_grad():  # also when called from a no_grad context
@@ -511,7 +523,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         gen = _step_generator(seed, step)
         if bank is None:
             ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
-            twins = None
+            img, twins = crop_images(img, dec.input_crop), None
         else:
             img, twins = bank.batch(gen, batch_size, device)
         out = reconstruct(dec, img, flip=True, detach_light=light_from_rerender and step >= stabilize_after)
@@ -537,7 +549,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             losses["rerender"] = _rerender_loss(dec, scene)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
-            twins = _jitter_images(G, ws, gen) if twins is None else twins
+            twins = crop_images(_jitter_images(G, ws, gen), dec.input_crop) if twins is None else twins
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
         if not torch.isfinite(total):
