@@ -241,6 +241,62 @@ def test_global_huber_default_resists_a_misread_minority():
     assert abs(float(huber.directions_[huber.names_.index("pitch")] @ g[1])) > 0.999
 
 
+def _confounded_light(n: int = 4000, seed: int = 0):
+    """w [n, 12] with orthonormal true light directions (ambient, azimuth, elevation) and a decomposer-like reading of
+    the elevation that takes in the ambient (elevation + 0.8 ambient), a diffuse reading that is minus the ambient
+    plus a little of a fourth direction, and small noise on every reading."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, 12))
+    q, _ = np.linalg.qr(rng.standard_normal((12, 4)))
+    amb, az, el, other = q.T
+    noise = 0.05 * rng.standard_normal((n, 4))
+    labels = {"light_ambient": w @ amb + noise[:, 0], "light_diffuse": -(w @ amb) + 0.3 * (w @ other) + noise[:, 1],
+              "light_azimuth": w @ az + noise[:, 2], "light_elevation": w @ el + 0.8 * (w @ amb) + noise[:, 3]}
+    return w, labels, dict(amb=amb, az=az, el=el)
+
+
+def test_the_elevation_is_held_against_the_other_light_readings_by_default():
+    w, labels, true = _confounded_light()
+    auto = ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0).fit(w, labels)
+    plain = ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None, random_state=0).fit(
+        w, labels)
+    k = auto.names_.index("light_elevation")
+    assert abs(float(plain.directions_[k] @ true["el"])) < 0.8  # the reading's own direction leans to the ambient
+    assert abs(float(auto.directions_[k] @ true["el"])) > 0.99
+    assert auto.conditioned_on_ == {"light_elevation": ["light_ambient", "light_diffuse", "light_azimuth"]}
+    assert plain.conditioned_on_ == {}
+    others = [i for i, n in enumerate(auto.names_) if n != "light_elevation"]
+    np.testing.assert_array_equal(auto.directions_[others], plain.directions_[others])  # left as fitted
+    np.testing.assert_array_equal(auto.coef_, plain.coef_)  # the regressions (and `predict`) are unchanged
+    assert abs(float(auto.directions_[k] @ auto.directions_[auto.names_.index("light_ambient")])) < 1e-6
+    assert auto.to_direction_set().info["conditioned_on"] == auto.conditioned_on_
+    # only the conditions that were fitted; none at all without an elevation
+    partial = ThreeDCoupledDirections(map_labels=(), global_labels=["light_elevation", "light_ambient"],
+                                      random_state=0).fit(w, labels)
+    assert partial.conditioned_on_ == {"light_elevation": ["light_ambient"]}
+    assert ThreeDCoupledDirections(map_labels=(), global_labels=["light_ambient"]).fit(w, labels).conditioned_on_ == {}
+    # conditions of one's own: the ambient held against the azimuth
+    own = ThreeDCoupledDirections(map_labels=(), conditions={"light_ambient": ["light_azimuth"]}).fit(w, labels)
+    assert own.conditioned_on_ == {"light_ambient": ["light_azimuth"]}
+
+
+@pytest.mark.parametrize("conditions, match", [
+    ({"light_elevation": ["yaw"]}, r"not fitted global labels"),
+    ({"light_elevation": ["light_elevation"]}, "against themselves"),
+    ({"light_ambient": ["light_diffuse"], "light_diffuse": ["light_ambient"]}, None),
+    ("always", "conditions must be 'auto', None or a dict"),
+    ({"light_elevation": "light_ambient"}, "conditions must be 'auto', None or a dict"),
+])
+def test_bad_conditions_are_named(conditions, match):
+    w, labels, _ = _confounded_light(n=300)
+    est = ThreeDCoupledDirections(map_labels=(), conditions=conditions)
+    if match is None:  # each held against the other, as fitted: allowed (conditions do not chain)
+        assert set(est.fit(w, labels).conditioned_on_) == {"light_ambient", "light_diffuse"}
+        return
+    with pytest.raises(ValueError, match=match):
+        est.fit(w, labels)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # find-directions --method 3d-coupled, end to end on a tiny generator with a random decomposer
 
