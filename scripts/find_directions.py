@@ -25,6 +25,7 @@ from stylegan_disentangle.analysis.find_directions import (
     run_find_directions,
 )
 from stylegan_disentangle.errors import StyleGANDisentangleError, UsageError
+from stylegan_disentangle.labels import check_crop
 
 
 def _positive_int(text: str) -> int:
@@ -35,6 +36,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
     return value
+
+
+def _crop(text: str) -> tuple[float, ...]:
+    try:
+        return check_crop([float(v) for v in text.split(",")])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--color-by", default=None)
     p.add_argument("--decomposer", default=None,
-                   help="3d-coupled: 'synthetic' (default for the shipped checkpoint) or an Unsup3D checkpoint path")
+                   help="3d-coupled: 'synthetic' (default for the shipped checkpoint), an official pretrained name "
+                        "(unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL")
     p.add_argument("--atom-scope", choices=ATOM_SCOPES, default=None,
                    help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
                         "both (part atoms on what the whole-map ones leave)")
@@ -69,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-samples", type=int, default=None,
                    help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                         "(default 16; 0: none); kept in the bank folder for later runs")
+    p.add_argument("--conditions", choices=("auto", "none"), default=None,
+                   help="3d-coupled: hold the light elevation against the other light readings (auto, default) or "
+                        "leave every direction as fitted (none)")
+    p.add_argument("--decomposer-crop", type=_crop, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
+                   help="3d-coupled: the part of each image the decomposer reads, fractions of the image (default: "
+                        "the decomposer's own crop, else the whole image)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 
@@ -79,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.pop("quiet")
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
-                                       args["decomposer"], args["sensitivity_samples"])
+                                       args["decomposer"], args["sensitivity_samples"], args.pop("conditions"))
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

@@ -287,10 +287,14 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
 @click.option("--sensitivity-samples", type=click.IntRange(min=0), default=None,
               help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                    "(default 16; 0: none); kept in the bank folder for later runs.")
+@click.option("--conditions", type=click.Choice(["auto", "none"]), default=None,
+              help="3d-coupled: hold the light elevation direction against the ambient, diffuse and azimuth "
+                   "readings (auto, the default: InterFaceGAN's conditional edit) or leave every direction as "
+                   "fitted (none).")
 @crop_option("--decomposer-crop")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
-                        **kwargs) -> None:
+                        conditions: str | None, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import method_options, run_find_directions
@@ -298,7 +302,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
-                                       kwargs["sensitivity_samples"])
+                                       kwargs["sensitivity_samples"], conditions)
         if kwargs["decomposer_crop"] is not None and kwargs["method"] != "3d-coupled":
             raise UsageError(f"--decomposer-crop applies to --method 3d-coupled only (got --method {kwargs['method']})")
     except UsageError as exc:

@@ -351,9 +351,17 @@ def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
         assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
-def test_cli_loss_reaches_the_estimator(tiny_run, tmp_path):
-    config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared")
-    assert config["args"]["method_kwargs"] == {"global_loss": "squared"}
+def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
+    config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared", "--conditions", "none")
+    assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None}
+    assert "conditioned_on" not in DirectionSet.load(tmp_path / "sq" / "directions").info
+    auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
+    assert "conditions" not in auto["args"]["method_kwargs"]
+    assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {
+        "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth"]}
+    wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--conditions", "auto", "--outdir",
+                 str(tmp_path / "p")])
+    assert wrong.exit_code == 2 and "--conditions applies to --method 3d-coupled only" in wrong.output
     wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--loss", "huber", "--outdir",
                   str(tmp_path / "p")])
     assert wrong.exit_code != 0 and "linear and 3d-coupled only" in wrong.output
@@ -399,15 +407,17 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     code = module.main([str(pkl), "--method", "3d-coupled", "--decomposer", str(dec_path), "--samples", "60",
                         "--outdir", str(tmp_path / "s"), "--no-umap", "--effect-samples", "2", "--grid-steps", "3",
                         "--atom-scope", "map", "--n-atoms", "2", "--loss", "squared", "--sensitivity-samples", "3",
-                        "--quiet"])
+                        "--conditions", "none", "--decomposer-crop", "0,0,1,1", "--quiet"])
     assert code == 0
     assert "yaw" in capsys.readouterr().out
     # the options reach the estimator as the CLI passes them
     config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
-    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared"}
-    assert config["args"]["sensitivity_samples"] == 3
+    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared",
+                                               "conditions": None}
+    assert config["args"]["sensitivity_samples"] == 3 and config["args"]["decomposer_crop"] == [0, 0, 1, 1]
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
+    assert ds.params["conditions"] is None and "conditioned_on" not in ds.info
     kinds = ds.info["kinds"]
     assert 0 < kinds.count("depth") <= 2 and 0 < kinds.count("albedo") <= 2
     # and are refused with the CLI's messages (argparse's usage error: exit status 2, nothing written)
@@ -422,7 +432,10 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
                              "--method 3d-coupled only"),
                             (["--method", "3d-coupled", "--sensitivity-samples", "-1"], "must be an integer >= 0"),
                             (["--method", "3d-coupled", "--n-atoms", "0"], "must be an integer >= 1"),
-                            (["--method", "3d-coupled", "--atom-scope", "face"], "invalid choice: 'face'")):
+                            (["--method", "3d-coupled", "--atom-scope", "face"], "invalid choice: 'face'"),
+                            (["--method", "pca", "--conditions", "auto"], "--conditions applies to --method "
+                             "3d-coupled only"),
+                            (["--method", "3d-coupled", "--decomposer-crop", "0,0,2,1"], "inside the image")):
         with pytest.raises(SystemExit) as exit_info:
             module.main([str(pkl), *option, "--outdir", str(tmp_path / "bad")])
         assert exit_info.value.code == 2

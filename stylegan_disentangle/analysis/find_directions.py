@@ -93,10 +93,11 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
 
 def method_options(method: str, atom_scope: str | None = None, n_atoms: int | None = None, loss: str | None = None,
                    decomposer: str | os.PathLike | None = None,
-                   sensitivity_samples: int | None = None) -> dict[str, Any]:
-    """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms and
-    --loss (those not None). Raises UsageError naming an option that does not apply to `method` (--decomposer and
-    --sensitivity-samples included: they go to `run_find_directions`, not to the finder) or a value out of range."""
+                   sensitivity_samples: int | None = None, conditions: str | None = None) -> dict[str, Any]:
+    """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms,
+    --loss and --conditions ('auto' / 'none'; those not None). Raises UsageError naming an option that does not
+    apply to `method` (--decomposer and --sensitivity-samples included: they go to `run_find_directions`, not to the
+    finder) or a value out of range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
@@ -122,6 +123,12 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
         if loss not in LOSSES:
             raise UsageError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
         out["loss" if method == "linear" else "global_loss"] = loss
+    if conditions is not None:
+        if method != "3d-coupled":
+            raise UsageError("--conditions applies to --method 3d-coupled only")
+        if conditions not in ("auto", "none"):
+            raise UsageError(f"--conditions must be 'auto' or 'none'; got {conditions!r}")
+        out["conditions"] = "auto" if conditions == "auto" else None
     return out
 
 
