@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
                                        args["decomposer"], args["sensitivity_samples"], args.pop("conditions"))
+        if args["decomposer_crop"] is not None and args["method"] != "3d-coupled":
+            raise UsageError("--decomposer-crop applies to --method 3d-coupled only")
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

@@ -435,7 +435,9 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
                             (["--method", "3d-coupled", "--atom-scope", "face"], "invalid choice: 'face'"),
                             (["--method", "pca", "--conditions", "auto"], "--conditions applies to --method "
                              "3d-coupled only"),
-                            (["--method", "3d-coupled", "--decomposer-crop", "0,0,2,1"], "inside the image")):
+                            (["--method", "3d-coupled", "--decomposer-crop", "0,0,2,1"], "inside the image"),
+                            (["--method", "pca", "--decomposer-crop", "0,0,1,1"], "--decomposer-crop applies to "
+                             "--method 3d-coupled only")):
         with pytest.raises(SystemExit) as exit_info:
             module.main([str(pkl), *option, "--outdir", str(tmp_path / "bad")])
         assert exit_info.value.code == 2
