@@ -218,3 +218,22 @@ def test_an_error_page_saved_as_the_archive_is_removed_so_the_next_call_download
     file_server.files["/pretrained_celeba.zip"] = _zip({"pretrained_celeba/checkpoint030.pth":
                                                         _checkpoint_bytes(tmp_path)})
     assert _same_weights(load_decomposer(url, cache_dir=cache, progress=False), load_unsup3d(tmp_path / "made0.pth"))
+
+
+def test_code_in_a_checkpoint_inside_an_archive_is_refused_naming_the_archive(tmp_path):
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    dec = Unsup3DDecomposer(**TINY)
+    state = {name: getattr(dec, name).state_dict() for name in dec.present_nets}
+    torch.save({**state, "metrics_trace": Evil()}, tmp_path / "evil.pth")
+    archive = tmp_path / "pretrained_evil.zip"
+    archive.write_bytes(_zip({"pretrained_evil/checkpoint030.pth": (tmp_path / "evil.pth").read_bytes()}))
+    with pytest.raises(CheckpointError, match=r"pretrained_evil\.zip: .*checkpoint030\.pth: refusing to load"):
+        load_decomposer(archive, cache_dir=tmp_path / "cache")
+    assert not marker.exists()

@@ -81,7 +81,12 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
         if side.is_file():
             scalings = _side_scalings(side)
             break
-    return load_unsup3d(path, device=device, **scalings)
+    if str(spec) in SHIPPED or Path(spec) == path:
+        return load_unsup3d(path, device=device, **scalings)
+    try:  # a name, a URL or an archive: say which, besides the file the checkpoint was extracted to
+        return load_unsup3d(path, device=device, **scalings)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{spec}: {exc}") from None
 
 
 def _side_scalings(side: Path) -> dict[str, Any]:
