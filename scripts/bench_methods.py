@@ -46,7 +46,7 @@ ALIASES = {"light_ambient": "ambient"}  # decomposer label -> factor of the worl
 
 def _three_d_coupled(G, spec: str):
     """Fit on w [N, w_dim] from the decomposer's labels of G's images (rendered and decomposed here)."""
-    from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
+    from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
     from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
     from stylegan_disentangle.synthetic import PART_NAMES
     from stylegan_disentangle.synthetic.checkpoint import oracle_labeler
@@ -65,9 +65,10 @@ def _three_d_coupled(G, spec: str):
             masks = oracle_labeler().intrinsics(ws, resolution=lab.input_resolution)["canonical_masks"].mean(0)
         labels = {k: np.concatenate(v) for k, v in labels.items()}
         # the regressions' prior, as find-directions fits them
-        metric = image_sensitivity(G, w[:SENSITIVITY_SAMPLES], resolution=lab.input_resolution, progress=False)
+        metric, chroma = sensitivities(G, w[:SENSITIVITY_SAMPLES], resolution=lab.input_resolution, progress=False)
         return ThreeDCoupledDirections(random_state=0).fit(w, labels, part_masks=masks.numpy(),
-                                                            part_names=list(PART_NAMES), w_metric=metric)
+                                                            part_names=list(PART_NAMES), w_metric=metric,
+                                                            w_chroma=chroma)
 
     return fit
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from stylegan_disentangle.analysis.metrics import locality
-from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
+from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
@@ -179,13 +179,13 @@ def main() -> None:
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
     t1 = time.perf_counter()
-    metric = None
-    if args.sensitivity_samples:
-        metric = image_sensitivity(G, w[: args.sensitivity_samples], resolution=resolution, progress=False)
+    metric = chroma = None
+    if args.sensitivity_samples:  # the regressions' priors, as find-directions computes them
+        metric, chroma = sensitivities(G, w[: args.sensitivity_samples], resolution=resolution, progress=False)
     t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, code_alpha=args.code_alpha, random_state=args.seed).fit(
-        w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric)
+        w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
     t_fit = time.perf_counter() - t1 - t_sens
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, sensitivity {t_sens:.1f} s, "
           f"fit {t_fit:.1f} s; "

@@ -187,12 +187,13 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     seen = []
     real_fit = ThreeDCoupledDirections.fit
 
-    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None):
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None):
         seen.append(None if w_metric is None else np.asarray(w_metric))
-        return real_fit(self, w, labels, part_masks, part_names, w_metric)
+        chromas.append(None if w_chroma is None else np.asarray(w_chroma))
+        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma)
 
-    calls = []
-    real_sens = fd.image_sensitivity
+    calls, chromas = [], []
+    real_sens = fd.sensitivities
 
     def spy_sens(G, w, **kwargs):
         calls.append((len(w), kwargs.get("resolution"), kwargs.get("noise_mode")))
@@ -200,17 +201,18 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
 
     monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
 
-    monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
+    monkeypatch.setattr(fd, "sensitivities", spy_sens)
     run = make_tiny_run(tmp_path)
     config = find_3d(run, tmp_path / "default")
     assert config["args"]["sensitivity_samples"] == 16 and calls == [(16, 32, "const")]
     assert seen[-1] is not None and seen[-1].shape == (16, 16)
+    assert chromas[-1] is not None and chromas[-1].shape == (16, 16)  # the white-light prior's chroma sensitivity
     # a bank drawn with random noise still differences the images under one fixed noise
     _find_3d_api(run, tmp_path / "random", noise_mode="random")
     assert calls[-1] == (16, 32, "const")
     calls.clear()
     config = find_3d(run, tmp_path / "off", "--sensitivity-samples", "0")
-    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and not calls
+    assert config["args"]["sensitivity_samples"] == 0 and seen[-1] is None and chromas[-1] is None and not calls
     wrong = cli(["find-directions", str(run[0]), "--method", "pca", "--sensitivity-samples", "4", "--outdir",
                   str(tmp_path / "pca")])
     assert wrong.exit_code == 2 and "--sensitivity-samples applies to --method 3d-coupled only" in wrong.output
@@ -236,26 +238,34 @@ def test_find_directions_keeps_the_sensitivity_in_the_bank_and_reads_it_back(mon
     measured anew; a damaged cache file is measured again (with a warning) and replaced."""
     from stylegan_disentangle.analysis import find_directions as fd
 
-    seen, calls = [], []
-    real_fit, real_sens = ThreeDCoupledDirections.fit, fd.image_sensitivity
+    seen, chromas, calls = [], [], []
+    real_fit, real_sens = ThreeDCoupledDirections.fit, fd.sensitivities
 
-    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None):
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None):
         seen.append(None if w_metric is None else np.array(w_metric))
-        return real_fit(self, w, labels, part_masks, part_names, w_metric)
+        chromas.append(None if w_chroma is None else np.array(w_chroma))
+        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma)
 
     def spy_sens(G, w, **kwargs):
         calls.append(len(w))
         return real_sens(G, w, **kwargs)
 
     monkeypatch.setattr(ThreeDCoupledDirections, "fit", spy)
-    monkeypatch.setattr(fd, "image_sensitivity", spy_sens)
+    monkeypatch.setattr(fd, "sensitivities", spy_sens)
     run, bank = make_tiny_run(tmp_path), tmp_path / "bank"
     _find_3d_api(run, tmp_path / "first", bank_dir=bank)
     (cache,) = bank.glob("sensitivity_n16_r32_const_*.npy")  # named after the rows of w and the generator
-    assert calls == [16]
-    assert np.array_equal(np.load(cache), seen[0])
+    (chroma_cache,) = bank.glob("chroma_n16_r32_const_*.npy")
+    assert calls == [16] and chroma_cache.name[len("chroma_"):] == cache.name[len("sensitivity_"):]
+    assert np.array_equal(np.load(cache), seen[0]) and np.array_equal(np.load(chroma_cache), chromas[0])
     _find_3d_api(run, tmp_path / "again", bank_dir=bank)
     assert calls == [16] and np.array_equal(seen[1], seen[0])  # read back, not measured
+    assert np.array_equal(chromas[1], chromas[0])
+    chroma_cache.unlink()  # a bank kept before the chroma existed: both are measured again
+    _find_3d_api(run, tmp_path / "no_chroma", bank_dir=bank)
+    assert calls == [16, 16] and chroma_cache.is_file() and np.array_equal(chromas[-1], chromas[0])
+    calls.pop()
+    seen.pop()
     _find_3d_api(run, tmp_path / "eight", bank_dir=bank, sensitivity_samples=8)
     assert calls == [16, 8] and len(list(bank.glob("sensitivity_n8_r32_const_*.npy"))) == 1
     assert not np.array_equal(seen[2], seen[0])

@@ -280,6 +280,44 @@ def test_the_elevation_is_held_against_the_other_light_readings_by_default():
     assert own.conditioned_on_ == {"light_ambient": ["light_azimuth"]}
 
 
+def test_the_white_light_prior_pulls_the_light_directions_off_colour_changes():
+    """A decomposer that reads a colour change (here `hair`) as ambient: the chroma sensitivity K is large along
+    that direction only, and the white-light prior (penalty chroma_alpha * N * b'Kb on the light labels) shrinks
+    the ambient direction's hair component as a ridge would, 0.6 -> 0.6 / (1 + chroma_alpha); a label outside
+    `light_labels` is fitted as before."""
+    rng = np.random.default_rng(0)
+    n, d = 4000, 12
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, 3)))
+    amb, hair, yaw = q.T
+    labels = {"light_ambient": w @ amb + 0.6 * (w @ hair) + 0.02 * rng.standard_normal(n),
+              "yaw": w @ yaw + 0.6 * (w @ hair) + 0.02 * rng.standard_normal(n)}
+    metric, chroma = np.eye(d), np.outer(hair, hair)
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw)
+
+    plain = fit().fit(w, labels, w_metric=metric)
+    default = fit().fit(w, labels, w_metric=metric, w_chroma=chroma)
+    strong = fit(chroma_alpha=5.0).fit(w, labels, w_metric=metric, w_chroma=chroma)
+    k, y = plain.names_.index("light_ambient"), plain.names_.index("yaw")
+
+    def cos(est, i, v):
+        return abs(float(est.directions_[i] @ v))
+
+    # the ridge's own shrinkage (metric_alpha 1e-3) is 0.1 %: the hair share is 0.6 / (1 + chroma_alpha)
+    for est, share in ((plain, 0.6), (default, 0.6 / 1.2), (strong, 0.6 / 6)):
+        assert cos(est, k, amb) == pytest.approx(1 / np.sqrt(1 + share ** 2), abs=0.005)
+    assert cos(strong, k, amb) > 0.99 and default.chroma_labels_ == ["light_ambient"] and plain.chroma_labels_ == []
+    np.testing.assert_allclose(default.directions_[y], plain.directions_[y], atol=1e-6)  # not a light label
+    np.testing.assert_array_equal(fit(chroma_alpha=0.0).fit(w, labels, w_metric=metric, w_chroma=chroma).directions_,
+                                  plain.directions_)
+    with pytest.raises(ValueError, match="pass w_metric too"):
+        fit().fit(w, labels, w_chroma=chroma)
+    with pytest.raises(ValueError, match="chroma_alpha must be >= 0"):
+        fit(chroma_alpha=-1.0).fit(w, labels, w_metric=metric, w_chroma=chroma)
+
+
 @pytest.mark.parametrize("conditions, match", [
     ({"light_elevation": ["yaw"]}, r"not fitted global labels"),
     ({"light_elevation": ["light_elevation"]}, "against themselves"),

@@ -48,7 +48,7 @@ from .edit import edit
 from .effects import compare_namings, measure_label_effects
 from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
-from .sensitivity import SENSITIVITY_SAMPLES, image_sensitivity
+from .sensitivity import SENSITIVITY_SAMPLES, sensitivities
 
 __all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "bank_sensitivity", "method_options",
            "resolve_decomposer", "run_find_directions"]
@@ -186,7 +186,7 @@ def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tu
 
 def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
          method_kwargs: dict[str, Any], part_masks: tuple[np.ndarray, list[str]] | None = None,
-         w_metric: np.ndarray | None = None) -> Any:
+         w_metric: np.ndarray | None = None, w_chroma: np.ndarray | None = None) -> Any:
     w = bank.w
     if method == "3d-coupled":
         kwargs = dict(global_labels=sorted(labels, key=list(bank.labels).index), random_state=seed)
@@ -194,7 +194,7 @@ def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np
         maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo") if k_ in bank.labels}
         masks, names = part_masks if part_masks is not None else (None, None)
         return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names,
-                                                     w_metric=w_metric)
+                                                     w_metric=w_metric, w_chroma=w_chroma)
     if method == "pca":
         kwargs = dict(n_components=min(k, w.shape[0], w.shape[1]), random_state=seed,
                       incremental=w.shape[0] * w.shape[1] > 2**29)  # > 2 GB of float32: stream it
@@ -223,41 +223,57 @@ def _std_along(w: np.ndarray, vectors: np.ndarray, max_rows: int = 100_000, seed
 
 
 def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, noise_mode: str = "const",
-                     progress: bool | None = None, crop: Sequence[float] | None = None) -> np.ndarray:
-    """The generator's image sensitivity over the bank's first `samples` latents, kept in the bank's folder.
+                     progress: bool | None = None, crop: Sequence[float] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The generator's image and chroma sensitivities (`analysis.sensitivity.sensitivities`) over the bank's first
+    `samples` latents, kept in the bank's folder.
 
-    The metric is fixed by the generator, the latents it averages over, the pooled resolution and the noise mode;
-    the file name carries all four (a digest of the bank's generator fingerprint and of those rows of w), so a
-    later run on the same bank (another method setting, `--bank-dir`) reads it back instead of repeating the
+    They are fixed by the generator, the latents averaged over, the pooled resolution and the noise mode; the file
+    names carry all four (a digest of the bank's generator fingerprint and of those rows of w), so a later run on
+    the same bank (another method setting, `--bank-dir`) reads them back instead of repeating the
     `samples x (w_dim + 1)` syntheses, which on a 512-wide W cost about 40 % of a 20k bank, while a bank folder
-    re-created with another seed or generator (`overwrite=True` keeps other files) gets a new one. A cached file of
+    re-created with another seed or generator (`overwrite=True` keeps other files) gets new ones. A cached file of
     the wrong shape or with NaN is recomputed. `crop`: the part of the image measured (the decomposer's input crop;
-    it enters the digest).
+    it enters the digest). The chroma sensitivity is None for a generator that is not RGB.
     """
     rows = min(int(samples), len(bank))
     digest = hashlib.sha256(str(bank.meta.get("generator_fingerprint")).encode())
     digest.update(np.ascontiguousarray(bank.w[:rows], dtype=np.float32).tobytes())
     if crop is not None:
         digest.update(f"crop={[float(v) for v in crop]}".encode())
-    path = Path(bank.root) / f"sensitivity_n{rows}_r{int(resolution)}_{noise_mode}_{digest.hexdigest()[:12]}.npy"
-    if path.is_file():
+    stem = f"n{rows}_r{int(resolution)}_{noise_mode}_{digest.hexdigest()[:12]}.npy"
+    paths = (Path(bank.root) / f"sensitivity_{stem}", Path(bank.root) / f"chroma_{stem}")
+    rgb = int(getattr(G, "img_channels", 3)) == 3
+    cached = [_cached_gram(path, G.w_dim) for path in paths[:1 + rgb]]
+    if all(c is not None for c in cached):
+        return cached[0], cached[1] if rgb else None
+    grams = sensitivities(G, bank.w[:rows], resolution=int(resolution), noise_mode=noise_mode, progress=progress,
+                          crop=crop)
+    for path, gram in zip(paths, grams):
+        if gram is None:
+            continue
         try:
-            cached = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:  # a truncated or foreign file: measured again below
-            logger.warning("ignoring the unreadable cached image sensitivity %s (%s); measuring it again", path, exc)
-        else:
-            if cached.shape == (G.w_dim, G.w_dim) and np.isfinite(cached).all():
-                return cached.astype(np.float64)
-            logger.warning("ignoring the cached image sensitivity %s (shape %s, or not finite); measuring it again",
-                           path, cached.shape)
-    metric = image_sensitivity(G, bank.w[:rows], resolution=int(resolution), noise_mode=noise_mode,
-                               progress=progress, crop=crop)
+            with atomic_write(path, "wb") as f:
+                np.save(f, gram)
+        except OSError as exc:  # a read-only bank folder: the run goes on, a later one measures it again
+            logger.warning("could not keep the image sensitivity in %s (%s)", path, exc)
+    return grams
+
+
+def _cached_gram(path: Path, w_dim: int) -> np.ndarray | None:
+    """A kept sensitivity, or None when there is none or it is damaged (then measured again, with a warning)."""
+    if not path.is_file():
+        return None
     try:
-        with atomic_write(path, "wb") as f:
-            np.save(f, metric)
-    except OSError as exc:  # a read-only bank folder: the run goes on, a later one measures it again
-        logger.warning("could not keep the image sensitivity in %s (%s)", path, exc)
-    return metric
+        cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:  # a truncated or foreign file: measured again
+        logger.warning("ignoring the unreadable cached image sensitivity %s (%s); measuring it again", path, exc)
+        return None
+    if cached.shape == (w_dim, w_dim) and np.isfinite(cached).all():
+        return cached.astype(np.float64)
+    logger.warning("ignoring the cached image sensitivity %s (shape %s, or not finite); measuring it again",
+                   path, cached.shape)
+    return None
 
 
 def run_find_directions(
@@ -411,14 +427,14 @@ def run_find_directions(
     part_masks = None
     if method == "3d-coupled" and _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
         part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
-    w_metric = None
+    w_metric = w_chroma = None
     if method == "3d-coupled" and sensitivity_samples:
         with timer("sensitivity"):
-            w_metric = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
-                                        "none" if noise_mode == "none" else "const", progress, lab.crop)
+            w_metric, w_chroma = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
+                                                  "none" if noise_mode == "none" else "const", progress, lab.crop)
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
-                   w_metric)
+                   w_metric, w_chroma)
     std = getattr(est, "std_", None)
     extras: dict[str, np.ndarray] = {}
     if std is None:

@@ -11,6 +11,10 @@ picks up what the labeler's *errors* correlate with, and on the synthetic checkp
 directions that barely change the image. Using M as the prior covariance of the coefficients (the generalized
 ridge `||y - w b||^2 + alpha b^T M^+ b`, `ThreeDCoupledDirections.fit(..., w_metric=M)`) keeps the directions
 where the generator actually draws something (BENCHMARKS.md, issue 11, eighteenth session).
+
+`sensitivities(G, w)` also returns, from the same syntheses, the Gram `K` of the Jacobian of the image's
+log-chromaticity: what white light never changes. It is the 3D-coupled light regressions' second prior
+(`ThreeDCoupledDirections(chroma_alpha=...)`, BENCHMARKS.md, issue 11, twentieth session).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from ..directions._base import as_w
 from ..errors import LatentError
 from ..labels.base import check_crop, crop_images
 
-__all__ = ["SENSITIVITY_SAMPLES", "image_sensitivity"]
+__all__ = ["CHROMA_EPS", "SENSITIVITY_SAMPLES", "image_sensitivity", "sensitivities"]
 
 SENSITIVITY_SAMPLES = 16  # rows find-directions and the benches average over (see `image_sensitivity`'s `w`)
+CHROMA_EPS = 0.05  # added to the linear intensity in [0, 1] before the log of `sensitivities`' chroma Jacobian
 
 
 def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str,
@@ -41,7 +46,6 @@ def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str,
     return img.flatten(1)
 
 
-@torch.no_grad()
 def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float = 0.05, batch_size: int = 256,
                       noise_mode: str = "const", progress: bool | None = True,
                       crop: Sequence[float] | None = None) -> np.ndarray:
@@ -57,6 +61,22 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
     crop : (top, left, height, width) as fractions of the image (`labels.crop_images`): the part of the image that
         counts, taken before the pooling (e.g. the face box a decomposer reads).
     """
+    return sensitivities(G, w, resolution, step, batch_size, noise_mode, progress, crop, chroma=False)[0]
+
+
+@torch.no_grad()
+def sensitivities(G: Any, w: Any, resolution: int | None = 256, step: float = 0.05, batch_size: int = 256,
+                  noise_mode: str = "const", progress: bool | None = True, crop: Sequence[float] | None = None,
+                  chroma: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """`(image_sensitivity, chroma_sensitivity)` from the same syntheses (arguments as `image_sensitivity`).
+
+    The chroma sensitivity `K` is the mean Gram of the Jacobian of the image's log-chromaticity: the log of each
+    pixel's linear intensity ((img + 1) / 2 + `CHROMA_EPS`, so that dark pixels do not blow up) minus its mean over
+    the colour channels. White light scales a pixel's channels alike, so a light change leaves it nearly unchanged,
+    while a change of skin or hair colour does not: on the synthetic checkpoint `u^T K u / u^T M u` is 0.25-0.54
+    for the true light and pose directions, 1.5-4.9 for skin and hair colour. None with `chroma=False` or for a
+    generator that is not RGB.
+    """
     w = w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] != G.w_dim:
         raise LatentError(f"image_sensitivity needs w of shape [N, {G.w_dim}] with N >= 1, got {tuple(w.shape)}")
@@ -69,8 +89,10 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
                          "or 'none', not 'random'")
     device = next(G.parameters()).device
     d = G.w_dim
+    chroma = bool(chroma) and int(getattr(G, "img_channels", 3)) == 3
     eye = torch.eye(d, device=device) * step
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+    chroma_gram = torch.zeros(d, d, dtype=torch.float64, device=device) if chroma else None
     per_batch = max(1, int(batch_size) // (d + 1))
     quiet = None if progress is None else not progress
     for i in tqdm(range(0, len(w), per_batch), desc="image sensitivity", disable=quiet):
@@ -80,5 +102,14 @@ def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float 
         out = out.reshape(len(rows), d + 1, -1)
         jac = (out[:, 1:] - out[:, :1]) / step  # [B, d, P] float32; its rounding is far below the prior's use
         gram += torch.einsum("bip,bjp->ij", jac, jac).double() / jac.shape[-1]
-    gram = (gram / len(w)).cpu().numpy()
-    return (gram + gram.T) / 2
+        if chroma_gram is not None:
+            log = torch.log((out.clamp(-1, 1) + 1) / 2 + CHROMA_EPS).reshape(len(rows), d + 1, 3, -1)
+            log = (log - log.mean(2, keepdim=True)).flatten(2)
+            cjac = (log[:, 1:] - log[:, :1]) / step
+            chroma_gram += torch.einsum("bip,bjp->ij", cjac, cjac).double() / cjac.shape[-1]
+    return tuple(None if g is None else _symmetric(g / len(w)) for g in (gram, chroma_gram))
+
+
+def _symmetric(gram: torch.Tensor) -> np.ndarray:
+    g = gram.cpu().numpy()
+    return (g + g.T) / 2

@@ -34,6 +34,24 @@ def metric_root(metric: Any, w_dim: int) -> np.ndarray:
     return (vec * np.sqrt(ev)) @ vec.T
 
 
+def combined_root(root: np.ndarray, extra: Any, ratio: float) -> np.ndarray:
+    """Symmetric root of the prior covariance `S (I + ratio S K S)^-1 S` (S = `root`, K = `extra` scaled to a largest
+    eigenvalue of 1): the generalized ridge whose penalty `b^T M^+ b` gains `ratio * b^T K b`. A plain ridge on
+    `(w - mean) @ result` with the metric's penalty is that ridge; a K without a positive eigenvalue leaves `root`."""
+    w_dim = root.shape[0]
+    k = np.asarray(extra, dtype=np.float64)
+    if k.shape != (w_dim, w_dim) or not np.isfinite(k).all():
+        raise LatentError(f"w_chroma must be a finite [{w_dim}, {w_dim}] matrix, got shape {k.shape}")
+    k = (k + k.T) / 2
+    top = np.linalg.eigvalsh(k)[-1]
+    if top <= 0 or ratio <= 0:
+        return root
+    p = np.eye(w_dim) + ratio * root @ (k / top) @ root
+    cov = root @ np.linalg.solve(p, root)
+    ev, vec = np.linalg.eigh((cov + cov.T) / 2)
+    return (vec * np.sqrt(np.clip(ev, 0.0, None))) @ vec.T
+
+
 def from_metric_coords(coef: np.ndarray, intercept: np.ndarray, root: np.ndarray | None, mean: np.ndarray,
                        names: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Coefficients fitted on `(w - mean) @ root` mapped back to w: (unit directions, coef, intercept).

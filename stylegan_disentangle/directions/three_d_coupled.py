@@ -33,6 +33,11 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   pulls directions that change the image little (the synthetic world's nose, eyes, smile) toward ones it draws more
   strongly (exact labels: nose span 0.98 -> 0.85, smile 0.93 -> 0.77; nineteenth session).
 
+- **the white-light prior** (optional, `fit(..., w_chroma=K)` with `w_metric`, what `find-directions` passes): K is
+  the Gram of the generator's log-chromaticity Jacobian (`analysis.sensitivity.sensitivities`). White light scales
+  a pixel's colour channels alike, so the light regressions (`light_labels`) are also penalised by
+  `chroma_alpha * N * b^T K b`, which keeps them off the directions that change colours (a decomposer reads hair
+  colour partly as ambient: ambient 0.83-0.85 -> 0.90-0.92 |cos| on the synthetic checkpoint).
 - **conditional light elevation** (`conditions='auto'`): the elevation direction is held against the ambient,
   diffuse and azimuth readings' directions (InterFaceGAN's conditional edit: its component in their span removed),
   because Unsup3D's symmetric model lets a decomposer's elevation reading take in the ambient (see `conditions`).
@@ -51,7 +56,7 @@ from ..errors import LatentError
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._dictionary import learn_dictionary, sparse_codes
 from ._footprint_names import canonical_regions, footprint_name, resize_masks, side_suffix
-from ._metric import from_metric_coords, metric_root, to_metric_coords
+from ._metric import combined_root, from_metric_coords, metric_root, to_metric_coords
 from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import span_basis
 from .sparse import NoDirectionError, SparseDirections
@@ -62,6 +67,8 @@ _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
 AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth")}
+LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
+"""The decomposer's light readings: the labels `chroma_alpha`'s white-light prior applies to."""
 """`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
 
 
@@ -138,6 +145,17 @@ class ThreeDCoupledDirections(DirectionFinder):
         (about 4x less on a 20k bank). None: learn on all rows.
     side_fraction : float
         Mass share on one image half that earns a `_left` / `_right` suffix.
+    chroma_alpha : float
+        Strength per row of the *white-light prior* on the regressions of `light_labels`, when `fit` gets
+        `w_chroma` (with `w_metric`): the penalty `chroma_alpha * N * b^T K b` (K, the generator's chroma
+        sensitivity, scaled to a largest eigenvalue of 1) is added to the metric's. White light scales a pixel's
+        colour channels alike, so a light direction of W should not change the image's chromaticity; a
+        decomposer reads hair colour partly as ambient, and the prior pulls the ambient direction off it (on the
+        synthetic checkpoint |cos| to the true ambient 0.834 / 0.827 -> 0.899 / 0.891 on two 20k banks, light
+        azimuth 0.992 -> 0.990, elevation within 0.01; with the world's exact labels every light direction stays
+        within 0.007; 0.5 and more start to cost the azimuth; BENCHMARKS.md, issue 11, twentieth session). 0: off.
+    light_labels : sequence of str
+        The labels the white-light prior applies to (default `LIGHT_LABELS`: the decomposer's light readings).
     conditions : 'auto', dict or None
         Global directions made *conditional* on others (InterFaceGAN's conditional edit): each named direction
         loses its component in the span of its conditions' directions, so that it moves its own reading while
@@ -176,6 +194,7 @@ class ThreeDCoupledDirections(DirectionFinder):
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
     conditioned_on_ : dict[str, list[str]]  the conditions applied (see `conditions`).
+    chroma_labels_ : list[str]  the global labels fitted with the white-light prior (empty without `w_chroma`).
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
 
     Examples
@@ -209,6 +228,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         dict_samples: int | None = 5_000,
         side_fraction: float = 0.7,
         conditions: Mapping[str, Sequence[str]] | str | None = "auto",
+        chroma_alpha: float = 0.2,
+        light_labels: Sequence[str] = LIGHT_LABELS,
         val_fraction: float = 0.1,
         random_state: int | None = None,
         chunk_size: int = 65536,
@@ -233,6 +254,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.dict_samples = dict_samples
         self.side_fraction = side_fraction
         self.conditions = conditions
+        self.chroma_alpha = chroma_alpha
+        self.light_labels = light_labels
         self.val_fraction = val_fraction
         self.random_state = random_state
         self.chunk_size = chunk_size
@@ -240,7 +263,8 @@ class ThreeDCoupledDirections(DirectionFinder):
 
     # ------------------------------------------------------------------ fit
     def fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any = None,
-            part_names: Sequence[str] | None = None, w_metric: Any = None) -> ThreeDCoupledDirections:
+            part_names: Sequence[str] | None = None, w_metric: Any = None,
+            w_chroma: Any = None) -> ThreeDCoupledDirections:
         """Fit on `w` `[N, w_dim]` and decomposer labels (dict name -> `[N]` scalars or `[N, ...]` maps).
 
         `part_masks`: optional canonical-frame part masks, a dict name -> `[R, R]` or an array `[P, R, R]` with
@@ -248,9 +272,12 @@ class ThreeDCoupledDirections(DirectionFinder):
         `w_metric`: optional `[w_dim, w_dim]` PSD matrix, the generator's image sensitivity
         (`analysis.sensitivity.image_sensitivity(G, w[:16])`), used as the prior covariance of every regression's
         coefficients (see the module docstring and `metric_alpha`).
+        `w_chroma`: optional `[w_dim, w_dim]` PSD matrix, the generator's chroma sensitivity
+        (`analysis.sensitivity.sensitivities`); with `w_metric` it adds the white-light prior `chroma_alpha` to the
+        regressions of `light_labels`.
         """
         with blas_limit(self.blas_threads):
-            return self._fit(w, labels, part_masks, part_names, w_metric)
+            return self._fit(w, labels, part_masks, part_names, w_metric, w_chroma)
 
     def _check_params(self) -> None:
         if self.atom_method not in _ATOM_METHODS:
@@ -291,16 +318,19 @@ class ThreeDCoupledDirections(DirectionFinder):
                     for k, v in self.conditions.items()))):
             raise ValueError(f"conditions must be 'auto', None or a dict name -> list of names, got "
                              f"{self.conditions!r}")
-        for key in ("map_labels", "global_labels", "skip_parts"):
+        _check_number("chroma_alpha", self.chroma_alpha, 0.0, ">= 0 (0: no white-light prior)")
+        for key in ("map_labels", "global_labels", "skip_parts", "light_labels"):
             value = getattr(self, key)
             if isinstance(value, str) or (value is None and key != "global_labels") or not (
                     value is None or isinstance(value, (list, tuple))):
                 raise ValueError(f"{key} must be a sequence of names, got {value!r}")
 
     def _fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any, part_names: Sequence[str] | None,
-             w_metric: Any):
+             w_metric: Any, w_chroma: Any = None):
         self._check_params()
         w = as_w(w)
+        if w_chroma is not None and w_metric is None:
+            raise ValueError("w_chroma (the white-light prior) is added to the metric's prior: pass w_metric too")
         n = w.shape[0]
         if w_metric is not None and self.code_regression == "lasso":
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
@@ -343,35 +373,43 @@ class ThreeDCoupledDirections(DirectionFinder):
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
         w_mean, w_cov = _mean_cov(w, self.chunk_size)  # one pass: the metric's centre here, `std_` at the end
         w_fit = w if root is None else to_metric_coords(w, w_mean, root, int(self.chunk_size))
+        chroma = None if w_chroma is None or not float(self.chroma_alpha) > 0 else w_chroma
 
         dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
         self.ridge_alpha_ = {}
         self.global_losses_ = {}
         self.conditioned_on_ = {}
+        self.chroma_labels_ = []
         if wanted:
             # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
             # rare yes/no, a clipped label) it collapses to 0 and the fit with it; such labels get the squared loss
             losses = {k: (self.global_loss if _mode_share(arrays[k]) <= 0.5 else "squared") for k in wanted}
             alpha = self.ridge_alpha if root is None else float(self.metric_alpha) * n
-            fitted = [LinearDirections(method="ridge", alpha=alpha, loss=loss, epsilon=self.epsilon,
+            # the light labels get the white-light prior on top of the metric (their own coordinates)
+            light_root = None if chroma is None else combined_root(root, chroma, float(self.chroma_alpha) /
+                                                                    float(self.metric_alpha))
+            light = {k: light_root is not None and k in set(self.light_labels) for k in wanted}
+            self.chroma_labels_ = [k for k in wanted if light[k]]
+            per_label: dict[str, tuple] = {}
+            for loss, is_light in dict.fromkeys((losses[k], light[k]) for k in wanted):
+                group_root = light_root if is_light else root
+                group_w = w_fit if not is_light else to_metric_coords(w, w_mean, light_root, int(self.chunk_size))
+                lin = LinearDirections(method="ridge", alpha=alpha, loss=loss, epsilon=self.epsilon,
                                        val_fraction=self.val_fraction, random_state=self.random_state,
                                        chunk_size=self.chunk_size, blas_threads=None).fit(
-                          w_fit, {k: arrays[k] for k in wanted if losses[k] == loss})
-                      for loss in dict.fromkeys(losses.values())]
-            fitted_names = [k for lin in fitted for k in lin.names_]
-            order = [k for k in wanted if k in fitted_names]  # the labels' own order, whatever loss fitted them
-            perm = [fitted_names.index(k) for k in order]
-
-            def joined(attr: str) -> np.ndarray:
-                return np.concatenate([getattr(lin, attr) for lin in fitted])[perm]
-
-            d, c, b = from_metric_coords(joined("coef_"), joined("intercept_"), root, w_mean, order)
+                    group_w, {k: arrays[k] for k in wanted if (losses[k], light[k]) == (loss, is_light)})
+                d_g, c_g, b_g = from_metric_coords(lin.coef_, lin.intercept_, group_root, w_mean, lin.names_)
+                d_g = lin.directions_ if d_g is None else d_g
+                for i, k in enumerate(lin.names_):
+                    per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
+            order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
+            d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
             self.conditioned_on_ = self._conditions(order)
-            dirs.append(_conditioned(joined("directions_") if d is None else d, order, self.conditioned_on_))
+            dirs.append(_conditioned(d, order, self.conditioned_on_))
             coefs.append(c)
             intercepts.append(b)
-            scores.append(joined("scores_"))
-            self.ridge_alpha_ = dict(zip(order, joined("alpha_").tolist()))
+            scores.append(sc)
+            self.ridge_alpha_ = dict(zip(order, al.tolist()))
             self.global_losses_ = {k: losses[k] for k in order}
             names += order
             kinds += ["global"] * len(order)
