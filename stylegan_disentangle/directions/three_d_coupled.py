@@ -58,7 +58,7 @@ from ._dictionary import learn_dictionary, sparse_codes
 from ._footprint_names import canonical_regions, footprint_name, resize_masks, side_suffix
 from ._metric import combined_root, from_metric_coords, metric_root, to_metric_coords
 from .linear import _LOSSES, LinearDirections, _seed
-from .orthogonalize import span_basis
+from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
 __all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
@@ -67,9 +67,9 @@ _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
 AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth")}
+"""`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
 LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
 """The decomposer's light readings: the labels `chroma_alpha`'s white-light prior applies to."""
-"""`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
 
 
 class ThreeDCoupledDirections(DirectionFinder):
@@ -388,12 +388,14 @@ class ThreeDCoupledDirections(DirectionFinder):
             # the light labels get the white-light prior on top of the metric (their own coordinates)
             light_root = None if chroma is None else combined_root(root, chroma, float(self.chroma_alpha) /
                                                                     float(self.metric_alpha))
-            light = {k: light_root is not None and k in set(self.light_labels) for k in wanted}
+            light_set = set(self.light_labels)
+            light = {k: light_root is not None and k in light_set for k in wanted}
             self.chroma_labels_ = [k for k in wanted if light[k]]
+            w_light = (to_metric_coords(w, w_mean, light_root, int(self.chunk_size)) if self.chroma_labels_
+                       else None)
             per_label: dict[str, tuple] = {}
             for loss, is_light in dict.fromkeys((losses[k], light[k]) for k in wanted):
-                group_root = light_root if is_light else root
-                group_w = w_fit if not is_light else to_metric_coords(w, w_mean, light_root, int(self.chunk_size))
+                group_root, group_w = (light_root, w_light) if is_light else (root, w_fit)
                 lin = LinearDirections(method="ridge", alpha=alpha, loss=loss, epsilon=self.epsilon,
                                        val_fraction=self.val_fraction, random_state=self.random_state,
                                        chunk_size=self.chunk_size, blas_threads=None).fit(
@@ -656,21 +658,13 @@ class ThreeDCoupledDirections(DirectionFinder):
 
 
 def _conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """Rows of `dirs` named in `conditions` without their component in the span of their conditions' rows (as
-    fitted: conditions do not chain), renormalised; the other rows as they are."""
-    if not conditions:
-        return dirs
+    """Rows of `dirs` named in `conditions` without their component in the span of their conditions' rows as
+    fitted (conditions do not chain), renormalised (`orthogonalize`'s projection); the other rows as they are."""
     fitted = np.asarray(dirs, dtype=np.float64)
-    fitted = fitted / np.linalg.norm(fitted, axis=1, keepdims=True)
     out = fitted.copy()
     for name, conds in conditions.items():
         i = names.index(name)
-        basis = span_basis(fitted[[names.index(c) for c in conds]])
-        v = fitted[i] - (fitted[i] @ basis.T) @ basis
-        norm = float(np.linalg.norm(v))
-        if norm < 1e-6:
-            raise ValueError(f"direction {name!r} lies in the span of its conditions {list(conds)}; nothing is left")
-        out[i] = v / norm
+        out[i] = _project_out(fitted[i:i + 1], span_basis(fitted[[names.index(c) for c in conds]]), [name])[0]
     return out
 
 

@@ -81,11 +81,12 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
         if side.is_file():
             scalings = _side_scalings(side)
             break
-    if str(spec) in SHIPPED or Path(spec) == path:
-        return load_unsup3d(path, device=device, **scalings)
-    try:  # a name, a URL or an archive: say which, besides the file the checkpoint was extracted to
+    try:
         return load_unsup3d(path, device=device, **scalings)
     except CheckpointError as exc:
+        if str(spec) in SHIPPED or Path(spec) == path:
+            raise
+        # a name, a URL or an archive: say which, besides the file the checkpoint was extracted to
         raise CheckpointError(f"{spec}: {exc}") from None
 
 
