@@ -60,12 +60,14 @@ def register_decomposer_commands(main: click.Group) -> None:
         G = net.data["G_ema"].eval()
         with torch.no_grad():
             ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
-            crop = dec.input_crop if crop is None else crop  # a decomposer trained with a crop carries it
-            img = crop_images(G.synthesis(ws, noise_mode="const").float().clamp(-1, 1), crop)
+            img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
+        labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
+        crop = labeler.crop
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
-        save_decomposition_png(out / "decomposition.png", dec, img, row_labels=[f"seed {s}" for s in seed_list])
-        labels = DecomposerLabeler(dec)(img)
+        save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop),
+                               row_labels=[f"seed {s}" for s in seed_list])
+        labels = labeler(img)  # it crops the whole images itself
         scalars = [k for k, v in labels.items() if v.ndim == 1]
         record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
                   "decomposer": str(spec), "crop": None if crop is None else list(crop), "columns": list(COLUMNS),

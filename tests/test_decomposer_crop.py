@@ -131,4 +131,15 @@ def test_train_decomposer_cli_with_a_crop_hands_it_to_decompose(tmp_path):
     result = cli(["decompose", "synthetic", "--seeds", "0", "--decomposer", str(out / "checkpoint.pth"),
                   "--outdir", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "d" / "decomposition.json").read_text())["crop"] == [0.25, 0.25, 0.5, 0.5]
+    record = json.loads((tmp_path / "d" / "decomposition.json").read_text())
+    assert record["crop"] == [0.25, 0.25, 0.5, 0.5]
+    # the labels are the decomposer's on the box of the whole image, cropped once (not once more by the labeler)
+    from stylegan_disentangle.labels.decomposer import load_decomposer
+    from stylegan_disentangle.latents import sample_latents
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G = load_synthetic()[0]
+    img = G.synthesis(sample_latents(G, [0]).ws, noise_mode="const").float().clamp(-1, 1)
+    dec = load_decomposer(out / "checkpoint.pth")
+    want = DecomposerLabeler(dec, crop=(0, 0, 1, 1))(img[..., 8:24, 8:24])
+    assert record["images"][0]["yaw"] == pytest.approx(float(want["yaw"][0]), abs=1e-4)
