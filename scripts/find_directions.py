@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.pop("quiet")
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
-                                       args["decomposer"], args["sensitivity_samples"], args.pop("conditions"))
-        if args["decomposer_crop"] is not None and args["method"] != "3d-coupled":
-            raise UsageError("--decomposer-crop applies to --method 3d-coupled only")
+                                       args["decomposer"], args["sensitivity_samples"], args.pop("conditions"),
+                                       args["decomposer_crop"])
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

@@ -302,9 +302,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
-                                       kwargs["sensitivity_samples"], conditions)
-        if kwargs["decomposer_crop"] is not None and kwargs["method"] != "3d-coupled":
-            raise UsageError(f"--decomposer-crop applies to --method 3d-coupled only (got --method {kwargs['method']})")
+                                       kwargs["sensitivity_samples"], conditions, kwargs["decomposer_crop"])
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

@@ -93,16 +93,19 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
 
 def method_options(method: str, atom_scope: str | None = None, n_atoms: int | None = None, loss: str | None = None,
                    decomposer: str | os.PathLike | None = None,
-                   sensitivity_samples: int | None = None, conditions: str | None = None) -> dict[str, Any]:
+                   sensitivity_samples: int | None = None, conditions: str | None = None,
+                   decomposer_crop: Sequence[float] | None = None) -> dict[str, Any]:
     """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms,
     --loss and --conditions ('auto' / 'none'; those not None). Raises UsageError naming an option that does not
-    apply to `method` (--decomposer and --sensitivity-samples included: they go to `run_find_directions`, not to the
-    finder) or a value out of range."""
+    apply to `method` (--decomposer, --sensitivity-samples and --decomposer-crop included: they go to
+    `run_find_directions`, not to the finder) or a value out of range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
         raise UsageError(f"--decomposer applies to --method 3d-coupled only (got --method {method}); use --labeler "
                          "for the other methods")
+    if decomposer_crop is not None and method != "3d-coupled":
+        raise UsageError(f"--decomposer-crop applies to --method 3d-coupled only (got --method {method})")
     if sensitivity_samples is not None:
         _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
     if atom_scope is not None:
