@@ -40,9 +40,13 @@ def _positive_int(text: str) -> int:
 
 def _crop(text: str) -> tuple[float, ...]:
     try:
-        return check_crop([float(v) for v in text.split(",")])
+        return check_crop(text.split(","))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _light_mask(text: str) -> tuple[float, ...] | bool:
+    return False if text.strip().lower() == "none" else _crop(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decomposer-crop", type=_crop, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="3d-coupled: the part of each image the decomposer reads, fractions of the image (default: "
                         "the decomposer's own crop, else the whole image)")
+    p.add_argument("--decomposer-light-mask", type=_light_mask, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
+                   help="3d-coupled: a box of the image the decomposer's light network does not see, e.g. 0,0,0.22,1 "
+                        "(the hair above the face); 'none': no mask (default: the decomposer's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
                                        args["decomposer"], args["sensitivity_samples"], args.pop("conditions"),
-                                       args["decomposer_crop"])
+                                       args["decomposer_crop"], args["decomposer_light_mask"])
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

@@ -24,7 +24,7 @@ import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.errors import StyleGANDisentangleError
-from stylegan_disentangle.labels.decomposer.labeler import SHIPPED
+from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, check_light_mask
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer, trained_nets_only
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
@@ -97,12 +97,22 @@ def main() -> None:
     p.add_argument("--init", default=None,
                    help="Start from this decomposer (\"synthetic\" = the shipped one, or a checkpoint path) instead of "
                         "fresh nets; its sizes replace --nf/--zdim/--nf-small/--light-range. --steps counts from it.")
+    p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
+                   help="A box of the image netL does not see (fractions, e.g. 0,0,0.22,1: the hair above the face), "
+                        "kept as the decomposer's light mask; 'none': without one. Default: --init's own, else none.")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
                    help="Weight precision of the shipped file: float16 halves it (the labels move by < 0.01 deg, "
                         "BENCHMARKS.md); the nets run in float32 either way.")
     args = p.parse_args()
+    light_mask = None
+    if args.light_mask is not None:
+        try:
+            light_mask = check_light_mask(False if args.light_mask.strip().lower() == "none"
+                                          else args.light_mask.split(",")) or False
+        except ValueError as exc:
+            p.error(f"--light-mask: {exc}")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     net = load_network_pkl(args.pkl, device=device)
@@ -128,7 +138,7 @@ def main() -> None:
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,
-                           train_nets=args.train_nets.split(",") if args.train_nets else None,
+                           train_nets=args.train_nets.split(",") if args.train_nets else None, light_mask=light_mask,
                            device=device, checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())

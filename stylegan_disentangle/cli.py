@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import crop_option, device_option, fail_cleanly
+from .cli_common import crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -292,6 +292,7 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "readings (auto, the default: InterFaceGAN's conditional edit) or leave every direction as "
                    "fitted (none).")
 @crop_option("--decomposer-crop")
+@light_mask_option("--decomposer-light-mask")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
                         conditions: str | None, **kwargs) -> None:
@@ -302,7 +303,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
-                                       kwargs["sensitivity_samples"], conditions, kwargs["decomposer_crop"])
+                                       kwargs["sensitivity_samples"], conditions, kwargs["decomposer_crop"],
+                                       kwargs["decomposer_light_mask"])
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

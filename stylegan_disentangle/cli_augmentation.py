@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import crop_option, device_option
+from .cli_common import crop_option, device_option, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -48,12 +48,14 @@ def register_augmentation_commands(main: click.Group) -> None:
                        "values; TARGET and the written labels are then in your units.")
     @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
     @crop_option("--decomposer-crop")
+    @light_mask_option("--decomposer-light-mask")
     @device_option()
     def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
                                 outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
                                 truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
                                 mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
-                                decomposer_crop: tuple[float, ...] | None, device: torch.device) -> None:
+                                decomposer_crop: tuple[float, ...] | None,
+                                decomposer_light_mask: tuple[float, ...] | bool | None, device: torch.device) -> None:
         """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
         saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
         TARGET, with labels.json / labels.npz."""
@@ -78,7 +80,8 @@ def register_augmentation_commands(main: click.Group) -> None:
             G = net.data["G_ema"].eval().requires_grad_(False)
             spec = resolve_decomposer(decomposer_spec, net.path)
             # scalars only: faster walks; the crop applies to the --calibrate-with images as well
-            lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop)
+            lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop,
+                                     light_mask=decomposer_light_mask)
             ds = DirectionSet.load(dirs)
             if calibrate_with is not None:
                 calibration = fit_label_calibration(lab, images.to(device), values, aimed)
@@ -93,6 +96,7 @@ def register_augmentation_commands(main: click.Group) -> None:
                 overwrite=overwrite, calibration=calibration,
                 extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
                        "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
+                       "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),
                        "directions": str(dirs), "calibrated_with": calibrate_with})
         except (StyleGANDisentangleError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None

@@ -1,5 +1,5 @@
 """What the command modules share: our errors become a one-line CLI message instead of a traceback, one checked
---device option, and the decomposer's input crop option."""
+--device option, and the decomposer's input crop and light mask options."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _crop_callback(ctx: click.Context, param: click.Parameter, value: str | None
     if value is None:
         return None
     try:
-        return check_crop([float(v) for v in value.split(",")])
+        return check_crop(value.split(","))
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: {exc}", ctx=ctx, param=param) from None
 
@@ -61,3 +61,31 @@ _CROP_HELP = ("The part of each image the decomposer reads, as fractions of the 
 def crop_option(*names: str, help: str = _CROP_HELP) -> Callable:
     """The decomposer's input crop: the part of each generated image it reads (None: its own, or the whole image)."""
     return click.option(*names, default=None, callback=_crop_callback, metavar="TOP,LEFT,HEIGHT,WIDTH", help=help)
+
+
+def _light_mask_callback(ctx: click.Context, param: click.Parameter,
+                         value: str | None) -> tuple[float, ...] | bool | None:
+    """'TOP,LEFT,HEIGHT,WIDTH' -> a checked box, 'none' -> False (no mask), absent -> None (the decomposer's own)."""
+    from .labels.base import check_crop
+
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return False
+    try:
+        return check_crop(value.split(","), "light mask")
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx=ctx, param=param) from None
+
+
+_LIGHT_MASK_HELP = ("A box of the decomposer's input that its light network does not see (painted in the image's "
+                    "background colour), as fractions of the image, e.g. 0,0,0.22,1 for the top of the frame, "
+                    "where the hair is (a decomposer reads bright hair above a face partly as ambient light and "
+                    "light from above); 'none': netL sees the whole input. Default: the decomposer's own (the "
+                    "shipped synthetic one: 0,0,0.22,1), else none.")
+
+
+def light_mask_option(*names: str, help: str = _LIGHT_MASK_HELP) -> Callable:
+    """The decomposer's light mask: a box netL does not see (None: its own; False: none)."""
+    return click.option(*names, default=None, callback=_light_mask_callback, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
+                        help=help)

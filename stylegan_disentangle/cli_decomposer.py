@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import crop_option, device_option, fail_cleanly
+from .cli_common import crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -32,9 +32,11 @@ def register_decomposer_commands(main: click.Group) -> None:
     @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
     @click.option("--outdir", type=click.Path(file_okay=False), required=True)
     @crop_option("--crop")
+    @light_mask_option("--light-mask")
     @device_option()
     def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
-                      crop: tuple[float, ...] | None, device: torch.device) -> None:
+                      crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
+                      device: torch.device) -> None:
         """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
         reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
         import numpy as np
@@ -44,7 +46,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         from .analysis.find_directions import resolve_decomposer
         from .checkpoints import open_network_pkl
         from .labels.base import crop_images
-        from .labels.decomposer.labeler import DecomposerLabeler, load_decomposer
+        from .labels.decomposer.labeler import DecomposerLabeler, check_light_mask, load_decomposer
         from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
         from .latents import sample_latents
         from .utils import atomic_write, atomic_write_path, sha256_file
@@ -57,6 +59,7 @@ def register_decomposer_commands(main: click.Group) -> None:
         net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
         spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
         dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
+        dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
         G = net.data["G_ema"].eval()
         with torch.no_grad():
             ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
@@ -70,7 +73,8 @@ def register_decomposer_commands(main: click.Group) -> None:
         labels = labeler(img)  # it crops the whole images itself
         scalars = [k for k, v in labels.items() if v.ndim == 1]
         record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
-                  "decomposer": str(spec), "crop": None if crop is None else list(crop), "columns": list(COLUMNS),
+                  "decomposer": str(spec), "crop": None if crop is None else list(crop),
+                  "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
                   "truncation_psi": truncation_psi,
                   "version": __version__,
                   "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
@@ -145,6 +149,10 @@ def register_decomposer_commands(main: click.Group) -> None:
                                 "box when fine-tuning an official decomposer (--init unsup3d-celeba) on a generator "
                                 "with a wider frame; the decomposer keeps it as its input crop, which decompose and "
                                 "find-directions then apply. Default: --init's own crop, else the whole image.")
+    @light_mask_option("--light-mask", help="A box of the (cropped) image that netL does not see, as fractions, "
+                       "e.g. 0,0,0.22,1 (the top of the frame, where the hair is); the decomposer keeps it as its "
+                       "light mask, in training and afterwards. 'none': without one. Default: --init's own, else "
+                       "none.")
     @device_option()
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.pass_context

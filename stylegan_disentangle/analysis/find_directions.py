@@ -41,6 +41,7 @@ from ..directions import (
 )
 from ..errors import LatentError, StyleGANDisentangleError, UsageError
 from ..labels import check_crop, get_labelers
+from ..labels.decomposer.labeler import check_light_mask
 from ..latents import LatentBank
 from ..utils import atomic_write
 from ._run import Timer, load_generator, run_header, write_json
@@ -94,11 +95,12 @@ def _replace_set(ds: DirectionSet, **changes: Any) -> DirectionSet:
 def method_options(method: str, atom_scope: str | None = None, n_atoms: int | None = None, loss: str | None = None,
                    decomposer: str | os.PathLike | None = None,
                    sensitivity_samples: int | None = None, conditions: str | None = None,
-                   decomposer_crop: Sequence[float] | None = None) -> dict[str, Any]:
+                   decomposer_crop: Sequence[float] | None = None,
+                   decomposer_light_mask: Sequence[float] | bool | None = None) -> dict[str, Any]:
     """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms,
     --loss and --conditions ('auto' / 'none'; those not None). Raises UsageError naming an option that does not
-    apply to `method` (--decomposer, --sensitivity-samples and --decomposer-crop included: they go to
-    `run_find_directions`, not to the finder) or a value out of range."""
+    apply to `method` (--decomposer, --sensitivity-samples, --decomposer-crop and --decomposer-light-mask included:
+    they go to `run_find_directions`, not to the finder) or a value out of range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
@@ -106,6 +108,8 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
                          "for the other methods")
     if decomposer_crop is not None and method != "3d-coupled":
         raise UsageError(f"--decomposer-crop applies to --method 3d-coupled only (got --method {method})")
+    if decomposer_light_mask is not None and method != "3d-coupled":
+        raise UsageError(f"--decomposer-light-mask applies to --method 3d-coupled only (got --method {method})")
     if sensitivity_samples is not None:
         _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
     if atom_scope is not None:
@@ -162,11 +166,12 @@ def resolve_decomposer(decomposer: str | os.PathLike | None, checkpoint_path: st
         "--steps 3000 --outdir DIR` and pass --decomposer DIR/checkpoint.pth")
 
 
-def _decomposer_labeler(spec: str, device: torch.device, crop: Sequence[float] | None = None) -> Any:
+def _decomposer_labeler(spec: str, device: torch.device, crop: Sequence[float] | None = None,
+                        light_mask: Sequence[float] | bool | None = None) -> Any:
     """The decomposer3d labeler with scalars, depth and albedo (the confidence map is not needed here)."""
     from ..labels.decomposer.labeler import decomposer_labeler
 
-    return decomposer_labeler(spec, maps=True, device=device, confidence=False, crop=crop)
+    return decomposer_labeler(spec, maps=True, device=device, confidence=False, crop=crop, light_mask=light_mask)
 
 
 def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tuple[np.ndarray, list[str]] | None:
@@ -308,6 +313,7 @@ def run_find_directions(
     decomposer: str | os.PathLike | None = None,
     sensitivity_samples: int | None = None,
     decomposer_crop: Sequence[float] | None = None,
+    decomposer_light_mask: Sequence[float] | bool | None = None,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
@@ -335,6 +341,10 @@ def run_find_directions(
         the decomposer reads (and the sensitivity measures), e.g. the face box an official decomposer was trained
         on; None: the decomposer's own `input_crop` (one trained with a crop), else the whole image. config.json
         records the crop used.
+    decomposer_light_mask : '3d-coupled' only: (top, left, height, width), fractions of the (cropped) image, a box
+        the decomposer's light network does not see, e.g. the hair above the face (`Unsup3DDecomposer`'s
+        `light_mask`); None: the decomposer's own (the shipped synthetic one has one), False: none. config.json
+        records the mask used.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -347,6 +357,14 @@ def run_find_directions(
             decomposer_crop = check_crop(decomposer_crop)
         except ValueError as exc:
             raise UsageError(f"decomposer_crop: {exc}") from None
+    if decomposer_light_mask is not None:
+        if method != "3d-coupled":
+            raise UsageError(f"decomposer_light_mask applies to method '3d-coupled' only (got {method!r})")
+        try:
+            decomposer_light_mask = check_light_mask(decomposer_light_mask)
+            decomposer_light_mask = False if decomposer_light_mask is None else decomposer_light_mask
+        except ValueError as exc:
+            raise UsageError(f"decomposer_light_mask: {exc}") from None
     if samples < 3:
         raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
     for option, value, least in (("num_directions", num_directions, 1), ("batch_size", batch_size, 1),
@@ -378,7 +396,8 @@ def run_find_directions(
         G, _, provenance = load_generator(pkl, device, network)
         if method == "3d-coupled":
             decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
-            lab = _decomposer_labeler(decomposer, next(G.parameters()).device, decomposer_crop)
+            lab = _decomposer_labeler(decomposer, next(G.parameters()).device, decomposer_crop,
+                                      decomposer_light_mask)
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
@@ -390,7 +409,9 @@ def run_find_directions(
                 bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
                 decomposer=None if decomposer is None else str(decomposer),
                 sensitivity_samples=sensitivity_samples,
-                decomposer_crop=list(lab.crop) if method == "3d-coupled" and lab.crop is not None else None)
+                decomposer_crop=list(lab.crop) if method == "3d-coupled" and lab.crop is not None else None,
+                **({"decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask)}
+                   if method == "3d-coupled" else {}))
     config = run_header("find-directions", args)
     config.update(provenance)
     files["config"] = str(write_json(outdir / "config.json", config))

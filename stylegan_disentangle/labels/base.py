@@ -36,6 +36,7 @@ __all__ = [
     "check_crop",
     "combine_labelers",
     "crop_images",
+    "fill_box",
     "labeler_from_callable",
     "needs_images",
     "resize_images",
@@ -90,25 +91,27 @@ def resize_images(img: torch.Tensor, resolution: int | None) -> torch.Tensor:
     return F.interpolate(img, size=(resolution, resolution), mode="bilinear", align_corners=False)
 
 
-def check_crop(crop: Any) -> tuple[float, float, float, float] | None:
+def check_crop(crop: Any, what: str = "crop") -> tuple[float, float, float, float] | None:
     """A crop box `(top, left, height, width)` as fractions of the image's side, checked (None = no crop).
 
     Raises ValueError saying what is wrong: not four finite numbers, a side that is not > 0, or a box that leaves
-    the image (top + height and left + width must stay <= 1).
+    the image (top + height and left + width must stay <= 1). `what` names the box in the message.
     """
     if crop is None:
         return None
     try:
+        if isinstance(crop, (str, bool)):
+            raise TypeError
         box = tuple(float(v) for v in crop)
     except (TypeError, ValueError):
-        raise ValueError(f"a crop is four numbers (top, left, height, width) as fractions of the image; "
+        raise ValueError(f"a {what} is four numbers (top, left, height, width) as fractions of the image; "
                          f"got {crop!r}") from None
     if len(box) != 4 or not all(np.isfinite(box)):
-        raise ValueError(f"a crop is four finite numbers (top, left, height, width) as fractions of the image; "
+        raise ValueError(f"a {what} is four finite numbers (top, left, height, width) as fractions of the image; "
                          f"got {crop!r}")
     top, left, height, width = box
     if top < 0 or left < 0 or height <= 0 or width <= 0 or top + height > 1 + 1e-9 or left + width > 1 + 1e-9:
-        raise ValueError(f"crop (top, left, height, width) = {box} must lie inside the image: top, left >= 0, "
+        raise ValueError(f"{what} (top, left, height, width) = {box} must lie inside the image: top, left >= 0, "
                          "height, width > 0, top + height <= 1 and left + width <= 1")
     return box
 
@@ -122,11 +125,39 @@ def crop_images(img: torch.Tensor, crop: Sequence[float] | None) -> torch.Tensor
     box = check_crop(crop)
     if box is None:
         return img
-    h, w = img.shape[-2:]
+    rows, cols = _box_pixels(box, *img.shape[-2:])
+    return img[..., rows, cols]
+
+
+def _box_pixels(box: tuple[float, float, float, float], h: int, w: int) -> tuple[slice, slice]:
+    """The rows and columns of a checked box on an `h` x `w` image: edges rounded to whole pixels, at least one
+    pixel each way."""
     top, left, height, width = box
     y0, x0 = min(round(top * h), h - 1), min(round(left * w), w - 1)
     y1, x1 = max(round((top + height) * h), y0 + 1), max(round((left + width) * w), x0 + 1)
-    return img[..., y0:min(y1, h), x0:min(x1, w)]
+    return slice(y0, min(y1, h)), slice(x0, min(x1, w))
+
+
+def fill_box(img: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
+    """`[N, C, H, W]` images with the box `box` = (top, left, height, width), fractions of the side (pixels as
+    `crop_images` rounds them), painted in each image's background colour (None = as is; a new tensor otherwise).
+
+    The background colour is the mean of the image's two top-corner patches (side `max(1, H // 16)`): a generated
+    portrait's top corners show the backdrop. A decomposer's light read through such a box does not see what the box
+    hides (`Unsup3DDecomposer(light_mask=...)`: the hair above the face).
+    """
+    box = check_crop(box, "box")
+    if box is None:
+        return img
+    if img.ndim != 4:
+        raise ValueError(f"fill_box needs images [N, C, H, W], got {tuple(img.shape)}")
+    h, w = img.shape[-2:]
+    k = max(1, h // 16)
+    background = (img[:, :, :k, :k].mean((2, 3)) + img[:, :, :k, w - k:].mean((2, 3))) / 2
+    rows, cols = _box_pixels(box, h, w)
+    out = img.clone()
+    out[:, :, rows, cols] = background[:, :, None, None]
+    return out
 
 
 def apply_labeler(labeler: Any, img: torch.Tensor | None, ws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

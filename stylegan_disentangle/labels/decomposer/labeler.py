@@ -38,7 +38,8 @@ from ..base import check_crop, crop_images
 from .model import Unsup3DDecomposer
 from .renderer import light_angles
 
-__all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "decomposer_labeler", "load_decomposer", "scalar_labels"]
+__all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
+           "scalar_labels"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
@@ -144,7 +145,9 @@ class DecomposerLabeler:
     decomposer reads: the face box of a decomposer trained on tighter crops than the generator draws. None: the
     decomposer's own `input_crop` (set when it was trained with one), else the whole image; (0, 0, 1, 1) reads the
     whole image in any case. It is part of the labeler's fingerprint, so a latent bank labelled through one crop is
-    not reused through another.
+    not reused through another. `light_mask` (a box of the cropped image, the same fractions) is the part netL does
+    not see when it reads the light (`Unsup3DDecomposer`'s `light_mask`): None, the decomposer's own; False, none.
+    It is part of the fingerprint too.
     """
 
     name = "decomposer3d"
@@ -152,10 +155,12 @@ class DecomposerLabeler:
     needs_images = True
 
     def __init__(self, decomposer: Unsup3DDecomposer, batch_size: int = 256, maps: bool = True,
-                 confidence: bool = True, crop: tuple[float, float, float, float] | None = None) -> None:
+                 confidence: bool = True, crop: tuple[float, float, float, float] | None = None,
+                 light_mask: tuple[float, float, float, float] | None | bool = None) -> None:
         self.decomposer = decomposer  # left as the caller has it: each call switches it to eval and back
         self.batch_size = int(batch_size)
         self.crop = decomposer.input_crop if crop is None else check_crop(crop)
+        self.light_mask = check_light_mask(light_mask, decomposer.light_mask)
         self.maps = bool(maps)
         self.input_resolution = decomposer.image_size
         # netC runs only when its map is wanted (it costs about a third of a decomposition)
@@ -184,6 +189,8 @@ class DecomposerLabeler:
         settings = json.dumps(self.decomposer.get_config(), sort_keys=True)
         if self.crop is not None:  # the same nets on another part of the image give other labels
             settings += f":crop={list(self.crop)}"
+        if self.light_mask != self.decomposer.light_mask:  # the decomposer's own is in its config
+            settings += f":light_mask={None if self.light_mask is None else list(self.light_mask)}"
         return hashlib.sha256(f"{generator_fingerprint(self.decomposer)}:{settings}".encode()).hexdigest()
 
     @contextmanager
@@ -222,8 +229,8 @@ class DecomposerLabeler:
             batch = crop_images(img[start:start + self.batch_size], self.crop).to(device)
             if device.type == "cpu":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            out = self.decomposer.decompose(batch,
-                                            parts=parts + (["confidence"] if self.confidence else []))
+            out = self.decomposer.decompose(batch, parts=parts + (["confidence"] if self.confidence else []),
+                                            light_mask=False if self.light_mask is None else self.light_mask)
             values = scalar_labels(out)
             if self.maps:
                 values.update(depth=out["canon_depth"], albedo=out["canon_albedo"])
@@ -237,22 +244,39 @@ class DecomposerLabeler:
         """The same decomposer labelling only the scalars (view and light): netD, netA and netC do not run, which
         is most of a decomposition's cost (for rendered label effects, where the maps are not wanted)."""
         return DecomposerLabeler(self.decomposer, batch_size=self.batch_size, maps=False, confidence=False,
-                                 crop=self.crop)
+                                 crop=self.crop, light_mask=False if self.light_mask is None else self.light_mask)
 
     def __repr__(self) -> str:
         crop = "" if self.crop is None else f", crop={self.crop}"
-        return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps}{crop})"
+        mask = "" if self.light_mask is None else f", light_mask={self.light_mask}"
+        return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps}{crop}{mask})"
+
+
+def check_light_mask(light_mask: Any, own: tuple[float, float, float, float] | None = None
+                     ) -> tuple[float, float, float, float] | None:
+    """The light mask a caller asks for, checked: None -> `own` (the decomposer's), False -> None (no mask), a box
+    -> that box (ValueError naming the light mask when it is not a box inside the image)."""
+    if light_mask is None:
+        return own
+    if light_mask is False:
+        return None
+    return check_crop(light_mask, "light mask")
 
 
 def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synthetic", maps: bool = True,
                        device: str | torch.device = "cpu", batch_size: int = 256,
                        confidence: bool = True,
-                       crop: tuple[float, float, float, float] | None = None) -> DecomposerLabeler:
+                       crop: tuple[float, float, float, float] | None = None,
+                       light_mask: tuple[float, float, float, float] | None | bool = None) -> DecomposerLabeler:
     """The registered 'decomposer3d' labeler: a decomposer, or anything `load_decomposer` takes. `crop` (top, left,
     height, width as fractions of the image) is the part of each image the decomposer reads, e.g. the face box an
     official decomposer was trained on (CelebA crops) inside a generator's wider frame (FFHQ's); None: the
-    decomposer's own `input_crop`, if any."""
+    decomposer's own `input_crop`, if any. `light_mask` (the same fractions, of the cropped image): the box netL
+    does not see when it reads the light, e.g. the hair above the face; None: the decomposer's own `light_mask`,
+    False: none."""
     check_crop(crop)  # before a download or a load
+    check_light_mask(light_mask)
     if not isinstance(decomposer, Unsup3DDecomposer):
         decomposer = load_decomposer(decomposer, device=device)
-    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps, confidence=confidence, crop=crop)
+    return DecomposerLabeler(decomposer, batch_size=batch_size, maps=maps, confidence=confidence, crop=crop,
+                             light_mask=light_mask)

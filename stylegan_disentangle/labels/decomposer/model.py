@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import StyleGANDisentangleError
-from ..base import check_crop, resize_images
+from ..base import check_crop, fill_box, resize_images
 from .networks import ConfNet, EDDeconv, Encoder, encoder_multipliers
 
 __all__ = ["NET_NAMES", "PARTS", "DecomposerError", "Unsup3DDecomposer"]
@@ -80,6 +80,13 @@ class Unsup3DDecomposer(nn.Module):
         on an FFHQ generator). It is a setting carried with the decomposer (its config, a trainer's
         train_state.json), applied where a generator's images become its input: the labeler, `decompose`, the
         trainer. `decompose(img)` itself takes images as they are. None (default): the whole image.
+    light_mask : (top, left, height, width), fractions of the decomposer's input: a box netL does not see
+        (`labels.fill_box`: painted in the image's background colour before netL reads the light; the other nets
+        see the whole input), in `decompose` and so also in training. For the top of a portrait, where the hair
+        is: a decomposer reads bright hair above the face partly as ambient light and as light from above, and a
+        light read without it follows the true light more closely (the shipped synthetic decomposer's setting:
+        the top 22 % of the frame; ambient r 0.59 -> 0.71 with the truth, BENCHMARKS.md, issue 10, twenty-first
+        session). None (default): netL sees the whole input, as official.
 
     Attributes
     ----------
@@ -97,7 +104,8 @@ class Unsup3DDecomposer(nn.Module):
                  max_amb_light: float = 1.0, min_diff_light: float = 0.0, max_diff_light: float = 1.0,
                  xyz_rotation_range: float = 60.0, xy_translation_range: float = 0.1,
                  z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0,
-                 antialias: bool = False, input_crop: Iterable[float] | None = None) -> None:
+                 antialias: bool = False, input_crop: Iterable[float] | None = None,
+                 light_mask: Iterable[float] | None = None) -> None:
         super().__init__()
         encoder_multipliers(image_size)  # validates image_size
         nets = tuple(nets)
@@ -125,6 +133,10 @@ class Unsup3DDecomposer(nn.Module):
             self.input_crop = check_crop(input_crop)
         except ValueError as exc:
             raise DecomposerError(f"input_crop: {exc}") from None
+        try:
+            self.light_mask = check_crop(light_mask, "light mask")
+        except ValueError as exc:
+            raise DecomposerError(str(exc)) from None
         builders = {
             "netD": lambda: EDDeconv(3, 1, zdim=self.zdim, nf=self.nf, tanh=False, image_size=self.image_size),
             "netA": lambda: EDDeconv(3, 3, zdim=self.zdim_albedo, nf=self.nf_albedo, tanh=True,
@@ -173,8 +185,8 @@ class Unsup3DDecomposer(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         """Every constructor argument (JSON-safe): `Unsup3DDecomposer(**d.get_config())` builds the same nets.
-        `input_crop` appears only when set, so that the configs (and fingerprints) of uncropped decomposers stay
-        what they were before it existed."""
+        `input_crop` and `light_mask` appear only when set, so that the configs (and fingerprints) of decomposers
+        without them stay what they were before they existed."""
         keys = ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf",
                 "zdim_conf", "min_depth", "max_depth", "border_depth", "min_amb_light", "max_amb_light",
                 "min_diff_light", "max_diff_light", "xyz_rotation_range", "xy_translation_range",
@@ -182,6 +194,8 @@ class Unsup3DDecomposer(nn.Module):
         config = {k: getattr(self, k) for k in keys}
         if self.input_crop is not None:
             config["input_crop"] = list(self.input_crop)
+        if self.light_mask is not None:
+            config["light_mask"] = list(self.light_mask)
         config["nets"] = list(self.present_nets)
         return config
 
@@ -245,11 +259,13 @@ class Unsup3DDecomposer(nn.Module):
             img = resize_images(img, self.image_size)
         return img
 
-    def decompose(self, img: torch.Tensor, parts: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    def decompose(self, img: torch.Tensor, parts: Iterable[str] | None = None,
+                  light_mask: Iterable[float] | None | bool = None) -> dict[str, torch.Tensor]:
         """Images `[N, 3, H, W]` in [-1, 1] -> canonical factors (differentiable; wrap in no_grad to label).
 
         `parts` selects among 'depth', 'albedo', 'light', 'view', 'confidence' (default: the first four, plus
-        'confidence' when netC is present). Returned keys, with R = image_size:
+        'confidence' when netC is present). `light_mask`: the box netL does not see (None: this decomposer's own
+        `light_mask`; False: none). Returned keys, with R = image_size:
           canon_depth_raw [N, R, R] netD's raw output;  canon_depth [N, R, R] in (0.9, 1.1), border columns 1.04;
           canon_albedo [N, 3, R, R] in (-1, 1) (both smoothed first when `antialias`);
           light_raw [N, 4] in (-1, 1);  light [N, 4] (ambient in (0, 1), diffuse in (0, 1), dx, dy in (-1, 1));
@@ -276,7 +292,8 @@ class Unsup3DDecomposer(nn.Module):
             albedo = nets["albedo"](x)
             out["canon_albedo"] = _binomial_blur(albedo) if self.antialias else albedo
         if "light" in nets:
-            out["light_raw"] = nets["light"](x)
+            mask = self.light_mask if light_mask is None else (None if light_mask is False else light_mask)
+            out["light_raw"] = nets["light"](fill_box(x, mask))
             out.update(self.scale_light(out["light_raw"]))
         if "view" in nets:
             out["view_raw"] = nets["view"](x)

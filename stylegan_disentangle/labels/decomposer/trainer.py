@@ -359,6 +359,7 @@ def train_decomposer(
     progress: bool | None = None,
     train_nets: Sequence[str] | None = None,
     crop: Sequence[float] | None = None,
+    light_mask: Sequence[float] | None | bool = None,
 ) -> Unsup3DDecomposer:
     """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
 
@@ -378,6 +379,9 @@ def train_decomposer(
     without moving the rest. `crop` (top, left, height, width; fractions of the image) trains on that box of each
     generated image (every image: the batches, the jittered twins, the bank, the previews) and becomes the
     decomposer's `input_crop`, which its labeler and `decompose` then apply; None keeps `init`'s own crop, if any.
+    `light_mask` (a box of the decomposer's input, the same fractions) becomes the decomposer's `light_mask`: netL
+    reads the light with that box painted in the background colour, in training as afterwards; None keeps
+    `init`'s own, False trains without one.
     """
 
     if steps < 1 or batch_size < 2:
@@ -411,6 +415,13 @@ def train_decomposer(
             kwargs["input_crop"] = list(check_crop(crop))
         except ValueError as exc:
             raise StyleGANDisentangleError(f"crop: {exc}") from None
+    if light_mask is False:
+        kwargs.pop("light_mask", None)
+    elif light_mask is not None:
+        try:
+            kwargs["light_mask"] = list(check_crop(light_mask, "light mask"))
+        except ValueError as exc:
+            raise StyleGANDisentangleError(str(exc)) from None
     if init is None:
         _check_decomposer_kwargs(kwargs)
     outdir = Path(outdir)
@@ -433,6 +444,7 @@ def train_decomposer(
     if dec is None and init is not None:
         dec = init.to(device)
         dec.input_crop = check_crop(kwargs.get("input_crop"))
+        dec.light_mask = check_crop(kwargs.get("light_mask"), "light mask")
     elif dec is None:
         with seeded_torch_rng(seed):  # seeded nets, without reseeding the caller's stream
             dec = Unsup3DDecomposer(**kwargs)
