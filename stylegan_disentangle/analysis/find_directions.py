@@ -361,8 +361,7 @@ def run_find_directions(
         if method != "3d-coupled":
             raise UsageError(f"decomposer_light_mask applies to method '3d-coupled' only (got {method!r})")
         try:
-            decomposer_light_mask = check_light_mask(decomposer_light_mask)
-            decomposer_light_mask = False if decomposer_light_mask is None else decomposer_light_mask
+            decomposer_light_mask = check_light_mask(decomposer_light_mask) or False  # False: asked for none
         except ValueError as exc:
             raise UsageError(f"decomposer_light_mask: {exc}") from None
     if samples < 3:
