@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                         "(default 16; 0: none); kept in the bank folder for later runs")
     p.add_argument("--conditions", choices=("auto", "none"), default=None,
-                   help="3d-coupled: hold the light elevation against the other light readings (auto, default) or "
+                   help="3d-coupled: hold the light elevation against the other light readings and the top albedo's "
+                        "colour (auto, default) or "
                         "leave every direction as fitted (none)")
     p.add_argument("--decomposer-crop", type=_crop, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="3d-coupled: the part of each image the decomposer reads, fractions of the image (default: "

@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
-from stylegan_disentangle.directions.three_d_coupled import canonical_regions, footprint_name
+from stylegan_disentangle.directions.three_d_coupled import TOP_ALBEDO_COLOUR, canonical_regions, footprint_name
 from stylegan_disentangle.errors import LatentError, NotFittedError
 from tests.helpers import load_script
 from tests.three_d_helpers import (
@@ -280,6 +280,51 @@ def test_the_elevation_is_held_against_the_other_light_readings_by_default():
     assert own.conditioned_on_ == {"light_ambient": ["light_azimuth"]}
 
 
+def test_the_elevation_is_also_held_against_the_colour_of_the_top_albedo():
+    """A decomposer that reads bright hair above the face as light from above (elevation reading = elevation + 0.6
+    hair + 0.4 hair2, two hair-colour factors): its albedo's colour at the top of the canonical face follows the
+    hair and not the light (the light only scales the albedo's intensity, here by the ambient), so the elevation
+    held against that colour's two W directions loses the hair; without an albedo map the rule is not applied."""
+    rng = np.random.default_rng(0)
+    n, d, r = 3000, 12, 8
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, 5)))
+    amb, az, el, hair, hair2 = q.T
+    noise = 0.05 * rng.standard_normal((n, 4))
+    labels = {"light_ambient": w @ amb + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
+              "light_elevation": w @ el + 0.6 * (w @ hair) + 0.4 * (w @ hair2) + noise[:, 2]}
+    # canonical albedo in [-1, 1]: a skin colour, and hair above (rows 0-1 of 8: the canonical 'forehead' region)
+    # whose red / blue and green balances follow w @ hair and w @ hair2; the light scales every intensity alike
+    intensity = np.full((n, 3, r, r), 0.6) * np.array([1.0, 0.7, 0.5])[None, :, None, None]
+    h, h2 = np.tanh(0.4 * (w @ hair))[:, None], np.tanh(0.4 * (w @ hair2))[:, None]
+    intensity[:, :, :2, :] = (0.3 * np.stack([1 + h, 1 + h2, 1 - h], axis=1))[..., None]
+    intensity *= (1 + 0.3 * np.tanh(w @ amb))[:, None, None, None]
+    labels["albedo"] = (2 * intensity - 1 + 0.01 * rng.standard_normal((n, 3, r, r))).astype(np.float32)
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(global_loss="squared", n_atoms=1, atom_scope="map", random_state=0, **kw)
+
+    auto, plain = fit().fit(w, labels), fit(conditions=None).fit(w, labels)
+    scalars = {k: v for k, v in labels.items() if k != "albedo"}
+    without_maps = fit(map_labels=()).fit(w, scalars)
+    k = auto.names_.index("light_elevation")
+    assert without_maps.conditioned_on_ == {"light_elevation": ["light_ambient", "light_azimuth"]}
+    assert abs(float(without_maps.directions_[k] @ el)) < 0.9  # the hair's lean stays
+    assert auto.conditioned_on_ == {"light_elevation": ["light_ambient", "light_azimuth", TOP_ALBEDO_COLOUR]}
+    assert abs(float(auto.directions_[k] @ el)) > 0.99
+    colour = auto.top_albedo_colour_directions_
+    np.testing.assert_allclose(colour @ colour.T, np.eye(2), atol=1e-9)
+    assert min(np.linalg.norm(colour @ hair), np.linalg.norm(colour @ hair2)) > 0.99  # the hair, not the light
+    assert np.linalg.norm(colour @ el) < 0.1
+    others = [i for i, name in enumerate(auto.names_) if name != "light_elevation"]
+    np.testing.assert_array_equal(auto.directions_[others], plain.directions_[others])
+    assert plain.top_albedo_colour_directions_ is None and without_maps.top_albedo_colour_directions_ is None
+    with pytest.raises(ValueError, match="needs an RGB albedo map"):
+        fit(map_labels=(), conditions={"light_elevation": [TOP_ALBEDO_COLOUR]}).fit(w, scalars)
+    with pytest.raises(ValueError, match="is a condition, not a direction"):
+        fit(conditions={TOP_ALBEDO_COLOUR: ["light_ambient"]}).fit(w, labels)
+
+
 def test_the_white_light_prior_pulls_the_light_directions_off_colour_changes():
     """A decomposer that reads a colour change (here `hair`) as ambient: the chroma sensitivity K is large along
     that direction only, and the white-light prior (penalty chroma_alpha * N * b'Kb on the light labels) shrinks
@@ -394,9 +439,9 @@ def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None}
     assert "conditioned_on" not in DirectionSet.load(tmp_path / "sq" / "directions").info
     auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
-    assert "conditions" not in auto["args"]["method_kwargs"]
+    assert "conditions" not in auto["args"]["method_kwargs"]  # and the colour of the albedo at the top of the face
     assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {
-        "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth"]}
+        "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR]}
     wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--conditions", "auto", "--outdir",
                  str(tmp_path / "p")])
     assert wrong.exit_code == 2 and "--conditions applies to --method 3d-coupled only" in wrong.output

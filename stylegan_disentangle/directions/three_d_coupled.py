@@ -40,7 +40,9 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   colour partly as ambient: ambient 0.83-0.85 -> 0.90-0.92 |cos| on the synthetic checkpoint).
 - **conditional light elevation** (`conditions='auto'`): the elevation direction is held against the ambient,
   diffuse and azimuth readings' directions (InterFaceGAN's conditional edit: its component in their span removed),
-  because Unsup3D's symmetric model lets a decomposer's elevation reading take in the ambient (see `conditions`).
+  because Unsup3D's symmetric model lets a decomposer's elevation reading take in the ambient, and against the
+  directions of the colour of the decomposer's albedo at the top of the canonical face, because it reads bright
+  hair above the face as light from above (see `conditions`).
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -61,13 +63,18 @@ from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
-__all__ = ["ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
+__all__ = ["TOP_ALBEDO_COLOUR", "ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
 
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
-AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth")}
+TOP_ALBEDO_COLOUR = "top_albedo_colour"
+"""A condition name: the W directions of the colour (chromaticity) of the canonical albedo at the top of the face
+(`top_albedo_colour_directions_`), a reading of the hair colour that white light does not change."""
+AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR)}
 """`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
+TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
+CHROMA_EPS = 0.05  # added to the albedo's linear intensity in [0, 1] before the log of its chromaticity
 LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
 """The decomposer's light readings: the labels `chroma_alpha`'s white-light prior applies to."""
 
@@ -160,14 +167,20 @@ class ThreeDCoupledDirections(DirectionFinder):
         Global directions made *conditional* on others (InterFaceGAN's conditional edit): each named direction
         loses its component in the span of its conditions' directions, so that it moves its own reading while
         holding theirs. 'auto' (default): `AUTO_CONDITIONS`, the light elevation held against the ambient, diffuse
-        and azimuth readings (those that were fitted). Unsup3D's symmetric model sees an elevation change only
-        through the part the azimuth makes asymmetric (BENCHMARKS.md, issue 10, sixteenth session), so a
-        decomposer's elevation reading takes in ambient and diffuse changes, and its regression direction mixes
-        the ambient's in (on the synthetic checkpoint |cos| 0.51 with the true ambient). Held against them it moves
-        from 0.555 / 0.557 to 0.761 / 0.769 |cos| to the true elevation (seeds 0 / 1; with the world's exact
-        labels 0.996 -> 0.994); the other directions are left as fitted (held against one another they lose:
-        the ambient against the diffuse, which is nearly its negative, to 0.05). A dict `{name: [names]}` sets
-        them (every name a fitted global label); None: directions as fitted. `coef_` keeps the regressions.
+        and azimuth readings (those that were fitted) and, when an RGB albedo map is given, against
+        `TOP_ALBEDO_COLOUR`. Unsup3D's symmetric model sees an elevation change only through the part the azimuth
+        makes asymmetric (BENCHMARKS.md, issue 10, sixteenth session), so a decomposer's elevation reading takes in
+        ambient and diffuse changes, and its regression direction mixes the ambient's in (on the synthetic
+        checkpoint |cos| 0.51 with the true ambient). Held against them it moves from 0.555 / 0.557 to 0.761 /
+        0.769 |cos| to the true elevation (seeds 0 / 1; with the world's exact labels 0.996 -> 0.994). The reading
+        also takes bright hair above the face for light from above; `TOP_ALBEDO_COLOUR` is the two leading W
+        directions of the chromaticity of the decomposer's own albedo in the top region of the canonical face
+        (`TOP_REGION`; white light changes no chromaticity), and held against them too the elevation moves from
+        0.79 / 0.81 to 0.84 |cos| (BENCHMARKS.md, issue 11, twenty-first session). The other directions are left
+        as fitted (held against one another they lose: the ambient against the diffuse, which is nearly its
+        negative, to 0.05; the ambient against the top albedo colour, 0.95 -> 0.90). A dict `{name: [names]}`
+        sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as fitted. `coef_`
+        keeps the regressions.
     val_fraction : float
         Held-out fraction for `scores_` (R^2); 0 disables.
     random_state : int or None
@@ -194,6 +207,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
     conditioned_on_ : dict[str, list[str]]  the conditions applied (see `conditions`).
+    top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
+        (orthonormal; None without an RGB albedo map).
     chroma_labels_ : list[str]  the global labels fitted with the white-light prior (empty without `w_chroma`).
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
 
@@ -379,6 +394,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.ridge_alpha_ = {}
         self.global_losses_ = {}
         self.conditioned_on_ = {}
+        self.top_albedo_colour_directions_ = None
         self.chroma_labels_ = []
         if wanted:
             # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
@@ -406,8 +422,13 @@ class ThreeDCoupledDirections(DirectionFinder):
                     per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
             order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
             d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
-            self.conditioned_on_ = self._conditions(order)
-            dirs.append(_conditioned(d, order, self.conditioned_on_))
+            rgb_albedo = "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3
+            self.conditioned_on_ = self._conditions(order, rgb_albedo)
+            if any(TOP_ALBEDO_COLOUR in v for v in self.conditioned_on_.values()):
+                self.top_albedo_colour_directions_ = self._top_albedo_colour(
+                    w_fit, root, w_mean, _top_albedo_chroma(arrays["albedo"], int(self.chunk_size)), alpha)
+            extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_}
+            dirs.append(_conditioned(d, order, self.conditioned_on_, extra))
             coefs.append(c)
             intercepts.append(b)
             scores.append(sc)
@@ -464,20 +485,38 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.n_samples_fit_ = n
         return self
 
-    def _conditions(self, fitted: Sequence[str]) -> dict[str, list[str]]:
-        """{direction: its conditions} among the fitted global labels (see `conditions`)."""
+    def _conditions(self, fitted: Sequence[str], rgb_albedo: bool = False) -> dict[str, list[str]]:
+        """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
+        `TOP_ALBEDO_COLOUR` (see `conditions`)."""
         if self.conditions is None:
             return {}
+        known = set(fitted) | ({TOP_ALBEDO_COLOUR} if rgb_albedo else set())
         if self.conditions == "auto":
-            out = {k: [c for c in v if c in fitted] for k, v in AUTO_CONDITIONS.items() if k in fitted}
+            out = {k: [c for c in v if c in known] for k, v in AUTO_CONDITIONS.items() if k in fitted}
             return {k: v for k, v in out.items() if v}
-        unknown = sorted({str(n) for k, v in self.conditions.items() for n in [k, *v]} - set(fitted))
+        unknown = sorted({str(n) for k, v in self.conditions.items() for n in [k, *v]} - known)
         if unknown:
-            raise ValueError(f"conditions name {unknown}, which are not fitted global labels ({list(fitted)})")
+            raise ValueError(f"conditions name {unknown}, which are not fitted global labels ({list(fitted)})"
+                             + ("" if rgb_albedo else f" nor {TOP_ALBEDO_COLOUR!r} (it needs an RGB albedo map)"))
+        if TOP_ALBEDO_COLOUR in self.conditions:
+            raise ValueError(f"{TOP_ALBEDO_COLOUR!r} is a condition, not a direction to hold")
         selfish = [k for k, v in self.conditions.items() if k in v]
         if selfish:
             raise ValueError(f"conditions hold {selfish} against themselves")
         return {str(k): [str(c) for c in v] for k, v in self.conditions.items() if v}
+
+    def _top_albedo_colour(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
+                           chroma: np.ndarray, alpha: float) -> np.ndarray:
+        """The two leading W directions (orthonormal rows) of the top albedo's three chromaticity readings, each
+        regressed as the global labels without the white-light prior are (its chromaticity sums to 0 over the
+        channels, so two directions carry it)."""
+        readings = {f"{TOP_ALBEDO_COLOUR}_{c}": chroma[:, i] for i, c in enumerate("rgb")}
+        lin = LinearDirections(method="ridge", alpha=alpha, loss="squared", val_fraction=0.0,
+                               random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None).fit(
+            w_fit, readings)
+        d, _, _ = from_metric_coords(lin.coef_, lin.intercept_, root, w_mean, lin.names_)
+        d = lin.directions_ if d is None else d
+        return np.linalg.svd(np.asarray(d, dtype=np.float64), full_matrices=False)[2][:2]
 
     def _rows(self, n: int) -> np.ndarray:
         m = min(n, int(self.max_samples))
@@ -657,14 +696,31 @@ class ThreeDCoupledDirections(DirectionFinder):
         return out
 
 
-def _conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str, Sequence[str]]) -> np.ndarray:
+def _conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str, Sequence[str]],
+                 extra: Mapping[str, np.ndarray | None] | None = None) -> np.ndarray:
     """Rows of `dirs` named in `conditions` without their component in the span of their conditions' rows as
-    fitted (conditions do not chain), renormalised (`orthogonalize`'s projection); the other rows as they are."""
+    fitted (conditions do not chain; a condition in `extra` brings its own rows), renormalised (`orthogonalize`'s
+    projection); the other rows as they are."""
     fitted = np.asarray(dirs, dtype=np.float64)
+    extra = extra or {}
     out = fitted.copy()
     for name, conds in conditions.items():
         i = names.index(name)
-        out[i] = _project_out(fitted[i:i + 1], span_basis(fitted[[names.index(c) for c in conds]]), [name])[0]
+        held = [np.atleast_2d(extra[c]) if c in extra else fitted[[names.index(c)]] for c in conds]
+        out[i] = _project_out(fitted[i:i + 1], span_basis(np.concatenate(held)), [name])[0]
+    return out
+
+
+def _top_albedo_chroma(albedo: np.ndarray, chunk_size: int) -> np.ndarray:
+    """[N, 3] mean log-chromaticity (log intensity minus its mean over the channels) of canonical albedo maps
+    [N, 3, R, R] in [-1, 1] over the top region of the canonical face (`TOP_REGION`), in chunks."""
+    names, masks = canonical_regions(albedo.shape[-1])
+    top = masks[names.index(TOP_REGION)] > 0.5
+    out = np.empty((albedo.shape[0], 3))
+    for start in range(0, albedo.shape[0], chunk_size):
+        part = np.asarray(albedo[start:start + chunk_size][:, :, top], dtype=np.float64)
+        log = np.log((np.clip(part, -1, 1) + 1) / 2 + CHROMA_EPS).mean(axis=2)
+        out[start:start + chunk_size] = log - log.mean(axis=1, keepdims=True)
     return out
 
 
