@@ -319,6 +319,8 @@ def test_the_elevation_is_also_held_against_the_colour_of_the_top_albedo():
     others = [i for i, name in enumerate(auto.names_) if name != "light_elevation"]
     np.testing.assert_array_equal(auto.directions_[others], plain.directions_[others])
     assert plain.top_albedo_colour_directions_ is None and without_maps.top_albedo_colour_directions_ is None
+    grey = labels["albedo"].mean(axis=1, keepdims=True).repeat(3, axis=1)  # no colour to read: no such condition
+    assert fit().fit(w, {**labels, "albedo": grey}).conditioned_on_ == without_maps.conditioned_on_
     with pytest.raises(ValueError, match="needs an RGB albedo map"):
         fit(map_labels=(), conditions={"light_elevation": [TOP_ALBEDO_COLOUR]}).fit(w, scalars)
     with pytest.raises(ValueError, match="is a condition, not a direction"):

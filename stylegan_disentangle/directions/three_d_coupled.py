@@ -74,7 +74,7 @@ TOP_ALBEDO_COLOUR = "top_albedo_colour"
 AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR)}
 """`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
-CHROMA_EPS = 0.05  # added to the albedo's linear intensity in [0, 1] before the log of its chromaticity
+CHROMA_EPS = 0.05  # added to the albedo's intensity in [0, 1] before the log (as analysis.sensitivity's for images)
 LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
 """The decomposer's light readings: the labels `chroma_alpha`'s white-light prior applies to."""
 
@@ -176,7 +176,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         also takes bright hair above the face for light from above; `TOP_ALBEDO_COLOUR` is the two leading W
         directions of the chromaticity of the decomposer's own albedo in the top region of the canonical face
         (`TOP_REGION`; white light changes no chromaticity), and held against them too the elevation moves from
-        0.79 / 0.81 to 0.84 |cos| (BENCHMARKS.md, issue 11, twenty-first session). The other directions are left
+        0.79 / 0.78 to 0.88 / 0.87 |cos| (seeds 0 / 1, read through the shipped decomposer's light mask; with the
+        world's exact labels 0.996; BENCHMARKS.md, issue 11, twenty-first session). The other directions are left
         as fitted (held against one another they lose: the ambient against the diffuse, which is nearly its
         negative, to 0.05; the ambient against the top albedo colour, 0.95 -> 0.90). A dict `{name: [names]}`
         sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as fitted. `coef_`
@@ -422,11 +423,14 @@ class ThreeDCoupledDirections(DirectionFinder):
                     per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
             order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
             d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
-            rgb_albedo = "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3
-            self.conditioned_on_ = self._conditions(order, rgb_albedo)
+            top_chroma = None
+            if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
+                top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
+                if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
+                    top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
+            self.conditioned_on_ = self._conditions(order, top_chroma is not None)
             if any(TOP_ALBEDO_COLOUR in v for v in self.conditioned_on_.values()):
-                self.top_albedo_colour_directions_ = self._top_albedo_colour(
-                    w_fit, root, w_mean, _top_albedo_chroma(arrays["albedo"], int(self.chunk_size)), alpha)
+                self.top_albedo_colour_directions_ = self._top_albedo_colour(w_fit, root, w_mean, top_chroma, alpha)
             extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_}
             dirs.append(_conditioned(d, order, self.conditioned_on_, extra))
             coefs.append(c)
