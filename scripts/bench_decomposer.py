@@ -20,7 +20,7 @@ import time
 import torch
 
 from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
-from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+from stylegan_disentangle.labels.decomposer.labeler import check_light_mask, load_decomposer, parse_light_mask
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import (
     SCALARS,
@@ -88,12 +88,21 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="Where the decomposer runs (cpu, cuda, cuda:N); the faces are "
                                                     "drawn on the CPU and the scores computed there.")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
+                   help="The box netL does not see (default: the decomposer's own; 'none': the whole image, e.g. to "
+                        "score the shipped nets as they were before their light mask).")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    try:
+        light_mask = None if args.light_mask is None else check_light_mask(parse_light_mask(args.light_mask))
+    except ValueError as exc:
+        p.error(f"--light-mask: {exc}")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     G, fmap = load_synthetic()
     dec = load_decomposer(args.decomposer, device=device)
+    if args.light_mask is not None:
+        dec.light_mask = light_mask
     images, factors = faces_from_generator(G, fmap, args.samples, seed=20_000_000)
     gen_scores = score_decomposer(dec, images, factors)
     print(_table("faces from the shipped generator (fresh seeds)", gen_scores))
@@ -109,7 +118,8 @@ def main() -> None:
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"generator_faces": gen_scores, "renderer_faces": ren_scores, "throughput": rows,
-                       "decomposer": args.decomposer, "threads": args.threads, "device": str(device)}, f, indent=2)
+                       "decomposer": args.decomposer, "threads": args.threads, "device": str(device),
+                       "light_mask": None if dec.light_mask is None else list(dec.light_mask)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import torch
 from stylegan_disentangle.analysis.metrics import locality
 from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
 from stylegan_disentangle.directions import ThreeDCoupledDirections
-from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, scalar_labels
+from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, parse_light_mask, scalar_labels
 from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.synthetic.decomposer_eval import render as world_render
@@ -148,8 +148,17 @@ def main() -> None:
     p.add_argument("--bound-faces", type=int, default=16,
                    help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
+                   help="The box the decomposer's netL does not see (default: its own; 'none': the whole image, the "
+                        "shipped decomposer as it read before its light mask)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    try:
+        light_mask = None if args.light_mask is None else parse_light_mask(args.light_mask)
+    except ValueError as exc:
+        p.error(f"--light-mask: {exc}")
+    if light_mask is not None and args.decomposer == "oracle":
+        p.error("--light-mask applies to a decomposer, not to the oracle")
     if args.sensitivity_samples is None:
         args.sensitivity_samples = 0 if args.decomposer == "oracle" else SENSITIVITY_SAMPLES
     torch.set_grad_enabled(False)
@@ -166,7 +175,7 @@ def main() -> None:
         def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
             return exact_decomposition_labels(oracle, ws, resolution)
     else:
-        decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False)
+        decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False, light_mask=light_mask)
         resolution = decomposer.input_resolution
 
         def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:

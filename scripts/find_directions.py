@@ -26,6 +26,7 @@ from stylegan_disentangle.analysis.find_directions import (
 )
 from stylegan_disentangle.errors import StyleGANDisentangleError, UsageError
 from stylegan_disentangle.labels import check_crop
+from stylegan_disentangle.labels.decomposer.labeler import parse_light_mask
 
 
 def _positive_int(text: str) -> int:
@@ -46,7 +47,10 @@ def _crop(text: str) -> tuple[float, ...]:
 
 
 def _light_mask(text: str) -> tuple[float, ...] | bool:
-    return False if text.strip().lower() == "none" else _crop(text)
+    try:
+        return parse_light_mask(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ import torch
 
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.errors import StyleGANDisentangleError
-from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, check_light_mask
+from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, parse_light_mask
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer, trained_nets_only
 from stylegan_disentangle.utils import atomic_write, resolve_device
 
@@ -109,8 +109,7 @@ def main() -> None:
     light_mask = None
     if args.light_mask is not None:
         try:
-            light_mask = check_light_mask(False if args.light_mask.strip().lower() == "none"
-                                          else args.light_mask.split(",")) or False
+            light_mask = parse_light_mask(args.light_mask)
         except ValueError as exc:
             p.error(f"--light-mask: {exc}")
     torch.set_num_threads(args.threads)

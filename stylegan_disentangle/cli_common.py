@@ -66,14 +66,12 @@ def crop_option(*names: str, help: str = _CROP_HELP) -> Callable:
 def _light_mask_callback(ctx: click.Context, param: click.Parameter,
                          value: str | None) -> tuple[float, ...] | bool | None:
     """'TOP,LEFT,HEIGHT,WIDTH' -> a checked box, 'none' -> False (no mask), absent -> None (the decomposer's own)."""
-    from .labels.base import check_crop
+    from .labels.decomposer.labeler import parse_light_mask
 
     if value is None:
         return None
-    if value.strip().lower() == "none":
-        return False
     try:
-        return check_crop(value.split(","), "light mask")
+        return parse_light_mask(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: {exc}", ctx=ctx, param=param) from None
 

@@ -12,7 +12,7 @@ import torch
 
 from stylegan_disentangle.labels import fill_box
 from stylegan_disentangle.labels.decomposer import DecomposerLabeler, Unsup3DDecomposer, load_decomposer
-from stylegan_disentangle.labels.decomposer.labeler import check_light_mask
+from stylegan_disentangle.labels.decomposer.labeler import check_light_mask, parse_light_mask
 from tests.three_d_helpers import cli, find_3d, make_tiny_run
 
 TINY = dict(nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32)
@@ -56,6 +56,13 @@ def test_a_bad_light_mask_is_refused_saying_why(box, words):
         check_light_mask(box)
     with pytest.raises(DecomposerError, match=words):
         Unsup3DDecomposer(image_size=32, nets=(), light_mask=box, **TINY)
+
+
+def test_the_commands_text_form_of_a_light_mask():
+    assert parse_light_mask(" None ") is False and parse_light_mask("0,0,0.25,1") == TOP
+    with pytest.raises(ValueError, match="a light mask is four numbers"):
+        parse_light_mask("0,zero,1,1")
+    assert check_light_mask(None, TOP) == TOP and check_light_mask(False, TOP) is None  # own / none
 
 
 def test_only_netL_reads_the_masked_input():

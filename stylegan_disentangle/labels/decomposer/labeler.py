@@ -39,7 +39,7 @@ from .model import Unsup3DDecomposer
 from .renderer import light_angles
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
-           "scalar_labels"]
+           "parse_light_mask", "scalar_labels"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
@@ -250,6 +250,14 @@ class DecomposerLabeler:
         crop = "" if self.crop is None else f", crop={self.crop}"
         mask = "" if self.light_mask is None else f", light_mask={self.light_mask}"
         return f"DecomposerLabeler({self.decomposer.extra_repr()}, maps={self.maps}{crop}{mask})"
+
+
+def parse_light_mask(text: str) -> tuple[float, float, float, float] | bool:
+    """A light mask as the commands take it: 'TOP,LEFT,HEIGHT,WIDTH' (fractions) -> the checked box; 'none' ->
+    False (no mask). ValueError naming the light mask otherwise."""
+    if text.strip().lower() == "none":
+        return False
+    return check_crop(text.split(","), "light mask")
 
 
 def check_light_mask(light_mask: Any, own: tuple[float, float, float, float] | None = None
