@@ -510,7 +510,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         return {str(k): [str(c) for c in v] for k, v in self.conditions.items() if v}
 
     def _top_albedo_colour(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
-                           chroma: np.ndarray, alpha: float) -> np.ndarray:
+                           chroma: np.ndarray, alpha: float | str) -> np.ndarray:
         """The two leading W directions (orthonormal rows) of the top albedo's three chromaticity readings, each
         regressed as the global labels without the white-light prior are (its chromaticity sums to 0 over the
         channels, so two directions carry it)."""

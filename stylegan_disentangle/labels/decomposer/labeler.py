@@ -35,7 +35,7 @@ import torch
 
 from ...errors import CheckpointError, StyleGANDisentangleError
 from ..base import check_crop, crop_images
-from .model import Unsup3DDecomposer
+from .model import Unsup3DDecomposer, check_light_mask
 from .renderer import light_angles
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
@@ -258,17 +258,6 @@ def parse_light_mask(text: str) -> tuple[float, float, float, float] | bool:
     if text.strip().lower() == "none":
         return False
     return check_crop(text.split(","), "light mask")
-
-
-def check_light_mask(light_mask: Any, own: tuple[float, float, float, float] | None = None
-                     ) -> tuple[float, float, float, float] | None:
-    """The light mask a caller asks for, checked: None -> `own` (the decomposer's), False -> None (no mask), a box
-    -> that box (ValueError naming the light mask when it is not a box inside the image)."""
-    if light_mask is None:
-        return own
-    if light_mask is False:
-        return None
-    return check_crop(light_mask, "light mask")
 
 
 def decomposer_labeler(decomposer: str | os.PathLike | Unsup3DDecomposer = "synthetic", maps: bool = True,

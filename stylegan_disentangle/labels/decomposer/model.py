@@ -38,7 +38,7 @@ from ...errors import StyleGANDisentangleError
 from ..base import check_crop, fill_box, resize_images
 from .networks import ConfNet, EDDeconv, Encoder, encoder_multipliers
 
-__all__ = ["NET_NAMES", "PARTS", "DecomposerError", "Unsup3DDecomposer"]
+__all__ = ["NET_NAMES", "PARTS", "DecomposerError", "Unsup3DDecomposer", "check_light_mask"]
 
 NET_NAMES = ("netD", "netA", "netL", "netV", "netC")
 PARTS = {"depth": "netD", "albedo": "netA", "light": "netL", "view": "netV", "confidence": "netC"}
@@ -54,6 +54,17 @@ def _binomial_blur(maps: torch.Tensor) -> torch.Tensor:
 
 class DecomposerError(StyleGANDisentangleError, RuntimeError):
     """A decomposer was asked for a network it does not hold, or given images of the wrong shape."""
+
+
+def check_light_mask(light_mask: Any, own: tuple[float, float, float, float] | None = None
+                     ) -> tuple[float, float, float, float] | None:
+    """The light mask a caller asks for, checked: None -> `own` (the decomposer's), False -> None (no mask), a box
+    -> that box (ValueError naming the light mask when it is not a box inside the image)."""
+    if light_mask is None:
+        return own
+    if light_mask is False:
+        return None
+    return check_crop(light_mask, "light mask")
 
 
 class Unsup3DDecomposer(nn.Module):
@@ -292,8 +303,7 @@ class Unsup3DDecomposer(nn.Module):
             albedo = nets["albedo"](x)
             out["canon_albedo"] = _binomial_blur(albedo) if self.antialias else albedo
         if "light" in nets:
-            mask = self.light_mask if light_mask is None else (None if light_mask is False else light_mask)
-            out["light_raw"] = nets["light"](fill_box(x, mask))
+            out["light_raw"] = nets["light"](fill_box(x, check_light_mask(light_mask, self.light_mask)))
             out.update(self.scale_light(out["light_raw"]))
         if "view" in nets:
             out["view_raw"] = nets["view"](x)

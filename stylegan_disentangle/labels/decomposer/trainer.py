@@ -57,7 +57,7 @@ from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from ..base import check_crop, crop_images
 from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
-from .model import PARTS, Unsup3DDecomposer
+from .model import PARTS, Unsup3DDecomposer, check_light_mask
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
 logger = logging.getLogger(__name__)
@@ -415,13 +415,12 @@ def train_decomposer(
             kwargs["input_crop"] = list(check_crop(crop))
         except ValueError as exc:
             raise StyleGANDisentangleError(f"crop: {exc}") from None
-    if light_mask is False:
-        kwargs.pop("light_mask", None)
-    elif light_mask is not None:
-        try:
-            kwargs["light_mask"] = list(check_crop(light_mask, "light mask"))
-        except ValueError as exc:
-            raise StyleGANDisentangleError(str(exc)) from None
+    try:  # None keeps init's own (or none), False drops it
+        mask = check_light_mask(light_mask, kwargs.pop("light_mask", None))
+    except ValueError as exc:
+        raise StyleGANDisentangleError(str(exc)) from None
+    if mask is not None:
+        kwargs["light_mask"] = list(mask)
     if init is None:
         _check_decomposer_kwargs(kwargs)
     outdir = Path(outdir)
