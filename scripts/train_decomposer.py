@@ -100,6 +100,11 @@ def main() -> None:
     p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="A box of the image netL does not see (fractions, e.g. 0,0,0.22,1: the hair above the face), "
                         "kept as the decomposer's light mask; 'none': without one. Default: --init's own, else none.")
+    p.add_argument("--light-teacher", default=None, metavar="DIRS",
+                   help="Teach netL the light from a DirectionSet's light directions (a find-directions --method "
+                        "3d-coupled output folder, or its directions.npz): each image's w projected on them, in the "
+                        "units of --init's readings (needs --init; the other nets learn as usual).")
+    p.add_argument("--teacher-weight", type=float, default=1.0, help="Weight of the --light-teacher term.")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
@@ -126,6 +131,11 @@ def main() -> None:
 
         init = load_decomposer(args.init, device=device)
         init.antialias = init.antialias or args.antialias
+    teacher = None
+    if args.light_teacher:
+        from stylegan_disentangle.labels.decomposer.light_teacher import LatentLightTeacher
+
+        teacher = LatentLightTeacher.from_direction_set(args.light_teacher)
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,
@@ -138,7 +148,8 @@ def main() -> None:
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,
                            stabilize_after=args.stabilize_after,
                            train_nets=args.train_nets.split(",") if args.train_nets else None, light_mask=light_mask,
-                           device=device, checkpoint_every=100, log_every=10, preview_every=250)
+                           light_teacher=teacher, lam_teacher=args.teacher_weight, device=device,
+                           checkpoint_every=100, log_every=10, preview_every=250)
     wall = time.time() - t0
     state = json.loads((Path(args.outdir) / "train_state.json").read_text())
     state["bank_seconds"] = bank_seconds(args.outdir)

@@ -153,13 +153,19 @@ def register_decomposer_commands(main: click.Group) -> None:
                        "e.g. 0,0,0.22,1 (the top of the frame, where the hair is); the decomposer keeps it as its "
                        "light mask, in training and afterwards. 'none': without one. Default: --init's own, else "
                        "none.")
+    @click.option("--light-teacher", "teacher_spec", default=None, metavar="DIRS",
+                  help="Teach netL the light from the light directions of a find-directions --method 3d-coupled "
+                       "run (its folder or directions.npz): each image's w projected on them, in the units of "
+                       "--init's own readings (needs --init). The other nets learn as usual.")
+    @click.option("--teacher-weight", "lam_teacher", type=float, default=1.0, show_default=True,
+                  help="Weight of the --light-teacher term.")
     @device_option()
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @click.pass_context
     def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, init_spec: str | None,
                              nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool,
                              perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
-                             **options) -> None:
+                             teacher_spec: str | None, **options) -> None:
         """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
         from .checkpoints import load_network_pkl
         from .labels.decomposer.labeler import load_decomposer
@@ -180,6 +186,10 @@ def register_decomposer_commands(main: click.Group) -> None:
         sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
                      zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
         nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
+        if teacher_spec is not None:
+            from .labels.decomposer.light_teacher import LatentLightTeacher
+
+            options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(teacher_spec))
         fail_cleanly(lambda: train_decomposer(
             data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
             lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,

@@ -57,6 +57,7 @@ from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from ..base import check_crop, crop_images
 from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
+from .light_teacher import LatentLightTeacher, light_labels
 from .model import PARTS, Unsup3DDecomposer, check_light_mask
 from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
 
@@ -70,6 +71,7 @@ STATE = "train_state.json"
 LOG = "log.jsonl"
 BANK = "bank"
 BANK_TIME = "bank_time.json"
+TEACHER = "light_teacher.npz"
 # a rotation whose mean |raw| passes this (45 deg on average at the official +-60) means a collapsing view: both
 # from-scratch collapses in BENCHMARKS (sixth session) reached 0.78 and 1.0; the shipped nets sit at 0.08-0.14
 SATURATED = 0.75
@@ -234,12 +236,14 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
             "view_raw": view_raw}
 
 
-def _rerender_loss(dec: Unsup3DDecomposer, scene: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Decomposing a `rerender_scene` image must give back its depth, albedo, light and view."""
-    est = dec.decompose(scene["image"], parts=["depth", "albedo", "light", "view"])
+def _rerender_loss(dec: Unsup3DDecomposer, scene: dict[str, torch.Tensor], light: bool = True) -> torch.Tensor:
+    """Decomposing a `rerender_scene` image must give back its depth, albedo, light (unless not `light`: netL
+    learns elsewhere) and view."""
+    est = dec.decompose(scene["image"], parts=["depth", "albedo", "view"] + (["light"] if light else []))
     loss = (est["canon_depth"] - scene["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
     loss = loss + (est["canon_albedo"] - scene["canon_albedo"]).abs().mean()
-    loss = loss + (est["light_raw"] - scene["light_raw"]).abs().mean()
+    if light:
+        loss = loss + (est["light_raw"] - scene["light_raw"]).abs().mean()
     used = [i for i, r in enumerate([1, 1, 1, dec.xy_translation_range, dec.xy_translation_range,
                                      dec.z_translation_range]) if r > 0]
     return loss + (est["view_raw"][:, used] - scene["view_raw"][:, used]).abs().mean()
@@ -360,6 +364,9 @@ def train_decomposer(
     train_nets: Sequence[str] | None = None,
     crop: Sequence[float] | None = None,
     light_mask: Sequence[float] | None | bool = None,
+    light_teacher: LatentLightTeacher | None = None,
+    lam_teacher: float = 1.0,
+    teacher_samples: int = 4000,
 ) -> Unsup3DDecomposer:
     """Train (or resume training) a decomposer on `G`'s images for `steps` steps in total; returns it (eval mode).
 
@@ -382,6 +389,10 @@ def train_decomposer(
     `light_mask` (a box of the decomposer's input, the same fractions) becomes the decomposer's `light_mask`: netL
     reads the light with that box painted in the background colour, in training as afterwards; None keeps
     `init`'s own, False trains without one.
+    `light_teacher` (a `LatentLightTeacher`) makes netL learn the light from the teacher's reading of each image's
+    w alone (weight `lam_teacher`; the photometric and re-render losses then train the other nets only). A teacher
+    not yet fitted is fitted first on `teacher_samples` generator faces read by `init` (so it needs `init`), and
+    saved as `outdir/light_teacher.npz` for a resumed run. It needs batches drawn from `G` (their w), not a bank.
     """
 
     if steps < 1 or batch_size < 2:
@@ -400,6 +411,9 @@ def train_decomposer(
         raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
                                        f"got {rerender_intensities!r}")
     albedo_step = _check_albedo_step(rerender_albedo_step)
+    if light_teacher is not None:
+        _check_teacher_args(light_teacher, init, bank_size, light_from_rerender, train_nets, lam_teacher,
+                            teacher_samples)
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
     if train_nets is not None and (isinstance(train_nets, str) or not train_nets
@@ -438,7 +452,9 @@ def train_decomposer(
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
-                  **({"train_nets": sorted(train_nets)} if train_nets is not None else {}))
+                  **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
+                  **({"light_teacher": {"directions_sha256": light_teacher.fingerprint(), "lam": lam_teacher,
+                                        "fit_samples": teacher_samples}} if light_teacher is not None else {}))
     dec, start, seconds = _resume(outdir, config, device)
     if dec is None and init is not None:
         dec = init.to(device)
@@ -468,6 +484,7 @@ def train_decomposer(
                                        truncation_psi=truncation_psi, device=device, progress=progress,
                                        crop=dec.input_crop)
         _record_bank_seconds(outdir, time.perf_counter() - t0)
+    teacher = None if light_teacher is None else _ready_teacher(light_teacher, dec, G, outdir, start, config, device)
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
     preview_img = crop_images(preview_img, dec.input_crop)
@@ -475,11 +492,61 @@ def train_decomposer(
     try:
         with torch.enable_grad():  # also when called from a no_grad context
             _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
-                        (checkpoint_every, log_every, preview_every), bank)
+                        (checkpoint_every, log_every, preview_every), bank, teacher)
     finally:  # the nets frozen for train_nets are trainable again afterwards
         for param, flag in zip(dec.parameters(), grad_flags):
             param.requires_grad_(flag)
     return dec.eval()
+
+
+def _check_teacher_args(teacher, init, bank_size, light_from_rerender, train_nets, lam_teacher,
+                        teacher_samples) -> None:
+    if not isinstance(teacher, LatentLightTeacher):
+        raise StyleGANDisentangleError(f"light_teacher must be a LatentLightTeacher, got {type(teacher).__name__}")
+    if bank_size:
+        raise StyleGANDisentangleError("light_teacher reads each image's w, which an image bank does not keep: "
+                                       "train without the bank")
+    if light_from_rerender:
+        raise StyleGANDisentangleError("light_teacher and light_from_rerender both choose what netL learns from; "
+                                       "pass one")
+    if train_nets is not None and "netL" not in train_nets:
+        raise StyleGANDisentangleError(f"light_teacher teaches netL, which train_nets {sorted(train_nets)} leaves out")
+    if not (math.isfinite(lam_teacher) and lam_teacher > 0) or teacher_samples < 3:
+        raise StyleGANDisentangleError(f"lam_teacher must be > 0 and teacher_samples >= 3, got {lam_teacher}, "
+                                       f"{teacher_samples}")
+    if init is None and not hasattr(teacher, "slope_"):
+        raise StyleGANDisentangleError("an unfitted light_teacher is fitted on the readings of a trained decomposer: "
+                                       "pass init (e.g. the decomposer whose readings the directions came from)")
+
+
+@torch.no_grad()
+def _ready_teacher(teacher: LatentLightTeacher, dec: Unsup3DDecomposer, G: nn.Module, outdir: Path, start: int,
+                   config: dict, device: torch.device) -> LatentLightTeacher:
+    """The run's fitted teacher: the saved one on a resume, else `teacher` fitted (if it is not yet) on
+    `fit_samples` faces of G read by `dec` before any training step, then saved."""
+    path = outdir / TEACHER
+    if start > 0:
+        if not path.is_file():
+            raise StyleGANDisentangleError(f"{outdir}: this run trains with a light teacher but {TEACHER} is missing; "
+                                           "start the run over in a new folder")
+        return LatentLightTeacher.load(path)
+    if not hasattr(teacher, "slope_"):
+        gen = _step_generator(config["seed"] + 104729, 0)
+        n = config["light_teacher"]["fit_samples"]
+        ws, readings = [], []
+        was_training = dec.training
+        dec.eval()
+        for i in range(0, n, 500):
+            w, img = draw_images(G, min(500, n - i), gen, config["truncation_psi"], device)
+            ws.append(w[:, 0].cpu())
+            readings.append({k: v.cpu() for k, v in light_labels(dec.decompose(crop_images(img, dec.input_crop),
+                                                                               parts=["light"])["light"]).items()})
+        dec.train(was_training)
+        teacher.fit(torch.cat(ws), {k: torch.cat([r[k] for r in readings]) for k in readings[0]})
+        logger.info("light teacher fitted on %d faces: agreement with the readings %s", n,
+                    dict(zip(teacher.names_, teacher.agreement_.round(3).tolist())))
+    teacher.save(path)
+    return teacher
 
 
 def _health(out: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -510,7 +577,7 @@ def _record_bank_seconds(outdir: Path, seconds: float) -> None:
 
 
 def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every,
-                bank=None) -> None:
+                bank=None, teacher=None) -> None:
     from .visualize import save_decomposition_png
 
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
@@ -525,6 +592,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     albedo_step = config.get("rerender_albedo_step")  # a list in the JSON config
     albedo_step = None if albedo_step is None else tuple(albedo_step)
     light_from_rerender = config.get("light_from_rerender", False)
+    lam_teacher = config["light_teacher"]["lam"] if teacher is not None else 0.0
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     warned = False
@@ -537,7 +605,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             img, twins = crop_images(img, dec.input_crop), None
         else:
             img, twins = bank.batch(gen, batch_size, device)
-        out = reconstruct(dec, img, flip=True, detach_light=light_from_rerender and step >= stabilize_after)
+        out = reconstruct(dec, img, flip=True,
+                          detach_light=teacher is not None or (light_from_rerender and step >= stabilize_after))
         losses = reconstruction_loss(out, lam_flip)
         total = losses["total"]
         if lam_perc > 0:
@@ -557,12 +626,15 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         if lam_rerender > 0 and stabilize:
             scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
                                    albedo_step=albedo_step)
-            losses["rerender"] = _rerender_loss(dec, scene)
+            losses["rerender"] = _rerender_loss(dec, scene, light=teacher is None)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
             twins = crop_images(_jitter_images(G, ws, gen), dec.input_crop) if twins is None else twins
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
+        if teacher is not None:
+            losses["teacher"] = teacher.loss(out["light"], ws[:, 0])
+            total = total + lam_teacher * losses["teacher"]
         if not torch.isfinite(total):
             raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; the last "
                                            f"good checkpoint is {outdir / CHECKPOINT}")
