@@ -9,6 +9,7 @@
 
 from .checkpoint import OpaqueObject, infer_unsup3d_sizes, load_unsup3d, read_unsup3d_checkpoint, save_unsup3d
 from .labeler import DecomposerLabeler, decomposer_labeler, load_decomposer
+from .light_teacher import LatentLightTeacher
 from .model import NET_NAMES, PARTS, DecomposerError, Unsup3DDecomposer
 from .networks import SUPPORTED_IMAGE_SIZES, ConfNet, EDDeconv, Encoder
 from .pretrained import known_decomposers
@@ -24,6 +25,7 @@ __all__ = [
     "load_decomposer",
     "EDDeconv",
     "Encoder",
+    "LatentLightTeacher",
     "OpaqueObject",
     "Unsup3DDecomposer",
     "infer_unsup3d_sizes",
