@@ -35,8 +35,8 @@ import torch
 
 from ...errors import CheckpointError, StyleGANDisentangleError
 from ..base import check_crop, crop_images
+from .light_teacher import light_labels
 from .model import Unsup3DDecomposer, check_light_mask
-from .renderer import light_angles
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
            "parse_light_mask", "scalar_labels"]
@@ -131,11 +131,9 @@ def _scalings_of(config: dict) -> dict:
 def scalar_labels(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The scalar labels (SCALAR_LABELS, world units: degrees for angles) of a `decompose` output with its light and
     view: {name: [N]}."""
-    rot, view, light = out["rotation_deg"], out["view"], out["light"]
-    angles = light_angles(light)
+    rot, view = out["rotation_deg"], out["view"]
     return {"pitch": rot[:, 0], "yaw": rot[:, 1], "roll": rot[:, 2], "tx": view[:, 3], "ty": view[:, 4],
-            "tz": view[:, 5], "light_ambient": light[:, 0], "light_diffuse": light[:, 1],
-            "light_azimuth": angles[:, 0], "light_elevation": angles[:, 1]}
+            "tz": view[:, 5], **light_labels(out["light"])}
 
 
 class DecomposerLabeler:

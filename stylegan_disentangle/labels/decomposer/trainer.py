@@ -30,6 +30,11 @@ albedo were the same for every image and yaw |r| was 0.6; without them, depth al
 steps). `stabilize_after` therefore starts them once the official objective has made the decomposition depend on
 the image.
 
+A **light teacher** (`light_teacher`, `light_teacher.LatentLightTeacher`) replaces what netL learns from: the light
+read off each image's w along W directions found over a population (the 3D-coupled light directions, fitted on the
+decomposer's own readings), which average out the hair and skin that one face's reading mixes in. netL then learns
+from it alone; the photometric and re-render terms train the other nets.
+
 Batches come from the generator every step, or (`bank_size`) from an on-disk bank of its images made once
 (`image_bank.ImageBank`, for networks whose image generation would dominate the step). Training is seeded and
 deterministic on CPU (batch t is drawn from a generator seeded with (seed, t)), resumable
