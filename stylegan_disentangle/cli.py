@@ -289,8 +289,9 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "(default 16; 0: none); kept in the bank folder for later runs.")
 @click.option("--conditions", type=click.Choice(["auto", "none"]), default=None,
               help="3d-coupled: hold the light elevation direction against the ambient, diffuse and azimuth "
-                   "readings and the colour of the albedo at the top of the face (auto, the default: "
-                   "InterFaceGAN's conditional edit) or leave every direction as fitted (none).")
+                   "readings and the colour of the albedo at the top of the face, and the ambient against the "
+                   "pitch (auto, the default: InterFaceGAN's conditional edit) or leave every direction as fitted "
+                   "(none).")
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
 @click.pass_context

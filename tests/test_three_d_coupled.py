@@ -442,8 +442,9 @@ def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     assert "conditioned_on" not in DirectionSet.load(tmp_path / "sq" / "directions").info
     auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
     assert "conditions" not in auto["args"]["method_kwargs"]  # and the colour of the albedo at the top of the face
-    assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {
-        "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR]}
+    assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {  # and the ambient
+        "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR],
+        "light_ambient": ["pitch"]}
     wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--conditions", "auto", "--outdir",
                  str(tmp_path / "p")])
     assert wrong.exit_code == 2 and "--conditions applies to --method 3d-coupled only" in wrong.output
@@ -768,3 +769,31 @@ def test_labels_that_are_not_numbers_and_odd_arguments_are_named(fitted):
                           (dict(part_core="x"), "part_core must be in")):
         with pytest.raises(ValueError, match=match):
             ThreeDCoupledDirections(**params).fit(w, labels)
+
+
+def test_the_ambient_is_held_against_the_pitch_by_default():
+    """A decomposer whose light mask lets its ambient reading take in the pitch (ambient + 0.4 pitch): 'auto' holds
+    the ambient direction against the pitch's, and leaves the elevation's own conditions as they were."""
+    rng = np.random.default_rng(1)
+    n, d = 4000, 12
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, 4)))
+    amb, az, el, pitch = q.T
+    noise = 0.05 * rng.standard_normal((n, 4))
+    labels = {"pitch": w @ pitch + noise[:, 0], "light_ambient": w @ amb + 0.4 * (w @ pitch) + noise[:, 1],
+              "light_azimuth": w @ az + noise[:, 2], "light_elevation": w @ el + noise[:, 3]}
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw).fit(w, labels)
+
+    auto, plain = fit(), fit(conditions=None)
+    k = auto.names_.index("light_ambient")
+    assert abs(float(plain.directions_[k] @ amb)) < 0.95  # the reading's own direction leans to the pitch
+    assert abs(float(auto.directions_[k] @ amb)) > 0.999
+    assert auto.conditioned_on_ == {"light_elevation": ["light_ambient", "light_azimuth"],
+                                    "light_ambient": ["pitch"]}
+    kept = [i for i, name in enumerate(auto.names_) if name not in ("light_ambient", "light_elevation")]
+    np.testing.assert_array_equal(auto.directions_[kept], plain.directions_[kept])
+    # conditions do not chain: the elevation is held against the ambient as fitted, not as held
+    e = auto.names_.index("light_elevation")
+    assert abs(float(auto.directions_[e] @ plain.directions_[k])) < 1e-6

@@ -42,7 +42,9 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   diffuse and azimuth readings' directions (InterFaceGAN's conditional edit: its component in their span removed),
   because Unsup3D's symmetric model lets a decomposer's elevation reading take in the ambient, and against the
   directions of the colour of the decomposer's albedo at the top of the canonical face, because it reads bright
-  hair above the face as light from above (see `conditions`).
+  hair above the face as light from above (see `conditions`); and the ambient direction held against the pitch's,
+  which a decomposer with a light mask reads into the ambient (the masked rows show more or less of the head as it
+  pitches).
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -71,7 +73,8 @@ _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this
 TOP_ALBEDO_COLOUR = "top_albedo_colour"
 """A condition name: the W directions of the colour (chromaticity) of the canonical albedo at the top of the face
 (`top_albedo_colour_directions_`), a reading of the hair colour that white light does not change."""
-AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR)}
+AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR),
+                   "light_ambient": ("pitch",)}
 """`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
 CHROMA_EPS = 0.05  # added to the albedo's intensity in [0, 1] before the log (as analysis.sensitivity's for images)
@@ -168,20 +171,25 @@ class ThreeDCoupledDirections(DirectionFinder):
         loses its component in the span of its conditions' directions, so that it moves its own reading while
         holding theirs. 'auto' (default): `AUTO_CONDITIONS`, the light elevation held against the ambient, diffuse
         and azimuth readings (those that were fitted) and, when an RGB albedo map is given, against
-        `TOP_ALBEDO_COLOUR`. Unsup3D's symmetric model sees an elevation change only through the part the azimuth
-        makes asymmetric (BENCHMARKS.md, issue 10, sixteenth session), so a decomposer's elevation reading takes in
-        ambient and diffuse changes, and its regression direction mixes the ambient's in (on the synthetic
-        checkpoint |cos| 0.51 with the true ambient). Held against them it moves from 0.555 / 0.557 to 0.761 /
+        `TOP_ALBEDO_COLOUR`, and the ambient held against the pitch (when fitted). Unsup3D's symmetric model sees
+        an elevation change only through the part the azimuth makes asymmetric (BENCHMARKS.md, issue 10,
+        sixteenth session), so a decomposer's elevation reading takes in ambient and diffuse changes, and its
+        regression direction mixes the ambient's in (on the synthetic checkpoint |cos| 0.51 with the true
+        ambient). Held against them it moves from 0.555 / 0.557 to 0.761 /
         0.769 |cos| to the true elevation (seeds 0 / 1; with the world's exact labels 0.996 -> 0.994). The reading
         also takes bright hair above the face for light from above; `TOP_ALBEDO_COLOUR` is the two leading W
         directions of the chromaticity of the decomposer's own albedo in the top region of the canonical face
         (`TOP_REGION`; white light changes no chromaticity), and held against them too the elevation moves from
         0.79 / 0.78 to 0.88 / 0.87 |cos| (seeds 0 / 1, read through the shipped decomposer's light mask; with the
-        world's exact labels 0.996; BENCHMARKS.md, issue 11, twenty-first session). The other directions are left
-        as fitted (held against one another they lose: the ambient against the diffuse, which is nearly its
-        negative, to 0.05; the ambient against the top albedo colour, 0.95 -> 0.90). A dict `{name: [names]}`
-        sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as fitted. `coef_`
-        keeps the regressions.
+        world's exact labels 0.996; BENCHMARKS.md, issue 11, twenty-first session). The ambient is held against
+        the pitch: a decomposer that reads the light through a mask of the top rows (the shipped synthetic one)
+        sees more or less of the head there as it pitches, and its ambient reading takes the pitch in (+0.38,
+        standardized); held, the ambient direction gains 0.007 on two 20k banks (BENCHMARKS.md, issue 11,
+        twenty-second session), and with exact labels it can lose at most the true directions' overlap. The
+        other directions are left as fitted (held against one another they lose: the ambient against the
+        diffuse, which is nearly its negative, to 0.05; against the top albedo colour, 0.95 -> 0.90). A dict
+        `{name: [names]}` sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as
+        fitted. `coef_` keeps the regressions.
     val_fraction : float
         Held-out fraction for `scores_` (R^2); 0 disables.
     random_state : int or None
