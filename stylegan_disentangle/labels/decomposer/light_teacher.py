@@ -183,9 +183,9 @@ def _numpy(x: Any) -> Any:
 
 
 def _as_2d(w: Any, what: str) -> np.ndarray:
-    w = np.asarray(_numpy(w), dtype=np.float64)
-    if w.ndim == 3:  # [N, num_ws, w_dim] with every layer the same w
+    """`as_w`'s checked [N, w_dim] latents in float64; ws [N, num_ws, w_dim] (every layer the same w) read as w."""
+    from ...directions._base import as_w  # lazily: the finders are not needed to load a decomposer
+
+    if getattr(w, "ndim", None) == 3:
         w = w[:, 0]
-    if w.ndim != 2 or not np.all(np.isfinite(w)):
-        raise StyleGANDisentangleError(f"light teacher: {what} must be finite [N, w_dim], got shape {w.shape}")
-    return w
+    return np.asarray(as_w(w, f"light teacher: {what}"), dtype=np.float64)
