@@ -135,6 +135,16 @@ def _teacher_for(G, seed: int = 0) -> LatentLightTeacher:
     return LatentLightTeacher({k: rng.normal(size=G.w_dim) for k in ("light_azimuth", "light_elevation")})
 
 
+def test_the_decomposers_teacher_mark_is_in_its_config_only_when_set():
+    """The mark changes no output; configs of untaught decomposers (and their fingerprints) stay as they were."""
+    assert "light_teacher" not in Unsup3DDecomposer(image_size=32, **TINY).get_config()
+    marked = Unsup3DDecomposer(image_size=32, light_teacher="ab" * 32, **TINY)
+    assert marked.get_config()["light_teacher"] == "ab" * 32
+    assert Unsup3DDecomposer(**marked.get_config()).light_teacher == "ab" * 32
+    with pytest.raises(StyleGANDisentangleError, match="fingerprint"):
+        Unsup3DDecomposer(image_size=32, light_teacher=1, **TINY)
+
+
 def test_training_with_a_teacher_fits_it_on_inits_readings_lowers_its_loss_and_resumes(tmp_path):
     from stylegan_disentangle.labels.decomposer import trainer as tr
     from stylegan_disentangle.synthetic.checkpoint import load_synthetic
@@ -153,6 +163,16 @@ def test_training_with_a_teacher_fits_it_on_inits_readings_lowers_its_loss_and_r
     assert all(torch.equal(v, dec.netV.state_dict()[k]) for k, v in netV_before.items())  # only netL trained
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["config"]["light_teacher"]["directions_sha256"] == teacher.fingerprint()
+    # the decomposer says whose readings netL learned (find-directions chooses its light conditions by it), also
+    # read back from the checkpoint
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+    assert dec.light_teacher == teacher.fingerprint()
+    assert load_decomposer(tmp_path / "run" / "checkpoint.pth").light_teacher == teacher.fingerprint()
+    # continuing without a teacher keeps the mark while netL is frozen, and drops it once netL learns again
+    more = dict(kwargs, train_nets=["netA"], steps=2)
+    assert tr.train_decomposer(G, tmp_path / "a", init=dec, **more).light_teacher == teacher.fingerprint()
+    assert tr.train_decomposer(G, tmp_path / "l", init=dec, **dict(more, train_nets=["netL"])).light_teacher is None
     # a resume reads the saved teacher (the one passed in is not refitted) and other directions are refused
     saved = LatentLightTeacher.load(tmp_path / "run" / "light_teacher.npz")
     tr.train_decomposer(G, tmp_path / "run", steps=31, init=_tiny(), light_teacher=_teacher_for(G), **kwargs)

@@ -98,6 +98,10 @@ class Unsup3DDecomposer(nn.Module):
         light read without it follows the true light more closely (the shipped synthetic decomposer's setting:
         the top 22 % of the frame; ambient r 0.59 -> 0.71 with the truth, BENCHMARKS.md, issue 10, twenty-first
         session). None (default): netL sees the whole input, as official.
+    light_teacher : the fingerprint (`LatentLightTeacher.fingerprint`) of the latent light teacher netL last
+        learned from, set by `train_decomposer(light_teacher=...)`; None (default): netL learned from the images.
+        It changes no output: `find-directions` reads it to choose the 3D-coupled light directions' conditions
+        (`ThreeDCoupledDirections(taught_light=...)`).
 
     Attributes
     ----------
@@ -116,7 +120,7 @@ class Unsup3DDecomposer(nn.Module):
                  xyz_rotation_range: float = 60.0, xy_translation_range: float = 0.1,
                  z_translation_range: float = 0.0, fov: float = 10.0, xy_light_range: float = 1.0,
                  antialias: bool = False, input_crop: Iterable[float] | None = None,
-                 light_mask: Iterable[float] | None = None) -> None:
+                 light_mask: Iterable[float] | None = None, light_teacher: str | None = None) -> None:
         super().__init__()
         encoder_multipliers(image_size)  # validates image_size
         nets = tuple(nets)
@@ -148,6 +152,9 @@ class Unsup3DDecomposer(nn.Module):
             self.light_mask = check_crop(light_mask, "light mask")
         except ValueError as exc:
             raise DecomposerError(str(exc)) from None
+        if light_teacher is not None and not isinstance(light_teacher, str):
+            raise DecomposerError(f"light_teacher should be a teacher's fingerprint (a string), got {light_teacher!r}")
+        self.light_teacher = light_teacher
         builders = {
             "netD": lambda: EDDeconv(3, 1, zdim=self.zdim, nf=self.nf, tanh=False, image_size=self.image_size),
             "netA": lambda: EDDeconv(3, 3, zdim=self.zdim_albedo, nf=self.nf_albedo, tanh=True,
@@ -196,8 +203,8 @@ class Unsup3DDecomposer(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         """Every constructor argument (JSON-safe): `Unsup3DDecomposer(**d.get_config())` builds the same nets.
-        `input_crop` and `light_mask` appear only when set, so that the configs (and fingerprints) of decomposers
-        without them stay what they were before they existed."""
+        `input_crop`, `light_mask` and `light_teacher` appear only when set, so that the configs (and fingerprints)
+        of decomposers without them stay what they were before they existed."""
         keys = ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf",
                 "zdim_conf", "min_depth", "max_depth", "border_depth", "min_amb_light", "max_amb_light",
                 "min_diff_light", "max_diff_light", "xyz_rotation_range", "xy_translation_range",
@@ -207,6 +214,8 @@ class Unsup3DDecomposer(nn.Module):
             config["input_crop"] = list(self.input_crop)
         if self.light_mask is not None:
             config["light_mask"] = list(self.light_mask)
+        if self.light_teacher is not None:
+            config["light_teacher"] = self.light_teacher
         config["nets"] = list(self.present_nets)
         return config
 

@@ -398,6 +398,7 @@ def train_decomposer(
     w alone (weight `lam_teacher`; the photometric and re-render losses then train the other nets only). A teacher
     not yet fitted is fitted first on `teacher_samples` generator faces read by `init` (so it needs `init`), and
     saved as `outdir/light_teacher.npz` for a resumed run. It needs batches drawn from `G` (their w), not a bank.
+    Its fingerprint becomes the decomposer's `light_teacher` (kept from `init` while netL is not trained).
     """
 
     if steps < 1 or batch_size < 2:
@@ -440,6 +441,11 @@ def train_decomposer(
         raise StyleGANDisentangleError(str(exc)) from None
     if mask is not None:
         kwargs["light_mask"] = list(mask)
+    inherited = kwargs.pop("light_teacher", None)  # init's teacher holds while netL does not learn here
+    taught_by = light_teacher.fingerprint() if light_teacher is not None else (
+        inherited if train_nets is not None and "netL" not in train_nets else None)
+    if taught_by is not None:
+        kwargs["light_teacher"] = taught_by
     if init is None:
         _check_decomposer_kwargs(kwargs)
     outdir = Path(outdir)
@@ -465,6 +471,7 @@ def train_decomposer(
         dec = init.to(device)
         dec.input_crop = check_crop(kwargs.get("input_crop"))
         dec.light_mask = check_crop(kwargs.get("light_mask"), "light mask")
+        dec.light_teacher = kwargs.get("light_teacher")
     elif dec is None:
         with seeded_torch_rng(seed):  # seeded nets, without reseeding the caller's stream
             dec = Unsup3DDecomposer(**kwargs)
