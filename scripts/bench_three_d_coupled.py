@@ -169,6 +169,7 @@ def main() -> None:
 
     oracle = oracle_labeler()
     t0 = time.perf_counter()
+    taught_light = False  # the exact labels are no taught reading
     if args.decomposer == "oracle":
         resolution = args.resolution
 
@@ -177,6 +178,7 @@ def main() -> None:
     else:
         decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False, light_mask=light_mask)
         resolution = decomposer.input_resolution
+        taught_light = decomposer.decomposer.light_teacher is not None  # as find-directions chooses
 
         def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
             return decomposer(G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1))
@@ -193,7 +195,8 @@ def main() -> None:
         metric, chroma = sensitivities(G, w[: args.sensitivity_samples], resolution=resolution, progress=False)
     t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
-                                  part_core=args.part_core, code_alpha=args.code_alpha, random_state=args.seed).fit(
+                                  part_core=args.part_core, code_alpha=args.code_alpha, taught_light=taught_light,
+                                  random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
     t_fit = time.perf_counter() - t1 - t_sens
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, sensitivity {t_sens:.1f} s, "

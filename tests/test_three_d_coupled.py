@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -420,14 +422,14 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
 
 def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
     config = find_3d(tiny_run, tmp_path / "parts", "--atom-scope", "parts")
-    assert config["args"]["method_kwargs"] == {"atom_scope": "parts"}
+    assert config["args"]["method_kwargs"] == {"atom_scope": "parts", "taught_light": False}
     ds = DirectionSet.load(tmp_path / "parts" / "directions")
     kinds = ds.info["kinds"]
     # part-scoped footprints: every localized direction is named after a part
     assert all(ds.names[i].split("_")[1] in ds.info["part_names"] for i, k in enumerate(kinds) if k != "global")
     # one whole-map dictionary of 2 atoms: at most 2 localized directions per map
     config = find_3d(tiny_run, tmp_path / "map", "--atom-scope", "map", "--n-atoms", "2")
-    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2}
+    assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "taught_light": False}
     kinds = DirectionSet.load(tmp_path / "map" / "directions").info["kinds"]
     assert 0 < kinds.count("depth") <= 2 and 0 < kinds.count("albedo") <= 2
     for option in (["--atom-scope", "parts"], ["--n-atoms", "2"]):
@@ -438,13 +440,27 @@ def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
 
 def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared", "--conditions", "none")
-    assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None}
+    assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None,
+                                               "taught_light": False}
     assert "conditioned_on" not in DirectionSet.load(tmp_path / "sq" / "directions").info
     auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
     assert "conditions" not in auto["args"]["method_kwargs"]  # and the colour of the albedo at the top of the face
     assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {  # and the ambient
         "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR],
         "light_ambient": ["pitch"]}
+    # a decomposer whose netL learned from a latent light teacher (its mark in the settings beside the file) gets
+    # the taught rule: the elevation held against the top albedo's colour and the roll only
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+    taught = load_decomposer(tiny_run[1])
+    taught.light_teacher = "0" * 64
+    (tmp_path / "taught").mkdir()
+    path = taught.save(tmp_path / "taught" / "dec.pth")
+    path.with_suffix(".json").write_text(json.dumps({"scalings": {"light_teacher": "0" * 64}}))
+    config = find_3d((tiny_run[0], path, None), tmp_path / "taught" / "run")
+    assert config["args"]["method_kwargs"] == {"taught_light": True}
+    assert DirectionSet.load(tmp_path / "taught" / "run" / "directions").info["conditioned_on"] == {
+        "light_elevation": [TOP_ALBEDO_COLOUR, "roll"], "light_ambient": ["pitch"]}
     wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--conditions", "auto", "--outdir",
                  str(tmp_path / "p")])
     assert wrong.exit_code == 2 and "--conditions applies to --method 3d-coupled only" in wrong.output
@@ -499,7 +515,7 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     # the options reach the estimator as the CLI passes them
     config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
     assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared",
-                                               "conditions": None}
+                                               "conditions": None, "taught_light": False}
     assert config["args"]["sensitivity_samples"] == 3 and config["args"]["decomposer_crop"] == [0, 0, 1, 1]
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
@@ -769,6 +785,36 @@ def test_labels_that_are_not_numbers_and_odd_arguments_are_named(fitted):
                           (dict(part_core="x"), "part_core must be in")):
         with pytest.raises(ValueError, match=match):
             ThreeDCoupledDirections(**params).fit(w, labels)
+
+
+def test_a_taught_light_is_held_against_the_roll_not_the_other_light_readings():
+    """Readings of a decomposer whose netL learned from a latent light teacher: the ambient reading's direction
+    leans toward the elevation's (ambient + 0.3 elevation) and the elevation reading takes in the roll (elevation
+    + 0.3 roll). 'auto' with taught_light holds the elevation against the roll only (no albedo map here) and
+    recovers it; the untaught rule holds it against the ambient's leaning direction and keeps the roll in."""
+    rng = np.random.default_rng(2)
+    n, d = 4000, 12
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, 5)))
+    amb, az, el, pitch, roll = q.T
+    noise = 0.05 * rng.standard_normal((n, 5))
+    labels = {"pitch": w @ pitch + noise[:, 0], "roll": w @ roll + noise[:, 1],
+              "light_ambient": w @ amb + 0.3 * (w @ el) + noise[:, 2], "light_azimuth": w @ az + noise[:, 3],
+              "light_elevation": w @ el + 0.3 * (w @ roll) + noise[:, 4]}
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw).fit(w, labels)
+
+    taught, untaught = fit(taught_light=True), fit()
+    assert taught.conditioned_on_ == {"light_elevation": ["roll"], "light_ambient": ["pitch"]}
+    assert untaught.conditioned_on_ == {"light_elevation": ["light_ambient", "light_azimuth"],
+                                        "light_ambient": ["pitch"]}
+    e = taught.names_.index("light_elevation")
+    assert abs(float(taught.directions_[e] @ el)) > 0.999
+    assert abs(float(untaught.directions_[e] @ el)) < 0.96
+    kept = [i for i, name in enumerate(taught.names_) if name != "light_elevation"]
+    np.testing.assert_array_equal(taught.directions_[kept], untaught.directions_[kept])
+    assert clone(taught).get_params()["taught_light"] is True
 
 
 def test_the_ambient_is_held_against_the_pitch_by_default():

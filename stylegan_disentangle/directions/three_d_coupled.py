@@ -65,7 +65,8 @@ from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
-__all__ = ["TOP_ALBEDO_COLOUR", "ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
+__all__ = ["AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS", "TOP_ALBEDO_COLOUR", "ThreeDCoupledDirections",
+           "canonical_regions", "footprint_name"]
 
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
@@ -76,6 +77,9 @@ TOP_ALBEDO_COLOUR = "top_albedo_colour"
 AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR),
                    "light_ambient": ("pitch",)}
 """`conditions='auto'`: the global directions held against others (InterFaceGAN's conditional edit)."""
+TAUGHT_AUTO_CONDITIONS = {"light_elevation": (TOP_ALBEDO_COLOUR, "roll"), "light_ambient": ("pitch",)}
+"""`conditions='auto'` with `taught_light=True`: the light read by a decomposer whose netL learned from a
+`LatentLightTeacher` (see `taught_light`)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
 CHROMA_EPS = 0.05  # added to the albedo's intensity in [0, 1] before the log (as analysis.sensitivity's for images)
 LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
@@ -190,6 +194,16 @@ class ThreeDCoupledDirections(DirectionFinder):
         diffuse, which is nearly its negative, to 0.05; against the top albedo colour, 0.95 -> 0.90). A dict
         `{name: [names]}` sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as
         fitted. `coef_` keeps the regressions.
+    taught_light : bool
+        The light labels come from a decomposer whose netL learned the light from a `LatentLightTeacher`
+        (`Unsup3DDecomposer.light_teacher` is set; `find-directions` passes it). Such a reading takes in no more
+        ambient than the teacher's directions did, and those were already held, so 'auto' then holds the elevation
+        only against `TOP_ALBEDO_COLOUR` and the roll, and the ambient against the pitch
+        (`TAUGHT_AUTO_CONDITIONS`). Held against the other light readings as well, the elevation loses what their
+        directions lean toward it: on the synthetic checkpoint, with the shipped (taught) decomposer's readings,
+        |cos| 0.90 -> 0.93 on a 20k bank, and 0.75 -> 0.92 with a decomposer taught twice; the roll, which the
+        readings through the light mask's box take in, is worth 0.015 of that (BENCHMARKS.md, issue 11,
+        twenty-third session). A dict `conditions` is used as given.
     val_fraction : float
         Held-out fraction for `scores_` (R^2); 0 disables.
     random_state : int or None
@@ -252,6 +266,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         dict_samples: int | None = 5_000,
         side_fraction: float = 0.7,
         conditions: Mapping[str, Sequence[str]] | str | None = "auto",
+        taught_light: bool = False,
         chroma_alpha: float = 0.2,
         light_labels: Sequence[str] = LIGHT_LABELS,
         val_fraction: float = 0.1,
@@ -278,6 +293,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.dict_samples = dict_samples
         self.side_fraction = side_fraction
         self.conditions = conditions
+        self.taught_light = taught_light
         self.chroma_alpha = chroma_alpha
         self.light_labels = light_labels
         self.val_fraction = val_fraction
@@ -504,7 +520,8 @@ class ThreeDCoupledDirections(DirectionFinder):
             return {}
         known = set(fitted) | ({TOP_ALBEDO_COLOUR} if rgb_albedo else set())
         if self.conditions == "auto":
-            out = {k: [c for c in v if c in known] for k, v in AUTO_CONDITIONS.items() if k in fitted}
+            auto = TAUGHT_AUTO_CONDITIONS if self.taught_light else AUTO_CONDITIONS
+            out = {k: [c for c in v if c in known] for k, v in auto.items() if k in fitted}
             return {k: v for k, v in out.items() if v}
         unknown = sorted({str(n) for k, v in self.conditions.items() for n in [k, *v]} - known)
         if unknown:
