@@ -187,11 +187,11 @@ def test_config_holds_every_constructor_argument_and_round_trips_the_scalings():
     import json
 
     params = set(inspect.signature(Unsup3DDecomposer.__init__).parameters) - {"self"}
-    assert set(_tiny(32).get_config()) == params - {"input_crop", "light_mask"}  # they appear only when set
+    assert set(_tiny(32).get_config()) == params - {"input_crop", "light_mask", "light_teacher"}  # only when set
     odd = dict(min_depth=0.85, max_depth=1.15, border_depth=1.05, min_amb_light=0.1, max_amb_light=0.9,
                min_diff_light=0.05, max_diff_light=0.8, xyz_rotation_range=45.0, xy_translation_range=0.05,
                z_translation_range=0.1, fov=12.0, xy_light_range=2.0, antialias=True, input_crop=(0.1, 0.2, 0.5, 0.6),
-               light_mask=(0.0, 0.0, 0.25, 1.0))
+               light_mask=(0.0, 0.0, 0.25, 1.0), light_teacher="f" * 64)
     config = _tiny(32, **odd).get_config()
     assert set(config) == params
     again = Unsup3DDecomposer(**json.loads(json.dumps(config)))  # as train_state.json stores it

@@ -200,10 +200,11 @@ class ThreeDCoupledDirections(DirectionFinder):
         ambient than the teacher's directions did, and those were already held, so 'auto' then holds the elevation
         only against `TOP_ALBEDO_COLOUR` and the roll, and the ambient against the pitch
         (`TAUGHT_AUTO_CONDITIONS`). Held against the other light readings as well, the elevation loses what their
-        directions lean toward it: on the synthetic checkpoint, with the shipped (taught) decomposer's readings,
-        |cos| 0.90 -> 0.93 on a 20k bank, and 0.75 -> 0.92 with a decomposer taught twice; the roll, which the
-        readings through the light mask's box take in, is worth 0.015 of that (BENCHMARKS.md, issue 11,
-        twenty-third session). A dict `conditions` is used as given.
+        directions lean toward it: on the synthetic checkpoint, with a once-taught decomposer's readings, |cos|
+        0.90 -> 0.93 on a 20k bank (0.900 / 0.888 -> 0.932 / 0.928 on two fresh 20k samples), and 0.75 -> 0.92
+        with a decomposer whose nets were all taught twice; the roll, which the readings through the light mask's
+        box take in, is worth 0.015-0.024 of that (BENCHMARKS.md, issue 11, twenty-third session). A dict
+        `conditions` is used as given.
     val_fraction : float
         Held-out fraction for `scores_` (R^2); 0 disables.
     random_state : int or None
