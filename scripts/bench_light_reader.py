@@ -1,7 +1,7 @@
 """Can the decomposer's light net learn the light from its own re-renders, and does that reading carry over to the
 generator's faces? A diagnosis of the re-render stabilizer on the synthetic world.
 
-The re-render term (`trainer.rerender_scene`) renders the decomposer's depth and albedo under a known new view and
+The re-render term (`scenes.rerender_scene`) renders the decomposer's depth and albedo under a known new view and
 light and asks netL to read that light back: the only place where netL sees a known answer. This script measures,
 for the shipped decomposer and on the shipped synthetic checkpoint:
 
@@ -32,7 +32,8 @@ import torch
 from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct
 from stylegan_disentangle.labels.decomposer.renderer import light_from_world
-from stylegan_disentangle.labels.decomposer.trainer import draw_images, rerender_scene
+from stylegan_disentangle.labels.decomposer.scenes import rerender_scene
+from stylegan_disentangle.labels.decomposer.trainer import draw_images
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator, score_decomposer
 from stylegan_disentangle.synthetic.renderer import render

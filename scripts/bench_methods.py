@@ -66,8 +66,7 @@ def _three_d_coupled(G, spec: str):
         labels = {k: np.concatenate(v) for k, v in labels.items()}
         # the regressions' prior, as find-directions fits them
         metric, chroma = sensitivities(G, w[:SENSITIVITY_SAMPLES], resolution=lab.input_resolution, progress=False)
-        taught = lab.decomposer.light_teacher is not None  # as find-directions chooses the conditions
-        return ThreeDCoupledDirections(taught_light=taught, random_state=0).fit(
+        return ThreeDCoupledDirections(taught_light=lab.taught_light, random_state=0).fit(
             w, labels, part_masks=masks.numpy(), part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
 
     return fit

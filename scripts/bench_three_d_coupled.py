@@ -178,7 +178,7 @@ def main() -> None:
     else:
         decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False, light_mask=light_mask)
         resolution = decomposer.input_resolution
-        taught_light = decomposer.decomposer.light_teacher is not None  # as find-directions chooses
+        taught_light = decomposer.taught_light
 
         def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
             return decomposer(G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1))

@@ -67,8 +67,16 @@ def main() -> None:
                    help="Render the re-render scenes' albedo recoloured above a random hairline by a gain "
                         "log-uniform in [LO, HI] (e.g. 0.35,1.25): a darker or lighter top of the head that is "
                         "albedo, not light. Off by default.")
+    p.add_argument("--rerender-yaw", type=float, default=None, metavar="DEG",
+                   help="Redraw the re-render scenes' yaw uniformly within +-DEG (heads turned further than the "
+                        "generator turns them, with the answer known). Default: the scenes' own.")
     p.add_argument("--light-from-rerender", action="store_true",
                    help="netL learns only from the re-render term (the photometric loss does not reach it).")
+    p.add_argument("--light-turn", type=float, default=0.0,
+                   help="Weight of the turned-head term: each batch's estimate re-rendered under its own light with "
+                        "the yaw drawn within +-(--light-turn-yaw) deg, and netL must read the same light there "
+                        "(0 = off).")
+    p.add_argument("--light-turn-yaw", type=float, default=45.0, help="Largest |yaw| (deg) of --light-turn's renders.")
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
@@ -142,7 +150,10 @@ def main() -> None:
                            rerender_light_xy=args.rerender_light_xy,
                            rerender_mode=args.rerender_mode, rerender_intensities=args.rerender_intensities,
                            rerender_albedo_step=_gain_pair(args.rerender_albedo_step),
-                           light_from_rerender=args.light_from_rerender, lam_jitter=args.jitter, lam_smooth=args.smooth,
+                           rerender_yaw=args.rerender_yaw,
+                           light_from_rerender=args.light_from_rerender,
+                           lam_light_turn=args.light_turn, light_turn_yaw=args.light_turn_yaw,
+                           lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_perc=1.0 if args.perceptual else 0.0, D=D if args.perceptual else None,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,
                            albedo_sparse_p=args.albedo_sparse_p, seed=args.seed, bank_size=args.bank,

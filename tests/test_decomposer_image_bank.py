@@ -37,10 +37,17 @@ def test_bank_rows_are_the_generators_seeded_images_quantized(G, tmp_path):
     twins = torch.from_numpy(np.array(bank.jitter)).float() / 127.5 - 1
     diff = (twins - stored).abs().mean(dim=(1, 2, 3))
     assert (diff > 0).all() and (diff < (stored - stored.roll(1, 0)).abs().mean(dim=(1, 2, 3))).all()
-    first, twin = bank.batch(torch.Generator().manual_seed(0), 8)
+    # each row keeps its w (float32, exact): what the latent light teacher reads
+    with torch.no_grad():
+        w = G.mapping(z, torch.zeros([5, G.c_dim]))[:, 0]
+    assert bank.ws.dtype == np.float32 and bank.ws.shape == (5, G.w_dim)
+    np.testing.assert_array_equal(np.array(bank.ws), w.numpy())
+    first, twin, first_w = bank.batch(torch.Generator().manual_seed(0), 8)
     again = bank.batch(torch.Generator().manual_seed(0), 8)
     assert first.shape == (8, 3, 32, 32) and torch.equal(first, again[0]) and torch.equal(twin, again[1])
     assert first.min() >= -1 and first.max() <= 1
+    idx = np.sort(torch.randint(0, 5, [8], generator=torch.Generator().manual_seed(0)).numpy())
+    assert torch.equal(first_w, w[idx]) and torch.equal(first_w, again[2])
 
 
 def test_an_interrupted_build_resumes_to_the_same_bank_and_is_never_half_visible(G, tmp_path, monkeypatch):
@@ -63,6 +70,7 @@ def test_an_interrupted_build_resumes_to_the_same_bank_and_is_never_half_visible
     monkeypatch.setattr(ImageBank, "_chunk", staticmethod(real_chunk))
     resumed = ImageBank.open_or_build(G, tmp_path / "b", size, 16, seed=1, progress=False)
     assert np.array_equal(straight.images, resumed.images) and np.array_equal(straight.jitter, resumed.jitter)
+    assert np.array_equal(straight.ws, resumed.ws)
     assert not list((tmp_path / "b").glob("*.partial.npy"))
 
     # interrupted again, then the partial arrays lost (the progress record outlived them): built over from chunk 0
@@ -134,3 +142,9 @@ def test_a_damaged_bank_array_is_refused_naming_the_file(G, tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(StyleGANDisentangleError, match="jitter.npy"):
         ImageBank.open_or_build(G, tmp_path, 4, 16, seed=0, progress=False)
+    # the w array too: another width, or another dtype
+    ImageBank.open_or_build(G, tmp_path / "w", 4, 16, seed=0, progress=False)
+    for bad in (np.zeros((4, G.w_dim + 1), np.float32), np.zeros((4, G.w_dim), np.float64)):
+        np.save(tmp_path / "w" / "ws.npy", bad)
+        with pytest.raises(StyleGANDisentangleError, match="ws.npy"):
+            ImageBank.open_or_build(G, tmp_path / "w", 4, 16, seed=0, progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from stylegan_disentangle.errors import NotFittedError, StyleGANDisentangleError
 from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
+from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler
 from stylegan_disentangle.labels.decomposer.light_teacher import LIGHT_LABELS, LatentLightTeacher, light_labels
 from stylegan_disentangle.labels.decomposer.renderer import light_from_angles
 
@@ -143,6 +145,9 @@ def test_the_decomposers_teacher_mark_is_in_its_config_only_when_set():
     assert Unsup3DDecomposer(**marked.get_config()).light_teacher == "ab" * 32
     with pytest.raises(StyleGANDisentangleError, match="fingerprint"):
         Unsup3DDecomposer(image_size=32, light_teacher=1, **TINY)
+    # the labeler says which 3D-coupled rule fits its readings (find-directions and the benches ask it)
+    assert DecomposerLabeler(marked).taught_light
+    assert not DecomposerLabeler(Unsup3DDecomposer(image_size=32, **TINY)).taught_light
 
 
 def test_training_with_a_teacher_fits_it_on_inits_readings_lowers_its_loss_and_resumes(tmp_path):
@@ -196,7 +201,6 @@ def test_the_teacher_alone_trains_netL():
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(bank_size=8), "image bank"),
     (dict(light_from_rerender=True), "pass one"),
     (dict(train_nets=["netA"]), "leaves out"),
     (dict(lam_teacher=0.0), "lam_teacher must be > 0"),
@@ -211,6 +215,44 @@ def test_bad_teacher_settings_are_refused_saying_why(tmp_path, change, words):
     with pytest.raises(StyleGANDisentangleError, match=words):
         tr.train_decomposer(G, tmp_path / "bad", steps=1, **kwargs)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_teacher_reads_the_w_an_image_bank_keeps_and_refuses_a_bank_without_it(tmp_path):
+    from stylegan_disentangle.labels.decomposer import trainer as tr
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G = load_synthetic()[0]
+    teacher = _teacher_for(G)
+    kwargs = dict(batch_size=8, log_every=1, progress=False, train_nets=["netL"], teacher_samples=64,
+                  lam_rerender=0.0, lam_jitter=0.0, bank_size=16)
+    seen = []
+    real_loss = LatentLightTeacher.loss
+
+    def spy(self, light, w):
+        seen.append(w.clone())
+        return real_loss(self, light, w)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LatentLightTeacher, "loss", spy)
+        tr.train_decomposer(G, tmp_path / "run", steps=2, init=_tiny(), light_teacher=teacher, **kwargs)
+    bank = np.load(tmp_path / "run" / "bank" / "ws.npy")
+    # each step's teacher read the bank rows of its batch: the same draw as the trainer's
+    for step, w in enumerate(seen):
+        idx = np.sort(torch.randint(0, 16, [8], generator=tr._step_generator(0, step)).numpy())
+        np.testing.assert_array_equal(w.numpy(), bank[idx])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(r["teacher"]) for r in log)
+    # a bank built before banks kept w: still a bank for training without a teacher, refused with one
+    old = tmp_path / "old"
+    tr.train_decomposer(G, old, steps=1, init=_tiny(), **dict(kwargs, train_nets=None))
+    (old / "bank" / "ws.npy").unlink()
+    meta = json.loads((old / "bank" / "bank.json").read_text())
+    del meta["ws"]
+    (old / "bank" / "bank.json").write_text(json.dumps(meta))
+    tr.train_decomposer(G, old, steps=2, init=_tiny(), **dict(kwargs, train_nets=None))
+    shutil.copytree(old / "bank", tmp_path / "taught" / "bank")
+    with pytest.raises(StyleGANDisentangleError, match="built before banks kept each image's w"):
+        tr.train_decomposer(G, tmp_path / "taught", steps=1, init=_tiny(), light_teacher=_teacher_for(G), **kwargs)
 
 
 def test_train_decomposer_cli_takes_a_find_directions_folder_as_its_light_teacher(tmp_path):

@@ -22,13 +22,14 @@ from stylegan_disentangle.labels.decomposer.reconstruction import (
     renderer_for,
     view_degrees,
 )
-from stylegan_disentangle.labels.decomposer.trainer import (
+from stylegan_disentangle.labels.decomposer.scenes import (
     WALL_MARGIN,
-    draw_images,
     recolour_above_hairline,
+    rerender_loss,
     rerender_scene,
-    train_decomposer,
+    turned_head_scene,
 )
+from stylegan_disentangle.labels.decomposer.trainer import draw_images, train_decomposer
 from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
 from tests.helpers import load_script
 
@@ -85,7 +86,7 @@ def test_the_flipped_render_shares_the_validity_mask_of_both_renders():
 
 
 def test_rerender_and_jitter_losses_are_zero_at_the_answer_and_weigh_each_term():
-    from stylegan_disentangle.labels.decomposer.trainer import _jitter_loss, _rerender_loss
+    from stylegan_disentangle.labels.decomposer.trainer import _jitter_loss
 
     torch.manual_seed(4)
     dec = Unsup3DDecomposer(image_size=32, **TINY).eval()
@@ -94,21 +95,21 @@ def test_rerender_and_jitter_losses_are_zero_at_the_answer_and_weigh_each_term()
         est = dec.decompose(img, parts=["depth", "albedo", "light", "view"])
         scene = {"image": img, **{k: est[k].clone() for k in ("canon_depth", "canon_albedo", "light_raw",
                                                                 "view_raw")}}
-        assert float(_rerender_loss(dec, scene)) == 0.0
+        assert float(rerender_loss(dec, scene)) == 0.0
         span = dec.max_depth - dec.min_depth
         # each term is a mean absolute difference; depth in units of its range
         for key, delta, want in (("canon_depth", 0.01, 0.01 / span), ("canon_albedo", 0.03, 0.03),
                                  ("light_raw", 0.02, 0.02), ("view_raw", 0.04, 0.04)):
             moved = dict(scene, **{key: scene[key] + delta})
-            assert float(_rerender_loss(dec, moved)) == pytest.approx(want, rel=1e-4), key
+            assert float(rerender_loss(dec, moved)) == pytest.approx(want, rel=1e-4), key
         # the view: a mean over the five used columns; tz (range 0 here, as official) is left out
         assert dec.z_translation_range == 0
         one = scene["view_raw"].clone()
         one[:, 0] += 0.05
-        assert float(_rerender_loss(dec, dict(scene, view_raw=one))) == pytest.approx(0.05 / 5, rel=1e-4)
+        assert float(rerender_loss(dec, dict(scene, view_raw=one))) == pytest.approx(0.05 / 5, rel=1e-4)
         tz = scene["view_raw"].clone()
         tz[:, 5] += 0.5
-        assert float(_rerender_loss(dec, dict(scene, view_raw=tz))) == 0.0
+        assert float(rerender_loss(dec, dict(scene, view_raw=tz))) == 0.0
         assert float(_jitter_loss(dec, img, est)) == 0.0
         shifted = dict(est, canon_depth=est["canon_depth"] + 0.01, canon_albedo=est["canon_albedo"] - 0.02)
         assert float(_jitter_loss(dec, img, shifted)) == pytest.approx(0.01 / span + 0.02, rel=1e-4)
@@ -482,6 +483,87 @@ def test_data_rerender_uses_the_batchs_views_and_intensities_over_a_flat_unlit_b
     assert not torch.allclose(lit["image"][:, :, :4, :4], corners[:, :, None, None].expand(-1, -1, 4, 4))
     with pytest.raises(StyleGANDisentangleError, match="re-render mode"):
         rerender_scene(dec, out, torch.Generator(), mode="sideways")
+
+
+def test_turned_head_scene_turns_only_the_yaw_and_keeps_the_estimated_light():
+    dec, out = _flat_scene(n=64)
+    out["light"] = dec.scale_light(out["light_raw"])["light"]
+    image = turned_head_scene(dec, out, torch.Generator().manual_seed(3), max_yaw=45.0)
+    # the same draw as the function makes: the yaw uniform within +-45 deg, every other view component the batch's
+    yaw_raw = (torch.rand([64], generator=torch.Generator().manual_seed(3)) * 2 - 1) * (45.0 / dec.xyz_rotation_range)
+    assert yaw_raw.abs().max() * dec.xyz_rotation_range > 35  # some heads turned past the generator's range
+    view_raw = out["view_raw"].clone()
+    view_raw[:, 1] = yaw_raw
+    renderer = renderer_for(dec)
+    render = renderer.render(out["canon_depth"].unsqueeze(1), out["canon_albedo"], out["light"],
+                             view_degrees(dec.scale_view(view_raw)))["image"]
+    centre = (slice(None), slice(None), slice(14, 18), slice(14, 18))
+    assert torch.allclose(image[centre], render[centre], atol=1e-6)
+    # off the head: the input's corner colour, unlit, as the "data" re-render shows it
+    x = out["input"]
+    corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)
+    wall = image[:, :, :4, :4]
+    assert torch.allclose(wall, corners[:, :, None, None].expand_as(wall), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["data", "random"])
+def test_rerender_max_yaw_redraws_only_the_yaw(mode):
+    dec, out = _flat_scene(n=64)
+    plain = rerender_scene(dec, out, torch.Generator().manual_seed(5), mode=mode)
+    wide = rerender_scene(dec, out, torch.Generator().manual_seed(5), mode=mode, max_yaw=45.0)
+    yaw_deg = wide["view_raw"][:, 1] * dec.xyz_rotation_range
+    assert yaw_deg.abs().max() <= 45 and yaw_deg.abs().max() > 35  # past the generator's +-35
+    keep = [0, 2, 3, 4, 5]
+    assert torch.equal(wide["view_raw"][:, keep], plain["view_raw"][:, keep])  # the other draws unchanged
+    assert torch.equal(wide["light_raw"], plain["light_raw"])
+    rendered = renderer_for(dec).render(out["canon_depth"].unsqueeze(1), out["canon_albedo"],
+                                        dec.scale_light(wide["light_raw"])["light"],
+                                        view_degrees(dec.scale_view(wide["view_raw"])))
+    # rendered under the scene's own view wherever the head shows (random views also tilt and shift it)
+    head = (out["canon_depth"] < dec.border_depth - WALL_MARGIN).float().unsqueeze(1)
+    on_head = (rendered["mask"] > 0.5) & (renderer_for(dec).sample(head, rendered["grid"]) > 1 - 1e-6)
+    valid = on_head.expand_as(rendered["image"])
+    assert valid.sum() > 64 * 3 * 20
+    assert torch.allclose(wide["image"][valid], rendered["image"][valid], atol=1e-5)
+
+
+def test_rerender_yaw_is_stored_and_checked(G, tmp_path):
+    dec = train_decomposer(G, tmp_path, steps=1, batch_size=4, decomposer_kwargs=TINY, rerender_mode="data",
+                           rerender_yaw=45.0, progress=False)
+    assert dec.epoch == 1
+    assert json.loads((tmp_path / "train_state.json").read_text())["config"]["rerender_yaw"] == 45.0
+    for bad, words in [(0.0, "rerender_yaw must be"), (float("inf"), "rerender_yaw must be"),
+                       (70.0, "beyond the view's range")]:
+        with pytest.raises(StyleGANDisentangleError, match=words):
+            train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, rerender_yaw=bad,
+                             progress=False)
+
+
+def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
+    torch.manual_seed(0)
+    init = Unsup3DDecomposer(image_size=32, **TINY)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    dec = train_decomposer(G, tmp_path, steps=2, batch_size=4, init=init, rerender_mode="data",
+                           lam_light_turn=1.0, light_turn_yaw=40.0, train_nets=["netL"], log_every=1,
+                           progress=False)
+    after = dec.state_dict()
+    assert {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])} == {"netL"}
+    config = json.loads((tmp_path / "train_state.json").read_text())["config"]
+    assert config["lam_light_turn"] == 1.0 and config["light_turn_yaw"] == 40.0
+    log = _log(tmp_path)
+    assert all(np.isfinite(r["light_turn"]) and r["light_turn"] > 0 for r in log)
+    # off by default: not in the config (older runs resume unchanged) nor in the log
+    plain = train_decomposer(G, tmp_path / "plain", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False)
+    assert plain.epoch == 1
+    assert "lam_light_turn" not in json.loads((tmp_path / "plain" / "train_state.json").read_text())["config"]
+    assert "light_turn" not in _log(tmp_path / "plain")[0]
+    for kwargs, words in [(dict(lam_light_turn=-1.0), "lam_light_turn must be"),
+                          (dict(lam_light_turn=1.0, light_turn_yaw=float("nan")), "lam_light_turn must be"),
+                          (dict(lam_light_turn=1.0, light_turn_yaw=75.0), "within the view's range"),
+                          (dict(lam_light_turn=1.0, train_nets=["netA"]), "needs netL among the trained nets")]:
+        with pytest.raises(StyleGANDisentangleError, match=words):
+            train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False,
+                             **kwargs)
 
 
 def test_data_rerender_with_uniform_intensities_draws_them_like_the_random_mode():

@@ -398,7 +398,7 @@ def run_find_directions(
             lab = _decomposer_labeler(decomposer, next(G.parameters()).device, decomposer_crop,
                                       decomposer_light_mask)
             # a netL taught by a latent light teacher reads the light as already held (its 'auto' conditions)
-            method_kwargs = {"taught_light": lab.decomposer.light_teacher is not None, **(method_kwargs or {})}
+            method_kwargs = {"taught_light": lab.taught_light, **(method_kwargs or {})}
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),

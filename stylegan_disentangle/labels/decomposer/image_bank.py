@@ -5,9 +5,11 @@ the generator can cost as much as the decomposer's own step (at 32x32, the synth
 in 0.07 s, the jitter stabilizer a second one; the decomposer's step is 0.25-0.5 s), and for a 1024-px network it
 dominates. The bank generates `size` images once, stores them at the decomposer's resolution as uint8 (the form
 Unsup3D's own image folders have), each with its *jittered twin* (the same w pulled toward the mean by psi in
-[0.85, 1] and rendered with random noise: the input of the jitter stabilizer), and training then reads batches.
+[0.85, 1] and rendered with random noise: the input of the jitter stabilizer) and its w (the latent light teacher
+reads it), and training then reads batches.
 
-Files in the bank folder: `images.npy` and `jitter.npy` (uint8 [N, 3, R, R], memory-mapped on reading) and
+Files in the bank folder: `images.npy` and `jitter.npy` (uint8 [N, 3, R, R], memory-mapped on reading), `ws.npy`
+(float32 [N, w_dim]; banks built before it existed lack it, and work without it where no w is needed) and
 `bank.json` (how it was made). Building is chunked, seeded per chunk (the same bank whatever the interruptions),
 resumable (the arrays are filled in `*.partial.npy` files whose progress `bank.json` records after every chunk) and
 atomic (the final names appear only when every chunk is written). Opening an existing bank regenerates its first
@@ -36,6 +38,7 @@ __all__ = ["ImageBank"]
 CHUNK = 256
 META = "bank.json"
 ARRAYS = ("images", "jitter")
+W_ARRAY = "ws"  # each row's w, float32
 CHECK_IMAGES = 4  # images regenerated on opening to recognise the generator
 JITTER_PSI_MIN = 0.85
 
@@ -68,34 +71,40 @@ class ImageBank:
         self.folder, self.meta = Path(folder), meta
         size, res = meta["settings"]["size"], meta["settings"]["resolution"]
         self.images, self.jitter = (self._open(self.folder / f"{name}.npy", (size, 3, res, res)) for name in ARRAYS)
+        w_path = self.folder / f"{W_ARRAY}.npy"
+        self.ws = self._open(w_path, (size, int(meta[W_ARRAY])), np.float32) if meta.get(W_ARRAY) else None
 
     @staticmethod
-    def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    def _open(path: Path, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
         try:
             arr = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise StyleGANDisentangleError(f"{path}: unreadable image-bank array ({exc}); delete the bank folder "
                                            "to rebuild it") from exc
-        if arr.shape != shape or arr.dtype != np.uint8:
-            raise StyleGANDisentangleError(f"{path}: expected uint8 {list(shape)}, found {arr.dtype} "
+        if arr.shape != shape or arr.dtype != dtype:
+            raise StyleGANDisentangleError(f"{path}: expected {np.dtype(dtype).name} {list(shape)}, found {arr.dtype} "
                                            f"{list(arr.shape)}; delete the bank folder to rebuild it")
         return arr
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def batch(self, gen: torch.Generator, n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
-        """n bank rows drawn with `gen` (with replacement): (images [n, 3, R, R], jittered twins) in [-1, 1]."""
+    def batch(self, gen: torch.Generator, n: int, device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """n bank rows drawn with `gen` (with replacement): (images [n, 3, R, R], jittered twins) in [-1, 1], and
+        their w [n, w_dim] (None from a bank built before banks kept it)."""
         idx = np.sort(torch.randint(0, len(self), [n], generator=gen).numpy())
-        return _to_float(self.images[idx], device), _to_float(self.jitter[idx], device)
+        w = None if self.ws is None else torch.from_numpy(np.ascontiguousarray(self.ws[idx])).to(device)
+        return _to_float(self.images[idx], device), _to_float(self.jitter[idx], device), w
 
     # ------------------------------------------------------------------ building
     @staticmethod
     @torch.no_grad()
     def _chunk(G: nn.Module, seed: int, chunk: int, n: int, resolution: int, truncation_psi: float,
-               device: torch.device | str, crop: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               device: torch.device | str, crop: tuple[float, ...] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Chunk `chunk` of the bank (its first n rows): images and jittered twins, float, their `crop` box (the
-        decomposer's input crop; None: whole) at `resolution`."""
+        decomposer's input crop; None: whole) at `resolution`, and their w [n, w_dim]."""
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(chunk))
         z = torch.randn([CHUNK, G.z_dim], generator=gen)[:n].to(device)
         psi = JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([CHUNK, 1, 1], generator=gen)[:n].to(device)
@@ -105,7 +114,7 @@ class ImageBank:
         with seeded_torch_rng(noise_seed, ws.device):  # the synthesis' own noise draw for the twins
             twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
         return (resize_images(crop_images(img.clamp(-1, 1), crop), resolution),
-                resize_images(crop_images(twin.clamp(-1, 1), crop), resolution))
+                resize_images(crop_images(twin.clamp(-1, 1), crop), resolution), ws[:, 0].float())
 
     @classmethod
     def open_or_build(cls, G: nn.Module, folder: str | os.PathLike, size: int, resolution: int, *, seed: int = 0,
@@ -145,22 +154,24 @@ class ImageBank:
     def _build(cls, G: nn.Module, folder: Path, settings: dict, meta: dict, check: torch.Tensor,
                device: torch.device | str, progress: bool | None) -> ImageBank:
         size, res = settings["size"], settings["resolution"]
-        shape = (size, 3, res, res)
-        partial = {name: folder / f"{name}.partial.npy" for name in ARRAYS}
+        shapes = {name: ((size, 3, res, res), np.uint8) for name in ARRAYS}
+        shapes[W_ARRAY] = ((size, int(G.w_dim)), np.float32)
+        partial = {name: folder / f"{name}.partial.npy" for name in shapes}
         filled = int(meta.get("filled", 0))
         if filled and not all(p.is_file() for p in partial.values()):
-            filled = 0  # the progress record outlived its arrays: start over
-        arrays = {name: np.lib.format.open_memmap(p, mode="r+" if filled else "w+", dtype=np.uint8, shape=shape)
-                  for name, p in partial.items()}
+            filled = 0  # the progress record outlived its arrays (or predates the w array): start over
+        arrays = {name: np.lib.format.open_memmap(partial[name], mode="r+" if filled else "w+", dtype=dtype,
+                                                  shape=shape) for name, (shape, dtype) in shapes.items()}
         if filled:
             cls._check_generator(arrays["images"][: check.shape[0]], check, folder / META)
         chunks = range(filled // CHUNK, -(-size // CHUNK))
         for chunk in tqdm(chunks, desc="image bank", initial=filled // CHUNK, total=-(-size // CHUNK),
                           disable=progress is False):
             lo, hi = chunk * CHUNK, min(size, (chunk + 1) * CHUNK)
-            img, twin = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device,
-                                   settings.get("crop"))
+            img, twin, w = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device,
+                                      settings.get("crop"))
             arrays["images"][lo:hi], arrays["jitter"][lo:hi] = _to_uint8(img), _to_uint8(twin)
+            arrays[W_ARRAY][lo:hi] = w.cpu().numpy()
             for arr in arrays.values():
                 arr.flush()
             with atomic_write(folder / META, "w") as f:
@@ -168,7 +179,7 @@ class ImageBank:
         del arrays
         for name, p in partial.items():
             os.replace(p, folder / f"{name}.npy")
-        meta = {"settings": settings, "filled": size, "complete": True}
+        meta = {"settings": settings, "filled": size, "complete": True, W_ARRAY: int(G.w_dim)}  # w's width
         with atomic_write(folder / META, "w") as f:
             json.dump(meta, f, indent=2)
         return cls(folder, meta)

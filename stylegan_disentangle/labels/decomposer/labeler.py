@@ -178,6 +178,13 @@ class DecomposerLabeler:
         self.value_ranges = {k: ranges[k] for k in self.names}
 
     @property
+    def taught_light(self) -> bool:
+        """Whether the decomposer's netL was taught by a latent light teacher (its `light_teacher` mark): its light
+        readings then already carry the teacher's conditions, and `ThreeDCoupledDirections(taught_light=True)` is
+        the rule to fit them with."""
+        return self.decomposer.light_teacher is not None
+
+    @property
     def fingerprint(self) -> str:
         """sha256 of the decomposer's weights and settings as they are now (a latent bank asks once, ~10 ms). A bank
         keeps it, so that a bank labelled by another decomposer (the same label names, other labels) is refused

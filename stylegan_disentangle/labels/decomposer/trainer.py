@@ -19,8 +19,9 @@ Two stabilizers tie the decomposition to itself (Zheng et al. train theirs "stab
   the lit wall behind the head; "data" takes the views and light intensities of other images of the batch and pastes
   the head over a flat, unlit background, as the synthetic world's images are (`rerender_intensities` "uniform":
   the ambient and diffuse drawn uniformly instead of the batch's; `rerender_albedo_step`: the rendered albedo
-  recoloured above a random hairline, see `rerender_scene`). `light_from_rerender` keeps the
-  photometric loss away from netL, which then learns the light from the re-renders alone;
+  recoloured above a random hairline; `rerender_yaw`: the yaw redrawn wider than the generator turns heads; the
+  scenes are in `scenes.py`). `light_from_rerender` keeps the photometric loss away from netL, which then learns the
+  light from the re-renders alone;
 - jitter agreement (`lam_jitter`): the same w pulled slightly toward the mean (truncation psi in [0.85, 1]) and
   rendered with random noise must decompose to the same canonical depth and albedo.
 
@@ -29,6 +30,11 @@ on from the first step they held the nets in it (after 1300 steps of batch 32 on
 albedo were the same for every image and yaw |r| was 0.6; without them, depth already varied per image after 150
 steps). `stabilize_after` therefore starts them once the official objective has made the decomposition depend on
 the image.
+
+The **turned-head term** (`lam_light_turn`) teaches netL that the light does not turn with the head: each batch's
+estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees
+(`scenes.turned_head_scene`), and netL must read there the light it read on the original image. A generator turns
+heads only so far, and without it netL misreads the light of heads turned further.
 
 A **light teacher** (`light_teacher`, `light_teacher.LatentLightTeacher`) replaces what netL learns from: the light
 read off each image's w along W directions found over a population (the 3D-coupled light directions, fitted on the
@@ -64,7 +70,16 @@ from ..base import check_crop, crop_images
 from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
 from .light_teacher import LatentLightTeacher, light_labels
 from .model import PARTS, Unsup3DDecomposer, check_light_mask
-from .reconstruction import reconstruct, reconstruction_loss, renderer_for, view_degrees
+from .reconstruction import reconstruct, reconstruction_loss
+from .scenes import (
+    RERENDER_INTENSITIES,
+    RERENDER_MODES,
+    check_albedo_step,
+    light_turn_loss,
+    rerender_loss,
+    rerender_scene,
+    turned_head_scene,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,118 +155,6 @@ def gradient_sparsity(maps: torch.Tensor, p: float = 0.3) -> torch.Tensor:
     _check_sparsity_exponent(p)
     gx, gy = maps[..., 1:] - maps[..., :-1], maps[..., 1:, :] - maps[..., :-1, :]
     return (gx.abs() + SPARSITY_EPS).pow(p).mean() + (gy.abs() + SPARSITY_EPS).pow(p).mean() - 2 * SPARSITY_EPS ** p
-
-
-RERENDER_MODES = ("random", "data")
-RERENDER_INTENSITIES = ("batch", "uniform")
-# the canonical depth this close to the border depth counts as the background wall in the "data" re-render
-WALL_MARGIN = 0.005
-
-
-@torch.no_grad()
-def recolour_above_hairline(albedo: torch.Tensor, head: torch.Tensor, gen: torch.Generator,
-                            gain_range: tuple[float, float]) -> torch.Tensor:
-    """Canonical albedo [N, 3, H, W] in [-1, 1] with its brightness (in [0, 1] units) multiplied by a random gain
-    above a random hairline, inside `head` [N, 1, H, W] (1 on the head), clipped to [0, 1].
-
-    Per image: the hairline crosses the centre column at a height drawn uniformly in 7-13 rows of 32 (scaled to H)
-    and drops toward the sides as a parabola, by up to 8 rows of 32; the gain is log-uniform in `gain_range`; the
-    edge is a logistic step 0.7 pixel wide. Left-right symmetric, as the canonical albedo is. A step, not a ramp:
-    a smooth vertical ramp is what a change of light elevation looks like, a sharp edge is what an albedo change
-    looks like (the tenth session's ramp jitter left the elevation following the hair and lowered the albedo).
-    """
-    lo, hi = gain_range
-    n, _, h, w = albedo.shape
-    dev, scale = albedo.device, h / 32
-    centre = ((torch.rand([n, 1, 1, 1], generator=gen) * 6 + 7) * scale).to(dev)
-    drop = ((torch.rand([n, 1, 1, 1], generator=gen) * 8) * scale).to(dev)
-    log_gain = torch.rand([n, 1, 1, 1], generator=gen) * (math.log(hi) - math.log(lo)) + math.log(lo)
-    gain = torch.exp(log_gain).to(dev)
-    u = torch.linspace(-1, 1, w, device=dev).view(1, 1, 1, w)
-    row = torch.arange(h, device=dev, dtype=albedo.dtype).view(1, 1, h, 1)
-    above = torch.sigmoid((centre + drop * u * u - row) / 0.7) * head
-    reflectance = (albedo + 1) / 2
-    return (reflectance * (1 - above + above * gain)).clamp(0, 1) * 2 - 1
-
-
-def _check_albedo_step(value: Sequence[float] | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise StyleGANDisentangleError(f"rerender_albedo_step must be a (low, high) gain pair, got {value!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise StyleGANDisentangleError(f"rerender_albedo_step needs finite gains 0 < low <= high, got {lo}, {hi}")
-    return lo, hi
-
-
-@torch.no_grad()
-def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator, mode: str = "random",
-                   light_xy_fraction: float = 1.0, rotation_fraction: float = 0.5,
-                   intensities: str = "batch",
-                   albedo_step: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
-    """The (detached) estimate `out` of a batch rendered under a new view and light, with the answers.
-
-    `mode` "random": the view uniform (rotations within `rotation_fraction` of their range), the light uniform
-    over its raw range, the background wall rendered and lit. "data": each image gets the view and the ambient /
-    diffuse estimated for another image of the batch (a permutation: the renders' poses and intensities follow the
-    data's), and the region behind the head (canonical depth within `WALL_MARGIN` of the border depth) is pasted
-    flat and unlit in the batch's corner colour, so that the light shows only on the head. In both modes the light
-    direction (dx, dy) is uniform within `light_xy_fraction` of its range. `intensities` "uniform" makes the "data"
-    mode draw the ambient and diffuse uniformly and independently over netL's range, as "random" does, instead of
-    taking the batch's (with a frozen netL this teaches netA an albedo that holds under other intensities).
-    `albedo_step` (lo, hi) renders, instead of the estimated albedo, that albedo recoloured above a random hairline
-    (`recolour_above_hairline`): the scene's answer is the recoloured albedo, under a light netL must read. The
-    decomposer explains part of a dark-haired head by light from below (BENCHMARKS.md, "3D decomposer"); these
-    renders show a darker or lighter top of the head that is albedo under every light, so netL learns not to read
-    it as the light and netA learns to give it back as albedo.
-    Returns `image` [N, 3, R, R] and the scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw`
-    [N, 6].
-    """
-    if mode not in RERENDER_MODES:
-        raise StyleGANDisentangleError(f"re-render mode must be one of {RERENDER_MODES}, got {mode!r}")
-    if intensities not in RERENDER_INTENSITIES:
-        raise StyleGANDisentangleError(f"re-render intensities must be one of {RERENDER_INTENSITIES}, "
-                                       f"got {intensities!r}")
-    depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
-    n, device = depth.shape[0], depth.device
-    head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)  # the head, not the wall behind it
-    if albedo_step is not None:
-        albedo = recolour_above_hairline(albedo, head, gen, albedo_step)
-    if mode == "data":
-        view_raw = out["view_raw"].detach()[torch.randperm(n, generator=gen).to(device)]
-    else:
-        view_raw = (torch.rand([n, 6], generator=gen) * 2 - 1).to(device)
-        view_raw[:, :3] *= rotation_fraction
-    light_raw = (torch.rand([n, 4], generator=gen) * 2 - 1).to(device)
-    light_raw[:, 2:] *= light_xy_fraction
-    if mode == "data" and intensities == "batch":
-        light_raw[:, :2] = out["light_raw"].detach()[torch.randperm(n, generator=gen).to(device), :2]
-    renderer = renderer_for(dec)
-    rendered = renderer.render(depth.unsqueeze(1), albedo, dec.scale_light(light_raw)["light"],
-                               view_degrees(dec.scale_view(view_raw)))
-    x = out["input"]
-    corners = torch.stack([x[:, :, 0, 0], x[:, :, 0, -1], x[:, :, -1, 0], x[:, :, -1, -1]], 0).mean(0)[..., None, None]
-    shown = rendered["mask"]
-    if mode == "data":
-        shown = shown * renderer.sample(head, rendered["grid"])
-    image = rendered["image"] * shown + (1 - shown) * corners
-    return {"image": image, "canon_depth": depth, "canon_albedo": albedo, "light_raw": light_raw,
-            "view_raw": view_raw}
-
-
-def _rerender_loss(dec: Unsup3DDecomposer, scene: dict[str, torch.Tensor], light: bool = True) -> torch.Tensor:
-    """Decomposing a `rerender_scene` image must give back its depth, albedo, light (unless not `light`: netL
-    learns elsewhere) and view."""
-    est = dec.decompose(scene["image"], parts=["depth", "albedo", "view"] + (["light"] if light else []))
-    loss = (est["canon_depth"] - scene["canon_depth"]).abs().mean() / (dec.max_depth - dec.min_depth)
-    loss = loss + (est["canon_albedo"] - scene["canon_albedo"]).abs().mean()
-    if light:
-        loss = loss + (est["light_raw"] - scene["light_raw"]).abs().mean()
-    used = [i for i, r in enumerate([1, 1, 1, dec.xy_translation_range, dec.xy_translation_range,
-                                     dec.z_translation_range]) if r > 0]
-    return loss + (est["view_raw"][:, used] - scene["view_raw"][:, used]).abs().mean()
 
 
 @torch.no_grad()
@@ -355,7 +258,10 @@ def train_decomposer(
     rerender_mode: str = "random",
     rerender_intensities: str = "batch",
     rerender_albedo_step: Sequence[float] | None = None,
+    rerender_yaw: float | None = None,
     light_from_rerender: bool = False,
+    lam_light_turn: float = 0.0,
+    light_turn_yaw: float = 45.0,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
     truncation_psi: float = 1.0,
@@ -397,7 +303,7 @@ def train_decomposer(
     `light_teacher` (a `LatentLightTeacher`) makes netL learn the light from the teacher's reading of each image's
     w alone (weight `lam_teacher`; the photometric and re-render losses then train the other nets only). A teacher
     not yet fitted is fitted first on `teacher_samples` generator faces read by `init` (so it needs `init`), and
-    saved as `outdir/light_teacher.npz` for a resumed run. It needs batches drawn from `G` (their w), not a bank.
+    saved as `outdir/light_teacher.npz` for a resumed run. It reads each batch's w (a bank keeps it).
     Its fingerprint becomes the decomposer's `light_teacher` (kept from `init` while netL is not trained).
     """
 
@@ -416,9 +322,15 @@ def train_decomposer(
     if rerender_intensities not in RERENDER_INTENSITIES:
         raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
                                        f"got {rerender_intensities!r}")
-    albedo_step = _check_albedo_step(rerender_albedo_step)
+    albedo_step = check_albedo_step(rerender_albedo_step)
+    if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and math.isfinite(light_turn_yaw)
+            and light_turn_yaw > 0):
+        raise StyleGANDisentangleError(f"lam_light_turn must be >= 0 and light_turn_yaw > 0 (finite), got "
+                                       f"{lam_light_turn}, {light_turn_yaw}")
+    if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
+        raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
     if light_teacher is not None:
-        _check_teacher_args(light_teacher, init, bank_size, light_from_rerender, train_nets, lam_teacher,
+        _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
     if lam_perc > 0 and D is None:
         raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
@@ -460,7 +372,9 @@ def train_decomposer(
                   **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
                   **({"rerender_intensities": rerender_intensities} if rerender_intensities != "batch" else {}),
                   **({"rerender_albedo_step": list(albedo_step)} if albedo_step else {}),
+                  **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
+                  **({"lam_light_turn": lam_light_turn, "light_turn_yaw": light_turn_yaw} if lam_light_turn else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
                   **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
@@ -480,6 +394,13 @@ def train_decomposer(
     if not trained:
         raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
                                        f"(it has {list(dec.present_nets)})")
+    if lam_light_turn and ("netL" not in trained or light_turn_yaw > dec.xyz_rotation_range):
+        raise StyleGANDisentangleError(f"lam_light_turn trains netL on heads turned up to light_turn_yaw "
+                                       f"({light_turn_yaw} deg): it needs netL among the trained nets "
+                                       f"({trained}) and a yaw within the view's range (+-{dec.xyz_rotation_range})")
+    if rerender_yaw is not None and rerender_yaw > dec.xyz_rotation_range:
+        raise StyleGANDisentangleError(f"rerender_yaw {rerender_yaw} deg is beyond the view's range "
+                                       f"(+-{dec.xyz_rotation_range})")
     grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
@@ -496,6 +417,9 @@ def train_decomposer(
                                        truncation_psi=truncation_psi, device=device, progress=progress,
                                        crop=dec.input_crop)
         _record_bank_seconds(outdir, time.perf_counter() - t0)
+        if light_teacher is not None and bank.ws is None:
+            raise StyleGANDisentangleError(f"{outdir / BANK}: this image bank was built before banks kept each "
+                                           "image's w, which light_teacher reads; delete it to rebuild it")
     teacher = None if light_teacher is None else _ready_teacher(light_teacher, dec, G, outdir, start, config, device)
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
@@ -511,13 +435,10 @@ def train_decomposer(
     return dec.eval()
 
 
-def _check_teacher_args(teacher, init, bank_size, light_from_rerender, train_nets, lam_teacher,
+def _check_teacher_args(teacher, init, light_from_rerender, train_nets, lam_teacher,
                         teacher_samples) -> None:
     if not isinstance(teacher, LatentLightTeacher):
         raise StyleGANDisentangleError(f"light_teacher must be a LatentLightTeacher, got {type(teacher).__name__}")
-    if bank_size:
-        raise StyleGANDisentangleError("light_teacher reads each image's w, which an image bank does not keep: "
-                                       "train without the bank")
     if light_from_rerender:
         raise StyleGANDisentangleError("light_teacher and light_from_rerender both choose what netL learns from; "
                                        "pass one")
@@ -602,8 +523,10 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     rerender_mode = config.get("rerender_mode", "random")
     rerender_intensities = config.get("rerender_intensities", "batch")
     albedo_step = config.get("rerender_albedo_step")  # a list in the JSON config
+    rerender_yaw = config.get("rerender_yaw")
     albedo_step = None if albedo_step is None else tuple(albedo_step)
     light_from_rerender = config.get("light_from_rerender", False)
+    lam_light_turn, light_turn_yaw = config.get("lam_light_turn", 0.0), config.get("light_turn_yaw", 45.0)
     lam_teacher = config["light_teacher"]["lam"] if teacher is not None else 0.0
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -616,7 +539,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
             img, twins = crop_images(img, dec.input_crop), None
         else:
-            img, twins = bank.batch(gen, batch_size, device)
+            img, twins, w = bank.batch(gen, batch_size, device)
+            ws = None if w is None else w.unsqueeze(1)
         out = reconstruct(dec, img, flip=True,
                           detach_light=teacher is not None or (light_from_rerender and step >= stabilize_after))
         losses = reconstruction_loss(out, lam_flip)
@@ -637,13 +561,17 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         stabilize = step >= stabilize_after
         if lam_rerender > 0 and stabilize:
             scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
-                                   albedo_step=albedo_step)
-            losses["rerender"] = _rerender_loss(dec, scene, light=teacher is None)
+                                   albedo_step=albedo_step, max_yaw=rerender_yaw)
+            losses["rerender"] = rerender_loss(dec, scene, light=teacher is None)
             total = total + lam_rerender * losses["rerender"]
         if lam_jitter > 0 and stabilize:
             twins = crop_images(_jitter_images(G, ws, gen), dec.input_crop) if twins is None else twins
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
+        if lam_light_turn > 0:
+            losses["light_turn"] = light_turn_loss(dec, turned_head_scene(dec, out, gen, light_turn_yaw),
+                                                    out["light_raw"])
+            total = total + lam_light_turn * losses["light_turn"]
         if teacher is not None:
             losses["teacher"] = teacher.loss(out["light"], ws[:, 0])
             total = total + lam_teacher * losses["teacher"]
