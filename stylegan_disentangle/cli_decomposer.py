@@ -120,6 +120,14 @@ def register_decomposer_commands(main: click.Group) -> None:
                        "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
     @click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
                   help="Fraction of the light direction's range the re-render term draws from.")
+    @click.option("--rerender-yaw", type=float, default=None, metavar="DEG",
+                  help="Redraw the re-render scenes' yaw uniformly within +-DEG: heads turned further than the "
+                       "generator turns them, with the answer known (netV learns them). Default: the scenes' own.")
+    @click.option("--light-turn", "lam_light_turn", type=float, default=0.0, show_default=True,
+                  help="Weight of the turned-head term: netL must read the light it read on each image again on "
+                       "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
+    @click.option("--light-turn-yaw", type=float, default=45.0, show_default=True,
+                  help="Largest |yaw| (degrees) of --light-turn's renders.")
     @click.option("--light-from-rerender", is_flag=True,
                   help="netL learns from the re-render term alone (the photometric loss does not reach it).")
     @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,

@@ -768,6 +768,24 @@ def test_both_entry_points_offer_perceptual_and_smooth(pkl_with_d, tmp_path, mon
     assert config["lam_perc"] == 1.0 and config["lam_smooth"] == 0.1
 
 
+@pytest.mark.parametrize("entry", ["cli", "script"])
+def test_both_entry_points_offer_the_turned_head_terms(tmp_path, monkeypatch, entry):
+    out = tmp_path / "run"
+    common = ["--outdir", str(out), "--steps", "1", "--batch-size", "2", "--nf", "16", "--rerender-mode", "data",
+              "--rerender-yaw", "30", "--light-turn", "2", "--light-turn-yaw", "40", "--device", "cpu"]
+    if entry == "cli":
+        result = CliRunner().invoke(main, ["train-decomposer", "synthetic", *common, "--quiet"])
+        assert result.exit_code == 0, result.output
+    else:
+        script = load_script("train_decomposer")
+        monkeypatch.setattr(sys, "argv", ["train_decomposer.py", *common, "--zdim", "32", "--nf-small", "8",
+                                          "--stabilize-after", "0", "--eval-samples", "0"])
+        script.main()
+    config = json.loads((out / "train_state.json").read_text())["config"]
+    assert config["rerender_yaw"] == 30.0 and config["lam_light_turn"] == 2.0 and config["light_turn_yaw"] == 40.0
+    assert _log(out)[0]["light_turn"] > 0
+
+
 def test_perceptual_without_a_discriminator_is_refused_by_both_entry_points(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--outdir", str(tmp_path / "c"),
                                        "--perceptual", "--device", "cpu"])
