@@ -87,8 +87,8 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
     (`recolour_above_hairline`): the scene's answer is the recoloured albedo, under a light netL must read. The
     decomposer explains part of a dark-haired head by light from below (BENCHMARKS.md, "3D decomposer"); these
     renders show a darker or lighter top of the head that is albedo under every light, so netL learns not to read
-    it as the light and netA learns to give it back as albedo. `max_yaw` (degrees) then redraws every scene's yaw
-    uniformly within +-max_yaw: heads turned further than the generator turns them, with the answer known.
+    it as the light and netA learns to give it back as albedo. `max_yaw` (degrees), when given, redraws every scene's
+    yaw uniformly within +-max_yaw: heads turned further than the generator turns them, with the answer known.
     Returns `image` [N, 3, R, R] and the scene: `canon_depth`, `canon_albedo`, `light_raw` [N, 4], `view_raw`
     [N, 6].
     """
@@ -99,7 +99,7 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
                                        f"got {intensities!r}")
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     n, device = depth.shape[0], depth.device
-    head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)  # the head, not the wall behind it
+    head = _head_mask(dec, depth)
     if albedo_step is not None:
         albedo = recolour_above_hairline(albedo, head, gen, albedo_step)
     if mode == "data":
@@ -147,8 +147,13 @@ def turned_head_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen:
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     view_raw = out["view_raw"].detach().clone()
     view_raw[:, 1] = _uniform_yaw(dec, gen, depth.shape[0], max_yaw).to(view_raw.device)
-    head = (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
-    return _scene_image(dec, out, depth, albedo, out["light"].detach(), view_raw, head)
+    return _scene_image(dec, out, depth, albedo, out["light"].detach(), view_raw, _head_mask(dec, depth))
+
+
+def _head_mask(dec: Unsup3DDecomposer, depth: torch.Tensor) -> torch.Tensor:
+    """Canonical depth [N, R, R] -> [N, 1, R, R]: 1 on the head, 0 on the wall behind it (within WALL_MARGIN of the
+    border depth)."""
+    return (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
 
 
 def _uniform_yaw(dec: Unsup3DDecomposer, gen: torch.Generator, n: int, max_yaw: float) -> torch.Tensor:
