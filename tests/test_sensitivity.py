@@ -302,8 +302,10 @@ def _find_3d_api(run, out, **kwargs) -> dict:
 def test_on_the_shipped_checkpoint_the_metric_brings_the_unsupervised_pose_and_azimuth_to_the_goal():
     """Issue 11's global goal (|cos| >= 0.95 with the truth, no labels) for yaw, pitch, roll and light azimuth, on
     2000 fresh faces of the shipped checkpoint labelled by the shipped decomposer. Measured on 20k-row banks:
-    0.977-0.995 with the metric (2000 rows: the same within 0.005); light azimuth 0.90-0.92 and yaw 0.94-0.95
-    without it."""
+    0.977-0.997 with the metric (2000 rows: the same within 0.005). Without it, on these 2000 rows, yaw 0.951,
+    pitch 0.958, roll 0.971 and light azimuth 0.956 (0.90-0.92 with the decomposers before the twenty-fourth
+    session, whose netL had not seen turned heads): the metric lifts every one, the yaw by 0.045 and the azimuth by
+    0.030."""
     from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
     from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 
@@ -325,7 +327,9 @@ def test_on_the_shipped_checkpoint_the_metric_brings_the_unsupervised_pose_and_a
         est = ThreeDCoupledDirections(map_labels=(), random_state=0).fit(w.numpy(), labels, w_metric=m)
         cos[key] = {n: abs(float(est.directions_[est.names_.index(n)] @ truth[fmap.names.index(n)])) for n in names}
     assert min(cos["metric"].values()) >= 0.95, cos
-    assert cos["metric"]["light_azimuth"] > cos["plain"]["light_azimuth"] + 0.03, cos
+    assert all(cos["metric"][n] > cos["plain"][n] for n in names), cos
+    assert cos["metric"]["yaw"] > cos["plain"]["yaw"] + 0.02, cos
+    assert cos["metric"]["light_azimuth"] > cos["plain"]["light_azimuth"] + 0.02, cos
 
 
 def test_image_sensitivity_of_a_crop_is_the_gram_of_the_cropped_jacobian():
