@@ -526,7 +526,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     rerender_yaw = config.get("rerender_yaw")
     albedo_step = None if albedo_step is None else tuple(albedo_step)
     light_from_rerender = config.get("light_from_rerender", False)
-    lam_light_turn, light_turn_yaw = config.get("lam_light_turn", 0.0), config.get("light_turn_yaw", 45.0)
+    lam_light_turn, light_turn_yaw = config.get("lam_light_turn", 0.0), config.get("light_turn_yaw")  # set together
     lam_teacher = config["light_teacher"]["lam"] if teacher is not None else 0.0
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -537,10 +537,10 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         gen = _step_generator(seed, step)
         if bank is None:
             ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
+            w = ws[:, 0]
             img, twins = crop_images(img, dec.input_crop), None
         else:
             img, twins, w = bank.batch(gen, batch_size, device)
-            ws = None if w is None else w.unsqueeze(1)
         out = reconstruct(dec, img, flip=True,
                           detach_light=teacher is not None or (light_from_rerender and step >= stabilize_after))
         losses = reconstruction_loss(out, lam_flip)
@@ -573,7 +573,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
                                                     out["light_raw"])
             total = total + lam_light_turn * losses["light_turn"]
         if teacher is not None:
-            losses["teacher"] = teacher.loss(out["light"], ws[:, 0])
+            losses["teacher"] = teacher.loss(out["light"], w)
             total = total + lam_teacher * losses["teacher"]
         if not torch.isfinite(total):
             raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; the last "
