@@ -307,37 +307,13 @@ def train_decomposer(
     Its fingerprint becomes the decomposer's `light_teacher` (kept from `init` while netL is not trained).
     """
 
-    if steps < 1 or batch_size < 2:
-        raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
-    if not (math.isfinite(lr) and lr > 0 and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise StyleGANDisentangleError(f"lr must be > 0 and weight_decay >= 0 (finite), got lr={lr}, "
-                                       f"weight_decay={weight_decay}")
-    if lam_albedo_sparse > 0:
-        _check_sparsity_exponent(albedo_sparse_p, "albedo_sparse_p")
-    if light_from_rerender and lam_rerender <= 0:
-        raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
-                                       "nothing would train netL")
-    if rerender_mode not in RERENDER_MODES:
-        raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
-    if rerender_intensities not in RERENDER_INTENSITIES:
-        raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
-                                       f"got {rerender_intensities!r}")
-    albedo_step = check_albedo_step(rerender_albedo_step)
-    if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and math.isfinite(light_turn_yaw)
-            and light_turn_yaw > 0):
-        raise StyleGANDisentangleError(f"lam_light_turn must be >= 0 and light_turn_yaw > 0 (finite), got "
-                                       f"{lam_light_turn}, {light_turn_yaw}")
-    if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
-        raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
+    albedo_step = _check_args(steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p,
+                              lam_rerender, light_from_rerender, rerender_mode, rerender_intensities,
+                              rerender_albedo_step, rerender_yaw, lam_light_turn, light_turn_yaw, lam_perc, D,
+                              train_nets)
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
-    if lam_perc > 0 and D is None:
-        raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
-    if train_nets is not None and (isinstance(train_nets, str) or not train_nets
-                                   or not set(train_nets) <= set(PARTS.values())):
-        raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
-                                       f"{train_nets!r}")
     device = torch.device(device)
     res = G.img_resolution if G.img_resolution in (32, 64) else 64
     kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
@@ -391,16 +367,7 @@ def train_decomposer(
             dec = Unsup3DDecomposer(**kwargs)
         dec = dec.to(device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
-    if not trained:
-        raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
-                                       f"(it has {list(dec.present_nets)})")
-    if lam_light_turn and ("netL" not in trained or light_turn_yaw > dec.xyz_rotation_range):
-        raise StyleGANDisentangleError(f"lam_light_turn trains netL on heads turned up to light_turn_yaw "
-                                       f"({light_turn_yaw} deg): it needs netL among the trained nets "
-                                       f"({trained}) and a yaw within the view's range (+-{dec.xyz_rotation_range})")
-    if rerender_yaw is not None and rerender_yaw > dec.xyz_rotation_range:
-        raise StyleGANDisentangleError(f"rerender_yaw {rerender_yaw} deg is beyond the view's range "
-                                       f"(+-{dec.xyz_rotation_range})")
+    _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_yaw, rerender_yaw)
     grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
@@ -433,6 +400,55 @@ def train_decomposer(
         for param, flag in zip(dec.parameters(), grad_flags):
             param.requires_grad_(flag)
     return dec.eval()
+
+
+def _check_args(steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
+                light_from_rerender, rerender_mode, rerender_intensities, rerender_albedo_step, rerender_yaw,
+                lam_light_turn, light_turn_yaw, lam_perc, D, train_nets) -> tuple[float, float] | None:
+    """train_decomposer's settings that need no decomposer, checked before anything is built or written; returns
+    the checked albedo step range."""
+    if steps < 1 or batch_size < 2:
+        raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
+    if not (math.isfinite(lr) and lr > 0 and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise StyleGANDisentangleError(f"lr must be > 0 and weight_decay >= 0 (finite), got lr={lr}, "
+                                       f"weight_decay={weight_decay}")
+    if lam_albedo_sparse > 0:
+        _check_sparsity_exponent(albedo_sparse_p, "albedo_sparse_p")
+    if light_from_rerender and lam_rerender <= 0:
+        raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
+                                       "nothing would train netL")
+    if rerender_mode not in RERENDER_MODES:
+        raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
+    if rerender_intensities not in RERENDER_INTENSITIES:
+        raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
+                                       f"got {rerender_intensities!r}")
+    if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and math.isfinite(light_turn_yaw)
+            and light_turn_yaw > 0):
+        raise StyleGANDisentangleError(f"lam_light_turn must be >= 0 and light_turn_yaw > 0 (finite), got "
+                                       f"{lam_light_turn}, {light_turn_yaw}")
+    if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
+        raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
+    if lam_perc > 0 and D is None:
+        raise StyleGANDisentangleError("lam_perc > 0 needs the discriminator D for its features")
+    if train_nets is not None and (isinstance(train_nets, str) or not train_nets
+                                   or not set(train_nets) <= set(PARTS.values())):
+        raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
+                                       f"{train_nets!r}")
+    return check_albedo_step(rerender_albedo_step)
+
+
+def _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_yaw, rerender_yaw) -> None:
+    """The settings that depend on the decomposer being trained: some net to train, turned heads within its view."""
+    if not trained:
+        raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
+                                       f"(it has {list(dec.present_nets)})")
+    if lam_light_turn and ("netL" not in trained or light_turn_yaw > dec.xyz_rotation_range):
+        raise StyleGANDisentangleError(f"lam_light_turn trains netL on heads turned up to light_turn_yaw "
+                                       f"({light_turn_yaw} deg): it needs netL among the trained nets "
+                                       f"({trained}) and a yaw within the view's range (+-{dec.xyz_rotation_range})")
+    if rerender_yaw is not None and rerender_yaw > dec.xyz_rotation_range:
+        raise StyleGANDisentangleError(f"rerender_yaw {rerender_yaw} deg is beyond the view's range "
+                                       f"(+-{dec.xyz_rotation_range})")
 
 
 def _check_teacher_args(teacher, init, light_from_rerender, train_nets, lam_teacher,
