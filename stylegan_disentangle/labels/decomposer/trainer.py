@@ -307,10 +307,13 @@ def train_decomposer(
     Its fingerprint becomes the decomposer's `light_teacher` (kept from `init` while netL is not trained).
     """
 
-    albedo_step = _check_args(steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p,
-                              lam_rerender, light_from_rerender, rerender_mode, rerender_intensities,
-                              rerender_albedo_step, rerender_yaw, lam_light_turn, light_turn_yaw, lam_perc, D,
-                              train_nets)
+    albedo_step = _check_args(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                              lam_albedo_sparse=lam_albedo_sparse, albedo_sparse_p=albedo_sparse_p,
+                              lam_rerender=lam_rerender, light_from_rerender=light_from_rerender,
+                              rerender_mode=rerender_mode, rerender_intensities=rerender_intensities,
+                              rerender_albedo_step=rerender_albedo_step, rerender_yaw=rerender_yaw,
+                              lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw, lam_perc=lam_perc, D=D,
+                              train_nets=train_nets)
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
@@ -402,7 +405,7 @@ def train_decomposer(
     return dec.eval()
 
 
-def _check_args(steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
+def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
                 light_from_rerender, rerender_mode, rerender_intensities, rerender_albedo_step, rerender_yaw,
                 lam_light_turn, light_turn_yaw, lam_perc, D, train_nets) -> tuple[float, float] | None:
     """train_decomposer's settings that need no decomposer, checked before anything is built or written; returns
