@@ -8,7 +8,9 @@
 
 `--ship` writes the trained nets (official Unsup3D layout, no optimizer states, float16 weights) to
 stylegan_disentangle/labels/decomposer/data/synthetic32_decomposer.pth and a JSON record beside it (settings that the
-official layout cannot hold, the command, steps, wall time and the ground-truth scores of a fresh sample).
+official layout cannot hold, the command, steps, wall time and the ground-truth scores of a fresh sample). Continued
+from the shipped nets (`--init synthetic`), the record keeps the earlier phases as its history; `--phase-note` says in
+a sentence what this phase did.
 """
 
 from __future__ import annotations
@@ -118,7 +120,12 @@ def main() -> None:
     p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
                    help="Weight precision of the shipped file: float16 halves it (the labels move by < 0.01 deg, "
                         "BENCHMARKS.md); the nets run in float32 either way.")
+    p.add_argument("--phase-note", default=None,
+                   help="With --ship: what this phase did, in a sentence, kept in the shipped record as phase_note "
+                        "(and in its history entry once a later phase ships from it).")
     args = p.parse_args()
+    if args.phase_note is not None and not args.ship:
+        p.error("--phase-note is for --ship")
     light_mask = None
     if args.light_mask is not None:
         try:
@@ -188,6 +195,8 @@ def main() -> None:
             prev = json.loads(before.read_text())
             history = prev.get("history", []) + [{k: prev.get(k) for k in ("command", "steps", "train_seconds_total",
                                                                              "scores_fresh_sample")}]
+            if prev.get("phase_note"):
+                history[-1]["phase_note"] = prev["phase_note"]
         trained_nets_only(dec).save(target, weights_dtype=getattr(torch, args.ship_dtype))
         scalings = {k: v for k, v in dec.get_config().items()
                     if k not in ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view",
@@ -198,6 +207,7 @@ def main() -> None:
                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                   "hardware": f"2-core CPU, torch threads = {args.threads}", "scores_fresh_sample": scores,
                   "weights_dtype": args.ship_dtype, "history": history,
+                  **({"phase_note": args.phase_note} if args.phase_note else {}),
                   "steps_all_phases": state["step"] + sum(int(h.get("steps") or 0) for h in history),
                   "train_seconds_all_phases": state["train_seconds"] + sum(float(h.get("train_seconds_total") or 0)
                                                                            for h in history)}

@@ -935,3 +935,35 @@ def test_fit_with_train_nets_leaves_every_net_trainable_and_the_callers_random_s
     dec.fit(G, tmp_path, steps=2, batch_size=2, train_nets=["netL"], stabilize_after=0, progress=False)
     assert torch.equal(torch.rand(3), expected)  # the jitter twins' noise is drawn on a forked generator
     assert all(p.requires_grad for p in dec.parameters())
+
+
+def test_shipping_a_continuation_keeps_the_earlier_phases_with_their_notes(tmp_path, monkeypatch):
+    """`--ship` after `--init synthetic`: the previous record becomes the last history entry (its phase note with it),
+    the new one carries `--phase-note`, and the step count of all phases adds them up."""
+    script = load_script("train_decomposer")
+    target = tmp_path / "pkg" / "synthetic32_decomposer.pth"
+    target.parent.mkdir()
+    previous = {"command": "python earlier.py", "steps": 7, "train_seconds_total": 3.0, "scores_fresh_sample": None,
+                "phase_note": "the phase before", "history": [{"command": "python first.py", "steps": 5,
+                                                              "train_seconds_total": 2.0, "scores_fresh_sample": None}]}
+    target.with_suffix(".json").write_text(json.dumps(previous))
+    monkeypatch.setattr(script, "SHIPPED", {"synthetic": target})
+    monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--init", "synthetic", "--outdir", str(tmp_path / "run"),
+                                      "--steps", "1", "--batch-size", "2", "--rerender", "0", "--jitter", "0",
+                                      "--train-nets", "netL", "--eval-samples", "0", "--device", "cpu", "--ship",
+                                      "--phase-note", "netL alone, one step"])
+    script.main()
+    record = json.loads(target.with_suffix(".json").read_text())
+    assert record["phase_note"] == "netL alone, one step"
+    assert [h["command"] for h in record["history"]] == ["python first.py", "python earlier.py"]
+    assert record["history"][-1]["phase_note"] == "the phase before" and "phase_note" not in record["history"][0]
+    assert record["steps_all_phases"] == 1 + 5 + 7
+    shipped = load_decomposer(target)
+    assert list(shipped.present_nets) == ["netD", "netA", "netL", "netV", "netC"] and not shipped.optimizer_states
+
+
+def test_phase_note_without_ship_is_refused(monkeypatch):
+    script = load_script("train_decomposer")
+    monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--phase-note", "x"])
+    with pytest.raises(SystemExit):
+        script.main()
