@@ -962,8 +962,10 @@ def test_shipping_a_continuation_keeps_the_earlier_phases_with_their_notes(tmp_p
     assert list(shipped.present_nets) == ["netD", "netA", "netL", "netV", "netC"] and not shipped.optimizer_states
 
 
-def test_phase_note_without_ship_is_refused(monkeypatch):
+def test_phase_note_without_ship_is_refused(tmp_path, monkeypatch, capsys):
     script = load_script("train_decomposer")
-    monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--phase-note", "x"])
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr(sys, "argv", ["train_decomposer.py", "--outdir", str(tmp_path / "run"), "--phase-note", "x"])
+    with pytest.raises(SystemExit) as exc:
         script.main()
+    assert exc.value.code == 2 and "--phase-note is for --ship" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
