@@ -7,8 +7,8 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   moments, refitted with the Huber loss by default) for every scalar semantic (yaw, pitch, roll, tx, ty,
   light_azimuth, ...); one direction each, named like the label.
 - **localized semantics**: each canonical map (depth `[N, R, R]`, albedo `[N, 3, R, R]`) minus its per-pixel median
-  baseline, scaled to unit RMS per sample, is decomposed by sparse dictionary learning
-  (`_dictionary.learn_dictionary`: `min 1/2 ||Y - C A||^2 + code_alpha |C|_1`, unit atoms) into atoms A (spatial
+  baseline, scaled to unit RMS per sample, is decomposed by sparse dictionary learning (`_map_atoms`, by
+  `_dictionary.learn_dictionary`: `min 1/2 ||Y - C A||^2 + code_alpha |C|_1`, unit atoms) into atoms A (spatial
   patterns) and sparse codes C; then sparse regression `code_k ~ w` (`SparseDirections(method='lasso')`, or ridge)
   gives one direction per atom, and the atom's magnitude map (`|A_k|`, channels combined) is its **footprint**.
   By default (`atom_scope='parts'`) the atoms are learned inside each face part separately, on that part's pixels
@@ -58,8 +58,8 @@ import numpy as np
 
 from ..errors import LatentError
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
-from ._dictionary import learn_dictionary, sparse_codes
 from ._footprint_names import canonical_regions, footprint_name, resize_masks, side_suffix
+from ._map_atoms import map_atoms, part_atoms, rms
 from ._metric import combined_root, from_metric_coords, metric_root, to_metric_coords
 from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import _project_out, span_basis
@@ -562,57 +562,15 @@ class ThreeDCoupledDirections(DirectionFinder):
         rng = np.random.default_rng(None if seed is None else [seed, 1])  # a stream apart from `_rows`'
         return np.sort(rng.choice(m, size=int(self.dict_samples), replace=False))
 
-    def _atoms(self, y: np.ndarray, learn: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
-        """Atoms `[k, L]` learned on the rows `learn` of `y` `[n, L]` and the codes `[n, k]` of every row."""
-        k = min(n_atoms, learn.size, y.shape[1])
-        seed = _seed(self.random_state)
-        if self.atom_method == "dictionary":
-            atoms, codes, _ = learn_dictionary(y[learn], k, self.code_alpha, max_iter=self.dict_max_iter, seed=seed)
-            if learn.size < y.shape[0]:
-                codes = sparse_codes(y, atoms, self.code_alpha)
-            return atoms, codes
-        import warnings
-
-        from sklearn.decomposition import SparsePCA
-        from sklearn.exceptions import ConvergenceWarning
-
-        model = SparsePCA(n_components=k, alpha=self.code_alpha, max_iter=self.dict_max_iter, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(y[learn])
-            codes = np.asarray(model.transform(y), dtype=np.float64)
-        return np.asarray(model.components_, dtype=np.float64), codes
+    def _atom_kwargs(self) -> dict:
+        """How every map's (or part's) atoms are learned (`_map_atoms.map_atoms`' settings)."""
+        return dict(method=self.atom_method, code_alpha=self.code_alpha, max_iter=self.dict_max_iter,
+                    seed=_seed(self.random_state))
 
     def _part_atoms(self, y, learn, shape, p_names, p_masks):
-        """`atom_scope='parts'`: `n_atoms` atoms per part, each learned on the pixels of that part only (mean mask
-        >= `part_core` at the map's resolution), so every footprint lies inside the part it is named after.
-
-        Each part's pixels are scaled to unit RMS per sample before its atoms are learned, so `code_alpha` binds
-        the same way in a 12-pixel nose as in the whole skin (on the map's common scale the small parts' codes fall
-        under the L1 threshold and vanish); the codes are scaled back, so `codes @ atoms` stays in the map's units.
-        Returns (atoms `[K, L]`, codes `[n, K]`, the part of each atom), or (None, None, []) when no part has pixels.
-        """
-        masks = resize_masks(np.asarray(p_masks, dtype=np.float32), shape[-1]) >= float(self.part_core)
-        channels = int(np.prod(shape[:-2], dtype=np.int64))
-        all_atoms, all_codes, parts = [], [], []
-        for name, mask in zip(p_names, masks):
-            if name in self.skip_parts or mask.sum() < 2:
-                continue
-            cols = np.flatnonzero(np.tile(mask.reshape(-1), channels))
-            block = np.ascontiguousarray(y[:, cols])
-            rms = _rms(block[learn])
-            if not rms > 0:
-                continue
-            block /= rms
-            atoms, codes = self._atoms(block, learn, int(self.n_atoms))
-            full = np.zeros((atoms.shape[0], y.shape[1]))
-            full[:, cols] = atoms
-            all_atoms.append(full)
-            all_codes.append(codes * rms)
-            parts += [str(name)] * atoms.shape[0]
-        if not all_atoms:
-            return None, None, []
-        return np.concatenate(all_atoms), np.concatenate(all_codes, axis=1), parts
+        """`atom_scope='parts'`: `_map_atoms.part_atoms` with this estimator's settings."""
+        return part_atoms(y, learn, shape, p_names, p_masks, n_atoms=int(self.n_atoms), part_core=float(self.part_core),
+                          skip_parts=self.skip_parts, **self._atom_kwargs())
 
     def _fit_map(self, w, rows, key, maps, resolution, p_names, p_masks, dropped, metric=False):
         """Atoms of one map label, their codes' regression on w, footprints and names (None if nothing is left).
@@ -625,7 +583,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         learn = self._dict_rows(rows.size)
         center = np.median(y[learn], axis=0).astype(np.float32)
         y -= center
-        scale = _rms(y)
+        scale = rms(y)
         if not scale > 0:
             dropped.append(key)
             return None
@@ -636,7 +594,7 @@ class ThreeDCoupledDirections(DirectionFinder):
                 dropped.append(key)
                 return None
         else:
-            atoms, codes = self._atoms(y, learn, int(self.n_atoms))
+            atoms, codes = map_atoms(y, learn, int(self.n_atoms), **self._atom_kwargs())
             atom_parts = [None] * atoms.shape[0]  # named afterwards by where their footprint lies
             if self.atom_scope == "map+parts":
                 residual = y - (codes @ atoms).astype(y.dtype)
@@ -797,11 +755,6 @@ def _check_number(name: str, value: Any, low: float, expected: str, open_low: bo
         ok = value < high if open_high else value <= high
     if not ok:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _rms(rows: np.ndarray) -> float:
-    """Root mean square over the rows `[n, L]` of each row's norm (the per-sample RMS the maps are scaled by)."""
-    return float(np.sqrt(np.mean(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))))
 
 
 def _unique(names: list[str]) -> list[str]:
