@@ -618,7 +618,17 @@ class ThreeDCoupledDirections(DirectionFinder):
         dropped += [f"{key}_atom{i}" for i in range(k) if i not in used]
         if not used:
             return None
-        tmp = {f"{key}_atom{i}": codes[:, i] for i in used}
+        reg = self._regress_codes(w[rows], {f"{key}_atom{i}": codes[:, i] for i in used}, dropped, metric)
+        if reg is None:
+            return None
+        idx = np.asarray([int(nm.rsplit("atom", 1)[1]) for nm in reg.names_], dtype=np.int64)
+        mag, local_names, shares = self._footprints(key, atoms[idx], [atom_parts[i] for i in idx], shape, resolution,
+                                                    p_names, p_masks)
+        return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag, shares, idx, local_names)
+
+    def _regress_codes(self, w: np.ndarray, codes: dict[str, np.ndarray], dropped: list[str], metric: bool):
+        """The fitted regression of the atoms' `codes` {name: [n]} on `w` [n, w_dim] (Lasso, or ridge under the
+        metric), or None when no atom moves with w; the atoms it leaves out are added to `dropped`."""
         if self.code_regression == "lasso" or (self.code_regression == "auto" and not metric):
             reg = SparseDirections(method="lasso", alpha=self.alpha, val_fraction=self.val_fraction,
                                    random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
@@ -627,31 +637,35 @@ class ThreeDCoupledDirections(DirectionFinder):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # all-zero atoms are reported in dropped_ instead
                 try:
-                    reg.fit(w[rows], tmp)
+                    reg.fit(w, codes)
                 except NoDirectionError:  # no atom of this map moves with w: the map gives no direction
-                    dropped += list(tmp)
+                    dropped += list(codes)
                     return None
             dropped += list(reg.dropped_)
-        else:
-            alpha = float(self.metric_alpha) * rows.size if metric else self.ridge_alpha
-            reg = LinearDirections(method="ridge", alpha=alpha, val_fraction=self.val_fraction,
-                                   random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
-            reg.fit(w[rows], tmp)
-        idx = np.asarray([int(nm.rsplit("atom", 1)[1]) for nm in reg.names_], dtype=np.int64)
-        mag = np.abs(atoms[idx]).reshape(idx.size, -1, shape[-2], shape[-1])
+            return reg
+        alpha = float(self.metric_alpha) * w.shape[0] if metric else self.ridge_alpha
+        reg = LinearDirections(method="ridge", alpha=alpha, val_fraction=self.val_fraction,
+                               random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None)
+        return reg.fit(w, codes)
+
+    def _footprints(self, key, atoms, atom_parts, shape, resolution, p_names, p_masks):
+        """Each atom's footprint (its magnitude map, channels combined, at `resolution`, peak 1) [K, R, R] float32,
+        its name `<key>_<part>` (the part it was learned in, else the part holding most of the footprint) and the
+        share of the footprint in that part."""
+        k = atoms.shape[0]
+        mag = np.abs(atoms).reshape(k, -1, shape[-2], shape[-1])
         mag = np.sqrt((mag**2).sum(axis=1))  # channels combined: [K_map, R, R]
         if shape[-1] != resolution:
             mag = resize_masks(mag.astype(np.float32), resolution).astype(np.float64)
-        mag /= np.maximum(mag.reshape(idx.size, -1).max(axis=1), 1e-30)[:, None, None]
+        mag /= np.maximum(mag.reshape(k, -1).max(axis=1), 1e-30)[:, None, None]
         local_names, shares = [], []
-        for fp, own in zip(mag, (atom_parts[i] for i in idx)):
+        for fp, own in zip(mag, atom_parts):
             part, sh = footprint_name(fp, p_names, p_masks, self.side_fraction)
             if own is not None:  # a part atom is named after the part it was learned in
                 part = own + side_suffix(fp, self.side_fraction)
             local_names.append(f"{key}_{part}")
             shares.append(sh)
-        return (reg.directions_, reg.coef_, reg.intercept_, reg.scores_, mag.astype(np.float32),
-                np.asarray(shares), idx, local_names)
+        return mag.astype(np.float32), local_names, np.asarray(shares)
 
     # ------------------------------------------------------------------ use
     def predict(self, w: Any) -> np.ndarray:
