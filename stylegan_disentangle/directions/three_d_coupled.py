@@ -52,7 +52,7 @@ The decomposition of images happens upstream (the bank's `decomposer3d` labeler)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -372,111 +372,107 @@ class ThreeDCoupledDirections(DirectionFinder):
         w = as_w(w)
         if w_chroma is not None and w_metric is None:
             raise ValueError("w_chroma (the white-light prior) is added to the metric's prior: pass w_metric too")
-        n = w.shape[0]
         if w_metric is not None and self.code_regression == "lasso":
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
                              "metric's coordinates); use code_regression='auto' or 'ridge'")
-        if not isinstance(labels, Mapping):
-            raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
-                              f"{type(labels).__name__}")
-        arrays = {}
-        for key, value in labels.items():
-            arr = _to_numpy(value)
-            if arr.ndim == 0 or arr.shape[0] != n:
-                raise LatentError(f"label {key!r} has shape {arr.shape}; expected {n} rows like w")
-            if arr.dtype.kind == "b":  # a yes/no label: regressed as 0 / 1
-                arr = arr.astype(np.float64)
-            elif arr.dtype.kind not in "iuf":
-                raise LatentError(f"label {key!r} holds {arr.dtype} values; labels must be numbers (or booleans)")
-            arrays[str(key)] = arr
-        scalars = [k for k, v in arrays.items() if v.ndim == 1]
-        wanted = scalars if self.global_labels is None else [str(k) for k in self.global_labels]
-        missing = [k for k in wanted if k not in arrays or arrays[k].ndim != 1]
-        if missing:
-            raise LatentError(f"global_labels {missing} are not scalar labels; scalar labels: {scalars}")
-        maps = [k for k in self.map_labels if k in arrays]
-        bad = [k for k in maps if arrays[k].ndim not in (3, 4) or arrays[k].shape[-1] != arrays[k].shape[-2]]
-        if bad:
-            raise LatentError(f"map labels {bad} must be [N, R, R] or [N, C, R, R]; got "
-                              f"{[arrays[k].shape for k in bad]}")
-        for key in wanted:
-            bad_rows = int(np.count_nonzero(~np.isfinite(arrays[key])))
-            if bad_rows:
-                raise LatentError(f"scalar label {key!r} contains NaN or inf in {bad_rows} of {n} rows; drop those "
-                                  "rows (with their w) or pass global_labels without it")
-        dropped = [k for k in wanted if not np.ptp(arrays[k]) > 0]
-        wanted = [k for k in wanted if k not in dropped]
-        if not wanted and not maps:
-            raise LatentError(f"nothing to fit: no varying scalar labels and none of the map labels "
-                              f"{list(self.map_labels)} among {list(arrays)}")
+        arrays, wanted, maps, dropped = _check_labels(labels, w.shape[0], self.global_labels, self.map_labels)
 
         # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
         w_mean, w_cov = _mean_cov(w, self.chunk_size)  # one pass: the metric's centre here, `std_` at the end
         w_fit = w if root is None else to_metric_coords(w, w_mean, root, int(self.chunk_size))
         chroma = None if w_chroma is None or not float(self.chroma_alpha) > 0 else w_chroma
-
-        dirs, coefs, intercepts, scores, names, kinds, atom_index = [], [], [], [], [], [], []
-        self.ridge_alpha_ = {}
-        self.global_losses_ = {}
-        self.conditioned_on_ = {}
-        self.top_albedo_colour_directions_ = None
-        self.chroma_labels_ = []
-        if wanted:
-            # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
-            # rare yes/no, a clipped label) it collapses to 0 and the fit with it; such labels get the squared loss
-            losses = {k: (self.global_loss if _mode_share(arrays[k]) <= 0.5 else "squared") for k in wanted}
-            alpha = self.ridge_alpha if root is None else float(self.metric_alpha) * n
-            # the light labels get the white-light prior on top of the metric (their own coordinates)
-            light_root = None if chroma is None else combined_root(root, chroma, float(self.chroma_alpha) /
-                                                                    float(self.metric_alpha))
-            light_set = set(self.light_labels)
-            light = {k: light_root is not None and k in light_set for k in wanted}
-            self.chroma_labels_ = [k for k in wanted if light[k]]
-            w_light = (to_metric_coords(w, w_mean, light_root, int(self.chunk_size)) if self.chroma_labels_
-                       else None)
-            per_label: dict[str, tuple] = {}
-            for loss, is_light in dict.fromkeys((losses[k], light[k]) for k in wanted):
-                group_root, group_w = (light_root, w_light) if is_light else (root, w_fit)
-                lin = LinearDirections(method="ridge", alpha=alpha, loss=loss, epsilon=self.epsilon,
-                                       val_fraction=self.val_fraction, random_state=self.random_state,
-                                       chunk_size=self.chunk_size, blas_threads=None).fit(
-                    group_w, {k: arrays[k] for k in wanted if (losses[k], light[k]) == (loss, is_light)})
-                d_g, c_g, b_g = from_metric_coords(lin.coef_, lin.intercept_, group_root, w_mean, lin.names_)
-                d_g = lin.directions_ if d_g is None else d_g
-                for i, k in enumerate(lin.names_):
-                    per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
-            order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
-            d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
-            top_chroma = None
-            if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
-                top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
-                if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
-                    top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
-            self.conditioned_on_ = self._conditions(order, top_chroma is not None)
-            if any(TOP_ALBEDO_COLOUR in v for v in self.conditioned_on_.values()):
-                self.top_albedo_colour_directions_ = self._top_albedo_colour(w_fit, root, w_mean, top_chroma, alpha)
-            extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_}
-            dirs.append(_conditioned(d, order, self.conditioned_on_, extra))
-            coefs.append(c)
-            intercepts.append(b)
-            scores.append(sc)
-            self.ridge_alpha_ = dict(zip(order, al.tolist()))
-            self.global_losses_ = {k: losses[k] for k in order}
-            names += order
-            kinds += ["global"] * len(order)
-            atom_index += [-1] * len(order)
-
         resolution = max((arrays[k].shape[-1] for k in maps), default=0)
         if part_masks is None:
             p_names, p_masks = canonical_regions(max(resolution, 1))
         else:
             p_names, p_masks = _parse_part_masks(part_masks, part_names)
         self.part_names_ = list(p_names)
+
+        blocks = [self._fit_global(w, w_fit, root, w_mean, chroma, arrays, wanted, maps, resolution, len(p_names)),
+                  *self._fit_maps(w_fit, root, w_mean, arrays, maps, dropped, resolution, p_names, p_masks)]
+        blocks = [b for b in blocks if b is not None]
+        if not blocks:
+            raise ValueError(f"no direction was found: dropped {dropped}")
+        self.names_ = _unique([nm for b in blocks for nm in b.names])
+        self.kinds_ = [b.kind for b in blocks for _ in b.names]
+        self.directions_ = np.concatenate([b.directions for b in blocks]).astype(np.float32)
+        self.directions_ /= np.linalg.norm(self.directions_, axis=1, keepdims=True)
+        self.coef_ = np.concatenate([b.coef for b in blocks])
+        self.intercept_ = np.concatenate([b.intercept for b in blocks])
+        self.scores_ = np.concatenate([b.scores for b in blocks])
+        self.footprints_ = np.concatenate([b.footprints for b in blocks]).astype(np.float32)
+        self.part_shares_ = np.concatenate([b.part_shares for b in blocks])
+        self.atom_index_ = np.concatenate([b.atom_index for b in blocks]).astype(np.int64)
+        self.dropped_ = dropped
+        self.metric_ = root is not None
+        self.mean_ = w_mean
+        d64 = self.directions_.astype(np.float64)
+        self.std_ = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d64, w_cov, d64), 0.0))
+        self.n_samples_fit_ = w.shape[0]
+        return self
+
+    def _fit_global(self, w: np.ndarray, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
+                    chroma: Any, arrays: dict[str, np.ndarray], wanted: list[str], maps: list[str], resolution: int,
+                    n_parts: int) -> _Block | None:
+        """The global directions: one regression of each scalar label in `wanted` on w (grouped by loss and
+        prior), held against their conditions; None when there is no scalar label. Sets the global fitted
+        attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`, `chroma_labels_`,
+        `top_albedo_colour_directions_`)."""
+        self.ridge_alpha_, self.global_losses_, self.conditioned_on_ = {}, {}, {}
+        self.top_albedo_colour_directions_ = None
+        self.chroma_labels_ = []
+        if not wanted:
+            return None
+        # Huber's scale is a median of absolute residuals: for a label that sits at one value on most rows (a
+        # rare yes/no, a clipped label) it collapses to 0 and the fit with it; such labels get the squared loss
+        losses = {k: (self.global_loss if _mode_share(arrays[k]) <= 0.5 else "squared") for k in wanted}
+        alpha = self.ridge_alpha if root is None else float(self.metric_alpha) * w.shape[0]
+        # the light labels get the white-light prior on top of the metric (their own coordinates)
+        light_root = None if chroma is None else combined_root(root, chroma, float(self.chroma_alpha) /
+                                                                float(self.metric_alpha))
+        light_set = set(self.light_labels)
+        light = {k: light_root is not None and k in light_set for k in wanted}
+        self.chroma_labels_ = [k for k in wanted if light[k]]
+        w_light = (to_metric_coords(w, w_mean, light_root, int(self.chunk_size)) if self.chroma_labels_
+                   else None)
+        per_label: dict[str, tuple] = {}
+        for loss, is_light in dict.fromkeys((losses[k], light[k]) for k in wanted):
+            group_root, group_w = (light_root, w_light) if is_light else (root, w_fit)
+            lin = LinearDirections(method="ridge", alpha=alpha, loss=loss, epsilon=self.epsilon,
+                                   val_fraction=self.val_fraction, random_state=self.random_state,
+                                   chunk_size=self.chunk_size, blas_threads=None).fit(
+                group_w, {k: arrays[k] for k in wanted if (losses[k], light[k]) == (loss, is_light)})
+            d_g, c_g, b_g = from_metric_coords(lin.coef_, lin.intercept_, group_root, w_mean, lin.names_)
+            d_g = lin.directions_ if d_g is None else d_g
+            for i, k in enumerate(lin.names_):
+                per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
+        order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
+        d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
+        top_chroma = None
+        if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
+            top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
+            if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
+                top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
+        self.conditioned_on_ = self._conditions(order, top_chroma is not None)
+        if any(TOP_ALBEDO_COLOUR in v for v in self.conditioned_on_.values()):
+            self.top_albedo_colour_directions_ = self._top_albedo_colour(w_fit, root, w_mean, top_chroma, alpha)
+        extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_}
+        self.ridge_alpha_ = dict(zip(order, al.tolist()))
+        self.global_losses_ = {k: losses[k] for k in order}
+        k = len(order)
+        return _Block("global", order, _conditioned(d, order, self.conditioned_on_, extra), c, b, sc,
+                      np.zeros((k, resolution, resolution), np.float32), np.zeros((k, n_parts)),
+                      np.full(k, -1, np.int64))
+
+    def _fit_maps(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
+                  arrays: dict[str, np.ndarray], maps: list[str], dropped: list[str], resolution: int,
+                  p_names: Sequence[str], p_masks: np.ndarray) -> list[_Block]:
+        """The localized directions: one block per map label that gives any (`_fit_map`), in W's coordinates.
+        Sets `atoms_`, `map_center_` and `map_scale_`."""
         self.atoms_, self.map_center_, self.map_scale_ = {}, {}, {}
-        footprints, shares = [np.zeros((len(names), resolution, resolution), np.float32)], [
-            np.zeros((len(names), len(p_names)))]
-        rows = self._rows(n)
+        rows = self._rows(w_fit.shape[0])
+        blocks = []
         for key in maps:
             out = self._fit_map(w_fit, rows, key, arrays[key], resolution, p_names, p_masks, dropped,
                                 metric=root is not None)
@@ -484,35 +480,8 @@ class ThreeDCoupledDirections(DirectionFinder):
                 continue
             d, c, b, s, fps, sh, idx, local_names = out
             d_w, c, b = from_metric_coords(c, b, root, w_mean, local_names)
-            d = d if d_w is None else d_w
-            dirs.append(d)
-            coefs.append(c)
-            intercepts.append(b)
-            scores.append(s)
-            footprints.append(fps)
-            shares.append(sh)
-            names += local_names
-            kinds += [key] * len(local_names)
-            atom_index += list(idx)
-        if not names:
-            raise ValueError(f"no direction was found: dropped {dropped}")
-        self.names_ = _unique(names)
-        self.kinds_ = kinds
-        self.directions_ = np.concatenate(dirs).astype(np.float32)
-        self.directions_ /= np.linalg.norm(self.directions_, axis=1, keepdims=True)
-        self.coef_ = np.concatenate(coefs)
-        self.intercept_ = np.concatenate(intercepts)
-        self.scores_ = np.concatenate(scores)
-        self.footprints_ = np.concatenate(footprints).astype(np.float32)
-        self.part_shares_ = np.concatenate(shares)
-        self.atom_index_ = np.asarray(atom_index, dtype=np.int64)
-        self.dropped_ = dropped
-        self.metric_ = root is not None
-        self.mean_ = w_mean
-        d64 = self.directions_.astype(np.float64)
-        self.std_ = np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d64, w_cov, d64), 0.0))
-        self.n_samples_fit_ = n
-        return self
+            blocks.append(_Block(key, local_names, d if d_w is None else d_w, c, b, s, fps, sh, idx))
+        return blocks
 
     def _conditions(self, fitted: Sequence[str], rgb_albedo: bool = False) -> dict[str, list[str]]:
         """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
@@ -724,6 +693,59 @@ def _top_albedo_chroma(albedo: np.ndarray, chunk_size: int) -> np.ndarray:
         log = np.log((np.clip(part, -1, 1) + 1) / 2 + CHROMA_EPS).mean(axis=2)
         out[start:start + chunk_size] = log - log.mean(axis=1, keepdims=True)
     return out
+
+
+class _Block(NamedTuple):
+    """One run of fitted directions of one kind (`global`, or a map label), in W's coordinates."""
+    kind: str
+    names: list[str]
+    directions: np.ndarray  # [K, w_dim]
+    coef: np.ndarray  # [K, w_dim]
+    intercept: np.ndarray  # [K]
+    scores: np.ndarray  # [K]
+    footprints: np.ndarray  # [K, R, R] (zeros for global directions)
+    part_shares: np.ndarray  # [K, P]
+    atom_index: np.ndarray  # [K] (-1 for global directions)
+
+
+def _check_labels(labels: Any, n: int, global_labels: Sequence[str] | None,
+                  map_labels: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str], list[str], list[str]]:
+    """The labels as numpy arrays, the scalar labels to regress (`wanted`), the map labels present (`maps`) and
+    the scalar labels dropped because they do not vary; a clear `LatentError` for labels that cannot be fitted."""
+    if not isinstance(labels, Mapping):
+        raise LatentError(f"labels must be a dict name -> [N] or [N, ...] array (decomposer labels), got "
+                          f"{type(labels).__name__}")
+    arrays = {}
+    for key, value in labels.items():
+        arr = _to_numpy(value)
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise LatentError(f"label {key!r} has shape {arr.shape}; expected {n} rows like w")
+        if arr.dtype.kind == "b":  # a yes/no label: regressed as 0 / 1
+            arr = arr.astype(np.float64)
+        elif arr.dtype.kind not in "iuf":
+            raise LatentError(f"label {key!r} holds {arr.dtype} values; labels must be numbers (or booleans)")
+        arrays[str(key)] = arr
+    scalars = [k for k, v in arrays.items() if v.ndim == 1]
+    wanted = scalars if global_labels is None else [str(k) for k in global_labels]
+    missing = [k for k in wanted if k not in arrays or arrays[k].ndim != 1]
+    if missing:
+        raise LatentError(f"global_labels {missing} are not scalar labels; scalar labels: {scalars}")
+    maps = [k for k in map_labels if k in arrays]
+    bad = [k for k in maps if arrays[k].ndim not in (3, 4) or arrays[k].shape[-1] != arrays[k].shape[-2]]
+    if bad:
+        raise LatentError(f"map labels {bad} must be [N, R, R] or [N, C, R, R]; got "
+                          f"{[arrays[k].shape for k in bad]}")
+    for key in wanted:
+        bad_rows = int(np.count_nonzero(~np.isfinite(arrays[key])))
+        if bad_rows:
+            raise LatentError(f"scalar label {key!r} contains NaN or inf in {bad_rows} of {n} rows; drop those "
+                              "rows (with their w) or pass global_labels without it")
+    dropped = [k for k in wanted if not np.ptp(arrays[k]) > 0]
+    wanted = [k for k in wanted if k not in dropped]
+    if not wanted and not maps:
+        raise LatentError(f"nothing to fit: no varying scalar labels and none of the map labels "
+                          f"{list(map_labels)} among {list(arrays)}")
+    return arrays, wanted, maps, dropped
 
 
 def _parse_part_masks(part_masks: Any, part_names: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
