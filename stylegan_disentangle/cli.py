@@ -289,9 +289,10 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "(default 16; 0: none); kept in the bank folder for later runs.")
 @click.option("--conditions", type=click.Choice(["auto", "none"]), default=None,
               help="3d-coupled: hold the light elevation direction against the ambient, diffuse and azimuth "
-                   "readings and the colour of the albedo at the top of the face, and the ambient against the "
-                   "pitch (auto, the default: InterFaceGAN's conditional edit) or leave every direction as fitted "
-                   "(none).")
+                   "readings (against the roll instead with a light-taught decomposer) and the colour of the "
+                   "albedo at the top of the face, and the ambient against the pitch (InterFaceGAN's conditional "
+                   "edit), then the ambient softly against the view and the light's direction (auto, the "
+                   "default) or leave every direction as fitted (none).")
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
 @click.pass_context

@@ -259,9 +259,10 @@ def _confounded_light(n: int = 4000, seed: int = 0):
 
 def test_the_elevation_is_held_against_the_other_light_readings_by_default():
     w, labels, true = _confounded_light()
-    auto = ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0).fit(w, labels)
-    plain = ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None, random_state=0).fit(
-        w, labels)
+    auto = ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None,
+                                   random_state=0).fit(w, labels)
+    plain = ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None, soft_conditions=None,
+                                    random_state=0).fit(w, labels)
     k = auto.names_.index("light_elevation")
     assert abs(float(plain.directions_[k] @ true["el"])) < 0.8  # the reading's own direction leans to the ambient
     assert abs(float(auto.directions_[k] @ true["el"])) > 0.99
@@ -304,7 +305,8 @@ def test_the_elevation_is_also_held_against_the_colour_of_the_top_albedo():
     labels["albedo"] = (2 * intensity - 1 + 0.01 * rng.standard_normal((n, 3, r, r))).astype(np.float32)
 
     def fit(**kw):
-        return ThreeDCoupledDirections(global_loss="squared", n_atoms=1, atom_scope="map", random_state=0, **kw)
+        return ThreeDCoupledDirections(global_loss="squared", n_atoms=1, atom_scope="map", soft_conditions=None,
+                                       random_state=0, **kw)
 
     auto, plain = fit().fit(w, labels), fit(conditions=None).fit(w, labels)
     scalars = {k: v for k, v in labels.items() if k != "albedo"}
@@ -344,7 +346,8 @@ def test_the_white_light_prior_pulls_the_light_directions_off_colour_changes():
     metric, chroma = np.eye(d), np.outer(hair, hair)
 
     def fit(**kw):
-        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw)
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None, random_state=0,
+                                       **kw)
 
     plain = fit().fit(w, labels, w_metric=metric)
     default = fit().fit(w, labels, w_metric=metric, w_chroma=chroma)
@@ -441,13 +444,16 @@ def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
 def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared", "--conditions", "none")
     assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None,
-                                               "taught_light": False}
-    assert "conditioned_on" not in DirectionSet.load(tmp_path / "sq" / "directions").info
+                                               "soft_conditions": None, "taught_light": False}
+    info = DirectionSet.load(tmp_path / "sq" / "directions").info
+    assert "conditioned_on" not in info and "soft_conditioned_on" not in info  # 'none': no holds at all
     auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
     assert "conditions" not in auto["args"]["method_kwargs"]  # and the colour of the albedo at the top of the face
     assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {  # and the ambient
         "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR],
         "light_ambient": ["pitch"]}
+    soft = DirectionSet.load(tmp_path / "auto" / "directions").info["soft_conditioned_on"]  # and softly, the ambient
+    assert list(soft) == ["light_ambient"] and {"yaw", "pitch", "light_elevation"} <= set(soft["light_ambient"])
     # a decomposer whose netL learned from a latent light teacher (its mark in the settings beside the file) gets
     # the taught rule: the elevation held against the top albedo's colour and the roll only
     from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
@@ -515,7 +521,7 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     # the options reach the estimator as the CLI passes them
     config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
     assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared",
-                                               "conditions": None, "taught_light": False}
+                                               "conditions": None, "soft_conditions": None, "taught_light": False}
     assert config["args"]["sensitivity_samples"] == 3 and config["args"]["decomposer_crop"] == [0, 0, 1, 1]
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
@@ -803,7 +809,8 @@ def test_a_taught_light_is_held_against_the_roll_not_the_other_light_readings():
               "light_elevation": w @ el + 0.3 * (w @ roll) + noise[:, 4]}
 
     def fit(**kw):
-        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw).fit(w, labels)
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None, random_state=0,
+                                       **kw).fit(w, labels)
 
     taught, untaught = fit(taught_light=True), fit()
     assert taught.conditioned_on_ == {"light_elevation": ["roll"], "light_ambient": ["pitch"]}
@@ -830,7 +837,8 @@ def test_the_ambient_is_held_against_the_pitch_by_default():
               "light_azimuth": w @ az + noise[:, 2], "light_elevation": w @ el + noise[:, 3]}
 
     def fit(**kw):
-        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw).fit(w, labels)
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None, random_state=0,
+                                       **kw).fit(w, labels)
 
     auto, plain = fit(), fit(conditions=None)
     k = auto.names_.index("light_ambient")
@@ -843,3 +851,56 @@ def test_the_ambient_is_held_against_the_pitch_by_default():
     # conditions do not chain: the elevation is held against the ambient as fitted, not as held
     e = auto.names_.index("light_elevation")
     assert abs(float(auto.directions_[e] @ plain.directions_[k])) < 1e-6
+
+
+def test_the_ambient_is_softly_held_against_the_other_global_directions():
+    """A decomposer whose ambient reading takes in the pitch and the elevation (ambient + 0.3 pitch + 0.3
+    elevation; its diffuse nearly the ambient's negative): 'auto' replaces the ambient direction d by
+    (I + s B'B)^-1 d, B the unit directions of the other global labels but the diffuse, as they come out of the
+    hard holds. With orthonormal true directions that shrinks each leak by 1 + s (s = 3: 0.3 -> 0.075)."""
+    rng = np.random.default_rng(2)
+    n, d = 4000, 12
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, 4)))
+    amb, pitch, el, az = q.T
+    noise = 0.02 * rng.standard_normal((n, 5))
+    labels = {"pitch": w @ pitch + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
+              "light_elevation": w @ el + noise[:, 2],
+              "light_ambient": w @ amb + 0.3 * (w @ pitch) + 0.3 * (w @ el) + noise[:, 3]}
+    labels["light_diffuse"] = -labels["light_ambient"] + noise[:, 4]
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None, random_state=0,
+                                       **kw).fit(w, labels)
+
+    soft, plain = fit(), fit(soft_conditions=None)
+    k = soft.names_.index("light_ambient")
+    assert soft.soft_conditioned_on_ == {"light_ambient": ["pitch", "light_azimuth", "light_elevation"]}
+    assert plain.soft_conditioned_on_ == {}
+    assert abs(float(plain.directions_[k] @ amb)) < 0.93  # 1 / sqrt(1 + 2 * 0.3^2) = 0.92
+    assert abs(float(soft.directions_[k] @ amb)) == pytest.approx(1 / np.sqrt(1 + 2 * 0.075 ** 2), abs=0.003)
+    # the formula, computed from the unheld fit; the other directions and the regressions are left as fitted
+    others = [i for i, name in enumerate(plain.names_) if name in ("pitch", "light_azimuth", "light_elevation")]
+    rows = plain.directions_[others].astype(np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    want = np.linalg.solve(np.eye(d) + 3.0 * rows.T @ rows, plain.directions_[k].astype(np.float64))
+    np.testing.assert_allclose(soft.directions_[k], want / np.linalg.norm(want), atol=1e-6)
+    kept = [i for i in range(len(soft.names_)) if i != k]
+    np.testing.assert_array_equal(soft.directions_[kept], plain.directions_[kept])
+    np.testing.assert_array_equal(soft.coef_, plain.coef_)
+    assert soft.to_direction_set().info["soft_conditioned_on"] == soft.soft_conditioned_on_
+    # strength 0 changes nothing; a very large one is the hard hold (orthogonal to the others)
+    np.testing.assert_array_equal(fit(soft_strength=0.0).directions_, plain.directions_)
+    hard = fit(soft_strength=1e9).directions_[k]
+    assert np.abs(rows @ hard).max() < 1e-6
+    # a dict of one's own, and bad settings named
+    own = fit(soft_conditions={"light_ambient": ["pitch"]})
+    assert own.soft_conditioned_on_ == {"light_ambient": ["pitch"]}
+    with pytest.raises(ValueError, match=r"soft_conditions name \['yaw'\], which are not fitted global labels"):
+        fit(soft_conditions={"light_ambient": ["yaw"]})
+    with pytest.raises(ValueError, match="soft_conditions hold"):
+        fit(soft_conditions={"pitch": ["pitch"]})
+    with pytest.raises(ValueError, match="soft_strength must be >= 0"):
+        fit(soft_strength=-1.0)
+    with pytest.raises(ValueError, match="soft_conditions must be 'auto', None or a dict"):
+        fit(soft_conditions="always")

@@ -135,7 +135,7 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
             raise UsageError("--conditions applies to --method 3d-coupled only")
         if conditions not in ("auto", "none"):
             raise UsageError(f"--conditions must be 'auto' or 'none'; got {conditions!r}")
-        out["conditions"] = "auto" if conditions == "auto" else None
+        out["conditions"] = out["soft_conditions"] = "auto" if conditions == "auto" else None  # 'none': no holds
     return out
 
 
