@@ -243,6 +243,15 @@ def test_global_huber_default_resists_a_misread_minority():
     assert abs(float(huber.directions_[huber.names_.index("pitch")] @ g[1])) > 0.999
 
 
+def _planted_readings(seed: int, k: int, noise_scale: float, noise_cols: int, n: int = 4000, d: int = 12):
+    """w [n, d], k orthonormal true directions [k, d] and reading noise [n, noise_cols], drawn in that order from
+    one seeded generator (the planted light problems below)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, d))
+    q, _ = np.linalg.qr(rng.standard_normal((d, k)))
+    return w, q.T, noise_scale * rng.standard_normal((n, noise_cols))
+
+
 def _confounded_light(n: int = 4000, seed: int = 0):
     """w [n, 12] with orthonormal true light directions (ambient, azimuth, elevation) and a decomposer-like reading of
     the elevation that takes in the ambient (elevation + 0.8 ambient), a diffuse reading that is minus the ambient
@@ -798,12 +807,7 @@ def test_a_taught_light_is_held_against_the_roll_not_the_other_light_readings():
     leans toward the elevation's (ambient + 0.3 elevation) and the elevation reading takes in the roll (elevation
     + 0.3 roll). 'auto' with taught_light holds the elevation against the roll only (no albedo map here) and
     recovers it; the untaught rule holds it against the ambient's leaning direction and keeps the roll in."""
-    rng = np.random.default_rng(2)
-    n, d = 4000, 12
-    w = rng.standard_normal((n, d))
-    q, _ = np.linalg.qr(rng.standard_normal((d, 5)))
-    amb, az, el, pitch, roll = q.T
-    noise = 0.05 * rng.standard_normal((n, 5))
+    w, (amb, az, el, pitch, roll), noise = _planted_readings(2, 5, 0.05, 5)
     labels = {"pitch": w @ pitch + noise[:, 0], "roll": w @ roll + noise[:, 1],
               "light_ambient": w @ amb + 0.3 * (w @ el) + noise[:, 2], "light_azimuth": w @ az + noise[:, 3],
               "light_elevation": w @ el + 0.3 * (w @ roll) + noise[:, 4]}
@@ -827,12 +831,7 @@ def test_a_taught_light_is_held_against_the_roll_not_the_other_light_readings():
 def test_the_ambient_is_held_against_the_pitch_by_default():
     """A decomposer whose light mask lets its ambient reading take in the pitch (ambient + 0.4 pitch): 'auto' holds
     the ambient direction against the pitch's, and leaves the elevation's own conditions as they were."""
-    rng = np.random.default_rng(1)
-    n, d = 4000, 12
-    w = rng.standard_normal((n, d))
-    q, _ = np.linalg.qr(rng.standard_normal((d, 4)))
-    amb, az, el, pitch = q.T
-    noise = 0.05 * rng.standard_normal((n, 4))
+    w, (amb, az, el, pitch), noise = _planted_readings(1, 4, 0.05, 4)
     labels = {"pitch": w @ pitch + noise[:, 0], "light_ambient": w @ amb + 0.4 * (w @ pitch) + noise[:, 1],
               "light_azimuth": w @ az + noise[:, 2], "light_elevation": w @ el + noise[:, 3]}
 
@@ -858,12 +857,8 @@ def test_the_ambient_is_softly_held_against_the_other_global_directions():
     elevation; its diffuse nearly the ambient's negative): 'auto' replaces the ambient direction d by
     (I + s B'B)^-1 d, B the unit directions of the other global labels but the diffuse, as they come out of the
     hard holds. With orthonormal true directions that shrinks each leak by 1 + s (s = 3: 0.3 -> 0.075)."""
-    rng = np.random.default_rng(2)
-    n, d = 4000, 12
-    w = rng.standard_normal((n, d))
-    q, _ = np.linalg.qr(rng.standard_normal((d, 4)))
-    amb, pitch, el, az = q.T
-    noise = 0.02 * rng.standard_normal((n, 5))
+    w, (amb, pitch, el, az), noise = _planted_readings(2, 4, 0.02, 5)
+    d = w.shape[1]
     labels = {"pitch": w @ pitch + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
               "light_elevation": w @ el + noise[:, 2],
               "light_ambient": w @ amb + 0.3 * (w @ pitch) + 0.3 * (w @ el) + noise[:, 3]}
