@@ -446,9 +446,9 @@ class ThreeDCoupledDirections(DirectionFinder):
                     chroma: Any, arrays: dict[str, np.ndarray], wanted: list[str], maps: list[str], resolution: int,
                     n_parts: int) -> _Block | None:
         """The global directions: one regression of each scalar label in `wanted` on w (grouped by loss and
-        prior), held against their conditions; None when there is no scalar label. Sets the global fitted
-        attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`, `chroma_labels_`,
-        `top_albedo_colour_directions_`)."""
+        prior), held against their conditions, then softly against their soft conditions; None when there is no
+        scalar label. Sets the global fitted attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`,
+        `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`)."""
         self.ridge_alpha_, self.global_losses_, self.conditioned_on_, self.soft_conditioned_on_ = {}, {}, {}, {}
         self.top_albedo_colour_directions_ = None
         self.chroma_labels_ = []
