@@ -284,6 +284,114 @@ def _cached_gram(path: Path, w_dim: int) -> np.ndarray | None:
     return None
 
 
+def _check_run_args(method: str, samples: int, decomposer: Any, decomposer_crop: Any, decomposer_light_mask: Any,
+                    sensitivity_samples: int | None, method_kwargs: dict[str, Any] | None, grid_sample: int,
+                    grid_sigmas: float, **counts: int) -> tuple[Any, Any, int | None]:
+    """`run_find_directions`' settings checked before anything is loaded or written (UsageError naming the
+    option); returns the checked decomposer crop and light mask and the sensitivity samples (the 3d-coupled
+    default filled in). `counts`: the integer options and their values."""
+    if decomposer is not None and method != "3d-coupled":  # it would be ignored, yet recorded in config.json
+        raise UsageError(f"decomposer applies to method '3d-coupled' only (got {method!r}); pass a labeler instead")
+    if decomposer_crop is not None:
+        if method != "3d-coupled":
+            raise UsageError(f"decomposer_crop applies to method '3d-coupled' only (got {method!r})")
+        try:
+            decomposer_crop = check_crop(decomposer_crop)
+        except ValueError as exc:
+            raise UsageError(f"decomposer_crop: {exc}") from None
+    if decomposer_light_mask is not None:
+        if method != "3d-coupled":
+            raise UsageError(f"decomposer_light_mask applies to method '3d-coupled' only (got {method!r})")
+        try:
+            decomposer_light_mask = check_light_mask(decomposer_light_mask) or False  # False: asked for none
+        except ValueError as exc:
+            raise UsageError(f"decomposer_light_mask: {exc}") from None
+    if samples < 3:
+        raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
+    least_of = {"num_directions": 1, "batch_size": 1, "effect_samples": 1, "grid_steps": 1, "grid_max_rows": 1,
+                "embed_max_points": 2}
+    for option, value, least in [*((k, v, least_of[k]) for k, v in counts.items()), ("grid_sample", grid_sample, 0)]:
+        if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
+            raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
+    lasso_codes = (method_kwargs or {}).get("code_regression") == "lasso"  # a Lasso fit takes no metric
+    if sensitivity_samples is not None:
+        _check_sensitivity_samples(method, sensitivity_samples, "sensitivity_samples", "method ")
+        if sensitivity_samples and lasso_codes:
+            raise UsageError("code_regression='lasso' does not combine with the image-sensitivity prior; pass "
+                             "sensitivity_samples=0 or code_regression='auto' / 'ridge'")
+    elif method == "3d-coupled":
+        sensitivity_samples = 0 if lasso_codes else SENSITIVITY_SAMPLES
+    if grid_sample >= samples:
+        raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
+    if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):
+        raise UsageError(f"grid_sigmas must be a finite number > 0, got {grid_sigmas}")
+    return decomposer_crop, decomposer_light_mask, sensitivity_samples
+
+
+def _bank_labels(bank: LatentBank, lab: Any) -> tuple[dict[str, np.ndarray], dict[str, float], list[str]]:
+    """The bank's varying scalar labels, every label's spread (scalars: std; maps: RMS over elements of the
+    per-element std, as effects.py measures them) and the constant labels (logged, then ignored); a LatentError
+    naming the bank for NaN or inf."""
+    labels_all = {k: np.asarray(v) for k, v in bank.labels.items() if v.ndim == 1}
+    for k, v in labels_all.items():  # NaN would make the label's std NaN, i.e. look constant and be dropped
+        bad_rows = int(np.count_nonzero(~np.isfinite(v)))
+        if bad_rows:
+            raise LatentError(f"label {k!r} of the bank {bank.root} contains NaN or inf in {bad_rows} of {len(v)} "
+                              "rows; fix the labeler and re-create the bank (delete that folder)")
+    label_std = {k: float(np.std(v)) for k, v in labels_all.items()}
+    for k, v in bank.labels.items():  # map labels: RMS over elements of the per-element std (as effects.py does)
+        if v.ndim > 1:
+            label_std[k] = float(np.sqrt(np.mean(np.asarray(v[:4096], dtype=np.float64).std(axis=0) ** 2)))
+            if not np.isfinite(label_std[k]):
+                raise LatentError(f"map label {k!r} of the bank {bank.root} contains NaN or inf (in its first "
+                                  f"{min(len(v), 4096)} rows); fix the labeler and re-create the bank")
+    constant = sorted(k for k, s in label_std.items() if not s > 0)
+    labels = {k: v for k, v in labels_all.items() if k not in constant}
+    if constant:  # a label the labeler pins by construction (the decomposer's tz with no z range) is no news
+        ranges = getattr(lab, "value_ranges", None) or {}
+        pinned = [k for k in constant if k in ranges and ranges[k][0] == ranges[k][1]]
+        if pinned:
+            logger.info("labels %s are fixed by the labeler (an empty value range) and are ignored", pinned)
+        if len(pinned) < len(constant):
+            logger.warning("labels %s are constant over the bank and are ignored",
+                           [k for k in constant if k not in pinned])
+    return labels, label_std, constant
+
+
+def _name(ds: DirectionSet, G: Any, bank: LatentBank, labels: dict[str, np.ndarray], lab: Any,
+          label_std: dict[str, float], timer: Timer, method: str, rename: bool | None, effect_samples: int,
+          batch_size: int, noise_mode: str, progress: bool | None) -> tuple[DirectionSet, Any, Any, list[str]]:
+    """The labels each direction goes with, on the bank's samples and rendered (`measure_label_effects`), and, when
+    asked (default: the unnamed methods), the directions renamed after the labels they change most. Returns the set,
+    the two namings (None without labels) and the names before renaming."""
+    sample_names = rendered = None
+    if labels:
+        with timer("name_samples"):
+            sample_names = name_directions(ds, bank.w, labels)
+            ds = sample_names.apply(ds, rename=False)
+        with timer("name_rendered"):
+            rows = np.arange(min(int(effect_samples), len(bank)))
+            # only the scalar labels name directions: a decomposer can skip its map nets here
+            effect_lab = lab.scalars_only() if hasattr(lab, "scalars_only") else lab
+            rendered = measure_label_effects(
+                G, bank.ws(rows), ds, effect_lab, step=1.0, step_unit="sigma", batch_size=max(8, batch_size // 4),
+                label_std=label_std, noise_mode=noise_mode, progress=progress).select_labels(list(labels))
+        info = dict(ds.info)
+        info["label_effects_rendered"] = {n: [[lab_, float(e)] for lab_, e in top]
+                                          for n, top in rendered.top_labels(3).items()}
+        ds = _replace_set(ds, extras=dict(ds.extras, label_effects_rendered=rendered.effects.astype(np.float32)),
+                          info=info)
+    do_rename = (method not in NAMED) if rename is None else rename
+    original_names = list(ds.names)
+    if do_rename and rendered is not None:
+        suggested = rendered.suggested_names()
+        mapping = {old: new for old, new in zip(ds.names, suggested) if new != old}
+        if mapping:
+            ds = ds.rename(mapping)
+            ds = _replace_set(ds, info=dict(ds.info, original_names={v: k for k, v in mapping.items()}))
+    return ds, sample_names, rendered, original_names
+
+
 def run_find_directions(
     pkl: str | os.PathLike,
     method: str = "pca",
@@ -348,42 +456,11 @@ def run_find_directions(
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
-    if decomposer is not None and method != "3d-coupled":  # it would be ignored, yet recorded in config.json
-        raise UsageError(f"decomposer applies to method '3d-coupled' only (got {method!r}); pass a labeler instead")
-    if decomposer_crop is not None:
-        if method != "3d-coupled":
-            raise UsageError(f"decomposer_crop applies to method '3d-coupled' only (got {method!r})")
-        try:
-            decomposer_crop = check_crop(decomposer_crop)
-        except ValueError as exc:
-            raise UsageError(f"decomposer_crop: {exc}") from None
-    if decomposer_light_mask is not None:
-        if method != "3d-coupled":
-            raise UsageError(f"decomposer_light_mask applies to method '3d-coupled' only (got {method!r})")
-        try:
-            decomposer_light_mask = check_light_mask(decomposer_light_mask) or False  # False: asked for none
-        except ValueError as exc:
-            raise UsageError(f"decomposer_light_mask: {exc}") from None
-    if samples < 3:
-        raise StyleGANDisentangleError(f"samples must be >= 3, got {samples}")
-    for option, value, least in (("num_directions", num_directions, 1), ("batch_size", batch_size, 1),
-                                 ("effect_samples", effect_samples, 1), ("grid_steps", grid_steps, 1),
-                                 ("grid_max_rows", grid_max_rows, 1), ("embed_max_points", embed_max_points, 2),
-                                 ("grid_sample", grid_sample, 0)):
-        if isinstance(value, bool) or int(value) != value or value < least:  # before any file is written
-            raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
-    lasso_codes = (method_kwargs or {}).get("code_regression") == "lasso"  # a Lasso fit takes no metric
-    if sensitivity_samples is not None:
-        _check_sensitivity_samples(method, sensitivity_samples, "sensitivity_samples", "method ")
-        if sensitivity_samples and lasso_codes:
-            raise UsageError("code_regression='lasso' does not combine with the image-sensitivity prior; pass "
-                             "sensitivity_samples=0 or code_regression='auto' / 'ridge'")
-    elif method == "3d-coupled":
-        sensitivity_samples = 0 if lasso_codes else SENSITIVITY_SAMPLES
-    if grid_sample >= samples:
-        raise UsageError(f"grid_sample must be a bank sample, 0 to {samples - 1}; got {grid_sample}")
-    if not (math.isfinite(grid_sigmas) and grid_sigmas > 0):
-        raise UsageError(f"grid_sigmas must be a finite number > 0, got {grid_sigmas}")
+    decomposer_crop, decomposer_light_mask, sensitivity_samples = _check_run_args(
+        method, samples, decomposer, decomposer_crop, decomposer_light_mask, sensitivity_samples, method_kwargs,
+        grid_sample, grid_sigmas, num_directions=num_directions, batch_size=batch_size,
+        effect_samples=effect_samples, grid_steps=grid_steps, grid_max_rows=grid_max_rows,
+        embed_max_points=embed_max_points)
     if method == "3d-coupled":
         labeler = "none"  # the decomposer is the labeler
     lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
@@ -423,29 +500,7 @@ def run_find_directions(
             truncation_cutoff=truncation_cutoff, labelers=[lab] if lab is not None else [], batch_size=batch_size,
             noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress)
     files["bank"] = str(bank.root)
-    labels_all = {k: np.asarray(v) for k, v in bank.labels.items() if v.ndim == 1}
-    for k, v in labels_all.items():  # NaN would make the label's std NaN, i.e. look constant and be dropped
-        bad_rows = int(np.count_nonzero(~np.isfinite(v)))
-        if bad_rows:
-            raise LatentError(f"label {k!r} of the bank {bank.root} contains NaN or inf in {bad_rows} of {len(v)} "
-                              "rows; fix the labeler and re-create the bank (delete that folder)")
-    label_std = {k: float(np.std(v)) for k, v in labels_all.items()}
-    for k, v in bank.labels.items():  # map labels: RMS over elements of the per-element std (as effects.py does)
-        if v.ndim > 1:
-            label_std[k] = float(np.sqrt(np.mean(np.asarray(v[:4096], dtype=np.float64).std(axis=0) ** 2)))
-            if not np.isfinite(label_std[k]):
-                raise LatentError(f"map label {k!r} of the bank {bank.root} contains NaN or inf (in its first "
-                                  f"{min(len(v), 4096)} rows); fix the labeler and re-create the bank")
-    constant = sorted(k for k, s in label_std.items() if not s > 0)
-    labels = {k: v for k, v in labels_all.items() if k not in constant}
-    if constant:  # a label the labeler pins by construction (the decomposer's tz with no z range) is no news
-        ranges = getattr(lab, "value_ranges", None) or {}
-        pinned = [k for k in constant if k in ranges and ranges[k][0] == ranges[k][1]]
-        if pinned:
-            logger.info("labels %s are fixed by the labeler (an empty value range) and are ignored", pinned)
-        if len(pinned) < len(constant):
-            logger.warning("labels %s are constant over the bank and are ignored",
-                           [k for k in constant if k not in pinned])
+    labels, label_std, constant = _bank_labels(bank, lab)
     if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after
         raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
 
@@ -471,31 +526,8 @@ def run_find_directions(
         info={"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
               "checkpoint": str(pkl)})
 
-    sample_names = rendered = None
-    if labels:
-        with timer("name_samples"):
-            sample_names = name_directions(ds, bank.w, labels)
-            ds = sample_names.apply(ds, rename=False)
-        with timer("name_rendered"):
-            rows = np.arange(min(int(effect_samples), len(bank)))
-            # only the scalar labels name directions: a decomposer can skip its map nets here
-            effect_lab = lab.scalars_only() if hasattr(lab, "scalars_only") else lab
-            rendered = measure_label_effects(
-                G, bank.ws(rows), ds, effect_lab, step=1.0, step_unit="sigma", batch_size=max(8, batch_size // 4),
-                label_std=label_std, noise_mode=noise_mode, progress=progress).select_labels(list(labels))
-        info = dict(ds.info)
-        info["label_effects_rendered"] = {n: [[lab_, float(e)] for lab_, e in top]
-                                          for n, top in rendered.top_labels(3).items()}
-        ds = _replace_set(ds, extras=dict(ds.extras, label_effects_rendered=rendered.effects.astype(np.float32)),
-                          info=info)
-    do_rename = (method not in NAMED) if rename is None else rename
-    original_names = list(ds.names)
-    if do_rename and rendered is not None:
-        suggested = rendered.suggested_names()
-        mapping = {old: new for old, new in zip(ds.names, suggested) if new != old}
-        if mapping:
-            ds = ds.rename(mapping)
-            ds = _replace_set(ds, info=dict(ds.info, original_names={v: k for k, v in mapping.items()}))
+    ds, sample_names, rendered, original_names = _name(
+        ds, G, bank, labels, lab, label_std, timer, method, rename, effect_samples, batch_size, noise_mode, progress)
     npz, js = ds.save(outdir / "directions")
     files.update(directions_npz=str(npz), directions_json=str(js))
     files["boundaries"] = str(outdir / "boundaries")
