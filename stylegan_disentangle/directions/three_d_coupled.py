@@ -220,13 +220,13 @@ class ThreeDCoupledDirections(DirectionFinder):
         against the view (yaw, pitch, roll, tx, ty, tz) and the light's azimuth and elevation, those that were
         fitted, not against the diffuse (nearly the ambient's negative: held against it the ambient is lost). A
         decomposer's ambient, a brightness, reads small shares of all of them; on the synthetic checkpoint, with
-        the shipped decomposer, |cos| to the true ambient 0.938 / 0.924 / 0.936 -> 0.954 / 0.947 / 0.955 on three
-        20k banks (seeds 0 / 1 / 2; strength 3 chosen on seeds 0 and 1 among 1-30, flat from 3 to 5; the hard hold
-        against the same directions loses, 0.90-0.95), 0.001-0.014 higher on eight banks of the older
-        decomposers' directions, and with the world's exact labels 0.9954 -> 0.9950. Held the same way, the
-        elevation, the azimuth and the pitch lose (the true elevation's direction is not orthogonal to the
-        pitch's; BENCHMARKS.md, issue 11, twenty-sixth session). A dict
-        `{name: [names]}` sets them (fitted global labels); None: none.
+        the shipped decomposer, |cos| to the true ambient 0.938 / 0.924 / 0.936 / 0.932 -> 0.954 / 0.947 / 0.955 /
+        0.947 on four 20k banks (seeds 0-3; strength 3 chosen on seeds 0 and 1 among 1-30, flat from 3 to 5;
+        the hard hold against the same directions loses, 0.90-0.95), 0.001-0.014 higher on eight banks of the
+        older decomposers' directions, and with the world's exact labels 0.9954 -> 0.9950. Held the same way,
+        the elevation, the azimuth and the pitch lose (the true elevation's direction is not orthogonal to the
+        pitch's; BENCHMARKS.md, issue 11, twenty-sixth session). A dict `{name: [names]}` sets them (fitted
+        global labels); None: none.
     soft_strength : float
         The strength s of `soft_conditions` (default 3; 0: no effect).
     val_fraction : float
