@@ -291,8 +291,9 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
               help="3d-coupled: hold the light elevation direction against the ambient, diffuse and azimuth "
                    "readings (against the roll instead with a light-taught decomposer) and the colour of the "
                    "albedo at the top of the face, and the ambient against the pitch (InterFaceGAN's conditional "
-                   "edit), then the ambient softly against the view and the light's direction (auto, the "
-                   "default) or leave every direction as fitted (none).")
+                   "edit), then the ambient softly against the view and the light's direction and the elevation "
+                   "against the face's height in the depth map (auto, the default) or leave every direction as "
+                   "fitted (none).")
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
 @click.pass_context

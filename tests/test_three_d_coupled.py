@@ -9,7 +9,13 @@ import pytest
 from sklearn.base import clone
 
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
-from stylegan_disentangle.directions.three_d_coupled import TOP_ALBEDO_COLOUR, canonical_regions, footprint_name
+from stylegan_disentangle.directions.three_d_coupled import (
+    DEPTH_HEIGHT,
+    TOP_ALBEDO_COLOUR,
+    _depth_height,
+    canonical_regions,
+    footprint_name,
+)
 from stylegan_disentangle.errors import LatentError, NotFittedError
 from tests.helpers import load_script
 from tests.three_d_helpers import (
@@ -462,7 +468,8 @@ def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
         "light_elevation": ["light_ambient", "light_diffuse", "light_azimuth", TOP_ALBEDO_COLOUR],
         "light_ambient": ["pitch"]}
     soft = DirectionSet.load(tmp_path / "auto" / "directions").info["soft_conditioned_on"]  # and softly, the ambient
-    assert list(soft) == ["light_ambient"] and {"yaw", "pitch", "light_elevation"} <= set(soft["light_ambient"])
+    assert {"yaw", "pitch", "light_elevation"} <= set(soft["light_ambient"])
+    assert soft["light_elevation"] == [DEPTH_HEIGHT]  # the face's height as the depth map draws it
     # a decomposer whose netL learned from a latent light teacher (its mark in the settings beside the file) gets
     # the taught rule: the elevation held against the top albedo's colour and the roll only
     from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
@@ -899,3 +906,48 @@ def test_the_ambient_is_softly_held_against_the_other_global_directions():
         fit(soft_strength=-1.0)
     with pytest.raises(ValueError, match="soft_conditions must be 'auto', None or a dict"):
         fit(soft_conditions="always")
+
+
+def test_depth_height_reads_the_vertical_spread_of_the_relief():
+    """`_depth_height`: a relief k rows tall and flat within them (any width) spreads over sqrt((k^2 - 1) / 12)
+    rows, wherever it sits and whatever the depth of the background; shape [N, 1, R, R] reads as [N, R, R]."""
+    depth = np.full((3, 12, 12), 1.05)
+    depth[0, 2:5, 3:9] = 0.95  # 3 rows
+    depth[1, 4:11, 1:3] = 1.0  # 7 rows, another background gap
+    depth[2] -= 0.02  # no relief at all
+    want = [np.sqrt((9 - 1) / 12), np.sqrt((49 - 1) / 12), 0.0]
+    np.testing.assert_allclose(_depth_height(depth, chunk_size=2), want, atol=1e-9)
+    np.testing.assert_allclose(_depth_height(depth[:, None], chunk_size=5), want, atol=1e-9)
+
+
+def test_the_elevation_is_softly_held_against_the_height_of_the_depth():
+    """A decomposer whose elevation reading takes a taller face for light from below (elevation + 0.4 height):
+    its canonical depth draws the height (a bump whose vertical spread grows with w @ height), so 'auto' reads that
+    spread, regresses it on w and softly holds the elevation against its direction (strength 3: the leak shrinks
+    0.4 -> 0.1, |cos| 1 / sqrt(1.01) = 0.995); without a depth map there is no such condition."""
+    w, (el, height, az), noise = _planted_readings(3, 3, 0.02, 2, n=3000)
+    r = 16
+    rows, cols = np.mgrid[0:r, 0:r].astype(np.float64)
+    spread = 2.5 * np.exp(0.15 * (w @ height))[:, None, None]
+    bump = np.exp(-0.5 * ((rows - 7.5) / spread) ** 2 - 0.5 * ((cols - 7.5) / 3.0) ** 2)
+    labels = {"light_elevation": w @ el + 0.4 * (w @ height) + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
+              "depth": (1.05 - 0.1 * bump).astype(np.float32)}
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(global_loss="squared", n_atoms=1, atom_scope="map", conditions=None,
+                                       random_state=0, **kw).fit(w, labels)
+
+    auto, plain = fit(), fit(soft_conditions=None)
+    k = auto.names_.index("light_elevation")
+    assert auto.soft_conditioned_on_ == {"light_elevation": [DEPTH_HEIGHT]}
+    assert abs(float(auto.depth_height_direction_[0] @ height)) > 0.99  # the depth's height, not the light
+    assert abs(float(plain.directions_[k] @ el)) < 0.93  # 1 / sqrt(1 + 0.4^2) = 0.928
+    assert abs(float(auto.directions_[k] @ el)) == pytest.approx(1 / np.sqrt(1 + 0.1 ** 2), abs=0.005)
+    assert plain.depth_height_direction_ is None
+    scalars = {key: v for key, v in labels.items() if key != "depth"}
+    no_depth = ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None).fit(w, scalars)
+    assert no_depth.soft_conditioned_on_ == {} and no_depth.depth_height_direction_ is None
+    with pytest.raises(ValueError, match="needs a depth map"):
+        ThreeDCoupledDirections(map_labels=(), soft_conditions={"light_elevation": [DEPTH_HEIGHT]}).fit(w, scalars)
+    with pytest.raises(ValueError, match="is a condition, not a direction"):
+        fit(soft_conditions={DEPTH_HEIGHT: ["light_azimuth"]})

@@ -44,8 +44,9 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   directions of the colour of the decomposer's albedo at the top of the canonical face, because it reads bright
   hair above the face as light from above (see `conditions`); and the ambient direction held against the pitch's,
   which a decomposer with a light mask reads into the ambient (the masked rows show more or less of the head as it
-  pitches). Then the ambient is *softly* held against the view and the light's azimuth and elevation
-  (`soft_conditions`): its overlap with each shrunk, not removed.
+  pitches). Then the ambient is *softly* held against the view and the light's azimuth and elevation, and the
+  elevation against the face's height as the decomposer's depth draws it (`soft_conditions`): the overlap with
+  each shrunk, not removed.
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -66,7 +67,7 @@ from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
-__all__ = ["AUTO_CONDITIONS", "SOFT_AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS", "TOP_ALBEDO_COLOUR",
+__all__ = ["AUTO_CONDITIONS", "DEPTH_HEIGHT", "SOFT_AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS", "TOP_ALBEDO_COLOUR",
            "ThreeDCoupledDirections",
            "canonical_regions", "footprint_name"]
 
@@ -82,8 +83,12 @@ AUTO_CONDITIONS = {"light_elevation": ("light_ambient", "light_diffuse", "light_
 TAUGHT_AUTO_CONDITIONS = {"light_elevation": (TOP_ALBEDO_COLOUR, "roll"), "light_ambient": ("pitch",)}
 """`conditions='auto'` with `taught_light=True`: the light read by a decomposer whose netL learned from a
 `LatentLightTeacher` (see `taught_light`)."""
+DEPTH_HEIGHT = "depth_height"
+"""A condition name: the W direction of the height of the face as the decomposer's canonical depth draws it (the
+vertical spread of the relief, `depth_height_direction_`), which a decomposer's elevation reading takes in."""
 SOFT_AUTO_CONDITIONS = {"light_ambient": ("yaw", "pitch", "roll", "tx", "ty", "tz", "light_azimuth",
-                                          "light_elevation")}
+                                          "light_elevation"),
+                        "light_elevation": (DEPTH_HEIGHT,)}
 """`soft_conditions='auto'`: the global directions softly held against others (see `soft_conditions`)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
 CHROMA_EPS = 0.05  # added to the albedo's intensity in [0, 1] before the log (as analysis.sensitivity's for images)
@@ -225,8 +230,14 @@ class ThreeDCoupledDirections(DirectionFinder):
         the hard hold against the same directions loses, 0.90-0.95), 0.001-0.014 higher on eight banks of the
         older decomposers' directions, and with the world's exact labels 0.9954 -> 0.9950. Held the same way,
         the elevation, the azimuth and the pitch lose (the true elevation's direction is not orthogonal to the
-        pitch's; BENCHMARKS.md, issue 11, twenty-sixth session). A dict `{name: [names]}` sets them (fitted
-        global labels); None: none.
+        pitch's; BENCHMARKS.md, issue 11, twenty-sixth session). With a depth map 'auto' also holds the elevation
+        softly against `DEPTH_HEIGHT`, the W direction of the face's height as the decomposer's canonical depth
+        draws it (the vertical spread of the relief; on the synthetic checkpoint |cos| 0.88-0.90 to the true
+        head height): a decomposer's elevation reading takes a taller face for light from below (a step along
+        the found elevation moved the true head height by -0.36 std), and held so (the same strength, not tuned
+        for it) the elevation goes 0.915 / 0.908 / 0.908 / 0.914 -> 0.932 / 0.923 / 0.928 / 0.929 on the four
+        banks, with exact labels 0.9956 -> 0.9918. A dict `{name: [names]}` sets them (fitted global labels,
+        or `DEPTH_HEIGHT` with a depth map); None: none.
     soft_strength : float
         The strength s of `soft_conditions` (default 3; 0: no effect).
     val_fraction : float
@@ -258,6 +269,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
         (orthonormal; None without an RGB albedo map).
+    depth_height_direction_ : ndarray [1, w_dim] or None  the unit W direction `DEPTH_HEIGHT` names (None unless a
+        condition used it).
     chroma_labels_ : list[str]  the global labels fitted with the white-light prior (empty without `w_chroma`).
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
 
@@ -450,7 +463,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         scalar label. Sets the global fitted attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`,
         `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`)."""
         self.ridge_alpha_, self.global_losses_, self.conditioned_on_, self.soft_conditioned_on_ = {}, {}, {}, {}
-        self.top_albedo_colour_directions_ = None
+        self.top_albedo_colour_directions_ = self.depth_height_direction_ = None
         self.chroma_labels_ = []
         if not wanted:
             return None
@@ -484,13 +497,24 @@ class ThreeDCoupledDirections(DirectionFinder):
             top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
             if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
                 top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
-        self.conditioned_on_ = self._conditions(order, top_chroma is not None)
-        if any(TOP_ALBEDO_COLOUR in v for v in self.conditioned_on_.values()):
-            self.top_albedo_colour_directions_ = self._top_albedo_colour(w_fit, root, w_mean, top_chroma, alpha)
-        extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_}
+        height = None
+        if "depth" in maps and (arrays["depth"].ndim == 3 or arrays["depth"].shape[1] == 1):
+            height = _depth_height(arrays["depth"], int(self.chunk_size))
+            if not (np.isfinite(height).all() and height.std() > 1e-6):
+                height = None  # a depth with no relief to measure: no such condition
+        self.conditioned_on_ = self._conditions(order, top_chroma is not None, height is not None)
+        self.soft_conditioned_on_ = self._soft_conditions(order, height is not None)
+        used = {c for v in [*self.conditioned_on_.values(), *self.soft_conditioned_on_.values()] for c in v}
+        if TOP_ALBEDO_COLOUR in used:
+            self.top_albedo_colour_directions_ = self._reading_directions(
+                w_fit, root, w_mean, {f"{TOP_ALBEDO_COLOUR}_{c}": top_chroma[:, i] for i, c in enumerate("rgb")},
+                alpha, 2)
+        if DEPTH_HEIGHT in used:
+            self.depth_height_direction_ = self._reading_directions(w_fit, root, w_mean, {DEPTH_HEIGHT: height},
+                                                                    alpha, 1)
+        extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_, DEPTH_HEIGHT: self.depth_height_direction_}
         held = _conditioned(d, order, self.conditioned_on_, extra)
-        self.soft_conditioned_on_ = self._soft_conditions(order)
-        held = _soft_conditioned(held, order, self.soft_conditioned_on_, float(self.soft_strength))
+        held = _soft_conditioned(held, order, self.soft_conditioned_on_, float(self.soft_strength), extra)
         self.ridge_alpha_ = dict(zip(order, al.tolist()))
         self.global_losses_ = {k: losses[k] for k in order}
         k = len(order)
@@ -516,33 +540,39 @@ class ThreeDCoupledDirections(DirectionFinder):
             blocks.append(_Block(key, local_names, d if d_w is None else d_w, c, b, s, fps, sh, idx))
         return blocks
 
-    def _conditions(self, fitted: Sequence[str], rgb_albedo: bool = False) -> dict[str, list[str]]:
+    def _conditions(self, fitted: Sequence[str], rgb_albedo: bool = False,
+                    depth_map: bool = False) -> dict[str, list[str]]:
         """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
-        `TOP_ALBEDO_COLOUR` (see `conditions`)."""
+        `TOP_ALBEDO_COLOUR`, with a depth map, `DEPTH_HEIGHT` (see `conditions`)."""
         auto = TAUGHT_AUTO_CONDITIONS if self.taught_light else AUTO_CONDITIONS
-        if isinstance(self.conditions, Mapping) and TOP_ALBEDO_COLOUR in self.conditions:
-            raise ValueError(f"{TOP_ALBEDO_COLOUR!r} is a condition, not a direction to hold")
-        hint = "" if rgb_albedo else f" nor {TOP_ALBEDO_COLOUR!r} (it needs an RGB albedo map)"
+        readings = {TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), DEPTH_HEIGHT: (depth_map, "a depth map")}
+        for name in readings:
+            if isinstance(self.conditions, Mapping) and name in self.conditions:
+                raise ValueError(f"{name!r} is a condition, not a direction to hold")
+        hint = "".join(f" nor {name!r} (it needs {needs})" for name, (have, needs) in readings.items() if not have)
         return _resolve_conditions("conditions", self.conditions, auto, fitted,
-                                   {TOP_ALBEDO_COLOUR} if rgb_albedo else set(), hint)
+                                   {name for name, (have, _) in readings.items() if have}, hint)
 
-    def _soft_conditions(self, fitted: Sequence[str]) -> dict[str, list[str]]:
-        """{direction: the directions it is softly held against} among the fitted global labels (see
-        `soft_conditions`)."""
-        return _resolve_conditions("soft_conditions", self.soft_conditions, SOFT_AUTO_CONDITIONS, fitted, set())
+    def _soft_conditions(self, fitted: Sequence[str], depth_map: bool = False) -> dict[str, list[str]]:
+        """{direction: the directions it is softly held against} among the fitted global labels and, with a depth
+        map, `DEPTH_HEIGHT` (see `soft_conditions`)."""
+        if isinstance(self.soft_conditions, Mapping) and DEPTH_HEIGHT in self.soft_conditions:
+            raise ValueError(f"{DEPTH_HEIGHT!r} is a condition, not a direction to hold")
+        hint = "" if depth_map else f" nor {DEPTH_HEIGHT!r} (it needs a depth map)"
+        return _resolve_conditions("soft_conditions", self.soft_conditions, SOFT_AUTO_CONDITIONS, fitted,
+                                   {DEPTH_HEIGHT} if depth_map else set(), hint)
 
-    def _top_albedo_colour(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
-                           chroma: np.ndarray, alpha: float | str) -> np.ndarray:
-        """The two leading W directions (orthonormal rows) of the top albedo's three chromaticity readings, each
-        regressed as the global labels without the white-light prior are (its chromaticity sums to 0 over the
-        channels, so two directions carry it)."""
-        readings = {f"{TOP_ALBEDO_COLOUR}_{c}": chroma[:, i] for i, c in enumerate("rgb")}
+    def _reading_directions(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
+                            readings: dict[str, np.ndarray], alpha: float | str, k: int) -> np.ndarray:
+        """The k leading W directions (orthonormal rows) of a condition's readings {name: [N]}, each regressed as
+        the global labels without the white-light prior are (the top albedo's three chromaticities sum to 0 over
+        the channels, so two directions carry them; the depth height is one)."""
         lin = LinearDirections(method="ridge", alpha=alpha, loss="squared", val_fraction=0.0,
                                random_state=self.random_state, chunk_size=self.chunk_size, blas_threads=None).fit(
             w_fit, readings)
         d, _, _ = from_metric_coords(lin.coef_, lin.intercept_, root, w_mean, lin.names_)
         d = lin.directions_ if d is None else d
-        return np.linalg.svd(np.asarray(d, dtype=np.float64), full_matrices=False)[2][:2]
+        return np.linalg.svd(np.asarray(d, dtype=np.float64), full_matrices=False)[2][:k]
 
     def _rows(self, n: int) -> np.ndarray:
         m = min(n, int(self.max_samples))
@@ -733,15 +763,17 @@ def _resolve_conditions(param: str, spec: Mapping[str, Sequence[str]] | str | No
 
 
 def _soft_conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str, Sequence[str]],
-                      strength: float) -> np.ndarray:
+                      strength: float, extra: Mapping[str, np.ndarray | None] | None = None) -> np.ndarray:
     """Rows of `dirs` named in `conditions` softly held against their conditions' rows (unit B):
     `d <- (I + strength B^T B)^-1 d`, the direction that for its length overlaps them least (a ridge between
-    the row as fitted, strength 0, and the hard hold, strength -> inf); renormalised. Conditions do not chain."""
+    the row as fitted, strength 0, and the hard hold, strength -> inf); renormalised. Conditions do not chain; a
+    condition in `extra` brings its own rows."""
     fitted = np.asarray(dirs, dtype=np.float64)
+    extra = extra or {}
     out = fitted.copy()
     for name, conds in conditions.items():
         i = names.index(name)
-        rows = fitted[[names.index(c) for c in conds]]
+        rows = np.concatenate([np.atleast_2d(extra[c]) if c in extra else fitted[[names.index(c)]] for c in conds])
         rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
         held = np.linalg.solve(np.eye(fitted.shape[1]) + strength * rows.T @ rows, fitted[i])
         out[i] = held / np.linalg.norm(held) * np.linalg.norm(fitted[i])
@@ -758,6 +790,21 @@ def _top_albedo_chroma(albedo: np.ndarray, chunk_size: int) -> np.ndarray:
         part = np.asarray(albedo[start:start + chunk_size][:, :, top], dtype=np.float64)
         log = np.log((np.clip(part, -1, 1) + 1) / 2 + CHROMA_EPS).mean(axis=2)
         out[start:start + chunk_size] = log - log.mean(axis=1, keepdims=True)
+    return out
+
+
+def _depth_height(depth: np.ndarray, chunk_size: int) -> np.ndarray:
+    """[N] height of the face as canonical depth maps [N, R, R] (or [N, 1, R, R]) draw it: the vertical spread (in
+    rows) of the relief, each map's depth below its farthest point, in chunks."""
+    n, size = depth.shape[0], depth.shape[-1]
+    rows = np.arange(size, dtype=np.float64)[None, :, None]
+    out = np.empty(n)
+    for start in range(0, n, chunk_size):
+        part = np.asarray(depth[start:start + chunk_size], dtype=np.float64).reshape(-1, size, size)
+        relief = part.max(axis=(1, 2), keepdims=True) - part
+        mass = np.maximum(relief.sum(axis=(1, 2)), 1e-12)
+        centre = (relief * rows).sum(axis=(1, 2)) / mass
+        out[start:start + chunk_size] = np.sqrt((relief * (rows - centre[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
     return out
 
 
