@@ -461,7 +461,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         """The global directions: one regression of each scalar label in `wanted` on w (grouped by loss and
         prior), held against their conditions, then softly against their soft conditions; None when there is no
         scalar label. Sets the global fitted attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`,
-        `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`)."""
+        `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`, `depth_height_direction_`)."""
         self.ridge_alpha_, self.global_losses_, self.conditioned_on_, self.soft_conditioned_on_ = {}, {}, {}, {}
         self.top_albedo_colour_directions_ = self.depth_height_direction_ = None
         self.chroma_labels_ = []
@@ -492,6 +492,22 @@ class ThreeDCoupledDirections(DirectionFinder):
                 per_label[k] = (d_g[i], c_g[i], b_g[i], lin.scores_[i], lin.alpha_[i])
         order = [k for k in wanted if k in per_label]  # the labels' own order, whatever group fitted them
         d, c, b, sc, al = (np.stack([per_label[k][j] for k in order]) for j in range(5))
+        extra = self._fit_conditions(order, arrays, maps, w_fit, root, w_mean, alpha)
+        held = _conditioned(d, order, self.conditioned_on_, extra)
+        held = _soft_conditioned(held, order, self.soft_conditioned_on_, float(self.soft_strength), extra)
+        self.ridge_alpha_ = dict(zip(order, al.tolist()))
+        self.global_losses_ = {k: losses[k] for k in order}
+        k = len(order)
+        return _Block("global", order, held, c, b, sc,
+                      np.zeros((k, resolution, resolution), np.float32), np.zeros((k, n_parts)),
+                      np.full(k, -1, np.int64))
+
+    def _fit_conditions(self, order: list[str], arrays: dict[str, np.ndarray], maps: list[str], w_fit: np.ndarray,
+                        root: np.ndarray | None, w_mean: np.ndarray,
+                        alpha: float | str) -> dict[str, np.ndarray | None]:
+        """Sets `conditioned_on_` and `soft_conditioned_on_` for the fitted global labels `order`, and the W
+        directions of the map readings they use (`top_albedo_colour_directions_`, `depth_height_direction_`);
+        returns those directions by condition name (None where unused)."""
         top_chroma = None
         if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
             top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
@@ -512,15 +528,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         if DEPTH_HEIGHT in used:
             self.depth_height_direction_ = self._reading_directions(w_fit, root, w_mean, {DEPTH_HEIGHT: height},
                                                                     alpha, 1)
-        extra = {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_, DEPTH_HEIGHT: self.depth_height_direction_}
-        held = _conditioned(d, order, self.conditioned_on_, extra)
-        held = _soft_conditioned(held, order, self.soft_conditioned_on_, float(self.soft_strength), extra)
-        self.ridge_alpha_ = dict(zip(order, al.tolist()))
-        self.global_losses_ = {k: losses[k] for k in order}
-        k = len(order)
-        return _Block("global", order, held, c, b, sc,
-                      np.zeros((k, resolution, resolution), np.float32), np.zeros((k, n_parts)),
-                      np.full(k, -1, np.int64))
+        return {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_, DEPTH_HEIGHT: self.depth_height_direction_}
 
     def _fit_maps(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
                   arrays: dict[str, np.ndarray], maps: list[str], dropped: list[str], resolution: int,
