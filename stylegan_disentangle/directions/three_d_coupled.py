@@ -553,22 +553,14 @@ class ThreeDCoupledDirections(DirectionFinder):
         """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
         `TOP_ALBEDO_COLOUR`, with a depth map, `DEPTH_HEIGHT` (see `conditions`)."""
         auto = TAUGHT_AUTO_CONDITIONS if self.taught_light else AUTO_CONDITIONS
-        readings = {TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), DEPTH_HEIGHT: (depth_map, "a depth map")}
-        for name in readings:
-            if isinstance(self.conditions, Mapping) and name in self.conditions:
-                raise ValueError(f"{name!r} is a condition, not a direction to hold")
-        hint = "".join(f" nor {name!r} (it needs {needs})" for name, (have, needs) in readings.items() if not have)
-        return _resolve_conditions("conditions", self.conditions, auto, fitted,
-                                   {name for name, (have, _) in readings.items() if have}, hint)
+        return _resolve_conditions("conditions", self.conditions, auto, fitted, {
+            TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), DEPTH_HEIGHT: (depth_map, "a depth map")})
 
     def _soft_conditions(self, fitted: Sequence[str], depth_map: bool = False) -> dict[str, list[str]]:
         """{direction: the directions it is softly held against} among the fitted global labels and, with a depth
         map, `DEPTH_HEIGHT` (see `soft_conditions`)."""
-        if isinstance(self.soft_conditions, Mapping) and DEPTH_HEIGHT in self.soft_conditions:
-            raise ValueError(f"{DEPTH_HEIGHT!r} is a condition, not a direction to hold")
-        hint = "" if depth_map else f" nor {DEPTH_HEIGHT!r} (it needs a depth map)"
         return _resolve_conditions("soft_conditions", self.soft_conditions, SOFT_AUTO_CONDITIONS, fitted,
-                                   {DEPTH_HEIGHT} if depth_map else set(), hint)
+                                   {DEPTH_HEIGHT: (depth_map, "a depth map")})
 
     def _reading_directions(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
                             readings: dict[str, np.ndarray], alpha: float | str, k: int) -> np.ndarray:
@@ -735,6 +727,12 @@ class ThreeDCoupledDirections(DirectionFinder):
         return out
 
 
+def _condition_rows(fitted: np.ndarray, names: Sequence[str], conds: Sequence[str],
+                    extra: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """The W rows of conditions `conds`: a fitted direction's row, or the rows a condition in `extra` brings."""
+    return np.concatenate([np.atleast_2d(extra[c]) if c in extra else fitted[[names.index(c)]] for c in conds])
+
+
 def _conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str, Sequence[str]],
                  extra: Mapping[str, np.ndarray | None] | None = None) -> np.ndarray:
     """Rows of `dirs` named in `conditions` without their component in the span of their conditions' rows as
@@ -745,19 +743,23 @@ def _conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mapping[str
     out = fitted.copy()
     for name, conds in conditions.items():
         i = names.index(name)
-        held = [np.atleast_2d(extra[c]) if c in extra else fitted[[names.index(c)]] for c in conds]
-        out[i] = _project_out(fitted[i:i + 1], span_basis(np.concatenate(held)), [name])[0]
+        out[i] = _project_out(fitted[i:i + 1], span_basis(_condition_rows(fitted, names, conds, extra)), [name])[0]
     return out
 
 
 def _resolve_conditions(param: str, spec: Mapping[str, Sequence[str]] | str | None,
-                        auto: Mapping[str, Sequence[str]], fitted: Sequence[str], extra: set[str],
-                        hint: str = "") -> dict[str, list[str]]:
+                        auto: Mapping[str, Sequence[str]], fitted: Sequence[str],
+                        readings: Mapping[str, tuple[bool, str]]) -> dict[str, list[str]]:
     """`spec` ('auto', None or a dict) as {direction: [conditions]}: 'auto' is `auto` restricted to the fitted
-    global labels (and `extra` conditions); a dict must name only those, and no direction held against itself."""
+    global labels and the map readings available (`readings`: {condition name: (available, what it needs)}); a
+    dict must name only those, hold no reading and no direction against itself."""
     if spec is None:
         return {}
-    known = set(fitted) | set(extra)
+    for name in readings:
+        if isinstance(spec, Mapping) and name in spec:
+            raise ValueError(f"{name!r} is a condition, not a direction to hold")
+    known = set(fitted) | {name for name, (have, _) in readings.items() if have}
+    hint = "".join(f" nor {name!r} (it needs {needs})" for name, (have, needs) in readings.items() if not have)
     if spec == "auto":
         out = {k: [c for c in v if c in known] for k, v in auto.items() if k in fitted}
         return {k: v for k, v in out.items() if v}
@@ -781,7 +783,7 @@ def _soft_conditioned(dirs: np.ndarray, names: Sequence[str], conditions: Mappin
     out = fitted.copy()
     for name, conds in conditions.items():
         i = names.index(name)
-        rows = np.concatenate([np.atleast_2d(extra[c]) if c in extra else fitted[[names.index(c)]] for c in conds])
+        rows = _condition_rows(fitted, names, conds, extra)
         rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
         held = np.linalg.solve(np.eye(fitted.shape[1]) + strength * rows.T @ rows, fitted[i])
         out[i] = held / np.linalg.norm(held) * np.linalg.norm(fitted[i])
