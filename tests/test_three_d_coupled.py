@@ -11,8 +11,9 @@ from sklearn.base import clone
 from stylegan_disentangle.directions import DirectionSet, ThreeDCoupledDirections
 from stylegan_disentangle.directions.three_d_coupled import (
     DEPTH_HEIGHT,
+    DEPTH_WIDTH,
     TOP_ALBEDO_COLOUR,
-    _depth_height,
+    _depth_spread,
     canonical_regions,
     footprint_name,
 )
@@ -908,29 +909,34 @@ def test_the_ambient_is_softly_held_against_the_other_global_directions():
         fit(soft_conditions="always")
 
 
-def test_depth_height_reads_the_vertical_spread_of_the_relief():
-    """`_depth_height`: a relief k rows tall and flat within them (any width) spreads over sqrt((k^2 - 1) / 12)
-    rows, wherever it sits and whatever the depth of the background; shape [N, 1, R, R] reads as [N, R, R]."""
+def test_depth_spread_reads_the_height_and_width_of_the_relief():
+    """`_depth_spread`: a relief k rows tall and m columns wide, flat within them, spreads over sqrt((k^2 - 1) / 12)
+    rows and sqrt((m^2 - 1) / 12) columns, wherever it sits and whatever the depth of the background; shape
+    [N, 1, R, R] reads as [N, R, R]."""
     depth = np.full((3, 12, 12), 1.05)
-    depth[0, 2:5, 3:9] = 0.95  # 3 rows
-    depth[1, 4:11, 1:3] = 1.0  # 7 rows, another background gap
+    depth[0, 2:5, 3:9] = 0.95  # 3 rows, 6 columns
+    depth[1, 4:11, 1:3] = 1.0  # 7 rows, 2 columns, another background gap
     depth[2] -= 0.02  # no relief at all
-    want = [np.sqrt((9 - 1) / 12), np.sqrt((49 - 1) / 12), 0.0]
-    np.testing.assert_allclose(_depth_height(depth, chunk_size=2), want, atol=1e-9)
-    np.testing.assert_allclose(_depth_height(depth[:, None], chunk_size=5), want, atol=1e-9)
+    want = np.sqrt(np.maximum((np.array([[3, 6], [7, 2], [1, 1]]) ** 2 - 1) / 12, 0))
+    np.testing.assert_allclose(_depth_spread(depth, chunk_size=2), want, atol=1e-9)
+    np.testing.assert_allclose(_depth_spread(depth[:, None], chunk_size=5), want, atol=1e-9)
 
 
-def test_the_elevation_is_softly_held_against_the_height_of_the_depth():
-    """A decomposer whose elevation reading takes a taller face for light from below (elevation + 0.4 height):
-    its canonical depth draws the height (a bump whose vertical spread grows with w @ height), so 'auto' reads that
-    spread, regresses it on w and softly holds the elevation against its direction (strength 3: the leak shrinks
-    0.4 -> 0.1, |cos| 1 / sqrt(1.01) = 0.995); without a depth map there is no such condition."""
-    w, (el, height, az), noise = _planted_readings(3, 3, 0.02, 2, n=3000)
+@pytest.mark.parametrize("light, reading, attribute, axis", [
+    ("light_elevation", DEPTH_HEIGHT, "depth_height_direction_", 0),
+    ("light_ambient", DEPTH_WIDTH, "depth_width_direction_", 1)])
+def test_a_light_is_softly_held_against_the_shape_of_the_depth(light, reading, attribute, axis):
+    """A decomposer whose elevation reading takes a taller face for light from below, or whose ambient reading
+    takes in a wider face (the light + 0.4 the shape): its canonical depth draws the shape (a bump whose vertical,
+    or horizontal, spread grows with w @ shape), so 'auto' reads that spread, regresses it on w and softly holds
+    the light against its direction (strength 3: the leak shrinks 0.4 -> 0.1, |cos| 1 / sqrt(1.01) = 0.995);
+    without a depth map there is no such condition."""
+    w, (true, shape, az), noise = _planted_readings(3, 3, 0.02, 2, n=3000)
     r = 16
-    rows, cols = np.mgrid[0:r, 0:r].astype(np.float64)
-    spread = 2.5 * np.exp(0.15 * (w @ height))[:, None, None]
-    bump = np.exp(-0.5 * ((rows - 7.5) / spread) ** 2 - 0.5 * ((cols - 7.5) / 3.0) ** 2)
-    labels = {"light_elevation": w @ el + 0.4 * (w @ height) + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
+    grid = np.mgrid[0:r, 0:r].astype(np.float64)  # rows, columns
+    spread = 2.5 * np.exp(0.15 * (w @ shape))[:, None, None]
+    bump = np.exp(-0.5 * ((grid[axis] - 7.5) / spread) ** 2 - 0.5 * ((grid[1 - axis] - 7.5) / 3.0) ** 2)
+    labels = {light: w @ true + 0.4 * (w @ shape) + noise[:, 0], "light_azimuth": w @ az + noise[:, 1],
               "depth": (1.05 - 0.1 * bump).astype(np.float32)}
 
     def fit(**kw):
@@ -938,16 +944,16 @@ def test_the_elevation_is_softly_held_against_the_height_of_the_depth():
                                        random_state=0, **kw).fit(w, labels)
 
     auto, plain = fit(), fit(soft_conditions=None)
-    k = auto.names_.index("light_elevation")
-    assert auto.soft_conditioned_on_ == {"light_elevation": [DEPTH_HEIGHT]}
-    assert abs(float(auto.depth_height_direction_[0] @ height)) > 0.99  # the depth's height, not the light
-    assert abs(float(plain.directions_[k] @ el)) < 0.93  # 1 / sqrt(1 + 0.4^2) = 0.928
-    assert abs(float(auto.directions_[k] @ el)) == pytest.approx(1 / np.sqrt(1 + 0.1 ** 2), abs=0.005)
-    assert plain.depth_height_direction_ is None
+    k = auto.names_.index(light)
+    assert reading in auto.soft_conditioned_on_[light]
+    assert abs(float(getattr(auto, attribute)[0] @ shape)) > 0.99  # the depth's shape, not the light
+    assert abs(float(plain.directions_[k] @ true)) < 0.93  # 1 / sqrt(1 + 0.4^2) = 0.928
+    assert abs(float(auto.directions_[k] @ true)) == pytest.approx(1 / np.sqrt(1 + 0.1 ** 2), abs=0.005)
+    assert getattr(plain, attribute) is None
     scalars = {key: v for key, v in labels.items() if key != "depth"}
     no_depth = ThreeDCoupledDirections(map_labels=(), global_loss="squared", conditions=None).fit(w, scalars)
-    assert no_depth.soft_conditioned_on_ == {} and no_depth.depth_height_direction_ is None
+    assert reading not in no_depth.soft_conditioned_on_.get(light, []) and getattr(no_depth, attribute) is None
     with pytest.raises(ValueError, match="needs a depth map"):
-        ThreeDCoupledDirections(map_labels=(), soft_conditions={"light_elevation": [DEPTH_HEIGHT]}).fit(w, scalars)
+        ThreeDCoupledDirections(map_labels=(), soft_conditions={light: [reading]}).fit(w, scalars)
     with pytest.raises(ValueError, match="is a condition, not a direction"):
-        fit(soft_conditions={DEPTH_HEIGHT: ["light_azimuth"]})
+        fit(soft_conditions={reading: ["light_azimuth"]})

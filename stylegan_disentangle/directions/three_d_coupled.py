@@ -44,9 +44,9 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   directions of the colour of the decomposer's albedo at the top of the canonical face, because it reads bright
   hair above the face as light from above (see `conditions`); and the ambient direction held against the pitch's,
   which a decomposer with a light mask reads into the ambient (the masked rows show more or less of the head as it
-  pitches). Then the ambient is *softly* held against the view and the light's azimuth and elevation, and the
-  elevation against the face's height as the decomposer's depth draws it (`soft_conditions`): the overlap with
-  each shrunk, not removed.
+  pitches). Then the ambient is *softly* held against the view, the light's azimuth and elevation and the face's
+  width as the decomposer's depth draws it, and the elevation against the face's height there
+  (`soft_conditions`): the overlap with each shrunk, not removed.
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -67,7 +67,8 @@ from .linear import _LOSSES, LinearDirections, _seed
 from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
-__all__ = ["AUTO_CONDITIONS", "DEPTH_HEIGHT", "SOFT_AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS", "TOP_ALBEDO_COLOUR",
+__all__ = ["AUTO_CONDITIONS", "DEPTH_HEIGHT", "DEPTH_WIDTH", "SOFT_AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS",
+           "TOP_ALBEDO_COLOUR",
            "ThreeDCoupledDirections",
            "canonical_regions", "footprint_name"]
 
@@ -86,8 +87,11 @@ TAUGHT_AUTO_CONDITIONS = {"light_elevation": (TOP_ALBEDO_COLOUR, "roll"), "light
 DEPTH_HEIGHT = "depth_height"
 """A condition name: the W direction of the height of the face as the decomposer's canonical depth draws it (the
 vertical spread of the relief, `depth_height_direction_`), which a decomposer's elevation reading takes in."""
+DEPTH_WIDTH = "depth_width"
+"""A condition name: the W direction of the width of the face as the decomposer's canonical depth draws it (the
+horizontal spread of the relief, `depth_width_direction_`), which a decomposer's ambient reading takes in."""
 SOFT_AUTO_CONDITIONS = {"light_ambient": ("yaw", "pitch", "roll", "tx", "ty", "tz", "light_azimuth",
-                                          "light_elevation"),
+                                          "light_elevation", DEPTH_WIDTH),
                         "light_elevation": (DEPTH_HEIGHT,)}
 """`soft_conditions='auto'`: the global directions softly held against others (see `soft_conditions`)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
@@ -202,8 +206,9 @@ class ThreeDCoupledDirections(DirectionFinder):
         twenty-second session), and with exact labels it can lose at most the true directions' overlap. The
         other directions are left as fitted (held against one another they lose: the ambient against the
         diffuse, which is nearly its negative, to 0.05; against the top albedo colour, 0.95 -> 0.90). A dict
-        `{name: [names]}` sets them (every name a fitted global label or `TOP_ALBEDO_COLOUR`); None: directions as
-        fitted. `coef_` keeps the regressions.
+        `{name: [names]}` sets them (every name a fitted global label or a map reading: `TOP_ALBEDO_COLOUR` with
+        an RGB albedo map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` with a depth map); None: directions as fitted.
+        `coef_` keeps the regressions.
     taught_light : bool
         The light labels come from a decomposer whose netL learned the light from a `LatentLightTeacher`
         (`Unsup3DDecomposer.light_teacher` is set; `find-directions` passes it). Such a reading takes in no more
@@ -228,7 +233,12 @@ class ThreeDCoupledDirections(DirectionFinder):
         the shipped decomposer, |cos| to the true ambient 0.938 / 0.924 / 0.936 / 0.932 -> 0.954 / 0.947 / 0.955 /
         0.947 on four 20k banks (seeds 0-3; strength 3 chosen on seeds 0 and 1 among 1-30, flat from 3 to 5;
         the hard hold against the same directions loses, 0.90-0.95), 0.001-0.014 higher on eight banks of the
-        older decomposers' directions, and with the world's exact labels 0.9954 -> 0.9950. Held the same way,
+        older decomposers' directions, and with the world's exact labels 0.9954 -> 0.9950. With a depth map the
+        ambient is also held against `DEPTH_WIDTH`, the W direction of the face's width as the decomposer's
+        canonical depth draws it (the horizontal spread of the relief; |cos| 0.86-0.88 to the true head width,
+        0.08-0.09 to the true ambient): a step along the found ambient moved the true head width by +0.10 std,
+        and held so (strength 3, not tuned for it) the ambient goes on to 0.959 / 0.954 / 0.961 / 0.955 on the
+        four banks, 0.9948 with exact labels. Held the same way,
         the elevation, the azimuth and the pitch lose (the true elevation's direction is not orthogonal to the
         pitch's; BENCHMARKS.md, issue 11, twenty-sixth session). With a depth map 'auto' also holds the elevation
         softly against `DEPTH_HEIGHT`, the W direction of the face's height as the decomposer's canonical depth
@@ -237,7 +247,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         the found elevation moved the true head height by -0.36 std), and held so (the same strength, not tuned
         for it) the elevation goes 0.915 / 0.908 / 0.908 / 0.914 -> 0.932 / 0.923 / 0.928 / 0.929 on the four
         banks, with exact labels 0.9956 -> 0.9918. A dict `{name: [names]}` sets them (fitted global labels,
-        or `DEPTH_HEIGHT` with a depth map); None: none.
+        or `DEPTH_HEIGHT` and `DEPTH_WIDTH` with a depth map); None: none.
     soft_strength : float
         The strength s of `soft_conditions` (default 3; 0: no effect).
     val_fraction : float
@@ -269,8 +279,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
         (orthonormal; None without an RGB albedo map).
-    depth_height_direction_ : ndarray [1, w_dim] or None  the unit W direction `DEPTH_HEIGHT` names (None unless a
-        condition used it).
+    depth_height_direction_, depth_width_direction_ : ndarray [1, w_dim] or None  the unit W directions
+        `DEPTH_HEIGHT` and `DEPTH_WIDTH` name (None unless a condition used them).
     chroma_labels_ : list[str]  the global labels fitted with the white-light prior (empty without `w_chroma`).
     mean_ : ndarray [w_dim];  std_ : ndarray [K]  std of W along each direction;  n_samples_fit_ : int.
 
@@ -461,9 +471,10 @@ class ThreeDCoupledDirections(DirectionFinder):
         """The global directions: one regression of each scalar label in `wanted` on w (grouped by loss and
         prior), held against their conditions, then softly against their soft conditions; None when there is no
         scalar label. Sets the global fitted attributes (`ridge_alpha_`, `global_losses_`, `conditioned_on_`,
-        `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`, `depth_height_direction_`)."""
+        `soft_conditioned_on_`, `chroma_labels_`, `top_albedo_colour_directions_`, `depth_height_direction_`,
+        `depth_width_direction_`)."""
         self.ridge_alpha_, self.global_losses_, self.conditioned_on_, self.soft_conditioned_on_ = {}, {}, {}, {}
-        self.top_albedo_colour_directions_ = self.depth_height_direction_ = None
+        self.top_albedo_colour_directions_ = self.depth_height_direction_ = self.depth_width_direction_ = None
         self.chroma_labels_ = []
         if not wanted:
             return None
@@ -506,29 +517,33 @@ class ThreeDCoupledDirections(DirectionFinder):
                         root: np.ndarray | None, w_mean: np.ndarray,
                         alpha: float | str) -> dict[str, np.ndarray | None]:
         """Sets `conditioned_on_` and `soft_conditioned_on_` for the fitted global labels `order`, and the W
-        directions of the map readings they use (`top_albedo_colour_directions_`, `depth_height_direction_`);
-        returns those directions by condition name (None where unused)."""
+        directions of the map readings they use (`top_albedo_colour_directions_`, `depth_height_direction_`,
+        `depth_width_direction_`); returns those directions by condition name (None where unused)."""
         top_chroma = None
         if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
             top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
             if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
                 top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
-        height = None
+        spread = None
         if "depth" in maps and (arrays["depth"].ndim == 3 or arrays["depth"].shape[1] == 1):
-            height = _depth_height(arrays["depth"], int(self.chunk_size))
-            if not (np.isfinite(height).all() and height.std() > 1e-6):
-                height = None  # a depth with no relief to measure: no such condition
-        self.conditioned_on_ = self._conditions(order, top_chroma is not None, height is not None)
-        self.soft_conditioned_on_ = self._soft_conditions(order, height is not None)
+            spread = _depth_spread(arrays["depth"], int(self.chunk_size))
+            if not (np.isfinite(spread).all() and spread.std(axis=0).min() > 1e-6):
+                spread = None  # a depth with no relief to measure: no such conditions
+        self.conditioned_on_ = self._conditions(order, top_chroma is not None, spread is not None)
+        self.soft_conditioned_on_ = self._soft_conditions(order, spread is not None)
         used = {c for v in [*self.conditioned_on_.values(), *self.soft_conditioned_on_.values()] for c in v}
         if TOP_ALBEDO_COLOUR in used:
             self.top_albedo_colour_directions_ = self._reading_directions(
                 w_fit, root, w_mean, {f"{TOP_ALBEDO_COLOUR}_{c}": top_chroma[:, i] for i, c in enumerate("rgb")},
                 alpha, 2)
         if DEPTH_HEIGHT in used:
-            self.depth_height_direction_ = self._reading_directions(w_fit, root, w_mean, {DEPTH_HEIGHT: height},
-                                                                    alpha, 1)
-        return {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_, DEPTH_HEIGHT: self.depth_height_direction_}
+            self.depth_height_direction_ = self._reading_directions(w_fit, root, w_mean,
+                                                                    {DEPTH_HEIGHT: spread[:, 0]}, alpha, 1)
+        if DEPTH_WIDTH in used:
+            self.depth_width_direction_ = self._reading_directions(w_fit, root, w_mean,
+                                                                   {DEPTH_WIDTH: spread[:, 1]}, alpha, 1)
+        return {TOP_ALBEDO_COLOUR: self.top_albedo_colour_directions_, DEPTH_HEIGHT: self.depth_height_direction_,
+                DEPTH_WIDTH: self.depth_width_direction_}
 
     def _fit_maps(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
                   arrays: dict[str, np.ndarray], maps: list[str], dropped: list[str], resolution: int,
@@ -551,16 +566,16 @@ class ThreeDCoupledDirections(DirectionFinder):
     def _conditions(self, fitted: Sequence[str], rgb_albedo: bool = False,
                     depth_map: bool = False) -> dict[str, list[str]]:
         """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
-        `TOP_ALBEDO_COLOUR`, with a depth map, `DEPTH_HEIGHT` (see `conditions`)."""
+        `TOP_ALBEDO_COLOUR`, with a depth map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` (see `conditions`)."""
         auto = TAUGHT_AUTO_CONDITIONS if self.taught_light else AUTO_CONDITIONS
         return _resolve_conditions("conditions", self.conditions, auto, fitted, {
-            TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), DEPTH_HEIGHT: (depth_map, "a depth map")})
+            TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), **_depth_readings(depth_map)})
 
     def _soft_conditions(self, fitted: Sequence[str], depth_map: bool = False) -> dict[str, list[str]]:
         """{direction: the directions it is softly held against} among the fitted global labels and, with a depth
-        map, `DEPTH_HEIGHT` (see `soft_conditions`)."""
+        map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` (see `soft_conditions`)."""
         return _resolve_conditions("soft_conditions", self.soft_conditions, SOFT_AUTO_CONDITIONS, fitted,
-                                   {DEPTH_HEIGHT: (depth_map, "a depth map")})
+                                   _depth_readings(depth_map))
 
     def _reading_directions(self, w_fit: np.ndarray, root: np.ndarray | None, w_mean: np.ndarray,
                             readings: dict[str, np.ndarray], alpha: float | str, k: int) -> np.ndarray:
@@ -803,18 +818,26 @@ def _top_albedo_chroma(albedo: np.ndarray, chunk_size: int) -> np.ndarray:
     return out
 
 
-def _depth_height(depth: np.ndarray, chunk_size: int) -> np.ndarray:
-    """[N] height of the face as canonical depth maps [N, R, R] (or [N, 1, R, R]) draw it: the vertical spread (in
-    rows) of the relief, each map's depth below its farthest point, in chunks."""
+def _depth_readings(depth_map: bool) -> dict[str, tuple[bool, str]]:
+    """The depth map's readings a condition may name, with whether they are available (`_resolve_conditions`)."""
+    return {DEPTH_HEIGHT: (depth_map, "a depth map"), DEPTH_WIDTH: (depth_map, "a depth map")}
+
+
+def _depth_spread(depth: np.ndarray, chunk_size: int) -> np.ndarray:
+    """[N, 2] height and width of the face as canonical depth maps [N, R, R] (or [N, 1, R, R]) draw it: the
+    vertical and horizontal spread (in rows, columns) of the relief, each map's depth below its farthest point, in
+    chunks."""
     n, size = depth.shape[0], depth.shape[-1]
-    rows = np.arange(size, dtype=np.float64)[None, :, None]
-    out = np.empty(n)
+    coords = np.arange(size, dtype=np.float64)
+    out = np.empty((n, 2))
     for start in range(0, n, chunk_size):
         part = np.asarray(depth[start:start + chunk_size], dtype=np.float64).reshape(-1, size, size)
         relief = part.max(axis=(1, 2), keepdims=True) - part
         mass = np.maximum(relief.sum(axis=(1, 2)), 1e-12)
-        centre = (relief * rows).sum(axis=(1, 2)) / mass
-        out[start:start + chunk_size] = np.sqrt((relief * (rows - centre[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
+        for axis, profile in enumerate((relief.sum(axis=2), relief.sum(axis=1))):  # mass per row, per column
+            centre = profile @ coords / mass
+            out[start:start + chunk_size, axis] = np.sqrt(
+                (profile * (coords[None] - centre[:, None]) ** 2).sum(axis=1) / mass)
     return out
 
 
