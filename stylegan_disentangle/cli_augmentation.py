@@ -18,89 +18,91 @@ if TYPE_CHECKING:
 __all__ = ["register_augmentation_commands"]
 
 
+@click.command("export-augmentation")
+@click.argument("pkl")
+@click.argument("dirs")
+@click.option("--name", required=True, help="Direction to walk (e.g. yaw of a 3d-coupled DirectionSet).")
+@click.option("--label", default=None, help="Decomposer label to aim at (default: the direction's name).")
+@click.option("--target", required=True, help="Target range of the label, LO:HI (e.g. -45:45 degrees).")
+@click.option("--count", type=int, required=True, help="Number of images (exactly this many are written).")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--decomposer", "decomposer_spec", default=None,
+              help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
+                   "name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the base codes.")
+@click.option("--bases", "n_bases", type=int, default=None, help="Base codes walked (default: count // 8).")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--step", type=float, default=0.5, show_default=True,
+              help="Walk step, in stds of W along the direction (W units when the set has no stds).")
+@click.option("--max-steps", type=int, default=12, show_default=True, help="Walk length per side.")
+@click.option("--saturation", "saturation_fraction", type=float, default=0.1, show_default=True,
+              help="Stop where the label's change per step falls to this fraction of the first step's.")
+@click.option("--mahalanobis-quantile", type=float, default=0.999, show_default=True,
+              help="Stop where the code leaves the W prior (this quantile of W's own distances); 0 = off.")
+@click.option("--calibrate-with", "calibrate_with", type=click.Path(dir_okay=False), default=None,
+              help="NPZ of images you have labelled ('images' uint8 [N, H, W, 3] or float [N, 3, H, W], and an "
+                   "[N] array named after the label): the decomposer's label is mapped affinely onto your "
+                   "values; TARGET and the written labels are then in your units.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
+@crop_option("--decomposer-crop")
+@light_mask_option("--decomposer-light-mask")
+@device_option()
+def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
+                            outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
+                            truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
+                            mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
+                            decomposer_crop: tuple[float, ...] | None,
+                            decomposer_light_mask: tuple[float, ...] | bool | None, device: torch.device) -> None:
+    """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
+    saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
+    TARGET, with labels.json / labels.npz."""
+    from .analysis.augmentation import export_augmentation, parse_target
+    from .analysis.find_directions import resolve_decomposer
+    from .checkpoints import open_network_pkl
+    from .directions import DirectionSet
+    from .errors import StyleGANDisentangleError
+    from .labels.calibration import fit_label_calibration, load_calibration_images
+    from .labels.decomposer.labeler import decomposer_labeler
+    from .utils import sha256_file
+
+    try:
+        # the arguments are checked before the network and the decomposer are loaded (seconds to minutes)
+        if count < 1:
+            raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
+        parse_target(target)
+        calibration, aimed = None, label or name
+        if calibrate_with is not None:  # read (and checked) before the network: a bad file fails fast
+            images, values = load_calibration_images(calibrate_with, aimed)
+        net = open_network_pkl(pkl, device=device)
+        G = net.data["G_ema"].eval().requires_grad_(False)
+        spec = resolve_decomposer(decomposer_spec, net.path)
+        # scalars only: faster walks; the crop applies to the --calibrate-with images as well
+        lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop,
+                                 light_mask=decomposer_light_mask)
+        ds = DirectionSet.load(dirs)
+        if calibrate_with is not None:
+            calibration = fit_label_calibration(lab, images.to(device), values, aimed)
+            click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
+                       f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "
+                       f"{calibration.r_:.3f}, residual std {calibration.residual_std_:.3f})")
+        result = export_augmentation(
+            G, ds, name, lab, target, count, outdir, label=label, seed=seed, n_bases=n_bases,
+            truncation_psi=truncation_psi, step=step, max_steps=max_steps,
+            saturation_fraction=saturation_fraction,
+            mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
+            overwrite=overwrite, calibration=calibration,
+            extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
+                   "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
+                   "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),
+                   "directions": str(dirs), "calibrated_with": calibrate_with})
+    except (StyleGANDisentangleError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    s = result.summary
+    click.echo(f"wrote {count} images to {Path(outdir) / 'images'} ({s['label']} from {s['label_range'][0]:.1f} "
+               f"to {s['label_range'][1]:.1f}; target {s['target'][0]:g}:{s['target'][1]:g}, mean |error| "
+               f"{s['label_error']['mean_abs']:.2f}, reached {100 * s['reached_fraction']:.0f}%)")
+
+
 def register_augmentation_commands(main: click.Group) -> None:
     """Add `export-augmentation` to the CLI group."""
-
-    @main.command("export-augmentation")
-    @click.argument("pkl")
-    @click.argument("dirs")
-    @click.option("--name", required=True, help="Direction to walk (e.g. yaw of a 3d-coupled DirectionSet).")
-    @click.option("--label", default=None, help="Decomposer label to aim at (default: the direction's name).")
-    @click.option("--target", required=True, help="Target range of the label, LO:HI (e.g. -45:45 degrees).")
-    @click.option("--count", type=int, required=True, help="Number of images (exactly this many are written).")
-    @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-    @click.option("--decomposer", "decomposer_spec", default=None,
-                  help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
-                       "name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the base codes.")
-    @click.option("--bases", "n_bases", type=int, default=None, help="Base codes walked (default: count // 8).")
-    @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
-    @click.option("--step", type=float, default=0.5, show_default=True,
-                  help="Walk step, in stds of W along the direction (W units when the set has no stds).")
-    @click.option("--max-steps", type=int, default=12, show_default=True, help="Walk length per side.")
-    @click.option("--saturation", "saturation_fraction", type=float, default=0.1, show_default=True,
-                  help="Stop where the label's change per step falls to this fraction of the first step's.")
-    @click.option("--mahalanobis-quantile", type=float, default=0.999, show_default=True,
-                  help="Stop where the code leaves the W prior (this quantile of W's own distances); 0 = off.")
-    @click.option("--calibrate-with", "calibrate_with", type=click.Path(dir_okay=False), default=None,
-                  help="NPZ of images you have labelled ('images' uint8 [N, H, W, 3] or float [N, 3, H, W], and an "
-                       "[N] array named after the label): the decomposer's label is mapped affinely onto your "
-                       "values; TARGET and the written labels are then in your units.")
-    @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTDIR (atomically).")
-    @crop_option("--decomposer-crop")
-    @light_mask_option("--decomposer-light-mask")
-    @device_option()
-    def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
-                                outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
-                                truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
-                                mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
-                                decomposer_crop: tuple[float, ...] | None,
-                                decomposer_light_mask: tuple[float, ...] | bool | None, device: torch.device) -> None:
-        """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
-        saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
-        TARGET, with labels.json / labels.npz."""
-        from .analysis.augmentation import export_augmentation, parse_target
-        from .analysis.find_directions import resolve_decomposer
-        from .checkpoints import open_network_pkl
-        from .directions import DirectionSet
-        from .errors import StyleGANDisentangleError
-        from .labels.calibration import fit_label_calibration, load_calibration_images
-        from .labels.decomposer.labeler import decomposer_labeler
-        from .utils import sha256_file
-
-        try:
-            # the arguments are checked before the network and the decomposer are loaded (seconds to minutes)
-            if count < 1:
-                raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
-            parse_target(target)
-            calibration, aimed = None, label or name
-            if calibrate_with is not None:  # read (and checked) before the network: a bad file fails fast
-                images, values = load_calibration_images(calibrate_with, aimed)
-            net = open_network_pkl(pkl, device=device)
-            G = net.data["G_ema"].eval().requires_grad_(False)
-            spec = resolve_decomposer(decomposer_spec, net.path)
-            # scalars only: faster walks; the crop applies to the --calibrate-with images as well
-            lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop,
-                                     light_mask=decomposer_light_mask)
-            ds = DirectionSet.load(dirs)
-            if calibrate_with is not None:
-                calibration = fit_label_calibration(lab, images.to(device), values, aimed)
-                click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
-                           f"{calibration.slope_:.3f} * decomposer + {calibration.intercept_:.3f} (r "
-                           f"{calibration.r_:.3f}, residual std {calibration.residual_std_:.3f})")
-            result = export_augmentation(
-                G, ds, name, lab, target, count, outdir, label=label, seed=seed, n_bases=n_bases,
-                truncation_psi=truncation_psi, step=step, max_steps=max_steps,
-                saturation_fraction=saturation_fraction,
-                mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
-                overwrite=overwrite, calibration=calibration,
-                extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
-                       "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
-                       "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),
-                       "directions": str(dirs), "calibrated_with": calibrate_with})
-        except (StyleGANDisentangleError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-        s = result.summary
-        click.echo(f"wrote {count} images to {Path(outdir) / 'images'} ({s['label']} from {s['label_range'][0]:.1f} "
-                   f"to {s['label_range'][1]:.1f}; target {s['target'][0]:g}:{s['target'][1]:g}, mean |error| "
-                   f"{s['label_error']['mean_abs']:.2f}, reached {100 * s['reached_fraction']:.0f}%)")
+    main.add_command(export_augmentation_cmd)

@@ -19,187 +19,190 @@ if TYPE_CHECKING:
 __all__ = ["register_decomposer_commands"]
 
 
+@click.command("decompose")
+@click.argument("pkl")
+@click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
+@click.option("--decomposer", "decomposer_spec", default=None,
+              help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
+                   "name (unsup3d-celeba, unsup3d-synface, unsup3d-cat, unsup3d-syncar: downloaded once), or an "
+                   "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@crop_option("--crop")
+@light_mask_option("--light-mask")
+@device_option()
+def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
+                  crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
+                  device: torch.device) -> None:
+    """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
+    reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
+    import numpy as np
+    import torch
+
+    from . import __version__
+    from .analysis.find_directions import resolve_decomposer
+    from .checkpoints import open_network_pkl
+    from .labels.base import crop_images
+    from .labels.decomposer.labeler import DecomposerLabeler, check_light_mask, load_decomposer
+    from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
+    from .latents import sample_latents
+    from .utils import atomic_write, atomic_write_path, sha256_file
+    from .utils.ranges import parse_seeds
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
+    spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
+    dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
+    dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
+    G = net.data["G_ema"].eval()
+    with torch.no_grad():
+        ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
+        img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
+    labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
+    crop = labeler.crop
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop),
+                           row_labels=[f"seed {s}" for s in seed_list])
+    labels = labeler(img)  # it crops the whole images itself
+    scalars = [k for k, v in labels.items() if v.ndim == 1]
+    record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
+              "decomposer": str(spec), "crop": None if crop is None else list(crop),
+              "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
+              "truncation_psi": truncation_psi,
+              "version": __version__,
+              "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
+    with atomic_write(out / "decomposition.json", "w") as f:
+        json.dump(record, f, indent=2)
+    with atomic_write_path(out / "maps.npz") as tmp:
+        np.savez(tmp, seeds=np.asarray(seed_list), **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
+    click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(seed_list)} images")
+
+@click.command("train-decomposer")
+@click.argument("pkl")
+@click.option("--steps", type=int, required=True, help="Total training steps (a rerun resumes up to this).")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--init", "init_spec", default=None,
+              help="Start from this decomposer instead of fresh nets: 'synthetic' (the shipped one), an "
+                   "official pretrained name (e.g. unsup3d-celeba) or an Unsup3D checkpoint's path or URL; its "
+                   "sizes are used, so --nf / --zdim / --nf-small "
+                   "/ --light-range cannot be given with it. --steps counts from it.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="Adam's, as official.")
+@click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
+@click.option("--zdim", type=int, default=128, show_default=True,
+              help="Code size of netD / netA (netC's is half of it).")
+@click.option("--nf-small", type=int, default=16, show_default=True,
+              help="Width of netL / netV (netC's is twice it; a multiple of 8).")
+@click.option("--perceptual/--no-perceptual", default=False, show_default=True,
+              help="Add the perceptual term on the network's own discriminator features.")
+@click.option("--smooth", "lam_smooth", type=float, default=0.0, show_default=True,
+              help="Weight of the depth-smoothness term, mean |depth gradient| (0 = off, as official).")
+@click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
+              help="Weight of the re-render consistency term (0 = off).")
+@click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
+              help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
+                   "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe).")
+@click.option("--rerender-intensities", type=click.Choice(["batch", "uniform"]), default="batch",
+              show_default=True,
+              help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
+                   "uniform over netL's range (with --train-nets netA,netD: an albedo that holds under other "
+                   "light intensities).")
+@click.option("--rerender-albedo-step", type=(float, float), default=None, metavar="LO HI",
+              help="Recolour the re-render scenes' albedo above a random hairline by a gain log-uniform in "
+                   "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
+@click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
+              help="Fraction of the light direction's range the re-render term draws from.")
+@click.option("--rerender-yaw", type=float, default=None, metavar="DEG",
+              help="Redraw the re-render scenes' yaw uniformly within +-DEG: heads turned further than the "
+                   "generator turns them, with the answer known (netV learns them). Default: the scenes' own.")
+@click.option("--light-turn", "lam_light_turn", type=float, default=0.0, show_default=True,
+              help="Weight of the turned-head term: netL must read the light it read on each image again on "
+                   "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
+@click.option("--light-turn-yaw", type=float, default=45.0, show_default=True,
+              help="Largest |yaw| (degrees) of --light-turn's renders.")
+@click.option("--light-from-rerender", is_flag=True,
+              help="netL learns from the re-render term alone (the photometric loss does not reach it).")
+@click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
+              help="Weight of the truncation/noise agreement term (0 = off).")
+@click.option("--stabilize-after", type=int, default=1000, show_default=True,
+              help="Step at which the two stabilizers start (on from step 0 they hold the nets in a mean face).")
+@click.option("--light-range", "xy_light_range", type=float, default=1.0, show_default=True,
+              help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
+@click.option("--albedo-tv", "lam_albedo_tv", type=float, default=0.0, show_default=True,
+              help="Weight of the albedo total-variation prior (0 = off, as official).")
+@click.option("--albedo-sparse", "lam_albedo_sparse", type=float, default=0.0, show_default=True,
+              help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^p (0 = off): sharp "
+                   "albedo edges, smooth shading.")
+@click.option("--albedo-sparse-p", type=float, default=0.3, show_default=True,
+              help="The exponent p of --albedo-sparse (below 1).")
+@click.option("--antialias/--no-antialias", default=False, show_default=True,
+              help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
+                   "convolutions' checkerboard; the shipped synthetic decomposer uses it; also set on --init "
+                   "nets).")
+@click.option("--train-nets", default=None,
+              help="Comma-separated nets to train (e.g. netL or netA,netD); the others stay frozen. Default: all.")
+@click.option("--bank", "bank_size", type=int, default=0, show_default=True,
+              help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
+                   "networks whose image generation dominates the step); 0 = draw every batch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@crop_option("--crop", help="Train on this box of each generated image (fractions of the image), e.g. the face "
+                            "box when fine-tuning an official decomposer (--init unsup3d-celeba) on a generator "
+                            "with a wider frame; the decomposer keeps it as its input crop, which decompose and "
+                            "find-directions then apply. Default: --init's own crop, else the whole image.")
+@light_mask_option("--light-mask", help="A box of the (cropped) image that netL does not see, as fractions, "
+                   "e.g. 0,0,0.22,1 (the top of the frame, where the hair is); the decomposer keeps it as its "
+                   "light mask, in training and afterwards. 'none': without one. Default: --init's own, else "
+                   "none.")
+@click.option("--light-teacher", "teacher_spec", default=None, metavar="DIRS",
+              help="Teach netL the light from the light directions of a find-directions --method 3d-coupled "
+                   "run (its folder or directions.npz): each image's w projected on them, in the units of "
+                   "--init's own readings (needs --init). The other nets learn as usual.")
+@click.option("--teacher-weight", "lam_teacher", type=float, default=1.0, show_default=True,
+              help="Weight of the --light-teacher term.")
+@device_option()
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, init_spec: str | None,
+                         nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool,
+                         perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
+                         teacher_spec: str | None, **options) -> None:
+    """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
+    from .checkpoints import load_network_pkl
+    from .labels.decomposer.labeler import load_decomposer
+    from .labels.decomposer.trainer import train_decomposer
+
+    init = None
+    if init_spec is not None:
+        given = [f"--{name.replace('_', '-')}" for name in ("nf", "zdim", "nf_small", "xy_light_range")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given).replace('--xy-light-range', '--light-range')} cannot be "
+                                   "given with --init: the sizes are the initial decomposer's")
+        init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
+        init.antialias = init.antialias or antialias
+    data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
+    if perceptual and data.get("D") is None:
+        raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
+    sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
+                 zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
+    nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
+    if teacher_spec is not None:
+        from .labels.decomposer.light_teacher import LatentLightTeacher
+
+        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(teacher_spec))
+    fail_cleanly(lambda: train_decomposer(
+        data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
+        lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,
+        device=device, progress=False if quiet else None, **options))
+    click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")
+
+
 def register_decomposer_commands(main: click.Group) -> None:
     """Add `decompose` and `train-decomposer` to the CLI group."""
-
-    @main.command("decompose")
-    @click.argument("pkl")
-    @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
-    @click.option("--decomposer", "decomposer_spec", default=None,
-                  help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
-                       "name (unsup3d-celeba, unsup3d-synface, unsup3d-cat, unsup3d-syncar: downloaded once), or an "
-                       "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
-    @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
-    @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-    @crop_option("--crop")
-    @light_mask_option("--light-mask")
-    @device_option()
-    def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
-                      crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
-                      device: torch.device) -> None:
-        """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
-        reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
-        import numpy as np
-        import torch
-
-        from . import __version__
-        from .analysis.find_directions import resolve_decomposer
-        from .checkpoints import open_network_pkl
-        from .labels.base import crop_images
-        from .labels.decomposer.labeler import DecomposerLabeler, check_light_mask, load_decomposer
-        from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
-        from .latents import sample_latents
-        from .utils import atomic_write, atomic_write_path, sha256_file
-        from .utils.ranges import parse_seeds
-
-        try:
-            seed_list = parse_seeds(seeds)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--seeds") from None
-        net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
-        spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
-        dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
-        dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
-        G = net.data["G_ema"].eval()
-        with torch.no_grad():
-            ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
-            img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
-        labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
-        crop = labeler.crop
-        out = Path(outdir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop),
-                               row_labels=[f"seed {s}" for s in seed_list])
-        labels = labeler(img)  # it crops the whole images itself
-        scalars = [k for k, v in labels.items() if v.ndim == 1]
-        record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
-                  "decomposer": str(spec), "crop": None if crop is None else list(crop),
-                  "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
-                  "truncation_psi": truncation_psi,
-                  "version": __version__,
-                  "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
-        with atomic_write(out / "decomposition.json", "w") as f:
-            json.dump(record, f, indent=2)
-        with atomic_write_path(out / "maps.npz") as tmp:
-            np.savez(tmp, seeds=np.asarray(seed_list), **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
-        click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(seed_list)} images")
-
-    @main.command("train-decomposer")
-    @click.argument("pkl")
-    @click.option("--steps", type=int, required=True, help="Total training steps (a rerun resumes up to this).")
-    @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-    @click.option("--init", "init_spec", default=None,
-                  help="Start from this decomposer instead of fresh nets: 'synthetic' (the shipped one), an "
-                       "official pretrained name (e.g. unsup3d-celeba) or an Unsup3D checkpoint's path or URL; its "
-                       "sizes are used, so --nf / --zdim / --nf-small "
-                       "/ --light-range cannot be given with it. --steps counts from it.")
-    @click.option("--batch-size", type=int, default=32, show_default=True)
-    @click.option("--lr", type=float, default=1e-4, show_default=True)
-    @click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="Adam's, as official.")
-    @click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
-    @click.option("--zdim", type=int, default=128, show_default=True,
-                  help="Code size of netD / netA (netC's is half of it).")
-    @click.option("--nf-small", type=int, default=16, show_default=True,
-                  help="Width of netL / netV (netC's is twice it; a multiple of 8).")
-    @click.option("--perceptual/--no-perceptual", default=False, show_default=True,
-                  help="Add the perceptual term on the network's own discriminator features.")
-    @click.option("--smooth", "lam_smooth", type=float, default=0.0, show_default=True,
-                  help="Weight of the depth-smoothness term, mean |depth gradient| (0 = off, as official).")
-    @click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
-                  help="Weight of the re-render consistency term (0 = off).")
-    @click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
-                  help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
-                       "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe).")
-    @click.option("--rerender-intensities", type=click.Choice(["batch", "uniform"]), default="batch",
-                  show_default=True,
-                  help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
-                       "uniform over netL's range (with --train-nets netA,netD: an albedo that holds under other "
-                       "light intensities).")
-    @click.option("--rerender-albedo-step", type=(float, float), default=None, metavar="LO HI",
-                  help="Recolour the re-render scenes' albedo above a random hairline by a gain log-uniform in "
-                       "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
-    @click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
-                  help="Fraction of the light direction's range the re-render term draws from.")
-    @click.option("--rerender-yaw", type=float, default=None, metavar="DEG",
-                  help="Redraw the re-render scenes' yaw uniformly within +-DEG: heads turned further than the "
-                       "generator turns them, with the answer known (netV learns them). Default: the scenes' own.")
-    @click.option("--light-turn", "lam_light_turn", type=float, default=0.0, show_default=True,
-                  help="Weight of the turned-head term: netL must read the light it read on each image again on "
-                       "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
-    @click.option("--light-turn-yaw", type=float, default=45.0, show_default=True,
-                  help="Largest |yaw| (degrees) of --light-turn's renders.")
-    @click.option("--light-from-rerender", is_flag=True,
-                  help="netL learns from the re-render term alone (the photometric loss does not reach it).")
-    @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
-                  help="Weight of the truncation/noise agreement term (0 = off).")
-    @click.option("--stabilize-after", type=int, default=1000, show_default=True,
-                  help="Step at which the two stabilizers start (on from step 0 they hold the nets in a mean face).")
-    @click.option("--light-range", "xy_light_range", type=float, default=1.0, show_default=True,
-                  help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
-    @click.option("--albedo-tv", "lam_albedo_tv", type=float, default=0.0, show_default=True,
-                  help="Weight of the albedo total-variation prior (0 = off, as official).")
-    @click.option("--albedo-sparse", "lam_albedo_sparse", type=float, default=0.0, show_default=True,
-                  help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^p (0 = off): sharp "
-                       "albedo edges, smooth shading.")
-    @click.option("--albedo-sparse-p", type=float, default=0.3, show_default=True,
-                  help="The exponent p of --albedo-sparse (below 1).")
-    @click.option("--antialias/--no-antialias", default=False, show_default=True,
-                  help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
-                       "convolutions' checkerboard; the shipped synthetic decomposer uses it; also set on --init "
-                       "nets).")
-    @click.option("--train-nets", default=None,
-                  help="Comma-separated nets to train (e.g. netL or netA,netD); the others stay frozen. Default: all.")
-    @click.option("--bank", "bank_size", type=int, default=0, show_default=True,
-                  help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
-                       "networks whose image generation dominates the step); 0 = draw every batch.")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @crop_option("--crop", help="Train on this box of each generated image (fractions of the image), e.g. the face "
-                                "box when fine-tuning an official decomposer (--init unsup3d-celeba) on a generator "
-                                "with a wider frame; the decomposer keeps it as its input crop, which decompose and "
-                                "find-directions then apply. Default: --init's own crop, else the whole image.")
-    @light_mask_option("--light-mask", help="A box of the (cropped) image that netL does not see, as fractions, "
-                       "e.g. 0,0,0.22,1 (the top of the frame, where the hair is); the decomposer keeps it as its "
-                       "light mask, in training and afterwards. 'none': without one. Default: --init's own, else "
-                       "none.")
-    @click.option("--light-teacher", "teacher_spec", default=None, metavar="DIRS",
-                  help="Teach netL the light from the light directions of a find-directions --method 3d-coupled "
-                       "run (its folder or directions.npz): each image's w projected on them, in the units of "
-                       "--init's own readings (needs --init). The other nets learn as usual.")
-    @click.option("--teacher-weight", "lam_teacher", type=float, default=1.0, show_default=True,
-                  help="Weight of the --light-teacher term.")
-    @device_option()
-    @click.option("--quiet", is_flag=True, help="No progress bar.")
-    @click.pass_context
-    def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, init_spec: str | None,
-                             nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool,
-                             perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
-                             teacher_spec: str | None, **options) -> None:
-        """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
-        from .checkpoints import load_network_pkl
-        from .labels.decomposer.labeler import load_decomposer
-        from .labels.decomposer.trainer import train_decomposer
-
-        init = None
-        if init_spec is not None:
-            given = [f"--{name.replace('_', '-')}" for name in ("nf", "zdim", "nf_small", "xy_light_range")
-                     if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-            if given:
-                raise click.UsageError(f"{', '.join(given).replace('--xy-light-range', '--light-range')} cannot be "
-                                       "given with --init: the sizes are the initial decomposer's")
-            init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
-            init.antialias = init.antialias or antialias
-        data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
-        if perceptual and data.get("D") is None:
-            raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
-        sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
-                     zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
-        nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
-        if teacher_spec is not None:
-            from .labels.decomposer.light_teacher import LatentLightTeacher
-
-            options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(teacher_spec))
-        fail_cleanly(lambda: train_decomposer(
-            data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
-            lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,
-            device=device, progress=False if quiet else None, **options))
-        click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")
+    for command in (decompose_cmd, train_decomposer_cmd):
+        main.add_command(command)
