@@ -79,6 +79,9 @@ def main() -> None:
                         "the yaw drawn within +-(--light-turn-yaw) deg, and netL must read the same light there "
                         "(0 = off).")
     p.add_argument("--light-turn-yaw", type=float, default=45.0, help="Largest |yaw| (deg) of --light-turn's renders.")
+    p.add_argument("--light-turn-pitch", type=float, default=None, metavar="DEG",
+                   help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
+                        "above). Default: each image's own pitch.")
     p.add_argument("--jitter", type=float, default=0.5)
     p.add_argument("--smooth", type=float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
@@ -160,6 +163,7 @@ def main() -> None:
                            rerender_yaw=args.rerender_yaw,
                            light_from_rerender=args.light_from_rerender,
                            lam_light_turn=args.light_turn, light_turn_yaw=args.light_turn_yaw,
+                           light_turn_pitch=args.light_turn_pitch,
                            lam_jitter=args.jitter, lam_smooth=args.smooth,
                            lam_perc=1.0 if args.perceptual else 0.0, D=D if args.perceptual else None,
                            lam_albedo_tv=args.albedo_tv, lam_albedo_sparse=args.albedo_sparse,

@@ -125,6 +125,9 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
                    "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
 @click.option("--light-turn-yaw", type=float, default=45.0, show_default=True,
               help="Largest |yaw| (degrees) of --light-turn's renders.")
+@click.option("--light-turn-pitch", type=float, default=None, metavar="DEG",
+              help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
+                   "above). Default: each image's own pitch.")
 @click.option("--light-from-rerender", is_flag=True,
               help="netL learns from the re-render term alone (the photometric loss does not reach it).")
 @click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,

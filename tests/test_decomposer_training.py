@@ -506,6 +506,26 @@ def test_turned_head_scene_turns_only_the_yaw_and_keeps_the_estimated_light():
     assert torch.allclose(wall, corners[:, :, None, None].expand_as(wall), atol=1e-6)
 
 
+def test_turned_head_scene_with_max_pitch_also_nods_the_head():
+    """`max_pitch`: the pitch redrawn uniformly within +-max_pitch after the yaw (the next draw of the same
+    generator); roll, translations and the light stay the batch's. (Small turns keep the centre on the disc.)"""
+    dec, out = _flat_scene(n=64)
+    out["light"] = dec.scale_light(out["light_raw"])["light"]
+    image = turned_head_scene(dec, out, torch.Generator().manual_seed(3), max_yaw=10.0, max_pitch=20.0)
+    gen = torch.Generator().manual_seed(3)
+    view_raw = out["view_raw"].clone()
+    view_raw[:, 1] = (torch.rand([64], generator=gen) * 2 - 1) * (10.0 / dec.xyz_rotation_range)
+    view_raw[:, 0] = (torch.rand([64], generator=gen) * 2 - 1) * (20.0 / dec.xyz_rotation_range)
+    pitch = view_raw[:, 0] * dec.xyz_rotation_range
+    assert pitch.abs().max() <= 20.0 and pitch.abs().max() > 15 and (pitch > 0).any() and (pitch < 0).any()
+    render = renderer_for(dec).render(out["canon_depth"].unsqueeze(1), out["canon_albedo"], out["light"],
+                                      view_degrees(dec.scale_view(view_raw)))["image"]
+    centre = (slice(None), slice(None), slice(14, 18), slice(14, 18))
+    assert torch.allclose(image[centre], render[centre], atol=1e-6)
+    yaw_only = turned_head_scene(dec, out, torch.Generator().manual_seed(3), max_yaw=10.0)
+    assert not torch.allclose(image[centre], yaw_only[centre], atol=1e-3)  # the nod shows
+
+
 @pytest.mark.parametrize("mode", ["data", "random"])
 def test_rerender_max_yaw_redraws_only_the_yaw(mode):
     dec, out = _flat_scene(n=64)
@@ -550,6 +570,7 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
     assert {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])} == {"netL"}
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["lam_light_turn"] == 1.0 and config["light_turn_yaw"] == 40.0
+    assert "light_turn_pitch" not in config  # each image's own pitch unless asked: older runs resume unchanged
     log = _log(tmp_path)
     assert all(np.isfinite(r["light_turn"]) and r["light_turn"] > 0 for r in log)
     # off by default: not in the config (older runs resume unchanged) nor in the log
@@ -560,6 +581,8 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
     for kwargs, words in [(dict(lam_light_turn=-1.0), "lam_light_turn must be"),
                           (dict(lam_light_turn=1.0, light_turn_yaw=float("nan")), "lam_light_turn must be"),
                           (dict(lam_light_turn=1.0, light_turn_yaw=75.0), "within the view's range"),
+                          (dict(lam_light_turn=1.0, light_turn_pitch=70.0), "within the view's range"),
+                          (dict(lam_light_turn=1.0, light_turn_pitch=0.0), "light_turn_pitch must be"),
                           (dict(lam_light_turn=1.0, train_nets=["netA"]), "needs netL among the trained nets")]:
         with pytest.raises(StyleGANDisentangleError, match=words):
             train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False,
@@ -772,7 +795,8 @@ def test_both_entry_points_offer_perceptual_and_smooth(pkl_with_d, tmp_path, mon
 def test_both_entry_points_offer_the_turned_head_terms(tmp_path, monkeypatch, entry):
     out = tmp_path / "run"
     common = ["--outdir", str(out), "--steps", "1", "--batch-size", "2", "--nf", "16", "--rerender-mode", "data",
-              "--rerender-yaw", "30", "--light-turn", "2", "--light-turn-yaw", "40", "--device", "cpu"]
+              "--rerender-yaw", "30", "--light-turn", "2", "--light-turn-yaw", "40", "--light-turn-pitch", "15",
+              "--device", "cpu"]
     if entry == "cli":
         result = CliRunner().invoke(main, ["train-decomposer", "synthetic", *common, "--quiet"])
         assert result.exit_code == 0, result.output
@@ -783,6 +807,7 @@ def test_both_entry_points_offer_the_turned_head_terms(tmp_path, monkeypatch, en
         script.main()
     config = json.loads((out / "train_state.json").read_text())["config"]
     assert config["rerender_yaw"] == 30.0 and config["lam_light_turn"] == 2.0 and config["light_turn_yaw"] == 40.0
+    assert config["light_turn_pitch"] == 15.0
     assert _log(out)[0]["light_turn"] > 0
 
 

@@ -113,7 +113,7 @@ def rerender_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: to
         light_raw[:, :2] = out["light_raw"].detach()[torch.randperm(n, generator=gen).to(device), :2]
     if max_yaw is not None:
         view_raw = view_raw.clone()
-        view_raw[:, 1] = _uniform_yaw(dec, gen, n, max_yaw).to(device)
+        view_raw[:, 1] = _uniform_rotation(dec, gen, n, max_yaw).to(device)
     image = _scene_image(dec, out, depth, albedo, dec.scale_light(light_raw)["light"], view_raw,
                          head if mode == "data" else None)
     return {"image": image, "canon_depth": depth, "canon_albedo": albedo, "light_raw": light_raw,
@@ -136,17 +136,22 @@ def _scene_image(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], depth: to
 
 @torch.no_grad()
 def turned_head_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen: torch.Generator,
-                      max_yaw: float) -> torch.Tensor:
+                      max_yaw: float, max_pitch: float | None = None) -> torch.Tensor:
     """The batch's estimate re-rendered under its own light with the head turned: each image's view from the
-    batch, its yaw drawn uniformly within +-`max_yaw` degrees, the head over the batch's corner colour.
+    batch, its yaw drawn uniformly within +-`max_yaw` degrees (and, with `max_pitch`, its pitch within
+    +-`max_pitch`), the head over the batch's corner colour.
 
     The light lives in the face's canonical frame, so turning the head must not change its reading. The generator
     turns heads only so far (+-35 deg on the synthetic checkpoint), and a netL that never saw a face turned further
     misreads its light there (BENCHMARKS.md, issue 10, twenty-fourth session); these renders show it such faces
-    with the answer known: the light it read on the original image."""
+    with the answer known: the light it read on the original image. Nor must nodding the head change it: a
+    decomposer's elevation reading takes in the pitch (BENCHMARKS.md, issue 10, twenty-seventh session), and
+    `max_pitch` shows it the same face nodded."""
     depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
     view_raw = out["view_raw"].detach().clone()
-    view_raw[:, 1] = _uniform_yaw(dec, gen, depth.shape[0], max_yaw).to(view_raw.device)
+    view_raw[:, 1] = _uniform_rotation(dec, gen, depth.shape[0], max_yaw).to(view_raw.device)
+    if max_pitch is not None:
+        view_raw[:, 0] = _uniform_rotation(dec, gen, depth.shape[0], max_pitch).to(view_raw.device)
     return _scene_image(dec, out, depth, albedo, out["light"].detach(), view_raw, _head_mask(dec, depth))
 
 
@@ -156,9 +161,9 @@ def _head_mask(dec: Unsup3DDecomposer, depth: torch.Tensor) -> torch.Tensor:
     return (depth < dec.border_depth - WALL_MARGIN).to(depth.dtype).unsqueeze(1)
 
 
-def _uniform_yaw(dec: Unsup3DDecomposer, gen: torch.Generator, n: int, max_yaw: float) -> torch.Tensor:
-    """n raw yaws (netV's ry in (-1, 1)) uniform within +-max_yaw degrees."""
-    return (torch.rand([n], generator=gen) * 2 - 1) * (max_yaw / dec.xyz_rotation_range)
+def _uniform_rotation(dec: Unsup3DDecomposer, gen: torch.Generator, n: int, max_deg: float) -> torch.Tensor:
+    """n raw rotations (netV's rx, ry or rz in (-1, 1)) uniform within +-max_deg degrees."""
+    return (torch.rand([n], generator=gen) * 2 - 1) * (max_deg / dec.xyz_rotation_range)
 
 
 def light_turn_loss(dec: Unsup3DDecomposer, image: torch.Tensor, light_raw: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,10 @@ steps). `stabilize_after` therefore starts them once the official objective has 
 the image.
 
 The **turned-head term** (`lam_light_turn`) teaches netL that the light does not turn with the head: each batch's
-estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees
-(`scenes.turned_head_scene`), and netL must read there the light it read on the original image. A generator turns
-heads only so far, and without it netL misreads the light of heads turned further.
+estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees (and, with
+`light_turn_pitch`, the pitch within +-`light_turn_pitch`; `scenes.turned_head_scene`), and netL must read there the
+light it read on the original image. A generator turns heads only so far, and without it netL misreads the light of
+heads turned further; and a netL that learns from a light teacher alone reads a nod partly as light from above.
 
 A **light teacher** (`light_teacher`, `light_teacher.LatentLightTeacher`) replaces what netL learns from: the light
 read off each image's w along W directions found over a population (the 3D-coupled light directions, fitted on the
@@ -262,6 +263,7 @@ def train_decomposer(
     light_from_rerender: bool = False,
     lam_light_turn: float = 0.0,
     light_turn_yaw: float = 45.0,
+    light_turn_pitch: float | None = None,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
     truncation_psi: float = 1.0,
@@ -312,8 +314,8 @@ def train_decomposer(
                               lam_rerender=lam_rerender, light_from_rerender=light_from_rerender,
                               rerender_mode=rerender_mode, rerender_intensities=rerender_intensities,
                               rerender_albedo_step=rerender_albedo_step, rerender_yaw=rerender_yaw,
-                              lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw, lam_perc=lam_perc, D=D,
-                              train_nets=train_nets)
+                              lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw,
+                              light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets)
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
@@ -354,6 +356,8 @@ def train_decomposer(
                   **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"lam_light_turn": lam_light_turn, "light_turn_yaw": light_turn_yaw} if lam_light_turn else {}),
+                  **({"light_turn_pitch": light_turn_pitch} if lam_light_turn and light_turn_pitch is not None
+                     else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
                   **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
@@ -370,7 +374,8 @@ def train_decomposer(
             dec = Unsup3DDecomposer(**kwargs)
         dec = dec.to(device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
-    _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_yaw, rerender_yaw)
+    _check_trained(dec, trained, train_nets, lam_light_turn, max(light_turn_yaw, light_turn_pitch or 0.0),
+                   rerender_yaw)
     grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
@@ -407,7 +412,8 @@ def train_decomposer(
 
 def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
                 light_from_rerender, rerender_mode, rerender_intensities, rerender_albedo_step, rerender_yaw,
-                lam_light_turn, light_turn_yaw, lam_perc, D, train_nets) -> tuple[float, float] | None:
+                lam_light_turn, light_turn_yaw, light_turn_pitch, lam_perc, D,
+                train_nets) -> tuple[float, float] | None:
     """train_decomposer's settings that need no decomposer, checked before anything is built or written; returns
     the checked albedo step range."""
     if steps < 1 or batch_size < 2:
@@ -429,6 +435,9 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
             and light_turn_yaw > 0):
         raise StyleGANDisentangleError(f"lam_light_turn must be >= 0 and light_turn_yaw > 0 (finite), got "
                                        f"{lam_light_turn}, {light_turn_yaw}")
+    if light_turn_pitch is not None and not (math.isfinite(light_turn_pitch) and light_turn_pitch > 0):
+        raise StyleGANDisentangleError(f"light_turn_pitch must be a finite pitch > 0 (degrees) or None, got "
+                                       f"{light_turn_pitch}")
     if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
         raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
     if lam_perc > 0 and D is None:
@@ -440,15 +449,16 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     return check_albedo_step(rerender_albedo_step)
 
 
-def _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_yaw, rerender_yaw) -> None:
+def _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_max, rerender_yaw) -> None:
     """The settings that depend on the decomposer being trained: some net to train, turned heads within its view."""
     if not trained:
         raise StyleGANDisentangleError(f"none of train_nets {sorted(train_nets)} is in this decomposer "
                                        f"(it has {list(dec.present_nets)})")
-    if lam_light_turn and ("netL" not in trained or light_turn_yaw > dec.xyz_rotation_range):
-        raise StyleGANDisentangleError(f"lam_light_turn trains netL on heads turned up to light_turn_yaw "
-                                       f"({light_turn_yaw} deg): it needs netL among the trained nets "
-                                       f"({trained}) and a yaw within the view's range (+-{dec.xyz_rotation_range})")
+    if lam_light_turn and ("netL" not in trained or light_turn_max > dec.xyz_rotation_range):
+        raise StyleGANDisentangleError(f"lam_light_turn trains netL on heads turned up to light_turn_yaw / "
+                                       f"light_turn_pitch ({light_turn_max} deg): it needs netL among the trained "
+                                       f"nets ({trained}) and turns within the view's range "
+                                       f"(+-{dec.xyz_rotation_range})")
     if rerender_yaw is not None and rerender_yaw > dec.xyz_rotation_range:
         raise StyleGANDisentangleError(f"rerender_yaw {rerender_yaw} deg is beyond the view's range "
                                        f"(+-{dec.xyz_rotation_range})")
@@ -546,6 +556,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     albedo_step = None if albedo_step is None else tuple(albedo_step)
     light_from_rerender = config.get("light_from_rerender", False)
     lam_light_turn, light_turn_yaw = config.get("lam_light_turn", 0.0), config.get("light_turn_yaw")  # set together
+    light_turn_pitch = config.get("light_turn_pitch")
     lam_teacher = config["light_teacher"]["lam"] if teacher is not None else 0.0
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
@@ -588,7 +599,8 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             losses["jitter"] = _jitter_loss(dec, twins, out)
             total = total + lam_jitter * losses["jitter"]
         if lam_light_turn > 0:
-            losses["light_turn"] = light_turn_loss(dec, turned_head_scene(dec, out, gen, light_turn_yaw),
+            losses["light_turn"] = light_turn_loss(dec, turned_head_scene(dec, out, gen, light_turn_yaw,
+                                                                          light_turn_pitch),
                                                     out["light_raw"])
             total = total + lam_light_turn * losses["light_turn"]
         if teacher is not None:
