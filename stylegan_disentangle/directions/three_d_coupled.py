@@ -68,9 +68,7 @@ from .orthogonalize import _project_out, span_basis
 from .sparse import NoDirectionError, SparseDirections
 
 __all__ = ["AUTO_CONDITIONS", "DEPTH_HEIGHT", "DEPTH_WIDTH", "SOFT_AUTO_CONDITIONS", "TAUGHT_AUTO_CONDITIONS",
-           "TOP_ALBEDO_COLOUR",
-           "ThreeDCoupledDirections",
-           "canonical_regions", "footprint_name"]
+           "TOP_ALBEDO_COLOUR", "ThreeDCoupledDirections", "canonical_regions", "footprint_name"]
 
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
