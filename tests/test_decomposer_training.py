@@ -583,6 +583,7 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
                           (dict(lam_light_turn=1.0, light_turn_yaw=75.0), "within the view's range"),
                           (dict(lam_light_turn=1.0, light_turn_pitch=70.0), "within the view's range"),
                           (dict(lam_light_turn=1.0, light_turn_pitch=0.0), "light_turn_pitch must be"),
+                          (dict(light_turn_pitch=20.0), "which is off: set lam_light_turn"),
                           (dict(lam_light_turn=1.0, train_nets=["netA"]), "needs netL among the trained nets")]:
         with pytest.raises(StyleGANDisentangleError, match=words):
             train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False,

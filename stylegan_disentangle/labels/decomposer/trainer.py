@@ -33,9 +33,10 @@ the image.
 
 The **turned-head term** (`lam_light_turn`) teaches netL that the light does not turn with the head: each batch's
 estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees (and, with
-`light_turn_pitch`, the pitch within +-`light_turn_pitch`; `scenes.turned_head_scene`), and netL must read there the
-light it read on the original image. A generator turns heads only so far, and without it netL misreads the light of
-heads turned further; and a netL that learns from a light teacher alone reads a nod partly as light from above.
+`light_turn_pitch`, which needs the term on, the pitch within +-`light_turn_pitch`; `scenes.turned_head_scene`), and
+netL must read there the light it read on the original image. A generator turns heads only so far, and without it
+netL misreads the light of heads turned further; and a netL that learns from a light teacher alone reads a nod
+partly as light from above.
 
 A **light teacher** (`light_teacher`, `light_teacher.LatentLightTeacher`) replaces what netL learns from: the light
 read off each image's w along W directions found over a population (the 3D-coupled light directions, fitted on the
@@ -237,6 +238,51 @@ def _check_decomposer_kwargs(kwargs: dict[str, Any]) -> None:
         raise StyleGANDisentangleError(f"decomposer_kwargs {kwargs}: {exc}") from None
 
 
+def _decomposer_settings(G: Any, init: Unsup3DDecomposer | None, decomposer_kwargs: dict[str, Any] | None,
+                         crop: Any, light_mask: Any, light_teacher: LatentLightTeacher | None,
+                         train_nets: Sequence[str] | None) -> dict[str, Any]:
+    """The trained decomposer's constructor settings (its config): `init`'s, else the CPU defaults updated by
+    `decomposer_kwargs`; with the crop and light mask asked for, and the light teacher's fingerprint (a new
+    teacher's, or `init`'s while netL does not learn)."""
+    res = G.img_resolution if G.img_resolution in (32, 64) else 64
+    kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
+    kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
+    if crop is not None:
+        try:
+            kwargs["input_crop"] = list(check_crop(crop))
+        except ValueError as exc:
+            raise StyleGANDisentangleError(f"crop: {exc}") from None
+    try:  # None keeps init's own (or none), False drops it
+        mask = check_light_mask(light_mask, kwargs.pop("light_mask", None))
+    except ValueError as exc:
+        raise StyleGANDisentangleError(str(exc)) from None
+    if mask is not None:
+        kwargs["light_mask"] = list(mask)
+    inherited = kwargs.pop("light_teacher", None)
+    taught_by = light_teacher.fingerprint() if light_teacher is not None else (
+        inherited if train_nets is not None and "netL" not in train_nets else None)
+    if taught_by is not None:
+        kwargs["light_teacher"] = taught_by
+    if init is None:
+        _check_decomposer_kwargs(kwargs)
+    return kwargs
+
+
+def _starting_decomposer(init: Unsup3DDecomposer | None, kwargs: dict[str, Any], seed: int,
+                         device: torch.device) -> Unsup3DDecomposer:
+    """A fresh run's decomposer: `init` (in place) given the run's crop, light mask and teacher mark, else new nets
+    seeded by `seed` (without reseeding the caller's stream)."""
+    if init is not None:
+        dec = init.to(device)
+        dec.input_crop = check_crop(kwargs.get("input_crop"))
+        dec.light_mask = check_crop(kwargs.get("light_mask"), "light mask")
+        dec.light_teacher = kwargs.get("light_teacher")
+        return dec
+    with seeded_torch_rng(seed):
+        dec = Unsup3DDecomposer(**kwargs)
+    return dec.to(device)
+
+
 def train_decomposer(
     G: nn.Module,
     outdir: str | os.PathLike,
@@ -320,27 +366,7 @@ def train_decomposer(
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
     device = torch.device(device)
-    res = G.img_resolution if G.img_resolution in (32, 64) else 64
-    kwargs = dict(image_size=res, nf=32, zdim=128, nf_light=16, nf_view=16, nf_conf=32, zdim_conf=64)
-    kwargs.update(init.get_config() if init is not None else decomposer_kwargs or {})
-    if crop is not None:
-        try:
-            kwargs["input_crop"] = list(check_crop(crop))
-        except ValueError as exc:
-            raise StyleGANDisentangleError(f"crop: {exc}") from None
-    try:  # None keeps init's own (or none), False drops it
-        mask = check_light_mask(light_mask, kwargs.pop("light_mask", None))
-    except ValueError as exc:
-        raise StyleGANDisentangleError(str(exc)) from None
-    if mask is not None:
-        kwargs["light_mask"] = list(mask)
-    inherited = kwargs.pop("light_teacher", None)  # init's teacher holds while netL does not learn here
-    taught_by = light_teacher.fingerprint() if light_teacher is not None else (
-        inherited if train_nets is not None and "netL" not in train_nets else None)
-    if taught_by is not None:
-        kwargs["light_teacher"] = taught_by
-    if init is None:
-        _check_decomposer_kwargs(kwargs)
+    kwargs = _decomposer_settings(G, init, decomposer_kwargs, crop, light_mask, light_teacher, train_nets)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
@@ -356,23 +382,15 @@ def train_decomposer(
                   **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
                   **({"lam_light_turn": lam_light_turn, "light_turn_yaw": light_turn_yaw} if lam_light_turn else {}),
-                  **({"light_turn_pitch": light_turn_pitch} if lam_light_turn and light_turn_pitch is not None
-                     else {}),
+                  **({"light_turn_pitch": light_turn_pitch} if light_turn_pitch is not None else {}),
                   **({"stabilize_after": stabilize_after} if stabilize_after else {}),
                   truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
                   **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
                   **({"light_teacher": {"directions_sha256": light_teacher.fingerprint(), "lam": lam_teacher,
                                         "fit_samples": teacher_samples}} if light_teacher is not None else {}))
     dec, start, seconds = _resume(outdir, config, device)
-    if dec is None and init is not None:
-        dec = init.to(device)
-        dec.input_crop = check_crop(kwargs.get("input_crop"))
-        dec.light_mask = check_crop(kwargs.get("light_mask"), "light mask")
-        dec.light_teacher = kwargs.get("light_teacher")
-    elif dec is None:
-        with seeded_torch_rng(seed):  # seeded nets, without reseeding the caller's stream
-            dec = Unsup3DDecomposer(**kwargs)
-        dec = dec.to(device)
+    if dec is None:
+        dec = _starting_decomposer(init, kwargs, seed, device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
     _check_trained(dec, trained, train_nets, lam_light_turn, max(light_turn_yaw, light_turn_pitch or 0.0),
                    rerender_yaw)
@@ -438,6 +456,9 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if light_turn_pitch is not None and not (math.isfinite(light_turn_pitch) and light_turn_pitch > 0):
         raise StyleGANDisentangleError(f"light_turn_pitch must be a finite pitch > 0 (degrees) or None, got "
                                        f"{light_turn_pitch}")
+    if light_turn_pitch is not None and not lam_light_turn:
+        raise StyleGANDisentangleError(f"light_turn_pitch ({light_turn_pitch}) nods the turned-head term's renders, "
+                                       "which is off: set lam_light_turn > 0 (--light-turn) as well")
     if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
         raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
     if lam_perc > 0 and D is None:
