@@ -116,7 +116,8 @@ def main() -> None:
     p.add_argument("--light-teacher", default=None, metavar="DIRS",
                    help="Teach netL the light from a DirectionSet's light directions (a find-directions --method "
                         "3d-coupled output folder, or its directions.npz): each image's w projected on them, in the "
-                        "units of --init's readings (needs --init; the other nets learn as usual).")
+                        "units of --init's readings (needs --init; the other nets learn as usual). Several, "
+                        "comma-separated: the mean of their directions.")
     p.add_argument("--teacher-weight", type=float, default=1.0, help="Weight of the --light-teacher term.")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
@@ -153,7 +154,7 @@ def main() -> None:
     if args.light_teacher:
         from stylegan_disentangle.labels.decomposer.light_teacher import LatentLightTeacher
 
-        teacher = LatentLightTeacher.from_direction_set(args.light_teacher)
+        teacher = LatentLightTeacher.from_direction_set([spec for spec in args.light_teacher.split(",") if spec])
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,

@@ -164,7 +164,8 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
 @click.option("--light-teacher", "teacher_spec", default=None, metavar="DIRS",
               help="Teach netL the light from the light directions of a find-directions --method 3d-coupled "
                    "run (its folder or directions.npz): each image's w projected on them, in the units of "
-                   "--init's own readings (needs --init). The other nets learn as usual.")
+                   "--init's own readings (needs --init). Several runs, comma-separated: the mean of their "
+                   "directions. The other nets learn as usual.")
 @click.option("--teacher-weight", "lam_teacher", type=float, default=1.0, show_default=True,
               help="Weight of the --light-teacher term.")
 @device_option()
@@ -197,7 +198,8 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
     if teacher_spec is not None:
         from .labels.decomposer.light_teacher import LatentLightTeacher
 
-        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(teacher_spec))
+        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(
+            [spec for spec in teacher_spec.split(",") if spec]))
     fail_cleanly(lambda: train_decomposer(
         data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
         lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,

@@ -127,6 +127,32 @@ def test_from_direction_set_takes_the_light_directions_and_names_what_is_missing
         LatentLightTeacher.from_direction_set(tmp_path / "few.npz")
 
 
+def test_several_direction_sets_teach_the_mean_of_their_unit_directions(tmp_path):
+    """Two sets with the same light directions up to scale and a known angle: the teacher's direction bisects them,
+    whatever their lengths; one set alone is taught as it is (its fingerprint unchanged)."""
+    from stylegan_disentangle.directions import DirectionSet
+
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    a, b = q[:4], q[4:]  # orthonormal rows: a[k] and b[k] are perpendicular
+    DirectionSet(list(LIGHT_LABELS), a.astype(np.float32), method="3d-coupled").save(tmp_path / "one")
+    twisted = np.cos(0.6) * a + np.sin(0.6) * b  # each row turned by 0.6 rad toward b
+    DirectionSet(list(LIGHT_LABELS), twisted.astype(np.float32), method="3d-coupled").save(tmp_path / "two")
+    mean = LatentLightTeacher.from_direction_set([tmp_path / "one", str(tmp_path / "two.npz")])
+    names, rows = mean._check_directions()
+    expected = np.cos(0.3) * a + np.sin(0.3) * b  # the bisector, unit length
+    np.testing.assert_allclose(rows, expected[[LIGHT_LABELS.index(n) for n in names]], atol=1e-6)  # float32 files
+    single = LatentLightTeacher.from_direction_set(tmp_path / "one")
+    assert single.fingerprint() == LatentLightTeacher.from_direction_set([tmp_path / "one"]).fingerprint()
+    assert single.fingerprint() != mean.fingerprint()
+    DirectionSet(list(LIGHT_LABELS), q[:4, :6] / np.linalg.norm(q[:4, :6], axis=1, keepdims=True),
+                 method="3d-coupled").save(tmp_path / "short")
+    with pytest.raises(StyleGANDisentangleError, match="short.*not as long"):
+        LatentLightTeacher.from_direction_set([tmp_path / "one", tmp_path / "short"])
+    with pytest.raises(StyleGANDisentangleError, match="no direction set"):
+        LatentLightTeacher.from_direction_set([])
+
+
 def _tiny() -> Unsup3DDecomposer:
     torch.manual_seed(0)
     return Unsup3DDecomposer(image_size=32, **TINY).eval()
@@ -274,6 +300,15 @@ def test_train_decomposer_cli_takes_a_find_directions_folder_as_its_light_teache
     teacher = LatentLightTeacher.load(tmp_path / "run" / "light_teacher.npz")
     assert state["config"]["light_teacher"]["directions_sha256"] == teacher.fingerprint()
     assert teacher.names_ == list(LIGHT_LABELS)
+    # several runs, comma-separated: taught the mean of their directions
+    DirectionSet(LIGHT_LABELS, (vectors[1:] / np.linalg.norm(vectors[1:], axis=1, keepdims=True)).astype(np.float32)
+                 [::-1].copy(), method="3d-coupled").save(tmp_path / "other" / "directions")
+    both = f"{tmp_path / 'dirs'},{tmp_path / 'other'}"
+    result = cli([*args, "--light-teacher", both, "--outdir", str(tmp_path / "mean")])
+    assert result.exit_code == 0, result.output
+    mean = LatentLightTeacher.from_direction_set([tmp_path / "dirs", tmp_path / "other"])
+    assert LatentLightTeacher.load(tmp_path / "mean" / "light_teacher.npz").fingerprint() == mean.fingerprint()
+    assert mean.fingerprint() != teacher.fingerprint()
     DirectionSet(["yaw"], (vectors[:1] / np.linalg.norm(vectors[0])).astype(np.float32),
                  method="3d-coupled").save(tmp_path / "yaw_only")
     result = cli([*args, "--light-teacher", str(tmp_path / "yaw_only.npz"), "--outdir", str(tmp_path / "bad")])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +63,25 @@ class LatentLightTeacher:
         self.directions = directions
 
     @classmethod
-    def from_direction_set(cls, path: str | os.PathLike, names: tuple[str, ...] = LIGHT_LABELS
-                           ) -> LatentLightTeacher:
+    def from_direction_set(cls, path: str | os.PathLike | Sequence[str | os.PathLike],
+                           names: tuple[str, ...] = LIGHT_LABELS) -> LatentLightTeacher:
         """The directions named `names` in a saved DirectionSet (`<stem>.npz` + `<stem>.json`, or the folder
-        `find-directions` wrote it to); every one must be there."""
-        from ...directions import DirectionSet
+        `find-directions` wrote it to); every one must be there.
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / "directions"
-        dirs = DirectionSet.load(path)
-        missing = [n for n in names if n not in dirs.names]
-        if missing:
-            raise StyleGANDisentangleError(f"{path}: the light teacher needs the directions {missing}, which this "
-                                           f"set lacks (it has {dirs.names}); fit one with `find-directions "
-                                           "--method 3d-coupled`")
-        return cls({n: dirs.vectors[dirs.names.index(n)] for n in names})
+        Several sets (a list of paths) give, per label, the mean of their unit directions: sets found through
+        different decomposers lean differently, and their mean reads the light better than any one of them
+        (BENCHMARKS.md, issue 10, twenty-eighth session)."""
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            raise StyleGANDisentangleError("light teacher: no direction set given")
+        found = [_light_directions(Path(p), names) for p in paths]
+        if len(found) == 1:
+            return cls(found[0])
+        for p, directions in zip(paths[1:], found[1:]):
+            if {v.shape for v in directions.values()} != {v.shape for v in found[0].values()}:
+                raise StyleGANDisentangleError(f"{p}: its directions are not as long as those of {paths[0]}")
+        unit = [{n: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for n, v in d.items()} for d in found]
+        return cls({n: sum(u[n] for u in unit) / len(unit) for n in names})
 
     def _check_directions(self) -> tuple[list[str], np.ndarray]:
         unknown = sorted(set(self.directions) - set(LIGHT_LABELS))
@@ -176,6 +179,21 @@ class LatentLightTeacher:
 
     def __repr__(self) -> str:
         return f"LatentLightTeacher(directions={sorted(self.directions)})"
+
+
+def _light_directions(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{name: vector} of the directions `names` of the DirectionSet at `path` (a folder: its `directions`)."""
+    from ...directions import DirectionSet
+
+    if path.is_dir():
+        path = path / "directions"
+    dirs = DirectionSet.load(path)
+    missing = [n for n in names if n not in dirs.names]
+    if missing:
+        raise StyleGANDisentangleError(f"{path}: the light teacher needs the directions {missing}, which this set "
+                                       f"lacks (it has {dirs.names}); fit one with `find-directions --method "
+                                       "3d-coupled`")
+    return {n: dirs.vectors[dirs.names.index(n)] for n in names}
 
 
 def _numpy(x: Any) -> Any:
