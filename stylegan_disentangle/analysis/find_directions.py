@@ -471,11 +471,8 @@ def run_find_directions(
     with timer("load"):
         G, _, provenance = load_generator(pkl, device, network)
         if method == "3d-coupled":
-            decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
-            lab = _decomposer_labeler(decomposer, next(G.parameters()).device, decomposer_crop,
-                                      decomposer_light_mask)
-            # a netL taught by a latent light teacher reads the light as already held (its 'auto' conditions)
-            method_kwargs = {"taught_light": lab.taught_light, **(method_kwargs or {})}
+            decomposer, lab, method_kwargs = _load_decomposer_labeler(
+                G, provenance, decomposer, decomposer_crop, decomposer_light_mask, method_kwargs)
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
@@ -515,17 +512,9 @@ def run_find_directions(
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
                    w_metric, w_chroma)
-    std = getattr(est, "std_", None)
-    extras: dict[str, np.ndarray] = {}
-    if std is None:
-        std = _std_along(bank.w, est.directions_, seed=seed)
-        extras["std"] = std.astype(np.float32)
-    ds = est.to_direction_set(
-        checkpoint_sha256=provenance["checkpoint_sha256"], n_samples=int(samples), seed=int(seed),
-        step_ranges=[(-grid_sigmas * float(s), grid_sigmas * float(s)) for s in std], extras=extras,
-        info={"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
-              "checkpoint": str(pkl)})
-
+    ds = _fitted_direction_set(est, bank, provenance, samples, seed, grid_sigmas,
+                               {"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
+                                "checkpoint": str(pkl)})
     ds, sample_names, rendered, original_names = _name(
         ds, G, bank, labels, lab, label_std, timer, method, rename, effect_samples, batch_size, noise_mode, progress)
     npz, js = ds.save(outdir / "directions")
@@ -542,6 +531,28 @@ def run_find_directions(
     report["files"] = files
     write_json(outdir / "report.json", report)
     return FindDirectionsResult(ds, report, files, outdir)
+
+
+def _load_decomposer_labeler(G, provenance, decomposer, crop, light_mask, method_kwargs):
+    """'3d-coupled': the decomposer (named or the checkpoint's default), its labeler on G's device, and the method's
+    kwargs with `taught_light` set from it unless given: a netL taught by a latent light teacher reads the light as
+    already held (its 'auto' conditions)."""
+    decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
+    lab = _decomposer_labeler(decomposer, next(G.parameters()).device, crop, light_mask)
+    return decomposer, lab, {"taught_light": lab.taught_light, **(method_kwargs or {})}
+
+
+def _fitted_direction_set(est, bank, provenance, samples, seed, grid_sigmas, info) -> DirectionSet:
+    """The fitted finder's DirectionSet, each step range +-`grid_sigmas` of the bank's spread along the direction
+    (the finder's `std_`, else measured on the bank and kept as the extra 'std')."""
+    std = getattr(est, "std_", None)
+    extras: dict[str, np.ndarray] = {}
+    if std is None:
+        std = _std_along(bank.w, est.directions_, seed=seed)
+        extras["std"] = std.astype(np.float32)
+    return est.to_direction_set(
+        checkpoint_sha256=provenance["checkpoint_sha256"], n_samples=int(samples), seed=int(seed),
+        step_ranges=[(-grid_sigmas * float(s), grid_sigmas * float(s)) for s in std], extras=extras, info=info)
 
 
 def _plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_sample, grid_max_rows, umap,
