@@ -117,6 +117,52 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopp
         torch.save(record, tmp)
 
 
+def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool) -> tuple[int, dict, bool]:
+    """(step, early-stopping state, stopped) to start from: the checkpoint's, with the model, optimizer and RNGs
+    restored and the log trimmed to it, when resuming from one; else step 0 with the old log removed."""
+    if not (resume and ckpt_path.is_file()):
+        if log_path.exists():
+            log_path.unlink()
+        return 0, {"best_metric": None, "best_step": None, "bad": 0, "best_state": None}, False
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt["kind"] != model.kind or ckpt["config"] != dict(model.config):
+        raise StyleGANDisentangleError(f"{ckpt_path}: holds a checkpoint of another model ({ckpt['kind']}, "
+                                       f"{ckpt['config']}); use a new --outdir or resume=False")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _set_rng_state(ckpt["rng"])
+    step = int(ckpt["step"])
+    trim_jsonl(log_path, step)
+    log.info("resuming %s from step %d", ckpt_path, step)
+    return step, ckpt["early"], bool(ckpt["stopped"])
+
+
+def _step(model, optimizer, batch: dict[str, torch.Tensor], G) -> dict[str, float]:
+    """One Adam step on the batch's total loss; returns every loss as a float."""
+    losses = model.training_losses(batch, G=G)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    optimizer.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _validate(model, sampler: BatchSampler, device: torch.device, early: dict, step: int, log_path: Path) -> None:
+    """Score the model on the sampler's validation batch, update the early-stopping state `early` in place (a
+    better metric keeps a copy of the weights) and log the record."""
+    model.eval()
+    with torch.no_grad():
+        metric = float(model.validation_metric(sampler.validation(device)))
+    model.train()
+    best = early["best_metric"]
+    if best is None or metric < best:
+        early.update(best_metric=metric, best_step=step, bad=0,
+                     best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    else:
+        early["bad"] += 1
+    with open(log_path, "a") as f:
+        f.write(json.dumps({"step": step, "val": metric, "best": early["best_metric"]}) + "\n")
+
+
 def train_model(
     model: torch.nn.Module,
     sampler: BatchSampler,
@@ -157,44 +203,16 @@ def train_model(
     target = resolve_device(device)
     model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    early = {"best_metric": None, "best_step": None, "bad": 0, "best_state": None}
-    step, stopped = 0, False
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt["kind"] != model.kind or ckpt["config"] != dict(model.config):
-            raise StyleGANDisentangleError(f"{ckpt_path}: holds a checkpoint of another model ({ckpt['kind']}, "
-                                           f"{ckpt['config']}); use a new --outdir or resume=False")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        step, early, stopped = int(ckpt["step"]), ckpt["early"], bool(ckpt["stopped"])
-        trim_jsonl(log_path, step)
-        log.info("resuming %s from step %d", ckpt_path, step)
-    elif log_path.exists():
-        log_path.unlink()
+    step, early, stopped = _start(ckpt_path, log_path, model, optimizer, resume)
     run_config = {"kind": model.kind, "model_config": dict(model.config), "steps": steps, "lr": lr,
                   "lr_schedule": lr_schedule,
                   "weight_decay": weight_decay, "seed": seed, "device": str(target), "val_every": val_every,
                   "patience": patience, "version": __version__, **(config or {})}
     with atomic_write(out / "config.json", "w") as f:
         json.dump(to_jsonable(run_config), f, indent=2)
-
-    def validate() -> None:
-        model.eval()
-        with torch.no_grad():
-            metric = float(model.validation_metric(sampler.validation(target)))
-        model.train()
-        best = early["best_metric"]
-        if best is None or metric < best:
-            early.update(best_metric=metric, best_step=step, bad=0,
-                         best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        else:
-            early["bad"] += 1
-        with open(log_path, "a") as f:
-            f.write(json.dumps({"step": step, "val": metric, "best": early["best_metric"]}) + "\n")
 
     start, last = time.time(), {}
     model.train()
@@ -206,14 +224,9 @@ def train_model(
                 if lr_schedule == "cosine":  # a function of the step alone, so resuming needs no scheduler state
                     for group in optimizer.param_groups:
                         group["lr"] = float(lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-                batch = sampler.sample(step, target)
-                losses = model.training_losses(batch, G=G)
-                optimizer.zero_grad(set_to_none=True)
-                losses["total"].backward()
-                optimizer.step()
+                last = _step(model, optimizer, sampler.sample(step, target), G)
                 step += 1
                 bar.update(1)
-                last = {k: float(v.detach()) for k, v in losses.items()}
                 if not np.isfinite(last["total"]):
                     raise StyleGANDisentangleError(f"training diverged at step {step} (loss {last['total']}); "
                                                    f"the last good checkpoint is {ckpt_path}; lower the learning rate")
@@ -222,7 +235,7 @@ def train_model(
                     with open(log_path, "a") as f:
                         f.write(json.dumps({"step": step, **last, "seconds": round(time.time() - start, 3)}) + "\n")
                 if val_every and step % val_every == 0:
-                    validate()
+                    _validate(model, sampler, target, early, step, log_path)
                     stopped = patience is not None and early["bad"] >= patience
                 if preview_fn is not None and preview_every and step % preview_every == 0:
                     model.eval()
