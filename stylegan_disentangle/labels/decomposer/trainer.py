@@ -58,6 +58,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -559,26 +560,107 @@ def _record_bank_seconds(outdir: Path, seconds: float) -> None:
         json.dump({"bank_seconds": round(total + seconds, 2)}, f)
 
 
+@dataclass(frozen=True)
+class _Objective:
+    """The loss terms' weights and settings, read back from a run's config (so that a resumed run trains on the
+    objective it started with; absent keys are a term that is off)."""
+
+    lam_flip: float
+    lam_perc: float
+    lam_smooth: float
+    lam_rerender: float
+    lam_jitter: float
+    lam_albedo_tv: float = 0.0
+    lam_albedo_sparse: float = 0.0
+    albedo_sparse_p: float = 0.3
+    stabilize_after: int = 0
+    rerender_light_xy: float = 1.0
+    rerender_mode: str = "random"
+    rerender_intensities: str = "batch"
+    rerender_albedo_step: tuple[float, float] | None = None
+    rerender_yaw: float | None = None
+    light_from_rerender: bool = False
+    lam_light_turn: float = 0.0
+    light_turn_yaw: float | None = None
+    light_turn_pitch: float | None = None
+    lam_teacher: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], taught: bool) -> _Objective:
+        names = {f.name for f in fields(cls)} - {"lam_teacher", "rerender_albedo_step"}
+        step = config.get("rerender_albedo_step")  # a list in the JSON config
+        return cls(**{k: config[k] for k in names if k in config},
+                   rerender_albedo_step=None if step is None else tuple(step),
+                   lam_teacher=config["light_teacher"]["lam"] if taught else 0.0)
+
+
+def _batch_losses(dec: Unsup3DDecomposer, G: nn.Module, D: nn.Module | None, obj: _Objective,
+                  teacher: LatentLightTeacher | None, step: int, gen: torch.Generator, img: torch.Tensor,
+                  twins: torch.Tensor | None, ws: torch.Tensor | None, w: torch.Tensor
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """(losses, weighted total, decomposition) of one batch: the photometric terms, the priors, and from
+    `stabilize_after` on the stabilizers, the turned-head and the teacher terms, each drawing its scenes from `gen`
+    in this order (a resumed run draws the same)."""
+    stabilize = step >= obj.stabilize_after
+    out = reconstruct(dec, img, flip=True, detach_light=teacher is not None or (obj.light_from_rerender and stabilize))
+    losses = reconstruction_loss(out, obj.lam_flip)
+    total = losses["total"]
+    if obj.lam_perc > 0:
+        losses["perc"] = _perceptual(D, out["recon"], out["input"], out["mask"])
+        losses["perc_flip"] = _perceptual(D, out["recon_flip"], out["input"], out["mask"])
+        total = total + obj.lam_perc * (losses["perc"] + obj.lam_flip * losses["perc_flip"])
+    if obj.lam_smooth > 0:
+        losses["smooth"] = total_variation(out["canon_depth"])
+        total = total + obj.lam_smooth * losses["smooth"]
+    if obj.lam_albedo_tv > 0:
+        losses["albedo_tv"] = total_variation(out["canon_albedo"])
+        total = total + obj.lam_albedo_tv * losses["albedo_tv"]
+    if obj.lam_albedo_sparse > 0:
+        losses["albedo_sparse"] = gradient_sparsity(out["canon_albedo"], obj.albedo_sparse_p)
+        total = total + obj.lam_albedo_sparse * losses["albedo_sparse"]
+    if obj.lam_rerender > 0 and stabilize:
+        scene = rerender_scene(dec, out, gen, obj.rerender_mode, obj.rerender_light_xy,
+                               intensities=obj.rerender_intensities, albedo_step=obj.rerender_albedo_step,
+                               max_yaw=obj.rerender_yaw)
+        losses["rerender"] = rerender_loss(dec, scene, light=teacher is None)
+        total = total + obj.lam_rerender * losses["rerender"]
+    if obj.lam_jitter > 0 and stabilize:
+        twins = crop_images(_jitter_images(G, ws, gen), dec.input_crop) if twins is None else twins
+        losses["jitter"] = _jitter_loss(dec, twins, out)
+        total = total + obj.lam_jitter * losses["jitter"]
+    if obj.lam_light_turn > 0:
+        scene = turned_head_scene(dec, out, gen, obj.light_turn_yaw, obj.light_turn_pitch)
+        losses["light_turn"] = light_turn_loss(dec, scene, out["light_raw"])
+        total = total + obj.lam_light_turn * losses["light_turn"]
+    if teacher is not None:
+        losses["teacher"] = teacher.loss(out["light"], w)
+        total = total + obj.lam_teacher * losses["teacher"]
+    return losses, total, out
+
+
+def _log_record(dec: Unsup3DDecomposer, done: int, seconds: float, total: torch.Tensor,
+                losses: dict[str, torch.Tensor], out: dict[str, torch.Tensor], warned: bool) -> tuple[dict, bool]:
+    """The log record of step `done` (losses and the decomposition's health), and whether the collapse warning
+    has been given (once per call of train_decomposer)."""
+    record = {"step": done, "seconds": round(seconds, 2), "total": float(total.detach())}
+    record.update({k: float(v.detach()) for k, v in losses.items() if k != "total"})
+    record.update(_health(out))
+    if record["rotation_saturation"] > SATURATED and not warned:
+        warned = True
+        logger.warning("step %d: a rotation of the view sits near its +-%g deg limit (mean |raw| %.2f) and the "
+                       "valid render covers %.0f %% of the image: the decomposition is collapsing (seen without "
+                       "re-render consistency); consider restarting from an earlier checkpoint with both "
+                       "stabilizers", done, dec.xyz_rotation_range, record["rotation_saturation"],
+                       100 * record["valid_fraction"])
+    return record, warned
+
+
 def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every,
                 bank=None, teacher=None) -> None:
     from .visualize import save_decomposition_png
 
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
-    lam_flip, lam_perc, lam_smooth = config["lam_flip"], config["lam_perc"], config["lam_smooth"]
-    lam_rerender, lam_jitter = config["lam_rerender"], config["lam_jitter"]
-    lam_albedo_tv = config.get("lam_albedo_tv", 0.0)
-    lam_albedo_sparse, albedo_sparse_p = config.get("lam_albedo_sparse", 0.0), config.get("albedo_sparse_p", 0.3)
-    stabilize_after = config.get("stabilize_after", 0)
-    rerender_light_xy = config.get("rerender_light_xy", 1.0)
-    rerender_mode = config.get("rerender_mode", "random")
-    rerender_intensities = config.get("rerender_intensities", "batch")
-    albedo_step = config.get("rerender_albedo_step")  # a list in the JSON config
-    rerender_yaw = config.get("rerender_yaw")
-    albedo_step = None if albedo_step is None else tuple(albedo_step)
-    light_from_rerender = config.get("light_from_rerender", False)
-    lam_light_turn, light_turn_yaw = config.get("lam_light_turn", 0.0), config.get("light_turn_yaw")  # set together
-    light_turn_pitch = config.get("light_turn_pitch")
-    lam_teacher = config["light_teacher"]["lam"] if teacher is not None else 0.0
+    obj = _Objective.from_config(config, teacher is not None)
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     warned = False
@@ -588,45 +670,10 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         gen = _step_generator(seed, step)
         if bank is None:
             ws, img = draw_images(G, batch_size, gen, truncation_psi, device)
-            w = ws[:, 0]
-            img, twins = crop_images(img, dec.input_crop), None
+            w, img, twins = ws[:, 0], crop_images(img, dec.input_crop), None
         else:
-            img, twins, w = bank.batch(gen, batch_size, device)
-        out = reconstruct(dec, img, flip=True,
-                          detach_light=teacher is not None or (light_from_rerender and step >= stabilize_after))
-        losses = reconstruction_loss(out, lam_flip)
-        total = losses["total"]
-        if lam_perc > 0:
-            losses["perc"] = _perceptual(D, out["recon"], out["input"], out["mask"])
-            losses["perc_flip"] = _perceptual(D, out["recon_flip"], out["input"], out["mask"])
-            total = total + lam_perc * (losses["perc"] + lam_flip * losses["perc_flip"])
-        if lam_smooth > 0:
-            losses["smooth"] = total_variation(out["canon_depth"])
-            total = total + lam_smooth * losses["smooth"]
-        if lam_albedo_tv > 0:
-            losses["albedo_tv"] = total_variation(out["canon_albedo"])
-            total = total + lam_albedo_tv * losses["albedo_tv"]
-        if lam_albedo_sparse > 0:
-            losses["albedo_sparse"] = gradient_sparsity(out["canon_albedo"], albedo_sparse_p)
-            total = total + lam_albedo_sparse * losses["albedo_sparse"]
-        stabilize = step >= stabilize_after
-        if lam_rerender > 0 and stabilize:
-            scene = rerender_scene(dec, out, gen, rerender_mode, rerender_light_xy, intensities=rerender_intensities,
-                                   albedo_step=albedo_step, max_yaw=rerender_yaw)
-            losses["rerender"] = rerender_loss(dec, scene, light=teacher is None)
-            total = total + lam_rerender * losses["rerender"]
-        if lam_jitter > 0 and stabilize:
-            twins = crop_images(_jitter_images(G, ws, gen), dec.input_crop) if twins is None else twins
-            losses["jitter"] = _jitter_loss(dec, twins, out)
-            total = total + lam_jitter * losses["jitter"]
-        if lam_light_turn > 0:
-            losses["light_turn"] = light_turn_loss(dec, turned_head_scene(dec, out, gen, light_turn_yaw,
-                                                                          light_turn_pitch),
-                                                    out["light_raw"])
-            total = total + lam_light_turn * losses["light_turn"]
-        if teacher is not None:
-            losses["teacher"] = teacher.loss(out["light"], w)
-            total = total + lam_teacher * losses["teacher"]
+            (img, twins, w), ws = bank.batch(gen, batch_size, device), None
+        losses, total, out = _batch_losses(dec, G, D, obj, teacher, step, gen, img, twins, ws, w)
         if not torch.isfinite(total):
             raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; the last "
                                            f"good checkpoint is {outdir / CHECKPOINT}")
@@ -638,16 +685,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
         seconds += time.perf_counter() - t0
         done = step + 1
         if done % log_every == 0 or done == steps:
-            record = {"step": done, "seconds": round(seconds, 2), "total": float(total.detach())}
-            record.update({k: float(v.detach()) for k, v in losses.items() if k != "total"})
-            record.update(_health(out))
-            if record["rotation_saturation"] > SATURATED and not warned:
-                warned = True
-                logger.warning("step %d: a rotation of the view sits near its +-%g deg limit (mean |raw| %.2f) and the "
-                               "valid render covers %.0f %% of the image: the decomposition is collapsing (seen "
-                               "without re-render consistency); consider restarting from an earlier checkpoint with "
-                               "both stabilizers", done, dec.xyz_rotation_range, record["rotation_saturation"],
-                               100 * record["valid_fraction"])
+            record, warned = _log_record(dec, done, seconds, total, losses, out, warned)
             with open(outdir / LOG, "a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{float(total.detach()):.3f}")
