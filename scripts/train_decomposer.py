@@ -78,7 +78,8 @@ def main() -> None:
                    help="Weight of the turned-head term: each batch's estimate re-rendered under its own light with "
                         "the yaw drawn within +-(--light-turn-yaw) deg, and netL must read the same light there "
                         "(0 = off).")
-    p.add_argument("--light-turn-yaw", type=float, default=45.0, help="Largest |yaw| (deg) of --light-turn's renders.")
+    p.add_argument("--light-turn-yaw", type=float, default=None, metavar="DEG",
+                   help="Largest |yaw| (deg) of --light-turn's renders. Default: 45.")
     p.add_argument("--light-turn-pitch", type=float, default=None, metavar="DEG",
                    help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
                         "above). Default: each image's own pitch.")

@@ -123,8 +123,8 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
 @click.option("--light-turn", "lam_light_turn", type=float, default=0.0, show_default=True,
               help="Weight of the turned-head term: netL must read the light it read on each image again on "
                    "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
-@click.option("--light-turn-yaw", type=float, default=45.0, show_default=True,
-              help="Largest |yaw| (degrees) of --light-turn's renders.")
+@click.option("--light-turn-yaw", type=float, default=None, metavar="DEG",
+              help="Largest |yaw| (degrees) of --light-turn's renders. Default: 45.")
 @click.option("--light-turn-pitch", type=float, default=None, metavar="DEG",
               help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
                    "above). Default: each image's own pitch.")

@@ -29,7 +29,7 @@ from stylegan_disentangle.labels.decomposer.scenes import (
     rerender_scene,
     turned_head_scene,
 )
-from stylegan_disentangle.labels.decomposer.trainer import draw_images, train_decomposer
+from stylegan_disentangle.labels.decomposer.trainer import LIGHT_TURN_YAW, draw_images, train_decomposer
 from stylegan_disentangle.synthetic.checkpoint import SYNTHETIC_CHECKPOINT, load_synthetic
 from tests.helpers import load_script
 
@@ -571,6 +571,10 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
     config = json.loads((tmp_path / "train_state.json").read_text())["config"]
     assert config["lam_light_turn"] == 1.0 and config["light_turn_yaw"] == 40.0
     assert "light_turn_pitch" not in config  # each image's own pitch unless asked: older runs resume unchanged
+    train_decomposer(G, tmp_path / "default", steps=1, batch_size=4, init=Unsup3DDecomposer(image_size=32, **TINY),
+                     lam_light_turn=1.0, train_nets=["netL"], progress=False)
+    config = json.loads((tmp_path / "default" / "train_state.json").read_text())["config"]
+    assert config["light_turn_yaw"] == LIGHT_TURN_YAW == 45.0  # recorded, as older runs recorded the old default
     log = _log(tmp_path)
     assert all(np.isfinite(r["light_turn"]) and r["light_turn"] > 0 for r in log)
     # off by default: not in the config (older runs resume unchanged) nor in the log
@@ -583,7 +587,8 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
                           (dict(lam_light_turn=1.0, light_turn_yaw=75.0), "within the view's range"),
                           (dict(lam_light_turn=1.0, light_turn_pitch=70.0), "within the view's range"),
                           (dict(lam_light_turn=1.0, light_turn_pitch=0.0), "light_turn_pitch must be"),
-                          (dict(light_turn_pitch=20.0), "which is off: set lam_light_turn"),
+                          (dict(light_turn_pitch=20.0), "light_turn_pitch.*which is off: set lam_light_turn"),
+                          (dict(light_turn_yaw=30.0), "light_turn_yaw.*which is off: set lam_light_turn"),
                           (dict(lam_light_turn=1.0, train_nets=["netA"]), "needs netL among the trained nets")]:
         with pytest.raises(StyleGANDisentangleError, match=words):
             train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False,

@@ -32,11 +32,11 @@ steps). `stabilize_after` therefore starts them once the official objective has 
 the image.
 
 The **turned-head term** (`lam_light_turn`) teaches netL that the light does not turn with the head: each batch's
-estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees (and, with
-`light_turn_pitch`, which needs the term on, the pitch within +-`light_turn_pitch`; `scenes.turned_head_scene`), and
-netL must read there the light it read on the original image. A generator turns heads only so far, and without it
-netL misreads the light of heads turned further; and a netL that learns from a light teacher alone reads a nod
-partly as light from above.
+estimate is rendered under its own light with the yaw drawn within +-`light_turn_yaw` degrees (default
+LIGHT_TURN_YAW, 45; and, with `light_turn_pitch`, the pitch within +-`light_turn_pitch`; both need the term on;
+`scenes.turned_head_scene`), and netL must read there the light it read on the original image. A generator turns
+heads only so far, and without it netL misreads the light of heads turned further; and a netL that learns from a
+light teacher alone reads a nod partly as light from above.
 
 A **light teacher** (`light_teacher`, `light_teacher.LatentLightTeacher`) replaces what netL learns from: the light
 read off each image's w along W directions found over a population (the 3D-coupled light directions, fitted on the
@@ -95,6 +95,8 @@ LOG = "log.jsonl"
 BANK = "bank"
 BANK_TIME = "bank_time.json"
 TEACHER = "light_teacher.npz"
+LIGHT_TURN_YAW = 45.0
+"""The turned-head term's largest |yaw| (degrees) unless `light_turn_yaw` is given: past the generator's range."""
 # a rotation whose mean |raw| passes this (45 deg on average at the official +-60) means a collapsing view: both
 # from-scratch collapses in BENCHMARKS (sixth session) reached 0.78 and 1.0; the shipped nets sit at 0.08-0.14
 SATURATED = 0.75
@@ -309,7 +311,7 @@ def train_decomposer(
     rerender_yaw: float | None = None,
     light_from_rerender: bool = False,
     lam_light_turn: float = 0.0,
-    light_turn_yaw: float = 45.0,
+    light_turn_yaw: float | None = None,
     light_turn_pitch: float | None = None,
     lam_jitter: float = 0.5,
     stabilize_after: int = 0,
@@ -363,6 +365,8 @@ def train_decomposer(
                               rerender_albedo_step=rerender_albedo_step, rerender_yaw=rerender_yaw,
                               lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw,
                               light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets)
+    if lam_light_turn and light_turn_yaw is None:
+        light_turn_yaw = LIGHT_TURN_YAW
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
@@ -393,7 +397,7 @@ def train_decomposer(
     if dec is None:
         dec = _starting_decomposer(init, kwargs, seed, device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
-    _check_trained(dec, trained, train_nets, lam_light_turn, max(light_turn_yaw, light_turn_pitch or 0.0),
+    _check_trained(dec, trained, train_nets, lam_light_turn, max(light_turn_yaw or 0.0, light_turn_pitch or 0.0),
                    rerender_yaw)
     grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
@@ -450,16 +454,17 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if rerender_intensities not in RERENDER_INTENSITIES:
         raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
                                        f"got {rerender_intensities!r}")
-    if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and math.isfinite(light_turn_yaw)
-            and light_turn_yaw > 0):
+    if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and (
+            light_turn_yaw is None or (math.isfinite(light_turn_yaw) and light_turn_yaw > 0))):
         raise StyleGANDisentangleError(f"lam_light_turn must be >= 0 and light_turn_yaw > 0 (finite), got "
                                        f"{lam_light_turn}, {light_turn_yaw}")
     if light_turn_pitch is not None and not (math.isfinite(light_turn_pitch) and light_turn_pitch > 0):
         raise StyleGANDisentangleError(f"light_turn_pitch must be a finite pitch > 0 (degrees) or None, got "
                                        f"{light_turn_pitch}")
-    if light_turn_pitch is not None and not lam_light_turn:
-        raise StyleGANDisentangleError(f"light_turn_pitch ({light_turn_pitch}) nods the turned-head term's renders, "
-                                       "which is off: set lam_light_turn > 0 (--light-turn) as well")
+    for name, value in (("light_turn_yaw", light_turn_yaw), ("light_turn_pitch", light_turn_pitch)):
+        if value is not None and not lam_light_turn:
+            raise StyleGANDisentangleError(f"{name} ({value}) sets the turned-head term's renders, which is off: "
+                                           "set lam_light_turn > 0 (--light-turn) as well")
     if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
         raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
     if lam_perc > 0 and D is None:
