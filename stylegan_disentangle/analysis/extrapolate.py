@@ -174,12 +174,7 @@ def extrapolate(
     Raises StyleGANDisentangleError on bad arguments.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise StyleGANDisentangleError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-    if step_size == 0 or not np.isfinite(step_size):
-        raise StyleGANDisentangleError(f"step_size must be finite and non-zero, got {step_size}")
-    if not 0 <= saturation_fraction < 1:
-        raise StyleGANDisentangleError(f"saturation_fraction must be in [0, 1), got {saturation_fraction}")
+    _check_walk(max_steps, step_size, saturation_fraction)
     edited_layers = direction_ws_indices(direction_set, name, G.num_ws, layers)
     offset = direction_offset(direction_set, name, G.num_ws, edited_layers)
     step_w = float(step_size) * step_scale(direction_set, name, step_unit)
@@ -189,17 +184,10 @@ def extrapolate(
 
     thresholds: dict[str, Any] = {"step_w": step_w}
     if w_stats is not None:
-        if mahalanobis_threshold is None:
-            mahalanobis_threshold = w_stats.distance_quantile(mahalanobis_quantile)
-            thresholds["mahalanobis_quantile"] = mahalanobis_quantile
-        thresholds["mahalanobis"] = float(mahalanobis_threshold)
-    if D is not None and d_threshold is None:
-        ref_scores = _reference_d_scores(G, D, d_reference_samples, d_reference_seed, batch_size, noise_mode)
-        d_threshold = float(np.quantile(ref_scores, d_quantile))
-        thresholds.update(d_quantile=d_quantile, d_reference="generated samples at psi=1",
-                          d_reference_samples=int(d_reference_samples), d_reference_seed=int(d_reference_seed))
+        thresholds.update(_mahalanobis_threshold(w_stats, mahalanobis_threshold, mahalanobis_quantile))
     if D is not None:
-        thresholds["discriminator"] = float(d_threshold)
+        thresholds.update(_discriminator_threshold(G, D, d_threshold, d_quantile, d_reference_samples,
+                                                   d_reference_seed, batch_size, noise_mode))
     if labeler is not None:
         thresholds["saturation_fraction"] = saturation_fraction
     want_images = D is not None or (labeler is not None and needs_images(labeler))
@@ -248,16 +236,49 @@ def extrapolate(
             if t >= 2:
                 change = np.abs(y[t, rows] - y[t - 1, rows])
                 fired["saturation"] = change <= saturation_fraction * first_rate[rows]
-        for rule in ("mahalanobis", "discriminator", "saturation"):  # report the first in this order
-            hit = fired.get(rule)
-            if hit is None:
-                continue
-            for i in rows[hit]:
-                if active[i]:
-                    active[i] = False
-                    stop_step[i] = t - 1
-                    reason[i] = rule
+        _stop(fired, rows, t, active, stop_step, reason)
     return ExtrapolationResult(name, steps, walk, labels, maha, dsc, stop_step, reason, thresholds)
+
+
+def _check_walk(max_steps: Any, step_size: float, saturation_fraction: float) -> None:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise StyleGANDisentangleError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if step_size == 0 or not np.isfinite(step_size):
+        raise StyleGANDisentangleError(f"step_size must be finite and non-zero, got {step_size}")
+    if not 0 <= saturation_fraction < 1:
+        raise StyleGANDisentangleError(f"saturation_fraction must be in [0, 1), got {saturation_fraction}")
+
+
+def _mahalanobis_threshold(w_stats: WStats, threshold: float | None, quantile: float) -> dict[str, Any]:
+    """The Mahalanobis rule's threshold: the given one, else the quantile of the fitted samples' own distances."""
+    if threshold is not None:
+        return {"mahalanobis": float(threshold)}
+    return {"mahalanobis_quantile": quantile, "mahalanobis": float(w_stats.distance_quantile(quantile))}
+
+
+def _discriminator_threshold(G: nn.Module, D: nn.Module, threshold: float | None, quantile: float, samples: int,
+                             seed: int, batch_size: int, noise_mode: str) -> dict[str, Any]:
+    """The discriminator rule's threshold: the given one, else the quantile of D's logits on generated samples."""
+    if threshold is not None:
+        return {"discriminator": float(threshold)}
+    ref_scores = _reference_d_scores(G, D, samples, seed, batch_size, noise_mode)
+    return {"d_quantile": quantile, "d_reference": "generated samples at psi=1", "d_reference_samples": int(samples),
+            "d_reference_seed": int(seed), "discriminator": float(np.quantile(ref_scores, quantile))}
+
+
+def _stop(fired: dict[str, np.ndarray], rows: np.ndarray, t: int, active: np.ndarray, stop_step: np.ndarray,
+          reason: list[str]) -> None:
+    """Stop (in place) each walking sample `rows[i]` a rule fired for at position `t`, at `t - 1`, with the first
+    rule in the order mahalanobis, discriminator, saturation as its reason."""
+    for rule in ("mahalanobis", "discriminator", "saturation"):
+        hit = fired.get(rule)
+        if hit is None:
+            continue
+        for i in rows[hit]:
+            if active[i]:
+                active[i] = False
+                stop_step[i] = t - 1
+                reason[i] = rule
 
 
 def _reference_d_scores(G: nn.Module, D: nn.Module, n: int, seed: int, batch_size: int,
