@@ -174,7 +174,8 @@ class LinearDirections(DirectionFinder):
             return 0.3 if kind == "svm" and self.svm_mode == "interfacegan" else 0.1
         return float(self.val_fraction)
 
-    def _fit(self, w: Any, y: Any, label_names: Sequence[str] | None) -> LinearDirections:
+    def _check_params(self) -> None:
+        """The constructor's settings, checked at fit time as scikit-learn does."""
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         if self.svm_mode not in _SVM_MODES:
@@ -198,22 +199,25 @@ class LinearDirections(DirectionFinder):
         if auto and p is not None:
             raise ValueError("alpha='auto' chooses the penalty of the continuous ridge fit; give a number with "
                              "top_bottom_percent")
+
+    def _kinds(self, labels: np.ndarray) -> list[str]:
+        """Each label's fit: 'ridge', 'svm' or 'logistic' (method 'auto': a classifier for a binary label or a
+        top/bottom selection, else ridge)."""
+        if self.method in ("ridge", "svm", "logistic"):
+            return [self.method] * labels.shape[1]
+        return ["svm" if (_is_binary(labels[:, j]) or self.top_bottom_percent is not None) else "ridge"
+                for j in range(labels.shape[1])]
+
+    def _fit(self, w: Any, y: Any, label_names: Sequence[str] | None) -> LinearDirections:
+        self._check_params()
+        p = self.top_bottom_percent
         w = as_w(w)
         labels, names = as_labels(y, w.shape[0], label_names)
         n, d = w.shape
-        binary = [_is_binary(labels[:, j]) for j in range(labels.shape[1])]
         for j, name in enumerate(names):
             if np.ptp(labels[:, j]) == 0:
                 raise ValueError(f"label {name!r} is constant; it defines no direction")
-
-        kinds = []
-        for j in range(labels.shape[1]):
-            if self.method == "ridge":
-                kinds.append("ridge")
-            elif self.method in ("svm", "logistic"):
-                kinds.append(self.method)
-            else:
-                kinds.append("svm" if (binary[j] or p is not None) else "ridge")
+        kinds = self._kinds(labels)
 
         n_labels = labels.shape[1]
         coef = np.zeros((n_labels, d))
