@@ -69,8 +69,8 @@ class LatentLightTeacher:
         `find-directions` wrote it to); every one must be there.
 
         Several sets (a list of paths) give, per label, the mean of their unit directions: sets found through
-        different decomposers lean differently, and their mean reads the light better than any one of them
-        (BENCHMARKS.md, issue 10, twenty-eighth session)."""
+        different decomposers lean differently, and on the synthetic world the mean of four read the light better
+        than any one of them (BENCHMARKS.md, issue 10, twenty-eighth session)."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
             raise StyleGANDisentangleError("light teacher: no direction set given")
