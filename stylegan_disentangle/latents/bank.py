@@ -113,6 +113,37 @@ def _write_meta(root: Path, meta: dict) -> None:
         f.write("\n")
 
 
+def _checked_label_names(labelers: list[Any]) -> list[str]:
+    """Every labeler's label names in order; refused when two labelers share a name or a name is not file-safe
+    (each label is a file of the bank)."""
+    label_names: list[str] = []
+    for lab in labelers:
+        label_names.extend(_labeler_names(lab))
+    dup = sorted({x for x in label_names if label_names.count(x) > 1})
+    if dup:
+        raise LatentError(f"two labelers produce the same label name(s) {dup}")
+    bad = [x for x in label_names if not _LABEL_NAME_RE.match(x)]
+    if bad:
+        raise LatentError(f"label names {bad} are not file-safe (use letters, digits, '_', '-', '.', '+')")
+    return label_names
+
+
+def _start_bank_files(G: nn.Module, root: Path, meta: dict[str, Any]) -> None:
+    """A new (or overwritten) bank's files: seeds, w_avg, empty w (and classes) arrays, then its meta.json (with
+    `done` 0), the last, so that a half-initialised folder is no bank."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "meta.json").unlink(missing_ok=True)  # an overwritten bank is invalid until re-initialised
+    for old in (root / "labels").glob("*.npy"):
+        old.unlink()
+    n = meta["count"]
+    np.save(root / "seeds.npy", bank_seeds(meta["seed"], 0, n))
+    np.save(root / "w_avg.npy", G.mapping.w_avg.detach().cpu().numpy().astype(np.float32))
+    np.lib.format.open_memmap(root / "w.npy", mode="w+", dtype=np.float32, shape=(n, G.w_dim)).flush()
+    if G.c_dim > 0:
+        np.lib.format.open_memmap(root / "classes.npy", mode="w+", dtype=np.int64, shape=(n,)).flush()
+    _write_meta(root, meta)
+
+
 class LatentBank:
     """Samples of a generator stored on disk (see the module docstring); use `create` to make one, `open` to read.
 
@@ -263,15 +294,7 @@ class LatentBank:
             raise LatentError(f"class_idx must be an int or None for a bank, got {class_idx!r}")
         _classes_for(G, 1, np.zeros(1, np.int64), class_idx)  # validates class_idx against c_dim
         labelers = list(labelers)
-        label_names: list[str] = []
-        for lab in labelers:
-            label_names.extend(_labeler_names(lab))
-        dup = sorted({x for x in label_names if label_names.count(x) > 1})
-        if dup:
-            raise LatentError(f"two labelers produce the same label name(s) {dup}")
-        bad = [x for x in label_names if not _LABEL_NAME_RE.match(x)]
-        if bad:
-            raise LatentError(f"label names {bad} are not file-safe (use letters, digits, '_', '-', '.', '+')")
+        label_names = _checked_label_names(labelers)
         needs_images = any(getattr(lab, "needs_images", True) for lab in labelers)
         if render is None:
             render = needs_images
@@ -319,17 +342,7 @@ class LatentBank:
                 return cls(root)
             logger.info("resuming latent bank %s at %d/%d", root, existing["done"], n)
         else:
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "meta.json").unlink(missing_ok=True)  # an overwritten bank is invalid until re-initialised
-            for old in (root / "labels").glob("*.npy"):
-                old.unlink()
-            seeds = bank_seeds(seed, 0, n)
-            np.save(root / "seeds.npy", seeds)
-            np.save(root / "w_avg.npy", G.mapping.w_avg.detach().cpu().numpy().astype(np.float32))
-            np.lib.format.open_memmap(root / "w.npy", mode="w+", dtype=np.float32, shape=(n, G.w_dim)).flush()
-            if G.c_dim > 0:
-                np.lib.format.open_memmap(root / "classes.npy", mode="w+", dtype=np.int64, shape=(n,)).flush()
-            _write_meta(root, meta)
+            _start_bank_files(G, root, meta)
         cls._fill(G, root, meta, labelers, device, int(batch_size), bool(force_fp32), progress)
         return cls(root)
 
