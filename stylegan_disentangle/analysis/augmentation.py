@@ -159,6 +159,27 @@ def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, it
     return ws, steps
 
 
+def _check_export(direction_set: DirectionSet, name: str, labeler: Any, label: str, count: int,
+                  calibration: LabelCalibration | None, outdir: Path, overwrite: bool, n_bases: int | None) -> None:
+    """export_augmentation's arguments, checked before anything is sampled or written."""
+    if count < 1:
+        raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
+    if name not in direction_set.names:
+        raise StyleGANDisentangleError(f"no direction named {name!r} in the set; known: {direction_set.names}")
+    if label not in getattr(labeler, "names", []):
+        raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at; its labels: "
+                                       f"{list(getattr(labeler, 'names', []))} (pass label=...)")
+    if calibration is not None:
+        if getattr(calibration, "label", None) != label:
+            raise StyleGANDisentangleError(f"the calibration is for label {getattr(calibration, 'label', None)!r}, "
+                                           f"not the aimed label {label!r}")
+        calibration.transform(0.0)  # raises when not fitted
+    if outdir.exists() and any(outdir.iterdir()) and not overwrite:
+        raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir or overwrite")
+    if n_bases is not None and (isinstance(n_bases, bool) or int(n_bases) != n_bases or n_bases < 1):
+        raise StyleGANDisentangleError(f"n_bases (--bases) must be an integer >= 1, got {n_bases!r}")
+
+
 def export_augmentation(
     G: nn.Module,
     direction_set: DirectionSet,
@@ -206,30 +227,13 @@ def export_augmentation(
     seed, ws and every scalar label as arrays).
     """
     lo, hi = parse_target(target)
-    count = int(count)
-    if count < 1:
-        raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
-    label = label or name
-    if name not in direction_set.names:
-        raise StyleGANDisentangleError(f"no direction named {name!r} in the set; known: {direction_set.names}")
-    if label not in getattr(labeler, "names", []):
-        raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at; its labels: "
-                                       f"{list(getattr(labeler, 'names', []))} (pass label=...)")
-    if calibration is not None:
-        if getattr(calibration, "label", None) != label:
-            raise StyleGANDisentangleError(f"the calibration is for label {getattr(calibration, 'label', None)!r}, "
-                                           f"not the aimed label {label!r}")
-        calibration.transform(0.0)  # raises when not fitted
+    count, label, outdir = int(count), label or name, Path(outdir)
+    _check_export(direction_set, name, labeler, label, count, calibration, outdir, overwrite, n_bases)
 
     def to_units(values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
         return values.copy() if calibration is None else calibration.transform(values)
 
-    outdir = Path(outdir)
-    if outdir.exists() and any(outdir.iterdir()) and not overwrite:
-        raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir or overwrite")
-    if n_bases is not None and (isinstance(n_bases, bool) or int(n_bases) != n_bases or n_bases < 1):
-        raise StyleGANDisentangleError(f"n_bases (--bases) must be an integer >= 1, got {n_bases!r}")
     # the targets are dealt to the bases round-robin: a base beyond the count-th would be walked and never used
     n_bases = min(count, int(n_bases) if n_bases is not None else max(4, count // 8))
     seeds = bank_seeds(seed, 0, n_bases)
