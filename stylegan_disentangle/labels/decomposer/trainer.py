@@ -449,6 +449,10 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if light_from_rerender and lam_rerender <= 0:
         raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
                                        "nothing would train netL")
+    for name, value in (("rerender_albedo_step", rerender_albedo_step), ("rerender_yaw", rerender_yaw)):
+        if value is not None and lam_rerender <= 0:
+            raise StyleGANDisentangleError(f"{name} ({value}) sets the re-render term's scenes, which is off: set "
+                                           "lam_rerender > 0 (--rerender) as well")
     if rerender_mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
     if rerender_intensities not in RERENDER_INTENSITIES:
