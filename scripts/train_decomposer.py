@@ -56,15 +56,17 @@ def main() -> None:
     p.add_argument("--nf-small", type=int, default=8, help="netL / netV width; netC's is twice this.")
     p.add_argument("--light-range", type=float, default=2.0)
     p.add_argument("--rerender", type=float, default=1.0)
-    p.add_argument("--rerender-light-xy", type=float, default=1.0,
-                   help="Fraction of the light direction's range (--light-range) the re-render term draws from.")
-    p.add_argument("--rerender-mode", choices=("random", "data"), default="random",
-                   help="Re-render term's scenes: uniform random views and light over a lit wall, or the batch's "
-                        "own views and light intensities permuted, with the head over a flat, unlit background.")
-    p.add_argument("--rerender-intensities", choices=("batch", "uniform"), default="batch",
-                   help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
-                        "uniform and independent over netL's range (with netL frozen: an albedo that holds under "
-                        "other light intensities).")
+    p.add_argument("--rerender-light-xy", type=float, default=None,
+                   help="Fraction of the light direction's range (--light-range) the re-render term draws from "
+                        "(default 1).")
+    p.add_argument("--rerender-mode", choices=("random", "data"), default=None,
+                   help="Re-render term's scenes: uniform random views and light over a lit wall (the default), or "
+                        "the batch's own views and light intensities permuted, with the head over a flat, unlit "
+                        "background.")
+    p.add_argument("--rerender-intensities", choices=("batch", "uniform"), default=None,
+                   help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch (the "
+                        "default), or uniform and independent over netL's range (with netL frozen: an albedo that "
+                        "holds under other light intensities).")
     p.add_argument("--rerender-albedo-step", default=None, metavar="LO,HI",
                    help="Render the re-render scenes' albedo recoloured above a random hairline by a gain "
                         "log-uniform in [LO, HI] (e.g. 0.35,1.25): a darker or lighter top of the head that is "

@@ -104,19 +104,19 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
               help="Weight of the depth-smoothness term, mean |depth gradient| (0 = off, as official).")
 @click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
               help="Weight of the re-render consistency term (0 = off).")
-@click.option("--rerender-mode", type=click.Choice(["random", "data"]), default="random", show_default=True,
+@click.option("--rerender-mode", type=click.Choice(["random", "data"]), default=None,
               help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
-                   "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe).")
-@click.option("--rerender-intensities", type=click.Choice(["batch", "uniform"]), default="batch",
-              show_default=True,
+                   "intensities with the head over a flat, unlit background (the synthetic decomposer's recipe). "
+                   "Default: random.")
+@click.option("--rerender-intensities", type=click.Choice(["batch", "uniform"]), default=None,
               help="--rerender-mode data: the re-renders' ambient / diffuse from other images of the batch, or "
                    "uniform over netL's range (with --train-nets netA,netD: an albedo that holds under other "
-                   "light intensities).")
+                   "light intensities). Default: batch.")
 @click.option("--rerender-albedo-step", type=(float, float), default=None, metavar="LO HI",
               help="Recolour the re-render scenes' albedo above a random hairline by a gain log-uniform in "
                    "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
-@click.option("--rerender-light-xy", type=float, default=1.0, show_default=True,
-              help="Fraction of the light direction's range the re-render term draws from.")
+@click.option("--rerender-light-xy", type=float, default=None,
+              help="Fraction of the light direction's range the re-render term draws from. Default: 1.")
 @click.option("--rerender-yaw", type=float, default=None, metavar="DEG",
               help="Redraw the re-render scenes' yaw uniformly within +-DEG: heads turned further than the "
                    "generator turns them, with the answer known (netV learns them). Default: the scenes' own.")

@@ -592,6 +592,8 @@ def test_light_turn_term_trains_netl_alone_is_stored_and_checked(G, tmp_path):
                           (dict(lam_rerender=0.0, rerender_yaw=30.0), "rerender_yaw.*which is off: set lam_rerender"),
                           (dict(lam_rerender=0.0, rerender_albedo_step=(0.5, 1.2)),
                            "rerender_albedo_step.*which is off"),
+                          (dict(lam_rerender=0.0, rerender_mode="data"), "rerender_mode.*which is off"),
+                          (dict(lam_rerender=0.0, rerender_light_xy=0.4), "rerender_light_xy.*which is off"),
                           (dict(lam_light_turn=1.0, train_nets=["netA"]), "needs netL among the trained nets")]:
         with pytest.raises(StyleGANDisentangleError, match=words):
             train_decomposer(G, tmp_path / "bad", steps=1, batch_size=4, decomposer_kwargs=TINY, progress=False,

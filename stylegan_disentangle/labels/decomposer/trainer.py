@@ -304,9 +304,9 @@ def train_decomposer(
     lam_albedo_sparse: float = 0.0,
     albedo_sparse_p: float = 0.3,
     lam_rerender: float = 1.0,
-    rerender_light_xy: float = 1.0,
-    rerender_mode: str = "random",
-    rerender_intensities: str = "batch",
+    rerender_light_xy: float | None = None,
+    rerender_mode: str | None = None,
+    rerender_intensities: str | None = None,
     rerender_albedo_step: Sequence[float] | None = None,
     rerender_yaw: float | None = None,
     light_from_rerender: bool = False,
@@ -343,7 +343,8 @@ def train_decomposer(
     batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_step` (a gain range, e.g. (0.35,
     1.25); see `rerender_scene`), `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
     and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
-    decomposer's recipe since the ninth session, BENCHMARKS.md). `train_nets` (e.g. `["netL"]`) trains only those
+    decomposer's recipe since the ninth session, BENCHMARKS.md); None means "random", "batch", no step, 1.0, and
+    any other value needs `lam_rerender` > 0. `train_nets` (e.g. `["netL"]`) trains only those
     nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
     without moving the rest. `crop` (top, left, height, width; fractions of the image) trains on that box of each
     generated image (every image: the batches, the jittered twins, the bank, the previews) and becomes the
@@ -361,12 +362,15 @@ def train_decomposer(
     albedo_step = _check_args(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                               lam_albedo_sparse=lam_albedo_sparse, albedo_sparse_p=albedo_sparse_p,
                               lam_rerender=lam_rerender, light_from_rerender=light_from_rerender,
-                              rerender_mode=rerender_mode, rerender_intensities=rerender_intensities,
+                              rerender_light_xy=rerender_light_xy, rerender_mode=rerender_mode,
+                              rerender_intensities=rerender_intensities,
                               rerender_albedo_step=rerender_albedo_step, rerender_yaw=rerender_yaw,
                               lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw,
                               light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets)
     if lam_light_turn and light_turn_yaw is None:
         light_turn_yaw = LIGHT_TURN_YAW
+    rerender_light_xy = 1.0 if rerender_light_xy is None else rerender_light_xy  # the defaults, once checked
+    rerender_mode, rerender_intensities = rerender_mode or "random", rerender_intensities or "batch"
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
@@ -434,8 +438,8 @@ def train_decomposer(
 
 
 def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
-                light_from_rerender, rerender_mode, rerender_intensities, rerender_albedo_step, rerender_yaw,
-                lam_light_turn, light_turn_yaw, light_turn_pitch, lam_perc, D,
+                light_from_rerender, rerender_light_xy, rerender_mode, rerender_intensities, rerender_albedo_step,
+                rerender_yaw, lam_light_turn, light_turn_yaw, light_turn_pitch, lam_perc, D,
                 train_nets) -> tuple[float, float] | None:
     """train_decomposer's settings that need no decomposer, checked before anything is built or written; returns
     the checked albedo step range."""
@@ -449,13 +453,15 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if light_from_rerender and lam_rerender <= 0:
         raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
                                        "nothing would train netL")
-    for name, value in (("rerender_albedo_step", rerender_albedo_step), ("rerender_yaw", rerender_yaw)):
+    for name, value in (("rerender_light_xy", rerender_light_xy), ("rerender_mode", rerender_mode),
+                        ("rerender_intensities", rerender_intensities), ("rerender_albedo_step", rerender_albedo_step),
+                        ("rerender_yaw", rerender_yaw)):
         if value is not None and lam_rerender <= 0:
             raise StyleGANDisentangleError(f"{name} ({value}) sets the re-render term's scenes, which is off: set "
                                            "lam_rerender > 0 (--rerender) as well")
-    if rerender_mode not in RERENDER_MODES:
+    if rerender_mode is not None and rerender_mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
-    if rerender_intensities not in RERENDER_INTENSITIES:
+    if rerender_intensities is not None and rerender_intensities not in RERENDER_INTENSITIES:
         raise StyleGANDisentangleError(f"rerender_intensities must be one of {RERENDER_INTENSITIES}, "
                                        f"got {rerender_intensities!r}")
     if not (math.isfinite(lam_light_turn) and lam_light_turn >= 0 and (
