@@ -96,6 +96,8 @@ BANK = "bank"
 BANK_TIME = "bank_time.json"
 TEACHER = "light_teacher.npz"
 LIGHT_TURN_YAW = 45.0
+RERENDER_DEFAULTS = {"rerender_light_xy": 1.0, "rerender_mode": "random", "rerender_intensities": "batch"}
+"""The re-render settings' values when given as None (and when a run's config lacks them)."""
 """The turned-head term's largest |yaw| (degrees) unless `light_turn_yaw` is given: past the generator's range."""
 # a rotation whose mean |raw| passes this (45 deg on average at the official +-60) means a collapsing view: both
 # from-scratch collapses in BENCHMARKS (sixth session) reached 0.78 and 1.0; the shipped nets sit at 0.08-0.14
@@ -339,16 +341,16 @@ def train_decomposer(
     layout), train_state.json, log.jsonl, preview_<step>.png. Calling it again with the same arguments resumes;
     a checkpoint.pth in `outdir` without the train_state.json of a run is refused, not overwritten.
     `bank_size` > 0 trains on an on-disk bank of that many generator images (`image_bank.ImageBank`, built once in
-    `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every
-    batch from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_step` (a gain range, e.g. (0.35,
-    1.25); see `rerender_scene`), `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes
-    and whether netL learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic
-    decomposer's recipe since the ninth session, BENCHMARKS.md); None means "random", "batch", no step, 1.0, and
-    any other value needs `lam_rerender` > 0. `train_nets` (e.g. `["netL"]`) trains only those
-    nets and freezes the others (default: every net present), for continuing one part of a trained decomposer
-    without moving the rest. `crop` (top, left, height, width; fractions of the image) trains on that box of each
-    generated image (every image: the batches, the jittered twins, the bank, the previews) and becomes the
-    decomposer's `input_crop`, which its labeler and `decompose` then apply; None keeps `init`'s own crop, if any.
+    `outdir/bank`; its build time, not part of `train_seconds`, goes to `bank_time.json`) instead of drawing every batch
+    from `G`. `rerender_mode`, `rerender_intensities`, `rerender_albedo_step` (a gain range, e.g. (0.35, 1.25); see
+    `rerender_scene`), `rerender_light_xy` and `light_from_rerender` set the re-render term's scenes and whether netL
+    learns from it alone (module docstring; "data" with netL from the re-renders is the synthetic decomposer's recipe
+    since the ninth session, BENCHMARKS.md); None means the `RERENDER_DEFAULTS` (no albedo step, the scenes' own yaw),
+    and any other value needs `lam_rerender` > 0. `train_nets` (e.g. `["netL"]`) trains only those nets and freezes the
+    others (default: every net present), for continuing one part of a trained decomposer without moving the rest. `crop`
+    (top, left, height, width; fractions of the image) trains on that box of each generated image (every image: the
+    batches, the jittered twins, the bank, the previews) and becomes the decomposer's `input_crop`, which its labeler
+    and `decompose` then apply; None keeps `init`'s own crop, if any.
     `light_mask` (a box of the decomposer's input, the same fractions) becomes the decomposer's `light_mask`: netL
     reads the light with that box painted in the background colour, in training as afterwards; None keeps
     `init`'s own, False trains without one.
@@ -369,8 +371,6 @@ def train_decomposer(
                               light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets)
     if lam_light_turn and light_turn_yaw is None:
         light_turn_yaw = LIGHT_TURN_YAW
-    rerender_light_xy = 1.0 if rerender_light_xy is None else rerender_light_xy  # the defaults, once checked
-    rerender_mode, rerender_intensities = rerender_mode or "random", rerender_intensities or "batch"
     if light_teacher is not None:
         _check_teacher_args(light_teacher, init, light_from_rerender, train_nets, lam_teacher,
                             teacher_samples)
@@ -384,9 +384,9 @@ def train_decomposer(
                   **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
                      if lam_albedo_sparse else {}),
                   lam_rerender=lam_rerender, lam_jitter=lam_jitter,
-                  **({"rerender_light_xy": rerender_light_xy} if rerender_light_xy != 1.0 else {}),
-                  **({"rerender_mode": rerender_mode} if rerender_mode != "random" else {}),
-                  **({"rerender_intensities": rerender_intensities} if rerender_intensities != "batch" else {}),
+                  **{k: v for k, v in (("rerender_light_xy", rerender_light_xy), ("rerender_mode", rerender_mode),
+                                       ("rerender_intensities", rerender_intensities))
+                     if v is not None and v != RERENDER_DEFAULTS[k]},  # recorded only when not the default
                   **({"rerender_albedo_step": list(albedo_step)} if albedo_step else {}),
                   **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
                   **({"light_from_rerender": True} if light_from_rerender else {}),
@@ -453,12 +453,10 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if light_from_rerender and lam_rerender <= 0:
         raise StyleGANDisentangleError("light_from_rerender needs the re-render term (lam_rerender > 0): without it "
                                        "nothing would train netL")
-    for name, value in (("rerender_light_xy", rerender_light_xy), ("rerender_mode", rerender_mode),
-                        ("rerender_intensities", rerender_intensities), ("rerender_albedo_step", rerender_albedo_step),
-                        ("rerender_yaw", rerender_yaw)):
-        if value is not None and lam_rerender <= 0:
-            raise StyleGANDisentangleError(f"{name} ({value}) sets the re-render term's scenes, which is off: set "
-                                           "lam_rerender > 0 (--rerender) as well")
+    _check_term_on("the re-render term's scenes", "lam_rerender > 0 (--rerender)", lam_rerender > 0,
+                   rerender_light_xy=rerender_light_xy, rerender_mode=rerender_mode,
+                   rerender_intensities=rerender_intensities, rerender_albedo_step=rerender_albedo_step,
+                   rerender_yaw=rerender_yaw)
     if rerender_mode is not None and rerender_mode not in RERENDER_MODES:
         raise StyleGANDisentangleError(f"rerender_mode must be one of {RERENDER_MODES}, got {rerender_mode!r}")
     if rerender_intensities is not None and rerender_intensities not in RERENDER_INTENSITIES:
@@ -471,10 +469,8 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
     if light_turn_pitch is not None and not (math.isfinite(light_turn_pitch) and light_turn_pitch > 0):
         raise StyleGANDisentangleError(f"light_turn_pitch must be a finite pitch > 0 (degrees) or None, got "
                                        f"{light_turn_pitch}")
-    for name, value in (("light_turn_yaw", light_turn_yaw), ("light_turn_pitch", light_turn_pitch)):
-        if value is not None and not lam_light_turn:
-            raise StyleGANDisentangleError(f"{name} ({value}) sets the turned-head term's renders, which is off: "
-                                           "set lam_light_turn > 0 (--light-turn) as well")
+    _check_term_on("the turned-head term's renders", "lam_light_turn > 0 (--light-turn)", bool(lam_light_turn),
+                   light_turn_yaw=light_turn_yaw, light_turn_pitch=light_turn_pitch)
     if rerender_yaw is not None and not (math.isfinite(rerender_yaw) and rerender_yaw > 0):
         raise StyleGANDisentangleError(f"rerender_yaw must be a finite yaw > 0 (degrees) or None, got {rerender_yaw}")
     if lam_perc > 0 and D is None:
@@ -484,6 +480,13 @@ def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albed
         raise StyleGANDisentangleError(f"train_nets must be a non-empty list of {sorted(PARTS.values())}, got "
                                        f"{train_nets!r}")
     return check_albedo_step(rerender_albedo_step)
+
+
+def _check_term_on(what: str, switch: str, on: bool, **settings: Any) -> None:
+    """Refuse a setting of a loss term (given, i.e. not None) while that term is off: it would be ignored."""
+    for name, value in settings.items():
+        if value is not None and not on:
+            raise StyleGANDisentangleError(f"{name} ({value}) sets {what}, which is off: set {switch} as well")
 
 
 def _check_trained(dec, trained, train_nets, lam_light_turn, light_turn_max, rerender_yaw) -> None:
@@ -589,9 +592,9 @@ class _Objective:
     lam_albedo_sparse: float = 0.0
     albedo_sparse_p: float = 0.3
     stabilize_after: int = 0
-    rerender_light_xy: float = 1.0
-    rerender_mode: str = "random"
-    rerender_intensities: str = "batch"
+    rerender_light_xy: float = RERENDER_DEFAULTS["rerender_light_xy"]
+    rerender_mode: str = RERENDER_DEFAULTS["rerender_mode"]
+    rerender_intensities: str = RERENDER_DEFAULTS["rerender_intensities"]
     rerender_albedo_step: tuple[float, float] | None = None
     rerender_yaw: float | None = None
     light_from_rerender: bool = False
