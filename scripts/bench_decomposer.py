@@ -44,7 +44,11 @@ def _table(title: str, scores: dict) -> str:
     lines += ["", f"canonical depth r (in mask) {scores['depth_pearson_r']:.3f} (goal >= 0.9), scale-invariant depth "
               f"error {scores['depth_side']:.4f}, relief {scores['depth_relief']:.2f} (1 = true), normal angle "
               f"error {scores['normal_angle_deg']:.1f} deg, albedo r {scores['albedo_pearson_r']:.3f} (goal >= 0.9), "
-              f"reconstruction PSNR {scores['recon_psnr_db']:.2f} dB", ""]
+              f"reconstruction PSNR {scores['recon_psnr_db']:.2f} dB", "",
+              f"what the maps' r owe to the mean face: the world's mean map of these faces alone scores depth r "
+              f"{scores['depth_mean_face_r']:.3f} and albedo r {scores['albedo_mean_face_r']:.3f}; the deviation "
+              f"from the population mean reads depth r {scores['depth_variation_r']:.3f}, albedo r "
+              f"{scores['albedo_variation_r']:.3f}", ""]
     return "\n".join(lines)
 
 

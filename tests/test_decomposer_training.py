@@ -273,6 +273,10 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
         assert s["pearson_r"] > 0.9999 and s["calibrated_mae"] < 1e-3, name
     assert scores["depth_pearson_r"] > 0.9999 and scores["depth_side"] < 1e-6 and scores["albedo_pearson_r"] > 0.99
     assert scores["depth_relief"] == pytest.approx(1.0, abs=1e-9) and scores["normal_angle_deg"] < 0.05
+    # its albedo blends in the wall where the canonical mask is soft (0.5-1): a small error that the per-face r
+    # (> 0.99 above) hides behind the mean face weighs more once the mean is removed
+    assert scores["depth_variation_r"] > 0.9999 and scores["albedo_variation_r"] > 0.98
+    assert 0.3 < scores["depth_mean_face_r"] < scores["depth_pearson_r"]  # the world's mean face alone
     # The render of the true decomposition rebuilds the world's image inside the head (rasterization vs the world's
     # ray casting: tests/test_decomposer_renderer.py bounds that per-pixel error); at the silhouette the Unsup3D
     # model stretches the depth-map mesh from head to wall where the world cuts to its background, so the
@@ -423,6 +427,30 @@ def test_relief_sees_the_depth_scale_that_pearson_r_cannot():
     mask = torch.rand(3, 1, 8, 8, generator=gen) > 0.3
     deeper = 0.9 + 2.0 * (true - true.mean())  # twice the relief, shifted: r stays 1
     assert np.allclose(depth_relief(deeper, true, mask), 2.0) and np.allclose(masked_pearson(deeper, true, mask), 1.0)
+
+
+def test_variation_r_sees_only_what_varies_between_faces():
+    """A per-face r over the pixels rewards the population's mean face: a constant map scores it. `variation_pearson`
+    correlates each map's deviation from its own population mean, so a fixed error in the mean face leaves it at 1,
+    and a face-independent estimate has no variation to correlate."""
+    from stylegan_disentangle.synthetic.decomposer_eval import masked_pearson, population_mean, variation_pearson
+
+    gen = torch.Generator().manual_seed(1)
+    mean_face = torch.linspace(-1, 1, 3 * 64, dtype=torch.float64).view(1, 3, 8, 8)
+    true = mean_face + 0.2 * torch.randn(5, 3, 8, 8, generator=gen, dtype=torch.float64)
+    mask = torch.ones(5, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, :2] = torch.rand(5, 1, 2, 8, generator=gen) > 0.5  # ragged top rows: the mean counts masked pixels only
+    wrong_mean = true + 0.5 * torch.randn(1, 3, 8, 8, generator=gen, dtype=torch.float64)  # the same error everywhere
+    assert masked_pearson(wrong_mean, true, mask).max() < 0.95
+    np.testing.assert_allclose(variation_pearson(wrong_mean, true, mask), 1.0, atol=1e-12)
+    assert masked_pearson(mean_face.expand_as(true), true, mask).min() > 0.9  # a constant map scores high per face
+    constant = population_mean(true, mask).expand_as(true)
+    for dtype in (torch.float64, torch.float32):  # ... and has nothing that varies, whatever the mean's rounding
+        np.testing.assert_array_equal(variation_pearson(constant.to(dtype) / 3, true.to(dtype), mask), 0.0)
+    # the mean is taken where each pixel is in the mask: a value outside the mask never shifts it
+    poisoned = true.clone()
+    poisoned[~mask.expand_as(true)] = 1e6
+    np.testing.assert_allclose(population_mean(poisoned, mask), population_mean(true, mask), atol=1e-12)
 
 
 def test_health_numbers_and_the_collapse_warning(G, tmp_path, monkeypatch, caplog):

@@ -12,6 +12,9 @@ Unsup3D-style decomposer can be measured directly:
   (least-squares slope of the estimate on the truth inside the mask, 1 = the true depth of relief, which r cannot
   see) and the mean angle between the estimate's and the true surface normals (what the shading depends on);
 - albedo: per-image Pearson r inside the mask (three channels together);
+- for both maps, what that per-image r owes to the population's mean face: the r that the world's own mean map of
+  the scored faces scores alone (a constant map, the same for every face), and the per-image r of each map's
+  deviation from its population mean (`variation_pearson`), which only a face-specific estimate can raise;
 - reconstruction PSNR (peak-to-peak 2 for images in [-1, 1]) inside the render's valid mask.
 
 Faces come either from the shipped generator (`faces_from_generator`) or straight from the world's renderer
@@ -33,8 +36,8 @@ from .factors import factor_index, to_normalized, to_physical
 from .image_formation import normals_from_depth
 from .renderer import render
 
-__all__ = ["SCALARS", "depth_relief", "masked_pearson", "faces_from_generator", "faces_from_renderer",
-           "decomposer_estimates", "score_decomposer"]
+__all__ = ["SCALARS", "depth_relief", "masked_pearson", "variation_pearson", "faces_from_generator",
+           "faces_from_renderer", "decomposer_estimates", "score_decomposer"]
 
 SCALARS = ("yaw", "pitch", "roll", "light_azimuth", "light_elevation", "ambient")
 
@@ -109,6 +112,30 @@ def masked_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -
     return np.asarray(out)
 
 
+def population_mean(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean map [1, C, H, W] of maps [N, C, H, W], each pixel averaged over the images whose mask has it (0 where
+    none has)."""
+    weight = (mask > 0.5).to(maps.dtype)
+    return (maps * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True).clamp_min(1)
+
+
+def variation_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Per-image Pearson r (as `masked_pearson`) of each estimate's and each truth's deviation from its own population
+    mean map (`population_mean` over the same images). A per-face r over the pixels is mostly the mean face's
+    pattern (hair against skin against eyes), which a constant map scores too; this r sees only what varies (a
+    face-independent estimate scores 0)."""
+    return masked_pearson(_deviation(pred, mask), _deviation(true, mask), mask)
+
+
+def _deviation(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """maps minus their population mean, with differences within a few roundings of the values set to 0 (so that a
+    constant map has no deviation rather than a random one from the mean's rounding)."""
+    mean = population_mean(maps, mask)
+    dev = maps - mean
+    rounding = 4 * torch.finfo(maps.dtype).eps * (maps.abs() + mean.abs())
+    return dev.masked_fill(dev.abs() <= rounding, 0)
+
+
 def depth_relief(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """Per-image least-squares slope of the predicted on the true depth inside the mask (both centred): 1 when the
     estimate has the true relief; Pearson r cannot see it (a face twice as deep correlates perfectly)."""
@@ -148,6 +175,10 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
     cos = (normals_from_depth(depth_pred) * normals_from_depth(depth_true)).sum(1, keepdim=True).clamp(-1, 1)
     normal_deg = torch.rad2deg(torch.acos(cos))[mask]
     albedo_r = masked_pearson(est["canon_albedo"], truth["albedo"], mask)
+    mean_face = {name: masked_pearson(population_mean(t, mask).expand_as(t), t, mask)
+                 for name, t in (("depth", depth_true), ("albedo", truth["albedo"]))}
+    variation = {"depth": variation_pearson(depth_pred, depth_true, mask),
+                 "albedo": variation_pearson(est["canon_albedo"], truth["albedo"], mask)}
     valid = est["mask"].expand_as(est["recon"]) > 0.5
     mse = float(((est["recon"] - est["input"])[valid] ** 2).mean())
     return {
@@ -158,5 +189,7 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
         "depth_relief": float(np.nanmean(relief)),
         "normal_angle_deg": float(normal_deg.mean()),
         "albedo_pearson_r": float(np.nanmean(albedo_r)),
+        **{f"{name}_mean_face_r": float(np.nanmean(r)) for name, r in mean_face.items()},
+        **{f"{name}_variation_r": float(np.nanmean(r)) for name, r in variation.items()},
         "recon_psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
     }
