@@ -167,6 +167,71 @@ def _check_layers(
     return out
 
 
+def _check_vectors(names: list[str], vectors: np.ndarray) -> np.ndarray:
+    """One unit, finite float32 vector `[w_dim]` or `[num_ws, w_dim]` per unique, non-empty name -> `[K, ...]`."""
+    vectors = np.array(vectors, dtype=np.float32, copy=True)
+    if vectors.ndim == 1:
+        vectors = vectors[None]
+    if vectors.ndim not in (2, 3):
+        raise ValueError(f"DirectionSet vectors must be [K, w_dim] or [K, num_ws, w_dim], got shape {vectors.shape}")
+    k = vectors.shape[0]
+    if len(names) != k:
+        raise ValueError(f"DirectionSet has {len(names)} names but {k} vectors")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"DirectionSet names must be unique; duplicated: {dup}")
+    if any(n == "" for n in names):
+        raise ValueError("DirectionSet names must be non-empty strings")
+    if not np.all(np.isfinite(vectors)):
+        raise ValueError("DirectionSet vectors contain NaN or inf")
+    norms = np.linalg.norm(vectors.reshape(k, -1).astype(np.float64), axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > _UNIT_TOL)
+    if bad.size:
+        raise ValueError(
+            f"DirectionSet vectors must have unit norm (tolerance {_UNIT_TOL}); "
+            f"direction(s) {[names[i] for i in bad[:5]]} have norm(s) {norms[bad[:5]].round(6).tolist()}"
+        )
+    return vectors
+
+
+def _check_step_ranges(names: list[str], step_ranges: Sequence[tuple[float, float]] | None
+                       ) -> list[tuple[float, float]]:
+    """One finite (low, high) step range per direction, low <= high; None -> (-3, 3) each."""
+    k = len(names)
+    if step_ranges is None:
+        step_ranges = [(-3.0, 3.0)] * k
+    if len(step_ranges) != k:
+        raise ValueError(f"DirectionSet has {k} directions but {len(step_ranges)} step ranges")
+    checked: list[tuple[float, float]] = []
+    for name, rng in zip(names, step_ranges):
+        if len(rng) != 2:
+            raise ValueError(f"step range of {name!r} must be (low, high), got {rng!r}")
+        lo, hi = float(rng[0]), float(rng[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"step range of {name!r} must be finite with low <= high, got {rng!r}")
+        checked.append((lo, hi))
+    return checked
+
+
+def _check_extras(extras: Mapping[str, np.ndarray] | None, k: int) -> dict[str, np.ndarray]:
+    """Copies of the numeric side arrays: per direction (leading axis K) unless the key starts `global_`."""
+    checked: dict[str, np.ndarray] = {}
+    for key, value in (extras or {}).items():
+        key = str(key)
+        if not key or "/" in key:
+            raise ValueError(f"extras key {key!r} must be a non-empty name without '/'")
+        arr = np.array(value, copy=True)
+        if arr.dtype == object:
+            raise ValueError(f"extras[{key!r}] must be a numeric array, got dtype object")
+        if not key.startswith(_GLOBAL_PREFIX) and (arr.ndim == 0 or arr.shape[0] != k):
+            raise ValueError(
+                f"extras[{key!r}] has shape {arr.shape}; per-direction extras need leading axis K={k} "
+                f"(prefix the key with {_GLOBAL_PREFIX!r} for a set-wide array)"
+            )
+        checked[key] = arr
+    return checked
+
+
 class DirectionSet:
     """Named unit directions in W (or W+), their layer and step ranges, and how they were found.
 
@@ -221,62 +286,12 @@ class DirectionSet:
         layers: Sequence[Iterable[int] | None] | None = None,
     ) -> None:
         names = [str(n) for n in names] if not isinstance(names, str) else [names]
-        vectors = np.array(vectors, dtype=np.float32, copy=True)
-        if vectors.ndim == 1:
-            vectors = vectors[None]
-        if vectors.ndim not in (2, 3):
-            raise ValueError(
-                f"DirectionSet vectors must be [K, w_dim] or [K, num_ws, w_dim], got shape {vectors.shape}"
-            )
+        vectors = _check_vectors(names, vectors)
         k = vectors.shape[0]
-        if len(names) != k:
-            raise ValueError(f"DirectionSet has {len(names)} names but {k} vectors")
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"DirectionSet names must be unique; duplicated: {dup}")
-        if any(n == "" for n in names):
-            raise ValueError("DirectionSet names must be non-empty strings")
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError("DirectionSet vectors contain NaN or inf")
-        norms = np.linalg.norm(vectors.reshape(k, -1).astype(np.float64), axis=1)
-        bad = np.flatnonzero(np.abs(norms - 1.0) > _UNIT_TOL)
-        if bad.size:
-            raise ValueError(
-                f"DirectionSet vectors must have unit norm (tolerance {_UNIT_TOL}); "
-                f"direction(s) {[names[i] for i in bad[:5]]} have norm(s) {norms[bad[:5]].round(6).tolist()}"
-            )
-
         num_ws = vectors.shape[1] if vectors.ndim == 3 else None
         checked_layers = _check_layers(names, layer_ranges, layers, num_ws)
-
-        if step_ranges is None:
-            step_ranges = [(-3.0, 3.0)] * k
-        if len(step_ranges) != k:
-            raise ValueError(f"DirectionSet has {k} directions but {len(step_ranges)} step ranges")
-        checked_steps: list[tuple[float, float]] = []
-        for name, rng in zip(names, step_ranges):
-            if len(rng) != 2:
-                raise ValueError(f"step range of {name!r} must be (low, high), got {rng!r}")
-            lo, hi = float(rng[0]), float(rng[1])
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(f"step range of {name!r} must be finite with low <= high, got {rng!r}")
-            checked_steps.append((lo, hi))
-
-        checked_extras: dict[str, np.ndarray] = {}
-        for key, value in (extras or {}).items():
-            key = str(key)
-            if not key or "/" in key:
-                raise ValueError(f"extras key {key!r} must be a non-empty name without '/'")
-            arr = np.array(value, copy=True)
-            if arr.dtype == object:
-                raise ValueError(f"extras[{key!r}] must be a numeric array, got dtype object")
-            if not key.startswith(_GLOBAL_PREFIX) and (arr.ndim == 0 or arr.shape[0] != k):
-                raise ValueError(
-                    f"extras[{key!r}] has shape {arr.shape}; per-direction extras need leading axis K={k} "
-                    f"(prefix the key with {_GLOBAL_PREFIX!r} for a set-wide array)"
-                )
-            checked_extras[key] = arr
-
+        checked_steps = _check_step_ranges(names, step_ranges)
+        checked_extras = _check_extras(extras, k)
         if checkpoint_sha256 is not None and not isinstance(checkpoint_sha256, str):
             raise ValueError(f"checkpoint_sha256 must be a hex string or None, got {checkpoint_sha256!r}")
         for what, value in (("n_samples", n_samples), ("seed", seed)):
