@@ -157,7 +157,7 @@ def main() -> None:
     if args.light_teacher:
         from stylegan_disentangle.labels.decomposer.light_teacher import LatentLightTeacher
 
-        teacher = LatentLightTeacher.from_direction_set([spec for spec in args.light_teacher.split(",") if spec])
+        teacher = LatentLightTeacher.from_spec(args.light_teacher)
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,

@@ -198,8 +198,7 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
     if teacher_spec is not None:
         from .labels.decomposer.light_teacher import LatentLightTeacher
 
-        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_direction_set(
-            [spec for spec in teacher_spec.split(",") if spec]))
+        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_spec(teacher_spec))
     fail_cleanly(lambda: train_decomposer(
         data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
         lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,

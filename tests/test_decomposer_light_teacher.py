@@ -145,12 +145,18 @@ def test_several_direction_sets_teach_the_mean_of_their_unit_directions(tmp_path
     single = LatentLightTeacher.from_direction_set(tmp_path / "one")
     assert single.fingerprint() == LatentLightTeacher.from_direction_set([tmp_path / "one"]).fingerprint()
     assert single.fingerprint() != mean.fingerprint()
+    # the command lines' spelling: comma-separated, empty items (a trailing comma) ignored
+    spec = f"{tmp_path / 'one'},{tmp_path / 'two.npz'},"
+    assert LatentLightTeacher.from_spec(spec).fingerprint() == mean.fingerprint()
+    assert LatentLightTeacher.from_spec(str(tmp_path / "one")).fingerprint() == single.fingerprint()
     DirectionSet(list(LIGHT_LABELS), q[:4, :6] / np.linalg.norm(q[:4, :6], axis=1, keepdims=True),
                  method="3d-coupled").save(tmp_path / "short")
     with pytest.raises(StyleGANDisentangleError, match="short.*not as long"):
         LatentLightTeacher.from_direction_set([tmp_path / "one", tmp_path / "short"])
     with pytest.raises(StyleGANDisentangleError, match="no direction set"):
         LatentLightTeacher.from_direction_set([])
+    with pytest.raises(StyleGANDisentangleError, match="no direction set"):
+        LatentLightTeacher.from_spec(",")
 
 
 def _tiny() -> Unsup3DDecomposer:

@@ -83,6 +83,12 @@ class LatentLightTeacher:
         unit = [{n: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for n, v in d.items()} for d in found]
         return cls({n: sum(u[n] for u in unit) / len(unit) for n in names})
 
+    @classmethod
+    def from_spec(cls, spec: str) -> LatentLightTeacher:
+        """The command lines' `--light-teacher A,B,...`: one direction set or several, comma-separated (see
+        `from_direction_set`)."""
+        return cls.from_direction_set([path for path in spec.split(",") if path])
+
     def _check_directions(self) -> tuple[list[str], np.ndarray]:
         unknown = sorted(set(self.directions) - set(LIGHT_LABELS))
         if not self.directions or unknown:
