@@ -36,8 +36,8 @@ from .factors import factor_index, to_normalized, to_physical
 from .image_formation import normals_from_depth
 from .renderer import render
 
-__all__ = ["SCALARS", "depth_relief", "masked_pearson", "variation_pearson", "faces_from_generator",
-           "faces_from_renderer", "decomposer_estimates", "score_decomposer"]
+__all__ = ["SCALARS", "depth_relief", "masked_pearson", "population_mean", "variation_pearson",
+           "faces_from_generator", "faces_from_renderer", "decomposer_estimates", "score_decomposer"]
 
 SCALARS = ("yaw", "pitch", "roll", "light_azimuth", "light_elevation", "ambient")
 
@@ -175,10 +175,9 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
     cos = (normals_from_depth(depth_pred) * normals_from_depth(depth_true)).sum(1, keepdim=True).clamp(-1, 1)
     normal_deg = torch.rad2deg(torch.acos(cos))[mask]
     albedo_r = masked_pearson(est["canon_albedo"], truth["albedo"], mask)
-    mean_face = {name: masked_pearson(population_mean(t, mask).expand_as(t), t, mask)
-                 for name, t in (("depth", depth_true), ("albedo", truth["albedo"]))}
-    variation = {"depth": variation_pearson(depth_pred, depth_true, mask),
-                 "albedo": variation_pearson(est["canon_albedo"], truth["albedo"], mask)}
+    maps = {"depth": (depth_pred, depth_true), "albedo": (est["canon_albedo"], truth["albedo"])}
+    mean_face = {name: masked_pearson(population_mean(t, mask).expand_as(t), t, mask) for name, (_, t) in maps.items()}
+    variation = {name: variation_pearson(p, t, mask) for name, (p, t) in maps.items()}
     valid = est["mask"].expand_as(est["recon"]) > 0.5
     mse = float(((est["recon"] - est["input"])[valid] ** 2).mean())
     return {
