@@ -156,31 +156,14 @@ def measure_label_effects(
         rendered base codes, which needs N >= 2).
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
-    names = list(direction_set.names if names is None else names)
-    for name in names:
-        if name not in direction_set:
-            raise StyleGANDisentangleError(f"no direction named {name!r}; known: {direction_set.names}")
-    if step <= 0:
-        raise StyleGANDisentangleError(f"step must be positive, got {step}")
-    if step_unit not in ("w", "sigma"):
-        raise StyleGANDisentangleError(f"step_unit must be 'w' or 'sigma', got {step_unit!r}")
-    idx = [direction_set.index(n) for n in names]
-    if direction_std is None:
-        stds = direction_set.stds
-        dir_std = np.array([np.nan if stds is None else float(stds[i]) for i in idx])
-    else:
-        dir_std = np.asarray(direction_std, dtype=np.float64).reshape(-1)
-        if dir_std.size != len(names):
-            raise StyleGANDisentangleError(f"direction_std has {dir_std.size} values for {len(names)} directions")
+    names, dir_std = _checked_directions(direction_set, names, step, step_unit, direction_std)
 
     def label(batch_ws: torch.Tensor) -> dict[str, torch.Tensor]:
         img = render(G, batch_ws, batch_size, noise_mode) if needs_images(labeler) else None
         return apply_labeler(labeler, img, batch_ws)
 
     n = ws.shape[0]
-    base = None
-    if label_std is None:
-        base = label(ws)
+    base = label(ws) if label_std is None else None
     per_unit, stderr, step_w = [], [], []
     label_names: list[str] = []
     change_maps: dict[str, list[np.ndarray]] = {}
@@ -189,40 +172,75 @@ def measure_label_effects(
         use_sigma = step_unit == "sigma" and np.isfinite(dir_std[k]) and dir_std[k] > 0
         s = step * (float(dir_std[k]) if use_sigma else 1.0)
         offset = direction_offset(direction_set, name, G.num_ws)
-        both = torch.cat([ws + s * offset, ws - s * offset])
-        out = label(both)
+        out = label(torch.cat([ws + s * offset, ws - s * offset]))
         label_names = list(out)
-        row_mean, row_err = [], []
-        for lab in label_names:
-            diff = ((out[lab][:n] - out[lab][n:]) / (2 * s)).double()  # [N] or [N, ...]
-            mean = diff.mean(0)
-            err = diff.std(0, unbiased=True) / np.sqrt(n) if n > 1 else torch.full_like(mean, float("nan"))
-            if diff.ndim > 1:  # a map: keep the mean change map, summarise it by its root mean square
-                change_maps.setdefault(lab, []).append(mean.numpy())
-                mean, err = mean.square().mean().sqrt(), err.square().mean().sqrt()
-            row_mean.append(float(mean))
-            row_err.append(float(err))
-        per_unit.append(np.array(row_mean))
-        stderr.append(np.array(row_err))
+        row_mean, row_err = _central_differences(out, n, s, change_maps)
+        per_unit.append(row_mean)
+        stderr.append(row_err)
         step_w.append(s)
     per_unit_a, stderr_a = np.stack(per_unit), np.stack(stderr)
-    if label_std is None:
-        lab_std = np.array([_label_std(base[lab]) if n > 1 else np.nan for lab in label_names])
-    elif isinstance(label_std, Mapping):
-        missing = [lab for lab in label_names if lab not in label_std]
-        if missing:
-            raise StyleGANDisentangleError(f"label_std has no value for labels {missing}")
-        lab_std = np.array([float(label_std[lab]) for lab in label_names])
-    else:
-        lab_std = np.asarray(label_std, dtype=np.float64).reshape(-1)
-        if lab_std.size != len(label_names):
-            raise StyleGANDisentangleError(f"label_std has {lab_std.size} values for labels {label_names}")
+    lab_std = _label_stds(label_std, base, label_names, n)
     scale = np.where(np.isfinite(dir_std), dir_std, 1.0)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         effects = np.where(lab_std[None] > 0, per_unit_a * scale / lab_std[None], 0.0)
     maps = {lab: np.stack(v) for lab, v in change_maps.items()}
     return LabelEffects(names, label_names, n, np.asarray(step_w), per_unit_a, stderr_a, dir_std, lab_std, effects,
                         maps)
+
+
+def _checked_directions(direction_set: DirectionSet, names: Sequence[str] | None, step: float, step_unit: str,
+                        direction_std: Sequence[float] | np.ndarray | None) -> tuple[list[str], np.ndarray]:
+    """The directions to measure (default all; each must be in the set) and W's std along each (the set's `stds`
+    unless given; NaN where unknown), after checking the step."""
+    names = list(direction_set.names if names is None else names)
+    for name in names:
+        if name not in direction_set:
+            raise StyleGANDisentangleError(f"no direction named {name!r}; known: {direction_set.names}")
+    if step <= 0:
+        raise StyleGANDisentangleError(f"step must be positive, got {step}")
+    if step_unit not in ("w", "sigma"):
+        raise StyleGANDisentangleError(f"step_unit must be 'w' or 'sigma', got {step_unit!r}")
+    if direction_std is None:
+        stds = direction_set.stds
+        return names, np.array([np.nan if stds is None else float(stds[direction_set.index(n)]) for n in names])
+    dir_std = np.asarray(direction_std, dtype=np.float64).reshape(-1)
+    if dir_std.size != len(names):
+        raise StyleGANDisentangleError(f"direction_std has {dir_std.size} values for {len(names)} directions")
+    return names, dir_std
+
+
+def _central_differences(out: Mapping[str, torch.Tensor], n: int, s: float,
+                         change_maps: dict[str, list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the mean change per unit step over the n faces of `out` (the +s half, then the -s half) and its
+    standard error. A map label keeps its mean change map in `change_maps` and is summarised by root mean squares."""
+    row_mean, row_err = [], []
+    for lab, values in out.items():
+        diff = ((values[:n] - values[n:]) / (2 * s)).double()  # [N] or [N, ...]
+        mean = diff.mean(0)
+        err = diff.std(0, unbiased=True) / np.sqrt(n) if n > 1 else torch.full_like(mean, float("nan"))
+        if diff.ndim > 1:
+            change_maps.setdefault(lab, []).append(mean.numpy())
+            mean, err = mean.square().mean().sqrt(), err.square().mean().sqrt()
+        row_mean.append(float(mean))
+        row_err.append(float(err))
+    return np.array(row_mean), np.array(row_err)
+
+
+def _label_stds(label_std: Mapping[str, float] | Sequence[float] | np.ndarray | None,
+                base: Mapping[str, torch.Tensor] | None, label_names: list[str], n: int) -> np.ndarray:
+    """Each label's std: measured on the base codes' labels `base` when `label_std` is None (NaN for n < 2), else
+    read from the mapping or the sequence given, which must cover every label."""
+    if label_std is None:
+        return np.array([_label_std(base[lab]) if n > 1 else np.nan for lab in label_names])
+    if isinstance(label_std, Mapping):
+        missing = [lab for lab in label_names if lab not in label_std]
+        if missing:
+            raise StyleGANDisentangleError(f"label_std has no value for labels {missing}")
+        return np.array([float(label_std[lab]) for lab in label_names])
+    lab_std = np.asarray(label_std, dtype=np.float64).reshape(-1)
+    if lab_std.size != len(label_names):
+        raise StyleGANDisentangleError(f"label_std has {lab_std.size} values for labels {label_names}")
+    return lab_std
 
 
 def _label_std(values: torch.Tensor) -> float:
