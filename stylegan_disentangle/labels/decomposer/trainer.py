@@ -96,9 +96,9 @@ BANK = "bank"
 BANK_TIME = "bank_time.json"
 TEACHER = "light_teacher.npz"
 LIGHT_TURN_YAW = 45.0
+"""The turned-head term's largest |yaw| (degrees) unless `light_turn_yaw` is given: past the generator's range."""
 RERENDER_DEFAULTS = {"rerender_light_xy": 1.0, "rerender_mode": "random", "rerender_intensities": "batch"}
 """The re-render settings' values when given as None (and when a run's config lacks them)."""
-"""The turned-head term's largest |yaw| (degrees) unless `light_turn_yaw` is given: past the generator's range."""
 # a rotation whose mean |raw| passes this (45 deg on average at the official +-60) means a collapsing view: both
 # from-scratch collapses in BENCHMARKS (sixth session) reached 0.78 and 1.0; the shipped nets sit at 0.08-0.14
 SATURATED = 0.75
