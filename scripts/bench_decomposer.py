@@ -48,7 +48,9 @@ def _table(title: str, scores: dict) -> str:
               f"what the maps' r owe to the mean face: the world's mean map of these faces alone scores depth r "
               f"{scores['depth_mean_face_r']:.3f} and albedo r {scores['albedo_mean_face_r']:.3f}; the deviation "
               f"from the population mean reads depth r {scores['depth_variation_r']:.3f}, albedo r "
-              f"{scores['albedo_variation_r']:.3f}", ""]
+              f"{scores['albedo_variation_r']:.3f}", "",
+              f"albedo r by region: the face without its hair {scores['albedo_face_r']:.3f}, the hair "
+              f"{scores['albedo_hair_r']:.3f}", ""]
     return "\n".join(lines)
 
 

@@ -277,6 +277,8 @@ def test_scoring_a_decomposer_that_returns_the_truth_gives_perfect_scores(G):
     # (> 0.99 above) hides behind the mean face weighs more once the mean is removed
     assert scores["depth_variation_r"] > 0.9999 and scores["albedo_variation_r"] > 0.98
     assert 0.3 < scores["depth_mean_face_r"] < scores["depth_pearson_r"]  # the world's mean face alone
+    # that blend lies on the head's outline, which the hair borders and the face proper mostly does not
+    assert scores["albedo_face_r"] > 0.99 and 0.95 < scores["albedo_hair_r"] < scores["albedo_face_r"]
     # The render of the true decomposition rebuilds the world's image inside the head (rasterization vs the world's
     # ray casting: tests/test_decomposer_renderer.py bounds that per-pixel error); at the silhouette the Unsup3D
     # model stretches the depth-map mesh from head to wall where the world cuts to its background, so the
@@ -451,6 +453,27 @@ def test_variation_r_sees_only_what_varies_between_faces():
     poisoned = true.clone()
     poisoned[~mask.expand_as(true)] = 1e6
     np.testing.assert_allclose(population_mean(poisoned, mask), population_mean(true, mask), atol=1e-12)
+
+
+def test_region_r_scores_the_hair_and_the_rest_of_the_head_apart():
+    """An albedo right on the hair and inverted on the face proper: r 1 in the hair, -1 in the face, and neither in
+    the whole head; pixels outside the mask count in neither region."""
+    from stylegan_disentangle.synthetic.decomposer_eval import masked_pearson, region_pearson
+    from stylegan_disentangle.synthetic.face import PART_NAMES
+
+    gen = torch.Generator().manual_seed(2)
+    true = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64)
+    parts = torch.zeros(4, len(PART_NAMES), 8, 8, dtype=torch.float64)
+    parts[:, PART_NAMES.index("hair"), :3] = 0.9  # the top three rows are hair
+    parts[:, PART_NAMES.index("skin"), 3:] = 1.0
+    mask = torch.ones(4, 1, 8, 8, dtype=torch.bool)
+    mask[..., 0] = False  # the left column is outside the head: its values must not count
+    pred = torch.where(torch.arange(8).view(1, 1, 8, 1) < 3, true, -true)
+    pred[..., 0] = 1e6
+    regions = region_pearson(pred, true, mask, parts)
+    np.testing.assert_allclose(regions["hair"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(regions["face"], -1.0, atol=1e-12)
+    assert np.abs(masked_pearson(pred, true, mask)).max() < 0.9
 
 
 def test_health_numbers_and_the_collapse_warning(G, tmp_path, monkeypatch, caplog):

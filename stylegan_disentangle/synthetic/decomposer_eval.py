@@ -11,7 +11,9 @@ Unsup3D-style decomposer can be measured directly:
   error sqrt(mean(e^2) - mean(e)^2), e = log(pred) - log(true) (Eigen et al.), averaged over images; the relief
   (least-squares slope of the estimate on the truth inside the mask, 1 = the true depth of relief, which r cannot
   see) and the mean angle between the estimate's and the true surface normals (what the shading depends on);
-- albedo: per-image Pearson r inside the mask (three channels together);
+- albedo: per-image Pearson r inside the mask (three channels together), and the same r in two regions of the
+  head (`region_pearson`): the hair and the face proper (the head without its hair: skin, eyes, nose, mouth, brows),
+  so that a reader sees which one an albedo error sits in;
 - for both maps, what that per-image r owes to the population's mean face: the r that the world's own mean map of
   the scored faces scores alone (a constant map, the same for every face), and the per-image r of each map's
   deviation from its population mean (`variation_pearson`), which only a face-specific estimate can raise;
@@ -32,11 +34,12 @@ import torch
 from ..labels.decomposer.labeler import scalar_labels
 from ..labels.decomposer.model import Unsup3DDecomposer
 from ..labels.decomposer.reconstruction import reconstruct
+from .face import PART_NAMES
 from .factors import factor_index, to_normalized, to_physical
 from .image_formation import normals_from_depth
 from .renderer import render
 
-__all__ = ["SCALARS", "depth_relief", "masked_pearson", "population_mean", "variation_pearson",
+__all__ = ["SCALARS", "depth_relief", "masked_pearson", "population_mean", "region_pearson", "variation_pearson",
            "faces_from_generator", "faces_from_renderer", "decomposer_estimates", "score_decomposer"]
 
 SCALARS = ("yaw", "pitch", "roll", "light_azimuth", "light_elevation", "ambient")
@@ -127,6 +130,16 @@ def variation_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor
     return masked_pearson(_deviation(pred, mask), _deviation(true, mask), mask)
 
 
+def region_pearson(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor,
+                   canonical_parts: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image Pearson r (as `masked_pearson`) in the hair and in the face proper (the rest of the mask), from the
+    world's canonical part ownerships [N, P, H, W] (PART_NAMES order; a pixel belongs to the hair where its ownership
+    is above one half)."""
+    hair = canonical_parts[:, PART_NAMES.index("hair")].unsqueeze(1) > 0.5
+    mask = mask > 0.5
+    return {"hair": masked_pearson(pred, true, mask & hair), "face": masked_pearson(pred, true, mask & ~hair)}
+
+
 def _deviation(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """maps minus their population mean, with differences within a few roundings of the values set to 0 (so that a
     constant map has no deviation rather than a random one from the mean's rounding)."""
@@ -175,6 +188,7 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
     cos = (normals_from_depth(depth_pred) * normals_from_depth(depth_true)).sum(1, keepdim=True).clamp(-1, 1)
     normal_deg = torch.rad2deg(torch.acos(cos))[mask]
     albedo_r = masked_pearson(est["canon_albedo"], truth["albedo"], mask)
+    albedo_regions = region_pearson(est["canon_albedo"], truth["albedo"], mask, truth["canonical_masks"])
     maps = {"depth": (depth_pred, depth_true), "albedo": (est["canon_albedo"], truth["albedo"])}
     mean_face = {name: masked_pearson(population_mean(t, mask).expand_as(t), t, mask) for name, (_, t) in maps.items()}
     variation = {name: variation_pearson(p, t, mask) for name, (p, t) in maps.items()}
@@ -188,6 +202,7 @@ def score_decomposer(decomposer: Unsup3DDecomposer, images: torch.Tensor, factor
         "depth_relief": float(np.nanmean(relief)),
         "normal_angle_deg": float(normal_deg.mean()),
         "albedo_pearson_r": float(np.nanmean(albedo_r)),
+        **{f"albedo_{region}_r": float(np.nanmean(r)) for region, r in albedo_regions.items()},
         **{f"{name}_mean_face_r": float(np.nanmean(r)) for name, r in mean_face.items()},
         **{f"{name}_variation_r": float(np.nanmean(r)) for name, r in variation.items()},
         "recon_psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
