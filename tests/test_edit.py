@@ -185,6 +185,14 @@ def test_extrapolation_stops_when_the_label_saturates(G):
     torch.testing.assert_close(res.final_ws[0, :, 0], torch.full((G.num_ws,), 2.0))
 
 
+def test_extrapolation_refuses_a_saturation_label_the_labeler_does_not_give(G):
+    lab = labeler_from_callable(lambda img, ws: torch.tanh(ws[:, 0, 0]), "t", needs_ws=True, needs_images=False)
+    ds1 = DirectionSet(["e0"], _unit(0)[None])
+    with pytest.raises(StyleGANDisentangleError, match=r"saturation_label 'yaw' is not a label .*\['t'\]"):
+        extrapolate(G, torch.zeros(1, G.num_ws, W_DIM), ds1, "e0", step_size=0.5, max_steps=3, labeler=lab,
+                    saturation_label="yaw")
+
+
 def test_extrapolation_stops_when_leaving_the_w_prior(G):
     rng = np.random.default_rng(0)
     stats = WStats().fit(rng.standard_normal((4000, W_DIM)) * 0.5)  # std 0.5 per axis

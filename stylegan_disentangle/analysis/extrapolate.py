@@ -198,7 +198,7 @@ def extrapolate(
     stop_step = np.full(n, max_steps, dtype=np.int64)
     reason = ["max_steps"] * n
     active = np.ones(n, dtype=bool)
-    first_rate: np.ndarray | None = None
+    saturation = None if labeler is None else _SaturationRule(labeler, saturation_label, saturation_fraction)
 
     for t in range(positions):
         rows = np.flatnonzero(active)
@@ -222,22 +222,37 @@ def extrapolate(
             fired["mahalanobis"] = maha[t, rows] > thresholds["mahalanobis"]
         if dsc is not None:
             fired["discriminator"] = dsc[t, rows] < thresholds["discriminator"]
-        if labeler is not None:
-            if saturation_label is None:
-                first = {k: v[1] - v[0] for k, v in labels.items()}
-                saturation_label = _pick_label(first, dict(getattr(labeler, "value_ranges", {}) or {}))
-            if saturation_label not in labels:
-                raise StyleGANDisentangleError(f"saturation_label {saturation_label!r} is not a label of the "
-                                               f"labeler; labels: {sorted(labels)}")
-            y = labels[saturation_label]
-            if first_rate is None:
-                first_rate = np.abs(y[1] - y[0])
-                thresholds["saturation_label"] = saturation_label
-            if t >= 2:
-                change = np.abs(y[t, rows] - y[t - 1, rows])
-                fired["saturation"] = change <= saturation_fraction * first_rate[rows]
+        if saturation is not None:
+            fired["saturation"] = saturation.fired(labels, rows, t, thresholds)
         _stop(fired, rows, t, active, stop_step, reason)
     return ExtrapolationResult(name, steps, walk, labels, maha, dsc, stop_step, reason, thresholds)
+
+
+class _SaturationRule:
+    """The saturation stop: a sample stops once its label's change over one step falls to `fraction` of its change
+    over the first step. The label is the given one, else the one `_pick_label` picks from the first step."""
+
+    def __init__(self, labeler: Any, label: str | None, fraction: float) -> None:
+        self.ranges = dict(getattr(labeler, "value_ranges", {}) or {})
+        self.label, self.fraction = label, fraction
+        self.first_rate: np.ndarray | None = None
+
+    def fired(self, labels: dict[str, np.ndarray], rows: np.ndarray, t: int, thresholds: dict[str, Any]
+              ) -> np.ndarray | None:
+        """Which of the walking `rows` saturate at position t >= 1 (None at t = 1, which only sets the first rate);
+        records the label in `thresholds`."""
+        if self.label is None:
+            self.label = _pick_label({k: v[1] - v[0] for k, v in labels.items()}, self.ranges)
+        if self.label not in labels:
+            raise StyleGANDisentangleError(f"saturation_label {self.label!r} is not a label of the labeler; labels: "
+                                           f"{sorted(labels)}")
+        y = labels[self.label]
+        if self.first_rate is None:
+            self.first_rate = np.abs(y[1] - y[0])
+            thresholds["saturation_label"] = self.label
+        if t < 2:
+            return None
+        return np.abs(y[t, rows] - y[t - 1, rows]) <= self.fraction * self.first_rate[rows]
 
 
 def _check_walk(max_steps: Any, step_size: float, saturation_fraction: float) -> None:
