@@ -223,8 +223,10 @@ def extrapolate(
         if dsc is not None:
             fired["discriminator"] = dsc[t, rows] < thresholds["discriminator"]
         if saturation is not None:
-            fired["saturation"] = saturation.fired(labels, rows, t, thresholds)
+            fired["saturation"] = saturation.fired(labels, rows, t)
         _stop(fired, rows, t, active, stop_step, reason)
+    if saturation is not None:
+        thresholds["saturation_label"] = saturation.label
     return ExtrapolationResult(name, steps, walk, labels, maha, dsc, stop_step, reason, thresholds)
 
 
@@ -237,10 +239,8 @@ class _SaturationRule:
         self.label, self.fraction = label, fraction
         self.first_rate: np.ndarray | None = None
 
-    def fired(self, labels: dict[str, np.ndarray], rows: np.ndarray, t: int, thresholds: dict[str, Any]
-              ) -> np.ndarray | None:
-        """Which of the walking `rows` saturate at position t >= 1 (None at t = 1, which only sets the first rate);
-        records the label in `thresholds`."""
+    def fired(self, labels: dict[str, np.ndarray], rows: np.ndarray, t: int) -> np.ndarray | None:
+        """Which of the walking `rows` saturate at position t >= 1 (None at t = 1, which only sets the first rate)."""
         if self.label is None:
             self.label = _pick_label({k: v[1] - v[0] for k, v in labels.items()}, self.ranges)
         if self.label not in labels:
@@ -249,7 +249,6 @@ class _SaturationRule:
         y = labels[self.label]
         if self.first_rate is None:
             self.first_rate = np.abs(y[1] - y[0])
-            thresholds["saturation_label"] = self.label
         if t < 2:
             return None
         return np.abs(y[t, rows] - y[t - 1, rows]) <= self.fraction * self.first_rate[rows]
