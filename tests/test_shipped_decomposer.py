@@ -142,7 +142,8 @@ def test_bench_script_scores_and_times_on_the_named_device(tmp_path, monkeypatch
     for name, score in direct["scalars"].items():
         assert record["generator_faces"]["scalars"][name]["pearson_r"] == pytest.approx(score["pearson_r"], abs=1e-9)
     assert record["generator_faces"]["albedo_pearson_r"] == pytest.approx(direct["albedo_pearson_r"], abs=1e-9)
-    for key in ("depth_mean_face_r", "albedo_mean_face_r", "depth_variation_r", "albedo_variation_r"):
+    for key in ("depth_mean_face_r", "albedo_mean_face_r", "depth_variation_r", "albedo_variation_r", "albedo_face_r",
+                "albedo_hair_r"):
         assert record["generator_faces"][key] == pytest.approx(direct[key], abs=1e-9), key
     # the shipped maps' per-face r is mostly the mean face: their deviations from it correlate far less
     assert direct["albedo_variation_r"] < direct["albedo_pearson_r"] - 0.1
