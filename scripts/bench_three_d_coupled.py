@@ -151,6 +151,9 @@ def main() -> None:
     p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="The box the decomposer's netL does not see (default: its own; 'none': the whole image, the "
                         "shipped decomposer as it read before its light mask)")
+    p.add_argument("--albedo-source", choices=["auto", "image", "net"], default="auto",
+                   help="the albedo the atoms are learned from (ThreeDCoupledDirections' albedo_source; auto: the "
+                        "image's albedo from a decomposer, the exact albedo from the oracle)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     try:
@@ -196,7 +199,7 @@ def main() -> None:
     t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, code_alpha=args.code_alpha, taught_light=taught_light,
-                                  random_state=args.seed).fit(
+                                  albedo_source=args.albedo_source, random_state=args.seed).fit(
         w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
     t_fit = time.perf_counter() - t1 - t_sens
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, sensitivity {t_sens:.1f} s, "
@@ -246,6 +249,7 @@ def main() -> None:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "decompose_seconds": t_decomp,
                        "sensitivity_seconds": t_sens, "fit_seconds": t_fit,
+                       "albedo_source": est.albedo_source_,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
                        "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling,
                        "locality_bound": bound},

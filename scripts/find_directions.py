@@ -18,6 +18,7 @@ import logging
 import sys
 
 from stylegan_disentangle.analysis.find_directions import (
+    ALBEDO_SOURCES,
     ATOM_SCOPES,
     LOSSES,
     METHODS,
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decomposer-light-mask", type=_light_mask, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="3d-coupled: a box of the image the decomposer's light network does not see, e.g. 0,0,0.22,1 "
                         "(the hair above the face); 'none': no mask (default: the decomposer's own)")
+    p.add_argument("--albedo-source", choices=ALBEDO_SOURCES, default=None,
+                   help="3d-coupled: learn the albedo atoms from the albedo the image shows, read back through the "
+                        "decomposer's depth, view and light (image, default), or from its albedo network (net)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the same option checks as the CLI: options another method would ignore are usage errors
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
                                        args["decomposer"], args["sensitivity_samples"], args.pop("conditions"),
-                                       args["decomposer_crop"], args["decomposer_light_mask"])
+                                       args["decomposer_crop"], args["decomposer_light_mask"],
+                                       args.pop("albedo_source"))
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

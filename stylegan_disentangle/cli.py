@@ -294,11 +294,15 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "edit), then the ambient softly against the view and the light's direction and the elevation "
                    "against the face's height in the depth map (auto, the default) or leave every direction as "
                    "fitted (none).")
+@click.option("--albedo-source", type=click.Choice(["image", "net"]), default=None,
+              help="3d-coupled: learn the albedo atoms from the albedo the image shows, read back through the "
+                   "decomposer's depth, view and light (image, the default), or from its albedo network's output "
+                   "(net).")
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
-                        conditions: str | None, **kwargs) -> None:
+                        conditions: str | None, albedo_source: str | None, **kwargs) -> None:
     """Sample PKL, find W directions, name them by the labels they change, and write the DirectionSet, an edit
     grid, plots and report.json into OUTDIR."""
     from .analysis.find_directions import method_options, run_find_directions
@@ -307,7 +311,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
                                        kwargs["sensitivity_samples"], conditions, kwargs["decomposer_crop"],
-                                       kwargs["decomposer_light_mask"])
+                                       kwargs["decomposer_light_mask"], albedo_source)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

@@ -457,6 +457,26 @@ def test_cli_atom_scope_and_n_atoms_reach_the_estimator(tiny_run, tmp_path):
         assert wrong.exit_code != 0 and "3d-coupled only" in wrong.output
 
 
+def test_cli_albedo_source_reaches_the_estimator_and_the_direction_set_records_it(tiny_run, tmp_path):
+    """The bank holds both albedos (netA's and the image's); by default the albedo atoms come from the image's,
+    with --albedo-source net from netA's, and the two runs' albedo directions differ while the depth's do not."""
+    find_3d(tiny_run, tmp_path / "image")
+    config = find_3d(tiny_run, tmp_path / "net", "--albedo-source", "net")
+    assert config["args"]["method_kwargs"] == {"albedo_source": "net", "taught_light": False}
+    image, net = (DirectionSet.load(tmp_path / tag / "directions") for tag in ("image", "net"))
+    assert image.info["albedo_source"] == "image" and net.info["albedo_source"] == "net"
+    def rows(ds, kind):
+        return ds.vectors[[i for i, k in enumerate(ds.info["kinds"]) if k == kind]]
+
+    assert len(rows(image, "depth")) and np.array_equal(rows(image, "depth"), rows(net, "depth"))
+    a, b = rows(image, "albedo"), rows(net, "albedo")
+    assert len(a) and len(b) and not (a.shape == b.shape and np.allclose(a, b))
+    wrong = cli(["find-directions", str(tiny_run[0]), "--method", "pca", "--albedo-source", "net", "--outdir",
+                 str(tmp_path / "pca")])
+    assert wrong.exit_code == 2 and "--albedo-source applies to --method 3d-coupled only" in wrong.output
+    assert not (tmp_path / "pca").exists()
+
+
 def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared", "--conditions", "none")
     assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None,

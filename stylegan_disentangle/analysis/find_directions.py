@@ -60,6 +60,7 @@ METHODS = ("pca", "closed-form", "linear", "sparse", "3d-coupled")
 SUPERVISED = ("linear", "sparse")
 NAMED = ("linear", "sparse", "3d-coupled")  # methods whose directions come named (no renaming by default)
 ATOM_SCOPES = ("parts", "map", "map+parts")  # --atom-scope (ThreeDCoupledDirections' atom_scope)
+ALBEDO_SOURCES = ("image", "net")  # --albedo-source (ThreeDCoupledDirections' albedo_source)
 LOSSES = ("squared", "huber")  # --loss
 
 
@@ -96,11 +97,12 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
                    decomposer: str | os.PathLike | None = None,
                    sensitivity_samples: int | None = None, conditions: str | None = None,
                    decomposer_crop: Sequence[float] | None = None,
-                   decomposer_light_mask: Sequence[float] | bool | None = None) -> dict[str, Any]:
+                   decomposer_light_mask: Sequence[float] | bool | None = None,
+                   albedo_source: str | None = None) -> dict[str, Any]:
     """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms,
-    --loss and --conditions ('auto' / 'none'; those not None). Raises UsageError naming an option that does not
-    apply to `method` (--decomposer, --sensitivity-samples, --decomposer-crop and --decomposer-light-mask included:
-    they go to `run_find_directions`, not to the finder) or a value out of range."""
+    --loss, --conditions ('auto' / 'none') and --albedo-source (those not None). Raises UsageError naming an option
+    that does not apply to `method` (--decomposer, --sensitivity-samples, --decomposer-crop and
+    --decomposer-light-mask included: they go to `run_find_directions`, not to the finder) or a value out of range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
@@ -113,11 +115,7 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
     if sensitivity_samples is not None:
         _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
     if atom_scope is not None:
-        if method != "3d-coupled":
-            raise UsageError("--atom-scope applies to --method 3d-coupled only")
-        if atom_scope not in ATOM_SCOPES:
-            raise UsageError(f"--atom-scope must be one of {', '.join(ATOM_SCOPES)}; got {atom_scope!r}")
-        out["atom_scope"] = atom_scope
+        out["atom_scope"] = _three_d_choice(method, "--atom-scope", atom_scope, ATOM_SCOPES)
     if n_atoms is not None:
         if method != "3d-coupled":
             raise UsageError("--n-atoms applies to --method 3d-coupled only")
@@ -136,7 +134,18 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
         if conditions not in ("auto", "none"):
             raise UsageError(f"--conditions must be 'auto' or 'none'; got {conditions!r}")
         out["conditions"] = out["soft_conditions"] = "auto" if conditions == "auto" else None  # 'none': no holds
+    if albedo_source is not None:
+        out["albedo_source"] = _three_d_choice(method, "--albedo-source", albedo_source, ALBEDO_SOURCES)
     return out
+
+
+def _three_d_choice(method: str, option: str, value: str, choices: Sequence[str]) -> str:
+    """`value` of a 3d-coupled option with a fixed set of `choices`; UsageError for another method or value."""
+    if method != "3d-coupled":
+        raise UsageError(f"{option} applies to --method 3d-coupled only")
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    return value
 
 
 def _check_sensitivity_samples(method: str, value: Any, option: str, method_word: str) -> None:
@@ -199,7 +208,7 @@ def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np
     if method == "3d-coupled":
         kwargs = dict(global_labels=sorted(labels, key=list(bank.labels).index), random_state=seed)
         kwargs.update(method_kwargs)
-        maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo") if k_ in bank.labels}
+        maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo", "image_albedo") if k_ in bank.labels}
         masks, names = part_masks if part_masks is not None else (None, None)
         return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names,
                                                      w_metric=w_metric, w_chroma=w_chroma)

@@ -72,6 +72,8 @@ __all__ = ["AUTO_CONDITIONS", "DEPTH_HEIGHT", "DEPTH_WIDTH", "SOFT_AUTO_CONDITIO
 
 _ATOM_METHODS = ("dictionary", "sparse_pca")
 _REGRESSIONS = ("auto", "lasso", "ridge")
+_ALBEDO_SOURCES = ("auto", "image", "net")
+IMAGE_ALBEDO = "image_albedo"  # the decomposer3d labeler's albedo read off the image (`albedo_source`)
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
 TOP_ALBEDO_COLOUR = "top_albedo_colour"
 """A condition name: the W directions of the colour (chromaticity) of the canonical albedo at the top of the face
@@ -108,6 +110,15 @@ class ThreeDCoupledDirections(DirectionFinder):
         listed in `dropped_`).
     map_labels : sequence of str
         Map labels decomposed into atoms (`[N, R, R]` or `[N, C, R, R]`), in this order; missing ones are skipped.
+    albedo_source : {'auto', 'image', 'net'}
+        What the 'albedo' atoms are learned from: 'image', the labels' `image_albedo` (the decomposer3d labeler's
+        albedo read off the image through the decomposer's own depth, view and light,
+        `labels.decomposer.reconstruction.image_albedo`); 'net', the `albedo` map itself (netA's output); 'auto'
+        (default), 'image' when the labels have one. The directions are named `albedo_<part>` either way, and the
+        top-albedo-colour condition reads `albedo` whenever it is given (the reading the taught rule was chosen
+        with). netA's albedo hardly follows the eyes, brows and nose (its response to eye spacing has cos 0.08 with
+        the world's); the image's albedo does, and on the shipped decomposer it raises those parts' spans (eyes
+        0.47-0.50 -> 0.86-0.87; BENCHMARKS.md, issue 11, thirty-first session).
     n_atoms : int
         Atoms per part (`atom_scope='parts'`) or per map (`'map'`; `'map+parts'`: that many of each).
     atom_scope : {'parts', 'map', 'map+parts'}
@@ -273,6 +284,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         label that sits at one value on most rows (a rare yes / no), where Huber's scale estimate collapses.
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
+    albedo_source_ : str  'image' or 'net': the albedo the 'albedo' atoms were learned from (`albedo_source`).
     conditioned_on_ : dict[str, list[str]]  the conditions applied (see `conditions`).
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
@@ -296,6 +308,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self,
         global_labels: Sequence[str] | None = None,
         map_labels: Sequence[str] = ("depth", "albedo"),
+        albedo_source: str = "auto",
         n_atoms: int = 6,
         atom_scope: str = "parts",
         skip_parts: Sequence[str] = ("background",),
@@ -325,6 +338,7 @@ class ThreeDCoupledDirections(DirectionFinder):
     ) -> None:
         self.global_labels = global_labels
         self.map_labels = map_labels
+        self.albedo_source = albedo_source
         self.n_atoms = n_atoms
         self.atom_scope = atom_scope
         self.skip_parts = skip_parts
@@ -371,6 +385,8 @@ class ThreeDCoupledDirections(DirectionFinder):
             return self._fit(w, labels, part_masks, part_names, w_metric, w_chroma)
 
     def _check_params(self) -> None:
+        if self.albedo_source not in _ALBEDO_SOURCES:
+            raise ValueError(f"albedo_source must be one of {_ALBEDO_SOURCES}, got {self.albedo_source!r}")
         if self.atom_method not in _ATOM_METHODS:
             raise ValueError(f"atom_method must be one of {_ATOM_METHODS}, got {self.atom_method!r}")
         if self.code_regression not in _REGRESSIONS:
@@ -426,14 +442,22 @@ class ThreeDCoupledDirections(DirectionFinder):
         if w_metric is not None and self.code_regression == "lasso":
             raise ValueError("code_regression='lasso' does not combine with a w_metric (its L1 would act on the "
                              "metric's coordinates); use code_regression='auto' or 'ridge'")
-        arrays, wanted, maps, dropped = _check_labels(labels, w.shape[0], self.global_labels, self.map_labels)
+        self.albedo_source_ = self._resolve_albedo_source(labels)
+        map_labels = [IMAGE_ALBEDO if k == "albedo" and self.albedo_source_ == "image" else k for k in self.map_labels]
+        arrays, wanted, maps, dropped = _check_labels(labels, w.shape[0], self.global_labels, map_labels)
+        # the image's albedo stands in for netA's among the maps (its directions are still albedo_<part>), while
+        # the conditions keep reading netA's albedo when it is given
+        map_arrays = dict(arrays)
+        if IMAGE_ALBEDO in maps:
+            map_arrays["albedo"] = arrays[IMAGE_ALBEDO]
+            maps = ["albedo" if k == IMAGE_ALBEDO else k for k in maps]
 
         # with a metric every regression runs on w_fit = (w - mean) S and maps its coefficients back by S
         root = None if w_metric is None else metric_root(w_metric, w.shape[1])
         w_mean, w_cov = _mean_cov(w, self.chunk_size)  # one pass: the metric's centre here, `std_` at the end
         w_fit = w if root is None else to_metric_coords(w, w_mean, root, int(self.chunk_size))
         chroma = None if w_chroma is None or not float(self.chroma_alpha) > 0 else w_chroma
-        resolution = max((arrays[k].shape[-1] for k in maps), default=0)
+        resolution = max((map_arrays[k].shape[-1] for k in maps), default=0)
         if part_masks is None:
             p_names, p_masks = canonical_regions(max(resolution, 1))
         else:
@@ -441,7 +465,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.part_names_ = list(p_names)
 
         blocks = [self._fit_global(w, w_fit, root, w_mean, chroma, arrays, wanted, maps, resolution, len(p_names)),
-                  *self._fit_maps(w_fit, root, w_mean, arrays, maps, dropped, resolution, p_names, p_masks)]
+                  *self._fit_maps(w_fit, root, w_mean, map_arrays, maps, dropped, resolution, p_names, p_masks)]
         blocks = [b for b in blocks if b is not None]
         if not blocks:
             raise ValueError(f"no direction was found: dropped {dropped}")
@@ -518,8 +542,9 @@ class ThreeDCoupledDirections(DirectionFinder):
         directions of the map readings they use (`top_albedo_colour_directions_`, `depth_height_direction_`,
         `depth_width_direction_`); returns those directions by condition name (None where unused)."""
         top_chroma = None
-        if "albedo" in maps and arrays["albedo"].ndim == 4 and arrays["albedo"].shape[1] == 3:
-            top_chroma = _top_albedo_chroma(arrays["albedo"], int(self.chunk_size))
+        albedo = arrays.get("albedo", arrays.get(IMAGE_ALBEDO)) if "albedo" in maps else None
+        if albedo is not None and albedo.ndim == 4 and albedo.shape[1] == 3:
+            top_chroma = _top_albedo_chroma(albedo, int(self.chunk_size))
             if not (np.isfinite(top_chroma).all() and top_chroma.std(axis=0).max() > 1e-6):
                 top_chroma = None  # an albedo with no colour to read there (or none at all): no such condition
         spread = None
@@ -586,6 +611,16 @@ class ThreeDCoupledDirections(DirectionFinder):
         d, _, _ = from_metric_coords(lin.coef_, lin.intercept_, root, w_mean, lin.names_)
         d = lin.directions_ if d is None else d
         return np.linalg.svd(np.asarray(d, dtype=np.float64), full_matrices=False)[2][:k]
+
+    def _resolve_albedo_source(self, labels: Mapping[str, Any]) -> str:
+        """'image' or 'net' (see `albedo_source`); 'image' asked for with no `image_albedo` label is refused."""
+        has_image = isinstance(labels, Mapping) and IMAGE_ALBEDO in labels
+        if self.albedo_source == "image" and not has_image and "albedo" in self.map_labels:
+            raise LatentError(f"albedo_source='image' needs an {IMAGE_ALBEDO!r} map label (the decomposer3d "
+                              f"labeler gives it with maps=True); labels: {list(labels)}")
+        if self.albedo_source == "net":
+            return "net"
+        return "image" if has_image else "net"
 
     def _rows(self, n: int) -> np.ndarray:
         m = min(n, int(self.max_samples))
@@ -729,7 +764,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     def _info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kinds": list(self.kinds_), "part_names": list(self.part_names_),
                                "map_scale": {k: float(v) for k, v in self.map_scale_.items()},
-                               "w_metric": bool(getattr(self, "metric_", False))}
+                               "w_metric": bool(getattr(self, "metric_", False)),
+                               "albedo_source": self.albedo_source_}
         if self.dropped_:
             out["dropped"] = list(self.dropped_)
         if getattr(self, "conditioned_on_", None):

@@ -11,7 +11,8 @@ Labels (per image; ranges are what the scalings can produce):
 | light_azimuth | degrees, + = light from image right | +-atan(xy_light_range) |
 | light_elevation | degrees, + = light from above | +-atan(xy_light_range) |
 | depth | canonical depth map [R, R] | [0.9, 1.1] |
-| albedo | canonical albedo [3, R, R] | [-1, 1] |
+| albedo | canonical albedo [3, R, R] (netA's) | [-1, 1] |
+| image_albedo | the albedo the image shows [3, R, R] (`reconstruction.image_albedo`) | [-1, 1] |
 | confidence | reconstruction confidence sigma [R, R] (smaller = more certain; needs netC) | (0, inf) |
 
 Yaw + turns the nose to image left, pitch + turns it down, roll + is clockwise in the image.
@@ -37,6 +38,7 @@ from ...errors import CheckpointError, StyleGANDisentangleError
 from ..base import check_crop, crop_images
 from .light_teacher import light_labels
 from .model import Unsup3DDecomposer, check_light_mask
+from .reconstruction import image_albedo, renderer_for
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
            "parse_light_mask", "scalar_labels"]
@@ -47,7 +49,7 @@ SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
 
 SCALAR_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "tz", "light_ambient", "light_diffuse", "light_azimuth",
                  "light_elevation")
-MAP_LABELS = ("depth", "albedo", "confidence")
+MAP_LABELS = ("depth", "albedo", "image_albedo", "confidence")
 
 
 def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.device = "cpu", *,
@@ -172,7 +174,7 @@ class DecomposerLabeler:
                   "light_ambient": (d.min_amb_light, d.max_amb_light),
                   "light_diffuse": (d.min_diff_light, d.max_diff_light), "light_azimuth": (-light, light),
                   "light_elevation": (-light, light), "depth": (d.min_depth, d.max_depth), "albedo": (-1.0, 1.0),
-                  "confidence": (0.0, math.inf)}
+                  "image_albedo": (-1.0, 1.0), "confidence": (0.0, math.inf)}
         ranges["pitch"] = ranges["roll"] = ranges["yaw"]
         ranges["ty"] = ranges["tx"]
         self.value_ranges = {k: ranges[k] for k in self.names}
@@ -229,6 +231,7 @@ class DecomposerLabeler:
 
     def _label(self, img: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         chunks: dict[str, list[torch.Tensor]] = {k: [] for k in self.names}
+        renderer = renderer_for(self.decomposer)
         for start in range(0, img.shape[0], self.batch_size):
             parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
             batch = crop_images(img[start:start + self.batch_size], self.crop).to(device)
@@ -238,7 +241,8 @@ class DecomposerLabeler:
                                             light_mask=False if self.light_mask is None else self.light_mask)
             values = scalar_labels(out)
             if self.maps:
-                values.update(depth=out["canon_depth"], albedo=out["canon_albedo"])
+                values.update(depth=out["canon_depth"], albedo=out["canon_albedo"],
+                              image_albedo=image_albedo(self.decomposer, batch, out, renderer))
                 if "conf_sigma_l1" in out:
                     values["confidence"] = out["conf_sigma_l1"][:, 0]
             for k in self.names:

@@ -16,9 +16,11 @@ import torch
 from .model import Unsup3DDecomposer
 from .renderer import Renderer, with_flip
 
-__all__ = ["EPS", "photometric_loss", "reconstruct", "reconstruction_loss", "renderer_for", "view_degrees"]
+__all__ = ["EPS", "MIN_SHADING", "image_albedo", "photometric_loss", "reconstruct", "reconstruction_loss",
+           "renderer_for", "view_degrees"]
 
 EPS = 1e-7  # the official constant inside the confidence terms
+MIN_SHADING = 0.05  # `image_albedo` divides by the shading clamped to this (a pixel in shadow holds no albedo)
 
 
 def photometric_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -84,3 +86,26 @@ def reconstruction_loss(out: dict[str, torch.Tensor], lam_flip: float = 0.5) -> 
     l1 = photometric_loss(out["recon"], x, mask, None if conf is None else conf[:, :1])
     l1_flip = photometric_loss(out["recon_flip"], x, mask, None if conf is None else conf[:, 1:])
     return {"l1": l1, "l1_flip": l1_flip, "total": l1 + lam_flip * l1_flip}
+
+
+def image_albedo(decomposer: Unsup3DDecomposer, img: torch.Tensor, out: dict[str, torch.Tensor],
+                 renderer: Renderer | None = None, symmetric: bool = True) -> torch.Tensor:
+    """The albedo the image itself shows, by inverting the render with the decomposer's own shape, view and light:
+    [N, 3, R, R] in [-1, 1].
+
+    `img` [N, 3, H, W] in [-1, 1] is read back into the canonical frame where the canonical depth
+    (`out['canon_depth']`), moved by the view (`out['view']`, radians as `decompose` gives it), projects each
+    canonical pixel (`Renderer.forward_warp_grid`), and divided by the canonical shading of that depth under
+    `out['light']` (clamped to `MIN_SHADING`). With `symmetric` it is averaged with its mirror image, as the
+    Unsup3D model takes the canonical face to be symmetric. netA's albedo is a learned guess from the whole face;
+    this one keeps what the pixels show, so small parts (eyes, brows, nose) move in it with the image, while it
+    also keeps whatever the shading does not explain. Pixels that project outside the image read 0 (mid-grey).
+    """
+    renderer = renderer or renderer_for(decomposer)
+    x = decomposer.prepare(img)
+    depth = out["canon_depth"].unsqueeze(1)
+    view = view_degrees(out["view"])
+    canonical = renderer.sample(x, renderer.forward_warp_grid(depth, view))
+    shading = renderer.shade(renderer.normals_from_depth(depth), out["light"]).clamp_min(MIN_SHADING)
+    albedo = (((canonical + 1) / 2) / shading * 2 - 1).clamp(-1, 1)
+    return (albedo + albedo.flip(3)) / 2 if symmetric else albedo

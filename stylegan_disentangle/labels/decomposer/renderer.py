@@ -397,6 +397,14 @@ class Renderer:
         points = self.inverse_transform_points(self.depth_to_points(recon_depth), view)
         return self.points_to_grid(points)
 
+    def forward_warp_grid(self, canon_depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """Canonical depth [N, 1, S, S] and view [N, 6] -> sampling grid [N, S, S, 2]: where each canonical pixel's
+        3-D point shows in the view image (``grid_sample(view_image, grid, align_corners=True)`` reads an image back
+        into the canonical frame; occlusion is not tested, so a point hidden in the view reads what hides it)."""
+        _check_maps("canon_depth", canon_depth, 1)
+        _check_vector("view", view, canon_depth.shape[0], 6)
+        return self.points_to_grid(self.transform_points(self.depth_to_points(canon_depth), view))
+
     def normals_from_depth(self, depth: torch.Tensor) -> torch.Tensor:
         """Depth [N, 1, S, S] -> unit normals [N, 3, S, S]: ``tu x tv`` of central differences of the 3-D points
         (inward in the camera frame; (0, 0, 1) faces the camera); the one-pixel border is (0, 0, 1). The length is
