@@ -148,3 +148,7 @@ def test_asking_for_the_image_albedo_without_one_is_refused_by_name():
         _fit("image", w, labels)
     with pytest.raises(ValueError, match="albedo_source"):
         _fit("photo", w, labels)
+    # no albedo atoms asked for: nothing to choose, nothing refused
+    depth_only = ThreeDCoupledDirections(map_labels=("depth",), n_atoms=2, atom_scope="map", albedo_source="image",
+                                         random_state=0).fit(w, labels, part_masks=planted_part_masks())
+    assert depth_only.albedo_source_ is None and "albedo" not in depth_only.kinds_

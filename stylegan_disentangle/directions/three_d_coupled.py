@@ -118,7 +118,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         top-albedo-colour condition reads `albedo` whenever it is given (the reading the taught rule was chosen
         with). netA's albedo hardly follows the eyes, brows and nose (its response to eye spacing has cos 0.08 with
         the world's); the image's albedo does, and on the shipped decomposer it raises those parts' spans (eyes
-        0.47-0.50 -> 0.86-0.87; BENCHMARKS.md, issue 11, thirty-first session).
+        0.47-0.50 -> 0.85-0.87; BENCHMARKS.md, issue 11, thirty-first session).
     n_atoms : int
         Atoms per part (`atom_scope='parts'`) or per map (`'map'`; `'map+parts'`: that many of each).
     atom_scope : {'parts', 'map', 'map+parts'}
@@ -284,7 +284,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         label that sits at one value on most rows (a rare yes / no), where Huber's scale estimate collapses.
     map_center_, map_scale_ : dict[str, ndarray / float]  baseline map and RMS scale removed before the atoms.
     dropped_ : list[str]  constant global labels and atoms with no code / no coefficients.
-    albedo_source_ : str  'image' or 'net': the albedo the 'albedo' atoms were learned from (`albedo_source`).
+    albedo_source_ : str or None  'image' or 'net': the albedo the 'albedo' atoms were learned from
+        (`albedo_source`); None when `map_labels` has no 'albedo'.
     conditioned_on_ : dict[str, list[str]]  the conditions applied (see `conditions`).
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
@@ -612,10 +613,13 @@ class ThreeDCoupledDirections(DirectionFinder):
         d = lin.directions_ if d is None else d
         return np.linalg.svd(np.asarray(d, dtype=np.float64), full_matrices=False)[2][:k]
 
-    def _resolve_albedo_source(self, labels: Mapping[str, Any]) -> str:
-        """'image' or 'net' (see `albedo_source`); 'image' asked for with no `image_albedo` label is refused."""
+    def _resolve_albedo_source(self, labels: Mapping[str, Any]) -> str | None:
+        """'image' or 'net' (see `albedo_source`), None when `map_labels` has no 'albedo'; 'image' asked for with
+        no `image_albedo` label is refused."""
+        if "albedo" not in self.map_labels:
+            return None
         has_image = isinstance(labels, Mapping) and IMAGE_ALBEDO in labels
-        if self.albedo_source == "image" and not has_image and "albedo" in self.map_labels:
+        if self.albedo_source == "image" and not has_image:
             raise LatentError(f"albedo_source='image' needs an {IMAGE_ALBEDO!r} map label (the decomposer3d "
                               f"labeler gives it with maps=True); labels: {list(labels)}")
         if self.albedo_source == "net":
