@@ -234,7 +234,8 @@ class DecomposerLabeler:
         renderer = renderer_for(self.decomposer)
         for start in range(0, img.shape[0], self.batch_size):
             parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
-            batch = crop_images(img[start:start + self.batch_size], self.crop).to(device)
+            # resized to the nets' input once, here: decompose and image_albedo both read it (a no-op prepare there)
+            batch = self.decomposer.prepare(crop_images(img[start:start + self.batch_size], self.crop).to(device))
             if device.type == "cpu":
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out = self.decomposer.decompose(batch, parts=parts + (["confidence"] if self.confidence else []),
