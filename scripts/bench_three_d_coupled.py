@@ -16,7 +16,12 @@ with the world's mean canonical part masks for naming. Reported:
   min-norm W move that changes that factor's readout by one std and no other factor's), rendered by the generator
   and by the world's own renderer: what a perfect localized direction would score on this world;
 - the locality bound: the best locality any direction of W reaches on each part, to first order, on
-  `--bound-faces` faces (`locality_bound`), whatever finder chose it.
+  `--bound-faces` faces (`locality_bound`), whatever finder chose it;
+- the cross-part spans: every part factor's span on each part's directions (`cross_part_spans`);
+- with `--readability`, two diagnostics that use the world's truth: how faithfully the generator draws each
+  factor (`generator_fidelity`: its image change along the single-factor move against the world's), and what a
+  part's region of the maps shows of its factors against the whole image and maps (`part_readability`: supervised
+  linear readers, their W directions against the true ones).
 
 `--sensitivity-samples N` (default 16; 0: none) estimates the generator's image sensitivity (the mean Gram of its
 Jacobian) on N samples and fits with it as the regressions' prior (`ThreeDCoupledDirections.fit(w_metric=...)`),
@@ -126,6 +131,91 @@ def locality_bound(G, oracle, w: np.ndarray, faces: int = 16, steps: int = 200, 
     return out
 
 
+def cross_part_spans(directions: np.ndarray, part_of: list[str | None], truth: np.ndarray,
+                     factor_names: list[str]) -> dict[str, dict[str, float]]:
+    """For every part that has directions, the projection norm of *every* part factor's true direction on the span
+    of that part's directions: the diagonal is the span goal, the rest says how much a part's span holds of what
+    it should not (on a 128-wide W confined by the prior to the ~20 directions the image responds to, 12
+    directions hold a good share of any direction)."""
+    out = {}
+    factors = [f for fs in PART_FACTORS.values() for f in fs]
+    for part in PART_FACTORS:
+        rows = [k for k, q in enumerate(part_of) if q == part]
+        if not rows:
+            continue
+        q, _ = np.linalg.qr(np.asarray(directions, np.float64)[rows].T)
+        out[part] = {f: float(np.linalg.norm(q.T @ truth[factor_names.index(f)])) for f in factors}
+    return out
+
+
+def generator_fidelity(G, fmap, base: torch.Tensor, spread_w: np.ndarray, step_std: float = 0.5
+                       ) -> dict[str, dict[str, float]]:
+    """How faithfully the generator draws each factor: along the factor's single-factor W move (the dual direction,
+    +-`step_std` of the factor's std over `spread_w`), the change of G's image against the world's own render of
+    the same move, per face of `base` (`[N, num_ws, w_dim]`): the cosine of the two changes and the ratio of their
+    norms, averaged over the faces. A perfect distillation gives 1 and 1; a factor drawn elsewhere or with the
+    wrong pattern, a low cosine."""
+    d = np.asarray(fmap.directions, dtype=np.float64)
+    dual = np.linalg.pinv(d)
+    out = {}
+    for j, name in enumerate(fmap.names):
+        step = torch.as_tensor(dual[:, j] * step_std * float(np.std(spread_w @ d[j])), dtype=torch.float32)
+        ends = [base - step, base + step]
+        gen = [G.synthesis(e, noise_mode="const", force_fp32=True).double() for e in ends]
+        world = [world_render(torch.as_tensor(fmap(e)).float(), G.img_resolution).double() for e in ends]
+        g, r = (gen[1] - gen[0]).flatten(1), (world[1] - world[0]).flatten(1)
+        gn, rn = g.norm(dim=1), r.norm(dim=1)
+        # a face whose generator image does not change scores cosine 0 (the factor is not drawn there)
+        out[name] = {"cosine": float(((g * r).sum(1) / (gn * rn).clamp_min(1e-300)).mean()),
+                     "norm_ratio": float((gn / rn.clamp_min(1e-300)).mean()), "generator_change": float(gn.mean())}
+    return out
+
+
+def part_readability(features: dict[str, np.ndarray], w: np.ndarray, factors: np.ndarray, truth: np.ndarray,
+                     factor_names: list[str], part_masks: np.ndarray, part_core: float = 0.2,
+                     train_fraction: float = 0.75) -> dict[str, dict]:
+    """What a part's region shows of its factors, read *supervised* (a diagnostic that uses the world's truth).
+
+    `features` {name: [N, C, R, R]} (maps, images) all at one resolution R; `part_masks` [P, R, R] the mean
+    canonical masks (PART_NAMES order). For each factor of PART_FACTORS, a ridge reader (penalty by
+    cross-validation) from (a) the pixels of its part's region (mean mask >= `part_core`) of every feature, (b) all
+    pixels of every feature, fitted on the first `train_fraction` of the rows; its predictions on all rows are
+    regressed on w, and the |cos| of that W direction with the true one is reported, with the reader's held-out
+    R^2. A factor the region does not show is read poorly from it, whatever unsupervised method picks the part's
+    directions; one the whole input shows is in the images, if not in the part.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    n = w.shape[0]
+    train = np.arange(int(train_fraction * n))
+    test = np.arange(train.size, n)
+    wc = np.asarray(w, np.float64) - np.mean(w, axis=0)
+    flat = [np.asarray(v, np.float32).reshape(n, v.shape[1], -1) for v in features.values()]
+
+    def read(cols: list[np.ndarray], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        x = np.concatenate(cols, axis=1).astype(np.float64)
+        x -= x[train].mean(axis=0)
+        y = np.asarray(factors, np.float64)[:, idx]
+        pred = RidgeCV(alphas=np.logspace(-6, 3, 19)).fit(x[train], y[train]).predict(x).reshape(n, -1)
+        r2 = 1 - ((pred[test] - y[test]) ** 2).sum(0) / ((y[test] - y[test].mean(0)) ** 2).sum(0)
+        coef = np.linalg.lstsq(wc, pred - pred.mean(axis=0), rcond=None)[0].T
+        coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-300)
+        return np.abs((coef * truth[idx]).sum(axis=1)), r2
+
+    whole_cos, whole_r2 = read([f.reshape(n, -1) for f in flat], [factor_names.index(f) for fs in
+                                                                   PART_FACTORS.values() for f in fs])
+    out, k = {}, 0
+    for part, fs in PART_FACTORS.items():
+        region = (np.asarray(part_masks)[PART_NAMES.index(part)] >= part_core).reshape(-1)
+        idx = [factor_names.index(f) for f in fs]
+        cos, r2 = read([f[:, :, region].reshape(n, -1) for f in flat], idx)
+        for i, f in enumerate(fs):
+            out[f] = {"part": part, "region_pixels": int(region.sum()), "part_region": float(cos[i]),
+                      "part_region_r2": float(r2[i]), "whole": float(whole_cos[k]), "whole_r2": float(whole_r2[k])}
+            k += 1
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=20000)
@@ -154,6 +244,10 @@ def main() -> None:
     p.add_argument("--albedo-source", choices=["auto", "image", "net"], default="auto",
                    help="the albedo the atoms are learned from (ThreeDCoupledDirections' albedo_source; auto: the "
                         "image's albedo from a decomposer, the exact albedo from the oracle)")
+    p.add_argument("--readability", action="store_true",
+                   help="also measure how faithfully the generator draws each factor and what each part's region "
+                        "of the maps (and the whole maps and image) shows of its factors, read supervised "
+                        "(generator_fidelity, part_readability: diagnostics that use the world's truth)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     try:
@@ -176,19 +270,28 @@ def main() -> None:
     if args.decomposer == "oracle":
         resolution = args.resolution
 
-        def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        def lab(ws: torch.Tensor, img: torch.Tensor | None) -> dict[str, torch.Tensor]:
             return exact_decomposition_labels(oracle, ws, resolution)
     else:
         decomposer = decomposer_labeler(args.decomposer, maps=True, confidence=False, light_mask=light_mask)
         resolution = decomposer.input_resolution
         taught_light = decomposer.taught_light
 
-        def lab(ws: torch.Tensor) -> dict[str, torch.Tensor]:
-            return decomposer(G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1))
+        def lab(ws: torch.Tensor, img: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            return decomposer(img)
     labels: dict = {}
+    read_images, read_factors = [], []  # kept only for --readability
     for i in range(0, len(w), 512):
-        for k, v in lab(_ws(G, w[i:i + 512])).items():
+        ws = _ws(G, w[i:i + 512])
+        img = None
+        if args.decomposer != "oracle" or args.readability:
+            img = G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1)
+        for k, v in lab(ws, img).items():
             labels.setdefault(k, []).append(v.numpy())
+        if args.readability:
+            read_images.append(torch.nn.functional.interpolate(img, size=(resolution, resolution), mode="area").numpy()
+                          if img.shape[-1] != resolution else img.numpy())
+            read_factors.append(np.asarray(fmap(ws), dtype=np.float64))
     labels = {k: np.concatenate(v) for k, v in labels.items()}
     t_decomp = time.perf_counter() - t0
     masks = oracle.intrinsics(_ws(G, w[:256]), resolution=resolution)["canonical_masks"].mean(0).numpy()
@@ -238,6 +341,21 @@ def main() -> None:
         span[part] = {f: float(np.linalg.norm(q.T @ truth[fmap.names.index(f)])) for f in factors}
     print("span (projection norm of the true identity/expression directions on the part's directions): "
           + "; ".join(f"{p_}: " + ", ".join(f"{f} {v:.2f}" for f, v in s.items()) for p_, s in span.items()))
+    cross = cross_part_spans(est.directions_, [part_of.get(n) for n in est.names_], truth, list(fmap.names))
+    print("span of every part factor on each part's directions (rows: the part's directions):\n" + "\n".join(
+        f"  {p_:6s} " + " ".join(f"{f} {v:.2f}" for f, v in row.items()) for p_, row in cross.items()))
+    fidelity, readability = {}, {}
+    if args.readability:
+        fidelity = generator_fidelity(G, fmap, base, w)
+        print("generator fidelity (single-factor change, G's image against the world's; cos / norm ratio): "
+              + ", ".join(f"{f} {v['cosine']:.2f} / {v['norm_ratio']:.2f}" for f, v in fidelity.items()))
+        albedo_key = "image_albedo" if est.albedo_source_ == "image" else "albedo"
+        readability = part_readability(
+            {"image": np.concatenate(read_images), "depth": labels["depth"][:, None], albedo_key: labels[albedo_key]},
+            w, np.concatenate(read_factors), truth, list(fmap.names), masks, part_core=args.part_core)
+        print("readability (supervised linear reader's W direction, |cos| to the truth; the part's region / the "
+              "whole image and maps): " + ", ".join(f"{f} {v['part_region']:.2f} / {v['whole']:.2f}"
+                                                    for f, v in readability.items()))
     ceiling = locality_ceiling(G, fmap, base, img_masks, w)
     print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(
         f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
@@ -251,8 +369,9 @@ def main() -> None:
                        "sensitivity_seconds": t_sens, "fit_seconds": t_fit,
                        "albedo_source": est.albedo_source_,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
-                       "locality": loc, "span": span, "dropped": est.dropped_, "locality_ceiling": ceiling,
-                       "locality_bound": bound},
+                       "locality": loc, "span": span, "cross_part_span": cross, "dropped": est.dropped_,
+                       "locality_ceiling": ceiling, "locality_bound": bound, "generator_fidelity": fidelity,
+                       "part_readability": readability},
                       f, indent=2)
 
 
