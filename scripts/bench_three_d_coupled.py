@@ -20,7 +20,7 @@ with the world's mean canonical part masks for naming. Reported:
 - the cross-part spans: every part factor's span on each part's directions (`cross_part_spans`);
 - with `--readability`, two diagnostics that use the world's truth: how faithfully the generator draws each
   factor (`generator_fidelity`: its image change along the single-factor move against the world's), and what a
-  part's region of the maps shows of its factors against the whole image and maps (`part_readability`: supervised
+  part's region of the maps shows of its factors against the whole maps and image (`part_readability`: supervised
   linear readers, their W directions against the true ones).
 
 `--sensitivity-samples N` (default 16; 0: none) estimates the generator's image sensitivity (the mean Gram of its
@@ -171,18 +171,21 @@ def generator_fidelity(G, fmap, base: torch.Tensor, spread_w: np.ndarray, step_s
     return out
 
 
-def part_readability(features: dict[str, np.ndarray], w: np.ndarray, factors: np.ndarray, truth: np.ndarray,
+def part_readability(maps: dict[str, np.ndarray], w: np.ndarray, factors: np.ndarray, truth: np.ndarray,
                      factor_names: list[str], part_masks: np.ndarray, part_core: float = 0.2,
-                     train_fraction: float = 0.75) -> dict[str, dict]:
-    """What a part's region shows of its factors, read *supervised* (a diagnostic that uses the world's truth).
+                     extra: dict[str, np.ndarray] | None = None, train_fraction: float = 0.75) -> dict[str, dict]:
+    """What a part's region of the maps shows of its factors, read *supervised* (a diagnostic that uses the
+    world's truth).
 
-    `features` {name: [N, C, R, R]} (maps, images) all at one resolution R; `part_masks` [P, R, R] the mean
-    canonical masks (PART_NAMES order). For each factor of PART_FACTORS, a ridge reader (penalty by
-    cross-validation) from (a) the pixels of its part's region (mean mask >= `part_core`) of every feature, (b) all
-    pixels of every feature, fitted on the first `train_fraction` of the rows; its predictions on all rows are
-    regressed on w, and the |cos| of that W direction with the true one is reported, with the reader's held-out
-    R^2. A factor the region does not show is read poorly from it, whatever unsupervised method picks the part's
-    directions; one the whole input shows is in the images, if not in the part.
+    `maps` {name: [N, C, R, R]} the canonical maps the directions are learned from, all at one resolution R;
+    `part_masks` [P, R, R] their mean part masks (PART_NAMES order); `extra` {name: [N, ...]} more inputs of the
+    whole reader only (the image). For each factor of PART_FACTORS, a ridge reader (penalty by cross-validation)
+    from (a) the pixels of its part's region of the maps (mean mask >= `part_core`, the region a part-scoped
+    finder reads), (b) all pixels of the maps and of `extra`, fitted on the first `train_fraction` of the rows;
+    its predictions on all rows are regressed on w, and the |cos| of that W direction with the true one is
+    reported, with the reader's held-out R^2. A factor its region does not show is read poorly from it, whatever
+    unsupervised method picks the part's directions; one the whole input shows is in the images, if not in the
+    part.
     """
     from sklearn.linear_model import RidgeCV
 
@@ -190,7 +193,9 @@ def part_readability(features: dict[str, np.ndarray], w: np.ndarray, factors: np
     train = np.arange(int(train_fraction * n))
     test = np.arange(train.size, n)
     wc = np.asarray(w, np.float64) - np.mean(w, axis=0)
-    flat = [np.asarray(v, np.float32).reshape(n, v.shape[1], -1) for v in features.values()]
+    flat = [np.asarray(v, np.float32).reshape(n, v.shape[1], -1) for v in maps.values()]
+    whole = [f.reshape(n, -1) for f in flat]
+    whole += [np.asarray(v, np.float32).reshape(n, -1) for v in (extra or {}).values()]
 
     def read(cols: list[np.ndarray], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate(cols, axis=1).astype(np.float64)
@@ -202,8 +207,7 @@ def part_readability(features: dict[str, np.ndarray], w: np.ndarray, factors: np
         coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-300)
         return np.abs((coef * truth[idx]).sum(axis=1)), r2
 
-    whole_cos, whole_r2 = read([f.reshape(n, -1) for f in flat], [factor_names.index(f) for fs in
-                                                                   PART_FACTORS.values() for f in fs])
+    whole_cos, whole_r2 = read(whole, [factor_names.index(f) for fs in PART_FACTORS.values() for f in fs])
     out, k = {}, 0
     for part, fs in PART_FACTORS.items():
         region = (np.asarray(part_masks)[PART_NAMES.index(part)] >= part_core).reshape(-1)
@@ -351,10 +355,10 @@ def main() -> None:
               + ", ".join(f"{f} {v['cosine']:.2f} / {v['norm_ratio']:.2f}" for f, v in fidelity.items()))
         albedo_key = "image_albedo" if est.albedo_source_ == "image" else "albedo"
         readability = part_readability(
-            {"image": np.concatenate(read_images), "depth": labels["depth"][:, None], albedo_key: labels[albedo_key]},
-            w, np.concatenate(read_factors), truth, list(fmap.names), masks, part_core=args.part_core)
-        print("readability (supervised linear reader's W direction, |cos| to the truth; the part's region / the "
-              "whole image and maps): " + ", ".join(f"{f} {v['part_region']:.2f} / {v['whole']:.2f}"
+            {"depth": labels["depth"][:, None], albedo_key: labels[albedo_key]}, w, np.concatenate(read_factors),
+            truth, list(fmap.names), masks, part_core=args.part_core, extra={"image": np.concatenate(read_images)})
+        print("readability (supervised linear reader's W direction, |cos| to the truth; the part's region of the "
+              "maps / the whole maps and image): " + ", ".join(f"{f} {v['part_region']:.2f} / {v['whole']:.2f}"
                                                     for f, v in readability.items()))
     ceiling = locality_ceiling(G, fmap, base, img_masks, w)
     print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(

@@ -87,8 +87,9 @@ def test_generator_fidelity_of_the_world_itself_and_of_a_blind_generator():
 
 def test_part_readability_tells_a_factor_shown_in_its_part_from_one_shown_elsewhere():
     """Maps whose nose region shows the nose factors, whose mouth region shows the mouth opening, and whose skin
-    region shows the smile. Read from its own region the nose width is exact (R^2 ~ 1, |cos| ~ 1); the smile is
-    not there at all (R^2 ~ 0), while the whole map reads it exactly."""
+    region shows the smile; the brow raise is shown only by an extra input (an "image"). Read from its own region
+    the nose width is exact (R^2 ~ 1, |cos| ~ 1); the smile and the brow raise are not there at all (R^2 ~ 0),
+    while the whole maps and image read them exactly."""
     names = PART_FACTOR_NAMES + ["yaw"]
     rng = np.random.default_rng(0)
     n, w_dim, res = 2000, 16, 8
@@ -101,7 +102,7 @@ def test_part_readability_tells_a_factor_shown_in_its_part_from_one_shown_elsewh
     for part, (row, cols) in regions.items():
         masks[bench.PART_NAMES.index(part), row, cols] = 1.0
     shown_in = {"nose_length": "nose", "nose_width": "nose", "eye_spacing": "eyes", "mouth_open": "mouth",
-                "brow_raise": "brows", "smile": "skin", "head_width": "skin", "head_height": "skin",
+                "smile": "skin", "head_width": "skin", "head_height": "skin",
                 "jaw_width": "skin", "hair_color": "hair"}
     maps = np.zeros((n, 1, res, res))
     for f, part in shown_in.items():
@@ -109,12 +110,15 @@ def test_part_readability_tells_a_factor_shown_in_its_part_from_one_shown_elsewh
         pattern = rng.normal(size=maps[0, 0, row, cols].shape)
         maps[:, 0, row, cols] += z[:, names.index(f), None] * pattern
     maps += 1e-4 * rng.normal(size=maps.shape)
-    out = bench.part_readability({"map": maps}, w, z, truth, names, masks)
+    image = z[:, names.index("brow_raise"), None] * rng.normal(size=(1, 5)) + 1e-4 * rng.normal(size=(n, 5))
+    out = bench.part_readability({"map": maps}, w, z, truth, names, masks, extra={"image": image})
     assert set(out) == set(PART_FACTOR_NAMES)
     # the nose's 4 pixels carry its 2 factors; 1e-4 noise against unit signals
     assert out["nose_width"]["part_region_r2"] > 0.999 and out["nose_width"]["part_region"] > 0.999
     assert out["smile"]["part_region_r2"] < 0.01
     assert out["smile"]["whole_r2"] > 0.999 and out["smile"]["whole"] > 0.999
+    assert out["brow_raise"]["part_region_r2"] < 0.01
+    assert out["brow_raise"]["whole_r2"] > 0.999 and out["brow_raise"]["whole"] > 0.999
     assert out["nose_width"]["region_pixels"] == 4 and out["smile"]["part"] == "mouth"
 
 
