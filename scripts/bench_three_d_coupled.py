@@ -173,7 +173,8 @@ def generator_fidelity(G, fmap, base: torch.Tensor, spread_w: np.ndarray, step_s
 
 def part_readability(maps: dict[str, np.ndarray], w: np.ndarray, factors: np.ndarray, truth: np.ndarray,
                      factor_names: list[str], part_masks: np.ndarray, part_core: float = 0.2,
-                     extra: dict[str, np.ndarray] | None = None, train_fraction: float = 0.75) -> dict[str, dict]:
+                     extra: dict[str, np.ndarray] | None = None, train_fraction: float = 0.75,
+                     max_rows: int = 20_000) -> dict[str, dict]:
     """What a part's region of the maps shows of its factors, read *supervised* (a diagnostic that uses the
     world's truth).
 
@@ -183,19 +184,23 @@ def part_readability(maps: dict[str, np.ndarray], w: np.ndarray, factors: np.nda
     from (a) the pixels of its part's region of the maps (mean mask >= `part_core`, the region a part-scoped
     finder reads), (b) all pixels of the maps and of `extra`, fitted on the first `train_fraction` of the rows;
     its predictions on all rows are regressed on w, and the |cos| of that W direction with the true one is
-    reported, with the reader's held-out R^2. A factor its region does not show is read poorly from it, whatever
-    unsupervised method picks the part's directions; one the whole input shows is in the images, if not in the
-    part.
+    reported, with the reader's held-out R^2. At most the first `max_rows` rows are read (the whole reader's
+    ridge holds them as float64: 20k rows of 7168 inputs are 1.1 GB). A factor its region does not show is read
+    poorly from it, whatever unsupervised method picks the part's directions; one the whole input shows is in the
+    images, if not in the part.
     """
     from sklearn.linear_model import RidgeCV
 
-    n = w.shape[0]
+    n = min(w.shape[0], int(max_rows))
+    w, factors = w[:n], factors[:n]
+    maps = {k: v[:n] for k, v in maps.items()}
+    extra = {k: v[:n] for k, v in (extra or {}).items()}
     train = np.arange(int(train_fraction * n))
     test = np.arange(train.size, n)
     wc = np.asarray(w, np.float64) - np.mean(w, axis=0)
     flat = [np.asarray(v, np.float32).reshape(n, v.shape[1], -1) for v in maps.values()]
     whole = [f.reshape(n, -1) for f in flat]
-    whole += [np.asarray(v, np.float32).reshape(n, -1) for v in (extra or {}).values()]
+    whole += [np.asarray(v, np.float32).reshape(n, -1) for v in extra.values()]
 
     def read(cols: list[np.ndarray], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
         x = np.concatenate(cols, axis=1).astype(np.float64)
