@@ -13,8 +13,8 @@ from stylegan_disentangle.directions.three_d_coupled import (
     DEPTH_HEIGHT,
     DEPTH_WIDTH,
     TOP_ALBEDO_COLOUR,
-    _depth_spread,
     canonical_regions,
+    depth_spread,
     footprint_name,
 )
 from stylegan_disentangle.errors import LatentError, NotFittedError
@@ -930,7 +930,7 @@ def test_the_ambient_is_softly_held_against_the_other_global_directions():
 
 
 def test_depth_spread_reads_the_height_and_width_of_the_relief():
-    """`_depth_spread`: a relief k rows tall and m columns wide, flat within them, spreads over sqrt((k^2 - 1) / 12)
+    """`depth_spread`: a relief k rows tall and m columns wide, flat within them, spreads over sqrt((k^2 - 1) / 12)
     rows and sqrt((m^2 - 1) / 12) columns, wherever it sits and whatever the depth of the background; shape
     [N, 1, R, R] reads as [N, R, R]."""
     depth = np.full((3, 12, 12), 1.05)
@@ -938,8 +938,8 @@ def test_depth_spread_reads_the_height_and_width_of_the_relief():
     depth[1, 4:11, 1:3] = 1.0  # 7 rows, 2 columns, another background gap
     depth[2] -= 0.02  # no relief at all
     want = np.sqrt(np.maximum((np.array([[3, 6], [7, 2], [1, 1]]) ** 2 - 1) / 12, 0))
-    np.testing.assert_allclose(_depth_spread(depth, chunk_size=2), want, atol=1e-9)
-    np.testing.assert_allclose(_depth_spread(depth[:, None], chunk_size=5), want, atol=1e-9)
+    np.testing.assert_allclose(depth_spread(depth, chunk_size=2), want, atol=1e-9)
+    np.testing.assert_allclose(depth_spread(depth[:, None], chunk_size=5), want, atol=1e-9)
 
 
 @pytest.mark.parametrize("light, reading, attribute, axis", [
