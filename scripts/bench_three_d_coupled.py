@@ -135,8 +135,8 @@ def cross_part_spans(directions: np.ndarray, part_of: list[str | None], truth: n
                      factor_names: list[str]) -> dict[str, dict[str, float]]:
     """For every part that has directions, the projection norm of *every* part factor's true direction on the span
     of that part's directions: the diagonal is the span goal, the rest says how much a part's span holds of what
-    it should not (on a 128-wide W confined by the prior to the ~20 directions the image responds to, 12
-    directions hold a good share of any direction)."""
+    it should not (the metric prior keeps the directions among the few W directions the image responds to, about
+    20 of the synthetic checkpoint's 128, so a part's 12 hold a good share of any factor's)."""
     out = {}
     factors = [f for fs in PART_FACTORS.values() for f in fs]
     for part in PART_FACTORS:
