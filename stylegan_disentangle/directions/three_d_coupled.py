@@ -186,30 +186,28 @@ class ThreeDCoupledDirections(DirectionFinder):
     light_labels : sequence of str
         The labels the white-light prior applies to (default `LIGHT_LABELS`: the decomposer's light readings).
     conditions : 'auto', dict or None
-        Global directions made *conditional* on others (InterFaceGAN's conditional edit): each named direction
-        loses its component in the span of its conditions' directions, so that it moves its own reading while
-        holding theirs. 'auto' (default): `AUTO_CONDITIONS`, the light elevation held against the ambient, diffuse
-        and azimuth readings (those that were fitted) and, when an RGB albedo map is given, against
-        `TOP_ALBEDO_COLOUR`, and the ambient held against the pitch (when fitted). Unsup3D's symmetric model sees
-        an elevation change only through the part the azimuth makes asymmetric (BENCHMARKS.md, issue 10,
-        sixteenth session), so a decomposer's elevation reading takes in ambient and diffuse changes, and its
-        regression direction mixes the ambient's in (on the synthetic checkpoint |cos| 0.51 with the true
-        ambient). Held against them it moves from 0.555 / 0.557 to 0.761 /
-        0.769 |cos| to the true elevation (seeds 0 / 1; with the world's exact labels 0.996 -> 0.994). The reading
-        also takes bright hair above the face for light from above; `TOP_ALBEDO_COLOUR` is the two leading W
-        directions of the chromaticity of the decomposer's own albedo in the top region of the canonical face
-        (`_conditions.TOP_REGION`; white light changes no chromaticity), and held against them too the elevation moves from
-        0.79 / 0.78 to 0.88 / 0.87 |cos| (seeds 0 / 1, read through the shipped decomposer's light mask; with the
-        world's exact labels 0.996; BENCHMARKS.md, issue 11, twenty-first session). The ambient is held against
-        the pitch: a decomposer that reads the light through a mask of the top rows (the shipped synthetic one)
-        sees more or less of the head there as it pitches, and its ambient reading takes the pitch in (+0.38,
-        standardized); held, the ambient direction gains 0.007 on two 20k banks (BENCHMARKS.md, issue 11,
-        twenty-second session), and with exact labels it can lose at most the true directions' overlap. The
-        other directions are left as fitted (held against one another they lose: the ambient against the
-        diffuse, which is nearly its negative, to 0.05; against the top albedo colour, 0.95 -> 0.90). A dict
-        `{name: [names]}` sets them (every name a fitted global label or a map reading: `TOP_ALBEDO_COLOUR` with
-        an RGB albedo map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` with a depth map); None: directions as fitted.
-        `coef_` keeps the regressions.
+        Global directions made *conditional* on others (InterFaceGAN's conditional edit): each named direction loses its
+        component in the span of its conditions' directions, so that it moves its own reading while holding theirs.
+        'auto' (default): `AUTO_CONDITIONS`, the light elevation held against the ambient, diffuse and azimuth readings
+        (those that were fitted) and, when an RGB albedo map is given, against `TOP_ALBEDO_COLOUR`, and the ambient held
+        against the pitch (when fitted). Unsup3D's symmetric model sees an elevation change only through the part the
+        azimuth makes asymmetric (BENCHMARKS.md, issue 10, sixteenth session), so a decomposer's elevation reading takes
+        in ambient and diffuse changes, and its regression direction mixes the ambient's in (on the synthetic checkpoint
+        |cos| 0.51 with the true ambient). Held against them it moves from 0.555 / 0.557 to 0.761 / 0.769 |cos| to the
+        true elevation (seeds 0 / 1; with the world's exact labels 0.996 -> 0.994). The reading also takes bright hair
+        above the face for light from above; `TOP_ALBEDO_COLOUR` is the two leading W directions of the chromaticity of
+        the decomposer's own albedo in the top region of the canonical face (`_conditions.TOP_REGION`; white light
+        changes no chromaticity), and held against them too the elevation moves from 0.79 / 0.78 to 0.88 / 0.87 |cos|
+        (seeds 0 / 1, read through the shipped decomposer's light mask; with the world's exact labels 0.996;
+        BENCHMARKS.md, issue 11, twenty-first session). The ambient is held against the pitch: a decomposer that reads
+        the light through a mask of the top rows (the shipped synthetic one) sees more or less of the head there as it
+        pitches, and its ambient reading takes the pitch in (+0.38, standardized); held, the ambient direction gains
+        0.007 on two 20k banks (BENCHMARKS.md, issue 11, twenty-second session), and with exact labels it can lose at
+        most the true directions' overlap. The other directions are left as fitted (held against one another they lose:
+        the ambient against the diffuse, which is nearly its negative, to 0.05; against the top albedo colour, 0.95 ->
+        0.90). A dict `{name: [names]}` sets them (every name a fitted global label or a map reading:
+        `TOP_ALBEDO_COLOUR` with an RGB albedo map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` with a depth map); None: directions
+        as fitted. `coef_` keeps the regressions.
     taught_light : bool
         The light labels come from a decomposer whose netL learned the light from a `LatentLightTeacher`
         (`Unsup3DDecomposer.light_teacher` is set; `find-directions` passes it). Such a reading takes in no more
