@@ -480,9 +480,10 @@ def test_cli_albedo_source_reaches_the_estimator_and_the_direction_set_records_i
 def test_cli_loss_and_conditions_reach_the_estimator(tiny_run, tmp_path):
     config = find_3d(tiny_run, tmp_path / "sq", "--loss", "squared", "--conditions", "none")
     assert config["args"]["method_kwargs"] == {"global_loss": "squared", "conditions": None,
-                                               "soft_conditions": None, "taught_light": False}
+                                               "soft_conditions": None, "part_conditions": None,
+                                               "taught_light": False}
     info = DirectionSet.load(tmp_path / "sq" / "directions").info
-    assert "conditioned_on" not in info and "soft_conditioned_on" not in info  # 'none': no holds at all
+    assert not {"conditioned_on", "soft_conditioned_on", "part_conditioned_on"} & set(info)  # 'none': no holds
     auto = find_3d(tiny_run, tmp_path / "auto")  # the default holds the elevation against the other light readings
     assert "conditions" not in auto["args"]["method_kwargs"]  # and the colour of the albedo at the top of the face
     assert DirectionSet.load(tmp_path / "auto" / "directions").info["conditioned_on"] == {  # and the ambient
@@ -558,7 +559,8 @@ def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
     # the options reach the estimator as the CLI passes them
     config = __import__("json").loads((tmp_path / "s" / "config.json").read_text())
     assert config["args"]["method_kwargs"] == {"atom_scope": "map", "n_atoms": 2, "global_loss": "squared",
-                                               "conditions": None, "soft_conditions": None, "taught_light": False}
+                                               "conditions": None, "soft_conditions": None, "part_conditions": None,
+                                               "taught_light": False}
     assert config["args"]["sensitivity_samples"] == 3 and config["args"]["decomposer_crop"] == [0, 0, 1, 1]
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.params["atom_scope"] == "map" and ds.params["n_atoms"] == 2 and ds.params["global_loss"] == "squared"
@@ -977,3 +979,44 @@ def test_a_light_is_softly_held_against_the_shape_of_the_depth(light, reading, a
         ThreeDCoupledDirections(map_labels=(), soft_conditions={light: [reading]}).fit(w, scalars)
     with pytest.raises(ValueError, match="is a condition, not a direction"):
         fit(soft_conditions={reading: ["light_azimuth"]})
+
+
+def test_the_elevation_is_softly_held_against_the_eyes_albedo_directions():
+    """'auto' part conditions: the light elevation held softly (strength part_strength) against the localized
+    directions named albedo_eyes*, by the soft hold's formula computed from the unheld fit; every other direction
+    and every regression is left as fitted. Without an elevation, or with part_conditions=None, nothing is held; a
+    dict naming an unfitted direction or a prefix that matches nothing is refused by name."""
+    w, labels, *_ = planted()
+    labels = dict(labels, light_elevation=labels["pitch"] * 0.5 + w[:, 0])
+
+    def fit(**kw):
+        return ThreeDCoupledDirections(n_atoms=2, random_state=0, **kw).fit(w, labels,
+                                                                             part_masks=planted_part_masks())
+
+    held, plain = fit(), fit(part_conditions=None)
+    eyes = [nm for nm in held.names_ if nm.startswith("albedo_eyes")]
+    assert eyes and held.part_conditioned_on_ == {"light_elevation": eyes}
+    assert plain.part_conditioned_on_ == {}
+    assert held.to_direction_set().info["part_conditioned_on"] == {"light_elevation": eyes}
+    assert held.to_direction_set().info["part_strength"] == 0.2
+    k = held.names_.index("light_elevation")
+    rows = plain.directions_[[plain.names_.index(nm) for nm in eyes]].astype(np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    want = np.linalg.solve(np.eye(w.shape[1]) + 0.2 * rows.T @ rows, plain.directions_[k].astype(np.float64))
+    np.testing.assert_allclose(held.directions_[k], want / np.linalg.norm(want), atol=1e-6)
+    assert abs(float(held.directions_[k] @ plain.directions_[k])) < 1 - 1e-6  # the hold did move it
+    kept = [i for i in range(len(held.names_)) if i != k]
+    np.testing.assert_array_equal(held.directions_[kept], plain.directions_[kept])
+    np.testing.assert_array_equal(held.coef_, plain.coef_)
+    # a dict names fitted directions and prefixes that match; 'auto' without an elevation holds nothing
+    same = fit(part_conditions={"light_elevation": ["albedo_eyes"]})
+    np.testing.assert_array_equal(same.directions_, held.directions_)
+    with pytest.raises(ValueError, match="light_ambient"):
+        fit(part_conditions={"light_ambient": ["albedo_eyes"]})
+    with pytest.raises(ValueError, match="albedo_brows"):
+        fit(part_conditions={"light_elevation": ["albedo_brows"]})
+    with pytest.raises(ValueError, match="part_strength"):
+        fit(part_strength=-1)
+    no_elevation = {k: v for k, v in labels.items() if k != "light_elevation"}
+    est = ThreeDCoupledDirections(n_atoms=2, random_state=0).fit(w, no_elevation, part_masks=planted_part_masks())
+    assert est.part_conditioned_on_ == {}

@@ -133,7 +133,8 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
             raise UsageError("--conditions applies to --method 3d-coupled only")
         if conditions not in ("auto", "none"):
             raise UsageError(f"--conditions must be 'auto' or 'none'; got {conditions!r}")
-        out["conditions"] = out["soft_conditions"] = "auto" if conditions == "auto" else None  # 'none': no holds
+        # 'none': no holds at all
+        out["conditions"] = out["soft_conditions"] = out["part_conditions"] = "auto" if conditions == "auto" else None
     if albedo_source is not None:
         out["albedo_source"] = _three_d_choice(method, "--albedo-source", albedo_source, ALBEDO_SOURCES)
     return out

@@ -31,6 +31,9 @@ SOFT_AUTO_CONDITIONS = {"light_ambient": ("yaw", "pitch", "roll", "tx", "ty", "t
                                           "light_elevation", DEPTH_WIDTH),
                         "light_elevation": (DEPTH_HEIGHT,)}
 """`soft_conditions='auto'`: the global directions softly held against others (see `soft_conditions`)."""
+PART_AUTO_CONDITIONS = {"light_elevation": ("albedo_eyes",)}
+"""`part_conditions='auto'`: global directions softly held against localized ones, named by prefix (see
+`part_conditions`)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads
 CHROMA_EPS = 0.05  # added to the albedo's intensity in [0, 1] before the log (as analysis.sensitivity's for images)
 
@@ -131,4 +134,37 @@ def depth_spread(depth: np.ndarray, chunk_size: int) -> np.ndarray:
             centre = profile @ coords / mass
             out[start:start + chunk_size, axis] = np.sqrt(
                 (profile * (coords[None] - centre[:, None]) ** 2).sum(axis=1) / mass)
+    return out
+
+
+def part_condition_rows(names: Sequence[str], kinds: Sequence[str], prefixes: Sequence[str]) -> list[int]:
+    """Indices of the localized directions (kind not 'global') whose name is one of `prefixes` or one of them
+    followed by '_' (`albedo_eyes` matches `albedo_eyes`, `albedo_eyes_2`, `albedo_eyes_left`)."""
+    return [k for k, (nm, kind) in enumerate(zip(names, kinds))
+            if kind != "global" and any(nm == p or nm.startswith(p + "_") for p in prefixes)]
+
+
+def resolve_part_conditions(spec: Mapping[str, Sequence[str]] | str | None, names: Sequence[str],
+                            kinds: Sequence[str]) -> dict[str, list[str]]:
+    """`part_conditions` ('auto', None or a dict {global direction: [localized name prefixes]}) as {global
+    direction: [the localized directions it is held against]}: 'auto' is `PART_AUTO_CONDITIONS` where both sides
+    were fitted; a dict must name fitted global directions, and each of its prefixes must match a localized one."""
+    if spec is None:
+        return {}
+    fitted = [nm for nm, kind in zip(names, kinds) if kind == "global"]
+    if spec == "auto":
+        out = {k: [names[i] for i in part_condition_rows(names, kinds, v)] for k, v in PART_AUTO_CONDITIONS.items()
+               if k in fitted}
+        return {k: v for k, v in out.items() if v}
+    unknown = sorted(str(k) for k in spec if k not in fitted)
+    if unknown:
+        raise ValueError(f"part_conditions name {unknown}, which are not fitted global directions ({fitted})")
+    local = [nm for nm, kind in zip(names, kinds) if kind != "global"]
+    out = {}
+    for k, prefixes in spec.items():
+        missing = [p for p in prefixes if not part_condition_rows(names, kinds, [p])]
+        if missing:
+            raise ValueError(f"part_conditions: {missing} match no localized direction (fitted: {local})")
+        if prefixes:
+            out[str(k)] = [names[i] for i in part_condition_rows(names, kinds, prefixes)]
     return out

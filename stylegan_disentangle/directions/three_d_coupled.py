@@ -71,6 +71,7 @@ from ._conditions import (
     depth_readings,
     depth_spread,
     resolve_conditions,
+    resolve_part_conditions,
     soft_conditioned,
     top_albedo_chroma,
 )
@@ -247,6 +248,20 @@ class ThreeDCoupledDirections(DirectionFinder):
         for it) the elevation goes 0.915 / 0.908 / 0.908 / 0.914 -> 0.932 / 0.923 / 0.928 / 0.929 on the four
         banks, with exact labels 0.9956 -> 0.9918. A dict `{name: [names]}` sets them (fitted global labels,
         or `DEPTH_HEIGHT` and `DEPTH_WIDTH` with a depth map); None: none.
+    part_conditions : 'auto', dict or None
+        Global directions softly held (as `soft_conditions` do) against *localized* directions, after the other
+        holds: `{global name: [localized name prefixes]}`, a prefix matching the localized directions named like it
+        or like it plus a suffix (`albedo_eyes`: `albedo_eyes`, `albedo_eyes_2`, ...). 'auto' (default):
+        `PART_AUTO_CONDITIONS`, the light elevation held against the eyes' albedo directions, when both were found.
+        A decomposer's elevation reading takes in the eyes: a step along the found elevation moved the true eye
+        spacing +0.38 std where the true elevation moves it +0.19 (BENCHMARKS.md, issue 11, thirty-first session).
+        Held so (strength `part_strength`), the elevation direction gains 0.006 / 0.008 / 0.007 |cos| to the truth
+        on three 20k banks of the synthetic checkpoint (0.929 / 0.928 / 0.922 -> 0.935 / 0.936 / 0.929; flat over
+        strengths 0.1-0.3, chosen on the first two banks; the eyes' depth directions lose instead;
+        BENCHMARKS.md, issue 11, thirty-second session). None: no such hold.
+    part_strength : float
+        The strength of `part_conditions` (default 0.2; 0: no effect). Far weaker than `soft_strength`: the part's
+        directions carry the part's own factors, which the true light directions overlap.
     soft_strength : float
         The strength s of `soft_conditions` (default 3; 0: no effect).
     val_fraction : float
@@ -278,6 +293,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         (`albedo_source`); None when `map_labels` has no 'albedo'.
     conditioned_on_ : dict[str, list[str]]  the conditions applied (see `conditions`).
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
+    part_conditioned_on_ : dict[str, list[str]]  the localized directions each global one was softly held
+        against (see `part_conditions`).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
         (orthonormal; None without an RGB albedo map).
     depth_height_direction_, depth_width_direction_ : ndarray [1, w_dim] or None  the unit W directions
@@ -320,6 +337,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         taught_light: bool = False,
         soft_conditions: Mapping[str, Sequence[str]] | str | None = "auto",
         soft_strength: float = 3.0,
+        part_conditions: Mapping[str, Sequence[str]] | str | None = "auto",
+        part_strength: float = 0.2,
         chroma_alpha: float = 0.2,
         light_labels: Sequence[str] = LIGHT_LABELS,
         val_fraction: float = 0.1,
@@ -350,6 +369,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.taught_light = taught_light
         self.soft_conditions = soft_conditions
         self.soft_strength = soft_strength
+        self.part_conditions = part_conditions
+        self.part_strength = part_strength
         self.chroma_alpha = chroma_alpha
         self.light_labels = light_labels
         self.val_fraction = val_fraction
@@ -410,13 +431,14 @@ class ThreeDCoupledDirections(DirectionFinder):
         _check_number("val_fraction", self.val_fraction, 0.0, "in [0, 1)", high=1.0)
         _check_number("side_fraction", self.side_fraction, 0.5, "in (0.5, 1]", open_low=True, high=1.0,
                       open_high=False)
-        for key in ("conditions", "soft_conditions"):
+        for key in ("conditions", "soft_conditions", "part_conditions"):
             value = getattr(self, key)
             if not (value is None or value == "auto" or (isinstance(value, Mapping) and all(
                     isinstance(k, str) and isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v)
                     for k, v in value.items()))):
                 raise ValueError(f"{key} must be 'auto', None or a dict name -> list of names, got {value!r}")
         _check_number("soft_strength", self.soft_strength, 0.0, ">= 0 (0: the soft holds do nothing)")
+        _check_number("part_strength", self.part_strength, 0.0, ">= 0 (0: the part holds do nothing)")
         _check_number("chroma_alpha", self.chroma_alpha, 0.0, ">= 0 (0: no white-light prior)")
         for key in ("map_labels", "global_labels", "skip_parts", "light_labels"):
             value = getattr(self, key)
@@ -462,7 +484,11 @@ class ThreeDCoupledDirections(DirectionFinder):
             raise ValueError(f"no direction was found: dropped {dropped}")
         self.names_ = _unique([nm for b in blocks for nm in b.names])
         self.kinds_ = [b.kind for b in blocks for _ in b.names]
-        self.directions_ = np.concatenate([b.directions for b in blocks]).astype(np.float32)
+        # the global directions softly held against localized ones (`part_conditions`), once both are known
+        self.part_conditioned_on_ = resolve_part_conditions(self.part_conditions, self.names_, self.kinds_)
+        directions = soft_conditioned(np.concatenate([b.directions for b in blocks]), self.names_,
+                                      self.part_conditioned_on_, float(self.part_strength))
+        self.directions_ = directions.astype(np.float32)
         self.directions_ /= np.linalg.norm(self.directions_, axis=1, keepdims=True)
         self.coef_ = np.concatenate([b.coef for b in blocks])
         self.intercept_ = np.concatenate([b.intercept for b in blocks])
@@ -767,6 +793,9 @@ class ThreeDCoupledDirections(DirectionFinder):
         if getattr(self, "soft_conditioned_on_", None):
             out["soft_conditioned_on"] = {k: list(v) for k, v in self.soft_conditioned_on_.items()}
             out["soft_strength"] = float(self.soft_strength)
+        if getattr(self, "part_conditioned_on_", None):
+            out["part_conditioned_on"] = {k: list(v) for k, v in self.part_conditioned_on_.items()}
+            out["part_strength"] = float(self.part_strength)
         return out
 
 
