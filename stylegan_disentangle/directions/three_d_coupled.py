@@ -46,7 +46,8 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   which a decomposer with a light mask reads into the ambient (the masked rows show more or less of the head as it
   pitches). Then the ambient is *softly* held against the view, the light's azimuth and elevation and the face's
   width as the decomposer's depth draws it, and the elevation against the face's height there
-  (`soft_conditions`): the overlap with each shrunk, not removed.
+  (`soft_conditions`): the overlap with each shrunk, not removed. Last, once the localized directions are found,
+  the elevation is softly held against the eyes' albedo directions, which its reading takes in (`part_conditions`).
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
