@@ -31,7 +31,7 @@ SOFT_AUTO_CONDITIONS = {"light_ambient": ("yaw", "pitch", "roll", "tx", "ty", "t
                                           "light_elevation", DEPTH_WIDTH),
                         "light_elevation": (DEPTH_HEIGHT,)}
 """`soft_conditions='auto'`: the global directions softly held against others (see `soft_conditions`)."""
-PART_AUTO_CONDITIONS = {"light_elevation": ("albedo_eyes", "depth_mouth")}
+PART_AUTO_CONDITIONS = {"light_elevation": ("albedo_eyes",)}
 """`part_conditions='auto'`: global directions softly held against localized ones, named by prefix (see
 `part_conditions`)."""
 TOP_REGION = "forehead"  # the canonical region (`canonical_regions`) whose albedo colour TOP_ALBEDO_COLOUR reads

@@ -47,8 +47,7 @@ canonical depth / albedo maps. This estimator turns those *unsupervised* semanti
   pitches). Then the ambient is *softly* held against the view, the light's azimuth and elevation and the face's
   width as the decomposer's depth draws it, and the elevation against the face's height there
   (`soft_conditions`): the overlap with each shrunk, not removed. Last, once the localized directions are found,
-  the elevation is softly held against the eyes' albedo and the mouth's depth directions, which its reading takes
-  in (`part_conditions`).
+  the elevation is softly held against the eyes' albedo directions, which its reading takes in (`part_conditions`).
 
 The decomposition of images happens upstream (the bank's `decomposer3d` labeler); `fit` takes the labels.
 """
@@ -253,15 +252,13 @@ class ThreeDCoupledDirections(DirectionFinder):
     part_conditions : 'auto', dict or None
         Global directions softly held (as `soft_conditions` do) against *localized* directions, after the other
         holds: `{global name: [localized name prefixes]}`, a prefix matching the localized directions named like it
-        or like it plus a suffix (`albedo_eyes`: `albedo_eyes`, `albedo_eyes_2`, ...), all of a direction's
-        prefixes held against at once. 'auto' (default): `PART_AUTO_CONDITIONS`, the light elevation held against
-        the eyes' albedo and the mouth's depth directions, those that were found. A decomposer's elevation reading
-        takes in the eyes: a step along the found elevation moved the true eye spacing +0.38 std where the true
-        elevation moves it +0.19 (BENCHMARKS.md, issue 11, thirty-first session). Held against the eyes' albedo
-        directions (strength 0.2) the elevation direction gains 0.006 / 0.008 / 0.007 |cos| to the truth on three
-        20k banks of the synthetic checkpoint (0.929 / 0.928 / 0.922 -> 0.935 / 0.936 / 0.929), and with the
-        mouth's depth directions too 0.937 / 0.946 / 0.937 (both chosen among every part's depth and albedo
-        directions on the first two banks, the third kept apart; the other parts' directions lose or gain less;
+        or like it plus a suffix (`albedo_eyes`: `albedo_eyes`, `albedo_eyes_2`, ...). 'auto' (default):
+        `PART_AUTO_CONDITIONS`, the light elevation held against the eyes' albedo directions, when both were found.
+        A decomposer's elevation reading takes in the eyes: a step along the found elevation moved the true eye
+        spacing +0.38 std where the true elevation moves it +0.19 (BENCHMARKS.md, issue 11, thirty-first session).
+        Held so (strength `part_strength`), the elevation direction gains 0.006 / 0.008 / 0.007 |cos| to the truth
+        on three 20k banks of the synthetic checkpoint (0.929 / 0.928 / 0.922 -> 0.935 / 0.936 / 0.929; flat over
+        strengths 0.1-0.3, chosen on the first two banks; the eyes' depth directions lose instead;
         BENCHMARKS.md, issue 11, thirty-second session). None: no such hold.
     part_strength : float
         The strength of `part_conditions` (default 0.2; 0: no effect). Far weaker than `soft_strength`: the part's
