@@ -129,12 +129,9 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
             raise UsageError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
         out["loss" if method == "linear" else "global_loss"] = loss
     if conditions is not None:
-        if method != "3d-coupled":
-            raise UsageError("--conditions applies to --method 3d-coupled only")
-        if conditions not in ("auto", "none"):
-            raise UsageError(f"--conditions must be 'auto' or 'none'; got {conditions!r}")
         # 'none': no holds at all
-        out["conditions"] = out["soft_conditions"] = out["part_conditions"] = "auto" if conditions == "auto" else None
+        held = _three_d_choice(method, "--conditions", conditions, ("auto", "none")) == "auto"
+        out["conditions"] = out["soft_conditions"] = out["part_conditions"] = "auto" if held else None
     if albedo_source is not None:
         out["albedo_source"] = _three_d_choice(method, "--albedo-source", albedo_source, ALBEDO_SOURCES)
     return out
