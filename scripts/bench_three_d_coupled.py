@@ -340,17 +340,12 @@ def main() -> None:
         minus = G.synthesis(base - d, noise_mode="const", force_fp32=True)
         loc[name] = float(np.nanmean(locality(minus, plus, img_masks[:, PART_NAMES.index(part)])))
     print("locality (share of the edit inside the named part): " + ", ".join(f"{n} {v:.2f}" for n, v in loc.items()))
-    span = {}
-    for part, factors in PART_FACTORS.items():
-        rows = [k for k, n in enumerate(est.names_) if part_of.get(n) == part]
-        if not rows:
-            span[part] = {f: 0.0 for f in factors}
-            continue
-        q, _ = np.linalg.qr(est.directions_[rows].astype(np.float64).T)
-        span[part] = {f: float(np.linalg.norm(q.T @ truth[fmap.names.index(f)])) for f in factors}
+    # the span goal is the own-part entries of the cross-part table (0 for a part without directions)
+    cross = cross_part_spans(est.directions_, [part_of.get(n) for n in est.names_], truth, list(fmap.names))
+    span = {part: {f: cross[part][f] if part in cross else 0.0 for f in factors}
+            for part, factors in PART_FACTORS.items()}
     print("span (projection norm of the true identity/expression directions on the part's directions): "
           + "; ".join(f"{p_}: " + ", ".join(f"{f} {v:.2f}" for f, v in s.items()) for p_, s in span.items()))
-    cross = cross_part_spans(est.directions_, [part_of.get(n) for n in est.names_], truth, list(fmap.names))
     print("span of every part factor on each part's directions (rows: the part's directions):\n" + "\n".join(
         f"  {p_:6s} " + " ".join(f"{f} {v:.2f}" for f, v in row.items()) for p_, row in cross.items()))
     fidelity, readability = {}, {}
