@@ -48,6 +48,7 @@ def _three_d_coupled(G, spec: str):
     """Fit on w [N, w_dim] from the decomposer's labels of G's images (rendered and decomposed here)."""
     from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
     from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler
+    from stylegan_disentangle.labels.decomposer.view_leak import VIEW_LEAK_SAMPLES
     from stylegan_disentangle.synthetic import PART_NAMES
     from stylegan_disentangle.synthetic.checkpoint import oracle_labeler
 
@@ -64,10 +65,14 @@ def _three_d_coupled(G, spec: str):
             ws = torch.as_tensor(w[:256]).unsqueeze(1).repeat(1, G.num_ws, 1)
             masks = oracle_labeler().intrinsics(ws, resolution=lab.input_resolution)["canonical_masks"].mean(0)
         labels = {k: np.concatenate(v) for k, v in labels.items()}
-        # the regressions' prior, as find-directions fits them
+        # the regressions' prior and the light readings' view leak, as find-directions fits them
         metric, chroma = sensitivities(G, w[:SENSITIVITY_SAMPLES], resolution=lab.input_resolution, progress=False)
+        with torch.no_grad():
+            ws = torch.as_tensor(w[:VIEW_LEAK_SAMPLES]).unsqueeze(1).repeat(1, G.num_ws, 1)
+            leaks = lab.view_leak(G.synthesis(ws, noise_mode="const", force_fp32=True).clamp(-1, 1))
         return ThreeDCoupledDirections(taught_light=lab.taught_light, random_state=0).fit(
-            w, labels, part_masks=masks.numpy(), part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
+            w, labels, part_masks=masks.numpy(), part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma,
+            label_leaks=leaks)
 
     return fit
 

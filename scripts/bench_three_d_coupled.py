@@ -25,7 +25,9 @@ with the world's mean canonical part masks for naming. Reported:
 
 `--sensitivity-samples N` (default 16; 0: none) estimates the generator's image sensitivity (the mean Gram of its
 Jacobian) on N samples and fits with it as the regressions' prior (`ThreeDCoupledDirections.fit(w_metric=...)`),
-as `find-directions` does.
+as `find-directions` does. `--view-leak-samples N` (default 512; 0: none) measures on N faces how much of the
+view the decomposer's light readings take in, on its own re-renders (`DecomposerLabeler.view_leak`), and removes it
+from the light labels before the fit (`fit(label_leaks=...)`), as `find-directions` does.
 
 `--decomposer oracle` replaces the trained decomposer by the world's exact decomposition (its depth, albedo, light
 and view): the method's own ceiling, apart from what any learned decomposer adds.
@@ -46,6 +48,7 @@ from stylegan_disentangle.analysis.metrics import locality
 from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, parse_light_mask, scalar_labels
+from stylegan_disentangle.labels.decomposer.view_leak import VIEW_LEAK_SAMPLES
 from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.synthetic.decomposer_eval import render as world_render
@@ -243,6 +246,9 @@ def main() -> None:
                    help=f"samples for the generator's image sensitivity, the regressions' prior (0: none; default "
                         f"{SENSITIVITY_SAMPLES}, 0 with --decomposer oracle: its exact labels are not read off the "
                         f"image, the prior's premise)")
+    p.add_argument("--view-leak-samples", type=int, default=None,
+                   help=f"faces the light readings' view leak is measured on (default {VIEW_LEAK_SAMPLES}; 0: none, "
+                        "the fit before the thirty-third session)")
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--bound-faces", type=int, default=16,
                    help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
@@ -267,6 +273,10 @@ def main() -> None:
         p.error("--light-mask applies to a decomposer, not to the oracle")
     if args.sensitivity_samples is None:
         args.sensitivity_samples = 0 if args.decomposer == "oracle" else SENSITIVITY_SAMPLES
+    if args.view_leak_samples is None:
+        args.view_leak_samples = 0 if args.decomposer == "oracle" else VIEW_LEAK_SAMPLES
+    elif args.view_leak_samples and args.decomposer == "oracle":
+        p.error("--view-leak-samples measures a decomposer's readings; the oracle's are exact")
     torch.set_grad_enabled(False)
     G, fmap = load_synthetic()
     truth = fmap.directions / np.linalg.norm(fmap.directions, axis=1, keepdims=True)
@@ -308,11 +318,18 @@ def main() -> None:
     metric = chroma = None
     if args.sensitivity_samples:  # the regressions' priors, as find-directions computes them
         metric, chroma = sensitivities(G, w[: args.sensitivity_samples], resolution=resolution, progress=False)
+    leaks = None
+    if args.view_leak_samples:  # the light readings' view leak, as find-directions measures it
+        faces = G.synthesis(_ws(G, w[: args.view_leak_samples]), noise_mode="const", force_fp32=True).clamp(-1, 1)
+        leaks = decomposer.view_leak(faces)
+        print("view leak of the light readings (per degree of each rotation reading): " + "; ".join(
+            f"{k} " + ", ".join(f"{a} {v:+.4f}" for a, v in row.items()) for k, row in leaks.items()))
     t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, code_alpha=args.code_alpha, taught_light=taught_light,
                                   albedo_source=args.albedo_source, random_state=args.seed).fit(
-        w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma)
+        w, labels, part_masks=masks, part_names=list(PART_NAMES), w_metric=metric, w_chroma=chroma,
+        label_leaks=leaks)
     t_fit = time.perf_counter() - t1 - t_sens
     print(f"{args.samples} samples: render + decompose {t_decomp:.1f} s, sensitivity {t_sens:.1f} s, "
           f"fit {t_fit:.1f} s; "
@@ -371,7 +388,7 @@ def main() -> None:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "decompose_seconds": t_decomp,
                        "sensitivity_seconds": t_sens, "fit_seconds": t_fit,
-                       "albedo_source": est.albedo_source_,
+                       "albedo_source": est.albedo_source_, "view_leak": leaks,
                        "names": est.names_, "scores": est.scores_.tolist(), "global_abs_cos": glob,
                        "locality": loc, "span": span, "cross_part_span": cross, "dropped": est.dropped_,
                        "locality_ceiling": ceiling, "locality_bound": bound, "generator_fidelity": fidelity,

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-samples", type=int, default=None,
                    help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                         "(default 16; 0: none); kept in the bank folder for later runs")
+    p.add_argument("--view-leak-samples", type=int, default=None,
+                   help="3d-coupled: faces on which the decomposer measures how much of the view its light readings "
+                        "take in, on its own re-renders; that share is removed from the light labels before the fit "
+                        "(default 512; 0: none)")
     p.add_argument("--conditions", choices=("auto", "none"), default=None,
                    help="3d-coupled: hold the light elevation against the other light readings (the roll with a "
                         "light-taught decomposer) and the top albedo's colour, the ambient against the pitch, then "
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         method_kwargs = method_options(args["method"], args.pop("atom_scope"), args.pop("n_atoms"), args.pop("loss"),
                                        args["decomposer"], args["sensitivity_samples"], args.pop("conditions"),
                                        args["decomposer_crop"], args["decomposer_light_mask"],
-                                       args.pop("albedo_source"))
+                                       args.pop("albedo_source"), args["view_leak_samples"])
     except UsageError as exc:
         parser.error(str(exc))  # exits with status 2, like any argparse usage error
     if method_kwargs:

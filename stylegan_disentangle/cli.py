@@ -287,6 +287,10 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
 @click.option("--sensitivity-samples", type=click.IntRange(min=0), default=None,
               help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                    "(default 16; 0: none); kept in the bank folder for later runs.")
+@click.option("--view-leak-samples", type=click.IntRange(min=0), default=None,
+              help="3d-coupled: faces on which the decomposer measures how much of the view its light readings take "
+                   "in, on its own re-renders; that share is removed from the light labels before the fit "
+                   "(default 512; 0: none).")
 @click.option("--conditions", type=click.Choice(["auto", "none"]), default=None,
               help="3d-coupled: hold the light elevation direction against the ambient, diffuse and azimuth "
                    "readings (against the roll instead with a light-taught decomposer) and the colour of the "
@@ -311,7 +315,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
     try:  # options another method would ignore (yet config.json would record) are usage errors
         method_kwargs = method_options(kwargs["method"], atom_scope, n_atoms, loss, kwargs["decomposer"],
                                        kwargs["sensitivity_samples"], conditions, kwargs["decomposer_crop"],
-                                       kwargs["decomposer_light_mask"], albedo_source)
+                                       kwargs["decomposer_light_mask"], albedo_source,
+                                       kwargs["view_leak_samples"])
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     if method_kwargs:

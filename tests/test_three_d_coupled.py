@@ -422,6 +422,9 @@ def test_cli_3d_coupled_writes_named_directions_and_the_footprint_sheet(tiny_run
     ds = DirectionSet.load(out / "directions")
     assert ds.method == "3d-coupled"
     assert {"yaw", "pitch", "roll", "light_azimuth", "light_elevation", "light_ambient"} <= set(ds.names)
+    # an untrained netV does not follow its own re-rendered rotations: no view leak is measured (a warning), the
+    # light labels are fitted as read
+    assert "label_leaks" not in ds.info
     kinds = ds.info["kinds"]
     assert {"depth", "albedo"} <= set(kinds)
     fp = ds.extras["footprint"]
@@ -545,6 +548,13 @@ def test_cli_decomposer_with_another_method_is_a_usage_error(tiny_run, tmp_path)
     with pytest.raises(UsageError, match="decomposer applies to method '3d-coupled' only"):
         run_find_directions(pkl, method="linear", decomposer=dec_path, outdir=tmp_path / "lin")
     assert not (tmp_path / "lin").exists()
+    wrong = cli(["find-directions", str(pkl), "--method", "pca", "--view-leak-samples", "8", "--outdir",
+                  str(tmp_path / "pca")])
+    assert wrong.exit_code == 2 and "--view-leak-samples applies to --method 3d-coupled only" in wrong.output
+    with pytest.raises(UsageError, match=r"view_leak_samples must be an integer >= 0 \(0: no view leak\)"):
+        run_find_directions(pkl, method="3d-coupled", decomposer=dec_path, view_leak_samples=-1,
+                            outdir=tmp_path / "neg")
+    assert not (tmp_path / "pca").exists() and not (tmp_path / "neg").exists()
 
 
 def test_script_accepts_the_3d_coupled_method(tiny_run, tmp_path, capsys):
@@ -634,6 +644,12 @@ def test_the_shipped_checkpoint_gets_the_synthetic_decomposer_and_the_worlds_par
     ds = res.direction_set
     config = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
     assert config["args"]["decomposer"] == "synthetic"
+    # the shipped netL's view leak, measured on the bank's faces and removed from the light labels before the fit
+    assert config["args"]["view_leak_samples"] == 512
+    leaks = ds.info["label_leaks"]
+    assert set(leaks) == {"light_ambient", "light_diffuse", "light_azimuth", "light_elevation"}
+    assert all(set(row) == {"pitch", "yaw", "roll"} for row in leaks.values())
+    assert 0.3 < leaks["light_elevation"]["pitch"] < 0.8
     assert ds.info["part_names"] == list(PART_NAMES)
     local = [n for n, kind in zip(ds.names, ds.info["kinds"]) if kind != "global"]
     assert local and all(n.split("_")[1] in PART_NAMES for n in local), local
@@ -880,6 +896,42 @@ def test_the_ambient_is_held_against_the_pitch_by_default():
     # conditions do not chain: the elevation is held against the ambient as fitted, not as held
     e = auto.names_.index("light_elevation")
     assert abs(float(auto.directions_[e] @ plain.directions_[k])) < 1e-6
+
+
+def test_a_measured_label_leak_is_removed_before_the_fit():
+    """A decomposer whose elevation reading takes in 0.5 per unit of its pitch reading, while the true elevation
+    direction itself leans toward the pitch's (as the world's do): a hold against the pitch would take the lean out
+    with the leak; subtracting the measured slope (`label_leaks`, as `DecomposerLabeler.view_leak` measures it)
+    recovers the elevation and leaves every other direction as fitted."""
+    w, (el0, pitch, yaw), noise = _planted_readings(4, 3, 0.05, 3)
+    el = (el0 + 0.5 * pitch) / np.linalg.norm(el0 + 0.5 * pitch)
+    pitch_read = w @ pitch + noise[:, 0]
+    labels = {"pitch": pitch_read, "yaw": w @ yaw + noise[:, 1],
+              "light_elevation": w @ el + 0.5 * pitch_read + noise[:, 2]}
+
+    def fit(leaks=None, **kw):
+        kw = {"conditions": None, "soft_conditions": None, **kw}
+        return ThreeDCoupledDirections(map_labels=(), global_loss="squared", random_state=0, **kw).fit(
+            w, labels, label_leaks=leaks)
+
+    fixed, plain = fit({"light_elevation": {"pitch": 0.5}}), fit()
+    held = fit(conditions={"light_elevation": ["pitch"]})
+    e = fixed.names_.index("light_elevation")
+    assert abs(float(fixed.directions_[e] @ el)) > 0.999
+    assert abs(float(plain.directions_[e] @ el)) < 0.97
+    assert abs(float(held.directions_[e] @ el)) < 0.95
+    kept = [i for i, name in enumerate(fixed.names_) if name != "light_elevation"]
+    np.testing.assert_array_equal(fixed.directions_[kept], plain.directions_[kept])
+    assert fixed.label_leaks_ == {"light_elevation": {"pitch": 0.5}} and plain.label_leaks_ == {}
+    assert fixed.to_direction_set().info["label_leaks"] == {"light_elevation": {"pitch": 0.5}}
+    assert "label_leaks" not in plain.to_direction_set().info
+    assert np.array_equal(labels["light_elevation"], w @ el + 0.5 * pitch_read + noise[:, 2])  # caller's untouched
+    for leaks, match in [({"light_elevation": {"nope": 1.0}}, "not scalar labels"),
+                         ({"light_elevation": {"light_elevation": 1.0}}, "into itself"),
+                         ({"light_elevation": {"pitch": float("nan")}}, "not finite"),
+                         ({"light_elevation": 0.5}, "must be a dict"), ([("pitch", 1)], "must be a dict")]:
+        with pytest.raises(ValueError, match=match):
+            fit(leaks)
 
 
 def test_the_ambient_is_softly_held_against_the_other_global_directions():

@@ -42,6 +42,7 @@ from ..directions import (
 from ..errors import LatentError, StyleGANDisentangleError, UsageError
 from ..labels import check_crop, get_labelers
 from ..labels.decomposer.labeler import check_light_mask
+from ..labels.decomposer.view_leak import VIEW_LEAK_SAMPLES, ViewLeakError
 from ..latents import LatentBank
 from ..utils import atomic_write
 from ._run import Timer, load_generator, run_header, write_json
@@ -51,8 +52,8 @@ from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
 from .sensitivity import SENSITIVITY_SAMPLES, sensitivities
 
-__all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "bank_sensitivity", "method_options",
-           "resolve_decomposer", "run_find_directions"]
+__all__ = ["ATOM_SCOPES", "LOSSES", "METHODS", "FindDirectionsResult", "bank_sensitivity", "bank_view_leak",
+           "method_options", "resolve_decomposer", "run_find_directions"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,12 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
                    sensitivity_samples: int | None = None, conditions: str | None = None,
                    decomposer_crop: Sequence[float] | None = None,
                    decomposer_light_mask: Sequence[float] | bool | None = None,
-                   albedo_source: str | None = None) -> dict[str, Any]:
+                   albedo_source: str | None = None, view_leak_samples: int | None = None) -> dict[str, Any]:
     """The finder's constructor arguments (`method_kwargs`) for the command-line options --atom-scope, --n-atoms,
     --loss, --conditions ('auto' / 'none') and --albedo-source (those not None). Raises UsageError naming an option
-    that does not apply to `method` (--decomposer, --sensitivity-samples, --decomposer-crop and
-    --decomposer-light-mask included: they go to `run_find_directions`, not to the finder) or a value out of range."""
+    that does not apply to `method` (--decomposer, --sensitivity-samples, --view-leak-samples, --decomposer-crop
+    and --decomposer-light-mask included: they go to `run_find_directions`, not to the finder) or a value out of
+    range."""
     method = _canonical_method(method)
     out: dict[str, Any] = {}
     if decomposer is not None and method != "3d-coupled":
@@ -114,6 +116,8 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
         raise UsageError(f"--decomposer-light-mask applies to --method 3d-coupled only (got --method {method})")
     if sensitivity_samples is not None:
         _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
+    if view_leak_samples is not None:
+        _check_sensitivity_samples(method, view_leak_samples, "--view-leak-samples", "--method ", "no view leak")
     if atom_scope is not None:
         out["atom_scope"] = _three_d_choice(method, "--atom-scope", atom_scope, ATOM_SCOPES)
     if n_atoms is not None:
@@ -146,12 +150,14 @@ def _three_d_choice(method: str, option: str, value: str, choices: Sequence[str]
     return value
 
 
-def _check_sensitivity_samples(method: str, value: Any, option: str, method_word: str) -> None:
-    """UsageError unless `value` is an integer >= 0 and `method` is 3d-coupled (the only one that uses it)."""
+def _check_sensitivity_samples(method: str, value: Any, option: str, method_word: str,
+                               zero: str = "no metric") -> None:
+    """UsageError unless `value` is an integer >= 0 and `method` is 3d-coupled (the only one that uses it); `zero`
+    says what 0 means."""
     if method != "3d-coupled":
         raise UsageError(f"{option} applies to {method_word}3d-coupled only (got {method_word}{method})")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise UsageError(f"{option} must be an integer >= 0 (0: no metric), got {value!r}")
+        raise UsageError(f"{option} must be an integer >= 0 (0: {zero}), got {value!r}")
 
 
 def _is_shipped_synthetic(path: str | os.PathLike) -> bool:
@@ -201,7 +207,8 @@ def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tu
 
 def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
          method_kwargs: dict[str, Any], part_masks: tuple[np.ndarray, list[str]] | None = None,
-         w_metric: np.ndarray | None = None, w_chroma: np.ndarray | None = None) -> Any:
+         w_metric: np.ndarray | None = None, w_chroma: np.ndarray | None = None,
+         label_leaks: dict[str, dict[str, float]] | None = None) -> Any:
     w = bank.w
     if method == "3d-coupled":
         kwargs = dict(global_labels=sorted(labels, key=list(bank.labels).index), random_state=seed)
@@ -209,7 +216,7 @@ def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np
         maps = {k_: bank.labels[k_] for k_ in ("depth", "albedo", "image_albedo") if k_ in bank.labels}
         masks, names = part_masks if part_masks is not None else (None, None)
         return ThreeDCoupledDirections(**kwargs).fit(w, {**labels, **maps}, part_masks=masks, part_names=names,
-                                                     w_metric=w_metric, w_chroma=w_chroma)
+                                                     w_metric=w_metric, w_chroma=w_chroma, label_leaks=label_leaks)
     if method == "pca":
         kwargs = dict(n_components=min(k, w.shape[0], w.shape[1]), random_state=seed,
                       incremental=w.shape[0] * w.shape[1] > 2**29)  # > 2 GB of float32: stream it
@@ -273,6 +280,28 @@ def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, no
         except OSError as exc:  # a read-only bank folder: the run goes on, a later one measures it again
             logger.warning("could not keep the image sensitivity in %s (%s)", path, exc)
     return grams
+
+
+def bank_view_leak(G: Any, bank: LatentBank, lab: Any, samples: int, noise_mode: str = "const",
+                   batch_size: int = 64) -> dict[str, dict[str, float]] | None:
+    """How much of the view the decomposer labeler `lab`'s light readings take in (`DecomposerLabeler.view_leak`),
+    measured on the bank's first `samples` faces, rendered again; None when `lab` cannot measure it or none of
+    its light labels is in the bank (or, with a warning, when the decomposer's rotation readings do not follow its
+    own re-renders). Cheap (about 3 s for 512 faces at 32x32 on two cores), so not kept."""
+    if not hasattr(lab, "view_leak"):
+        return None
+    rows = min(int(samples), len(bank))
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        faces = torch.cat([G.synthesis(bank.ws(np.arange(i, min(i + batch_size, rows)), device),
+                                       noise_mode=noise_mode).clamp(-1, 1).cpu()
+                           for i in range(0, rows, batch_size)])
+    try:
+        leaks = {k: v for k, v in lab.view_leak(faces).items() if k in bank.labels}
+    except ViewLeakError as exc:  # e.g. a decomposer trained for a few steps: fit without the correction
+        logger.warning("no view leak correction: %s", exc)
+        return None
+    return {k: {a: s for a, s in v.items() if a in bank.labels} for k, v in leaks.items()} or None
 
 
 def _cached_gram(path: Path, w_dim: int) -> np.ndarray | None:
@@ -429,6 +458,7 @@ def run_find_directions(
     sensitivity_samples: int | None = None,
     decomposer_crop: Sequence[float] | None = None,
     decomposer_light_mask: Sequence[float] | bool | None = None,
+    view_leak_samples: int | None = None,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
@@ -460,6 +490,10 @@ def run_find_directions(
         the decomposer's light network does not see, e.g. the hair above the face (`Unsup3DDecomposer`'s
         `light_mask`); None: the decomposer's own (the shipped synthetic one has one), False: none. config.json
         records the mask used.
+    view_leak_samples : '3d-coupled' only: faces of the bank on which the decomposer measures how much of the view
+        its light readings take in, on its own re-renders (`DecomposerLabeler.view_leak`); the fit removes that
+        share of the rotation readings from the light labels (`ThreeDCoupledDirections.fit(label_leaks=...)`).
+        Default 512; 0: none.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -468,6 +502,10 @@ def run_find_directions(
         grid_sample, grid_sigmas, num_directions=num_directions, batch_size=batch_size,
         effect_samples=effect_samples, grid_steps=grid_steps, grid_max_rows=grid_max_rows,
         embed_max_points=embed_max_points)
+    if view_leak_samples is not None:
+        _check_sensitivity_samples(method, view_leak_samples, "view_leak_samples", "method ", "no view leak")
+    elif method == "3d-coupled":
+        view_leak_samples = VIEW_LEAK_SAMPLES
     if method == "3d-coupled":
         labeler = "none"  # the decomposer is the labeler
     lab = get_labelers(labeler) if isinstance(labeler, str) or labeler is None else labeler
@@ -490,7 +528,7 @@ def run_find_directions(
                 umap=bool(umap), embed_max_points=int(embed_max_points), color_by=color_by,
                 bank_dir=None if bank_dir is None else str(bank_dir), noise_mode=noise_mode,
                 decomposer=None if decomposer is None else str(decomposer),
-                sensitivity_samples=sensitivity_samples,
+                sensitivity_samples=sensitivity_samples, view_leak_samples=view_leak_samples,
                 decomposer_crop=list(lab.crop) if method == "3d-coupled" and lab.crop is not None else None,
                 **({"decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask)}
                    if method == "3d-coupled" else {}))
@@ -516,9 +554,14 @@ def run_find_directions(
         with timer("sensitivity"):
             w_metric, w_chroma = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
                                                   "none" if noise_mode == "none" else "const", progress, lab.crop)
+    label_leaks = None
+    if method == "3d-coupled" and view_leak_samples:
+        with timer("view leak"):
+            label_leaks = bank_view_leak(G, bank, lab, int(view_leak_samples),
+                                         "none" if noise_mode == "none" else "const", int(batch_size))
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
-                   w_metric, w_chroma)
+                   w_metric, w_chroma, label_leaks)
     ds = _fitted_direction_set(est, bank, provenance, samples, seed, grid_sigmas,
                                {"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
                                 "checkpoint": str(pkl)})

@@ -296,6 +296,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     soft_conditioned_on_ : dict[str, list[str]]  the soft conditions applied (see `soft_conditions`).
     part_conditioned_on_ : dict[str, list[str]]  the localized directions each global one was softly held
         against (see `part_conditions`).
+    label_leaks_ : dict[str, dict[str, float]]  the leaks removed from the labels before the fit (`fit`'s
+        `label_leaks`; empty when none).
     top_albedo_colour_directions_ : ndarray [2, w_dim] or None  the W directions `TOP_ALBEDO_COLOUR` names
         (orthonormal; None without an RGB albedo map).
     depth_height_direction_, depth_width_direction_ : ndarray [1, w_dim] or None  the unit W directions
@@ -382,7 +384,8 @@ class ThreeDCoupledDirections(DirectionFinder):
     # ------------------------------------------------------------------ fit
     def fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any = None,
             part_names: Sequence[str] | None = None, w_metric: Any = None,
-            w_chroma: Any = None) -> ThreeDCoupledDirections:
+            w_chroma: Any = None, label_leaks: Mapping[str, Mapping[str, float]] | None = None
+            ) -> ThreeDCoupledDirections:
         """Fit on `w` `[N, w_dim]` and decomposer labels (dict name -> `[N]` scalars or `[N, ...]` maps).
 
         `part_masks`: optional canonical-frame part masks, a dict name -> `[R, R]` or an array `[P, R, R]` with
@@ -393,9 +396,13 @@ class ThreeDCoupledDirections(DirectionFinder):
         `w_chroma`: optional `[w_dim, w_dim]` PSD matrix, the generator's chroma sensitivity
         (`analysis.sensitivity.sensitivities`); with `w_metric` it adds the white-light prior `chroma_alpha` to the
         regressions of `light_labels`.
+        `label_leaks`: optional {label: {other label: slope}}, how much of other scalar labels a label's reader is
+        known to take in, measured by intervention rather than fitted here (e.g. the decomposer's light readings on
+        its rotation readings, measured on its own re-renders: `DecomposerLabeler.view_leak`). Each such label has
+        ``sum slope * (other - its mean)`` subtracted before every regression and condition (`label_leaks_`).
         """
         with blas_limit(self.blas_threads):
-            return self._fit(w, labels, part_masks, part_names, w_metric, w_chroma)
+            return self._fit(w, labels, part_masks, part_names, w_metric, w_chroma, label_leaks)
 
     def _check_params(self) -> None:
         if self.albedo_source not in _ALBEDO_SOURCES:
@@ -448,7 +455,7 @@ class ThreeDCoupledDirections(DirectionFinder):
                 raise ValueError(f"{key} must be a sequence of names, got {value!r}")
 
     def _fit(self, w: Any, labels: Mapping[str, Any], part_masks: Any, part_names: Sequence[str] | None,
-             w_metric: Any, w_chroma: Any = None):
+             w_metric: Any, w_chroma: Any = None, label_leaks: Mapping[str, Mapping[str, float]] | None = None):
         self._check_params()
         w = as_w(w)
         if w_chroma is not None and w_metric is None:
@@ -459,6 +466,7 @@ class ThreeDCoupledDirections(DirectionFinder):
         self.albedo_source_ = self._resolve_albedo_source(labels)
         map_labels = [IMAGE_ALBEDO if k == "albedo" and self.albedo_source_ == "image" else k for k in self.map_labels]
         arrays, wanted, maps, dropped = _check_labels(labels, w.shape[0], self.global_labels, map_labels)
+        self.label_leaks_ = _remove_label_leaks(arrays, label_leaks)
         # the image's albedo stands in for netA's among the maps (its directions are still albedo_<part>), while
         # the conditions keep reading netA's albedo when it is given
         map_arrays = dict(arrays)
@@ -797,6 +805,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         if getattr(self, "part_conditioned_on_", None):
             out["part_conditioned_on"] = {k: list(v) for k, v in self.part_conditioned_on_.items()}
             out["part_strength"] = float(self.part_strength)
+        if getattr(self, "label_leaks_", None):
+            out["label_leaks"] = {k: dict(v) for k, v in self.label_leaks_.items()}
         return out
 
 
@@ -811,6 +821,42 @@ class _Block(NamedTuple):
     footprints: np.ndarray  # [K, R, R] (zeros for global directions)
     part_shares: np.ndarray  # [K, P]
     atom_index: np.ndarray  # [K] (-1 for global directions)
+
+
+def _remove_label_leaks(arrays: dict[str, np.ndarray],
+                        leaks: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
+    """Subtract from each scalar label in `leaks` its known share of other scalar labels, in place
+    (``y -= sum slope * (x - mean x)``: its mean is kept); returns the leaks as applied."""
+    if leaks is None:
+        return {}
+    if not isinstance(leaks, Mapping):
+        raise ValueError(f"label_leaks must be a dict label -> {{other label: slope}}, got {type(leaks).__name__}")
+    scalars = sorted(k for k, v in arrays.items() if v.ndim == 1)
+    applied: dict[str, dict[str, float]] = {}
+    for target, row in leaks.items():
+        if not isinstance(row, Mapping):
+            raise ValueError(f"label_leaks[{target!r}] must be a dict other label -> slope, got {row!r}")
+        unknown = [k for k in [target, *row] if k not in scalars]
+        if unknown:
+            raise ValueError(f"label_leaks name {unknown}, which are not scalar labels ({scalars})")
+        if target in row:
+            raise ValueError(f"label_leaks: {target!r} cannot leak into itself")
+        slopes = {str(k): float(v) for k, v in row.items()}
+        if not all(np.isfinite(v) for v in slopes.values()):
+            raise ValueError(f"label_leaks[{target!r}] holds a slope that is not finite: {slopes}")
+        applied[str(target)] = slopes
+    corrections = {}
+    for target, slopes in applied.items():  # all from the labels as given: leaks do not chain
+        fix = np.zeros(arrays[target].shape[0])
+        for source, slope in slopes.items():
+            x = np.asarray(arrays[source], dtype=np.float64)
+            if not np.isfinite(x).all():
+                raise LatentError(f"label {source!r} (a label_leaks source) contains NaN or inf")
+            fix += slope * (x - x.mean())
+        corrections[target] = fix
+    for target, fix in corrections.items():
+        arrays[target] = np.asarray(arrays[target], dtype=np.float64) - fix
+    return applied
 
 
 def _check_labels(labels: Any, n: int, global_labels: Sequence[str] | None,

@@ -39,6 +39,7 @@ from ..base import check_crop, crop_images
 from .light_teacher import light_labels
 from .model import Unsup3DDecomposer, check_light_mask
 from .reconstruction import image_albedo, renderer_for
+from .view_leak import VIEW_LEAK_DELTA, measure_view_leak
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
            "parse_light_mask", "scalar_labels"]
@@ -235,11 +236,8 @@ class DecomposerLabeler:
         for start in range(0, img.shape[0], self.batch_size):
             parts = ["light", "view"] + (["depth", "albedo"] if self.maps else [])
             # resized to the nets' input once, here: decompose and image_albedo both read it (a no-op prepare there)
-            batch = self.decomposer.prepare(crop_images(img[start:start + self.batch_size], self.crop).to(device))
-            if device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            out = self.decomposer.decompose(batch, parts=parts + (["confidence"] if self.confidence else []),
-                                            light_mask=False if self.light_mask is None else self.light_mask)
+            batch = self._prepare(img[start:start + self.batch_size], device)
+            out = self._decompose(batch, parts + (["confidence"] if self.confidence else []))
             values = scalar_labels(out)
             if self.maps:
                 values.update(depth=out["canon_depth"], albedo=out["canon_albedo"],
@@ -249,6 +247,26 @@ class DecomposerLabeler:
             for k in self.names:
                 chunks[k].append(values[k].float().cpu().contiguous())
         return {k: torch.cat(v) for k, v in chunks.items()}
+
+    def _prepare(self, img: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Images as the nets read them: cropped, resized, on `device` (channels-last on the CPU)."""
+        batch = self.decomposer.prepare(crop_images(img, self.crop).to(device))
+        return batch.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else batch
+
+    def _decompose(self, batch: torch.Tensor, parts: list[str]) -> dict[str, torch.Tensor]:
+        return self.decomposer.decompose(batch, parts=parts,
+                                         light_mask=False if self.light_mask is None else self.light_mask)
+
+    def view_leak(self, img: torch.Tensor, delta: float = VIEW_LEAK_DELTA) -> dict[str, dict[str, float]]:
+        """How much of the view this labeler's light readings take in, measured on the decomposer's re-renders of
+        `img` [N, 3, H, W] (`view_leak.measure_view_leak`: {light label: {rotation label: slope}}; no labels
+        needed)."""
+        if not torch.is_tensor(img) or img.ndim != 4 or img.shape[0] == 0:
+            got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
+            raise StyleGANDisentangleError(f"view leak: needs images [N >= 1, 3, H, W] in [-1, 1]; got {got}")
+        with self._inference() as device:
+            return measure_view_leak(self.decomposer, self._prepare(img, device), self._decompose, delta,
+                                     self.batch_size)
 
     def scalars_only(self) -> DecomposerLabeler:
         """The same decomposer labelling only the scalars (view and light): netD, netA and netC do not run, which

@@ -4,7 +4,9 @@
   own views and intensities, the head over a flat unlit background; optionally the albedo recoloured above a random
   hairline, `recolour_above_hairline`, or the yaw redrawn wider than the generator turns heads);
 - `turned_head_scene`: the batch's estimate under its own light with the head turned further than the generator
-  turns it, for the turned-head term (netL must read the same light there).
+  turns it, for the turned-head term (netL must read the same light there);
+- `nudged_view_scene`: the batch's estimate under its own light with each rotation moved by a given angle, for
+  measuring how much of the view the light readings take in (`view_leak`).
 
 The losses that compare a decomposition of a scene with its answers are here too.
 """
@@ -21,7 +23,7 @@ from .model import Unsup3DDecomposer
 from .reconstruction import renderer_for, view_degrees
 
 __all__ = ["RERENDER_INTENSITIES", "RERENDER_MODES", "WALL_MARGIN", "check_albedo_step", "light_turn_loss",
-           "recolour_above_hairline", "rerender_loss", "rerender_scene", "turned_head_scene"]
+           "nudged_view_scene", "recolour_above_hairline", "rerender_loss", "rerender_scene", "turned_head_scene"]
 
 RERENDER_MODES = ("random", "data")
 RERENDER_INTENSITIES = ("batch", "uniform")
@@ -152,6 +154,19 @@ def turned_head_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor], gen:
     view_raw[:, 1] = _uniform_rotation(dec, gen, depth.shape[0], max_yaw).to(view_raw.device)
     if max_pitch is not None:
         view_raw[:, 0] = _uniform_rotation(dec, gen, depth.shape[0], max_pitch).to(view_raw.device)
+    return _scene_image(dec, out, depth, albedo, out["light"].detach(), view_raw, _head_mask(dec, depth))
+
+
+@torch.no_grad()
+def nudged_view_scene(dec: Unsup3DDecomposer, out: dict[str, torch.Tensor],
+                      degrees: Sequence[float]) -> torch.Tensor:
+    """The batch's estimate re-rendered under its own light with its own view, each rotation (rx, ry, rz: pitch,
+    yaw, roll) moved by `degrees` [3], the head over the batch's corner colour. `out` is a decomposition with its
+    depth, albedo, light and view, and its `input` (the images the nets read)."""
+    depth, albedo = out["canon_depth"].detach(), out["canon_albedo"].detach()
+    view_raw = out["view_raw"].detach().clone()
+    view_raw[:, :3] += torch.as_tensor([float(d) for d in degrees], dtype=view_raw.dtype,
+                                       device=view_raw.device) / dec.xyz_rotation_range
     return _scene_image(dec, out, depth, albedo, out["light"].detach(), view_raw, _head_mask(dec, depth))
 
 
