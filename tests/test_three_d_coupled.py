@@ -872,6 +872,16 @@ def test_a_taught_light_is_held_against_the_roll_not_the_other_light_readings():
     kept = [i for i, name in enumerate(taught.names_) if name != "light_elevation"]
     np.testing.assert_array_equal(taught.directions_[kept], untaught.directions_[kept])
     assert clone(taught).get_params()["taught_light"] is True
+    # with the roll's share measured and removed (`label_leaks`), 'auto' no longer holds the elevation against it
+    # (the hold would also take the true directions' overlap); a dict keeps its hold
+    measured = ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None, random_state=0,
+                                       taught_light=True).fit(w, labels, label_leaks={"light_elevation": {"roll": 0.3}})
+    assert measured.conditioned_on_ == {"light_ambient": ["pitch"]}
+    assert abs(float(measured.directions_[e] @ el)) > 0.999
+    given = ThreeDCoupledDirections(map_labels=(), global_loss="squared", soft_conditions=None, random_state=0,
+                                    conditions={"light_elevation": ["roll"]}).fit(
+        w, labels, label_leaks={"light_elevation": {"roll": 0.3}})
+    assert given.conditioned_on_ == {"light_elevation": ["roll"]}
 
 
 def test_the_ambient_is_held_against_the_pitch_by_default():

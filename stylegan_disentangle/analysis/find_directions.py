@@ -115,9 +115,9 @@ def method_options(method: str, atom_scope: str | None = None, n_atoms: int | No
     if decomposer_light_mask is not None and method != "3d-coupled":
         raise UsageError(f"--decomposer-light-mask applies to --method 3d-coupled only (got --method {method})")
     if sensitivity_samples is not None:
-        _check_sensitivity_samples(method, sensitivity_samples, "--sensitivity-samples", "--method ")
+        _check_samples_option(method, sensitivity_samples, "--sensitivity-samples", "--method ")
     if view_leak_samples is not None:
-        _check_sensitivity_samples(method, view_leak_samples, "--view-leak-samples", "--method ", "no view leak")
+        _check_samples_option(method, view_leak_samples, "--view-leak-samples", "--method ", "no view leak")
     if atom_scope is not None:
         out["atom_scope"] = _three_d_choice(method, "--atom-scope", atom_scope, ATOM_SCOPES)
     if n_atoms is not None:
@@ -150,7 +150,7 @@ def _three_d_choice(method: str, option: str, value: str, choices: Sequence[str]
     return value
 
 
-def _check_sensitivity_samples(method: str, value: Any, option: str, method_word: str,
+def _check_samples_option(method: str, value: Any, option: str, method_word: str,
                                zero: str = "no metric") -> None:
     """UsageError unless `value` is an integer >= 0 and `method` is 3d-coupled (the only one that uses it); `zero`
     says what 0 means."""
@@ -351,7 +351,7 @@ def _check_run_args(method: str, samples: int, decomposer: Any, decomposer_crop:
             raise UsageError(f"{option} must be an integer >= {least}, got {value!r}")
     lasso_codes = (method_kwargs or {}).get("code_regression") == "lasso"  # a Lasso fit takes no metric
     if sensitivity_samples is not None:
-        _check_sensitivity_samples(method, sensitivity_samples, "sensitivity_samples", "method ")
+        _check_samples_option(method, sensitivity_samples, "sensitivity_samples", "method ")
         if sensitivity_samples and lasso_codes:
             raise UsageError("code_regression='lasso' does not combine with the image-sensitivity prior; pass "
                              "sensitivity_samples=0 or code_regression='auto' / 'ridge'")
@@ -503,7 +503,7 @@ def run_find_directions(
         effect_samples=effect_samples, grid_steps=grid_steps, grid_max_rows=grid_max_rows,
         embed_max_points=embed_max_points)
     if view_leak_samples is not None:
-        _check_sensitivity_samples(method, view_leak_samples, "view_leak_samples", "method ", "no view leak")
+        _check_samples_option(method, view_leak_samples, "view_leak_samples", "method ", "no view leak")
     elif method == "3d-coupled":
         view_leak_samples = VIEW_LEAK_SAMPLES
     if method == "3d-coupled":

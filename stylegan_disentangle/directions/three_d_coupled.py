@@ -220,7 +220,10 @@ class ThreeDCoupledDirections(DirectionFinder):
         0.90 -> 0.93 on a 20k bank (0.900 / 0.888 -> 0.932 / 0.928 on two fresh 20k samples), and 0.75 -> 0.92
         with a decomposer whose nets were all taught twice; the roll, which the readings through the light mask's
         box take in, is worth 0.015-0.024 of that (BENCHMARKS.md, issue 11, twenty-third session). A dict
-        `conditions` is used as given.
+        `conditions` is used as given. With `fit`'s `label_leaks`, 'auto' leaves out a hold against a label whose
+        leak into the held label was measured and removed: the measured share is gone, and the hard hold would also
+        take the true directions' overlap (with the shipped decomposer's view leak, the elevation is no longer held
+        against the roll: +0.003 |cos| on three 20k banks; BENCHMARKS.md, issue 11, thirty-third session).
     soft_conditions : 'auto', dict or None
         Global directions *softly* held against others, after the hard holds of `conditions`: a named direction
         d becomes `(I + soft_strength B^T B)^-1 d`, B the unit rows of its conditions' directions as they come out
@@ -617,6 +620,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         """{direction: its conditions} among the fitted global labels and, with an RGB albedo map,
         `TOP_ALBEDO_COLOUR`, with a depth map, `DEPTH_HEIGHT` and `DEPTH_WIDTH` (see `conditions`)."""
         auto = TAUGHT_AUTO_CONDITIONS if self.taught_light else AUTO_CONDITIONS
+        if self.conditions == "auto" and self.label_leaks_:  # a measured, removed leak needs no hold as well
+            auto = {k: tuple(c for c in v if c not in self.label_leaks_.get(k, {})) for k, v in auto.items()}
         return resolve_conditions("conditions", self.conditions, auto, fitted, {
             TOP_ALBEDO_COLOUR: (rgb_albedo, "an RGB albedo map"), **depth_readings(depth_map)})
 
@@ -825,8 +830,9 @@ class _Block(NamedTuple):
 
 def _remove_label_leaks(arrays: dict[str, np.ndarray],
                         leaks: Mapping[str, Mapping[str, float]] | None) -> dict[str, dict[str, float]]:
-    """Subtract from each scalar label in `leaks` its known share of other scalar labels, in place
-    (``y -= sum slope * (x - mean x)``: its mean is kept); returns the leaks as applied."""
+    """Replace each scalar label in `leaks`, in `arrays`, by the label less its known share of other scalar labels
+    (``y - sum slope * (x - mean x)``: its mean is kept; the caller's arrays are not written); returns the leaks as
+    applied."""
     if leaks is None:
         return {}
     if not isinstance(leaks, Mapping):
