@@ -187,10 +187,10 @@ def test_find_directions_fits_3d_coupled_with_the_sensitivity_by_default(monkeyp
     seen = []
     real_fit = ThreeDCoupledDirections.fit
 
-    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None):
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None, label_leaks=None):
         seen.append(None if w_metric is None else np.asarray(w_metric))
         chromas.append(None if w_chroma is None else np.asarray(w_chroma))
-        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma)
+        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma, label_leaks)
 
     calls, chromas = [], []
     real_sens = fd.sensitivities
@@ -241,10 +241,10 @@ def test_find_directions_keeps_the_sensitivity_in_the_bank_and_reads_it_back(mon
     seen, chromas, calls = [], [], []
     real_fit, real_sens = ThreeDCoupledDirections.fit, fd.sensitivities
 
-    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None):
+    def spy(self, w, labels, part_masks=None, part_names=None, w_metric=None, w_chroma=None, label_leaks=None):
         seen.append(None if w_metric is None else np.array(w_metric))
         chromas.append(None if w_chroma is None else np.array(w_chroma))
-        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma)
+        return real_fit(self, w, labels, part_masks, part_names, w_metric, w_chroma, label_leaks)
 
     def spy_sens(G, w, **kwargs):
         calls.append(len(w))
