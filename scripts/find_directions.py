@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3d-coupled: hold the light elevation against the other light readings (the roll with a "
                         "light-taught decomposer) and the top albedo's colour, the ambient against the pitch, then "
                         "the ambient softly against the view and the light's direction and the elevation against "
-                        "the face's height in the depth map (auto, default) or leave every direction as fitted "
+                        "the face's height in the depth map (auto, default; a hold against a rotation whose "
+                        "measured share --view-leak-samples removed is left out) or leave every direction as fitted "
                         "(none)")
     p.add_argument("--decomposer-crop", type=_crop, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="3d-coupled: the part of each image the decomposer reads, fractions of the image (default: "

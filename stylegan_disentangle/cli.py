@@ -296,7 +296,8 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "readings (against the roll instead with a light-taught decomposer) and the colour of the "
                    "albedo at the top of the face, and the ambient against the pitch (InterFaceGAN's conditional "
                    "edit), then the ambient softly against the view and the light's direction and the elevation "
-                   "against the face's height in the depth map (auto, the default) or leave every direction as "
+                   "against the face's height in the depth map (auto, the default; a hold against a rotation "
+                   "whose measured share --view-leak-samples removed is left out) or leave every direction as "
                    "fitted (none).")
 @click.option("--albedo-source", type=click.Choice(["image", "net"]), default=None,
               help="3d-coupled: learn the albedo atoms from the albedo the image shows, read back through the "
