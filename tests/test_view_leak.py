@@ -97,3 +97,38 @@ def test_bad_inputs_are_named(shipped):
         lab.view_leak(img[0])
     with pytest.raises(StyleGANDisentangleError, match="delta must be a positive"):
         lab.view_leak(img[:2], delta=0)
+
+
+def test_find_directions_keeps_only_fitted_labels_and_survives_a_decomposer_that_cannot_measure(tmp_path, caplog):
+    """`bank_view_leak` renders the bank's first faces for the labeler, keeps only the leaks between labels that
+    are fitted (a constant label is dropped from the fit, so it can be neither a leak nor a source), and turns a
+    decomposer that cannot measure its leak into a warning and no correction."""
+    from stylegan_disentangle.analysis.find_directions import bank_view_leak
+    from stylegan_disentangle.latents import LatentBank
+
+    G, _ = load_synthetic()
+    bank = LatentBank.create(G, tmp_path / "bank", 6, seed=0, labelers=[], progress=False)
+
+    class Fake:
+        seen = None
+
+        def view_leak(self, faces):
+            Fake.seen = faces
+            return {"light_elevation": {"pitch": 0.5, "roll": -0.1}, "light_ambient": {"pitch": 0.2}}
+
+    leaks = bank_view_leak(G, bank, Fake(), 4, batch_size=3, names=["light_elevation", "pitch", "yaw"])
+    assert leaks == {"light_elevation": {"pitch": 0.5}}
+    assert Fake.seen.shape == (4, 3, G.img_resolution, G.img_resolution) and Fake.seen.abs().max() <= 1
+    with torch.no_grad():
+        want = G.synthesis(bank.ws(np.arange(4)), noise_mode="const").clamp(-1, 1)
+    torch.testing.assert_close(Fake.seen, want)
+    assert bank_view_leak(G, bank, Fake(), 4, names=["yaw"]) is None
+    assert bank_view_leak(G, bank, object(), 4) is None  # a labeler that cannot measure one
+
+    class Untrained:
+        def view_leak(self, faces):
+            raise ViewLeakError("the decomposer's rotation readings do not follow its re-rendered rotations")
+
+    with caplog.at_level("WARNING"):
+        assert bank_view_leak(G, bank, Untrained(), 4) is None
+    assert "no view leak correction" in caplog.text

@@ -283,11 +283,12 @@ def bank_sensitivity(G: Any, bank: LatentBank, samples: int, resolution: int, no
 
 
 def bank_view_leak(G: Any, bank: LatentBank, lab: Any, samples: int, noise_mode: str = "const",
-                   batch_size: int = 64) -> dict[str, dict[str, float]] | None:
+                   batch_size: int = 64, names: Sequence[str] | None = None) -> dict[str, dict[str, float]] | None:
     """How much of the view the decomposer labeler `lab`'s light readings take in (`DecomposerLabeler.view_leak`),
-    measured on the bank's first `samples` faces, rendered again; None when `lab` cannot measure it or none of
-    its light labels is in the bank (or, with a warning, when the decomposer's rotation readings do not follow its
-    own re-renders). Cheap (about 3 s for 512 faces at 32x32 on two cores), so not kept."""
+    measured on the bank's first `samples` faces, rendered again, restricted to the labels in `names` (default:
+    the bank's; a constant label is not fitted, so it can be neither a leak nor its source); None when `lab`
+    cannot measure it or nothing is left (or, with a warning, when the decomposer's rotation readings do not follow
+    its own re-renders). Cheap (about 3 s for 512 faces at 32x32 on two cores), so not kept."""
     if not hasattr(lab, "view_leak"):
         return None
     rows = min(int(samples), len(bank))
@@ -296,12 +297,14 @@ def bank_view_leak(G: Any, bank: LatentBank, lab: Any, samples: int, noise_mode:
         faces = torch.cat([G.synthesis(bank.ws(np.arange(i, min(i + batch_size, rows)), device),
                                        noise_mode=noise_mode).clamp(-1, 1).cpu()
                            for i in range(0, rows, batch_size)])
+    known = set(bank.labels if names is None else names)
     try:
-        leaks = {k: v for k, v in lab.view_leak(faces).items() if k in bank.labels}
+        leaks = lab.view_leak(faces)
     except ViewLeakError as exc:  # e.g. a decomposer trained for a few steps: fit without the correction
         logger.warning("no view leak correction: %s", exc)
         return None
-    return {k: {a: s for a, s in v.items() if a in bank.labels} for k, v in leaks.items()} or None
+    leaks = {k: {a: s for a, s in v.items() if a in known} for k, v in leaks.items() if k in known}
+    return {k: v for k, v in leaks.items() if v} or None
 
 
 def _cached_gram(path: Path, w_dim: int) -> np.ndarray | None:
@@ -558,7 +561,7 @@ def run_find_directions(
     if method == "3d-coupled" and view_leak_samples:
         with timer("view leak"):
             label_leaks = bank_view_leak(G, bank, lab, int(view_leak_samples),
-                                         "none" if noise_mode == "none" else "const", int(batch_size))
+                                         "none" if noise_mode == "none" else "const", int(batch_size), list(labels))
     with timer("fit"):
         est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
                    w_metric, w_chroma, label_leaks)
