@@ -48,7 +48,7 @@ from stylegan_disentangle.analysis.metrics import locality
 from stylegan_disentangle.analysis.sensitivity import SENSITIVITY_SAMPLES, sensitivities
 from stylegan_disentangle.directions import ThreeDCoupledDirections
 from stylegan_disentangle.labels.decomposer.labeler import decomposer_labeler, parse_light_mask, scalar_labels
-from stylegan_disentangle.labels.decomposer.view_leak import VIEW_LEAK_SAMPLES
+from stylegan_disentangle.labels.decomposer.view_leak import VIEW_LEAK_SAMPLES, ViewLeakError
 from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.synthetic.decomposer_eval import render as world_render
@@ -321,9 +321,12 @@ def main() -> None:
     leaks = None
     if args.view_leak_samples:  # the light readings' view leak, as find-directions measures it
         faces = G.synthesis(_ws(G, w[: args.view_leak_samples]), noise_mode="const", force_fp32=True).clamp(-1, 1)
-        leaks = decomposer.view_leak(faces)
-        print("view leak of the light readings (per degree of each rotation reading): " + "; ".join(
-            f"{k} " + ", ".join(f"{a} {v:+.4f}" for a, v in row.items()) for k, row in leaks.items()))
+        try:
+            leaks = decomposer.view_leak(faces)
+            print("view leak of the light readings (per degree of each rotation reading): " + "; ".join(
+                f"{k} " + ", ".join(f"{a} {v:+.4f}" for a, v in row.items()) for k, row in leaks.items()))
+        except ViewLeakError as exc:  # as find-directions: no correction, said
+            print(f"no view leak correction: {exc}")
     t_sens = time.perf_counter() - t1
     est = ThreeDCoupledDirections(n_atoms=args.n_atoms, atom_scope=args.atom_scope, global_loss=args.global_loss,
                                   part_core=args.part_core, code_alpha=args.code_alpha, taught_light=taught_light,
