@@ -71,21 +71,29 @@ def exact_decomposition_labels(oracle, ws: torch.Tensor, resolution: int) -> dic
     return {**labels, "depth": intr["depth"][:, 0], "albedo": intr["albedo"]}
 
 
-def locality_ceiling(G, fmap, base: torch.Tensor, img_masks: torch.Tensor, w: np.ndarray) -> dict[str, dict]:
-    """Locality of each part factor's exact single-factor change (+-1 std), rendered by G and by the world."""
+def _single_factor_renders(G, fmap, base: torch.Tensor, spread_w: np.ndarray, factors: list[str],
+                           step_std: float = 1.0):
+    """For each factor: (name, G's images, the world's renders) of `base` moved by -+`step_std` of the factor's
+    std over `spread_w` along its exact single-factor W move (the dual direction: it changes the factor's readout
+    and no other factor's)."""
     d = np.asarray(fmap.directions, dtype=np.float64)
     dual = np.linalg.pinv(d)  # column j: changes d_j . w by 1 and every other d_k . w by 0
+    for f in factors:
+        j = fmap.names.index(f)
+        step = torch.as_tensor(dual[:, j] * step_std * float(np.std(spread_w @ d[j])), dtype=torch.float32)
+        ends = [base - step, base + step]
+        yield (f, [G.synthesis(e, noise_mode="const", force_fp32=True) for e in ends],
+               [world_render(torch.as_tensor(fmap(e)).float(), G.img_resolution) for e in ends])
+
+
+def locality_ceiling(G, fmap, base: torch.Tensor, img_masks: torch.Tensor, w: np.ndarray) -> dict[str, dict]:
+    """Locality of each part factor's exact single-factor change (+-1 std), rendered by G and by the world."""
+    part_of = {f: part for part, factors in PART_FACTORS.items() for f in factors}
     out = {}
-    for part, factors in PART_FACTORS.items():
-        mask = img_masks[:, PART_NAMES.index(part)]
-        for f in factors:
-            j = fmap.names.index(f)
-            step = torch.as_tensor(dual[:, j] * float(np.std(w @ d[j])), dtype=torch.float32)
-            ends = [base - step, base + step]
-            gen = [G.synthesis(e, noise_mode="const", force_fp32=True) for e in ends]
-            world = [world_render(torch.as_tensor(fmap(e)).float(), G.img_resolution) for e in ends]
-            out[f] = {"part": part, "generator": float(np.nanmean(locality(*gen, mask))),
-                      "renderer": float(np.nanmean(locality(*world, mask))), "mask_area": float(mask.mean())}
+    for f, gen, world in _single_factor_renders(G, fmap, base, w, list(part_of)):
+        mask = img_masks[:, PART_NAMES.index(part_of[f])]
+        out[f] = {"part": part_of[f], "generator": float(np.nanmean(locality(*gen, mask))),
+                  "renderer": float(np.nanmean(locality(*world, mask))), "mask_area": float(mask.mean())}
     return out
 
 
@@ -158,15 +166,9 @@ def generator_fidelity(G, fmap, base: torch.Tensor, spread_w: np.ndarray, step_s
     the same move, per face of `base` (`[N, num_ws, w_dim]`): the cosine of the two changes and the ratio of their
     norms, averaged over the faces. A perfect distillation gives 1 and 1; a factor drawn elsewhere or with the
     wrong pattern, a low cosine."""
-    d = np.asarray(fmap.directions, dtype=np.float64)
-    dual = np.linalg.pinv(d)
     out = {}
-    for j, name in enumerate(fmap.names):
-        step = torch.as_tensor(dual[:, j] * step_std * float(np.std(spread_w @ d[j])), dtype=torch.float32)
-        ends = [base - step, base + step]
-        gen = [G.synthesis(e, noise_mode="const", force_fp32=True).double() for e in ends]
-        world = [world_render(torch.as_tensor(fmap(e)).float(), G.img_resolution).double() for e in ends]
-        g, r = (gen[1] - gen[0]).flatten(1), (world[1] - world[0]).flatten(1)
+    for name, gen, world in _single_factor_renders(G, fmap, base, spread_w, list(fmap.names), step_std):
+        g, r = (gen[1].double() - gen[0].double()).flatten(1), (world[1].double() - world[0].double()).flatten(1)
         gn, rn = g.norm(dim=1), r.norm(dim=1)
         # a face whose generator image does not change scores cosine 0 (the factor is not drawn there)
         out[name] = {"cosine": float(((g * r).sum(1) / (gn * rn).clamp_min(1e-300)).mean()),
