@@ -158,6 +158,8 @@ def _zbuffer(sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, size: int, ne
     everyone = torch.arange(n * t, device=device)
 
     def collect(ids: torch.Tensor | slice, k: int) -> None:
+        """Test the k x k pixels at the top-left of each triangle's box; keep only the (pixel, inverse depth,
+        triangle) triples inside, so that the z-test below handles the covered area, not the candidates."""
         p, start, owner = per_triangle[:, ids], base[ids], everyone[ids]
         o = torch.arange(k, device=device)
         ox, oy = o.repeat(k)[:, None], o.repeat_interleave(k)[:, None]  # [k*k, 1]
@@ -167,9 +169,11 @@ def _zbuffer(sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, size: int, ne
         invz = p[8] + p[6] * w0 + p[7] * w1
         inside = (w0 >= -_BARY_EPS) & (w1 >= -_BARY_EPS) & (w0 + w1 <= 1 + _BARY_EPS)
         inside &= (oxf <= p[9]) & (oyf <= p[10]) & (invz > 1 / far) & (invz < 1 / near)
-        pixels.append((start + (oy * size + ox)).clamp_max(n * size * size - 1).reshape(-1))
-        values.append(torch.where(inside, invz, torch.zeros_like(invz)).reshape(-1))
-        owners.append(owner.expand(k * k, -1).reshape(-1))
+        hit = inside.reshape(-1).nonzero().squeeze(1)
+        offset, triangle = torch.div(hit, owner.numel(), rounding_mode="floor"), hit % owner.numel()
+        pixels.append((start[triangle] + oy[offset, 0] * size + ox[offset, 0]).clamp_max(n * size * size - 1))
+        values.append(invz.reshape(-1)[hit])
+        owners.append(owner[triangle])
 
     for start in range(0, n * t, _MAX_CANDIDATES // 4):
         collect(slice(start, start + _MAX_CANDIDATES // 4), 2)
@@ -184,7 +188,7 @@ def _zbuffer(sx: torch.Tensor, sy: torch.Tensor, sz: torch.Tensor, size: int, ne
     pixel, value, owner = torch.cat(pixels), torch.cat(values), torch.cat(owners)
     zbuf = torch.zeros(n * size * size, dtype=dtype, device=device)
     zbuf.scatter_reduce_(0, pixel, value, reduce="amax")
-    front = (value >= zbuf[pixel]) & (value > 0)
+    front = value >= zbuf[pixel]
     winner = torch.full((n * size * size,), -1, dtype=torch.long, device=device)
     return winner.scatter_reduce_(0, pixel, torch.where(front, owner, -1), reduce="amax")
 
