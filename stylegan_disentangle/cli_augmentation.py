@@ -80,6 +80,8 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
         lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop,
                                  light_mask=decomposer_light_mask)
         ds = DirectionSet.load(dirs)
+        checkpoint_sha256 = sha256_file(net.path)
+        ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {dirs}", checkpoint_sha256=checkpoint_sha256)
         if calibrate_with is not None:
             calibration = fit_label_calibration(lab, images.to(device), values, aimed)
             click.echo(f"calibrated {aimed} on {calibration.n_samples_fit_} images of {calibrate_with}: "
@@ -91,7 +93,7 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
             saturation_fraction=saturation_fraction,
             mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
             overwrite=overwrite, calibration=calibration,
-            extra={"checkpoint": str(pkl), "checkpoint_sha256": sha256_file(net.path), "decomposer": spec,
+            extra={"checkpoint": str(pkl), "checkpoint_sha256": checkpoint_sha256, "decomposer": spec,
                    "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
                    "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),
                    "directions": str(dirs), "calibrated_with": calibrate_with})

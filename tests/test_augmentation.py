@@ -167,6 +167,11 @@ def test_bad_arguments_are_named(G, tmp_path):
     for bases in (0, -2, 1.5):
         with pytest.raises(StyleGANDisentangleError, match=r"n_bases \(--bases\) must be an integer >= 1"):
             export_augmentation(G, _set(_v()), "yaw", lab, "-1:1", 2, tmp_path / "a", n_bases=bases)
+    # directions found on a network with another W: refused before anything is sampled, not a shape error
+    wide = DirectionSet(names=["yaw"], vectors=np.eye(1, 2 * W_DIM, dtype=np.float32), method="test")
+    with pytest.raises(StyleGANDisentangleError, match=f"w_dim {2 * W_DIM} but the network has {W_DIM}: the "
+                                                       "directions were found on another network"):
+        export_augmentation(G, wide, "yaw", lab, "-1:1", 2, tmp_path / "a")
     assert not (tmp_path / "a").exists()
 
 
@@ -270,14 +275,20 @@ def test_cli_bad_arguments_are_named(cli_files, tmp_path):
         (["--target", "abc", "--count", "4"], "target range must be LO:HI, e.g. -45:45; got 'abc'"),
         (["--target", "-5:5", "--count", "4", "--bases", "0"], "n_bases (--bases) must be an integer >= 1"),
     ]
-    for extra, message in cases:
-        result = CliRunner().invoke(main, [*base, *extra])
+    wide = tmp_path / "wide_dirs"  # found on a network with another W
+    DirectionSet(names=["yaw"], vectors=np.eye(1, 2 * W_DIM, dtype=np.float32), method="test").save(wide)
+    cases.append((["--target", "-5:5", "--count", "4"], f"the direction set {wide} has w_dim {2 * W_DIM} but the "
+                                                        f"network has {W_DIM}: the directions were found on another "
+                                                        "network", wide))
+    for extra, message, *other_dirs in cases:
+        args = [*base[:2], str(other_dirs[0]), *base[3:]] if other_dirs else base
+        result = CliRunner().invoke(main, [*args, *extra])
         assert result.exit_code == 1, (extra, result.output)
         assert f"Error: {message}" in result.output, (extra, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
         assert not (tmp_path / "out").exists()
     # the count and the target are checked before the network is opened
-    for extra, message in cases[:4]:
+    for extra, message, *_ in cases[:4]:
         result = CliRunner().invoke(main, ["export-augmentation", str(tmp_path / "missing.pkl"), *base[2:], *extra])
         assert result.exit_code == 1 and f"Error: {message}" in result.output, (extra, result.output)
 

@@ -114,6 +114,29 @@ def test_edit_rejects_unknown_names_nan_and_wrong_sizes(G, ds):
         edit(G, torch.zeros(1, G.num_ws, 5), ds, "e0", [1.0])
 
 
+def test_directions_found_on_another_network_are_refused_by_name(G, caplog):
+    """Another W width (or a per-layer set over another number of ws) cannot move this generator's codes: edit,
+    the label effects and the extrapolation say so before any arithmetic; a set recorded on another checkpoint
+    of the same shapes only warns."""
+    ws = sample_latents(G, [1]).ws
+    wide = DirectionSet(["e0"], _unit(0, 2 * W_DIM)[None])
+    per_layer = DirectionSet(["e0"], np.tile(_unit(0), (G.num_ws + 1, 1))[None] / np.sqrt(G.num_ws + 1))
+    lab = labeler_from_callable(lambda img, ws: ws[:, 0, 0], "t", needs_ws=True, needs_images=False)
+    for other, message in ((wide, f"has w_dim {2 * W_DIM} but the network has {W_DIM}"),
+                           (per_layer, f"per-layer over {G.num_ws + 1} ws but the network has {G.num_ws}")):
+        for call in (lambda: edit(G, ws, other, "e0", [1.0]),
+                     lambda: measure_label_effects(G, ws.expand(2, -1, -1), other, lab, label_std={"t": 1.0}),
+                     lambda: extrapolate(G, ws, other, "e0", step_size=0.5, max_steps=2, labeler=lab)):
+            with pytest.raises(LatentError, match=f"{message}: the directions were found on another network"):
+                call()
+    recorded = DirectionSet(["e0"], _unit(0)[None], checkpoint_sha256="ab" * 32)
+    with caplog.at_level("WARNING"):
+        recorded.check_fits(W_DIM, G.num_ws, checkpoint_sha256="ab" * 32)
+        assert not caplog.records
+        recorded.check_fits(W_DIM, G.num_ws, what="set X", checkpoint_sha256="cd" * 32)
+    assert "set X was found on checkpoint abababababab..., this is cdcdcdcdcdcd..." in caplog.text
+
+
 # ---------------------------------------------------------------------- label effects
 def test_label_effects_of_a_linear_ws_label_are_exact(G, ds):
     u = np.random.default_rng(1).standard_normal(W_DIM).astype(np.float32)

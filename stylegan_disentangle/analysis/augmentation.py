@@ -159,11 +159,12 @@ def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, it
     return ws, steps
 
 
-def _check_export(direction_set: DirectionSet, name: str, labeler: Any, label: str, count: int,
+def _check_export(G: nn.Module, direction_set: DirectionSet, name: str, labeler: Any, label: str, count: int,
                   calibration: LabelCalibration | None, outdir: Path, overwrite: bool, n_bases: int | None) -> None:
     """export_augmentation's arguments, checked before anything is sampled or written."""
     if count < 1:
         raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
+    direction_set.check_fits(G.w_dim, G.num_ws)
     if name not in direction_set.names:
         raise StyleGANDisentangleError(f"no direction named {name!r} in the set; known: {direction_set.names}")
     if label not in getattr(labeler, "names", []):
@@ -228,7 +229,7 @@ def export_augmentation(
     """
     lo, hi = parse_target(target)
     count, label, outdir = int(count), label or name, Path(outdir)
-    _check_export(direction_set, name, labeler, label, count, calibration, outdir, overwrite, n_bases)
+    _check_export(G, direction_set, name, labeler, label, count, calibration, outdir, overwrite, n_bases)
 
     def to_units(values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)

@@ -183,8 +183,7 @@ def edit(
     ws_edited `[S, N, num_ws, w_dim]` (CPU float32); with `return_images`, also img `[S, N, C, H, W]`.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
-    if direction_set.w_dim != G.w_dim:
-        raise LatentError(f"direction set has w_dim {direction_set.w_dim}, the generator {G.w_dim}")
+    direction_set.check_fits(G.w_dim, G.num_ws)
     steps_w = parse_steps(steps) * step_scale(direction_set, name, step_unit)
     offset = direction_offset(direction_set, name, G.num_ws, layers)
     steps_t = torch.as_tensor(steps_w, dtype=torch.float32)

@@ -156,6 +156,7 @@ def measure_label_effects(
         rendered base codes, which needs N >= 2).
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
+    direction_set.check_fits(G.w_dim, G.num_ws)
     names, dir_std = _checked_directions(direction_set, names, step, step_unit, direction_std)
 
     def label(batch_ws: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -174,6 +174,7 @@ def extrapolate(
     Raises StyleGANDisentangleError on bad arguments.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
+    direction_set.check_fits(G.w_dim, G.num_ws)
     _check_walk(max_steps, step_size, saturation_fraction)
     edited_layers = direction_ws_indices(direction_set, name, G.num_ws, layers)
     offset = direction_offset(direction_set, name, G.num_ws, edited_layers)

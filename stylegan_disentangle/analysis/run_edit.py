@@ -6,7 +6,6 @@ Files written into `outdir`: `config.json`; per direction `edit_<name>.png` (row
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from .edit import direction_ws_indices, edit, parse_layers, parse_seeds, parse_s
 from .plots import plot_edit_grid
 
 __all__ = ["run_edit"]
-
-logger = logging.getLogger(__name__)
 
 
 def _safe(name: str) -> str:
@@ -72,12 +69,8 @@ def run_edit(
     timer = Timer()
     with timer("load"):
         G, _, provenance = load_generator(pkl, device, network)
-    if ds.w_dim != G.w_dim:
-        raise StyleGANDisentangleError(f"the direction set has w_dim {ds.w_dim} but the network has {G.w_dim}: "
-                                       "the directions were found on another network")
-    if ds.checkpoint_sha256 and ds.checkpoint_sha256 != provenance["checkpoint_sha256"]:
-        logger.warning("the direction set was found on checkpoint %s..., this is %s...",
-                       ds.checkpoint_sha256[:12], provenance["checkpoint_sha256"][:12])
+    ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {directions}" if not isinstance(directions, DirectionSet)
+                  else "the direction set", checkpoint_sha256=provenance["checkpoint_sha256"])
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
                 names=names, steps=steps_arr.tolist(), step_unit=step_unit, seeds=seed_list,
                 layers=layer_idx, truncation_psi=truncation_psi,

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,8 +39,10 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import StyleGANDisentangleError
+from ..errors import LatentError, StyleGANDisentangleError
 from ..utils import atomic_write, atomic_write_path, sha256_file
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DirectionSet", "FORMAT_VERSION", "INTERFACEGAN_LAYERS_FILE", "to_jsonable"]
 
@@ -324,6 +327,22 @@ class DirectionSet:
     def num_ws(self) -> int | None:
         """Number of ws layers of per-layer vectors; None for flat sets."""
         return int(self.vectors.shape[1]) if self.per_layer else None
+
+    def check_fits(self, w_dim: int, num_ws: int, what: str = "the direction set",
+                   checkpoint_sha256: str | None = None) -> None:
+        """Raise LatentError when these directions cannot move a generator with `w_dim` and `num_ws`: they were
+        found on another network (another W width, or a per-layer set with another number of ws). With the
+        generator's `checkpoint_sha256`, warn when the set records another checkpoint (same shapes, maybe a
+        fine-tuned network: the directions may still mean something there)."""
+        if self.w_dim != w_dim:
+            raise LatentError(f"{what} has w_dim {self.w_dim} but the network has {w_dim}: the directions were "
+                              "found on another network")
+        if self.per_layer and self.num_ws != num_ws:
+            raise LatentError(f"{what} is per-layer over {self.num_ws} ws but the network has {num_ws}: the "
+                              "directions were found on another network")
+        if checkpoint_sha256 and self.checkpoint_sha256 and self.checkpoint_sha256 != checkpoint_sha256:
+            logger.warning("%s was found on checkpoint %s..., this is %s...", what, self.checkpoint_sha256[:12],
+                           checkpoint_sha256[:12])
 
     @property
     def stds(self) -> np.ndarray | None:
