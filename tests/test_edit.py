@@ -124,11 +124,12 @@ def test_directions_found_on_another_network_are_refused_by_name(G, caplog):
     lab = labeler_from_callable(lambda img, ws: ws[:, 0, 0], "t", needs_ws=True, needs_images=False)
     for other, message in ((wide, f"has w_dim {2 * W_DIM} but the network has {W_DIM}"),
                            (per_layer, f"per-layer over {G.num_ws + 1} ws but the network has {G.num_ws}")):
-        for call in (lambda: edit(G, ws, other, "e0", [1.0]),
-                     lambda: measure_label_effects(G, ws.expand(2, -1, -1), other, lab, label_std={"t": 1.0}),
-                     lambda: extrapolate(G, ws, other, "e0", step_size=0.5, max_steps=2, labeler=lab)):
+        calls = (lambda d: edit(G, ws, d, "e0", [1.0]),
+                 lambda d: measure_label_effects(G, ws.expand(2, -1, -1), d, lab, label_std={"t": 1.0}),
+                 lambda d: extrapolate(G, ws, d, "e0", step_size=0.5, max_steps=2, labeler=lab))
+        for call in calls:
             with pytest.raises(LatentError, match=f"{message}: the directions were found on another network"):
-                call()
+                call(other)
     recorded = DirectionSet(["e0"], _unit(0)[None], checkpoint_sha256="ab" * 32)
     with caplog.at_level("WARNING"):
         recorded.check_fits(W_DIM, G.num_ws, checkpoint_sha256="ab" * 32)
