@@ -155,9 +155,9 @@ def main() -> None:
         init.antialias = init.antialias or args.antialias
     teacher = None
     if args.light_teacher:
-        from stylegan_disentangle.labels.decomposer.light_teacher import LatentLightTeacher
+        from stylegan_disentangle.directions.light_teacher_sets import light_teacher_from_spec
 
-        teacher = LatentLightTeacher.from_spec(args.light_teacher)
+        teacher = light_teacher_from_spec(args.light_teacher)
     t0 = time.time()
     dec = train_decomposer(G, args.outdir, args.steps, decomposer_kwargs=kwargs, init=init, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, lam_rerender=args.rerender,

@@ -196,9 +196,9 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
                  zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
     nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
     if teacher_spec is not None:
-        from .labels.decomposer.light_teacher import LatentLightTeacher
+        from .directions.light_teacher_sets import light_teacher_from_spec
 
-        options["light_teacher"] = fail_cleanly(lambda: LatentLightTeacher.from_spec(teacher_spec))
+        options["light_teacher"] = fail_cleanly(lambda: light_teacher_from_spec(teacher_spec))
     fail_cleanly(lambda: train_decomposer(
         data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
         lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,

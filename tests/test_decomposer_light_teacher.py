@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from stylegan_disentangle.directions.light_teacher_sets import light_teacher_from_sets, light_teacher_from_spec
 from stylegan_disentangle.errors import NotFittedError, StyleGANDisentangleError
 from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
 from stylegan_disentangle.labels.decomposer.labeler import DecomposerLabeler
@@ -109,7 +110,7 @@ def test_bad_directions_readings_and_unfitted_use_are_refused():
         LatentLightTeacher(dirs).fit(w, {**readings, "light_ambient": np.ones(len(w))})
 
 
-def test_from_direction_set_takes_the_light_directions_and_names_what_is_missing(tmp_path):
+def test_light_teacher_from_sets_takes_the_light_directions_and_names_what_is_missing(tmp_path):
     from stylegan_disentangle.directions import DirectionSet
 
     rng = np.random.default_rng(3)
@@ -120,11 +121,11 @@ def test_from_direction_set_takes_the_light_directions_and_names_what_is_missing
 
     names = ["yaw", *LIGHT_LABELS]
     DirectionSet(names, unit(5), method="3d-coupled").save(tmp_path / "directions")
-    teacher = LatentLightTeacher.from_direction_set(tmp_path)  # the find-directions folder
+    teacher = light_teacher_from_sets(tmp_path)  # the find-directions folder
     assert sorted(teacher.directions) == sorted(LIGHT_LABELS)
     DirectionSet(["yaw", "light_ambient"], unit(2), method="3d-coupled").save(tmp_path / "few")
     with pytest.raises(StyleGANDisentangleError, match="few.*lacks|needs the directions"):
-        LatentLightTeacher.from_direction_set(tmp_path / "few.npz")
+        light_teacher_from_sets(tmp_path / "few.npz")
 
 
 def test_several_direction_sets_teach_the_mean_of_their_unit_directions(tmp_path):
@@ -138,25 +139,25 @@ def test_several_direction_sets_teach_the_mean_of_their_unit_directions(tmp_path
     DirectionSet(list(LIGHT_LABELS), a.astype(np.float32), method="3d-coupled").save(tmp_path / "one")
     twisted = np.cos(0.6) * a + np.sin(0.6) * b  # each row turned by 0.6 rad toward b
     DirectionSet(list(LIGHT_LABELS), twisted.astype(np.float32), method="3d-coupled").save(tmp_path / "two")
-    mean = LatentLightTeacher.from_direction_set([tmp_path / "one", str(tmp_path / "two.npz")])
+    mean = light_teacher_from_sets([tmp_path / "one", str(tmp_path / "two.npz")])
     names, rows = mean._check_directions()
     expected = np.cos(0.3) * a + np.sin(0.3) * b  # the bisector, unit length
     np.testing.assert_allclose(rows, expected[[LIGHT_LABELS.index(n) for n in names]], atol=1e-6)  # float32 files
-    single = LatentLightTeacher.from_direction_set(tmp_path / "one")
-    assert single.fingerprint() == LatentLightTeacher.from_direction_set([tmp_path / "one"]).fingerprint()
+    single = light_teacher_from_sets(tmp_path / "one")
+    assert single.fingerprint() == light_teacher_from_sets([tmp_path / "one"]).fingerprint()
     assert single.fingerprint() != mean.fingerprint()
     # the command lines' spelling: comma-separated, empty items (a trailing comma) ignored
     spec = f"{tmp_path / 'one'},{tmp_path / 'two.npz'},"
-    assert LatentLightTeacher.from_spec(spec).fingerprint() == mean.fingerprint()
-    assert LatentLightTeacher.from_spec(str(tmp_path / "one")).fingerprint() == single.fingerprint()
+    assert light_teacher_from_spec(spec).fingerprint() == mean.fingerprint()
+    assert light_teacher_from_spec(str(tmp_path / "one")).fingerprint() == single.fingerprint()
     DirectionSet(list(LIGHT_LABELS), q[:4, :6] / np.linalg.norm(q[:4, :6], axis=1, keepdims=True),
                  method="3d-coupled").save(tmp_path / "short")
     with pytest.raises(StyleGANDisentangleError, match="short.*not as long"):
-        LatentLightTeacher.from_direction_set([tmp_path / "one", tmp_path / "short"])
+        light_teacher_from_sets([tmp_path / "one", tmp_path / "short"])
     with pytest.raises(StyleGANDisentangleError, match="no direction set"):
-        LatentLightTeacher.from_direction_set([])
+        light_teacher_from_sets([])
     with pytest.raises(StyleGANDisentangleError, match="no direction set"):
-        LatentLightTeacher.from_spec(",")
+        light_teacher_from_spec(",")
 
 
 def _tiny() -> Unsup3DDecomposer:
@@ -312,7 +313,7 @@ def test_train_decomposer_cli_takes_a_find_directions_folder_as_its_light_teache
     both = f"{tmp_path / 'dirs'},{tmp_path / 'other'}"
     result = cli([*args, "--light-teacher", both, "--outdir", str(tmp_path / "mean")])
     assert result.exit_code == 0, result.output
-    mean = LatentLightTeacher.from_direction_set([tmp_path / "dirs", tmp_path / "other"])
+    mean = light_teacher_from_sets([tmp_path / "dirs", tmp_path / "other"])
     assert LatentLightTeacher.load(tmp_path / "mean" / "light_teacher.npz").fingerprint() == mean.fingerprint()
     assert mean.fingerprint() != teacher.fingerprint()
     DirectionSet(["yaw"], (vectors[:1] / np.linalg.norm(vectors[0])).astype(np.float32),

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from threadpoolctl import threadpool_limits
 
 from ..errors import LatentError, NotFittedError
+from ..latents.sampling import as_w
 from .direction_set import DirectionSet, to_jsonable
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     "small_lapack",
     "blas_limit",
 ]
-
-_CHUNK = 65536
-
 
 def small_lapack():
     """Context running BLAS/LAPACK single-threaded, for small dense decompositions (w_dim x w_dim eigh / solve).
@@ -49,30 +47,6 @@ def blas_limit(threads: int | None):
     project's shared 2-core machine. On an idle many-core machine pass `blas_threads=None` to use every core.
     """
     return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
-
-
-def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:
-    """Return latent codes `[N, w_dim]` as a float numpy array without copying when possible.
-
-    Accepts numpy arrays (including memmaps) and torch tensors. Float32 stays float32 (1M x 512 is 2 GB);
-    other dtypes become float64. Raises LatentError on a wrong rank or NaN / inf values (checked in chunks).
-    """
-    if hasattr(w, "detach") and hasattr(w, "cpu"):
-        w = w.detach().cpu().numpy()
-    w = np.asarray(w)
-    if allow_1d and w.ndim == 1:
-        w = w[None]
-    if w.ndim != 2:
-        hint = " (for ws [N, num_ws, w_dim] pass one layer, e.g. ws[:, 0])" if w.ndim == 3 else ""
-        raise LatentError(f"{what} must be [N, w_dim], got shape {w.shape}{hint}")
-    if w.shape[0] == 0 or w.shape[1] == 0:
-        raise LatentError(f"{what} is empty: shape {w.shape}")
-    if w.dtype not in (np.float32, np.float64):
-        w = w.astype(np.float64)
-    for start in range(0, w.shape[0], _CHUNK):
-        if not np.isfinite(w[start : start + _CHUNK]).all():
-            raise LatentError(f"{what} contains NaN or inf (first bad chunk starts at row {start})")
-    return w
 
 
 def as_labels(

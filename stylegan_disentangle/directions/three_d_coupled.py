@@ -60,6 +60,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import LatentError
+from ..labels.decomposer.light_teacher import LIGHT_LABELS  # the decomposer's light readings
 from ._base import DirectionFinder, _to_numpy, as_w, blas_limit, canonical_sign, check_fitted
 from ._conditions import (
     AUTO_CONDITIONS,
@@ -90,8 +91,6 @@ _REGRESSIONS = ("auto", "lasso", "ridge")
 _ALBEDO_SOURCES = ("auto", "image", "net")
 IMAGE_ALBEDO = "image_albedo"  # the decomposer3d labeler's albedo read off the image (`albedo_source`)
 _MIN_CODE_ROWS = 5  # an atom enters the code regression only when at least this many rows use it
-LIGHT_LABELS = ("light_ambient", "light_diffuse", "light_azimuth", "light_elevation")
-"""The decomposer's light readings: the labels `chroma_alpha`'s white-light prior applies to."""
 
 
 class ThreeDCoupledDirections(DirectionFinder):

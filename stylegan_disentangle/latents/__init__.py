@@ -3,6 +3,7 @@
 from .bank import LatentBank, generator_fingerprint
 from .sampling import (
     Latents,
+    as_w,
     bank_seeds,
     broadcast_w,
     check_ws,
@@ -20,6 +21,7 @@ __all__ = [
     "LatentBank",
     "Latents",
     "WStats",
+    "as_w",
     "bank_seeds",
     "broadcast_w",
     "check_ws",

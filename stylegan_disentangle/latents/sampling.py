@@ -29,6 +29,7 @@ from ..utils import resolve_device
 
 __all__ = [
     "Latents",
+    "as_w",
     "bank_seeds",
     "broadcast_w",
     "check_ws",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _SEED_MOD = 2**32
+_FINITE_CHECK_ROWS = 65536  # rows checked for NaN / inf at a time (a 1M x 512 memmap is never loaded whole)
 
 
 def bank_seeds(seed: int, start: int, stop: int) -> np.ndarray:
@@ -100,6 +102,30 @@ def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | No
 def broadcast_w(w: torch.Tensor, num_ws: int) -> torch.Tensor:
     """w `[N, w_dim]` -> ws `[N, num_ws, w_dim]` (every layer gets the same w)."""
     return w.unsqueeze(1).repeat([1, num_ws, 1])
+
+
+def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:
+    """Return latent codes `[N, w_dim]` as a float numpy array without copying when possible.
+
+    Accepts numpy arrays (including memmaps) and torch tensors. Float32 stays float32 (1M x 512 is 2 GB);
+    other dtypes become float64. Raises LatentError on a wrong rank or NaN / inf values (checked in chunks).
+    """
+    if hasattr(w, "detach") and hasattr(w, "cpu"):
+        w = w.detach().cpu().numpy()
+    w = np.asarray(w)
+    if allow_1d and w.ndim == 1:
+        w = w[None]
+    if w.ndim != 2:
+        hint = " (for ws [N, num_ws, w_dim] pass one layer, e.g. ws[:, 0])" if w.ndim == 3 else ""
+        raise LatentError(f"{what} must be [N, w_dim], got shape {w.shape}{hint}")
+    if w.shape[0] == 0 or w.shape[1] == 0:
+        raise LatentError(f"{what} is empty: shape {w.shape}")
+    if w.dtype not in (np.float32, np.float64):
+        w = w.astype(np.float64)
+    for start in range(0, w.shape[0], _FINITE_CHECK_ROWS):
+        if not np.isfinite(w[start : start + _FINITE_CHECK_ROWS]).all():
+            raise LatentError(f"{what} contains NaN or inf (first bad chunk starts at row {start})")
+    return w
 
 
 def check_ws(ws: Any, num_ws: int | None, w_dim: int, what: str = "ws") -> torch.Tensor:

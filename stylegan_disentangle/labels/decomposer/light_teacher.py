@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ...errors import NotFittedError, StyleGANDisentangleError
+from ...latents import as_w
 from ...utils import atomic_write_path
 from .renderer import light_angles
 
@@ -49,7 +50,9 @@ class LatentLightTeacher:
     ----------
     directions : mapping label -> W direction [w_dim]
         One direction per light label to teach (names from LIGHT_LABELS), e.g. the 3D-coupled directions of a
-        `find-directions --method 3d-coupled` run (`from_direction_set`). Rescaled to unit length.
+        `find-directions --method 3d-coupled` run (read from the saved set by
+        `directions.light_teacher_sets.light_teacher_from_sets`: the decomposer knows nothing of DirectionSets).
+        Rescaled to unit length.
 
     `fit(w, readings)` learns, for each label, the line from the projection to the decomposer's reading of the
     same faces (its units and mean); the projection's correlation with the reading is kept as `agreement_`.
@@ -61,33 +64,6 @@ class LatentLightTeacher:
 
     def __init__(self, directions: Mapping[str, Any]) -> None:
         self.directions = directions
-
-    @classmethod
-    def from_direction_set(cls, path: str | os.PathLike | Sequence[str | os.PathLike],
-                           names: tuple[str, ...] = LIGHT_LABELS) -> LatentLightTeacher:
-        """The directions named `names` in a saved DirectionSet (`<stem>.npz` + `<stem>.json`, or the folder
-        `find-directions` wrote it to); every one must be there.
-
-        Several sets (a list of paths) give, per label, the mean of their unit directions: sets found through
-        different decomposers lean differently, and on the synthetic world the mean of four read the light better
-        than any one of them (BENCHMARKS.md, issue 10, twenty-eighth session)."""
-        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        if not paths:
-            raise StyleGANDisentangleError("light teacher: no direction set given")
-        found = [_light_directions(Path(p), names) for p in paths]
-        if len(found) == 1:
-            return cls(found[0])
-        for p, directions in zip(paths[1:], found[1:]):
-            if {v.shape for v in directions.values()} != {v.shape for v in found[0].values()}:
-                raise StyleGANDisentangleError(f"{p}: its directions are not as long as those of {paths[0]}")
-        unit = [{n: np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for n, v in d.items()} for d in found]
-        return cls({n: sum(u[n] for u in unit) / len(unit) for n in names})
-
-    @classmethod
-    def from_spec(cls, spec: str) -> LatentLightTeacher:
-        """The command lines' `--light-teacher A,B,...`: one direction set or several, comma-separated (see
-        `from_direction_set`)."""
-        return cls.from_direction_set([path for path in spec.split(",") if path])
 
     def _check_directions(self) -> tuple[list[str], np.ndarray]:
         unknown = sorted(set(self.directions) - set(LIGHT_LABELS))
@@ -187,29 +163,12 @@ class LatentLightTeacher:
         return f"LatentLightTeacher(directions={sorted(self.directions)})"
 
 
-def _light_directions(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """{name: vector} of the directions `names` of the DirectionSet at `path` (a folder: its `directions`)."""
-    from ...directions import DirectionSet
-
-    if path.is_dir():
-        path = path / "directions"
-    dirs = DirectionSet.load(path)
-    missing = [n for n in names if n not in dirs.names]
-    if missing:
-        raise StyleGANDisentangleError(f"{path}: the light teacher needs the directions {missing}, which this set "
-                                       f"lacks (it has {dirs.names}); fit one with `find-directions --method "
-                                       "3d-coupled`")
-    return {n: dirs.vectors[dirs.names.index(n)] for n in names}
-
-
 def _numpy(x: Any) -> Any:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
 def _as_2d(w: Any, what: str) -> np.ndarray:
     """`as_w`'s checked [N, w_dim] latents in float64; ws [N, num_ws, w_dim] (every layer the same w) read as w."""
-    from ...directions._base import as_w  # lazily: the finders are not needed to load a decomposer
-
     if getattr(w, "ndim", None) == 3:
         w = w[:, 0]
     return np.asarray(as_w(w, f"light teacher: {what}"), dtype=np.float64)
