@@ -80,8 +80,9 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
     c = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim:
         if class_idx is None or not 0 <= class_idx < G.c_dim:
-            raise click.BadParameter(f"this network is conditional: pass --class between 0 and {G.c_dim - 1}",
-                                     param_hint="--class")
+            given = "" if class_idx is None else f" (got {class_idx})"
+            raise click.BadParameter(f"this network is conditional: pass --class between 0 and {G.c_dim - 1}"
+                                     f"{given}", param_hint="--class")
         c[:, class_idx] = 1
     elif class_idx is not None:
         click.echo("warning: --class is ignored, the network is unconditional", err=True)

@@ -27,12 +27,15 @@ __all__ = ["register_decomposer_commands"]
                    "name (unsup3d-celeba, unsup3d-synface, unsup3d-cat, unsup3d-syncar: downloaded once), or an "
                    "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--class", "class_idx", type=int, default=None,
+              help="Class for conditional networks (default: each seed's own class, drawn as the bank draws it; "
+                   "the JSON records it).")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @crop_option("--crop")
 @light_mask_option("--light-mask")
 @device_option()
-def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, outdir: str,
-                  crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
+def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, class_idx: int | None,
+                  outdir: str, crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
                   device: torch.device) -> None:
     """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
     reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
@@ -59,8 +62,10 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
     dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
     G = net.data["G_ema"].eval()
     with torch.no_grad():
-        ws = sample_latents(G, seed_list, truncation_psi=truncation_psi, device=device).ws
-        img = G.synthesis(ws, noise_mode="const").float().clamp(-1, 1)
+        latents = fail_cleanly(lambda: sample_latents(G, seed_list, truncation_psi=truncation_psi,
+                                                      class_idx=class_idx, device=device))
+        img = G.synthesis(latents.ws, noise_mode="const").float().clamp(-1, 1)
+    classes = [None] * len(seed_list) if latents.classes is None else [int(c) for c in latents.classes]
     labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
     crop = labeler.crop
     out = Path(outdir)
@@ -74,7 +79,8 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
               "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
               "truncation_psi": truncation_psi,
               "version": __version__,
-              "images": [{"seed": s, **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
+              "images": [{"seed": s, **({} if classes[i] is None else {"class": classes[i]}),
+                          **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
     with atomic_write(out / "decomposition.json", "w") as f:
         json.dump(record, f, indent=2)
     with atomic_write_path(out / "maps.npz") as tmp:

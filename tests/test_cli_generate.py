@@ -57,9 +57,40 @@ def test_conditional_network_needs_a_class(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["generate", str(path), "--seeds", "0", "--outdir", str(tmp_path / "o")])
     assert result.exit_code != 0 and "conditional" in result.output
+    result = runner.invoke(main, ["generate", str(path), "--seeds", "0", "--class", "9",
+                                  "--outdir", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pass --class between 0 and 2 (got 9)" in result.output
     result = runner.invoke(main, ["generate", str(path), "--seeds", "0", "--class", "2",
                                   "--outdir", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
+
+
+def test_decompose_on_a_conditional_network_records_each_images_class(tmp_path):
+    """Without --class each seed keeps the class the bank would draw for it; with --class every image has that
+    one; both are in the JSON, and a class out of range is an error naming it."""
+    import torch
+
+    from stylegan_disentangle.labels.decomposer import Unsup3DDecomposer
+    from stylegan_disentangle.latents import z_from_seeds
+
+    path = tmp_path / "cond.pkl"
+    save_network_pkl(path, tiny_networks("resnet_cond16"))
+    torch.manual_seed(0)
+    Unsup3DDecomposer(image_size=32, nf=16, zdim=16, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=16).save(
+        tmp_path / "dec.pth")
+    runner = CliRunner()
+    base = ["decompose", str(path), "--seeds", "0-5", "--decomposer", str(tmp_path / "dec.pth")]
+    runs = {}
+    for tag, extra in (("drawn", []), ("fixed", ["--class", "2"])):
+        result = runner.invoke(main, [*base, "--outdir", str(tmp_path / tag), *extra])
+        assert result.exit_code == 0, result.output
+        runs[tag] = json.loads((tmp_path / tag / "decomposition.json").read_text())["images"]
+    _, drawn = z_from_seeds(range(6), 8, c_dim=3)
+    assert [r["class"] for r in runs["drawn"]] == drawn.tolist() and len(set(drawn.tolist())) > 1
+    assert [r["class"] for r in runs["fixed"]] == [2] * 6
+    result = runner.invoke(main, [*base, "--class", "3", "--outdir", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "class_idx must be in [0, 3), got 3" in result.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_checkpoint_gives_a_message_not_a_traceback(tmp_path):
