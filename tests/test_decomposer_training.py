@@ -163,6 +163,29 @@ def test_resuming_with_other_settings_is_refused(G, tmp_path):
         train_decomposer(G, tmp_path, steps=2, batch_size=4, decomposer_kwargs=TINY, progress=False)
 
 
+def test_resuming_on_another_generator_is_refused(G, tmp_path):
+    """Same settings, another network's weights: the run's images would change midway, so it is refused; the same
+    network resumes, and a state from before the generator was recorded resumes unchecked."""
+    import copy
+
+    from stylegan_disentangle.latents import generator_fingerprint
+
+    train_decomposer(G, tmp_path, steps=1, batch_size=2, decomposer_kwargs=TINY, progress=False)
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state["generator_sha256"] == generator_fingerprint(G)
+    other = copy.deepcopy(G)
+    with torch.no_grad():
+        other.mapping.w_avg.add_(1e-3)
+    with pytest.raises(StyleGANDisentangleError, match=rf"trained on another network \(generator "
+                                                       rf"{state['generator_sha256'][:12]}\.\.\., this one "
+                                                       rf"{generator_fingerprint(other)[:12]}"):
+        train_decomposer(other, tmp_path, steps=2, batch_size=2, decomposer_kwargs=TINY, progress=False)
+    del state["generator_sha256"]
+    (tmp_path / "train_state.json").write_text(json.dumps(state))
+    assert train_decomposer(other, tmp_path, steps=2, batch_size=2, decomposer_kwargs=TINY, progress=False).epoch == 2
+    assert train_decomposer(other, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, progress=False).epoch == 3
+
+
 def test_decomposer3d_labeler_returns_scalars_and_maps(G, tmp_path):
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)

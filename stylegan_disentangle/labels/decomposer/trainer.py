@@ -67,6 +67,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
+from ...latents import generator_fingerprint
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from ..base import check_crop, crop_images
@@ -190,12 +191,14 @@ def _optimizers(dec: Unsup3DDecomposer, lr: float, weight_decay: float,
             for name in dec.present_nets if name in train_nets}
 
 
-def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, config: dict, seconds: float) -> None:
+def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, config: dict, seconds: float,
+          generator: str) -> None:
     dec.optimizer_states = {k: opt.state_dict() for k, opt in optimizers.items()}
     dec.epoch = step
     dec.save(outdir / CHECKPOINT)
     with atomic_write(outdir / STATE, "w") as f:
-        json.dump({"step": step, "config": config, "train_seconds": seconds}, f, indent=2)
+        json.dump({"step": step, "config": config, "train_seconds": seconds, "generator_sha256": generator}, f,
+                  indent=2)
 
 
 def _read_state(path: Path) -> dict:
@@ -211,7 +214,11 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDecomposer | None, int, float]:
+def _resume(outdir: Path, config: dict, generator: str,
+            device: torch.device) -> tuple[Unsup3DDecomposer | None, int, float]:
+    """The run in `outdir` to go on with: its decomposer, step and training seconds (None, 0, 0 for a new run);
+    refused with a message when it was made with other settings or on another generator (`generator`: its
+    `generator_fingerprint`; states written before it was recorded are not checked)."""
     state_path, ckpt = outdir / STATE, outdir / CHECKPOINT
     if not ckpt.is_file():
         return None, 0, 0.0
@@ -223,6 +230,10 @@ def _resume(outdir: Path, config: dict, device: torch.device) -> tuple[Unsup3DDe
     if state.get("config") != config:
         raise StyleGANDisentangleError(f"{outdir} holds a run with other settings ({state_path}); use another "
                                        "--outdir or the same arguments to resume it")
+    if state.get("generator_sha256", generator) != generator:
+        raise StyleGANDisentangleError(f"{outdir} holds a run trained on another network (generator "
+                                       f"{str(state['generator_sha256'])[:12]}..., this one {generator[:12]}...; "
+                                       f"{state_path}); use another --outdir or that network to resume it")
     from .labeler import load_decomposer
 
     dec = load_decomposer(ckpt, device=device)  # reads the scalings from train_state.json
@@ -397,7 +408,8 @@ def train_decomposer(
                   **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
                   **({"light_teacher": {"directions_sha256": light_teacher.fingerprint(), "lam": lam_teacher,
                                         "fit_samples": teacher_samples}} if light_teacher is not None else {}))
-    dec, start, seconds = _resume(outdir, config, device)
+    generator = generator_fingerprint(G)
+    dec, start, seconds = _resume(outdir, config, generator, device)
     if dec is None:
         dec = _starting_decomposer(init, kwargs, seed, device)
     trained = list(dec.present_nets) if train_nets is None else [n for n in dec.present_nets if n in train_nets]
@@ -430,7 +442,7 @@ def train_decomposer(
     try:
         with torch.enable_grad():  # also when called from a no_grad context
             _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress,
-                        (checkpoint_every, log_every, preview_every), bank, teacher)
+                        (checkpoint_every, log_every, preview_every), bank, teacher, generator)
     finally:  # the nets frozen for train_nets are trainable again afterwards
         for param, flag in zip(dec.parameters(), grad_flags):
             param.requires_grad_(flag)
@@ -674,7 +686,7 @@ def _log_record(dec: Unsup3DDecomposer, done: int, seconds: float, total: torch.
 
 
 def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, preview_img, progress, every,
-                bank=None, teacher=None) -> None:
+                bank, teacher, generator: str) -> None:
     from .visualize import save_decomposition_png
 
     seed, batch_size, truncation_psi = config["seed"], config["batch_size"], config["truncation_psi"]
@@ -712,7 +724,7 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             save_decomposition_png(outdir / f"preview_{done:06d}.png", dec, preview_img)
             dec.train()
         if done % checkpoint_every == 0 or done == steps:
-            _save(dec, optimizers, outdir, done, config, seconds)
+            _save(dec, optimizers, outdir, done, config, seconds, generator)
 
 
 def trained_nets_only(dec: Unsup3DDecomposer) -> Unsup3DDecomposer:
