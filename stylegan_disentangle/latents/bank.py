@@ -335,7 +335,7 @@ class LatentBank:
             if diff:
                 detail = ", ".join(f"{k}: {existing.get(k)!r} there vs {meta[k]!r} now" for k in diff)
                 raise LatentError(f"{root} holds a latent bank made with other arguments ({detail}); "
-                                  "use another directory or overwrite=True")
+                                  "use another directory (another --outdir), remove it, or pass overwrite=True")
             meta = existing
             if existing["done"] == n:
                 logger.info("latent bank %s is complete (%d samples)", root, n)
@@ -396,7 +396,8 @@ class LatentBank:
                     if name in label_mm and value.shape[1:] != label_mm[name].shape[1:]:
                         raise LatentError(f"{root}: label {name!r} has per-sample shape {list(value.shape[1:])} but "
                                           f"the bank stores {list(label_mm[name].shape[1:])} (a labeler of another "
-                                          "resolution?); use another directory or overwrite=True")
+                                          "resolution?); use another directory (another --outdir), remove "
+                                          "it, or pass overwrite=True")
                     if name not in label_mm:
                         label_mm[name] = np.lib.format.open_memmap(
                             root / "labels" / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, *value.shape[1:]))
