@@ -19,6 +19,7 @@ where its size is the render's; the ratio render / decomposition says how much o
 costs.
 
     python scripts/bench_renderer.py --json runs/bench_renderer.json
+    python scripts/bench_renderer.py --device cuda      # on a GPU (scripts/gpu_checks.sh decomposer)
 """
 
 from __future__ import annotations
@@ -36,16 +37,24 @@ from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
 from stylegan_disentangle.labels.decomposer.reconstruction import renderer_for, view_degrees
 from stylegan_disentangle.labels.decomposer.renderer import Renderer
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
-from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils import atomic_write, resolve_device
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _seconds(fn: Callable[[], object], reps: int) -> float:
-    """Best of `reps` timed calls after one warm-up call (the minimum is the least disturbed by other work)."""
+    """Best of `reps` timed calls after one warm-up call (the minimum is the least disturbed by other work); CUDA
+    work is waited for."""
     fn()
     best = float("inf")
     for _ in range(reps):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -88,26 +97,31 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="Where the renderer and the nets run (cpu, cuda, cuda:N).")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        p.error(str(exc))
 
     G, _ = load_synthetic()
     with torch.no_grad():
-        faces = G(torch.randn([args.batch, G.z_dim], generator=torch.Generator().manual_seed(0)), None)
-    shipped = load_decomposer("synthetic")
+        faces = G(torch.randn([args.batch, G.z_dim], generator=torch.Generator().manual_seed(0)), None).to(device)
+    shipped = load_decomposer("synthetic", device=device)
     results = {}
     print("| scene | size | rasterize ms/img | render ms/img | decomposition ms/img (baseline) | "
           "render / decomposition |")
     print("|---|---|---|---|---|---|")
     for size in (32, 64):
         torch.manual_seed(0)
-        untrained = Unsup3DDecomposer(image_size=size, nf=16, zdim=64).eval()
+        untrained = Unsup3DDecomposer(image_size=size, nf=16, zdim=64).eval().to(device)
         upsampled = F.interpolate(faces, size=size, mode="bilinear", align_corners=False)
         scenes = [("generator faces", estimate(shipped, faces, size), shipped if size == shipped.image_size else None,
                    faces),
                   ("untrained nets", estimate(untrained, upsampled, size), untrained, upsampled),
-                  ("noise depth", noise_scene(args.batch, size), None, None)]
+                  ("noise depth", {k: v.to(device) for k, v in noise_scene(args.batch, size).items()}, None, None)]
         for scene, maps, dec, images in scenes:
             times = render_times(renderer_for(shipped), maps, args.reps)
             if dec is not None:
@@ -121,7 +135,7 @@ def main() -> None:
             print(f"| {scene} | {size} | {r['rasterize_ms_per_image']:.3f} | {r['render_ms_per_image']:.3f} | {base} |",
                   flush=True)
     if args.json:
-        payload = {"batch": args.batch, "threads": args.threads, "results": results}
+        payload = {"batch": args.batch, "threads": args.threads, "device": str(device), "results": results}
         with atomic_write(args.json, "w") as f:
             json.dump(payload, f, indent=2)
 

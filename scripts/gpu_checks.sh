@@ -8,7 +8,8 @@
 #   bash scripts/gpu_checks.sh bench    # bench_generator at 1024^2 batch 32 and 256^2 batch 1/8/32: the target table
 #   bash scripts/gpu_checks.sh sweep    # the wider sweep (CUDA graphs, torch.compile, channels_last, bf16 autocast)
 #   bash scripts/gpu_checks.sh decomposer  # issue 10's figures on the GPU: the shipped decomposer's scores and
-#                                       throughput (bench_decomposer.py --device cuda), training s/step fresh vs bank
+#                                       throughput (bench_decomposer.py --device cuda), training s/step fresh vs bank,
+#                                       the renderer's ms per image (bench_renderer.py --device cuda)
 set -uo pipefail
 
 out="${OUT:-gpu_out}"
@@ -58,6 +59,7 @@ raise SystemExit(0 if ops is not None else 1)"
       --json "$out/bench_decomposer_training.json"
     run bench_decomposer_training_b64 "$py" scripts/bench_decomposer_training.py --device cuda --steps 40 \
       --batch-size 64 --bank 2048 --json "$out/bench_decomposer_training_b64.json"
+    run bench_renderer "$py" scripts/bench_renderer.py --device cuda --reps 20 --json "$out/bench_renderer.json"
     ;;
   *)
     echo "unknown phase $phase (tests | bench | sweep | decomposer)"; exit 2 ;;
