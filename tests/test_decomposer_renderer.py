@@ -419,3 +419,32 @@ def test_grid_faces_cover_every_cell_with_two_triangles():
     for (r, c), (a, b) in by_cell.items():
         tl, tr, bl, br = r * w + c, r * w + c + 1, (r + 1) * w + c, (r + 1) * w + c + 1
         assert a | b == {tl, tr, bl, br} and a & b == {tr, bl}, (r, c)
+
+
+def test_bench_renderer_times_every_scene_against_its_baseline(tmp_path, monkeypatch):
+    """scripts/bench_renderer.py end to end on a small batch: one row per scene and size, positive times, the
+    render / decomposition ratio exactly where a decomposer of the render's size made the scene."""
+    import json
+    import sys
+
+    from tests.helpers import load_script
+
+    script = load_script("bench_renderer")
+    monkeypatch.setattr(sys, "argv", ["bench_renderer.py", "--batch", "4", "--reps", "1", "--threads", "1",
+                                      "--json", str(tmp_path / "r.json")])
+    threads = torch.get_num_threads()
+    try:
+        script.main()
+    finally:  # the script sets the process's thread count
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["device"] == "cpu" and record["batch"] == 4
+    rows = record["results"]
+    assert set(rows) == {f"{scene} {size}" for scene in ("generator faces", "untrained nets", "noise depth")
+                         for size in (32, 64)}
+    with_baseline = {k for k, r in rows.items() if "render_over_decompose" in r}
+    assert with_baseline == {"generator faces 32", "untrained nets 32", "untrained nets 64"}
+    for name, r in rows.items():
+        assert r["rasterize_ms_per_image"] > 0 and r["render_ms_per_image"] > 0, name
+        if name in with_baseline:
+            assert r["render_over_decompose"] == pytest.approx(r["render_ms_per_image"] / r["decompose_ms_per_image"])
