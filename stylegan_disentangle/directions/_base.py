@@ -30,6 +30,7 @@ __all__ = [
     "blas_limit",
 ]
 
+
 def small_lapack():
     """Context running BLAS/LAPACK single-threaded, for small dense decompositions (w_dim x w_dim eigh / solve).
 
