@@ -1,4 +1,5 @@
-"""Click commands for the 3D decomposer: `decompose` (pictures + numbers) and `train-decomposer`.
+"""Click commands for the 3D decomposer: `decompose` (generated faces: pictures + numbers), `decompose-images` (the
+same for image files) and `train-decomposer`.
 
 `register_decomposer_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
 """
@@ -14,7 +15,10 @@ import click
 from .cli_common import crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
+    from .labels.decomposer import Unsup3DDecomposer
 
 __all__ = ["register_decomposer_commands"]
 
@@ -42,14 +46,11 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
     import numpy as np
     import torch
 
-    from . import __version__
     from .analysis.find_directions import resolve_decomposer
     from .checkpoints import open_network_pkl
-    from .labels.base import crop_images
-    from .labels.decomposer.labeler import DecomposerLabeler, check_light_mask, load_decomposer
-    from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
+    from .labels.decomposer.labeler import check_light_mask, load_decomposer
     from .latents import sample_latents
-    from .utils import atomic_write, atomic_write_path, sha256_file
+    from .utils import sha256_file
     from .utils.ranges import parse_seeds
 
     try:
@@ -66,26 +67,81 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
                                                       class_idx=class_idx, device=device))
         img = G.synthesis(latents.ws, noise_mode="const").float().clamp(-1, 1)
     classes = [None] * len(seed_list) if latents.classes is None else [int(c) for c in latents.classes]
+    record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
+              "decomposer": str(spec), "truncation_psi": truncation_psi}
+    per_image = [{"seed": s, **({} if classes[i] is None else {"class": classes[i]})} for i, s in enumerate(seed_list)]
+    _write_decomposition(Path(outdir), dec, img, crop, record, per_image, [f"seed {s}" for s in seed_list],
+                        {"seeds": np.asarray(seed_list)})
+
+
+def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, crop: tuple[float, ...] | None,
+                         record: dict, per_image: list[dict], row_labels: list[str],
+                         ids: dict[str, np.ndarray]) -> None:
+    """What `decompose` and `decompose-images` write into `out`: decomposition.png (a row per image),
+    decomposition.json (`record`, the settings, and per image its `per_image` entry and scalar labels) and
+    maps.npz (the map labels, with the images' `ids`)."""
+    import numpy as np
+
+    from . import __version__
+    from .labels.base import crop_images
+    from .labels.decomposer.labeler import DecomposerLabeler
+    from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
+    from .utils import atomic_write, atomic_write_path
+
     labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
     crop = labeler.crop
-    out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop),
-                           row_labels=[f"seed {s}" for s in seed_list])
+    save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop), row_labels=row_labels)
     labels = labeler(img)  # it crops the whole images itself
     scalars = [k for k, v in labels.items() if v.ndim == 1]
-    record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
-              "decomposer": str(spec), "crop": None if crop is None else list(crop),
+    record = {**record, "crop": None if crop is None else list(crop),
               "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
-              "truncation_psi": truncation_psi,
               "version": __version__,
-              "images": [{"seed": s, **({} if classes[i] is None else {"class": classes[i]}),
-                          **{k: float(labels[k][i]) for k in scalars}} for i, s in enumerate(seed_list)]}
+              "images": [{**entry, **{k: float(labels[k][i]) for k in scalars}} for i, entry in enumerate(per_image)]}
     with atomic_write(out / "decomposition.json", "w") as f:
         json.dump(record, f, indent=2)
     with atomic_write_path(out / "maps.npz") as tmp:
-        np.savez(tmp, seeds=np.asarray(seed_list), **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
-    click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(seed_list)} images")
+        np.savez(tmp, **ids, **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
+    click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(per_image)} images")
+
+
+@click.command("decompose-images")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--decomposer", "decomposer_spec", required=True,
+              help="'synthetic' (the shipped one), an official pretrained name (unsup3d-celeba, unsup3d-synface, "
+                   "unsup3d-cat, unsup3d-syncar: downloaded once), or an Unsup3D checkpoint's path or URL.")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@crop_option("--crop")
+@light_mask_option("--light-mask")
+@device_option()
+def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: str,
+                         crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
+                         device: torch.device) -> None:
+    """Decompose image files (IMAGES: files, or folders of .png / .jpg / .jpeg / .webp / .bmp) into depth,
+    albedo, light and view, as `decompose` does generated faces. Each image is cut to its central square and
+    resized (Lanczos) to the decomposer's input, or larger when --crop keeps only a box of it, so that the box
+    reaches the nets at their resolution. Real photos need the framing the decomposer was trained on (the
+    official CelebA one: faces cropped to the face box)."""
+    import math
+
+    import numpy as np
+
+    from .labels.base import check_crop
+    from .labels.decomposer.labeler import check_light_mask, load_decomposer
+    from .utils import sha256_file
+    from .utils.images import image_files, load_images
+
+    files = fail_cleanly(lambda: image_files(images))
+    dec = fail_cleanly(lambda: load_decomposer(decomposer_spec, device=device))
+    dec.light_mask = check_light_mask(light_mask, dec.light_mask)
+    box = check_crop(crop if crop is not None else dec.input_crop)
+    size = dec.image_size if box is None else math.ceil(dec.image_size / min(box[2], box[3]))
+    img = fail_cleanly(lambda: load_images(files, size))
+    record = {"command": "decompose-images", "decomposer": str(decomposer_spec), "resized_to": size}
+    per_image = [{"file": str(f), "sha256": sha256_file(f)} for f in files]
+    _write_decomposition(Path(outdir), dec, img, crop, record, per_image, [f.name for f in files],
+                        {"files": np.asarray([str(f) for f in files])})
+
 
 @click.command("train-decomposer")
 @click.argument("pkl")
@@ -213,6 +269,6 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
 
 
 def register_decomposer_commands(main: click.Group) -> None:
-    """Add `decompose` and `train-decomposer` to the CLI group."""
-    for command in (decompose_cmd, train_decomposer_cmd):
+    """Add `decompose`, `decompose-images` and `train-decomposer` to the CLI group."""
+    for command in (decompose_cmd, decompose_images_cmd, train_decomposer_cmd):
         main.add_command(command)

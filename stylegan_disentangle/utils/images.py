@@ -1,15 +1,60 @@
-"""Turn generator output into pictures: [-1, 1] float images -> uint8, grids, PNG files (written atomically)."""
+"""Turn generator output into pictures ([-1, 1] float images -> uint8, grids, PNG files, written atomically), and
+read image files back as such tensors (`image_files`, `load_images`)."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image  # Pillow ships with matplotlib, one of our dependencies
+from PIL import Image, UnidentifiedImageError
 
+from ..errors import StyleGANDisentangleError
 from .atomic import atomic_write_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what a folder given as images is read for
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by `paths`: files as given, folders expanded to their images (IMAGE_SUFFIXES, any
+    case; sorted by name, not recursive). A missing path or an empty result is an error naming it."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise StyleGANDisentangleError(f"{path}: a folder with no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise StyleGANDisentangleError(f"{path}: no such file or folder")
+    if not files:
+        raise StyleGANDisentangleError("no images given")
+    return files
+
+
+def load_images(files: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
+    """Image files -> float [N, 3, size, size] in [-1, 1]: each one converted to RGB, cut to its central square
+    and resized with Lanczos (antialiased) filtering. A file that is no readable image is an error naming it."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    out = torch.empty([len(files), 3, size, size])
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise StyleGANDisentangleError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        w, h = rgb.size
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+        square = rgb.resize((size, size), Image.Resampling.LANCZOS, box=box)
+        out[i] = torch.from_numpy(np.asarray(square, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    return out
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
