@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register_decomposer_commands"]
 
+PICTURE_ROWS = 32  # images drawn in decomposition.png; the JSON and the NPZ hold every one
+
 
 @click.command("decompose")
 @click.argument("pkl")
@@ -77,9 +79,9 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
 def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, crop: tuple[float, ...] | None,
                          record: dict, per_image: list[dict], row_labels: list[str],
                          ids: dict[str, np.ndarray]) -> None:
-    """What `decompose` and `decompose-images` write into `out`: decomposition.png (a row per image),
-    decomposition.json (`record`, the settings, and per image its `per_image` entry and scalar labels) and
-    maps.npz (the map labels, with the images' `ids`)."""
+    """What `decompose` and `decompose-images` write into `out`: decomposition.png (a row per image, the first
+    PICTURE_ROWS), decomposition.json (`record`, the settings, and per image its `per_image` entry and scalar
+    labels) and maps.npz (the map labels, with the images' `ids`)."""
     import numpy as np
 
     from . import __version__
@@ -91,7 +93,9 @@ def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, c
     labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
     crop = labeler.crop
     out.mkdir(parents=True, exist_ok=True)
-    save_decomposition_png(out / "decomposition.png", dec, crop_images(img, crop), row_labels=row_labels)
+    shown = min(len(per_image), PICTURE_ROWS)  # a figure of thousands of rows would not render; the numbers do
+    save_decomposition_png(out / "decomposition.png", dec, crop_images(img[:shown], crop),
+                           row_labels=row_labels[:shown])
     labels = labeler(img)  # it crops the whole images itself
     scalars = [k for k, v in labels.items() if v.ndim == 1]
     record = {**record, "crop": None if crop is None else list(crop),
@@ -102,7 +106,9 @@ def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, c
         json.dump(record, f, indent=2)
     with atomic_write_path(out / "maps.npz") as tmp:
         np.savez(tmp, **ids, **{k: v.numpy() for k, v in labels.items() if v.ndim > 1})
-    click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(per_image)} images")
+    picture = "" if shown == len(per_image) else f" (the picture shows the first {shown})"
+    click.echo(f"wrote {out / 'decomposition.png'}, decomposition.json and maps.npz for {len(per_image)} images"
+               f"{picture}")
 
 
 @click.command("decompose-images")

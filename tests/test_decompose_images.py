@@ -109,3 +109,24 @@ def test_bad_inputs_are_named_and_nothing_is_written(tmp_path, decomposer_path):
         assert "Traceback" not in result.output and not (tmp_path / "out").exists()
     with pytest.raises(StyleGANDisentangleError, match="no images given"):
         image_files([])
+
+
+def test_the_picture_shows_the_first_rows_and_the_numbers_every_image(tmp_path, decomposer_path, monkeypatch):
+    """A folder of many images would make a figure too tall to render: decomposition.png draws the first
+    PICTURE_ROWS, the JSON and the NPZ hold every image."""
+    import stylegan_disentangle.cli_decomposer as module
+
+    monkeypatch.setattr(module, "PICTURE_ROWS", 2)
+    pixels = to_uint8(_faces(5))
+    for i in range(5):
+        save_png(pixels[i], tmp_path / f"f{i}.png")
+    result = cli(["decompose-images", str(tmp_path), "--decomposer", str(decomposer_path), "--outdir",
+                  str(tmp_path / "out")])
+    assert result.exit_code == 0 and "for 5 images (the picture shows the first 2)" in result.output, result.output
+    assert len(json.loads((tmp_path / "out" / "decomposition.json").read_text())["images"]) == 5
+    assert np.load(tmp_path / "out" / "maps.npz")["depth"].shape[0] == 5
+    rows_2 = Image.open(tmp_path / "out" / "decomposition.png").size[1]
+    monkeypatch.setattr(module, "PICTURE_ROWS", 3)
+    assert cli(["decompose-images", str(tmp_path), "--decomposer", str(decomposer_path), "--outdir",
+                str(tmp_path / "out3")]).exit_code == 0
+    assert Image.open(tmp_path / "out3" / "decomposition.png").size[1] > rows_2  # one row taller
