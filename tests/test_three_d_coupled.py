@@ -649,7 +649,9 @@ def test_the_shipped_checkpoint_gets_the_synthetic_decomposer_and_the_worlds_par
     leaks = ds.info["label_leaks"]
     assert set(leaks) == {"light_ambient", "light_diffuse", "light_azimuth", "light_elevation"}
     assert all(set(row) == {"pitch", "yaw", "roll"} for row in leaks.values())
-    assert 0.3 < leaks["light_elevation"]["pitch"] < 0.8
+    # the shipped netL was last taught by directions fitted with the leak removed: it reads a nod as little light
+    # (|slope| ~0.05 deg per deg; the nets before read ~0.5, BENCHMARKS.md issue 10, thirty-fourth session)
+    assert abs(leaks["light_elevation"]["pitch"]) < 0.2
     assert ds.info["part_names"] == list(PART_NAMES)
     local = [n for n, kind in zip(ds.names, ds.info["kinds"]) if kind != "global"]
     assert local and all(n.split("_")[1] in PART_NAMES for n in local), local

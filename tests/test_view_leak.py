@@ -84,8 +84,9 @@ def test_a_planted_leak_adds_exactly_its_slope(shipped):
         for rot in ROTATION_LABELS:
             want = plain[light][rot] + (c if (light, rot) == ("light_ambient", "pitch") else 0.0)
             assert leaky[light][rot] == pytest.approx(want, abs=1e-5), (light, rot)
-    # the shipped netL reads a nod as light from above: about half a degree of elevation per degree of pitch
-    assert 0.3 < plain["light_elevation"]["pitch"] < 0.8
+    # the shipped netL was last taught by directions fitted with this leak removed: a nod moves its elevation
+    # reading by ~0.05 deg per deg (the nets before read ~0.5, BENCHMARKS.md issue 10, thirty-fourth session)
+    assert abs(plain["light_elevation"]["pitch"]) < 0.2
     # and the labeler's own entry point measures the same thing
     via_labeler = lab.view_leak(img)
     assert via_labeler["light_elevation"]["pitch"] == pytest.approx(plain["light_elevation"]["pitch"], abs=1e-4)
