@@ -25,6 +25,14 @@ __all__ = ["register_decomposer_commands"]
 PICTURE_ROWS = 32  # images drawn in decomposition.png; the JSON and the NPZ hold every one
 
 
+def _decomposition_output_options(fn):
+    """--outdir, --crop, --light-mask and --device, as `decompose` and `decompose-images` both take them."""
+    for option in reversed((click.option("--outdir", type=click.Path(file_okay=False), required=True),
+                            crop_option("--crop"), light_mask_option("--light-mask"), device_option())):
+        fn = option(fn)
+    return fn
+
+
 @click.command("decompose")
 @click.argument("pkl")
 @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
@@ -36,10 +44,7 @@ PICTURE_ROWS = 32  # images drawn in decomposition.png; the JSON and the NPZ hol
 @click.option("--class", "class_idx", type=int, default=None,
               help="Class for conditional networks (default: each seed's own class, drawn as the bank draws it; "
                    "the JSON records it).")
-@click.option("--outdir", type=click.Path(file_okay=False), required=True)
-@crop_option("--crop")
-@light_mask_option("--light-mask")
-@device_option()
+@_decomposition_output_options
 def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, class_idx: int | None,
                   outdir: str, crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
                   device: torch.device) -> None:
@@ -116,10 +121,7 @@ def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, c
 @click.option("--decomposer", "decomposer_spec", required=True,
               help="'synthetic' (the shipped one), an official pretrained name (unsup3d-celeba, unsup3d-synface, "
                    "unsup3d-cat, unsup3d-syncar: downloaded once), or an Unsup3D checkpoint's path or URL.")
-@click.option("--outdir", type=click.Path(file_okay=False), required=True)
-@crop_option("--crop")
-@light_mask_option("--light-mask")
-@device_option()
+@_decomposition_output_options
 def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: str,
                          crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
                          device: torch.device) -> None:

@@ -46,7 +46,7 @@ from ..labels.decomposer.view_leak import VIEW_LEAK_SAMPLES, ViewLeakError
 from ..latents import LatentBank
 from ..utils import atomic_write
 from ._run import Timer, load_generator, run_header, write_json
-from .edit import edit
+from .edit import edit, render
 from .effects import compare_namings, measure_label_effects
 from .footprints import plot_footprint_sheet
 from .plots import plot_cosine_similarity, plot_edit_grid, plot_label_effects, plot_w_embedding
@@ -151,7 +151,7 @@ def _three_d_choice(method: str, option: str, value: str, choices: Sequence[str]
 
 
 def _check_samples_option(method: str, value: Any, option: str, method_word: str,
-                               zero: str = "no metric") -> None:
+                          zero: str = "no metric") -> None:
     """UsageError unless `value` is an integer >= 0 and `method` is 3d-coupled (the only one that uses it); `zero`
     says what 0 means."""
     if method != "3d-coupled":
@@ -291,12 +291,7 @@ def bank_view_leak(G: Any, bank: LatentBank, lab: Any, samples: int, noise_mode:
     its own re-renders). Cheap (about 3 s for 512 faces at 32x32 on two cores), so not kept."""
     if not hasattr(lab, "view_leak"):
         return None
-    rows = min(int(samples), len(bank))
-    device = next(G.parameters()).device
-    with torch.no_grad():
-        faces = torch.cat([G.synthesis(bank.ws(np.arange(i, min(i + batch_size, rows)), device),
-                                       noise_mode=noise_mode).clamp(-1, 1).cpu()
-                           for i in range(0, rows, batch_size)])
+    faces = render(G, bank.ws(np.arange(min(int(samples), len(bank)))), batch_size, noise_mode).clamp(-1, 1)
     known = set(bank.labels if names is None else names)
     try:
         leaks = lab.view_leak(faces)

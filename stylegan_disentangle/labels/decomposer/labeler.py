@@ -139,6 +139,13 @@ def scalar_labels(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "tz": view[:, 5], **light_labels(out["light"])}
 
 
+def _check_images(img: Any, what: str) -> None:
+    """StyleGANDisentangleError unless `img` is a tensor of images [N >= 1, C, H, W]; `what` starts the message."""
+    if not torch.is_tensor(img) or img.ndim != 4 or img.shape[0] == 0:
+        got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
+        raise StyleGANDisentangleError(f"{what} images [N >= 1, 3, H, W] in [-1, 1]; got {got}")
+
+
 class DecomposerLabeler:
     """Labeler protocol around an `Unsup3DDecomposer` (see the module docstring for the labels).
 
@@ -224,9 +231,7 @@ class DecomposerLabeler:
 
     @torch.no_grad()
     def __call__(self, img: torch.Tensor | None, ws: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if not torch.is_tensor(img) or img.ndim != 4 or img.shape[0] == 0:
-            got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
-            raise StyleGANDisentangleError(f"decomposer3d labels images [N >= 1, 3, H, W] in [-1, 1]; got {got}")
+        _check_images(img, "decomposer3d labels")
         with self._inference() as device:
             return self._label(img, device)
 
@@ -261,9 +266,7 @@ class DecomposerLabeler:
         """How much of the view this labeler's light readings take in, measured on the decomposer's re-renders of
         `img` [N, 3, H, W] (`view_leak.measure_view_leak`: {light label: {rotation label: slope}}; no labels
         needed)."""
-        if not torch.is_tensor(img) or img.ndim != 4 or img.shape[0] == 0:
-            got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
-            raise StyleGANDisentangleError(f"view leak: needs images [N >= 1, 3, H, W] in [-1, 1]; got {got}")
+        _check_images(img, "view leak: needs")
         with self._inference() as device:
             return measure_view_leak(self.decomposer, self._prepare(img, device), self._decompose, delta,
                                      self.batch_size)
