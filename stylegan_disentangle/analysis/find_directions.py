@@ -544,22 +544,12 @@ def run_find_directions(
     if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after
         raise StyleGANDisentangleError(f"color_by {color_by!r} is not a (varying) label; labels: {sorted(labels)}")
 
-    part_masks = None
-    if method == "3d-coupled" and _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
-        part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
-    w_metric = w_chroma = None
-    if method == "3d-coupled" and sensitivity_samples:
-        with timer("sensitivity"):
-            w_metric, w_chroma = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
-                                                  "none" if noise_mode == "none" else "const", progress, lab.crop)
-    label_leaks = None
-    if method == "3d-coupled" and view_leak_samples:
-        with timer("view leak"):
-            label_leaks = bank_view_leak(G, bank, lab, int(view_leak_samples),
-                                         "none" if noise_mode == "none" else "const", int(batch_size), list(labels))
+    priors = (None, None, None, None)
+    if method == "3d-coupled":
+        priors = _three_d_coupled_priors(G, bank, lab, provenance, list(labels), timer, sensitivity_samples,
+                                         view_leak_samples, noise_mode, batch_size, progress)
     with timer("fit"):
-        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), part_masks,
-                   w_metric, w_chroma, label_leaks)
+        est = _fit(method, bank, G, labels, int(num_directions), int(seed), dict(method_kwargs or {}), *priors)
     ds = _fitted_direction_set(est, bank, provenance, samples, seed, grid_sigmas,
                                {"truncation_psi": float(truncation_psi), "truncation_cutoff": truncation_cutoff,
                                 "checkpoint": str(pkl)})
@@ -579,6 +569,25 @@ def run_find_directions(
     report["files"] = files
     write_json(outdir / "report.json", report)
     return FindDirectionsResult(ds, report, files, outdir)
+
+
+def _three_d_coupled_priors(G, bank, lab, provenance, label_names, timer, sensitivity_samples, view_leak_samples,
+                            noise_mode, batch_size, progress):
+    """'3d-coupled': what its fit reads besides the labels: the world's part masks (the shipped synthetic checkpoint
+    only), the generator's image sensitivity (`w_metric`, `w_chroma`) and the light readings' view leak."""
+    part_masks = w_metric = w_chroma = label_leaks = None
+    if _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
+        part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
+    synthesis_noise = "none" if noise_mode == "none" else "const"
+    if sensitivity_samples:
+        with timer("sensitivity"):
+            w_metric, w_chroma = bank_sensitivity(G, bank, int(sensitivity_samples), int(lab.input_resolution),
+                                                  synthesis_noise, progress, lab.crop)
+    if view_leak_samples:
+        with timer("view leak"):
+            label_leaks = bank_view_leak(G, bank, lab, int(view_leak_samples), synthesis_noise, int(batch_size),
+                                         label_names)
+    return part_masks, w_metric, w_chroma, label_leaks
 
 
 def _load_decomposer_labeler(G, provenance, decomposer, crop, light_mask, method_kwargs):
