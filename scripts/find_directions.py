@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--albedo-source", choices=ALBEDO_SOURCES, default=None,
                    help="3d-coupled: learn the albedo atoms from the albedo the image shows, read back through the "
                         "decomposer's depth, view and light (image, default), or from its albedo network (net)")
+    p.add_argument("--overwrite-bank", action="store_true",
+                   help="discard a latent bank in OUTDIR made with other arguments (another seed, labeler, decomposer "
+                        "or network) and build it again; without it such a bank is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return p
 

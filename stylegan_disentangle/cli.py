@@ -122,7 +122,8 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
     3D decomposer and find named directions from it without any label (the 3D-coupled method).
 
     Without the shipped checkpoint (a source checkout that has not trained one) it falls back to the reference
-    network in ../shared/reference or to a tiny random network written in the official layout.
+    network in ../shared/reference or to a tiny random network written in the official layout. A rerun reuses its
+    latent banks, and rebuilds one that an upgrade has made stale (another shipped decomposer).
     """
     from pathlib import Path
 
@@ -142,7 +143,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions (supervised linear, synthetic-oracle labels)")
         result = run_find_directions("synthetic", method="linear", labeler="synthetic-oracle", samples=samples,
                                      outdir=out / "directions", device=device, grid_max_rows=19,
-                                     progress=not ctx.obj.get("quiet"))
+                                     progress=not ctx.obj.get("quiet"), overwrite_bank=True)
         click.echo(f"directions: {', '.join(result.direction_set.names)}")
         click.echo(f"open {out / 'directions' / 'edit_grid.png'} and {out / 'directions' / 'label_effects.png'}")
         click.echo("== decompose (the shipped 3D decomposer: depth, albedo, light and view of each face)")
@@ -151,7 +152,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions --method 3d-coupled (named directions from the decomposer, no labels)")
         result = run_find_directions("synthetic", method="3d-coupled", samples=three_d_samples,
                                      outdir=out / "three_d_coupled", device=device, umap=False,
-                                     progress=not ctx.obj.get("quiet"))
+                                     progress=not ctx.obj.get("quiet"), overwrite_bank=True)
         found = result.direction_set
         glob = [n for n, kind in zip(found.names, found.info["kinds"]) if kind == "global"]
         click.echo(f"{len(found)} directions: {', '.join(glob)} and {len(found) - len(glob)} localized ones")
@@ -306,6 +307,10 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
                    "(net).")
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
+@click.option("--overwrite-bank", is_flag=True,
+              help="Discard a latent bank in OUTDIR made with other arguments (another seed, labeler, decomposer or "
+                   "network, e.g. after an upgrade) and build it again; without it such a bank is refused. A bank "
+                   "made with the same arguments is reused either way.")
 @click.pass_context
 def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_atoms: int | None, loss: str | None,
                         conditions: str | None, albedo_source: str | None, **kwargs) -> None:

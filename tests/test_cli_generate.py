@@ -118,6 +118,14 @@ def test_demo_runs_without_shared_data(tmp_path, monkeypatch, caplog):
         assert (tmp_path / "d" / "three_d_coupled" / "footprint_sheet.png").stat().st_size > 0
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert not [m for m in warnings if "constant over the bank" in m], warnings  # the decomposer's pinned tz
+        # a rerun after an upgrade that ships another decomposer: its stale bank is rebuilt, not refused
+        meta_path = tmp_path / "d" / "three_d_coupled" / "bank" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta["labelers"][0]["fingerprint"] = "0" * 64
+        meta_path.write_text(json.dumps(meta))
+        again = CliRunner().invoke(main, ["demo", "--outdir", "d", "--device", "cpu", "--three-d-samples", "1000"])
+        assert again.exit_code == 0, again.output
+        assert json.loads(meta_path.read_text())["labelers"][0]["fingerprint"] != "0" * 64
 
 
 def test_range_parsers():

@@ -165,6 +165,14 @@ def test_script_wrapper_runs_the_same_pipeline(tiny_pkl, tmp_path, capsys):
     ds = DirectionSet.load(tmp_path / "s" / "directions")
     assert ds.method == "closed_form" and len(ds) == 3 and ds.stds is not None
     assert "3 directions" in capsys.readouterr().out
+    # another seed into the same folder: its bank is refused by name, or rebuilt with --overwrite-bank
+    reseeded = [str(tiny_pkl), "--method", "closed-form", "--samples", "40", "--outdir", str(tmp_path / "s"),
+                "--seed", "1", "--num-directions", "3", "--no-umap", "--quiet", "--effect-samples", "4",
+                "--grid-steps", "3"]
+    assert module.main(reseeded) == 1
+    assert "made with other arguments (seed: 0 there vs 1 now)" in capsys.readouterr().err
+    assert module.main([*reseeded, "--overwrite-bank"]) == 0
+    assert json.loads((tmp_path / "s" / "bank" / "meta.json").read_text())["seed"] == 1
 
 
 @pytest.mark.parametrize("method", ["pca", "linear"])

@@ -790,6 +790,13 @@ def test_a_rerun_with_another_decomposer_does_not_reuse_the_first_ones_labels(ti
     assert cli([*common, "--decomposer", str(dec_path)]).exit_code == 0  # the same decomposer: the bank is reused
     again = cli([*common, "--decomposer", str(other_path)])
     assert again.exit_code == 1 and "made with other arguments (labelers:" in again.output
+    assert "--overwrite-bank" in again.output
+    # asked to, the run discards that bank and labels the faces again with the other decomposer
+    rebuilt = cli([*common, "--decomposer", str(other_path), "--overwrite-bank"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    meta = json.loads((out / "bank" / "meta.json").read_text())
+    assert meta["labelers"][0]["fingerprint"] == DecomposerLabeler(load_decomposer(other_path)).fingerprint
+    assert meta["done"] == 40
 
 
 @pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--effect-samples", "0"),

@@ -457,6 +457,7 @@ def run_find_directions(
     decomposer_crop: Sequence[float] | None = None,
     decomposer_light_mask: Sequence[float] | bool | None = None,
     view_leak_samples: int | None = None,
+    overwrite_bank: bool = False,
 ) -> FindDirectionsResult:
     """Find, name, plot and save W directions of a checkpoint (see the module docstring for the files).
 
@@ -492,6 +493,9 @@ def run_find_directions(
         its light readings take in, on its own re-renders (`DecomposerLabeler.view_leak`); the fit removes that
         share of the rotation readings from the light labels (`ThreeDCoupledDirections.fit(label_leaks=...)`).
         Default 512; 0: none.
+    overwrite_bank : discard a bank already in `bank_dir` (default `outdir/bank`) that was made with other arguments
+        (another seed, labeler, decomposer or network) and build it again; by default such a bank is refused with
+        a LatentError, and a bank made with the same arguments is resumed or reused either way.
     """
     method = _canonical_method(method)
     outdir = Path(outdir)
@@ -538,7 +542,8 @@ def run_find_directions(
         bank = LatentBank.create(
             G, bank_dir or outdir / "bank", samples, seed=seed, truncation_psi=truncation_psi,
             truncation_cutoff=truncation_cutoff, labelers=[lab] if lab is not None else [], batch_size=batch_size,
-            noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress)
+            noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress,
+            overwrite=overwrite_bank)
     files["bank"] = str(bank.root)
     labels, label_std, constant = _bank_labels(bank, lab)
     if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after

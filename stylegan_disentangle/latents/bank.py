@@ -335,7 +335,8 @@ class LatentBank:
             if diff:
                 detail = ", ".join(f"{k}: {existing.get(k)!r} there vs {meta[k]!r} now" for k in diff)
                 raise LatentError(f"{root} holds a latent bank made with other arguments ({detail}); "
-                                  "use another directory (another --outdir), remove it, or pass overwrite=True")
+                                  "use another directory (another --outdir), remove it, or pass overwrite=True "
+                                  "(find-directions: --overwrite-bank)")
             meta = existing
             if existing["done"] == n:
                 logger.info("latent bank %s is complete (%d samples)", root, n)
