@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 FORMAT = "stylegan_disentangle.LatentBank"
 FORMAT_VERSION = 1
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# how to go on from a bank that other arguments made, said by each refusal of one
+_REBUILD_HINT = ("use another directory (another --outdir), remove it, or pass overwrite=True "
+                 "(find-directions: --overwrite-bank)")
 # Fields that must match for `create` to resume an existing bank instead of refusing it.
 _IDENTITY_KEYS = ("generator_fingerprint", "count", "seed", "truncation_psi", "truncation_cutoff", "class_idx",
                   "label_names", "labelers", "noise_mode", "render", "w_dim", "z_dim", "c_dim", "num_ws")
@@ -334,9 +337,7 @@ class LatentBank:
             diff = [k for k in _IDENTITY_KEYS if existing.get(k) != meta[k]]
             if diff:
                 detail = ", ".join(f"{k}: {existing.get(k)!r} there vs {meta[k]!r} now" for k in diff)
-                raise LatentError(f"{root} holds a latent bank made with other arguments ({detail}); "
-                                  "use another directory (another --outdir), remove it, or pass overwrite=True "
-                                  "(find-directions: --overwrite-bank)")
+                raise LatentError(f"{root} holds a latent bank made with other arguments ({detail}); {_REBUILD_HINT}")
             meta = existing
             if existing["done"] == n:
                 logger.info("latent bank %s is complete (%d samples)", root, n)
@@ -397,8 +398,7 @@ class LatentBank:
                     if name in label_mm and value.shape[1:] != label_mm[name].shape[1:]:
                         raise LatentError(f"{root}: label {name!r} has per-sample shape {list(value.shape[1:])} but "
                                           f"the bank stores {list(label_mm[name].shape[1:])} (a labeler of another "
-                                          "resolution?); use another directory (another --outdir), remove "
-                                          "it, or pass overwrite=True")
+                                          f"resolution?); {_REBUILD_HINT}")
                     if name not in label_mm:
                         label_mm[name] = np.lib.format.open_memmap(
                             root / "labels" / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, *value.shape[1:]))
