@@ -53,9 +53,9 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
                             mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
                             decomposer_crop: tuple[float, ...] | None,
                             decomposer_light_mask: tuple[float, ...] | bool | None, device: torch.device) -> None:
-    """Walk PKL's codes along direction NAME of the DirectionSet DIRS (guided extrapolation, the decomposer's
-    saturation and the W prior as stop rules) and write COUNT images whose decomposer label spreads evenly over
-    TARGET, with labels.json / labels.npz."""
+    """Walk PKL's codes along direction NAME of the DirectionSet DIRS (a find-directions --outdir, or the set's
+    .json/.npz stem; guided extrapolation, the decomposer's saturation and the W prior as stop rules) and write
+    COUNT images whose decomposer label spreads evenly over TARGET, with labels.json / labels.npz."""
     from .analysis.augmentation import export_augmentation, parse_target
     from .analysis.find_directions import resolve_decomposer
     from .checkpoints import open_network_pkl

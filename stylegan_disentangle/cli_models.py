@@ -48,8 +48,9 @@ def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance
     if video == "style-mixing":
         return StyleMixingVideoMaker(frames=frames).fit(pool)
     if not structure_dirs:
-        raise click.BadParameter("--video directions needs --structure-dirs (a DirectionSet stem), or use "
-                                 "--video style-mixing (no labels)", param_hint="--structure-dirs")
+        raise click.BadParameter("--video directions needs --structure-dirs (a find-directions --outdir or a "
+                                 "DirectionSet stem), or use --video style-mixing (no labels)",
+                                 param_hint="--structure-dirs")
 
     def build():
         structure = DirectionSet.load(structure_dirs)
@@ -69,9 +70,11 @@ def _video_options(fn):
         click.option("--video", type=click.Choice(["directions", "style-mixing"]), default="directions",
                      show_default=True, help="Clip maker: moves along structure directions, or label-free "
                                              "coarse-layer style mixing."),
-        click.option("--structure-dirs", default=None, help="DirectionSet stem whose directions move (structure)."),
+        click.option("--structure-dirs", default=None, help="DirectionSet whose directions move (structure): a "
+                     "find-directions --outdir or the set's stem."),
         click.option("--structure-names", default=None, help="Comma list selecting structure directions."),
-        click.option("--appearance-dirs", default=None, help="DirectionSet stem of directions to keep still."),
+        click.option("--appearance-dirs", default=None, help="DirectionSet of directions to keep still (a "
+                     "find-directions --outdir or the set's stem)."),
         click.option("--appearance-names", default=None, help="Comma list selecting appearance directions."),
         click.option("--frames", type=int, default=16, show_default=True, help="Frames per clip."),
         click.option("--clip-metric", type=click.Choice(["euclidean", "covariance"]), default="euclidean",

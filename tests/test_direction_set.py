@@ -161,6 +161,28 @@ def test_load_missing_file_names_it(tmp_path):
         DirectionSet.load(tmp_path / "d")
 
 
+def test_load_reads_the_set_in_a_find_directions_folder(tmp_path):
+    """find-directions writes `<outdir>/directions.npz/.json`; its folder is what users pass on to edit / export."""
+    ds = _per_layer_set()
+    ds.save(tmp_path / "run" / "directions")
+    assert DirectionSet.load(tmp_path / "run") == ds
+    # a set saved beside a folder of the same stem is still read as that stem
+    other = _flat_set()
+    other.save(tmp_path / "run")
+    assert DirectionSet.load(tmp_path / "run") == other
+
+
+def test_load_folder_without_a_set_says_what_it_holds(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StyleGANDisentangleError, match=r"empty is a folder without a DirectionSet.*directions\.npz"):
+        DirectionSet.load(tmp_path / "empty")
+    # half a set in the folder: the missing half is named
+    _flat_set().save(tmp_path / "half" / "directions")
+    (tmp_path / "half" / "directions.json").unlink()
+    with pytest.raises(StyleGANDisentangleError, match=r"half/directions\.json does not exist"):
+        DirectionSet.load(tmp_path / "half")
+
+
 def test_load_corrupt_npz_names_file(tmp_path):
     _flat_set().save(tmp_path / "d")
     (tmp_path / "d.npz").write_bytes(b"not a zip file")

@@ -105,6 +105,11 @@ def test_cli_linear_on_tiny_generator_and_edit_round_trip(tiny_pkl, tmp_path):
     np.testing.assert_allclose(moved, np.broadcast_to(ds["brightness"], (3, 16)), atol=1e-5)
     config = json.loads((edit_out / "config.json").read_text())
     assert config["args"]["seeds"] == [0, 1, 2] and config["args"]["step_unit"] == "sigma"
+    # the run's folder itself names its set, as users pass it on
+    result = _run(["edit", str(tiny_pkl), str(out), "--name", "brightness", "--steps", "-2:2:3",
+                   "--seeds", "0-2", "--outdir", str(tmp_path / "edit_folder")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "edit_folder" / "ws_brightness.npy"), ws)
 
 
 def test_rerun_resumes_the_bank_and_reproduces_the_directions(tiny_pkl, tmp_path, monkeypatch):
@@ -155,6 +160,9 @@ def test_bad_inputs_give_clear_errors(tiny_pkl, tmp_path):
     assert no_name.exit_code == 1 and "no direction named 'b'" in no_name.output
     missing = _run(["edit", str(tiny_pkl), str(tmp_path / "nope"), "--name", "a", "--outdir", str(tmp_path / "e")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+    (tmp_path / "a_folder").mkdir()
+    no_set = _run(["edit", str(tiny_pkl), str(tmp_path / "a_folder"), "--name", "a", "--outdir", str(tmp_path / "e")])
+    assert no_set.exit_code == 1 and "a_folder is a folder without a DirectionSet" in no_set.output
 
 
 def test_script_wrapper_runs_the_same_pipeline(tiny_pkl, tmp_path, capsys):

@@ -548,8 +548,17 @@ class DirectionSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DirectionSet:
-        """Read a set written by `save`; StyleGANDisentangleError naming the file if it is missing or corrupt."""
+        """Read a set written by `save` (its `<stem>`, `.npz` or `.json`), or the one in a folder that
+        `find-directions` wrote (`<folder>/directions`); StyleGANDisentangleError naming the file if it is missing
+        or corrupt."""
         npz_path, json_path = cls._paths(path)
+        folder = Path(path)
+        if folder.is_dir() and not (npz_path.exists() or json_path.exists()):
+            npz_path, json_path = cls._paths(folder / "directions")
+            if not (npz_path.is_file() or json_path.is_file()):
+                raise StyleGANDisentangleError(
+                    f"{folder} is a folder without a DirectionSet: find-directions writes its set there as "
+                    "directions.npz + directions.json; give that folder, the set's <stem>, or its .npz / .json")
         for p in (json_path, npz_path):
             if not p.is_file():
                 raise StyleGANDisentangleError(

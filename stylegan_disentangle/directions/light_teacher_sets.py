@@ -22,8 +22,6 @@ __all__ = ["light_teacher_from_sets", "light_teacher_from_spec"]
 
 def _light_directions(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     """{name: vector} of the directions `names` of the DirectionSet at `path` (a folder: its `directions`)."""
-    if path.is_dir():
-        path = path / "directions"
     dirs = DirectionSet.load(path)
     missing = [n for n in names if n not in dirs.names]
     if missing:
