@@ -103,6 +103,19 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
     click.echo(f"wrote {count} images to {Path(outdir) / 'images'} ({s['label']} from {s['label_range'][0]:.1f} "
                f"to {s['label_range'][1]:.1f}; target {s['target'][0]:g}:{s['target'][1]:g}, mean |error| "
                f"{s['label_error']['mean_abs']:.2f}, reached {100 * s['reached_fraction']:.0f}%)")
+    if s["reached_fraction"] < 1.0:
+        ends = "; ".join(f"{side}{s['direction']}: " + ", ".join(f"{_STOP_WORDS.get(r, r)} {n}" for r, n in
+                                                                 counts.items())
+                         for side, counts in s["walk_stops"].items())
+        hints = {"mahalanobis": "--mahalanobis-quantile 0 walks past the W prior (the images may degrade)",
+                 "max_steps": "a larger --max-steps or --step walks further"}
+        found = [hints[r] for r in hints if any(r in counts for counts in s["walk_stops"].values())]
+        click.echo(f"the walks of the {s['n_bases']} base codes ended ({ends}); targets beyond where they ended "
+                   f"get the nearest label reached{'; ' if found else ''}{'; '.join(found)}")
+
+
+_STOP_WORDS = {"saturation": "the label saturated", "mahalanobis": "left the W prior",
+               "max_steps": "ran out of --max-steps", "discriminator": "the discriminator's rule"}
 
 
 def register_augmentation_commands(main: click.Group) -> None:

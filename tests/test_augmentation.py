@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,13 +93,21 @@ def test_saturating_semantic_stops_the_walk_and_clips_unreachable_targets(G, tmp
     seeds = bank_seeds(0, 0, record["n_bases"])
     x0 = sample_latents(G, seeds).ws[:, 0, 0].double().numpy()
 
-    def extreme(x: float, sign: float) -> float:
+    def stop_of(x: float, sign: float) -> int:
         ys = 30 * np.tanh(x + sign * 0.5 * np.arange(21))
         first = abs(ys[1] - ys[0])
-        stop = next((t - 1 for t in range(2, 21) if abs(ys[t] - ys[t - 1]) <= 0.1 * first), 20)
-        return float(ys[stop])
+        return next((t - 1 for t in range(2, 21) if abs(ys[t] - ys[t - 1]) <= 0.1 * first), 20)
+
+    def extreme(x: float, sign: float) -> float:
+        return float(30 * np.tanh(x + sign * 0.5 * stop_of(x, sign)))
 
     bounds = {int(s): (extreme(x, -1.0), extreme(x, 1.0)) for s, x in zip(seeds, x0)}
+    # the summary says which rule ended each side's walks: the saturation where the replay stops before the walk's
+    # last position (20), else the walk's length
+    for side, sign in (("-", -1.0), ("+", 1.0)):
+        saturated = sum(stop_of(x, sign) < 20 for x in x0)
+        expected = {"saturation": saturated, "max_steps": len(x0) - saturated}
+        assert record["walk_stops"][side] == {k: v for k, v in expected.items() if v}, (side, record["walk_stops"])
     clipped = 0
     for r in record["images"]:
         lo_y, hi_y = bounds[r["base_seed"]]
@@ -217,6 +226,8 @@ def test_mahalanobis_rule_limits_the_walk(G, tmp_path):
     held = export_augmentation(G, _set(_v()), "yaw", lab, "-10:10", 8, tmp_path / "held", mahalanobis_quantile=0.99,
                                **kw)
     assert held.summary["reached_fraction"] < 1.0 and np.abs(held.labels["yaw"]).max() < 10
+    assert free.summary["walk_stops"] == {"-": {"max_steps": 4}, "+": {"max_steps": 4}}  # 4 bases: count // 8, >= 4
+    assert held.summary["walk_stops"] == {"-": {"mahalanobis": 4}, "+": {"mahalanobis": 4}}
     stats = WStats().fit(sample_latents(G, bank_seeds(1, 0, 500)).ws[:, 0].numpy())  # the export's own prior
     threshold = stats.distance_quantile(0.99)
     assert stats.mahalanobis(free.ws[:, 0].double().numpy()).max() > threshold  # the free walk leaves it
@@ -307,6 +318,14 @@ def test_cli_export_augmentation(cli_files, tmp_path):
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
     record = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert record["decomposer"] == str(dec_path) and {"yaw", "light_azimuth"} <= set(record["images"][0])
+    # targets out of reach: the CLI says why the walks ended (one step each way cannot saturate: the rule needs two)
+    short = runner.invoke(main, ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--target", "-500:500",
+                                 "--count", "4", "--outdir", str(tmp_path / "short"), "--max-steps", "1",
+                                 "--mahalanobis-quantile", "0", "--decomposer", str(dec_path)])
+    assert short.exit_code == 0, short.output
+    assert "the walks of the 4 base codes ended (-yaw: ran out of --max-steps 4; +yaw: ran out of --max-steps 4)" \
+        in short.output and "a larger --max-steps" in short.output
+    shutil.rmtree(tmp_path / "short")
     # a bad --calibrate-with file is refused before the network is even opened (here it does not exist)
     bad_cal = runner.invoke(main, ["export-augmentation", str(tmp_path / "no.pkl"), str(dirs), "--name", "yaw",
                                    "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),

@@ -81,23 +81,24 @@ def parse_target(spec: str | tuple[float, float]) -> tuple[float, float]:
 def _walks(G, ws, ds, name, label, labeler, step, max_steps, saturation_fraction, w_stats, mahalanobis_quantile,
            batch_size, noise_mode, to_units):
     """Both-way walks: positions `[P, B, num_ws, w_dim]`, labels `[P, B]` (NaN where not accepted), ordered from
-    the most negative to the most positive step."""
+    the most negative to the most positive step, and each side's stop rule per base (`{'-': [B], '+': [B]}`)."""
     kw = dict(step_unit="sigma" if ds.stds is not None else "w", labeler=labeler, saturation_label=label,
               saturation_fraction=saturation_fraction, w_stats=w_stats, batch_size=batch_size, noise_mode=noise_mode)
     if w_stats is not None:
         kw["mahalanobis_quantile"] = mahalanobis_quantile
-    sides = []
+    sides, stops = [], {}
     for sign in (-1.0, 1.0):
         res = extrapolate(G, ws, ds, name, sign * step, max_steps, **kw)
         lab = to_units(res.labels[label])  # [T+1, B]
         steps = np.arange(lab.shape[0])[:, None]
         lab[steps > res.stop_step[None]] = np.nan
         sides.append((res.ws, lab, res.steps))
+        stops["-" if sign < 0 else "+"] = list(res.stop_reason)
     (neg_ws, neg_lab, neg_steps), (pos_ws, pos_lab, pos_steps) = sides
     positions = torch.cat([neg_ws.flip(0), pos_ws[1:]])
     labels = np.concatenate([neg_lab[::-1], pos_lab[1:]])
     steps_w = np.concatenate([neg_steps[::-1], pos_steps[1:]])
-    return positions, labels, steps_w
+    return positions, labels, steps_w, stops
 
 
 def _bracket(labels: np.ndarray, b: int, target: float):
@@ -245,7 +246,7 @@ def export_augmentation(
             ref = sample_latents(G, bank_seeds(seed + 1, 0, int(stats_samples)), truncation_psi=truncation_psi,
                                  batch_size=1024).ws[:, 0].cpu().numpy()
             w_stats = WStats().fit(ref)
-        positions, labels, steps_w = _walks(G, base_ws, direction_set, name, label, labeler, step, max_steps,
+        positions, labels, steps_w, stops = _walks(G, base_ws, direction_set, name, label, labeler, step, max_steps,
                                             saturation_fraction, w_stats, mahalanobis_quantile, batch_size,
                                             noise_mode, to_units)
 
@@ -280,6 +281,10 @@ def export_augmentation(
             "refine": int(refine),
             "calibration": None if calibration is None else calibration.to_dict(),
             "reached_fraction": float(reached.mean()),
+            # why the walks ended, per side: where targets are not reached, this says whether the semantic
+            # saturated, the code left the W prior, or max_steps ran out (then a longer walk may reach them)
+            "walk_stops": {side: {r: reasons.count(r) for r in sorted(set(reasons))}
+                           for side, reasons in stops.items()},
             "label_error": {"mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err)))},
             "label_range": [float(got[label].min()), float(got[label].max())],
             **(extra or {}),
