@@ -160,8 +160,16 @@ def test_unreachable_server_gives_download_error(tmp_path, monkeypatch):
     port = http_server.server_address[1]
     http_server.server_close()  # nothing listens on this port any more
     url = f"http://127.0.0.1:{port}/x.pkl"
-    with pytest.raises(DownloadError, match=re.escape(url)):
+    with pytest.raises(DownloadError, match=re.escape(url)) as info:
         download_file(url, cache_dir=tmp_path, progress=False, retries=1, timeout=2)
+    # the error says where an offline user puts the file; put there, it is used (checksum-verified) without a request
+    final = cache_path_for_url(url, tmp_path)
+    assert f"copy it to {final}" in str(info.value)
+    final.write_bytes(PAYLOAD)
+    assert download_file(url, cache_dir=tmp_path, sha256=_sha(PAYLOAD), progress=False, retries=0) == final
+    final.write_bytes(PAYLOAD[:-1])  # a wrong copy is not used: the download is tried again (and fails here)
+    with pytest.raises(DownloadError, match="copy it to"):
+        download_file(url, cache_dir=tmp_path, sha256=_sha(PAYLOAD), progress=False, retries=0, timeout=2)
 
 
 def test_rejects_non_http_urls_and_bad_hashes(tmp_path):

@@ -179,7 +179,10 @@ def _fetch_to_part(url: str, part: Path, *, progress: bool | None, timeout: floa
                 failures = 1 if after > before else failures + 1
                 if failures > retries:
                     kept = f"; {after} bytes kept in {part} for the next attempt" if after else ""
-                    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {exc}{kept}") from exc
+                    cached = part.with_name(part.name.removesuffix(".part"))
+                    raise DownloadError(f"could not download {url} after {retries + 1} attempts: {exc}{kept}. "
+                                        f"Without network access, fetch the file elsewhere and copy it to {cached} "
+                                        "(it is used from there), or give its local path instead") from exc
                 wait = RETRY_BACKOFF_S * 2 ** (failures - 1)
                 logger.warning("download of %s interrupted (%s); resuming at byte %d in %.1fs", url, exc, after, wait)
                 time.sleep(wait)
