@@ -210,6 +210,7 @@ def main() -> None:
                     if k not in ("image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view",
                                  "nf_conf", "zdim_conf", "nets")}
         record = {"scalings": scalings, "config": state["config"], "steps": state["step"],
+                  "generator_sha256": state["generator_sha256"],
                   "train_seconds_total": state["train_seconds"] + state["bank_seconds"],
                   "bank_seconds": state["bank_seconds"], "wall_seconds_this_call": wall,
                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

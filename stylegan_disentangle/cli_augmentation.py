@@ -62,7 +62,7 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
     from .directions import DirectionSet
     from .errors import StyleGANDisentangleError
     from .labels.calibration import fit_label_calibration, load_calibration_images
-    from .labels.decomposer.labeler import decomposer_labeler
+    from .labels.decomposer.labeler import decomposer_labeler, warn_if_trained_on_another
     from .utils import sha256_file
 
     try:
@@ -79,6 +79,7 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
         # scalars only: faster walks; the crop applies to the --calibrate-with images as well
         lab = decomposer_labeler(spec, maps=False, device=device, crop=decomposer_crop,
                                  light_mask=decomposer_light_mask)
+        warn_if_trained_on_another(lab.decomposer, G, spec, pkl)
         ds = DirectionSet.load(dirs)
         checkpoint_sha256 = sha256_file(net.path)
         ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {dirs}", checkpoint_sha256=checkpoint_sha256)

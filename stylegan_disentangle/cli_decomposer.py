@@ -55,7 +55,7 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
 
     from .analysis.find_directions import resolve_decomposer
     from .checkpoints import open_network_pkl
-    from .labels.decomposer.labeler import check_light_mask, load_decomposer
+    from .labels.decomposer.labeler import check_light_mask, load_decomposer, warn_if_trained_on_another
     from .latents import sample_latents
     from .utils import sha256_file
     from .utils.ranges import parse_seeds
@@ -69,6 +69,7 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
     dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
     dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
     G = net.data["G_ema"].eval()
+    warn_if_trained_on_another(dec, G, spec, pkl)
     with torch.no_grad():
         latents = fail_cleanly(lambda: sample_latents(G, seed_list, truncation_psi=truncation_psi,
                                                       class_idx=class_idx, device=device))

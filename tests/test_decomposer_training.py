@@ -186,6 +186,44 @@ def test_resuming_on_another_generator_is_refused(G, tmp_path):
     assert train_decomposer(other, tmp_path, steps=3, batch_size=2, decomposer_kwargs=TINY, progress=False).epoch == 3
 
 
+def test_a_decomposer_knows_the_network_it_was_trained_on_and_decompose_warns_on_another(G, tmp_path, caplog):
+    """The trainer's fingerprint of G comes back with the loaded checkpoint (from train_state.json); decomposing
+    another network's faces with it warns (the readings may mean little), G's own and an unknown origin do not."""
+    import copy
+
+    from stylegan_disentangle.checkpoints import save_network_pkl
+    from stylegan_disentangle.labels.decomposer.labeler import warn_if_trained_on_another
+    from stylegan_disentangle.latents import generator_fingerprint
+    from tests.helpers import tiny_networks
+
+    trained = train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, decomposer_kwargs=TINY, progress=False)
+    assert trained.trained_on == generator_fingerprint(G)
+    loaded = load_decomposer(tmp_path / "run" / "checkpoint.pth")
+    assert loaded.trained_on == trained.trained_on
+    other = copy.deepcopy(G)
+    with torch.no_grad():
+        other.mapping.w_avg.add_(1e-3)
+    with caplog.at_level("WARNING"):
+        assert not warn_if_trained_on_another(loaded, G, "run", "synthetic")
+        assert not caplog.records
+        assert warn_if_trained_on_another(loaded, other, "run", "other.pkl")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (f"generator {trained.trained_on[:12]}..., other.pkl is {generator_fingerprint(other)[:12]}..." in message
+            and "train-decomposer other.pkl" in message)
+    Unsup3DDecomposer(image_size=32, **TINY).save(tmp_path / "bare.pth")  # no record beside it: origin unknown
+    assert load_decomposer(tmp_path / "bare.pth").trained_on is None
+    assert not warn_if_trained_on_another(load_decomposer(tmp_path / "bare.pth"), other, "bare", "other.pkl")
+    # the decompose command says it too, and still decomposes
+    save_network_pkl(tmp_path / "net.pkl", tiny_networks("skip16"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(main, ["decompose", str(tmp_path / "net.pkl"), "--seeds", "0", "--decomposer",
+                                           str(tmp_path / "run" / "checkpoint.pth"), "--outdir", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert any("trained on another network's faces" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "o" / "decomposition.json").is_file()
+
+
 def test_decomposer3d_labeler_returns_scalars_and_maps(G, tmp_path):
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)

@@ -43,6 +43,16 @@ def record() -> dict:
     return json.loads(SHIPPED["synthetic"].with_suffix(".json").read_text())
 
 
+def test_the_shipped_record_names_the_network_it_was_trained_on(record):
+    """The fingerprint beside the shipped nets is the shipped synthetic checkpoint's: decomposing its faces does
+    not warn, and a checkpoint retrained without its record updated would fail here."""
+    from stylegan_disentangle.latents import generator_fingerprint
+
+    G, _ = load_synthetic()
+    assert record["generator_sha256"] == generator_fingerprint(G)
+    assert load_decomposer("synthetic").trained_on == record["generator_sha256"]
+
+
 @pytest.fixture(scope="module")
 def faces():
     G, _ = load_synthetic()

@@ -520,6 +520,8 @@ def run_find_directions(
         if method == "3d-coupled":
             decomposer, lab, method_kwargs = _load_decomposer_labeler(
                 G, provenance, decomposer, decomposer_crop, decomposer_light_mask, method_kwargs)
+        _warn_of_foreign_decomposers(lab, G, decomposer if method == "3d-coupled" else None,
+                                     provenance["checkpoint_path"])
     outdir.mkdir(parents=True, exist_ok=True)  # only now: a network or decomposer that cannot be read leaves nothing
     args = dict(pkl=str(pkl), method=method, samples=int(samples), labeler=labeler if isinstance(labeler, str)
                 else (None if lab is None else type(lab).__name__), seed=int(seed),
@@ -602,6 +604,17 @@ def _load_decomposer_labeler(G, provenance, decomposer, crop, light_mask, method
     decomposer = resolve_decomposer(decomposer, provenance["checkpoint_path"])
     lab = _decomposer_labeler(decomposer, next(G.parameters()).device, crop, light_mask)
     return decomposer, lab, {"taught_light": lab.taught_light, **(method_kwargs or {})}
+
+
+def _warn_of_foreign_decomposers(lab: Any, G: torch.nn.Module, name: Any, pkl: Any) -> None:
+    """`warn_if_trained_on_another` for each decomposer among the labelers (3d-coupled's, named `name`, or --labeler
+    decomposer3d's, named by its file)."""
+    from ..labels.decomposer.labeler import warn_if_trained_on_another
+
+    for one in getattr(lab, "labelers", [lab]):
+        if getattr(one, "decomposer", None) is not None:
+            warn_if_trained_on_another(one.decomposer, G, name or f"{one.decomposer.source} (labeler decomposer3d)",
+                                       pkl)
 
 
 def _fitted_direction_set(est, bank, provenance, samples, seed, grid_sigmas, info) -> DirectionSet:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -42,7 +43,9 @@ from .reconstruction import image_albedo, renderer_for
 from .view_leak import VIEW_LEAK_DELTA, measure_view_leak
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
-           "parse_light_mask", "scalar_labels"]
+           "parse_light_mask", "scalar_labels", "warn_if_trained_on_another"]
+
+logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED = {"synthetic": DATA_DIR / "synthetic32_decomposer.pth"}
@@ -81,12 +84,16 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         raise CheckpointError(f"{path}: no such file; {hint}give an Unsup3D checkpoint (a path or an http(s) URL) or "
                               f"the name of a shipped or official decomposer ({', '.join(names)})")
+    trained_on = None
     for side in (path.with_suffix(".json"), path.parent / "train_state.json"):
         if side.is_file():
             scalings = _side_scalings(side)
+            trained_on = _side_generator(side)
             break
     try:
-        return load_unsup3d(path, device=device, **scalings)
+        dec = load_unsup3d(path, device=device, **scalings)
+        dec.trained_on = trained_on
+        return dec
     except CheckpointError as exc:
         if str(spec) in SHIPPED or Path(spec) == path:
             raise
@@ -121,6 +128,33 @@ def _side_scalings(side: Path) -> dict[str, Any]:
     except (TypeError, ValueError, StyleGANDisentangleError) as exc:
         raise CheckpointError(f"{side}: bad scalings {scalings} ({type(exc).__name__}: {exc})") from None
     return dict(scalings)
+
+
+def _side_generator(side: Path) -> str | None:
+    """The fingerprint of the network the decomposer was trained on, as the settings file beside it records it
+    ("generator_sha256": the trainer's state and the shipped record), or None (read by `_side_scalings` first, so the
+    file is a JSON object)."""
+    value = json.loads(side.read_text()).get("generator_sha256")
+    return value if isinstance(value, str) and len(value) == 64 else None
+
+
+def warn_if_trained_on_another(decomposer: Unsup3DDecomposer, G: torch.nn.Module, name: str | os.PathLike,
+                               pkl: str | os.PathLike) -> bool:
+    """Log a warning and return True when `decomposer` is known to have been trained on another network's faces
+    than G's (its `trained_on` fingerprint differs from G's): its readings of G's faces may mean little. A
+    decomposer of unknown origin (an official one, trained on photographs) passes silently."""
+    if decomposer.trained_on is None:
+        return False
+    from ...latents.bank import generator_fingerprint  # latents does not import labels
+
+    here = generator_fingerprint(G)
+    if here == decomposer.trained_on:
+        return False
+    logger.warning("the decomposer %s was trained on another network's faces (generator %s..., %s is %s...): its "
+                   "depth, albedo, light and view readings of these faces may mean little; train one on this "
+                   "network with `stylegan-disentangle train-decomposer %s --outdir DIR`", name,
+                   decomposer.trained_on[:12], pkl, here[:12], pkl)
+    return True
 
 
 _SIZE_KEYS = {"image_size", "nf", "zdim", "nf_albedo", "zdim_albedo", "nf_light", "nf_view", "nf_conf", "zdim_conf",

@@ -110,6 +110,10 @@ class Unsup3DDecomposer(nn.Module):
     epoch : training epoch stored with the checkpoint (0 when built).
     metrics_trace : the official trainer's metrics as plain data ({'data': {...}}) or None.
     source : the file this decomposer was loaded from, or None.
+    trained_on : the fingerprint (`latents.generator_fingerprint`) of the network whose faces it was trained on, as
+        its trainer recorded it (`train_decomposer`; beside a checkpoint, its `train_state.json` or shipped record),
+        or None when unknown (an official one: trained on photographs). It changes no output: the commands that
+        decompose a network's faces warn when it is another network (`warn_if_trained_on_another`).
     """
 
     def __init__(self, image_size: int = 64, nf: int = 64, zdim: int = 256, nf_albedo: int | None = None,
@@ -169,6 +173,7 @@ class Unsup3DDecomposer(nn.Module):
         self.epoch = 0
         self.metrics_trace: dict | None = None
         self.source: str | None = None
+        self.trained_on: str | None = None
 
     def _check_sizes(self, nets: tuple[str, ...]) -> None:
         """DecomposerError for a width or bottleneck the present nets cannot be built with (GroupNorm in netD, netA

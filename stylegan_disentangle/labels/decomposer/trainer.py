@@ -446,6 +446,7 @@ def train_decomposer(
     finally:  # the nets frozen for train_nets are trainable again afterwards
         for param, flag in zip(dec.parameters(), grad_flags):
             param.requires_grad_(flag)
+    dec.trained_on = generator
     return dec.eval()
 
 
