@@ -355,9 +355,8 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @device_option()
 def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
-    """Edit seeds of PKL along directions of the DirectionSet DIRS (a find-directions --outdir, or
-    the set's .json/.npz stem): one grid PNG
-    (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""
+    """Edit seeds of PKL along directions of the DirectionSet DIRS (a find-directions --outdir, or the set's
+    .json/.npz stem): one grid PNG (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""
     from .analysis.run_edit import run_edit
 
     written = fail_cleanly(lambda: run_edit(pkl, dirs, list(names), **kwargs))

@@ -246,9 +246,9 @@ def export_augmentation(
             ref = sample_latents(G, bank_seeds(seed + 1, 0, int(stats_samples)), truncation_psi=truncation_psi,
                                  batch_size=1024).ws[:, 0].cpu().numpy()
             w_stats = WStats().fit(ref)
-        positions, labels, steps_w, stops = _walks(G, base_ws, direction_set, name, label, labeler, step, max_steps,
-                                            saturation_fraction, w_stats, mahalanobis_quantile, batch_size,
-                                            noise_mode, to_units)
+        positions, labels, steps_w, stops = _walks(G, base_ws, direction_set, name, label, labeler, step,
+                                                   max_steps, saturation_fraction, w_stats, mahalanobis_quantile,
+                                                   batch_size, noise_mode, to_units)
 
     targets = np.linspace(lo, hi, count) if count > 1 else np.array([(lo + hi) / 2])
     order = np.random.default_rng(seed).permutation(count)
