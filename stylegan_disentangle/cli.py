@@ -31,14 +31,32 @@ def main(ctx: click.Context, quiet: bool) -> None:
 @main.command("info")
 @click.argument("pkl")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(pkl: str, as_json: bool) -> None:
-    """Describe a network pickle (path, URL or known name): flavour, sizes, architecture, parameters, sha256."""
+@click.option("--decomposer", "is_decomposer", is_flag=True,
+              help="PKL is a 3D decomposer (a name from list-decomposers, or an Unsup3D checkpoint's path or URL). "
+                   "A local file that is no network pickle is read as one anyway.")
+def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
+    """Describe a network pickle (path, URL or known name): flavour, sizes, architecture, parameters, sha256 and
+    the weights' fingerprint; or a 3D decomposer: its nets, settings and the network it was trained on."""
     import json
+    from pathlib import Path
 
     from .checkpoints import open_network_pkl
     from .checkpoints.inspect import network_summary
+    from .errors import StyleGANDisentangleError
+    from .labels.decomposer.labeler import decomposer_summary, load_decomposer
 
-    summary = network_summary(_open_or_fail(open_network_pkl, pkl))
+    if is_decomposer:
+        summary = decomposer_summary(fail_cleanly(lambda: load_decomposer(pkl)))
+    else:
+        try:
+            summary = network_summary(open_network_pkl(pkl))
+        except StyleGANDisentangleError as exc:
+            if not Path(pkl).is_file():
+                raise click.ClickException(str(exc)) from None
+            try:  # an Unsup3D checkpoint given where a network was expected
+                summary = decomposer_summary(load_decomposer(pkl))
+            except StyleGANDisentangleError:
+                raise click.ClickException(f"{exc} (nor is it an Unsup3D decomposer checkpoint)") from None
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return

@@ -29,6 +29,36 @@ def test_info_reports_the_network(tiny_pkl):
     assert info["resolution"] == 16 and info["num_ws"] == 6 and info["z_dim"] == 8 and info["architecture"] == "skip"
     assert info["flavor"] == "sg2ada" and len(info["sha256"]) == 64
     assert info["parameters"]["G_ema"] > 0 and info["fp16_resolutions"] == []
+    from stylegan_disentangle.checkpoints import load_network_pkl
+    from stylegan_disentangle.latents import generator_fingerprint
+
+    assert info["generator_fingerprint"] == generator_fingerprint(load_network_pkl(tiny_pkl)["G_ema"])
+
+
+def test_info_describes_a_decomposer_and_the_network_it_was_trained_on(tmp_path, tiny_pkl):
+    """A trained decomposer's checkpoint (given where a network is expected, or with --decomposer) is described:
+    its nets, settings and `trained_on`, which equals `info`'s fingerprint of the network it was trained on."""
+    from stylegan_disentangle.checkpoints import load_network_pkl
+    from stylegan_disentangle.labels.decomposer.trainer import train_decomposer
+
+    G = load_network_pkl(tiny_pkl)["G_ema"]
+    train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, progress=False,
+                     decomposer_kwargs=dict(image_size=32, nf=16, zdim=32, nf_light=8, nf_view=8, nf_conf=16,
+                                            zdim_conf=32))
+    ckpt = tmp_path / "run" / "checkpoint.pth"
+    network = json.loads(CliRunner().invoke(main, ["info", str(tiny_pkl), "--json"]).output)
+    for args in (["info", str(ckpt), "--json"], ["info", "--decomposer", str(ckpt), "--json"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        info = json.loads(result.output)
+        assert info["trained_on"] == network["generator_fingerprint"] and info["epoch"] == 1
+        assert info["image_size"] == 32 and sorted(info["nets"]) == ["netA", "netC", "netD", "netL", "netV"]
+        assert info["nets"]["netL"]["nf"] == 8 and info["nets"]["netL"]["parameters"] > 0
+        assert info["settings"]["fov"] == 10.0 and info["path"] == str(ckpt) and len(info["sha256"]) == 64
+    # neither a network nor a decomposer: both readings are named
+    (tmp_path / "noise.pth").write_bytes(b"garbage")
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "noise.pth")])
+    assert result.exit_code == 1 and "nor is it an Unsup3D decomposer checkpoint" in result.output
 
 
 def test_generate_writes_one_png_per_seed_and_a_grid(tmp_path, tiny_pkl):

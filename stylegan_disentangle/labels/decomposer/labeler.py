@@ -43,7 +43,7 @@ from .reconstruction import image_albedo, renderer_for
 from .view_leak import VIEW_LEAK_DELTA, measure_view_leak
 
 __all__ = ["DATA_DIR", "SHIPPED", "DecomposerLabeler", "check_light_mask", "decomposer_labeler", "load_decomposer",
-           "parse_light_mask", "scalar_labels", "warn_if_trained_on_another"]
+           "decomposer_summary", "parse_light_mask", "scalar_labels", "warn_if_trained_on_another"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,26 @@ def _side_generator(side: Path) -> str | None:
     file is a JSON object)."""
     value = json.loads(side.read_text()).get("generator_sha256")
     return value if isinstance(value, str) and len(value) == 64 else None
+
+
+def decomposer_summary(decomposer: Unsup3DDecomposer) -> dict[str, Any]:
+    """What `stylegan-disentangle info` prints of a decomposer: its file, the nets it holds with their sizes and
+    parameter counts, its settings (`get_config`), the training epoch stored with it, and the network it was trained
+    on (`trained_on`: compare with `info PKL`'s `generator_fingerprint`)."""
+    from ...utils import sha256_file
+
+    source = decomposer.source
+    return {
+        "path": source,
+        "sha256": sha256_file(source) if source and Path(source).is_file() else None,
+        "image_size": decomposer.image_size,
+        "nets": {name: {**decomposer.sizes[name],
+                        "parameters": int(sum(p.numel() for p in decomposer.net(name).parameters()))}
+                 for name in decomposer.present_nets},
+        "settings": {k: v for k, v in decomposer.get_config().items() if k not in _SIZE_KEYS},
+        "epoch": decomposer.epoch,
+        "trained_on": decomposer.trained_on,
+    }
 
 
 def warn_if_trained_on_another(decomposer: Unsup3DDecomposer, G: torch.nn.Module, name: str | os.PathLike,
