@@ -44,12 +44,15 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
     from .checkpoints.inspect import network_summary
     from .errors import StyleGANDisentangleError
     from .labels.decomposer.labeler import decomposer_summary, load_decomposer
+    from .latents import generator_fingerprint
 
     if is_decomposer:
         summary = decomposer_summary(fail_cleanly(lambda: load_decomposer(pkl)))
     else:
         try:
-            summary = network_summary(open_network_pkl(pkl))
+            net = open_network_pkl(pkl)
+            # the weights' own hash, which a decomposer trained on them records as its `trained_on`
+            summary = {**network_summary(net), "generator_fingerprint": generator_fingerprint(net.data["G_ema"])}
         except StyleGANDisentangleError as exc:
             if not Path(pkl).is_file():
                 raise click.ClickException(str(exc)) from None

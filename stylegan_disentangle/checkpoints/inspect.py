@@ -15,8 +15,6 @@ def count_parameters(module) -> int:
 
 def network_summary(pkl: NetworkPickle) -> dict[str, Any]:
     """Flavour, dimensions, architecture, fp16 resolutions, parameter counts and sha256 of a loaded pickle."""
-    from ..latents.bank import generator_fingerprint  # latents reads checkpoints: imported when used
-
     G: Generator = pkl.data["G_ema"]
     blocks = [getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions]
     return {
@@ -35,8 +33,6 @@ def network_summary(pkl: NetworkPickle) -> dict[str, Any]:
         "fp16_resolutions": [block.resolution for block in blocks if block.use_fp16],
         "conv_clamp": blocks[-1].conv1.conv_clamp,
         "parameters": {key: count_parameters(pkl.data.get(key)) for key in ("G", "G_ema", "D")},
-        # the weights' own hash (`latents.generator_fingerprint`), which a decomposer records as its `trained_on`
-        "generator_fingerprint": generator_fingerprint(G),
         "training_set_kwargs": pkl.data.get("training_set_kwargs"),
         # Inert TF variables the conversion skipped ({network: {variable: value}}), e.g. {'G': {'lod': 0.0}}.
         "ignored_variables": {key: dict(names) for key, names in pkl.ignored.items() if names},
