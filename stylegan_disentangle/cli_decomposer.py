@@ -44,10 +44,13 @@ def _decomposition_output_options(fn):
 @click.option("--class", "class_idx", type=int, default=None,
               help="Class for conditional networks (default: each seed's own class, drawn as the bank draws it; "
                    "the JSON records it).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images generated at a time (each batch is cut to the decomposer's box and input size at once, "
+                   "so memory holds one batch at the network's resolution).")
 @_decomposition_output_options
 def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_psi: float, class_idx: int | None,
-                  outdir: str, crop: tuple[float, ...] | None, light_mask: tuple[float, ...] | bool | None,
-                  device: torch.device) -> None:
+                  batch_size: int, outdir: str, crop: tuple[float, ...] | None,
+                  light_mask: tuple[float, ...] | bool | None, device: torch.device) -> None:
     """Decompose generated faces into depth, albedo, light and view: one PNG row per image (input |
     reconstruction | shaded depth | albedo | frontal view), the numbers as JSON, the maps as NPZ."""
     import numpy as np
@@ -55,6 +58,7 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
 
     from .analysis.find_directions import resolve_decomposer
     from .checkpoints import open_network_pkl
+    from .labels.base import check_crop, crop_images, resize_images
     from .labels.decomposer.labeler import check_light_mask, load_decomposer, warn_if_trained_on_another
     from .latents import sample_latents
     from .utils import sha256_file
@@ -70,24 +74,30 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
     dec.light_mask = check_light_mask(light_mask, dec.light_mask)  # the picture's reconstruction reads it too
     G = net.data["G_ema"].eval()
     warn_if_trained_on_another(dec, G, spec, pkl)
+    box = check_crop(crop if crop is not None else dec.input_crop)
     with torch.no_grad():
         latents = fail_cleanly(lambda: sample_latents(G, seed_list, truncation_psi=truncation_psi,
                                                       class_idx=class_idx, device=device))
-        img = G.synthesis(latents.ws, noise_mode="const").float().clamp(-1, 1)
+        # each batch cut to the box and brought to the nets' input as the labeler would: a large network's full
+        # images are never all held at once
+        img = torch.cat([resize_images(crop_images(G.synthesis(latents.ws[i:i + batch_size], noise_mode="const")
+                                                   .float().clamp(-1, 1), box), dec.image_size).cpu()
+                         for i in range(0, len(seed_list), batch_size)])
     classes = [None] * len(seed_list) if latents.classes is None else [int(c) for c in latents.classes]
     record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
               "decomposer": str(spec), "truncation_psi": truncation_psi}
     per_image = [{"seed": s, **({} if classes[i] is None else {"class": classes[i]})} for i, s in enumerate(seed_list)]
-    _write_decomposition(Path(outdir), dec, img, crop, record, per_image, [f"seed {s}" for s in seed_list],
-                        {"seeds": np.asarray(seed_list)})
+    _write_decomposition(Path(outdir), dec, img, box, record, per_image, [f"seed {s}" for s in seed_list],
+                        {"seeds": np.asarray(seed_list)}, cropped=True)
 
 
 def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, crop: tuple[float, ...] | None,
                          record: dict, per_image: list[dict], row_labels: list[str],
-                         ids: dict[str, np.ndarray]) -> None:
+                         ids: dict[str, np.ndarray], cropped: bool = False) -> None:
     """What `decompose` and `decompose-images` write into `out`: decomposition.png (a row per image, the first
     PICTURE_ROWS), decomposition.json (`record`, the settings, and per image its `per_image` entry and scalar
-    labels) and maps.npz (the map labels, with the images' `ids`)."""
+    labels) and maps.npz (the map labels, with the images' `ids`). `cropped`: `img` is already the box `crop`
+    of each image (None: the whole image), which the record names and the nets read whole."""
     import numpy as np
 
     from . import __version__
@@ -96,13 +106,14 @@ def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, c
     from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
     from .utils import atomic_write, atomic_write_path
 
-    labeler = DecomposerLabeler(dec, crop=crop)  # crop None: the decomposer's own input crop, if any
-    crop = labeler.crop
+    if not cropped:
+        crop = DecomposerLabeler(dec, crop=crop).crop  # None: the decomposer's own input crop, if any
+        img = crop_images(img, crop)
+    labeler = DecomposerLabeler(dec, crop=(0.0, 0.0, 1.0, 1.0))  # the whole of each image, now cut to the box
     out.mkdir(parents=True, exist_ok=True)
     shown = min(len(per_image), PICTURE_ROWS)  # a figure of thousands of rows would not render; the numbers do
-    save_decomposition_png(out / "decomposition.png", dec, crop_images(img[:shown], crop),
-                           row_labels=row_labels[:shown])
-    labels = labeler(img)  # it crops the whole images itself
+    save_decomposition_png(out / "decomposition.png", dec, img[:shown], row_labels=row_labels[:shown])
+    labels = labeler(img)
     scalars = [k for k, v in labels.items() if v.ndim == 1]
     record = {**record, "crop": None if crop is None else list(crop),
               "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),

@@ -269,6 +269,36 @@ def test_decompose_cli_writes_rows_numbers_and_maps(tmp_path):
     assert maps["depth"].shape == (3, 32, 32) and maps["albedo"].shape == (3, 3, 32, 32)
 
 
+def test_decompose_cli_generates_in_batches_and_reads_the_crop_as_the_labeler_does(G, tmp_path):
+    """`decompose` cuts each generated batch to the box at once (memory holds one batch of full images); its labels
+    are the labeler's own on the full images, whatever --batch-size."""
+    from stylegan_disentangle.latents import sample_latents
+
+    torch.manual_seed(0)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    dec.save(tmp_path / "dec.pth")
+    box = (0.1, 0.15, 0.8, 0.7)
+    runs = {}
+    for batch in ("2", "16"):
+        out = tmp_path / f"b{batch}"
+        result = CliRunner().invoke(main, ["decompose", "synthetic", "--seeds", "0-4", "--decomposer",
+                                           str(tmp_path / "dec.pth"), "--crop", ",".join(map(str, box)),
+                                           "--batch-size", batch, "--outdir", str(out), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        runs[batch] = (json.loads((out / "decomposition.json").read_text()), np.load(out / "maps.npz"))
+    record, maps = runs["2"]
+    assert record["crop"] == list(box) and [r["seed"] for r in record["images"]] == [0, 1, 2, 3, 4]
+    with torch.no_grad():
+        full = G.synthesis(sample_latents(G, [0, 1, 2, 3, 4]).ws, noise_mode="const").float().clamp(-1, 1)
+    want = DecomposerLabeler(load_decomposer(tmp_path / "dec.pth"), crop=box)(full)
+    # the generator's batches and the nets' channels-last layout change float32 accumulation only
+    for name in ("yaw", "light_azimuth", "light_ambient"):
+        got = [r[name] for r in record["images"]]
+        np.testing.assert_allclose(got, want[name].numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got, [r[name] for r in runs["16"][0]["images"]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(maps["depth"], want["depth"].numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_decompose_cli_without_a_decomposer_for_another_network_says_how_to_get_one(tmp_path):
     from stylegan_disentangle.checkpoints import save_network_pkl
     from tests.helpers import tiny_networks
