@@ -59,6 +59,23 @@ def test_defaults_and_access():
         ds["nope"]
 
 
+def test_resolve_name_takes_a_finders_id_and_names_close_ones():
+    """The finders name directions 'pc0:-color_b': 'pc0' picks it when it is the only one with that id; an unknown
+    name is refused with the close ones suggested, an ambiguous id with both."""
+    rng = np.random.default_rng(2)
+    ds = DirectionSet(names=["pc0:-color_b", "pc1:+com_y", "yaw", "a:+x", "a:-y"], vectors=_unit(rng, 5, 8))
+    assert ds.resolve_name("yaw") == "yaw" and ds.resolve_name("pc1:+com_y") == "pc1:+com_y"
+    assert ds.resolve_name("pc0") == "pc0:-color_b"
+    with pytest.raises(StyleGANDisentangleError, match=r"'pcc1' in the set; did you mean 'pc1:\+com_y'\?"):
+        ds.resolve_name("pcc1")
+    with pytest.raises(StyleGANDisentangleError, match=r"'yawn' in the set; did you mean 'yaw'\?"):
+        ds.resolve_name("yawn")
+    with pytest.raises(StyleGANDisentangleError, match=r"did you mean 'a:\+x', 'a:-y'\?"):
+        ds.resolve_name("a")
+    with pytest.raises(StyleGANDisentangleError, match=r"no direction named 'zzz' in the set; known: "):
+        ds.resolve_name("zzz")
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -70,6 +70,11 @@ def test_cli_pca_on_tiny_generator_writes_every_output(tiny_pkl, tmp_path):
     ratios = [d["explained_variance_ratio"] for d in report["directions"]]
     assert ratios == sorted(ratios, reverse=True) and 0 < sum(ratios) <= 1
     assert LatentBank.open(out / "bank").meta["count"] == 150
+    # edit takes a direction by its finder's id ('pc1' for 'pc1:+brightness')
+    result = _run(["edit", str(tiny_pkl), str(out), "--name", "pc1", "--steps", "-1,1", "--seeds", "0",
+                   "--outdir", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert ds.names[1] in result.output and (tmp_path / "e" / "config.json").is_file()
 
 
 def test_cli_linear_huber_loss_reaches_the_estimator(tiny_pkl, tmp_path):

@@ -166,8 +166,7 @@ def _check_export(G: nn.Module, direction_set: DirectionSet, name: str, labeler:
     if count < 1:
         raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
     direction_set.check_fits(G.w_dim, G.num_ws)
-    if name not in direction_set.names:
-        raise StyleGANDisentangleError(f"no direction named {name!r} in the set; known: {direction_set.names}")
+    direction_set.resolve_name(name)
     if label not in getattr(labeler, "names", []):
         raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at; its labels: "
                                        f"{list(getattr(labeler, 'names', []))} (pass label=...)")
@@ -231,6 +230,7 @@ def export_augmentation(
     lo, hi = parse_target(target)
     count, label, outdir = int(count), label or name, Path(outdir)
     _check_export(G, direction_set, name, labeler, label, count, calibration, outdir, overwrite, n_bases)
+    name = direction_set.resolve_name(name)  # 'pc0' for 'pc0:-color_b'
 
     def to_units(values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)

@@ -98,8 +98,7 @@ def direction_ws_indices(
 
     Raises StyleGANDisentangleError for unknown names or indices outside `0..num_ws-1`.
     """
-    if name not in direction_set:
-        raise StyleGANDisentangleError(f"no direction named {name!r}; known: {direction_set.names}")
+    name = direction_set.resolve_name(name)  # 'pc0' for 'pc0:-color_b'; unknown: an error naming close ones
     chosen = parse_layers(layers)
     if chosen is None:
         try:

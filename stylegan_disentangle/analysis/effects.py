@@ -193,10 +193,7 @@ def _checked_directions(direction_set: DirectionSet, names: Sequence[str] | None
                         direction_std: Sequence[float] | np.ndarray | None) -> tuple[list[str], np.ndarray]:
     """The directions to measure (default all; each must be in the set) and W's std along each (the set's `stds`
     unless given; NaN where unknown), after checking the step."""
-    names = list(direction_set.names if names is None else names)
-    for name in names:
-        if name not in direction_set:
-            raise StyleGANDisentangleError(f"no direction named {name!r}; known: {direction_set.names}")
+    names = list(direction_set.names if names is None else [direction_set.resolve_name(n) for n in names])
     if step <= 0:
         raise StyleGANDisentangleError(f"step must be positive, got {step}")
     if step_unit not in ("w", "sigma"):

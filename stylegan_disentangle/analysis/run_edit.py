@@ -59,9 +59,7 @@ def run_edit(
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise StyleGANDisentangleError("name at least one direction to edit")
-    for name in names:
-        if name not in ds:
-            raise StyleGANDisentangleError(f"no direction named {name!r} in the set; known: {ds.names}")
+    names = [ds.resolve_name(name) for name in names]
     if step_unit == "auto":
         step_unit = "sigma" if ds.stds is not None else "w"
     outdir = Path(outdir)

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -357,6 +358,22 @@ class DirectionSet:
 
     def __contains__(self, name: object) -> bool:
         return name in self.names
+
+    def resolve_name(self, name: str) -> str:
+        """`name` if the set has it, else the one direction named `name` plus a tag after ':' (the finders name
+        directions like 'pc0:-color_b', and 'pc0' picks it); StyleGANDisentangleError naming the close ones
+        otherwise."""
+        if name in self.names:
+            return name
+        tagged = [n for n in self.names if n.split(":", 1)[0] == name]
+        if len(tagged) == 1:
+            return tagged[0]
+        by_id = {n.split(":", 1)[0]: n for n in self.names}  # a misspelt 'pc1' is close to 'pc1', not 'pc1:-color_b'
+        close = tagged or list(dict.fromkeys(
+            [by_id[c] for c in difflib.get_close_matches(str(name), list(by_id), n=3, cutoff=0.6)]
+            + difflib.get_close_matches(str(name), self.names, n=3, cutoff=0.6)))[:3]
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise StyleGANDisentangleError(f"no direction named {name!r} in the set; {hint}known: {self.names}")
 
     def index(self, name: str) -> int:
         """Position of direction `name`; KeyError listing the known names otherwise."""
