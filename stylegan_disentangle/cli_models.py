@@ -59,9 +59,11 @@ def _make_maker(G, pool, video: str, structure_dirs, structure_names, appearance
                                    appearance_names=_names(appearance_names), frames=frames,
                                    metric=clip_metric).fit(pool)
 
+    from .errors import StyleGANDisentangleError
+
     try:
-        return fail_cleanly(build)
-    except (KeyError, ValueError) as exc:
+        return build()
+    except (KeyError, ValueError, StyleGANDisentangleError) as exc:
         raise click.ClickException(f"cannot make videos from {structure_dirs}: {exc}") from None
 
 

@@ -118,6 +118,11 @@ def test_clear_errors_for_missing_directions_and_bad_files(setup, tmp_path):
     root, pkl, _ = setup
     missing = CliRunner().invoke(main, ["make-videos", str(pkl), "--outdir", str(tmp_path), "--device", "cpu"])
     assert missing.exit_code != 0 and "--structure-dirs" in missing.output
+    misspelt = CliRunner().invoke(main, ["make-videos", str(pkl), "--outdir", str(tmp_path / "v"), "--structure-dirs",
+                                         str(root / "dirs"), "--structure-names", "yaw,smil", "--device", "cpu"])
+    assert misspelt.exit_code == 1 and "Traceback" not in misspelt.output
+    assert f"cannot make videos from {root / 'dirs'}: no direction named 'smil' in the set; did you mean 'smile'?" \
+        in misspelt.output
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     result = CliRunner().invoke(main, ["transfer-structure", str(bad), str(pkl), "--outdir", str(tmp_path / "o"),

@@ -68,7 +68,7 @@ def _vectors(ds: DirectionSet | np.ndarray | None, names: list[str] | None, w_di
     if ds is None:
         return None
     if isinstance(ds, DirectionSet):
-        ds = ds.select(names) if names else ds
+        ds = ds.select([ds.resolve_name(n) for n in names]) if names else ds
         v = ds.flat_vectors() if ds.per_layer else ds.vectors
     else:
         v = np.asarray(ds, dtype=np.float64)
