@@ -310,6 +310,8 @@ def test_decompose_cli_without_a_decomposer_for_another_network_says_how_to_get_
 
 
 def test_fit_trains_the_decomposer_in_place(G, tmp_path):
+    from stylegan_disentangle.latents import generator_fingerprint
+
     torch.manual_seed(0)
     dec = Unsup3DDecomposer(image_size=32, **TINY)
     before = {k: v.clone() for k, v in dec.state_dict().items()}
@@ -320,6 +322,7 @@ def test_fit_trains_the_decomposer_in_place(G, tmp_path):
     assert dec.fit(G, tmp_path, steps=3, batch_size=2, lam_jitter=0.0, progress=False) is dec
     saved = load_decomposer(tmp_path / "checkpoint.pth")
     assert dec.epoch == saved.epoch == 3
+    assert dec.trained_on == saved.trained_on == generator_fingerprint(G)  # the network it learned from
     for key, value in saved.state_dict().items():
         assert torch.equal(dec.state_dict()[key], value), key
 

@@ -341,6 +341,7 @@ class Unsup3DDecomposer(nn.Module):
         if trained is not self:  # resumed from outdir: take its weights
             self.load_state_dict(trained.state_dict())
             self.optimizer_states, self.epoch = trained.optimizer_states, trained.epoch
+        self.trained_on = trained.trained_on
         return self.eval()
 
     # ------------------------------------------------------------------ files
