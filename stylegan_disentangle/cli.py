@@ -366,6 +366,9 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 @click.option("--unit", "step_unit", type=click.Choice(["auto", "w", "sigma"]), default="auto", show_default=True,
               help="Step unit: W units, stds of W along the direction, or auto (sigma when the set has stds).")
 @click.option("--seeds", default="0-7", show_default=True, help="Official per-image seeds, e.g. 0-7 or 1,5,9.")
+@click.option("--ws", "ws_file", type=click.Path(dir_okay=False), default=None,
+              help="Edit these codes instead of seeds: an .npy of ws [N, num_ws, w_dim] or w [N, w_dim], e.g. "
+                   "the ws.npy that `project` wrote for real images.")
 @click.option("--layers", default=None,
               help="ws layers to edit, overriding each direction's own: START:STOP (STOP exclusive), indices and "
                    "inclusive ranges like 0,2,5 or 0-3,8, or 'all'. Other ws layers are left untouched.")
@@ -376,8 +379,9 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @device_option()
 def edit_cmd(pkl: str, dirs: str, names: tuple[str, ...], **kwargs) -> None:
-    """Edit seeds of PKL along directions of the DirectionSet DIRS (a find-directions --outdir, or the set's
-    .json/.npz stem): one grid PNG (rows = seeds, columns = steps) and the edited ws (.npy) per direction."""
+    """Edit seeds (or the codes of --ws) of PKL along directions of the DirectionSet DIRS (a find-directions
+    --outdir, or the set's .json/.npz stem): one grid PNG (rows = seeds, columns = steps) and the edited ws (.npy)
+    per direction."""
     from .analysis.run_edit import run_edit
 
     written = fail_cleanly(lambda: run_edit(pkl, dirs, list(names), **kwargs))
@@ -396,3 +400,7 @@ register_decomposer_commands(main)
 from .cli_augmentation import register_augmentation_commands  # noqa: E402
 
 register_augmentation_commands(main)
+
+from .cli_projection import register_projection_commands  # noqa: E402
+
+register_projection_commands(main)

@@ -15,13 +15,28 @@ import torch
 
 from ..directions import DirectionSet
 from ..errors import StyleGANDisentangleError
-from ..latents import sample_latents
+from ..latents import check_ws, sample_latents
 from ..utils import atomic_write_path
 from ._run import Timer, load_generator, run_header, write_json
 from .edit import direction_ws_indices, edit, parse_layers, parse_seeds, parse_steps
 from .plots import plot_edit_grid
 
 __all__ = ["run_edit"]
+
+
+def _read_npy(path: str | os.PathLike) -> np.ndarray:
+    """The float array of an .npy file (no pickled objects), or an error naming the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head != b"\x93NUMPY":
+            raise ValueError(f"not an .npy file (it starts with {head!r})")
+        array = np.load(path, allow_pickle=False)
+        if array.dtype.kind != "f":
+            raise ValueError(f"it holds {array.dtype} values, not float codes")
+    except (OSError, ValueError) as exc:
+        raise StyleGANDisentangleError(f"{path}: not an .npy of ws: {exc}") from None
+    return array
 
 
 def _safe(name: str) -> str:
@@ -44,8 +59,10 @@ def run_edit(
     network: str = "G_ema",
     noise_mode: str = "const",
     batch_size: int = 32,
+    ws_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Edit the official-seed samples `seeds` along each direction in `names`; returns {name: {png, ws}} paths.
+    """Edit the official-seed samples `seeds` (or the codes in `ws_file`, an .npy of ws `[N, num_ws, w_dim]` or w
+    `[N, w_dim]`, e.g. `project`'s ws.npy) along each direction in `names`; returns {name: {png, ws}} paths.
 
     `step_unit`: 'w' (W units), 'sigma' (stds of W along the direction), or 'auto' (sigma when the set stores
     stds, else w). Seeds are official per-image seeds: `z = RandomState(seed).randn(z_dim)`. `layers` overrides
@@ -62,18 +79,23 @@ def run_edit(
     names = [ds.resolve_name(name) for name in names]
     if step_unit == "auto":
         step_unit = "sigma" if ds.stds is not None else "w"
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    raw_codes = None if ws_file is None else _read_npy(ws_file)
     timer = Timer()
     with timer("load"):
         G, _, provenance = load_generator(pkl, device, network)
+    # LatentError naming the file for a wrong shape or NaN
+    codes = None if raw_codes is None else check_ws(raw_codes, G.num_ws, G.w_dim, what=f"the codes in {ws_file}")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)  # only now: bad inputs leave nothing behind
     ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {directions}" if not isinstance(directions, DirectionSet)
                   else "the direction set", checkpoint_sha256=provenance["checkpoint_sha256"])
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
                 names=names, steps=steps_arr.tolist(), step_unit=step_unit, seeds=seed_list,
                 layers=layer_idx, truncation_psi=truncation_psi,
                 truncation_cutoff=truncation_cutoff, class_idx=class_idx, device=str(device), network=network,
-                noise_mode=noise_mode)
+                noise_mode=noise_mode, ws_file=None if ws_file is None else str(ws_file))
+    if ws_file is not None:
+        args["seeds"] = None  # the codes come from the file
     try:
         edited_ws = {name: direction_ws_indices(ds, name, G.num_ws, layer_idx) for name in names}
     except StyleGANDisentangleError as exc:
@@ -82,11 +104,16 @@ def run_edit(
     config = run_header("edit", args)
     config.update(provenance)
     write_json(outdir / "config.json", config)
-    lat = sample_latents(G, seed_list, truncation_psi, truncation_cutoff, class_idx=class_idx)
+    if ws_file is None:
+        base_ws = sample_latents(G, seed_list, truncation_psi, truncation_cutoff, class_idx=class_idx).ws
+        row_labels = [f"seed {s}" for s in seed_list]
+    else:
+        base_ws = codes
+        row_labels = [f"code {i}" for i in range(len(codes))]
     written: dict[str, Any] = {}
     for name in names:
         with timer(f"edit {name}"):
-            ws_edit, img = edit(G, lat.ws, ds, name, steps_arr, layers=edited_ws[name], step_unit=step_unit,
+            ws_edit, img = edit(G, base_ws, ds, name, steps_arr, layers=edited_ws[name], step_unit=step_unit,
                                 return_images=True, noise_mode=noise_mode, batch_size=batch_size)
         ws_path = outdir / f"ws_{_safe(name)}.npy"
         with atomic_write_path(ws_path) as tmp:
@@ -94,7 +121,7 @@ def run_edit(
                 np.save(f, ws_edit.numpy())
         unit = "σ" if step_unit == "sigma" else ""
         png = plot_edit_grid(img.transpose(0, 1), outdir / f"edit_{_safe(name)}.png",
-                             row_labels=[f"seed {s}" for s in seed_list],
+                             row_labels=row_labels,
                              col_labels=[f"{s:+.2g}{unit}" for s in steps_arr],
                              title=f"{name} ({ds.method}), steps in {'stds' if unit else 'W units'}")
         written[name] = {"png": str(png), "ws": str(ws_path)}
