@@ -129,3 +129,20 @@ def test_cli_project_then_edit_the_projected_codes(world, tmp_path):
     short = runner.invoke(main, ["edit", "synthetic", str(tmp_path / "set"), "--name", "d", "--ws",
                                  str(tmp_path / "short.npy"), "--outdir", str(tmp_path / "e3")])
     assert short.exit_code == 1 and "short.npy must be" in short.output and not (tmp_path / "e3").exists()
+
+
+def test_bench_script_scores_both_sets(tmp_path, monkeypatch, capsys):
+    """scripts/bench_projection.py end to end on a tiny run: both sets scored, every factor's r reported."""
+    from tests.helpers import load_script
+
+    bench = load_script("bench_projection")
+    out = tmp_path / "proj.json"
+    monkeypatch.setattr("sys.argv", ["bench_projection.py", "--count", "3", "--steps", "4", "--batch-size", "2",
+                                     "--threads", "1", "--json", str(out)])
+    bench.main()
+    record = json.loads(out.read_text())
+    _, factor_map = load_synthetic()
+    for key in ("generator_images", "world_renders"):
+        assert set(record[key]["factor_r"]) == set(factor_map.names)
+        assert record[key]["psnr_min"] <= record[key]["psnr_mean"] and record[key]["seconds_per_image"] > 0
+    assert "| world_renders |" in capsys.readouterr().out
