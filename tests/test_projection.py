@@ -102,6 +102,11 @@ def test_cli_project_then_edit_the_projected_codes(world, tmp_path):
     assert [r["file"] for r in record["images"]] == [str(folder / "face0.png"), str(folder / "face1.png")]
     assert all(r["psnr_db"] > 30 for r in record["images"]) and record["args"]["steps"] == 80
     assert (out / "projection.png").stat().st_size > 1000 and (out / "loss.png").stat().st_size > 1000
+    # a refused run (no classes on this network) leaves no folder behind
+    refused = runner.invoke(main, ["project", "synthetic", str(folder), "--class", "1", "--outdir",
+                                   str(tmp_path / "refused")])
+    assert refused.exit_code == 1 and "class_idx must be in" in refused.output
+    assert not (tmp_path / "refused").exists()
     # one image at a time: the same files and order, each fitted as well
     single = runner.invoke(main, ["--quiet", "project", "synthetic", str(folder), "--steps", "80", "--batch-size",
                                   "1", "--outdir", str(tmp_path / "one"), "--device", "cpu"])

@@ -154,6 +154,7 @@ def run_projection(pkl: str | os.PathLike, images: Sequence[str | os.PathLike], 
     with timer("load"):
         G, _, provenance = load_generator(pkl, device)
         targets = load_images(files, G.img_resolution)
+    _check(G, targets, steps, space, class_idx)  # before the folder is made: a refused run leaves nothing
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     args = dict(pkl=str(pkl), images=[str(f) for f in files], steps=int(steps), space=space, class_idx=class_idx,
