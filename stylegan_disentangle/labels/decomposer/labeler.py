@@ -87,8 +87,8 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
     trained_on = None
     for side in (path.with_suffix(".json"), path.parent / "train_state.json"):
         if side.is_file():
-            scalings = _side_scalings(side)
-            trained_on = _side_generator(side)
+            record = _read_side(side)
+            scalings, trained_on = _side_scalings(record, side), _side_generator(record)
             break
     try:
         dec = load_unsup3d(path, device=device, **scalings)
@@ -101,9 +101,9 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
         raise CheckpointError(f"{spec}: {exc}") from None
 
 
-def _side_scalings(side: Path) -> dict[str, Any]:
-    """The scalings recorded in a JSON file beside a checkpoint ("scalings", or a training state's
-    config["decomposer"]), checked by building a bare decomposer with them; CheckpointError naming the file."""
+def _read_side(side: Path) -> dict[str, Any]:
+    """The JSON object of the settings file beside a checkpoint (the shipped record or a training state), or a
+    CheckpointError naming the file."""
     try:
         record = json.loads(side.read_text())
     except (OSError, ValueError) as exc:  # ValueError: broken JSON or not UTF-8
@@ -112,6 +112,12 @@ def _side_scalings(side: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise CheckpointError(f"{side}: the settings file beside the checkpoint holds a {type(record).__name__}, "
                               "expected a JSON object with \"scalings\" (or a training state's \"config\")")
+    return record
+
+
+def _side_scalings(record: dict[str, Any], side: Path) -> dict[str, Any]:
+    """The scalings recorded in the settings file `side` (its `record`: "scalings", or a training state's
+    config["decomposer"]), checked by building a bare decomposer with them; CheckpointError naming the file."""
     scalings = record.get("scalings")
     if not scalings:
         config = record.get("config") or {}
@@ -130,11 +136,10 @@ def _side_scalings(side: Path) -> dict[str, Any]:
     return dict(scalings)
 
 
-def _side_generator(side: Path) -> str | None:
+def _side_generator(record: dict[str, Any]) -> str | None:
     """The fingerprint of the network the decomposer was trained on, as the settings file beside it records it
-    ("generator_sha256": the trainer's state and the shipped record), or None (read by `_side_scalings` first, so the
-    file is a JSON object)."""
-    value = json.loads(side.read_text()).get("generator_sha256")
+    ("generator_sha256": the trainer's state and the shipped record), or None."""
+    value = record.get("generator_sha256")
     return value if isinstance(value, str) and len(value) == 64 else None
 
 
