@@ -88,28 +88,24 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
               "decomposer": str(spec), "truncation_psi": truncation_psi}
     per_image = [{"seed": s, **({} if classes[i] is None else {"class": classes[i]})} for i, s in enumerate(seed_list)]
     _write_decomposition(Path(outdir), dec, img, box, record, per_image, [f"seed {s}" for s in seed_list],
-                        {"seeds": np.asarray(seed_list)}, cropped=True)
+                        {"seeds": np.asarray(seed_list)})
 
 
 def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, crop: tuple[float, ...] | None,
                          record: dict, per_image: list[dict], row_labels: list[str],
-                         ids: dict[str, np.ndarray], cropped: bool = False) -> None:
+                         ids: dict[str, np.ndarray]) -> None:
     """What `decompose` and `decompose-images` write into `out`: decomposition.png (a row per image, the first
     PICTURE_ROWS), decomposition.json (`record`, the settings, and per image its `per_image` entry and scalar
-    labels) and maps.npz (the map labels, with the images' `ids`). `cropped`: `img` is already the box `crop`
-    of each image (None: the whole image), which the record names and the nets read whole."""
+    labels) and maps.npz (the map labels, with the images' `ids`). `img` is already the box `crop` of each image
+    (None: the whole image), which the record names and the nets read whole."""
     import numpy as np
 
     from . import __version__
-    from .labels.base import crop_images
     from .labels.decomposer.labeler import DecomposerLabeler
     from .labels.decomposer.visualize import COLUMNS, save_decomposition_png
     from .utils import atomic_write, atomic_write_path
 
-    if not cropped:
-        crop = DecomposerLabeler(dec, crop=crop).crop  # None: the decomposer's own input crop, if any
-        img = crop_images(img, crop)
-    labeler = DecomposerLabeler(dec, crop=(0.0, 0.0, 1.0, 1.0))  # the whole of each image, now cut to the box
+    labeler = DecomposerLabeler(dec, crop=(0.0, 0.0, 1.0, 1.0))  # the whole of each image, already cut to the box
     out.mkdir(parents=True, exist_ok=True)
     shown = min(len(per_image), PICTURE_ROWS)  # a figure of thousands of rows would not render; the numbers do
     save_decomposition_png(out / "decomposition.png", dec, img[:shown], row_labels=row_labels[:shown])
@@ -146,7 +142,7 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
 
     import numpy as np
 
-    from .labels.base import check_crop
+    from .labels.base import check_crop, crop_images
     from .labels.decomposer.labeler import check_light_mask, load_decomposer
     from .utils import sha256_file
     from .utils.images import image_files, load_images
@@ -156,10 +152,10 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
     dec.light_mask = check_light_mask(light_mask, dec.light_mask)
     box = check_crop(crop if crop is not None else dec.input_crop)
     size = dec.image_size if box is None else math.ceil(dec.image_size / min(box[2], box[3]))
-    img = fail_cleanly(lambda: load_images(files, size))
+    img = crop_images(fail_cleanly(lambda: load_images(files, size)), box)
     record = {"command": "decompose-images", "decomposer": str(decomposer_spec), "resized_to": size}
     per_image = [{"file": str(f), "sha256": sha256_file(f)} for f in files]
-    _write_decomposition(Path(outdir), dec, img, crop, record, per_image, [f.name for f in files],
+    _write_decomposition(Path(outdir), dec, img, box, record, per_image, [f.name for f in files],
                         {"files": np.asarray([str(f) for f in files])})
 
 
