@@ -29,13 +29,7 @@ import torch
 from stylegan_disentangle.analysis.projection import project, psnr
 from stylegan_disentangle.latents import sample_latents
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
-from stylegan_disentangle.synthetic.decomposer_eval import faces_from_renderer
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+from stylegan_disentangle.synthetic.decomposer_eval import _pearson, faces_from_renderer
 
 
 def score(G, factor_map, images: torch.Tensor, factors: np.ndarray, args) -> dict:

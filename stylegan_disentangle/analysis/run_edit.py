@@ -90,12 +90,11 @@ def run_edit(
     ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {directions}" if not isinstance(directions, DirectionSet)
                   else "the direction set", checkpoint_sha256=provenance["checkpoint_sha256"])
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
-                names=names, steps=steps_arr.tolist(), step_unit=step_unit, seeds=seed_list,
+                names=names, steps=steps_arr.tolist(), step_unit=step_unit,
+                seeds=seed_list if ws_file is None else None,  # with --ws the codes come from the file
                 layers=layer_idx, truncation_psi=truncation_psi,
                 truncation_cutoff=truncation_cutoff, class_idx=class_idx, device=str(device), network=network,
                 noise_mode=noise_mode, ws_file=None if ws_file is None else str(ws_file))
-    if ws_file is not None:
-        args["seeds"] = None  # the codes come from the file
     try:
         edited_ws = {name: direction_ws_indices(ds, name, G.num_ws, layer_idx) for name in names}
     except StyleGANDisentangleError as exc:
