@@ -47,29 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LatentError
-from .base import WSpaceModel
+from ._nets import LinearPlusMLP
+from .base import StandardizedWModel
 from .io import register_model_kind
 from .losses import info_nce
 
 __all__ = ["AppearanceStructureAE"]
 
 
-class _LinearPlusMLP(nn.Module):
-    """y = A x + MLP(x): a linear map with a nonlinear correction (hidden = 0: linear only)."""
-
-    def __init__(self, d_in: int, d_out: int, hidden: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(d_in, d_out)
-        self.mlp = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out)) if hidden else None
-        if self.mlp is not None:
-            nn.init.zeros_(self.mlp[2].weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + (self.mlp(x) if self.mlp is not None else 0)
-
-
 @register_model_kind
-class AppearanceStructureAE(WSpaceModel):
+class AppearanceStructureAE(StandardizedWModel):
     """Autoencoder w (or W+) -> (appearance, structure) -> w, trained contrastively on latent videos.
 
     Parameters
@@ -116,7 +103,7 @@ class AppearanceStructureAE(WSpaceModel):
                  app_weight: float = 0.05, struct_weight: float = 0.05, image_weight: float = 0.0,
                  image_samples: int = 4, linear_structure: bool = False, motion_weight: float = 0.0,
                  invariance_projection: bool = False, generator_sha256: str | None = None) -> None:
-        super().__init__(num_ws, w_dim, generator_sha256)
+        super().__init__(num_ws, w_dim, w_plus, generator_sha256)
         if app_dim < 1 or struct_dim < 1:
             raise ValueError(f"code sizes must be positive, got app_dim={app_dim}, struct_dim={struct_dim}")
         if not temperature > 0:
@@ -128,37 +115,17 @@ class AppearanceStructureAE(WSpaceModel):
                            app_weight=app_weight, struct_weight=struct_weight, image_weight=image_weight,
                            image_samples=image_samples, linear_structure=linear_structure,
                            motion_weight=motion_weight, invariance_projection=invariance_projection)
-        self.app_dim, self.struct_dim, self.w_plus = app_dim, struct_dim, w_plus
-        d_in = num_ws * w_dim if w_plus else w_dim
-        self.encoder = _LinearPlusMLP(d_in, app_dim + struct_dim, hidden)
-        self.decoder = _LinearPlusMLP(app_dim + struct_dim, d_in, hidden)
+        self.app_dim, self.struct_dim = app_dim, struct_dim
+        d_in = self.d_in
+        self.encoder = LinearPlusMLP(d_in, app_dim + struct_dim, hidden)
+        self.decoder = LinearPlusMLP(app_dim + struct_dim, d_in, hidden)
         # change of structure code -> move in standardized W (flattened W+ or w); only with motion_weight > 0, so
         # files of models without it keep their state dict
         self.motion = nn.Linear(struct_dim, d_in, bias=False) if motion_weight > 0 else None
-        self.register_buffer("w_mean", torch.zeros(w_dim))
-        self.register_buffer("w_std", torch.ones(w_dim))
-
-    @torch.no_grad()
-    def set_normalization(self, w_pool: Any) -> AppearanceStructureAE:
-        """Standardize inputs with the per-dimension mean and std of w_pool [N, w_dim] (or ws); call before training."""
-        w = self.check_ws(w_pool, "w_pool").mean(dim=1)
-        if w.shape[0] < 2:
-            raise LatentError(f"set_normalization needs at least 2 samples, got {w.shape[0]}")
-        self.w_mean.copy_(w.mean(0))
-        self.w_std.copy_(w.std(0).clamp(min=1e-6))
-        return self
 
     # --- the two nets -------------------------------------------------------------------------------------------
-    def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, num_ws, w_dim] -> the nets' input layout [N, d_in]: flattened W+, or the mean over layers."""
-        return x.flatten(1) if self.w_plus else x.mean(dim=1)
-
-    def _unflat(self, y: torch.Tensor) -> torch.Tensor:
-        """Inverse layout of `_flat`: [N, d_in] -> [N, num_ws, w_dim] (a mean-w output broadcast to every layer)."""
-        return y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
-
     def _encode(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._flat((ws - self.w_mean) / self.w_std)
+        x = self._standardized(ws)
         if self.config.get("linear_structure") and self.encoder.mlp is not None:
             code = self.encoder.linear(x)
             return code[:, : self.app_dim] + self.encoder.mlp(x)[:, : self.app_dim], code[:, self.app_dim:]
@@ -166,7 +133,7 @@ class AppearanceStructureAE(WSpaceModel):
         return code[:, : self.app_dim], code[:, self.app_dim:]
 
     def _decode(self, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return self._unflat(self.decoder(torch.cat([a, s], dim=1))) * self.w_std + self.w_mean
+        return self._destandardized(self.decoder(torch.cat([a, s], dim=1)))
 
     def _move(self, ds: torch.Tensor) -> torch.Tensor:
         """Change of structure code [N, struct_dim] -> move in W [N, num_ws, w_dim] (the motion decoder)."""
@@ -196,9 +163,6 @@ class AppearanceStructureAE(WSpaceModel):
         return self._decode(*self.encode(ws))
 
     # --- training -----------------------------------------------------------------------------------------------
-    def _rel_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(x, y) / (self.w_std**2).mean()
-
     def training_losses(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """Losses on a ClipPairSampler batch ({'anchor', 'other', 'augmented'}: ws [B, num_ws, w_dim])."""
         anchor, other, aug = (self.check_ws(batch[k], f"batch[{k!r}]") for k in ("anchor", "other", "augmented"))
@@ -293,8 +257,8 @@ class AppearanceStructureAE(WSpaceModel):
         self.motion.weight.copy_(coef.T.to(self.motion.weight))
 
     @torch.no_grad()
-    def validation_metric(self, batch: dict[str, torch.Tensor]) -> float:
-        """rec + swap (+ motion) on the validation batch (lower is better)."""
+    def validation_metric(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> float:
+        """rec + swap (+ motion) on the validation batch (lower is better; `G` is not used)."""
         losses = self.training_losses(batch)
         return float(losses["rec"] + losses["swap"] + losses.get("motion", 0.0))
 

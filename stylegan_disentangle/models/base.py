@@ -4,7 +4,8 @@ It knows the generator's latent shape (`num_ws`, `w_dim`) and identity (`generat
 arrives (LatentError naming the expected and actual shape, NaN / inf), and saves / loads itself as a small file
 (`models.io`). Subclasses call ``super().__init__(num_ws, w_dim, generator_sha256)``, record their constructor
 arguments in `self.config`, and implement `training_losses(batch, G=None)` (a dict with a 'total' entry) and
-`validation_metric(batch)` (lower is better) for the shared training loop (`models.training`).
+`validation_metric(batch, G=None)` (lower is better) for the shared training loop (`models.training`), which
+passes the `G` it was given to both.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..errors import LatentError
 from ..latents import check_ws
 from .io import load_model, save_model
 
-__all__ = ["WSpaceModel"]
+__all__ = ["StandardizedWModel", "WSpaceModel"]
 
 
 class WSpaceModel(nn.Module):
@@ -49,9 +52,9 @@ class WSpaceModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def validation_metric(self, batch: dict[str, torch.Tensor]) -> float:
+    def validation_metric(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> float:
         """Default: the training 'total' loss on the validation batch (lower is better)."""
-        return float(self.training_losses(batch)["total"])
+        return float(self.training_losses(batch, G=G)["total"])
 
     def save(self, path: str | os.PathLike, info: dict | None = None) -> Path:
         """Write the model file (state dict + constructor arguments + generator sha256 + kind), atomically."""
@@ -63,3 +66,49 @@ class WSpaceModel(nn.Module):
         """Load a file written by `save`; refuses another kind, and another generator unless `allow_foreign`."""
         return load_model(path, G, generator_sha256=generator_sha256, kind=cls.kind, allow_foreign=allow_foreign,
                           device=device)
+
+
+class StandardizedWModel(WSpaceModel):
+    """A WSpaceModel whose nets read W standardized per dimension (buffers `w_mean`, `w_std`, set from a pool by
+    `set_normalization`), as the flattened W+ code (`w_plus`) or the mean over layers; `_flat` / `_unflat` convert
+    between ws and that layout, `_rel_mse` is a squared error relative to W's mean variance."""
+
+    def __init__(self, num_ws: int, w_dim: int, w_plus: bool, generator_sha256: str | None = None) -> None:
+        super().__init__(num_ws, w_dim, generator_sha256)
+        self.w_plus = bool(w_plus)
+        self.register_buffer("w_mean", torch.zeros(w_dim))
+        self.register_buffer("w_std", torch.ones(w_dim))
+
+    @property
+    def d_in(self) -> int:
+        """Width of the nets' input layout."""
+        return self.num_ws * self.w_dim if self.w_plus else self.w_dim
+
+    @torch.no_grad()
+    def set_normalization(self, w_pool: Any) -> StandardizedWModel:
+        """Standardize inputs with the per-dimension mean and std of w_pool [N, w_dim] (or ws); call before training."""
+        w = self.check_ws(w_pool, "w_pool").mean(dim=1)
+        if w.shape[0] < 2:
+            raise LatentError(f"set_normalization needs at least 2 samples, got {w.shape[0]}")
+        self.w_mean.copy_(w.mean(0))
+        self.w_std.copy_(w.std(0).clamp(min=1e-6))
+        return self
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, num_ws, w_dim] -> the nets' input layout [N, d_in]: flattened W+, or the mean over layers."""
+        return x.flatten(1) if self.w_plus else x.mean(dim=1)
+
+    def _unflat(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse layout of `_flat`: [N, d_in] -> [N, num_ws, w_dim] (a mean-w output broadcast to every layer)."""
+        return y.view(-1, self.num_ws, self.w_dim) if self.w_plus else y[:, None].expand(-1, self.num_ws, -1)
+
+    def _standardized(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> the nets' input [N, d_in]."""
+        return self._flat((ws - self.w_mean) / self.w_std)
+
+    def _destandardized(self, y: torch.Tensor) -> torch.Tensor:
+        """A net's output [N, d_in] -> ws [N, num_ws, w_dim]."""
+        return self._unflat(y) * self.w_std + self.w_mean
+
+    def _rel_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(x, y) / (self.w_std**2).mean()

@@ -8,7 +8,7 @@
   it, and an interrupted run leaves its last good checkpoint intact;
 - a JSON-lines log `outdir/log.jsonl` (losses every `log_every` steps, validation records), tqdm progress, PNG
   previews through `preview_fn(model, path)` every `preview_every` steps;
-- early stopping on ``model.validation_metric(sampler.validation(device))`` (lower is better) every `val_every`
+- early stopping on ``model.validation_metric(sampler.validation(device), G=G)`` (lower is better) every `val_every`
   steps with `patience` validations without improvement; the best weights are restored at the end;
 - a closing step: a model with ``finish_training(sampler, step)`` gets it called after the best weights are restored
   (e.g. to solve a linear head in closed form on fresh batches, `sample(step + i)`);
@@ -146,12 +146,13 @@ def _step(model, optimizer, batch: dict[str, torch.Tensor], G) -> dict[str, floa
     return {k: float(v.detach()) for k, v in losses.items()}
 
 
-def _validate(model, sampler: BatchSampler, device: torch.device, early: dict, step: int, log_path: Path) -> None:
+def _validate(model, sampler: BatchSampler, device: torch.device, early: dict, step: int, log_path: Path,
+              G: torch.nn.Module | None) -> None:
     """Score the model on the sampler's validation batch, update the early-stopping state `early` in place (a
     better metric keeps a copy of the weights) and log the record."""
     model.eval()
     with torch.no_grad():
-        metric = float(model.validation_metric(sampler.validation(device)))
+        metric = float(model.validation_metric(sampler.validation(device), G=G))
     model.train()
     best = early["best_metric"]
     if best is None or metric < best:
@@ -235,7 +236,7 @@ def train_model(
                     with open(log_path, "a") as f:
                         f.write(json.dumps({"step": step, **last, "seconds": round(time.time() - start, 3)}) + "\n")
                 if val_every and step % val_every == 0:
-                    _validate(model, sampler, target, early, step, log_path)
+                    _validate(model, sampler, target, early, step, log_path, G)
                     stopped = patience is not None and early["bad"] >= patience
                 if preview_fn is not None and preview_every and step % preview_every == 0:
                     model.eval()
