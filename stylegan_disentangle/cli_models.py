@@ -1,4 +1,5 @@
-"""Click commands for the W-space models: train-model, make-videos, transfer-structure, transfer-motion.
+"""Click commands for the W-space models: train-model, make-videos, transfer-structure, transfer-motion,
+recombine.
 
 `register_model_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
 """
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option, fail_cleanly
+from .cli_common import crop_option, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +83,9 @@ def _video_options(fn):
         click.option("--clip-metric", type=click.Choice(["euclidean", "covariance"]), default="euclidean",
                      show_default=True, help="--video directions: structure moves orthogonal to the appearance "
                                              "directions, or the smallest moves in W's covariance metric."),
-        click.option("--pool", type=int, default=20_000, show_default=True, help="w samples the clips start from."),
+        click.option("--pool", type=int, default=20_000, show_default=True,
+                     help="w samples the clips start from (identity-pose: the faces its pairs are drawn from, each "
+                          "read by the decomposer once)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -98,18 +101,42 @@ def _write_json(path: Path, record: dict) -> None:
 
 
 @click.command("train-model")
-@click.argument("kind", type=click.Choice(["appearance-structure"]))
+@click.argument("kind", type=click.Choice(["appearance-structure", "identity-pose"]))
 @click.argument("pkl")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @_video_options
-@click.option("--steps", type=int, default=3000, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Training steps [default: 3000 for appearance-structure, 1500 for identity-pose].")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None,
+              help="Batch size [default: 256 for appearance-structure, 64 for identity-pose, whose every step "
+                   "renders and decomposes its batch].")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
 @click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
 @click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
 @click.option("--hidden", type=int, default=256, show_default=True, help="MLP width (0 = linear nets).")
+@click.option("--decomposer", "decomposer_spec", default=None,
+              help="identity-pose: the 3D decomposer that measures pose and identity ('synthetic', the default for "
+                   "the shipped checkpoint; a trained checkpoint's path; an official name).")
+@crop_option("--decomposer-crop")
+@click.option("--kept", default="depth,albedo,image_albedo,light", show_default=True,
+              help="identity-pose: the decomposer's readings a recombination keeps from the identity face, a comma "
+                   "list of depth, albedo, image_albedo (the albedo the image shows), light.")
+@click.option("--id-dim", type=int, default=64, show_default=True, help="identity-pose: identity code size.")
+@click.option("--pose-dim", type=int, default=8, show_default=True, help="identity-pose: pose code size.")
+@click.option("--cycle-weight", type=float, default=0.1, show_default=True,
+              help="identity-pose: the recombined code's codes read back as the two faces'.")
+@click.option("--components", type=click.IntRange(min=1), default=16, show_default=True,
+              help="identity-pose: the kept readings' leading principal components, whitened, that the identity "
+                   "loss compares (so a small part's change counts as much as the skin colour's).")
+@click.option("--pose-weight", type=float, default=10.0, show_default=True,
+              help="identity-pose: the recombined face's measured rotation equals the pose face's.")
+@click.option("--identity-weight", type=float, default=1.0, show_default=True,
+              help="identity-pose: the recombined face's measured depth and albedo equal the identity face's.")
+@click.option("--move-weight", type=float, default=0.3, show_default=True,
+              help="identity-pose: the recombination's move in W is kept short (what the decomposer does not "
+                   "measure, e.g. the expression, stays as it was).")
 @click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
 @click.option("--rec-weight", type=float, default=1.0, show_default=True)
 @click.option("--swap-weight", type=float, default=1.0, show_default=True)
@@ -135,18 +162,42 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.pass_context
 def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
-                    appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int,
-                    batch_size: int, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
-                    hidden: int,
+                    appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int | None,
+                    batch_size: int | None, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
+                    hidden: int, decomposer_spec: str | None, decomposer_crop: tuple[float, ...] | None, kept: str,
+                    components: int, id_dim: int, pose_dim: int, cycle_weight: float, pose_weight: float,
+                    identity_weight: float, move_weight: float,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
                     image_weight: float, motion_weight: float, motion_metric: str, invariance_projection: bool,
                     linear_structure: bool,
                     val_every: int, patience: int | None, preview_every: int,
                     max_minutes: float | None, resume: bool) -> None:
-    """Train a W-space model of KIND on latent videos of PKL; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
-    config.json, clips.png and preview PNGs (rows: target | source | result). Rerun to resume."""
+    """Train a W-space model of KIND on PKL's latents; writes OUTDIR/model.pt, checkpoint.pt, log.jsonl,
+    config.json and preview PNGs. Rerun to resume.
+
+    appearance-structure (video-contrastive autoencoder): trained on latent videos (the video options); previews
+    show target | source | result and clips.png the videos. identity-pose (IP-GAN style): trained on pairs of
+    faces, each recombination measured by the 3D decomposer (--decomposer); previews show identity | pose | result.
+    """
     import numpy as np
     import torch
+
+    progress = False if (ctx.obj or {}).get("quiet") else None
+    if kind == "identity-pose":
+        _train_identity_pose(pkl, Path(outdir), steps=1500 if steps is None else steps,
+                             batch_size=batch_size or 64, lr=lr, seed=seed, device=device, pool=pool,
+                             decomposer_spec=decomposer_spec, crop=decomposer_crop, kept=_names(kept) or [],
+                             components=components,
+                             model_args={"id_dim": id_dim, "pose_dim": pose_dim, "hidden": hidden,
+                                         "cycle_weight": cycle_weight, "pose_weight": pose_weight,
+                                         "identity_weight": identity_weight, "move_weight": move_weight},
+                             train_args={"val_every": val_every, "patience": patience,
+                                         "preview_every": preview_every,
+                                         "max_seconds": max_minutes * 60 if max_minutes else None,
+                                         "resume": resume, "progress": progress})
+        return
+    steps = 3000 if steps is None else steps
+    batch_size = batch_size or 256
 
     from .latents import generator_fingerprint, sample_latents
     from .models import AppearanceStructureAE, ClipPairSampler, save_clip_strips, train_model
@@ -186,9 +237,57 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
         model, sampler, out, steps=steps, lr=lr, seed=seed, device=device, G=G if image_weight > 0 else None,
         val_every=val_every, patience=patience, preview_every=preview_every, preview_fn=preview,
         max_seconds=max_minutes * 60 if max_minutes else None, resume=resume,
-        progress=False if (ctx.obj or {}).get("quiet") else None, config=config))
+        progress=progress, config=config))
+    _report(kind, result)
+
+
+def _report(kind: str, result) -> None:
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.last_losses.items())
     click.echo(f"{kind}: {result.step} steps in {result.seconds:.1f} s ({losses}) -> {result.files['model']}")
+
+
+def _train_identity_pose(pkl: str, out: Path, *, steps: int, batch_size: int, lr: float, seed: int, device, pool: int,
+                         decomposer_spec: str | None, crop, kept: list[str], components: int, model_args: dict,
+                         train_args: dict) -> None:
+    """train-model identity-pose: measure a w pool with the decomposer, then train IdentityPoseModel on pairs."""
+    import numpy as np
+
+    from .analysis.find_directions import resolve_decomposer
+    from .checkpoints import open_network_pkl
+    from .labels.decomposer.labeler import load_decomposer, warn_if_trained_on_another
+    from .latents import generator_fingerprint, sample_latents
+    from .models import DecomposerMeasure, IdentityPoseModel, RecombinationSampler, train_model
+    from .models.identity_pose import KEPT_READINGS
+
+    if not kept or set(kept) - set(KEPT_READINGS) or len(set(kept)) != len(kept):
+        raise click.BadParameter(f"{','.join(kept)}: name distinct readings among {', '.join(KEPT_READINGS)}",
+                                 param_hint="--kept")
+    net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
+    G = net.data["G_ema"].eval()
+    spec = fail_cleanly(lambda: resolve_decomposer(decomposer_spec, net.path))
+    dec = fail_cleanly(lambda: load_decomposer(spec, device=device))
+    warn_if_trained_on_another(dec, G, spec, pkl)
+    try:
+        measure = DecomposerMeasure(G, dec, kept=kept, components=components, crop=crop).to(device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--components") from None
+    ws_pool = sample_latents(G, np.arange(pool), device=device).ws
+    sampler = fail_cleanly(lambda: RecombinationSampler(
+        ws_pool.cpu(), measure.calibrate(ws_pool, progress=train_args["progress"]), G.num_ws,
+        batch_size=batch_size, seed=seed, val_size=min(256, pool // 10)))
+    model = fail_cleanly(lambda: IdentityPoseModel(G.num_ws, G.w_dim, generator_sha256=generator_fingerprint(G),
+                                                   **model_args).set_normalization(ws_pool))
+    shown_a, shown_b = sampler.validation("cpu")["a"][:4], sampler.validation("cpu")["b"][:4]
+
+    def preview(m, path):
+        _save_rows(G, [shown_a, shown_b, m.recombine(shown_a, shown_b).cpu()], path, ["identity", "pose", "result"])
+
+    config = {"command": "train-model", "pkl": pkl, "decomposer": spec, "decomposer_crop": crop, "kept": kept,
+              "components": components, "pool": pool, "batch_size": batch_size}
+    result = fail_cleanly(lambda: train_model(model, sampler, out, steps=steps, lr=lr, lr_schedule="cosine", seed=seed,
+                                              device=device, G=measure, preview_fn=preview, config=config,
+                                              **train_args))
+    _report("identity-pose", result)
 
 
 @click.command("make-videos")
@@ -226,6 +325,34 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
                                       "frames": frames, "clip_metric": clip_metric, "seed": seed,
                                       "structure_dirs": structure_dirs, "appearance_dirs": appearance_dirs})
     click.echo(f"wrote {count} clips of {frames} frames to {out / 'clips.npy'} and {out / 'clips.png'}")
+
+
+def _paired_seeds(G, spec_a: str, option_a: str, spec_b: str, option_b: str, truncation_psi: float):
+    """Two seed lists and their ws, brought to one count N (a single seed on one side is repeated):
+    (seeds_a, ws_a [N, ...], seeds_b, ws_b [N, ...]); equal counts or one side of one, else a BadParameter."""
+    seeds_a, ws_a = _seed_ws(G, spec_a, option_a, truncation_psi)
+    seeds_b, ws_b = _seed_ws(G, spec_b, option_b, truncation_psi)
+    if len(seeds_a) != len(seeds_b) and 1 not in (len(seeds_a), len(seeds_b)):
+        raise click.BadParameter(f"{len(seeds_a)} seeds in {option_a} but {len(seeds_b)} in {option_b}; give equal "
+                                 "counts or one of them", param_hint=option_b)
+    n = max(len(seeds_a), len(seeds_b))
+    seeds_a, seeds_b = seeds_a * (n // len(seeds_a)), seeds_b * (n // len(seeds_b))
+    return seeds_a, ws_a.expand(n, -1, -1), seeds_b, ws_b.expand(n, -1, -1)
+
+
+def _write_pair_outputs(G, out: Path, png: str, inputs: dict[str, tuple[list[int], torch.Tensor]],
+                        result: torch.Tensor, record: dict) -> Path:
+    """What the commands on pairs of seeds write into `out`: `png` (a row per pair; columns: the two inputs, by
+    name, and the result), NAME_ws.npy for each input and result_ws.npy, and config.json (`record` with each input's
+    seeds as NAME_seeds)."""
+    (name_a, (seeds_a, ws_a)), (name_b, (seeds_b, ws_b)) = inputs.items()
+    out.mkdir(parents=True, exist_ok=True)
+    _save_rows(G, [ws_a, ws_b, result], out / png, [name_a, name_b, "result"],
+               [f"seeds {a} / {b}" for a, b in zip(seeds_a, seeds_b)])
+    for name, x in ((f"{name_a}_ws", ws_a), (f"{name_b}_ws", ws_b), ("result_ws", result)):
+        _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
+    _write_json(out / "config.json", {**record, f"{name_a}_seeds": seeds_a, f"{name_b}_seeds": seeds_b})
+    return out
 
 
 def _load_ae(model: str, G, allow_foreign: bool, device):
@@ -284,25 +411,13 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
 
     G = _load_generator(pkl, device)
     ae = _load_ae(model, G, allow_foreign, device)
-    t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds", truncation_psi)
-    s_seeds, s_ws = _seed_ws(G, source_seeds, "--source-seeds", truncation_psi)
-    if len(t_seeds) != len(s_seeds) and 1 not in (len(t_seeds), len(s_seeds)):
-        raise click.BadParameter(f"{len(t_seeds)} target seeds but {len(s_seeds)} source seeds; give equal counts "
-                                 "or one of them", param_hint="--source-seeds")
-    n = max(len(t_ws), len(s_ws))
-    t_ws, s_ws = t_ws.expand(n, -1, -1), s_ws.expand(n, -1, -1)
+    t_seeds, t_ws, s_seeds, s_ws = _paired_seeds(G, target_seeds, "--target-seeds", source_seeds, "--source-seeds",
+                                                 truncation_psi)
     result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws, mode=mode))
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    _save_rows(G, [t_ws, s_ws, result], out / "transfer.png", ["target", "source", "result"],
-               [f"seeds {t} / {s}" for t, s in zip(t_seeds * n if len(t_seeds) == 1 else t_seeds,
-                                                    s_seeds * n if len(s_seeds) == 1 else s_seeds)])
-    for name, x in (("target_ws", t_ws), ("source_ws", s_ws), ("result_ws", result)):
-        _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
-    _write_json(out / "config.json", {"command": "transfer-structure", "model": model, "pkl": pkl,
-                                      "target_seeds": t_seeds, "source_seeds": s_seeds,
-                                      "truncation_psi": truncation_psi, "allow_foreign": allow_foreign,
-                                      "mode": mode or "auto"})
+    out = _write_pair_outputs(G, Path(outdir), "transfer.png", {"target": (t_seeds, t_ws), "source": (s_seeds, s_ws)},
+                              result, {"command": "transfer-structure", "model": model, "pkl": pkl,
+                                       "truncation_psi": truncation_psi, "allow_foreign": allow_foreign,
+                                       "mode": mode or "auto"})
     click.echo(f"wrote {out / 'transfer.png'} (target | source | result) and the ws")
 
 
@@ -351,7 +466,41 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
     click.echo(f"wrote {out / 'motion.png'} (row 0: source clip; one row per target) and result_ws.npy")
 
 
+@click.command("recombine")
+@click.argument("model")
+@click.argument("pkl")
+@click.option("--identity-seeds", default="0-3", show_default=True, help="Seeds of the faces that give identity.")
+@click.option("--pose-seeds", default="10-13", show_default=True, help="Seeds of the faces that give the pose.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--mode", type=click.Choice(["residual", "direct"]), default="residual", show_default=True,
+              help="residual: the identity face moved by decode(its identity, new pose) - decode(its identity, its "
+                   "pose); direct: decode(its identity, new pose).")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True)
+@click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
+@device_option()
+def recombine_cmd(model: str, pkl: str, identity_seeds: str, pose_seeds: str, truncation_psi: float, mode: str,
+                  outdir: str, allow_foreign: bool, device: torch.device) -> None:
+    """Identity / pose recombination with an identity-pose MODEL: each identity face in its pose face's pose.
+    OUTDIR/recombination.png (rows: identity | pose | result) and the ws (identity_ws.npy, pose_ws.npy,
+    result_ws.npy, each [N, num_ws, w_dim])."""
+    from .models import IdentityPoseModel
+
+    G = _load_generator(pkl, device)
+    ip = _load_ae(model, G, allow_foreign, device)
+    if not isinstance(ip, IdentityPoseModel):
+        raise click.ClickException(f"{model}: a {ip.kind} model; recombine needs an identity-pose model "
+                                   "(train-model identity-pose)")
+    i_seeds, i_ws, p_seeds, p_ws = _paired_seeds(G, identity_seeds, "--identity-seeds", pose_seeds, "--pose-seeds",
+                                                 truncation_psi)
+    result = fail_cleanly(lambda: ip.recombine(i_ws, p_ws, mode=mode))
+    out = _write_pair_outputs(G, Path(outdir), "recombination.png",
+                              {"identity": (i_seeds, i_ws), "pose": (p_seeds, p_ws)}, result,
+                              {"command": "recombine", "model": model, "pkl": pkl, "truncation_psi": truncation_psi,
+                               "mode": mode, "allow_foreign": allow_foreign})
+    click.echo(f"wrote {out / 'recombination.png'} (identity | pose | result) and the ws")
+
+
 def register_model_commands(main: click.Group) -> None:
     """Add the model commands to the `stylegan-disentangle` group."""
-    for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd):
+    for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd, recombine_cmd):
         main.add_command(command)

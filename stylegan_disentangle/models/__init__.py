@@ -4,11 +4,14 @@
 - `train_model`: the one training loop (seeded, resumable bit-identically, logs, previews, early stopping);
 - latent videos: `DirectionVideoMaker`, `StyleMixingVideoMaker`, `ClipPairSampler`, `save_clip_strips`;
 - `AppearanceStructureAE`: the video-contrastive appearance / structure autoencoder (Duarte et al. 2022);
+- `IdentityPoseModel`: identity / pose recombination (IP-GAN style), measured by the 3D decomposer
+  (`DecomposerMeasure`, `RecombinationSampler`);
 - `info_nce`, `load_model`, `ModelFileError`.
 """
 
 from .appearance_structure import AppearanceStructureAE
 from .base import WSpaceModel
+from .identity_pose import DecomposerMeasure, IdentityPoseModel, RecombinationSampler
 from .io import ModelFileError, load_model, model_kinds, read_model_file, register_model_kind, save_model
 from .latent_video import ClipPairSampler, DirectionVideoMaker, StyleMixingVideoMaker, save_clip_strips, smooth_noise
 from .losses import info_nce
@@ -17,8 +20,11 @@ from .training import TrainResult, load_checkpoint, train_model
 __all__ = [
     "AppearanceStructureAE",
     "ClipPairSampler",
+    "DecomposerMeasure",
     "DirectionVideoMaker",
+    "IdentityPoseModel",
     "ModelFileError",
+    "RecombinationSampler",
     "StyleMixingVideoMaker",
     "TrainResult",
     "WSpaceModel",
