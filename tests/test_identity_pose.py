@@ -237,6 +237,21 @@ def test_recombine_cli_trains_writes_and_refuses_other_models(tmp_path):
     assert bad.exit_code != 0 and "broken.pt" in bad.output and "Traceback" not in bad.output
 
 
+def test_train_model_identity_pose_names_what_is_missing(tmp_path):
+    from stylegan_disentangle.checkpoints import save_network_pkl
+    from tests.helpers import tiny_networks
+
+    pkl = tmp_path / "tiny.pkl"
+    save_network_pkl(pkl, tiny_networks("skip16"))
+    runner = CliRunner()
+    no_decomposer = runner.invoke(main, ["train-model", "identity-pose", str(pkl), "--outdir", str(tmp_path / "o")])
+    assert no_decomposer.exit_code != 0 and "no 3D decomposer is known" in no_decomposer.output
+    bad_kept = runner.invoke(main, ["train-model", "identity-pose", "synthetic", "--outdir", str(tmp_path / "o"),
+                                    "--kept", "depth,hair"])
+    assert bad_kept.exit_code != 0 and "--kept" in bad_kept.output and "image_albedo" in bad_kept.output
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
 def test_recombine_refuses_a_model_of_another_kind(tmp_path):
     from stylegan_disentangle.models import AppearanceStructureAE
 
