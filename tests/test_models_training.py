@@ -89,6 +89,12 @@ def test_writes_log_config_and_model_file(tmp_path):
     assert AppearanceStructureAE.load(result.files["model"]).config == result.model.config
 
 
+def test_the_last_step_is_validated_when_it_is_not_a_multiple_of_val_every(tmp_path):
+    train_model(toy_model(), toy_sampler(), tmp_path, steps=5, lr=1e-2, val_every=3, device="cpu", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "val" in r] == [3, 5]  # the final weights compete for "best" too
+
+
 def test_early_stopping_on_a_flat_validation_metric(tmp_path):
     result = train_model(toy_model(), toy_sampler(), tmp_path, steps=50, lr=0.0, val_every=2, patience=2,
                          device="cpu", progress=False)

@@ -9,7 +9,8 @@
 - a JSON-lines log `outdir/log.jsonl` (losses every `log_every` steps, validation records), tqdm progress, PNG
   previews through `preview_fn(model, path)` every `preview_every` steps;
 - early stopping on ``model.validation_metric(sampler.validation(device), G=G)`` (lower is better) every `val_every`
-  steps with `patience` validations without improvement; the best weights are restored at the end;
+  steps and at the last step, with `patience` validations without improvement; the best weights are restored at the
+  end;
 - a closing step: a model with ``finish_training(sampler, step)`` gets it called after the best weights are restored
   (e.g. to solve a linear head in closed form on fresh batches, `sample(step + i)`);
 - `outdir/model.pt`: the final model file (`WSpaceModel.save`), and `outdir/config.json` with `config`.
@@ -235,7 +236,7 @@ def train_model(
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()})
                     with open(log_path, "a") as f:
                         f.write(json.dumps({"step": step, **last, "seconds": round(time.time() - start, 3)}) + "\n")
-                if val_every and step % val_every == 0:
+                if val_every and (step % val_every == 0 or step == steps):  # the last weights are scored too
                     _validate(model, sampler, target, early, step, log_path, G)
                     stopped = patience is not None and early["bad"] >= patience
                 if preview_fn is not None and preview_every and step % preview_every == 0:
