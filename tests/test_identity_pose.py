@@ -95,6 +95,11 @@ def test_the_sampler_is_deterministic_and_pairs_distinct_faces():
     assert torch.equal(one["pose_b"], measures["pose"][rows_b])
     val = sampler.validation()
     assert val["a"].shape[0] == 50 and torch.equal(val["a"][:, 0], w[250:])
+    w_plus = torch.randn(300, NUM_WS, W_DIM)  # layers that differ are kept as they are
+    plus = RecombinationSampler(w_plus, measures, NUM_WS, batch_size=8, seed=3, val_size=50).sample(7)
+    assert any(torch.equal(plus["a"][0], x) for x in w_plus)
+    with pytest.raises(LatentError, match="num_ws"):
+        RecombinationSampler(w_plus, measures, NUM_WS + 1)
     with pytest.raises(LatentError, match="one row per pool code"):
         RecombinationSampler(w, {"pose": measures["pose"][:10], "identity": measures["identity"]}, NUM_WS)
 
@@ -149,6 +154,8 @@ def test_the_measure_standardizes_its_pool_and_is_differentiable(synthetic):
     measure = DecomposerMeasure(G, dec, identity_size=8, kept=("depth", "image_albedo", "light"), components=None)
     assert measure.block_dims == {"depth": 64, "image_albedo": 192, "light": 4}
     ws = sample_latents(G, np.arange(96)).ws
+    with pytest.raises(RuntimeError, match="call calibrate"):
+        measure(ws[:2])
     pooled = measure.calibrate(ws, batch_size=40, progress=False)
     assert pooled["pose"].shape == (96, 3) and pooled["identity"].shape == (96, 260)
     assert torch.allclose(pooled["pose"].mean(0), torch.zeros(3), atol=1e-5)

@@ -3,9 +3,9 @@
 After Zeno, Kalinovskiy and Matveev, "IP-GAN: Learning Identity and Pose Disentanglement in Generative Adversarial
 Networks" (2019): an identity vector from one face and a pose embedding from any other face are recombined into the
 first person in the second pose. Here the two encoders and the decoder work on W, and the 3D decomposer is the
-measuring instrument (`DecomposerMeasure`): a face's pose is the head rotation it reads, its identity the canonical
-depth and albedo it reads (maps that are the same for every pose and light of one face, by the decomposer's
-construction). No labels are used anywhere.
+measuring instrument (`DecomposerMeasure`): a face's pose is the head rotation it reads, and what a recombination
+keeps of the other face is what it reads of the rest (canonical depth and albedo, which are the same for every pose
+of one face by the decomposer's construction, the albedo the image shows, the light). No labels are used anywhere.
 
     identity encoder: w -> identity [N, id_dim];   pose encoder: w -> pose [N, pose_dim]
     decoder: (identity, pose) -> w
@@ -18,16 +18,17 @@ The residual form keeps what of `a` the codes do not hold (the reconstruction er
   a and b, squared error relative to W's mean variance;
 - ``cycle``: the codes of x_ab read back as id(a) and pose(b) (each relative to its code's batch variance);
 - ``pose``: the decomposer's pose of x_ab's image equals b's (standardized per rotation);
-- ``identity``: the decomposer's canonical depth and albedo of x_ab's image equal a's (each map standardized);
+- ``identity``: the decomposer's kept readings of x_ab's image equal a's (standardized as `DecomposerMeasure`
+  says);
 - ``move``: the squared length of the move x_ab - a (relative to W's mean variance): of the moves that satisfy
   the instrument, the shortest, so that what the instrument does not measure (such as the expression) moves
   less. (W's covariance metric instead, where the shortest move is the one W's samples make on average when the
   readout changes, moved the expression more on the synthetic world, whose pose is correlated with other factors.)
 
-``total = rec_weight*rec + cycle_weight*cycle + pose_weight*pose + identity_weight*identity + move_weight*move``;
-the two measured terms
-need the measure, which the training loop passes as its `G` (`train_model(..., G=measure)`); without it they are
-left out. Task: `recombine(identity_from, pose_from)`.
+``total = rec_weight*rec + cycle_weight*cycle + pose_weight*pose + identity_weight*identity + move_weight*move``.
+The two measured terms need the measure, which the training loop passes as its `G` (`train_model(..., G=measure)`;
+it reaches `validation_metric` too); without it they are left out. Task: `recombine(identity_from, pose_from)`.
+Figures on the synthetic world: BENCHMARKS.md, "Identity / pose recombination".
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class DecomposerMeasure(nn.Module):
     every block counts the same in the vector's mean square (whatever its size); with `components` = k, the
     vector is then reduced to its k leading principal components over the pool, each scaled to unit variance, so
     that a small part's change (an eye, the mouth) counts as much as the skin colour's or the head size's, which
-    dominate the maps' variance. Before it, `forward` returns the raw readings. The generator and the decomposer are
-    frozen (their parameters stop requiring gradients).
+    dominate the maps' variance; `forward` refuses to read before it (`raw` gives the unstandardized readings). The
+    generator and the decomposer are frozen (their parameters stop requiring gradients).
     """
 
     def __init__(self, G: nn.Module, decomposer: nn.Module, identity_size: int = 16,
@@ -128,6 +129,8 @@ class DecomposerMeasure(nn.Module):
         return {"pose": (pose - self.pose_mean) / self.pose_std, "identity": identity}
 
     def forward(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.calibrated:
+            raise RuntimeError("DecomposerMeasure has no standardization yet: call calibrate(ws_pool) first")
         m = self.raw(ws)
         return self._standardize(m["pose"], m["identity"])
 
@@ -169,16 +172,20 @@ class RecombinationSampler:
     """Training batches for `IdentityPoseModel`: pairs of independent pool codes with their measures.
 
     ``sample(step, device)`` -> {'a', 'b': ws [B, num_ws, w_dim]; 'pose_a', 'pose_b': [B, 3]; 'identity_a',
-    'identity_b': [B, D]} (standardized measures, e.g. from `DecomposerMeasure.calibrate`). The last `val_size`
-    codes of the pool are kept for `validation`. Deterministic: batch `step` depends only on (`seed`, `step`).
+    'identity_b': [B, D]} (standardized measures, e.g. from `DecomposerMeasure.calibrate`, one row per pool code).
+    The pool is w [N, w_dim] or ws [N, num_ws, w_dim] (kept as one w per code when its layers are equal). The last
+    `val_size` codes of the pool are kept for `validation`. Deterministic: batch `step` depends only on (`seed`,
+    `step`).
     """
 
     def __init__(self, w_pool: Any, measures: dict[str, Any], num_ws: int, batch_size: int = 64, seed: int = 0,
                  val_size: int = 256) -> None:
         w = torch.as_tensor(np.asarray(w_pool), dtype=torch.float32)
-        if w.ndim == 3:
-            w = w.mean(1)
-        if w.ndim != 2:
+        if w.ndim == 3 and w.shape[1] != num_ws:
+            raise LatentError(f"w_pool has {w.shape[1]} ws per code; the generator has num_ws {num_ws}")
+        if w.ndim == 3 and torch.equal(w, w[:, :1].expand_as(w)):
+            w = w[:, 0]  # one w per code, broadcast per batch (an FFHQ-sized W+ pool would take gigabytes)
+        if w.ndim not in (2, 3):
             raise LatentError(f"w_pool must be [N, w_dim] or [N, num_ws, w_dim], got shape {tuple(w.shape)}")
         self.measures = {k: torch.as_tensor(np.asarray(measures[k]), dtype=torch.float32) for k in ("pose",
                                                                                                   "identity")}
@@ -193,11 +200,13 @@ class RecombinationSampler:
         self._val: dict[str, torch.Tensor] | None = None
 
     def _batch(self, i: torch.Tensor, j: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {"a": self.w[i], "b": self.w[j]}
+        def codes(rows: torch.Tensor) -> torch.Tensor:
+            picked = self.w[rows]
+            return picked if picked.ndim == 3 else picked[:, None].expand(-1, self.num_ws, -1).contiguous()
+
+        batch = {"a": codes(i), "b": codes(j)}
         for k, v in self.measures.items():
             batch[f"{k}_a"], batch[f"{k}_b"] = v[i], v[j]
-        batch["a"] = batch["a"][:, None].expand(-1, self.num_ws, -1).contiguous()
-        batch["b"] = batch["b"][:, None].expand(-1, self.num_ws, -1).contiguous()
         return batch
 
     def sample(self, step: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
