@@ -259,6 +259,9 @@ def _train_identity_pose(pkl: str, out: Path, *, steps: int, batch_size: int, lr
     from .models import DecomposerMeasure, IdentityPoseModel, RecombinationSampler, train_model
     from .models.identity_pose import KEPT_READINGS
 
+    if pool < 20:
+        raise click.BadParameter(f"{pool} faces: identity-pose needs at least 20 (a tenth of them, at most 256, "
+                                 "are kept for validation)", param_hint="--pool")
     if not kept or set(kept) - set(KEPT_READINGS) or len(set(kept)) != len(kept):
         raise click.BadParameter(f"{','.join(kept)}: name distinct readings among {', '.join(KEPT_READINGS)}",
                                  param_hint="--kept")

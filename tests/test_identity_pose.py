@@ -256,6 +256,9 @@ def test_train_model_identity_pose_names_what_is_missing(tmp_path):
     bad_kept = runner.invoke(main, ["train-model", "identity-pose", "synthetic", "--outdir", str(tmp_path / "o"),
                                     "--kept", "depth,hair"])
     assert bad_kept.exit_code != 0 and "--kept" in bad_kept.output and "image_albedo" in bad_kept.output
+    tiny_pool = runner.invoke(main, ["train-model", "identity-pose", "synthetic", "--outdir", str(tmp_path / "o"),
+                                     "--pool", "10"])
+    assert tiny_pool.exit_code != 0 and "--pool" in tiny_pool.output and "at least 20" in tiny_pool.output
     assert not (tmp_path / "o" / "model.pt").exists()
 
 
