@@ -12,6 +12,7 @@
    the decomposer's rotation readings on w finds (the 3D-coupled finder's global directions, label-free);
    references: the same on the world's true pose directions, and the ground-truth recombination (the floor).
    The model's default against each baseline pair by pair (mean difference, 95 % bootstrap interval).
+   And what each code holds: held-out R^2 of linear probes from the identity and the pose code to each factor group.
 4. Writes a PNG (identity | pose | model | baselines | ground truth) and a JSON with every figure.
 
     python scripts/bench_identity_pose.py --outdir runs/bench_ip --json runs/bench_ip/results.json
@@ -34,7 +35,12 @@ from stylegan_disentangle.labels import load_decomposer
 from stylegan_disentangle.labels.decomposer.view_leak import ROTATION_LABELS
 from stylegan_disentangle.latents import generator_fingerprint, sample_latents
 from stylegan_disentangle.models import DecomposerMeasure, IdentityPoseModel, RecombinationSampler, train_model
-from stylegan_disentangle.models.evaluate import copy_coarse_layers, projected_difference, swap_factor_groups
+from stylegan_disentangle.models.evaluate import (
+    copy_coarse_layers,
+    linear_probe_r2,
+    projected_difference,
+    swap_factor_groups,
+)
 from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions, load_synthetic
 from stylegan_disentangle.synthetic.factors import factor_groups, factor_names
 from stylegan_disentangle.utils import atomic_write
@@ -141,6 +147,13 @@ def main() -> None:
                      for k in ("keep_identity", "take_pose")}
               for base in ("copy coarse ws layers", "projected difference, decomposer's pose directions")}
 
+    with torch.no_grad():
+        id_code, pose_code = (c.numpy() for c in model.encode(ws_a))
+    probes = {}
+    for code_name, code in (("identity code", id_code), ("pose code", pose_code)):
+        r2 = linear_probe_r2(code, f_a, seed=args.seed)
+        probes[code_name] = {g: float(r2[idx].mean()) for g, idx in groups.items()}
+
     rows = 8
     titles = {"IdentityPoseModel (residual, default)": "model", "copy coarse ws layers": "coarse copy",
               "projected difference, decomposer's pose directions": "projected diff.",
@@ -152,7 +165,7 @@ def main() -> None:
     record = {
         "date": time.strftime("%Y-%m-%d"), "args": vars(args), "measure_pool_seconds": measure_s,
         "train_seconds": result.seconds, "train_steps": result.step, "last_losses": result.last_losses,
-        "errors": table, "paired_vs_baselines": {"model": model_name, **paired},
+        "errors": table, "paired_vs_baselines": {"model": model_name, **paired}, "code_probes_r2": probes,
         "total_seconds": time.time() - t0, "threads": torch.get_num_threads(),
     }
     if args.json:
