@@ -225,7 +225,9 @@ class RecombinationSampler:
 @register_model_kind
 class IdentityPoseModel(StandardizedWModel):
     """Identity and pose encoders on W with a decoder back to W; `recombine` puts one face's identity in another's
-    pose. See the module docstring for the losses.
+    pose. See the module docstring for the losses. The pose code reads the pose and little else; the identity code
+    is a complete code of the face (on the synthetic world it reads the pose too), because a residual
+    recombination moves a face by the change of the pose code alone.
 
     Parameters
     ----------
