@@ -58,6 +58,17 @@ def test_projection_rebuilds_the_generators_own_images_and_their_pose(world):
     assert torch.equal(again.ws, project(G, targets[:2], steps=5, progress=False).ws)
 
 
+def test_w_statistics_given_once_give_the_same_projection(world):
+    from stylegan_disentangle.analysis.projection import w_statistics
+
+    G, _, _, targets = world
+    target = targets[:2]
+    own = project(G, target, steps=6, seed=4, w_avg_samples=500)
+    given = project(G, target, steps=6, seed=4, w_avg_samples=500,
+                    w_stats=w_statistics(G, w_avg_samples=500, seed=4))
+    assert torch.equal(own.ws, given.ws) and np.array_equal(own.loss_trace, given.loss_trace)
+
+
 def test_w_plus_gives_one_code_per_layer(world):
     G, _, _, targets = world
     res = project(G, targets[:2], steps=60, space="w+", progress=False)

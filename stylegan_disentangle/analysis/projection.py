@@ -29,7 +29,7 @@ from ..errors import StyleGANDisentangleError
 from ..labels.base import resize_images
 from ..latents import eval_mode
 
-__all__ = ["Projection", "project", "psnr", "run_projection"]
+__all__ = ["Projection", "project", "psnr", "run_projection", "w_statistics"]
 
 
 @dataclass
@@ -75,31 +75,47 @@ def _check(G: nn.Module, target: torch.Tensor, steps: int, space: str, class_idx
         raise StyleGANDisentangleError(f"class_idx must be in [0, {G.c_dim}) for this network, got {class_idx}")
 
 
+def _w_stats_of(G: nn.Module, z: torch.Tensor, class_idx: int | None) -> tuple[torch.Tensor, float]:
+    """W's mean (float64 [w_dim]) and RMS distance from it over the codes z map to."""
+    device = next(G.parameters()).device
+    c = None
+    if G.c_dim:
+        c = torch.zeros([1, G.c_dim], device=device)
+        c[0, int(class_idx)] = 1
+    with torch.no_grad():
+        z = z.to(device)
+        w = torch.cat([G.mapping(z[i:i + 4096], None if c is None else c.expand(len(z[i:i + 4096]), -1))[:, 0]
+                       for i in range(0, len(z), 4096)]).double()
+        w_avg = w.mean(0)
+        return w_avg, float(((w - w_avg) ** 2).sum(1).mean().sqrt())
+
+
+def w_statistics(G: nn.Module, w_avg_samples: int = 10_000, class_idx: int | None = None, seed: int = 0
+                 ) -> tuple[torch.Tensor, float]:
+    """(W's mean, RMS distance from it) as `project` computes them from `w_avg_samples` codes drawn with `seed`."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    return _w_stats_of(G, torch.randn([int(w_avg_samples), G.z_dim], generator=gen), class_idx)
+
+
 def project(G: nn.Module, target: torch.Tensor, *, steps: int = 300, space: str = "w", lr: float = 0.1,
             initial_noise: float = 0.05, noise_ramp: float = 0.75, lr_rampup: float = 0.05,
             lr_rampdown: float = 0.25, w_avg_samples: int = 10_000, class_idx: int | None = None, seed: int = 0,
-            progress: bool | None = None) -> Projection:
+            w_stats: tuple[torch.Tensor, float] | None = None, progress: bool | None = None) -> Projection:
     """Project the images `target` `[N, C, H, W]` in [-1, 1] (resized to G's resolution) into G's W space
     (`space='w'`: one w per image, repeated over the layers) or W+ (`'w+'`: one per layer), all images at once.
 
-    W's mean and spread come from `w_avg_samples` codes of z drawn with `seed`; `seed` also draws the code noise,
-    so a run is deterministic on the CPU. `class_idx`: the class of a conditional network.
+    W's mean and spread come from `w_avg_samples` codes of z drawn with `seed` (`w_statistics`; pass them as
+    `w_stats` to skip the mapping when projecting several batches); `seed` also draws the code noise, so a run is
+    deterministic on the CPU, with or without `w_stats`. `class_idx`: the class of a conditional network.
     """
     _check(G, target, steps, space, class_idx)
     device = next(G.parameters()).device
     target = resize_images(target.float(), G.img_resolution).to(device)
     n = target.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    c = None
-    if G.c_dim:
-        c = torch.zeros([1, G.c_dim], device=device)
-        c[0, int(class_idx)] = 1
-    with torch.no_grad():
-        z = torch.randn([int(w_avg_samples), G.z_dim], generator=gen).to(device)
-        w = torch.cat([G.mapping(z[i:i + 4096], None if c is None else c.expand(len(z[i:i + 4096]), -1))[:, 0]
-                       for i in range(0, len(z), 4096)]).double()
-        w_avg = w.mean(0)
-        w_std = float(((w - w_avg) ** 2).sum(1).mean().sqrt())
+    z = torch.randn([int(w_avg_samples), G.z_dim], generator=gen)  # drawn either way: the noise follows it
+    w_avg, w_std = w_stats if w_stats is not None else _w_stats_of(G, z, class_idx)
+    w_avg = w_avg.to(device)
     fp32 = device.type == "cpu"  # fp16 layers run in float32 on the CPU
     layers = 1 if space == "w" else G.num_ws
     code = w_avg.float().expand(n, layers, -1).clone().requires_grad_(True)
@@ -160,8 +176,9 @@ def run_projection(pkl: str | os.PathLike, images: Sequence[str | os.PathLike], 
     args = dict(pkl=str(pkl), images=[str(f) for f in files], steps=int(steps), space=space, class_idx=class_idx,
                 seed=int(seed), batch_size=int(batch_size), device=str(device))
     with timer("project"):
+        stats = w_statistics(G, class_idx=class_idx, seed=seed)  # once, not per batch
         parts = [project(G, targets[i:i + batch_size], steps=steps, space=space, class_idx=class_idx, seed=seed,
-                         progress=progress) for i in range(0, len(files), int(batch_size))]
+                         w_stats=stats, progress=progress) for i in range(0, len(files), int(batch_size))]
     result = Projection(torch.cat([p.ws for p in parts]), torch.cat([p.images for p in parts]),
                         np.concatenate([p.loss_trace for p in parts], axis=1),
                         np.concatenate([p.psnr for p in parts]))
