@@ -36,7 +36,8 @@ def main(ctx: click.Context, quiet: bool) -> None:
                    "A local file that is no network pickle is read as one anyway.")
 def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
     """Describe a network pickle (path, URL or known name): flavour, sizes, architecture, parameters, sha256 and
-    the weights' fingerprint; or a 3D decomposer: its nets, settings and the network it was trained on."""
+    the weights' fingerprint; a W-space model file (train-model): its kind, settings and the network it was trained
+    for; or a 3D decomposer: its nets, settings and the network it was trained on."""
     import json
     from pathlib import Path
 
@@ -45,6 +46,7 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
     from .errors import StyleGANDisentangleError
     from .labels.decomposer.labeler import decomposer_summary, load_decomposer
     from .latents import generator_fingerprint
+    from .models.io import model_summary
 
     if is_decomposer:
         summary = decomposer_summary(fail_cleanly(lambda: load_decomposer(pkl)))
@@ -56,10 +58,14 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
         except StyleGANDisentangleError as exc:
             if not Path(pkl).is_file():
                 raise click.ClickException(str(exc)) from None
-            try:  # an Unsup3D checkpoint given where a network was expected
-                summary = decomposer_summary(load_decomposer(pkl))
+            try:  # a W-space model file (train-model) or an Unsup3D checkpoint given where a network was expected
+                summary = model_summary(pkl)
             except StyleGANDisentangleError:
-                raise click.ClickException(f"{exc} (nor is it an Unsup3D decomposer checkpoint)") from None
+                try:
+                    summary = decomposer_summary(load_decomposer(pkl))
+                except StyleGANDisentangleError:
+                    raise click.ClickException(f"{exc} (nor is it a W-space model file or an Unsup3D decomposer "
+                                               "checkpoint)") from None
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return

@@ -58,7 +58,8 @@ def test_info_describes_a_decomposer_and_the_network_it_was_trained_on(tmp_path,
     # neither a network nor a decomposer: both readings are named
     (tmp_path / "noise.pth").write_bytes(b"garbage")
     result = CliRunner().invoke(main, ["info", str(tmp_path / "noise.pth")])
-    assert result.exit_code == 1 and "nor is it an Unsup3D decomposer checkpoint" in result.output
+    assert result.exit_code == 1
+    assert "nor is it a W-space model file or an Unsup3D decomposer checkpoint" in result.output
 
 
 def test_generate_writes_one_png_per_seed_and_a_grid(tmp_path, tiny_pkl):

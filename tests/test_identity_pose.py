@@ -228,6 +228,10 @@ def test_recombine_cli_trains_writes_and_refuses_other_models(tmp_path):
     assert train.exit_code == 0, train.output
     assert (out / "model.pt").is_file() and (out / "preview.png").is_file()
     assert json.loads((out / "config.json").read_text())["decomposer"] == "synthetic"
+    described = json.loads(runner.invoke(main, ["info", str(out / "model.pt"), "--json"]).output)
+    network = json.loads(runner.invoke(main, ["info", "synthetic", "--json"]).output)
+    assert described["kind"] == "identity-pose" and described["config.pose_dim"] == 2
+    assert described["generator_sha256"] == network["generator_fingerprint"] and described["info.step"] == 3
     res = runner.invoke(main, ["recombine", str(out / "model.pt"), "synthetic", "--identity-seeds", "0-2",
                                "--pose-seeds", "7", "--outdir", str(tmp_path / "rec"), "--device", "cpu"])
     assert res.exit_code == 0, res.output

@@ -23,8 +23,8 @@ from .. import __version__
 from ..errors import CheckpointError
 from ..utils import atomic_write_path
 
-__all__ = ["MODEL_FORMAT", "ModelFileError", "load_model", "model_kinds", "read_model_file", "register_model_kind",
-           "save_model"]
+__all__ = ["MODEL_FORMAT", "ModelFileError", "load_model", "model_kinds", "model_summary", "read_model_file",
+           "register_model_kind", "save_model"]
 
 MODEL_FORMAT = "stylegan_disentangle.wspace_model"
 FORMAT_VERSION = 1
@@ -84,6 +84,17 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise ModelFileError(f"{path}: model file lacks {missing}")
     return record
+
+
+def model_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What `stylegan-disentangle info` prints for a model file: its kind, constructor arguments, parameter count, the
+    generator it was trained for, the version that wrote it and its free metadata (e.g. the training step)."""
+    record = read_model_file(path)
+    params = sum(int(v.numel()) for v in record["state_dict"].values() if torch.is_tensor(v))
+    return {"file": str(path), "kind": record["kind"], "generator_sha256": record.get("generator_sha256"),
+            "state_dict_values": params, "version": record.get("version"), **{f"config.{k}": v for k, v in
+                                                                   record["config"].items() if k != "generator_sha256"},
+            **{f"info.{k}": v for k, v in dict(record.get("info") or {}).items()}}
 
 
 def _generator_sha(G: torch.nn.Module | None, generator_sha256: str | None) -> str | None:
