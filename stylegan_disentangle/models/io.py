@@ -14,6 +14,7 @@ LatentBank records), so a model trained on one checkpoint is refused when used w
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol, before it refuses the file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
         raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt?): "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
