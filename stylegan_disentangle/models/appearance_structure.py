@@ -149,14 +149,8 @@ class AppearanceStructureAE(StandardizedWModel):
 
     def decode(self, appearance: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
         """(appearance [N, app_dim], structure [N, struct_dim]) -> ws [N, num_ws, w_dim]."""
-        a, s = torch.as_tensor(appearance).float(), torch.as_tensor(structure).float()
-        if a.ndim != 2 or s.ndim != 2 or a.shape[1] != self.app_dim or s.shape[1] != self.struct_dim \
-                or a.shape[0] != s.shape[0]:
-            raise LatentError(f"decode needs appearance [N, {self.app_dim}] and structure [N, {self.struct_dim}], got "
-                              f"{tuple(a.shape)} and {tuple(s.shape)}")
-        if not (torch.isfinite(a).all() and torch.isfinite(s).all()):
-            raise LatentError("decode got NaN or inf codes")
-        return self._decode(a.to(self.device), s.to(self.device))
+        return self._decode(*self._checked_codes(appearance, structure, ("appearance", "structure"),
+                                                 (self.app_dim, self.struct_dim)))
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         """Reconstruction ws [N, num_ws, w_dim]."""

@@ -112,3 +112,15 @@ class StandardizedWModel(WSpaceModel):
 
     def _rel_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(x, y) / (self.w_std**2).mean()
+
+    def _checked_codes(self, first: Any, second: Any, names: tuple[str, str], dims: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A model's two codes for `decode`: [N, dims[0]] and [N, dims[1]], finite, as float32 on its device;
+        LatentError naming both expected shapes otherwise."""
+        a, b = torch.as_tensor(first).float(), torch.as_tensor(second).float()
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != dims[0] or b.shape[1] != dims[1] or a.shape[0] != b.shape[0]:
+            raise LatentError(f"decode needs {names[0]} [N, {dims[0]}] and {names[1]} [N, {dims[1]}], got "
+                              f"{tuple(a.shape)} and {tuple(b.shape)}")
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise LatentError("decode got NaN or inf codes")
+        return a.to(self.device), b.to(self.device)

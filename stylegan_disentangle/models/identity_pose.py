@@ -292,14 +292,7 @@ class IdentityPoseModel(StandardizedWModel):
 
     def decode(self, identity: Any, pose: Any) -> torch.Tensor:
         """(identity [N, id_dim], pose [N, pose_dim]) -> ws [N, num_ws, w_dim]."""
-        i, p = torch.as_tensor(identity).float(), torch.as_tensor(pose).float()
-        if i.ndim != 2 or p.ndim != 2 or i.shape[1] != self.id_dim or p.shape[1] != self.pose_dim \
-                or i.shape[0] != p.shape[0]:
-            raise LatentError(f"decode needs identity [N, {self.id_dim}] and pose [N, {self.pose_dim}], got "
-                              f"{tuple(i.shape)} and {tuple(p.shape)}")
-        if not (torch.isfinite(i).all() and torch.isfinite(p).all()):
-            raise LatentError("decode got NaN or inf codes")
-        return self._decode(i.to(self.device), p.to(self.device))
+        return self._decode(*self._checked_codes(identity, pose, ("identity", "pose"), (self.id_dim, self.pose_dim)))
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         """Reconstruction ws [N, num_ws, w_dim]."""
