@@ -21,16 +21,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from bench_models import paired_difference
+from bench_models import paired_difference, start_run, synthetic_world, write_record
 
 from stylegan_disentangle.directions import LinearDirections
-from stylegan_disentangle.directions.direction_set import to_jsonable
 from stylegan_disentangle.labels import load_decomposer
 from stylegan_disentangle.labels.decomposer.view_leak import ROTATION_LABELS
 from stylegan_disentangle.latents import generator_fingerprint, sample_latents
@@ -41,9 +38,7 @@ from stylegan_disentangle.models.evaluate import (
     projected_difference,
     swap_factor_groups,
 )
-from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions, load_synthetic
-from stylegan_disentangle.synthetic.factors import factor_groups, factor_names
-from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
 
 POSE = ["yaw", "pitch", "roll"]  # the world's pose factors; the decomposer's rotations are ROTATION_LABELS
@@ -85,14 +80,8 @@ def main() -> None:
                    help="the decomposer's readings a recombination keeps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true")
-    args = p.parse_args()
-    out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-
-    G, fmap = load_synthetic()
-    names = factor_names()
-    groups = {g: [names.index(n) for n in ns] for g, ns in factor_groups().items()}
+    args, out, t0 = start_run(p)
+    G, fmap, groups = synthetic_world()
     measure = DecomposerMeasure(G, load_decomposer("synthetic"), kept=args.kept.split(","),
                                 components=args.components)
     pool = sample_latents(G, np.arange(args.pool)).ws
@@ -162,16 +151,11 @@ def main() -> None:
         strip = [ws_a[:rows], ws_b[:rows]] + [results[k][:rows] for k in titles]
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
     save_titled_grid(np.stack(imgs, 1), out / "recombination.png", ["identity", "pose"] + list(titles.values()))
-    record = {
-        "date": time.strftime("%Y-%m-%d"), "args": vars(args), "measure_pool_seconds": measure_s,
-        "train_seconds": result.seconds, "train_steps": result.step, "last_losses": result.last_losses,
-        "errors": table, "paired_vs_baselines": {"model": model_name, **paired}, "code_probes_r2": probes,
-        "total_seconds": time.time() - t0, "threads": torch.get_num_threads(),
-    }
-    if args.json:
-        with atomic_write(args.json, "w") as f:
-            json.dump(to_jsonable(record), f, indent=2)
-    print(json.dumps(to_jsonable(record), indent=1))
+    write_record({
+        "measure_pool_seconds": measure_s, "train_seconds": result.seconds, "train_steps": result.step,
+        "last_losses": result.last_losses, "errors": table, "paired_vs_baselines": {"model": model_name, **paired},
+        "code_probes_r2": probes,
+    }, args, t0)
 
 
 if __name__ == "__main__":

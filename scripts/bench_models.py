@@ -56,6 +56,31 @@ from stylegan_disentangle.utils import atomic_write
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
 
 
+def start_run(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, Path, float]:
+    """Parse a bench's arguments, make its --outdir, start its clock: (args, outdir, t0)."""
+    args = p.parse_args()
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out, time.time()
+
+
+def synthetic_world() -> tuple[torch.nn.Module, object, dict[str, list[int]]]:
+    """The shipped checkpoint's generator, its ground-truth FactorMap, and each factor group's factor indices."""
+    G, fmap = load_synthetic()
+    names = factor_names()
+    return G, fmap, {g: [names.index(n) for n in ns] for g, ns in factor_groups().items()}
+
+
+def write_record(record: dict, args: argparse.Namespace, t0: float) -> None:
+    """Complete a bench's record (date, arguments, total time, threads), write it to --json atomically, print it."""
+    record = {"date": time.strftime("%Y-%m-%d"), "args": vars(args), **record,
+              "total_seconds": time.time() - t0, "threads": torch.get_num_threads()}
+    if args.json:
+        with atomic_write(args.json, "w") as f:
+            json.dump(to_jsonable(record), f, indent=2)
+    print(json.dumps(to_jsonable(record), indent=1))
+
+
 def paired_difference(err_a: np.ndarray, err_b: np.ndarray, reps: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean of err_a - err_b over the same pairs [N] with a 95% bootstrap interval (pairs resampled together)."""
     diff = err_a - err_b
@@ -142,16 +167,11 @@ def main() -> None:
     p.add_argument("--motion-metric", choices=["euclidean", "covariance"], default="covariance",
                    help="metric of the clips the motion decoder learns from")
     p.add_argument("--no-resume", action="store_true")
-    args = p.parse_args()
+    args, out, t0 = start_run(p)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
 
-    G, fmap = load_synthetic()
-    names = factor_names()
-    fg = factor_groups()
-    groups = {g: [names.index(n) for n in fg[g]] for g in fg}
+    G, fmap, groups = synthetic_world()
+    names, fg = factor_names(), factor_groups()
     structure_names = fg["expression"] + fg["pose"]
     appearance_names = fg["identity"] + fg["illumination"]
     structure_idx = groups["expression"] + groups["pose"]
@@ -277,17 +297,13 @@ def main() -> None:
         imgs = [to_uint8(G.synthesis(x, noise_mode="const")) for x in strip]
     save_titled_grid(np.stack(imgs, 1), out / "transfer.png", ["target", "source"] + [titles[k] for k in shown])
     record = {
-        "date": time.strftime("%Y-%m-%d"), "args": vars(args), "setup_seconds": setup_s, "train_seconds": train_s,
+        "setup_seconds": setup_s, "train_seconds": train_s,
         "train_steps": result.step, "best_step": result.best_step, "stopped_early": result.stopped_early,
         "losses_before": first, "losses_after": last, "clip_factor_drift": drift, "probes": probes,
         "dci_mig_recombined": metrics, "transfer": transfer, "paired_vs_baselines": {"model": model_name, **paired},
         "structure_directions": structure_names, "appearance_directions": appearance_names,
-        "total_seconds": time.time() - t0, "threads": torch.get_num_threads(),
     }
-    if args.json:
-        with atomic_write(args.json, "w") as f:
-            json.dump(to_jsonable(record), f, indent=2)
-    print(json.dumps(to_jsonable(record), indent=1))
+    write_record(record, args, t0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Click commands for the W-space models: train-model, make-videos, transfer-structure, transfer-motion,
-recombine.
+recombine (and swap-attributes, from `cli_exchange`).
 
 `register_model_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
 """
@@ -85,7 +85,7 @@ def _video_options(fn):
                                              "directions, or the smallest moves in W's covariance metric."),
         click.option("--pool", type=int, default=20_000, show_default=True,
                      help="w samples the clips start from (identity-pose: the faces its pairs are drawn from, each "
-                          "read by the decomposer once)."),
+                          "read by the decomposer once; attribute-exchange: the faces the labeler labels)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -101,15 +101,16 @@ def _write_json(path: Path, record: dict) -> None:
 
 
 @click.command("train-model")
-@click.argument("kind", type=click.Choice(["appearance-structure", "identity-pose"]))
+@click.argument("kind", type=click.Choice(["appearance-structure", "identity-pose", "attribute-exchange"]))
 @click.argument("pkl")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @_video_options
 @click.option("--steps", type=click.IntRange(min=0), default=None,
-              help="Training steps [default: 3000 for appearance-structure, 1500 for identity-pose].")
+              help="Training steps [default: 3000 for appearance-structure and attribute-exchange, 1500 for "
+                   "identity-pose].")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
-              help="Batch size [default: 256 for appearance-structure, 64 for identity-pose, whose every step "
-                   "renders and decomposes its batch].")
+              help="Batch size [default: 256 for appearance-structure and attribute-exchange, 64 for identity-pose, "
+                   "whose every step renders and decomposes its batch].")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
@@ -134,9 +135,31 @@ def _write_json(path: Path, record: dict) -> None:
               help="identity-pose: the recombined face's measured rotation equals the pose face's.")
 @click.option("--identity-weight", type=float, default=1.0, show_default=True,
               help="identity-pose: the recombined face's measured depth and albedo equal the identity face's.")
-@click.option("--move-weight", type=float, default=0.3, show_default=True,
-              help="identity-pose: the recombination's move in W is kept short (what the decomposer does not "
-                   "measure, e.g. the expression, stays as it was).")
+@click.option("--move-weight", type=float, default=None,
+              help="identity-pose and attribute-exchange: the result's move in W is kept short (what the instrument "
+                   "does not measure stays as it was) [default: 0.3 for identity-pose, 0.1 for attribute-exchange].")
+@click.option("--labeler", default=None,
+              help="attribute-exchange: the labeler whose scalar labels describe the attributes (a registered name "
+                   "such as synthetic-oracle or decomposer3d, or 'module:attribute').")
+@click.option("--attributes", "attribute_spec", default=None,
+              help="attribute-exchange: the attributes and their labels, ';'-separated: NAME=LABEL,LABEL for an "
+                   "attribute of several labels, or a comma list of labels each its own attribute "
+                   "(e.g. 'expression=smile,mouth_open;pose=yaw,pitch,roll').")
+@click.option("--held", default=None,
+              help="attribute-exchange: comma list of labels never swapped that every swap must keep (e.g. identity "
+                   "measurements).")
+@click.option("--part-dim", type=click.IntRange(min=1), default=8, show_default=True,
+              help="attribute-exchange: code size of each attribute's part.")
+@click.option("--readout-hidden", type=click.IntRange(min=0), default=128, show_default=True,
+              help="attribute-exchange: MLP width of the readout that judges the swaps (0: a ridge regression).")
+@click.option("--take-weight", type=float, default=1.0, show_default=True,
+              help="attribute-exchange: the swapped attribute's labels read as the exemplar's.")
+@click.option("--keep-weight", type=float, default=1.0, show_default=True,
+              help="attribute-exchange: every other label reads as the target's.")
+@click.option("--adv-weight", type=float, default=0.0, show_default=True,
+              help="attribute-exchange: ELEGANT's adversarial term, a latent discriminator of W's distribution (off by "
+                   "default: on the synthetic world it pulled the unlabeled identity along with the swapped "
+                   "attribute, see AttributeExchangeModel).")
 @click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
 @click.option("--rec-weight", type=float, default=1.0, show_default=True)
 @click.option("--swap-weight", type=float, default=1.0, show_default=True)
@@ -166,7 +189,9 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     batch_size: int | None, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
                     hidden: int, decomposer_spec: str | None, decomposer_crop: tuple[float, ...] | None, kept: str,
                     components: int, id_dim: int, pose_dim: int, cycle_weight: float, pose_weight: float,
-                    identity_weight: float, move_weight: float,
+                    identity_weight: float, move_weight: float | None, labeler: str | None,
+                    attribute_spec: str | None, held: str | None, part_dim: int, readout_hidden: int,
+                    take_weight: float, keep_weight: float, adv_weight: float,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
                     image_weight: float, motion_weight: float, motion_metric: str, invariance_projection: bool,
                     linear_structure: bool,
@@ -178,11 +203,28 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     appearance-structure (video-contrastive autoencoder): trained on latent videos (the video options); previews
     show target | source | result and clips.png the videos. identity-pose (IP-GAN style): trained on pairs of
     faces, each recombination measured by the 3D decomposer (--decomposer); previews show identity | pose | result.
+    attribute-exchange (ELEGANT style): OUTDIR/bank holds the pool labeled by --labeler; trained on pairs of faces
+    on opposite sides of one attribute at a time, each swap judged by a readout of the labels; previews show
+    target | exemplar | the first attribute swapped.
     """
     import numpy as np
     import torch
 
     progress = False if (ctx.obj or {}).get("quiet") else None
+    train_args = {"val_every": val_every, "patience": patience, "preview_every": preview_every,
+                  "max_seconds": max_minutes * 60 if max_minutes else None, "resume": resume, "progress": progress}
+    if kind == "attribute-exchange":
+        from .cli_exchange import train_attribute_exchange
+
+        train_attribute_exchange(pkl, Path(outdir), labeler=labeler, attributes=attribute_spec,
+                                 held=_names(held) or [], readout_hidden=readout_hidden,
+                                 steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr,
+                                 seed=seed, device=device, pool=pool,
+                                 model_args={"part_dim": part_dim, "hidden": hidden, "take_weight": take_weight,
+                                             "keep_weight": keep_weight, "adv_weight": adv_weight,
+                                             "move_weight": 0.1 if move_weight is None else move_weight},
+                                 train_args=train_args)
+        return
     if kind == "identity-pose":
         _train_identity_pose(pkl, Path(outdir), steps=1500 if steps is None else steps,
                              batch_size=batch_size or 64, lr=lr, seed=seed, device=device, pool=pool,
@@ -190,11 +232,9 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                              components=components,
                              model_args={"id_dim": id_dim, "pose_dim": pose_dim, "hidden": hidden,
                                          "cycle_weight": cycle_weight, "pose_weight": pose_weight,
-                                         "identity_weight": identity_weight, "move_weight": move_weight},
-                             train_args={"val_every": val_every, "patience": patience,
-                                         "preview_every": preview_every,
-                                         "max_seconds": max_minutes * 60 if max_minutes else None,
-                                         "resume": resume, "progress": progress})
+                                         "identity_weight": identity_weight,
+                                         "move_weight": 0.3 if move_weight is None else move_weight},
+                             train_args=train_args)
         return
     steps = 3000 if steps is None else steps
     batch_size = batch_size or 256
@@ -505,5 +545,8 @@ def recombine_cmd(model: str, pkl: str, identity_seeds: str, pose_seeds: str, tr
 
 def register_model_commands(main: click.Group) -> None:
     """Add the model commands to the `stylegan-disentangle` group."""
-    for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd, recombine_cmd):
+    from .cli_exchange import swap_attributes_cmd
+
+    for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd, recombine_cmd,
+                    swap_attributes_cmd):
         main.add_command(command)

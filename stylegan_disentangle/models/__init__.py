@@ -6,10 +6,13 @@
 - `AppearanceStructureAE`: the video-contrastive appearance / structure autoencoder (Duarte et al. 2022);
 - `IdentityPoseModel`: identity / pose recombination (IP-GAN style), measured by the 3D decomposer
   (`DecomposerMeasure`, `RecombinationSampler`);
+- `AttributeExchangeModel`: exemplar-based attribute transfer by exchanging code parts (ELEGANT style), judged by
+  a readout of labels (`LatentReadout`, `ExchangeSampler`, `parse_attribute_spec`);
 - `info_nce`, `load_model`, `ModelFileError`.
 """
 
 from .appearance_structure import AppearanceStructureAE
+from .attribute_exchange import AttributeExchangeModel, ExchangeSampler, LatentReadout, parse_attribute_spec
 from .base import WSpaceModel
 from .identity_pose import DecomposerMeasure, IdentityPoseModel, RecombinationSampler
 from .io import ModelFileError, load_model, model_kinds, read_model_file, register_model_kind, save_model
@@ -19,10 +22,13 @@ from .training import TrainResult, load_checkpoint, train_model
 
 __all__ = [
     "AppearanceStructureAE",
+    "AttributeExchangeModel",
     "ClipPairSampler",
     "DecomposerMeasure",
     "DirectionVideoMaker",
+    "ExchangeSampler",
     "IdentityPoseModel",
+    "LatentReadout",
     "ModelFileError",
     "RecombinationSampler",
     "StyleMixingVideoMaker",
@@ -32,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "model_kinds",
+    "parse_attribute_spec",
     "read_model_file",
     "register_model_kind",
     "save_clip_strips",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LinearPlusMLP"]
+__all__ = ["LinearPlusMLP", "reverse_gradient"]
 
 
 class LinearPlusMLP(nn.Module):
@@ -24,3 +24,19 @@ class LinearPlusMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x) + (self.mlp(x) if self.mlp is not None else 0)
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
+    """x unchanged going forward, its gradient negated going back: one loss then trains a discriminator after it to
+    minimize the loss and whatever made x to maximize it (adversarial training under one optimizer)."""
+    return _ReverseGradient.apply(x)
