@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_common import device_option, fail_cleanly
+from .cli_labeled import labeled_pool, warn_weak_labels
 
 if TYPE_CHECKING:
     import torch
@@ -25,54 +26,18 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
                              readout_hidden: int, steps: int, batch_size: int, lr: float, seed: int, device, pool: int,
                              model_args: dict, train_args: dict) -> None:
     """train-model attribute-exchange: label a pool, fit the readout, train the model on pairs."""
-    import numpy as np
-    import torch
-
     from .cli_models import _load_generator, _report, _save_rows
-    from .labels import get_labelers
-    from .latents import LatentBank, generator_fingerprint
-    from .models import AttributeExchangeModel, ExchangeSampler, LatentReadout, parse_attribute_spec, train_model
+    from .latents import generator_fingerprint
+    from .models import AttributeExchangeModel, ExchangeSampler, LatentReadout, train_model
 
-    if not labeler:
-        raise click.UsageError("attribute-exchange needs --labeler: the labeler whose labels describe the attributes "
-                               "(e.g. synthetic-oracle on the shipped checkpoint, decomposer3d, or your own "
-                               "'module:attribute')")
-    if not attributes:
-        raise click.UsageError("attribute-exchange needs --attributes, e.g. 'expression=smile,mouth_open;pose=yaw'")
-    try:
-        spec = parse_attribute_spec(attributes)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--attributes") from None
-    attribute_labels = [n for labels in spec.values() for n in labels]
-    if set(held) & set(attribute_labels) or len(set(held)) != len(held):
-        raise click.BadParameter(f"{','.join(held)}: name each held label once, and none that an attribute swaps "
-                                 f"({','.join(attribute_labels)})", param_hint="--held")
-    lab = fail_cleanly(lambda: get_labelers(labeler))
-    known = list(getattr(lab, "names", []))
-    wanted = attribute_labels + held
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise click.BadParameter(f"labels {unknown} are not among labeler {labeler!r}'s: {known}",
-                                 param_hint="--attributes" if set(unknown) - set(held) else "--held")
-    if pool < 40:
-        raise click.BadParameter(f"{pool} faces: attribute-exchange needs at least 40 (a tenth of them, at most 512, "
-                                 "are kept for validation)", param_hint="--pool")
     G = _load_generator(pkl, device)
+    spec, w_pool, labels = labeled_pool(G, out, labeler, attributes, "--attributes", pool, seed, device,
+                                        train_args["progress"], held=held)
     model = fail_cleanly(lambda: AttributeExchangeModel(G.num_ws, G.w_dim, spec, held=held,
                                                         generator_sha256=generator_fingerprint(G), **model_args))
-    bank = fail_cleanly(lambda: LatentBank.create(G, out / "bank", pool, seed=seed, labelers=[lab], device=device,
-                                                  progress=train_args["progress"]))
-    try:
-        labels = bank.label_matrix(model.label_names)
-    except ValueError as exc:  # a map-valued label
-        raise click.BadParameter(str(exc), param_hint="--attributes") from None
-    w_pool = torch.from_numpy(np.array(bank.w, dtype=np.float32))
     readout = fail_cleanly(lambda: LatentReadout(G.w_dim, model.label_names, hidden=readout_hidden).to(device).fit(
         w_pool, labels, seed=seed))
-    weak = {n: round(float(r), 3) for n, r in zip(model.label_names, readout.r2_) if r < 0.5}
-    if weak:
-        click.echo(f"warning: W holds little of labels {weak} (held-out R^2 of the readout); their swaps will be "
-                   "weak", err=True)
+    warn_weak_labels(model.label_names, readout.r2_)
     sampler = fail_cleanly(lambda: ExchangeSampler(w_pool, labels, model.attribute_columns, G.num_ws,
                                                    batch_size=batch_size, seed=seed, val_size=min(512, pool // 10)))
     model.set_normalization(w_pool)

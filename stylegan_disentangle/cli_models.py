@@ -1,5 +1,5 @@
 """Click commands for the W-space models: train-model, make-videos, transfer-structure, transfer-motion,
-recombine (and swap-attributes, from `cli_exchange`).
+recombine (and swap-attributes, from `cli_exchange`; map-factors, from `cli_factors`).
 
 `register_model_commands(main)` adds them to the `stylegan-disentangle` group (cli.py calls it at its end).
 """
@@ -85,7 +85,8 @@ def _video_options(fn):
                                              "directions, or the smallest moves in W's covariance metric."),
         click.option("--pool", type=int, default=20_000, show_default=True,
                      help="w samples the clips start from (identity-pose: the faces its pairs are drawn from, each "
-                          "read by the decomposer once; attribute-exchange: the faces the labeler labels)."),
+                          "read by the decomposer once; attribute-exchange, factor-mapper: the faces the labeler "
+                          "labels)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -101,16 +102,16 @@ def _write_json(path: Path, record: dict) -> None:
 
 
 @click.command("train-model")
-@click.argument("kind", type=click.Choice(["appearance-structure", "identity-pose", "attribute-exchange"]))
+@click.argument("kind", type=click.Choice(["appearance-structure", "identity-pose", "attribute-exchange",
+                                          "factor-mapper"]))
 @click.argument("pkl")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @_video_options
 @click.option("--steps", type=click.IntRange(min=0), default=None,
-              help="Training steps [default: 3000 for appearance-structure and attribute-exchange, 1500 for "
-                   "identity-pose].")
+              help="Training steps [default: 1500 for identity-pose, 3000 for the others].")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
-              help="Batch size [default: 256 for appearance-structure and attribute-exchange, 64 for identity-pose, "
-                   "whose every step renders and decomposes its batch].")
+              help="Batch size [default: 64 for identity-pose, whose every step renders and decomposes its batch; "
+                   "256 for the others].")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
@@ -139,8 +140,20 @@ def _write_json(path: Path, record: dict) -> None:
               help="identity-pose and attribute-exchange: the result's move in W is kept short (what the instrument "
                    "does not measure stays as it was) [default: 0.3 for identity-pose, 0.1 for attribute-exchange].")
 @click.option("--labeler", default=None,
-              help="attribute-exchange: the labeler whose scalar labels describe the attributes (a registered name "
-                   "such as synthetic-oracle or decomposer3d, or 'module:attribute').")
+              help="attribute-exchange and factor-mapper: the labeler whose scalar labels describe the attributes or "
+                   "factors (a registered name such as synthetic-oracle or decomposer3d, or 'module:attribute').")
+@click.option("--factors", "factor_spec", default=None,
+              help="factor-mapper: the factors and their labels, in --attributes' form (e.g. "
+                   "'pose=yaw,pitch,roll;light=light_azimuth,light_elevation'); a factor's code has one dimension "
+                   "per label.")
+@click.option("--noise-dim", type=click.IntRange(min=0), default=32, show_default=True,
+              help="factor-mapper: size of the noise code (what no label measures).")
+@click.option("--imitate-weight", type=float, default=1.0, show_default=True,
+              help="factor-mapper: the mapped face's labels read as its codes ask.")
+@click.option("--contrast-weight", type=float, default=1.0, show_default=True,
+              help="factor-mapper: two faces that differ in one factor agree on the noise code.")
+@click.option("--prior-weight", type=float, default=0.1, show_default=True,
+              help="factor-mapper: real faces' noise codes have zero mean and unit covariance.")
 @click.option("--attributes", "attribute_spec", default=None,
               help="attribute-exchange: the attributes and their labels, ';'-separated: NAME=LABEL,LABEL for an "
                    "attribute of several labels, or a comma list of labels each its own attribute "
@@ -151,7 +164,8 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--part-dim", type=click.IntRange(min=1), default=8, show_default=True,
               help="attribute-exchange: code size of each attribute's part.")
 @click.option("--readout-hidden", type=click.IntRange(min=0), default=128, show_default=True,
-              help="attribute-exchange: MLP width of the readout that judges the swaps (0: a ridge regression).")
+              help="attribute-exchange and factor-mapper: MLP width of the readout of the labels (0: a ridge "
+                   "regression).")
 @click.option("--take-weight", type=float, default=1.0, show_default=True,
               help="attribute-exchange: the swapped attribute's labels read as the exemplar's.")
 @click.option("--keep-weight", type=float, default=1.0, show_default=True,
@@ -189,7 +203,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     batch_size: int | None, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
                     hidden: int, decomposer_spec: str | None, decomposer_crop: tuple[float, ...] | None, kept: str,
                     components: int, id_dim: int, pose_dim: int, cycle_weight: float, pose_weight: float,
-                    identity_weight: float, move_weight: float | None, labeler: str | None,
+                    identity_weight: float, move_weight: float | None, labeler: str | None, factor_spec: str | None,
+                    noise_dim: int, imitate_weight: float, contrast_weight: float, prior_weight: float,
                     attribute_spec: str | None, held: str | None, part_dim: int, readout_hidden: int,
                     take_weight: float, keep_weight: float, adv_weight: float,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
@@ -205,7 +220,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     faces, each recombination measured by the 3D decomposer (--decomposer); previews show identity | pose | result.
     attribute-exchange (ELEGANT style): OUTDIR/bank holds the pool labeled by --labeler; trained on pairs of faces
     on opposite sides of one attribute at a time, each swap judged by a readout of the labels; previews show
-    target | exemplar | the first attribute swapped.
+    target | exemplar | the first attribute swapped. factor-mapper (DiscoFaceGAN style): OUTDIR/bank as above; a
+    mapper from independent factor codes (one per --factors group) and noise to W; previews sweep each factor.
     """
     import numpy as np
     import torch
@@ -213,6 +229,16 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     progress = False if (ctx.obj or {}).get("quiet") else None
     train_args = {"val_every": val_every, "patience": patience, "preview_every": preview_every,
                   "max_seconds": max_minutes * 60 if max_minutes else None, "resume": resume, "progress": progress}
+    if kind == "factor-mapper":
+        from .cli_factors import train_factor_mapper
+
+        train_factor_mapper(pkl, Path(outdir), labeler=labeler, factors=factor_spec, readout_hidden=readout_hidden,
+                            steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr, seed=seed,
+                            device=device, pool=pool,
+                            model_args={"noise_dim": noise_dim, "hidden": hidden, "imitate_weight": imitate_weight,
+                                        "contrast_weight": contrast_weight, "prior_weight": prior_weight},
+                            train_args=train_args)
+        return
     if kind == "attribute-exchange":
         from .cli_exchange import train_attribute_exchange
 
@@ -546,7 +572,8 @@ def recombine_cmd(model: str, pkl: str, identity_seeds: str, pose_seeds: str, tr
 def register_model_commands(main: click.Group) -> None:
     """Add the model commands to the `stylegan-disentangle` group."""
     from .cli_exchange import swap_attributes_cmd
+    from .cli_factors import map_factors_cmd
 
     for command in (train_model_cmd, make_videos_cmd, transfer_structure_cmd, transfer_motion_cmd, recombine_cmd,
-                    swap_attributes_cmd):
+                    swap_attributes_cmd, map_factors_cmd):
         main.add_command(command)

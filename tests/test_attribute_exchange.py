@@ -13,12 +13,11 @@ from PIL import Image
 
 from stylegan_disentangle.cli import main
 from stylegan_disentangle.errors import LatentError
-from stylegan_disentangle.latents import generator_fingerprint, sample_latents
+from stylegan_disentangle.latents import sample_latents
 from stylegan_disentangle.models import (
     AttributeExchangeModel,
     ExchangeSampler,
     LatentReadout,
-    ModelFileError,
     load_model,
     parse_attribute_spec,
     train_model,
@@ -289,16 +288,3 @@ def test_train_model_attribute_exchange_names_what_is_missing(tmp_path):
         res = runner.invoke(main, base + extra)
         assert res.exit_code != 0 and words in res.output and "Traceback" not in res.output, (extra, res.output)
     assert not (tmp_path / "o").exists()
-
-
-def test_swap_attributes_refuses_a_model_of_another_kind(tmp_path):
-    from stylegan_disentangle.models import AppearanceStructureAE
-
-    G, _ = load_synthetic()
-    AppearanceStructureAE(G.num_ws, G.w_dim, app_dim=4, struct_dim=2, hidden=0,
-                          generator_sha256=generator_fingerprint(G)).save(tmp_path / "ae.pt")
-    res = CliRunner().invoke(main, ["swap-attributes", str(tmp_path / "ae.pt"), "synthetic", "--outdir",
-                                    str(tmp_path / "o")])
-    assert res.exit_code != 0 and "attribute-exchange model" in res.output
-    with pytest.raises(ModelFileError):
-        AttributeExchangeModel.load(tmp_path / "ae.pt", G)

@@ -18,7 +18,6 @@ from stylegan_disentangle.latents import generator_fingerprint, sample_latents
 from stylegan_disentangle.models import (
     DecomposerMeasure,
     IdentityPoseModel,
-    ModelFileError,
     RecombinationSampler,
     load_model,
     train_model,
@@ -264,17 +263,3 @@ def test_train_model_identity_pose_names_what_is_missing(tmp_path):
                                      "--pool", "10"])
     assert tiny_pool.exit_code != 0 and "--pool" in tiny_pool.output and "at least 20" in tiny_pool.output
     assert not (tmp_path / "o" / "model.pt").exists()
-
-
-def test_recombine_refuses_a_model_of_another_kind(tmp_path):
-    from stylegan_disentangle.models import AppearanceStructureAE
-
-    G, _ = load_synthetic()
-    ae = AppearanceStructureAE(G.num_ws, G.w_dim, app_dim=4, struct_dim=2, hidden=0,
-                               generator_sha256=generator_fingerprint(G))
-    ae.save(tmp_path / "ae.pt")
-    res = CliRunner().invoke(main, ["recombine", str(tmp_path / "ae.pt"), "synthetic", "--outdir",
-                                    str(tmp_path / "o")])
-    assert res.exit_code != 0 and "identity-pose model" in res.output
-    with pytest.raises(ModelFileError):
-        IdentityPoseModel.load(tmp_path / "ae.pt", G)

@@ -8,16 +8,20 @@
   (`DecomposerMeasure`, `RecombinationSampler`);
 - `AttributeExchangeModel`: exemplar-based attribute transfer by exchanging code parts (ELEGANT style), judged by
   a readout of labels (`LatentReadout`, `ExchangeSampler`, `parse_attribute_spec`);
+- `FactorMapper`: independent factor codes and noise -> W (DiscoFaceGAN style), its factors measured by a readout of
+  labels (`FactorSampler`);
 - `info_nce`, `load_model`, `ModelFileError`.
 """
 
 from .appearance_structure import AppearanceStructureAE
-from .attribute_exchange import AttributeExchangeModel, ExchangeSampler, LatentReadout, parse_attribute_spec
+from .attribute_exchange import AttributeExchangeModel, ExchangeSampler
 from .base import WSpaceModel
+from .factor_mapper import FactorMapper, FactorSampler
 from .identity_pose import DecomposerMeasure, IdentityPoseModel, RecombinationSampler
 from .io import ModelFileError, load_model, model_kinds, read_model_file, register_model_kind, save_model
 from .latent_video import ClipPairSampler, DirectionVideoMaker, StyleMixingVideoMaker, save_clip_strips, smooth_noise
 from .losses import info_nce
+from .readout import LatentReadout, parse_attribute_spec
 from .training import TrainResult, load_checkpoint, train_model
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "DecomposerMeasure",
     "DirectionVideoMaker",
     "ExchangeSampler",
+    "FactorMapper",
+    "FactorSampler",
     "IdentityPoseModel",
     "LatentReadout",
     "ModelFileError",

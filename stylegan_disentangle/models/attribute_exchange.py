@@ -51,139 +51,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import Ridge
 from torch import nn
 
 from ..errors import LatentError
-from ..latents import check_ws
 from ._nets import LinearPlusMLP, reverse_gradient
-from .base import StandardizedWModel
+from .base import StandardizedWModel, checked_weights
 from .io import register_model_kind
+from .readout import LatentReadout, checked_label_groups, parse_attribute_spec, pool_w
 
 __all__ = ["AttributeExchangeModel", "ExchangeSampler", "LatentReadout", "parse_attribute_spec"]
-
-
-def parse_attribute_spec(spec: str) -> dict[str, list[str]]:
-    """'expression=smile,mouth_open;yaw,pitch' -> {'expression': ['smile', 'mouth_open'], 'yaw': ['yaw'],
-    'pitch': ['pitch']}: items separated by ';' are either NAME=LABEL,LABEL (an attribute of several labels) or a
-    comma list of labels, each an attribute of its own. ValueError on an empty or repeated name or label."""
-    attributes: dict[str, list[str]] = {}
-    for item in (s.strip() for s in str(spec).split(";")):
-        if not item:
-            continue
-        if "=" in item:
-            name, _, labels = item.partition("=")
-            groups = [(name.strip(), [s.strip() for s in labels.split(",") if s.strip()])]
-        else:
-            groups = [(s.strip(), [s.strip()]) for s in item.split(",") if s.strip()]
-        for name, labels in groups:
-            if not name or not labels:
-                raise ValueError(f"{spec!r}: attribute {item!r} needs a name and at least one label")
-            if name in attributes:
-                raise ValueError(f"{spec!r}: attribute {name!r} is named twice")
-            attributes[name] = labels
-    _check_attributes(attributes, (), spec)
-    return attributes
-
-
-def _pool_w(w_pool: Any, w_dim: int | None, what: str = "w_pool") -> torch.Tensor:
-    """w [N, w_dim] or ws [N, num_ws, w_dim] (tensor or array) -> w [N, w_dim] (the mean over layers), checked."""
-    x = w_pool if isinstance(w_pool, torch.Tensor) else torch.as_tensor(np.asarray(w_pool))
-    x = x[:, None] if x.ndim == 2 else x
-    return check_ws(x, None, x.shape[-1] if w_dim is None else w_dim, what).mean(1)
-
-
-def _check_attributes(attributes: Mapping[str, Sequence[str]], held: Sequence[str], what: Any) -> None:
-    if not attributes:
-        raise ValueError(f"{what!r}: no attribute given")
-    labels = [lab for labs in attributes.values() for lab in labs] + list(held)
-    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
-    if twice:
-        raise ValueError(f"{what!r}: labels {twice} are named more than once (each label belongs to one attribute or "
-                         "to the held labels)")
-
-
-class LatentReadout(nn.Module):
-    """ws -> standardized labels [N, L]: a regression from w (the mean over layers, standardized per dimension) to
-    each label (standardized over the pool), fitted by `fit`; differentiable in ws. The attribute judge of
-    `AttributeExchangeModel` (the training loop's `G`), fitted on the labeled pool.
-
-    The linear part is a ridge regression solved in closed form; with `hidden` > 0 an MLP correction (zero at the
-    start) is then fitted to its residual with Adam, for labels that are not linear in w (its fitted rows are
-    frozen afterwards)."""
-
-    def __init__(self, w_dim: int, names: Sequence[str], hidden: int = 0) -> None:
-        super().__init__()
-        self.names = list(names)
-        if not self.names:
-            raise ValueError("a readout needs at least one label name")
-        n = len(self.names)
-        for buf, shape in (("w_mean", (w_dim,)), ("w_std", (w_dim,)), ("weight", (n, w_dim)), ("bias", (n,)),
-                           ("label_mean", (n,)), ("label_std", (n,))):
-            self.register_buffer(buf, torch.zeros(shape))
-        self.mlp = nn.Sequential(nn.Linear(w_dim, hidden), nn.SiLU(), nn.Linear(hidden, n)) if hidden else None
-        self.fitted = False
-        self.r2_: np.ndarray | None = None
-
-    def fit(self, w_pool: Any, labels: Any, alpha: float = 1.0, steps: int = 1000, lr: float = 1e-3,
-            seed: int = 0, held_out: float = 0.1) -> LatentReadout:
-        """Fit on w [N, w_dim] (or ws) and labels [N, L] (columns in `names` order): the ridge (penalty `alpha`),
-        then, with an MLP, `steps` full-batch Adam steps on its squared error (seeded). A random `held_out`
-        fraction of the pool is left out of the fit and scores it: `r2_`, each label's R^2 there (how much of it
-        the readout holds; with no rows held out, in-sample)."""
-        w = _pool_w(w_pool, self.w_mean.shape[0]).double().cpu().numpy()
-        y = np.asarray(labels, dtype=np.float64)
-        if y.ndim != 2 or y.shape != (len(w), len(self.names)):
-            raise LatentError(f"labels must be [{len(w)}, {len(self.names)}] (one column per name in "
-                              f"{self.names}), got {y.shape}")
-        if not np.isfinite(y).all():
-            raise LatentError("labels contain NaN or inf")
-        if len(w) < 3:
-            raise LatentError(f"a readout needs at least 3 samples, got {len(w)}")
-        perm = np.random.default_rng(seed).permutation(len(w))
-        n_test = int(round(held_out * len(w))) if 0 < held_out < 1 and len(w) >= 20 else 0
-        test, train = perm[:n_test], (perm[n_test:] if n_test else perm)
-        test = test if n_test else train
-        w_mean, w_std = w[train].mean(0), w[train].std(0).clip(min=1e-6)
-        y_mean, y_std = y[train].mean(0), y[train].std(0)
-        flat = [self.names[i] for i in np.flatnonzero(y_std < 1e-8)]
-        if flat:
-            raise LatentError(f"labels {flat} do not vary over the pool; they cannot be read or exchanged")
-        x, t = (w - w_mean) / w_std, (y - y_mean) / y_std
-        ridge = Ridge(alpha=alpha).fit(x[train], t[train])
-        for name, value in (("w_mean", w_mean), ("w_std", w_std), ("weight", ridge.coef_), ("bias", ridge.intercept_),
-                            ("label_mean", y_mean), ("label_std", y_std)):
-            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
-        self.fitted = True
-        xt, tt = (torch.as_tensor(v, dtype=torch.float32, device=self.w_mean.device) for v in (x, t))
-        if self.mlp is not None:
-            with torch.random.fork_rng(devices=[]), torch.enable_grad():  # seeded, the caller's RNG untouched
-                torch.manual_seed(seed)
-                self.mlp[0].reset_parameters()
-                nn.init.zeros_(self.mlp[2].weight)
-                nn.init.zeros_(self.mlp[2].bias)
-                self.mlp.requires_grad_(True)
-                opt = torch.optim.Adam(self.mlp.parameters(), lr=lr)
-                for _ in range(steps):
-                    opt.zero_grad()
-                    F.mse_loss(self._read(xt[train]), tt[train]).backward()
-                    opt.step()
-            self.mlp.requires_grad_(False)
-        with torch.no_grad():
-            pred, true = self._read(xt[test]), tt[test]
-            self.r2_ = (1 - ((pred - true) ** 2).mean(0) / true.var(0, unbiased=False)).cpu().numpy()
-        return self
-
-    def _read(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardized w [N, w_dim] -> standardized labels."""
-        y = x @ self.weight.T + self.bias
-        return y + self.mlp(x) if self.mlp is not None else y
-
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        if not self.fitted:
-            raise RuntimeError("LatentReadout.fit must run before the readout reads ws")
-        w = ws.mean(1) if ws.ndim == 3 else ws
-        return self._read((w - self.w_mean) / self.w_std)
 
 
 class ExchangeSampler:
@@ -198,7 +74,7 @@ class ExchangeSampler:
 
     def __init__(self, w_pool: Any, labels: Any, attribute_columns: Sequence[Sequence[int]], num_ws: int,
                  batch_size: int = 256, seed: int = 0, val_size: int = 512) -> None:
-        w = _pool_w(w_pool, None)
+        w = pool_w(w_pool, None)
         y = np.asarray(labels, dtype=np.float64)
         if y.ndim != 2 or len(y) != len(w):
             raise LatentError(f"labels must be [{len(w)}, L], got {y.shape}")
@@ -279,18 +155,12 @@ class AttributeExchangeModel(StandardizedWModel):
                  keep_weight: float = 1.0, move_weight: float = 0.1, adv_weight: float = 0.0,
                  generator_sha256: str | None = None) -> None:
         super().__init__(num_ws, w_dim, w_plus, generator_sha256)
-        attributes = {str(k): [str(v) for v in vs] for k, vs in dict(attributes).items()}
         held = [str(h) for h in held]
-        _check_attributes(attributes, held, "attributes")
-        if any(not labels for labels in attributes.values()):
-            raise ValueError(f"every attribute needs at least one label, got {attributes}")
+        attributes = checked_label_groups(attributes, held, "attributes")
         if part_dim < 1:
             raise ValueError(f"part_dim must be positive, got {part_dim}")
-        weights = {"take_weight": take_weight, "keep_weight": keep_weight, "move_weight": move_weight,
-                   "adv_weight": adv_weight}
-        bad = {k: v for k, v in weights.items() if not v >= 0}
-        if bad:
-            raise ValueError(f"loss weights must be >= 0, got {bad}")
+        weights = checked_weights(take_weight=take_weight, keep_weight=keep_weight, move_weight=move_weight,
+                                  adv_weight=adv_weight)
         self.config.update(attributes=attributes, held=held, part_dim=part_dim, hidden=hidden, w_plus=w_plus,
                            **weights)
         self.attributes, self.held, self.part_dim = attributes, held, part_dim

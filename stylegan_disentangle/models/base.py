@@ -22,7 +22,15 @@ from ..errors import LatentError
 from ..latents import check_ws
 from .io import load_model, save_model
 
-__all__ = ["StandardizedWModel", "WSpaceModel"]
+__all__ = ["StandardizedWModel", "WSpaceModel", "checked_weights"]
+
+
+def checked_weights(**weights: float) -> dict[str, float]:
+    """A model's loss weights, returned as given; ValueError naming those that are negative or NaN."""
+    bad = {k: v for k, v in weights.items() if not v >= 0}
+    if bad:
+        raise ValueError(f"loss weights must be >= 0, got {bad}")
+    return weights
 
 
 class WSpaceModel(nn.Module):

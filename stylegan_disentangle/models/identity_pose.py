@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..errors import LatentError
 from ..labels.base import crop_images
 from ._nets import LinearPlusMLP
-from .base import StandardizedWModel
+from .base import StandardizedWModel, checked_weights
 from .io import register_model_kind
 
 __all__ = ["KEPT_READINGS", "DecomposerMeasure", "IdentityPoseModel", "RecombinationSampler"]
@@ -262,11 +262,8 @@ class IdentityPoseModel(StandardizedWModel):
         super().__init__(num_ws, w_dim, w_plus, generator_sha256)
         if id_dim < 1 or pose_dim < 1:
             raise ValueError(f"code sizes must be positive, got id_dim={id_dim}, pose_dim={pose_dim}")
-        weights = {"rec_weight": rec_weight, "cycle_weight": cycle_weight, "pose_weight": pose_weight,
-                   "identity_weight": identity_weight, "move_weight": move_weight}
-        bad = {k: v for k, v in weights.items() if not v >= 0}
-        if bad:
-            raise ValueError(f"loss weights must be >= 0, got {bad}")
+        weights = checked_weights(rec_weight=rec_weight, cycle_weight=cycle_weight, pose_weight=pose_weight,
+                                  identity_weight=identity_weight, move_weight=move_weight)
         self.config.update(id_dim=id_dim, pose_dim=pose_dim, hidden=hidden, w_plus=w_plus, **weights)
         self.id_dim, self.pose_dim = id_dim, pose_dim
         self.id_encoder = LinearPlusMLP(self.d_in, id_dim, hidden)
