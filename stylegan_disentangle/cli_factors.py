@@ -92,18 +92,25 @@ def _parse_settings(text: str | None, names: list[str]) -> dict[str, float]:
 @click.option("--set", "settings", default=None,
               help="LABEL=VALUE pairs, comma-separated, in the labeler's units: each face's factor codes are "
                    "chosen so that those labels read the values (the factor's other labels keep their drawn values).")
+@click.option("--ws", "ws_file", type=click.Path(dir_okay=False), default=None,
+              help="Faces of your own instead of prior samples: an .npy of ws or w (e.g. project's ws.npy). The "
+                   "mapper reads their codes, --sweep / --set change them, and each result is the face moved by "
+                   "map(new codes) - map(its codes); --count is ignored.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @device_option()
 def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, columns: int, settings: str | None,
-                    seed: int, outdir: str, allow_foreign: bool, device: torch.device) -> None:
+                    ws_file: str | None, seed: int, outdir: str, allow_foreign: bool, device: torch.device) -> None:
     """Faces from a factor-mapper MODEL's codes: OUTDIR/factors.png (one row per face; with --sweep, one column
-    per step), ws.npy, labels.json (the labels the codes ask for, per face) and config.json."""
+    per step), ws.npy, labels.json (the labels the codes ask for, per face) and config.json. With --ws, real faces
+    (e.g. projected images) are embedded in the factor space and edited there."""
     import numpy as np
     import torch
 
+    from .analysis.run_edit import read_npy_codes
     from .cli_models import _load_ae, _load_generator, _save_npy, _write_json
+    from .latents import check_ws
     from .models import FactorMapper
     from .utils.images import save_titled_grid, to_uint8
 
@@ -120,8 +127,15 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
     if clash:
         raise click.BadParameter(f"{clash} belong to the swept factor {sweep_factor!r}, whose code --sweep moves",
                                  param_hint="--set")
-    gen = torch.Generator().manual_seed(seed)
-    z = mapper._code_matrix(None, None, count, gen)
+    own = None
+    if ws_file is not None:
+        raw = fail_cleanly(lambda: read_npy_codes(ws_file))
+        own = fail_cleanly(lambda: check_ws(raw, G.num_ws, G.w_dim, what=f"the codes in {ws_file}")).to(device)
+        count = len(own)
+        with torch.no_grad():
+            z = mapper._encode(own)
+    else:
+        z = mapper._code_matrix(None, None, count, torch.Generator().manual_seed(seed))
     slices = mapper._slices()
     if wanted:  # the drawn codes' labels, with the given ones replaced, back to codes
         asked = mapper.codes_to_labels({n: z[:, sl] for n, sl in slices.items()})
@@ -135,6 +149,8 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
         z[:, slices[sweep_factor].start] = torch.linspace(-2, 2, cols).repeat(count).to(z.device)
     with torch.no_grad():
         ws = mapper._map(z)
+        if own is not None:  # the residual edit of each real face
+            ws = ws + (own - mapper._map(mapper._encode(own))).repeat_interleave(cols, 0)
         asked = mapper.codes_to_labels({n: z[:, sl] for n, sl in slices.items()}).cpu().numpy()
         imgs = to_uint8(G.synthesis(ws, noise_mode="const"))
     out = Path(outdir)
@@ -147,5 +163,5 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
                                       "asked": asked.reshape(count, cols, -1).tolist()})
     _write_json(out / "config.json", {"command": "map-factors", "model": model, "pkl": pkl, "count": count,
                                       "sweep": sweep_factor, "columns": cols, "set": wanted, "seed": seed,
-                                      "allow_foreign": allow_foreign})
+                                      "ws_file": ws_file, "allow_foreign": allow_foreign})
     click.echo(f"wrote {out / 'factors.png'} ({count} faces x {cols}), ws.npy and labels.json")

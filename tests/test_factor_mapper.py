@@ -189,6 +189,19 @@ def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):
         bad = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--outdir",
                                    str(tmp_path / "bad")] + extra)
         assert bad.exit_code != 0 and words in bad.output and "Traceback" not in bad.output, (extra, bad.output)
+    G, _ = load_synthetic()
+    np.save(tmp_path / "real.npy", sample_latents(G, [3, 4]).ws.numpy())  # as `project` writes its ws.npy
+    real = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--ws", str(tmp_path / "real.npy"),
+                                "--set", "smile=0.5", "--outdir", str(tmp_path / "r")])
+    assert real.exit_code == 0, real.output
+    edited = np.load(tmp_path / "r" / "ws.npy")
+    assert edited.shape == (2, 1, G.num_ws, G.w_dim)
+    assert np.allclose(np.array(json.loads((tmp_path / "r" / "labels.json").read_text())["asked"])[:, 0, 2], 0.5,
+                       atol=1e-4)
+    (tmp_path / "text.npy").write_text("not codes")
+    bad_ws = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--ws", str(tmp_path / "text.npy"),
+                                  "--outdir", str(tmp_path / "bad")])
+    assert bad_ws.exit_code != 0 and "text.npy: not an .npy of ws" in bad_ws.output
     missing = runner.invoke(main, ["train-model", "factor-mapper", "synthetic", "--outdir", str(tmp_path / "o"),
                                    "--labeler", "synthetic-oracle"])
     assert missing.exit_code != 0 and "needs --factors" in missing.output

@@ -24,7 +24,7 @@ from .plots import plot_edit_grid
 __all__ = ["run_edit"]
 
 
-def _read_npy(path: str | os.PathLike) -> np.ndarray:
+def read_npy_codes(path: str | os.PathLike) -> np.ndarray:
     """The float array of an .npy file (no pickled objects), or an error naming the file."""
     try:
         with open(path, "rb") as f:
@@ -79,7 +79,7 @@ def run_edit(
     names = [ds.resolve_name(name) for name in names]
     if step_unit == "auto":
         step_unit = "sigma" if ds.stds is not None else "w"
-    raw_codes = None if ws_file is None else _read_npy(ws_file)
+    raw_codes = None if ws_file is None else read_npy_codes(ws_file)
     timer = Timer()
     with timer("load"):
         G, _, provenance = load_generator(pkl, device, network)
