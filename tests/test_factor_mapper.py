@@ -162,8 +162,10 @@ def test_save_and_load_give_the_same_faces(tmp_path):
     w = _ws(3, 4)
     assert torch.equal(loaded.encode(w)[0]["f1"], mapper.encode(w)[0]["f1"])
     fresh = FactorMapper(NUM_WS, W_DIM, FACTORS, noise_dim=4)
-    with pytest.raises(RuntimeError, match="fit_prior must run before training"):
+    with pytest.raises(RuntimeError, match="fit_prior must run first"):
         fresh.training_losses(FactorSampler(_ws(600, 3), [2, 1], 4, NUM_WS, val_size=100).sample(0))
+    with pytest.raises(RuntimeError, match="fit_prior must run first"):
+        fresh.labels_to_codes(np.zeros((2, 3)))
 
 
 def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):

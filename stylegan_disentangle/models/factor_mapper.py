@@ -188,11 +188,17 @@ class FactorMapper(StandardizedWModel):
         self.label_chol.copy_(chol.float())
         return self
 
+    def _require_prior(self) -> None:
+        if not self.readout.fitted:
+            raise RuntimeError("FactorMapper.fit_prior must run first (it fits the readout and the label prior)")
+
     def _codes_of_read(self, read: torch.Tensor) -> torch.Tensor:
         """Standardized readout [N, L] -> whitened factor codes [N, L]."""
+        self._require_prior()
         return torch.linalg.solve_triangular(self.label_chol, (read - self.label_mean).T, upper=False).T
 
     def _read_of_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        self._require_prior()
         return codes @ self.label_chol.T + self.label_mean
 
     @torch.no_grad()
@@ -292,8 +298,7 @@ class FactorMapper(StandardizedWModel):
 
     def training_losses(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """Losses on a FactorSampler batch (the readout inside the model measures; `G` is not used)."""
-        if not self.readout.fitted:
-            raise RuntimeError("FactorMapper.fit_prior must run before training")
+        self._require_prior()
         w = self.check_ws(batch["w"], "batch['w']")
         z, z_alt = batch["z"].to(w.device), batch["z_alt"].to(w.device)
         z_real = self._encode(w)
