@@ -40,6 +40,7 @@ from stylegan_disentangle.models import (
     train_model,
 )
 from stylegan_disentangle.models.evaluate import projected_difference, swap_factor_groups, swap_readouts
+from stylegan_disentangle.models.readout import label_columns
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
 
@@ -56,7 +57,9 @@ def main() -> None:
     p.add_argument("--outdir", default="runs/bench_ex")
     p.add_argument("--json", default=None)
     p.add_argument("--labeler", default="synthetic-oracle", choices=sorted(SPECS))
-    p.add_argument("--held", default="", help="labels held (never swapped), e.g. the oracle's identity factors")
+    p.add_argument("--held", default="", help="labels held (never swapped): 'identity' (the oracle's identity "
+                   "factors) or names, e.g. depth,albedo with --labeler decomposer3d")
+    p.add_argument("--map-components", type=int, default=8, help="principal components of a map-valued label")
     p.add_argument("--pool", type=int, default=20000, help="w samples the model trains on")
     p.add_argument("--eval", type=int, default=2000, help="held-out pairs")
     p.add_argument("--steps", type=int, default=3000)
@@ -77,12 +80,12 @@ def main() -> None:
     held = [h for h in args.held.split(",") if h] if args.held != "identity" else factor_groups()["identity"]
     bank = LatentBank.create(G, out / f"bank_{args.labeler}_{args.pool}", args.pool, seed=args.seed,
                              labelers=[get_labelers(args.labeler)], progress=False)
+    w_pool = torch.from_numpy(np.array(bank.w, dtype=np.float32))
+    attributes, held, labels = label_columns(bank.labels, attributes, held, args.map_components, args.seed)
     model = AttributeExchangeModel(G.num_ws, G.w_dim, attributes, held=held, part_dim=args.part_dim,
                                    hidden=args.hidden, take_weight=args.take_weight, keep_weight=args.keep_weight,
                                    move_weight=args.move_weight, adv_weight=args.adv_weight,
                                    generator_sha256=generator_fingerprint(G))
-    w_pool = torch.from_numpy(np.array(bank.w, dtype=np.float32))
-    labels = bank.label_matrix(model.label_names)
     readout = LatentReadout(G.w_dim, model.label_names, hidden=args.readout_hidden).fit(w_pool, labels,
                                                                                        seed=args.seed)
     label_s = time.time() - t0

@@ -32,6 +32,7 @@ from bench_models import start_run, synthetic_world, write_record
 from stylegan_disentangle.labels import get_labelers
 from stylegan_disentangle.latents import LatentBank, generator_fingerprint, sample_latents
 from stylegan_disentangle.models import FactorMapper, FactorSampler, parse_attribute_spec, train_model
+from stylegan_disentangle.models.readout import label_columns
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
 
@@ -85,6 +86,9 @@ def main() -> None:
     p.add_argument("--outdir", default="runs/bench_fm")
     p.add_argument("--json", default=None)
     p.add_argument("--labeler", default="synthetic-oracle", choices=sorted(SPECS))
+    p.add_argument("--factors", default=None, help="factor spec (default: the labeler's in SPECS); a map label "
+                   "such as depth or albedo stands for its leading principal components")
+    p.add_argument("--map-components", type=int, default=8)
     p.add_argument("--pool", type=int, default=20000)
     p.add_argument("--eval", type=int, default=2000)
     p.add_argument("--steps", type=int, default=3000)
@@ -101,15 +105,15 @@ def main() -> None:
     args, out, t0 = start_run(p)
     G, fmap, groups = synthetic_world()
 
-    factors = parse_attribute_spec(SPECS[args.labeler])
     bank = LatentBank.create(G, out / f"bank_{args.labeler}_{args.pool}", args.pool, seed=args.seed,
                              labelers=[get_labelers(args.labeler)], progress=False)
     w_pool = torch.from_numpy(np.array(bank.w, dtype=np.float32))
+    factors, _, labels = label_columns(bank.labels, parse_attribute_spec(args.factors or SPECS[args.labeler]),
+                                       components=args.map_components, seed=args.seed)
     mapper = FactorMapper(G.num_ws, G.w_dim, factors, noise_dim=args.noise_dim, hidden=args.hidden,
                           readout_hidden=args.readout_hidden, imitate_weight=args.imitate_weight,
                           contrast_weight=args.contrast_weight, prior_weight=args.prior_weight,
                           generator_sha256=generator_fingerprint(G))
-    labels = bank.label_matrix(mapper.label_names)
     mapper.fit_prior(w_pool, labels, seed=args.seed).set_normalization(w_pool)
     sampler = FactorSampler(w_pool, mapper.code_dims, mapper.noise_dim, G.num_ws, batch_size=args.batch,
                             seed=args.seed)

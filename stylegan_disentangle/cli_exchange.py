@@ -23,16 +23,16 @@ __all__ = ["swap_attributes_cmd", "train_attribute_exchange"]
 
 
 def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attributes: str | None, held: list[str],
-                             readout_hidden: int, steps: int, batch_size: int, lr: float, seed: int, device, pool: int,
-                             model_args: dict, train_args: dict) -> None:
+                             map_components: int, readout_hidden: int, steps: int, batch_size: int, lr: float,
+                             seed: int, device, pool: int, model_args: dict, train_args: dict) -> None:
     """train-model attribute-exchange: label a pool, fit the readout, train the model on pairs."""
     from .cli_models import _load_generator, _report, _save_rows
     from .latents import generator_fingerprint
     from .models import AttributeExchangeModel, ExchangeSampler, LatentReadout, train_model
 
     G = _load_generator(pkl, device)
-    spec, w_pool, labels = labeled_pool(G, out, labeler, attributes, "--attributes", pool, seed, device,
-                                        train_args["progress"], held=held)
+    spec, held, w_pool, labels = labeled_pool(G, out, labeler, attributes, "--attributes", pool, seed, device,
+                                              train_args["progress"], held=held, components=map_components)
     model = fail_cleanly(lambda: AttributeExchangeModel(G.num_ws, G.w_dim, spec, held=held,
                                                         generator_sha256=generator_fingerprint(G), **model_args))
     readout = fail_cleanly(lambda: LatentReadout(G.w_dim, model.label_names, hidden=readout_hidden).to(device).fit(
@@ -50,9 +50,9 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
                    ["target", "exemplar", f"swap {first}"])
 
     config = {"command": "train-model", "pkl": pkl, "labeler": labeler, "attributes": spec, "held": held,
-              "readout_hidden": readout_hidden, "readout_held_out_r2": dict(zip(model.label_names,
-                                                                                 readout.r2_.tolist())),
-              "pool": pool, "batch_size": batch_size}
+              "map_components": map_components, "readout_hidden": readout_hidden,
+              "readout_held_out_r2": dict(zip(model.label_names, readout.r2_.tolist())), "pool": pool,
+              "batch_size": batch_size}
     result = fail_cleanly(lambda: train_model(model, sampler, out, steps=steps, lr=lr, lr_schedule="cosine", seed=seed,
                                               device=device, G=readout, preview_fn=preview, config=config,
                                               **train_args))

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["map_factors_cmd", "train_factor_mapper"]
 
 
-def train_factor_mapper(pkl: str, out: Path, *, labeler: str | None, factors: str | None, readout_hidden: int,
+def train_factor_mapper(pkl: str, out: Path, *, labeler: str | None, factors: str | None, map_components: int,
+                        readout_hidden: int,
                         steps: int, batch_size: int, lr: float, seed: int, device, pool: int, model_args: dict,
                         train_args: dict) -> None:
     """train-model factor-mapper: label a pool, fit the readout and the label prior, train the mapper."""
@@ -31,8 +32,8 @@ def train_factor_mapper(pkl: str, out: Path, *, labeler: str | None, factors: st
     from .utils.images import save_titled_grid, to_uint8
 
     G = _load_generator(pkl, device)
-    spec, w_pool, labels = labeled_pool(G, out, labeler, factors, "--factors", pool, seed, device,
-                                        train_args["progress"])
+    spec, _, w_pool, labels = labeled_pool(G, out, labeler, factors, "--factors", pool, seed, device,
+                                           train_args["progress"], components=map_components)
     mapper = fail_cleanly(lambda: FactorMapper(G.num_ws, G.w_dim, spec, readout_hidden=readout_hidden,
                                                generator_sha256=generator_fingerprint(G), **model_args).to(device))
     fail_cleanly(lambda: mapper.fit_prior(w_pool, labels, seed=seed).set_normalization(w_pool))
@@ -49,6 +50,7 @@ def train_factor_mapper(pkl: str, out: Path, *, labeler: str | None, factors: st
         save_titled_grid(np.stack(rows), path, [f"{v:+.0f}" for v in np.linspace(-2, 2, 5)], m.factor_names)
 
     config = {"command": "train-model", "pkl": pkl, "labeler": labeler, "factors": spec,
+              "map_components": map_components,
               "readout_held_out_r2": dict(zip(mapper.label_names, mapper.readout.r2_.tolist())), "pool": pool,
               "batch_size": batch_size}
     result = fail_cleanly(lambda: train_model(mapper, sampler, out, steps=steps, lr=lr, lr_schedule="cosine",

@@ -13,15 +13,18 @@ __all__ = ["labeled_pool", "warn_weak_labels"]
 
 
 def labeled_pool(G, out: Path, labeler: str | None, spec_text: str | None, option: str, pool: int, seed: int,
-                 device, progress, held: list[str] = ()):
-    """The labeled pool the label-driven models train on: ({group: [labels]}, w_pool [N, w_dim], the labeler's
-    labels for `names` [N, L]); clear click errors for a missing labeler or spec, unknown labels, a small pool."""
+                 device, progress, held: list[str] = (), components: int = 8):
+    """The labeled pool the label-driven models train on: ({group: [label columns]}, [held label columns],
+    w_pool [N, w_dim], the columns [N, L]), a map-valued label (the decomposer's depth, albedo) standing for its
+    `components` leading principal components (`models.readout.label_columns`); clear click errors for a missing
+    labeler or spec, unknown labels, a small pool."""
     import numpy as np
     import torch
 
     from .labels import get_labelers
     from .latents import LatentBank
     from .models import parse_attribute_spec
+    from .models.readout import label_columns
 
     what = option.lstrip("-")
     if not labeler:
@@ -49,11 +52,8 @@ def labeled_pool(G, out: Path, labeler: str | None, spec_text: str | None, optio
                                  "kept for validation)", param_hint="--pool")
     bank = fail_cleanly(lambda: LatentBank.create(G, out / "bank", pool, seed=seed, labelers=[lab], device=device,
                                                   progress=progress))
-    try:
-        labels = bank.label_matrix(grouped + list(held))
-    except ValueError as exc:  # a map-valued label
-        raise click.BadParameter(str(exc), param_hint=option) from None
-    return spec, torch.from_numpy(np.array(bank.w, dtype=np.float32)), labels
+    spec, held, labels = fail_cleanly(lambda: label_columns(bank.labels, spec, held, components, seed))
+    return spec, held, torch.from_numpy(np.array(bank.w, dtype=np.float32)), labels
 
 
 def warn_weak_labels(names, r2) -> None:

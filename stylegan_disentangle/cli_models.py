@@ -161,6 +161,11 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--held", default=None,
               help="attribute-exchange: comma list of labels never swapped that every swap must keep (e.g. identity "
                    "measurements).")
+@click.option("--map-components", type=click.IntRange(min=1), default=8, show_default=True,
+              help="attribute-exchange and factor-mapper: a map-valued label named in --attributes, --held or "
+                   "--factors (the decomposer's depth, albedo, image_albedo) stands for its leading principal "
+                   "components over the pool, this many (e.g. --factors 'identity=depth,albedo;pose=yaw,pitch,roll' "
+                   "with --labeler decomposer3d: no labels at all).")
 @click.option("--part-dim", type=click.IntRange(min=1), default=8, show_default=True,
               help="attribute-exchange: code size of each attribute's part.")
 @click.option("--readout-hidden", type=click.IntRange(min=0), default=128, show_default=True,
@@ -205,7 +210,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     components: int, id_dim: int, pose_dim: int, cycle_weight: float, pose_weight: float,
                     identity_weight: float, move_weight: float | None, labeler: str | None, factor_spec: str | None,
                     noise_dim: int, imitate_weight: float, contrast_weight: float, prior_weight: float,
-                    attribute_spec: str | None, held: str | None, part_dim: int, readout_hidden: int,
+                    attribute_spec: str | None, held: str | None, map_components: int, part_dim: int,
+                    readout_hidden: int,
                     take_weight: float, keep_weight: float, adv_weight: float,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
                     image_weight: float, motion_weight: float, motion_metric: str, invariance_projection: bool,
@@ -232,7 +238,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     if kind == "factor-mapper":
         from .cli_factors import train_factor_mapper
 
-        train_factor_mapper(pkl, Path(outdir), labeler=labeler, factors=factor_spec, readout_hidden=readout_hidden,
+        train_factor_mapper(pkl, Path(outdir), labeler=labeler, factors=factor_spec, map_components=map_components,
+                            readout_hidden=readout_hidden,
                             steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr, seed=seed,
                             device=device, pool=pool,
                             model_args={"noise_dim": noise_dim, "hidden": hidden, "imitate_weight": imitate_weight,
@@ -243,7 +250,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
         from .cli_exchange import train_attribute_exchange
 
         train_attribute_exchange(pkl, Path(outdir), labeler=labeler, attributes=attribute_spec,
-                                 held=_names(held) or [], readout_hidden=readout_hidden,
+                                 held=_names(held) or [], map_components=map_components,
+                                 readout_hidden=readout_hidden,
                                  steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr,
                                  seed=seed, device=device, pool=pool,
                                  model_args={"part_dim": part_dim, "hidden": hidden, "take_weight": take_weight,

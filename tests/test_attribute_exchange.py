@@ -146,6 +146,25 @@ def test_the_readout_recovers_linear_labels_and_its_mlp_a_nonlinear_one():
     assert torch.equal(again(w), curved(w))
 
 
+def test_a_map_label_stands_for_its_leading_principal_components():
+    from sklearn.linear_model import LinearRegression
+
+    from stylegan_disentangle.models.readout import label_columns
+
+    gen = np.random.default_rng(0)
+    scores = gen.normal(size=(400, 2)) * [3.0, 1.0]
+    basis = np.linalg.qr(gen.normal(size=(2 * 4 * 4, 2)))[0].T  # two orthonormal maps of 2 x 4 x 4
+    maps = (scores @ basis).reshape(400, 2, 4, 4) + 5.0
+    labels = {"depth": maps, "yaw": scores[:, 1] * 0 + gen.normal(size=400), "roll": np.arange(400.0)}
+    groups, held, matrix = label_columns(labels, {"shape": ["depth"], "pose": ["yaw"]}, ["roll"], components=2)
+    assert groups == {"shape": ["depth_pc0", "depth_pc1"], "pose": ["yaw"]} and held == ["roll"]
+    assert matrix.shape == (400, 4) and np.array_equal(matrix[:, 2], labels["yaw"].astype(np.float32))
+    assert LinearRegression().fit(matrix[:, :2], scores).score(matrix[:, :2], scores) > 1 - 1e-6  # the same span
+    assert abs(np.corrcoef(matrix[:, 0], scores[:, 0])[0, 1]) > 0.999  # the first component: the larger spread
+    with pytest.raises(KeyError, match="no label 'albedo'"):
+        label_columns(labels, {"shape": ["albedo"]})
+
+
 def test_the_sampler_pairs_opposite_sides_of_one_attribute_at_a_time():
     w = _ws(600, 5)[:, 0]
     labels = (w @ _planted_rows().T).numpy()

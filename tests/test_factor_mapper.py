@@ -204,6 +204,14 @@ def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):
     bad_ws = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--ws", str(tmp_path / "text.npy"),
                                   "--outdir", str(tmp_path / "bad")])
     assert bad_ws.exit_code != 0 and "text.npy: not an .npy of ws" in bad_ws.output
+    label_free = runner.invoke(main, ["--quiet", "train-model", "factor-mapper", "synthetic", "--outdir",
+                                      str(tmp_path / "d"), "--labeler", "decomposer3d", "--factors",
+                                      "identity=depth,albedo;pose=yaw", "--map-components", "2", "--steps", "2",
+                                      "--pool", "60", "--batch-size", "8", "--noise-dim", "2", "--hidden", "4",
+                                      "--readout-hidden", "0", "--device", "cpu"])
+    assert label_free.exit_code == 0, label_free.output
+    assert load_model(tmp_path / "d" / "model.pt").factors == {
+        "identity": ["depth_pc0", "depth_pc1", "albedo_pc0", "albedo_pc1"], "pose": ["yaw"]}
     missing = runner.invoke(main, ["train-model", "factor-mapper", "synthetic", "--outdir", str(tmp_path / "o"),
                                    "--labeler", "synthetic-oracle"])
     assert missing.exit_code != 0 and "needs --factors" in missing.output

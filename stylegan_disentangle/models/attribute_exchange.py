@@ -19,8 +19,8 @@ trainer, holds by construction), and `strength` scales the swap along the code (
 What the attributes are comes from labels, as ELEGANT's did from CelebA's: any labeler's scalar labels on a w pool
 (the synthetic oracle's factors, the 3D decomposer's pose and light, a user's attribute classifier). ELEGANT judged
 its swaps with a discriminator conditioned on the labels; in W the attribute judgement is a frozen differentiable
-readout of the labels from w (`LatentReadout`, a ridge regression fitted on the labeled pool, passed to the training
-loop as its `G`), and a small latent discriminator keeps the results inside W's distribution. Losses on an
+readout of the labels from w (`LatentReadout`: a ridge regression with an MLP correction, fitted on the labeled
+pool, passed to the training loop as its `G`). Losses on an
 `ExchangeSampler` batch (pairs A, B that lie on opposite sides of one attribute; ELEGANT alternates over the
 attributes the same way), for both swaps (A takes B's part, B takes A's):
 
@@ -34,7 +34,7 @@ attributes the same way), for both swaps (A takes B's part, B takes A's):
   results. It is trained through a gradient reversal, so that one optimizer (the shared training loop's) trains the
   discriminator to tell the two apart and the encoder and decoder to make them alike. On the synthetic world it
   made every swap worse (weight 0.1: the unlabeled identity moved 1.4-1.8 times as much, the swapped attribute's
-  error rose from 0.013-0.016 to 0.018-0.020): W's samples have correlated factors, and a discriminator of W's
+  error rose from 0.013-0.016 to 0.017-0.021): W's samples have correlated factors, and a discriminator of W's
   joint distribution pulls a face whose pose changed towards the identity that usually comes with that pose,
   which is the entanglement a swap must avoid. The readout's MLP and the move term keep results near W without it.
 
@@ -57,9 +57,9 @@ from ..errors import LatentError
 from ._nets import LinearPlusMLP, reverse_gradient
 from .base import StandardizedWModel, checked_weights
 from .io import register_model_kind
-from .readout import LatentReadout, checked_label_groups, parse_attribute_spec, pool_w
+from .readout import checked_label_groups, pool_w
 
-__all__ = ["AttributeExchangeModel", "ExchangeSampler", "LatentReadout", "parse_attribute_spec"]
+__all__ = ["AttributeExchangeModel", "ExchangeSampler"]
 
 
 class ExchangeSampler:

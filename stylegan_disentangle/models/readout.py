@@ -3,7 +3,9 @@
 - `parse_attribute_spec`: the CLI's 'name=label,label;label' form -> {name: [labels]} (an attribute of
   `AttributeExchangeModel`, a factor of `FactorMapper`);
 - `LatentReadout`: ws -> standardized labels (ridge + optional MLP), fitted on a labeled pool; the judge of the
-  exchange model's swaps and the factor mapper's measurement of its factors.
+  exchange model's swaps and the factor mapper's measurement of its factors;
+- `label_columns`: a pool's labels as scalar columns, a map-valued label (depth, albedo) by its leading principal
+  components.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from ..errors import LatentError
 from ..latents import check_ws
 
-__all__ = ["LatentReadout", "checked_label_groups", "parse_attribute_spec", "pool_w"]
+__all__ = ["LatentReadout", "checked_label_groups", "label_columns", "parse_attribute_spec", "pool_w"]
 
 
 def parse_attribute_spec(spec: str) -> dict[str, list[str]]:
@@ -155,3 +157,36 @@ class LatentReadout(nn.Module):
             raise RuntimeError("LatentReadout.fit must run before the readout reads ws")
         w = ws.mean(1) if ws.ndim == 3 else ws
         return self._read((w - self.w_mean) / self.w_std)
+
+
+def label_columns(labels: Mapping[str, Any], groups: Mapping[str, Sequence[str]], held: Sequence[str] = (),
+                  components: int = 8, seed: int = 0) -> tuple[dict[str, list[str]], list[str], np.ndarray]:
+    """The labels a label-driven model reads, as scalar columns: (groups with map names expanded, held likewise,
+    matrix [N, L] in the groups' order then the held ones').
+
+    `labels` maps names to arrays [N] (a scalar label: one column) or [N, ...] (a map, such as the 3D decomposer's
+    canonical depth or albedo: its `components` leading principal components over the N samples, named NAME_pc0,
+    NAME_pc1, ..., so that a group 'identity=depth,albedo' reads a face's shape and colour as the decomposer sees
+    them). Memory-mapped arrays (a `LatentBank`'s labels) are read one label at a time.
+    """
+    from sklearn.decomposition import PCA
+
+    columns: dict[str, tuple[list[str], np.ndarray]] = {}
+    names = [n for ns in groups.values() for n in ns] + list(held)
+    for name in dict.fromkeys(names):
+        if name not in labels:
+            raise KeyError(f"no label {name!r}; labels: {sorted(labels)}")
+        value = np.asarray(labels[name], dtype=np.float32)
+        if value.ndim == 1:
+            columns[name] = ([name], value[:, None])
+            continue
+        flat = value.reshape(len(value), -1)
+        k = min(int(components), flat.shape[1], len(flat) - 1)
+        if k < 1:
+            raise LatentError(f"map label {name!r}: no principal component to keep ({len(flat)} samples)")
+        scores = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit_transform(flat)
+        columns[name] = ([f"{name}_pc{i}" for i in range(k)], scores.astype(np.float32))
+    expanded = {g: [c for n in ns for c in columns[n][0]] for g, ns in groups.items()}
+    held_cols = [c for n in held for c in columns[n][0]]
+    matrix = np.concatenate([columns[n][1] for n in names], axis=1)
+    return expanded, held_cols, matrix
