@@ -11,6 +11,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 OUTPUTS = {
     "01_tour.ipynb": ["bank"],
     "02_three_d_coupled.ipynb": ["3d_coupled/bank", "3d_coupled/footprint_sheet.png", "augmentation/labels.json"],
+    "03_label_driven_models.ipynb": ["bank", "exchange/model.pt", "exchange.png", "mapper/model.pt", "factors.png",
+                                     "set_yaw.png"],
 }
 
 
