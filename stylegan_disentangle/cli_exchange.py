@@ -65,6 +65,11 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
 @click.option("--target-seeds", default="0-3", show_default=True, help="Seeds of the faces that are changed.")
 @click.option("--exemplar-seeds", default="10-13", show_default=True,
               help="Seeds of the faces whose version of the attributes is taken.")
+@click.option("--target-ws", type=click.Path(dir_okay=False), default=None,
+              help="Faces of your own as the targets: an .npy of ws or w (e.g. project's ws.npy), instead of "
+                   "--target-seeds.")
+@click.option("--exemplar-ws", type=click.Path(dir_okay=False), default=None,
+              help="Faces of your own as the exemplars (an .npy of ws or w), instead of --exemplar-seeds.")
 @click.option("--attributes", "names", default=None,
               help="Comma list of the model's attributes to swap [default: all of them].")
 @click.option("--strength", type=float, default=1.0, show_default=True,
@@ -73,12 +78,14 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @device_option()
-def swap_attributes_cmd(model: str, pkl: str, target_seeds: str, exemplar_seeds: str, names: str | None,
-                        strength: float, truncation_psi: float, outdir: str, allow_foreign: bool,
-                        device: torch.device) -> None:
+def swap_attributes_cmd(model: str, pkl: str, target_seeds: str, exemplar_seeds: str, target_ws: str | None,
+                        exemplar_ws: str | None, names: str | None, strength: float, truncation_psi: float,
+                        outdir: str, allow_foreign: bool, device: torch.device) -> None:
     """Exemplar-based attribute transfer with an attribute-exchange MODEL: each target face with its exemplar's
     version of the attributes. OUTDIR/swap.png (rows: target | exemplar | result) and the ws (target_ws.npy,
-    exemplar_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
+    exemplar_ws.npy, result_ws.npy, each [N, num_ws, w_dim]). Targets and exemplars are seeds, or your own faces
+    (--target-ws / --exemplar-ws: e.g. images embedded with `project`); with a file, a row's 'seed' in the PNG and
+    config.json is its row number."""
     from .cli_models import _load_ae, _load_generator, _names, _paired_seeds, _write_pair_outputs
     from .models import AttributeExchangeModel
 
@@ -92,11 +99,14 @@ def swap_attributes_cmd(model: str, pkl: str, target_seeds: str, exemplar_seeds:
         ex.attribute_mask(chosen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--attributes") from None
-    t_seeds, t_ws, e_seeds, e_ws = _paired_seeds(G, target_seeds, "--target-seeds", exemplar_seeds,
-                                                 "--exemplar-seeds", truncation_psi)
+    t_seeds, t_ws, e_seeds, e_ws = _paired_seeds(G, target_seeds, "--target-ws" if target_ws else "--target-seeds",
+                                                 exemplar_seeds,
+                                                 "--exemplar-ws" if exemplar_ws else "--exemplar-seeds",
+                                                 truncation_psi, target_ws, exemplar_ws)
     result = fail_cleanly(lambda: ex.swap_attributes(t_ws, e_ws, chosen, strength=strength))
     out = _write_pair_outputs(G, Path(outdir), "swap.png", {"target": (t_seeds, t_ws), "exemplar": (e_seeds, e_ws)},
                               result, {"command": "swap-attributes", "model": model, "pkl": pkl,
                                        "attributes": chosen or ex.attribute_names, "strength": strength,
+                                       "target_ws": target_ws, "exemplar_ws": exemplar_ws,
                                        "truncation_psi": truncation_psi, "allow_foreign": allow_foreign})
     click.echo(f"wrote {out / 'swap.png'} (target | exemplar | result) and the ws")

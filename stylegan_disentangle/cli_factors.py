@@ -110,9 +110,7 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
     import numpy as np
     import torch
 
-    from .analysis.run_edit import read_npy_codes
-    from .cli_models import _load_ae, _load_generator, _save_npy, _write_json
-    from .latents import check_ws
+    from .cli_models import _load_ae, _load_generator, _save_npy, _write_json, _ws_file
     from .models import FactorMapper
     from .utils.images import save_titled_grid, to_uint8
 
@@ -131,8 +129,7 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
                                  param_hint="--set")
     own = None
     if ws_file is not None:
-        raw = fail_cleanly(lambda: read_npy_codes(ws_file))
-        own = fail_cleanly(lambda: check_ws(raw, G.num_ws, G.w_dim, what=f"the codes in {ws_file}")).to(device)
+        own = _ws_file(G, ws_file).to(device)
         count = len(own)
         with torch.no_grad():
             z = mapper._encode(own)

@@ -404,11 +404,29 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
     click.echo(f"wrote {count} clips of {frames} frames to {out / 'clips.npy'} and {out / 'clips.png'}")
 
 
-def _paired_seeds(G, spec_a: str, option_a: str, spec_b: str, option_b: str, truncation_psi: float):
+def _ws_file(G, path: str) -> torch.Tensor:
+    """ws [N, num_ws, w_dim] from an .npy of ws or w (e.g. project's ws.npy); a clear error naming the file."""
+    from .analysis.run_edit import read_npy_codes
+    from .latents import check_ws
+
+    raw = fail_cleanly(lambda: read_npy_codes(path))
+    return fail_cleanly(lambda: check_ws(raw, G.num_ws, G.w_dim, what=f"the codes in {path}"))
+
+
+def _paired_seeds(G, spec_a: str, option_a: str, spec_b: str, option_b: str, truncation_psi: float,
+                  file_a: str | None = None, file_b: str | None = None):
     """Two seed lists and their ws, brought to one count N (a single seed on one side is repeated):
-    (seeds_a, ws_a [N, ...], seeds_b, ws_b [N, ...]); equal counts or one side of one, else a BadParameter."""
-    seeds_a, ws_a = _seed_ws(G, spec_a, option_a, truncation_psi)
-    seeds_b, ws_b = _seed_ws(G, spec_b, option_b, truncation_psi)
+    (seeds_a, ws_a [N, ...], seeds_b, ws_b [N, ...]); equal counts or one side of one, else a BadParameter. A side
+    given as a file of ws (`file_a`, `file_b`) takes its codes from there, its 'seeds' being the file's row
+    numbers."""
+    def side(spec, option, path):
+        if path is None:
+            return _seed_ws(G, spec, option, truncation_psi)
+        ws = _ws_file(G, path)
+        return list(range(len(ws))), ws
+
+    seeds_a, ws_a = side(spec_a, option_a, file_a)
+    seeds_b, ws_b = side(spec_b, option_b, file_b)
     if len(seeds_a) != len(seeds_b) and 1 not in (len(seeds_a), len(seeds_b)):
         raise click.BadParameter(f"{len(seeds_a)} seeds in {option_a} but {len(seeds_b)} in {option_b}; give equal "
                                  "counts or one of them", param_hint=option_b)

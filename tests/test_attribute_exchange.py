@@ -289,6 +289,18 @@ def test_swap_attributes_cli_trains_writes_and_refuses_other_models(tmp_path):
     assert Image.open(tmp_path / "sw" / "swap.png").size[0] > 0
     record = json.loads((tmp_path / "sw" / "config.json").read_text())
     assert record["exemplar_seeds"] == [7, 7, 7] and record["attributes"] == ["yaw"]
+    G, _ = load_synthetic()
+    np.save(tmp_path / "mine.npy", sample_latents(G, [20, 21]).ws[:, 0].numpy())  # your own faces, as w [N, w_dim]
+    own = runner.invoke(main, ["swap-attributes", str(out / "model.pt"), "synthetic", "--target-ws",
+                               str(tmp_path / "mine.npy"), "--exemplar-seeds", "7", "--outdir", str(tmp_path / "own")])
+    assert own.exit_code == 0, own.output
+    assert np.allclose(np.load(tmp_path / "own" / "target_ws.npy")[:, 0], np.load(tmp_path / "mine.npy"))
+    record = json.loads((tmp_path / "own" / "config.json").read_text())
+    assert record["target_seeds"] == [0, 1] and record["target_ws"] == str(tmp_path / "mine.npy")
+    uneven = runner.invoke(main, ["swap-attributes", str(out / "model.pt"), "synthetic", "--target-ws",
+                                  str(tmp_path / "mine.npy"), "--exemplar-seeds", "1-3", "--outdir",
+                                  str(tmp_path / "bad")])
+    assert uneven.exit_code != 0 and "2 seeds in --target-ws but 3 in --exemplar-seeds" in uneven.output
     unknown = runner.invoke(main, ["swap-attributes", str(out / "model.pt"), "synthetic", "--attributes", "pose",
                                    "--outdir", str(tmp_path / "bad")])
     assert unknown.exit_code != 0 and "unknown attributes ['pose']" in unknown.output

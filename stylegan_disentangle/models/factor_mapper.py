@@ -12,7 +12,8 @@ mapper learns to produce its w:
     mapper: (z_1, ..., z_K, z_n) -> w
 
 The coefficients are labels: any labeler's scalar labels on a w pool, grouped into factors (the synthetic oracle's
-factors; the 3D decomposer's pose and light readings; a user's classifiers). A `LatentReadout` fitted on the pool
+factors; the 3D decomposer's pose and light readings, and its canonical depth and albedo maps as their leading
+principal components, `readout.label_columns`; a user's classifiers). A `LatentReadout` fitted on the pool
 measures them on the mapper's w; it is part of the model, because it also reads a real face's factor codes
 (`encode`: z_f = L_f^-1 (readout_f(w) - mean_f); the noise code comes from a learned noise encoder). Losses on a
 `FactorSampler` batch (real ws of the pool, prior codes, and the same codes with one factor redrawn):
@@ -53,10 +54,10 @@ __all__ = ["FactorMapper", "FactorSampler"]
 
 class FactorSampler:
     """Batches for `FactorMapper`: {'w': real ws [B, num_ws, w_dim] of the pool, 'z': prior codes [B, D] (every
-    factor's code, then the noise), 'z_alt': the same codes with factor ``step % K`` redrawn, 'group': that factor's
-    index [1]}. `code_dims` are the factors' code sizes, `noise_dim` the noise's. The last `val_size` codes of the
-    pool are kept for `validation` (row r redraws factor r % K). Deterministic: batch `step` depends only on
-    (`seed`, `step`)."""
+    factor's code, then the noise), 'z_alt': the same codes with factor ``step % K`` redrawn, 'group': the redrawn
+    factor's index per row [B]}. `code_dims` are the factors' code sizes, `noise_dim` the noise's. The last
+    `val_size` codes of the pool are kept for `validation` (row r redraws factor r % K). Deterministic: batch `step`
+    depends only on (`seed`, `step`)."""
 
     def __init__(self, w_pool: Any, code_dims: Sequence[int], noise_dim: int, num_ws: int, batch_size: int = 256,
                  seed: int = 0, val_size: int = 512) -> None:
