@@ -97,6 +97,7 @@ def main() -> None:
     p.add_argument("--noise-dim", type=int, default=32)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--readout-hidden", type=int, default=128)
+    p.add_argument("--rec-weight", type=float, default=1.0)
     p.add_argument("--imitate-weight", type=float, default=1.0)
     p.add_argument("--contrast-weight", type=float, default=1.0)
     p.add_argument("--prior-weight", type=float, default=0.1)
@@ -111,8 +112,9 @@ def main() -> None:
     factors, _, labels = label_columns(bank.labels, parse_attribute_spec(args.factors or SPECS[args.labeler]),
                                        components=args.map_components, seed=args.seed)
     mapper = FactorMapper(G.num_ws, G.w_dim, factors, noise_dim=args.noise_dim, hidden=args.hidden,
-                          readout_hidden=args.readout_hidden, imitate_weight=args.imitate_weight,
-                          contrast_weight=args.contrast_weight, prior_weight=args.prior_weight,
+                          readout_hidden=args.readout_hidden, rec_weight=args.rec_weight,
+                          imitate_weight=args.imitate_weight, contrast_weight=args.contrast_weight,
+                          prior_weight=args.prior_weight,
                           generator_sha256=generator_fingerprint(G))
     mapper.fit_prior(w_pool, labels, seed=args.seed).set_normalization(w_pool)
     sampler = FactorSampler(w_pool, mapper.code_dims, mapper.noise_dim, G.num_ws, batch_size=args.batch,
