@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=2000)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--noise-dim", type=int, default=32)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--readout-hidden", type=int, default=128)

@@ -112,7 +112,8 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
               help="Batch size [default: 64 for identity-pose, whose every step renders and decomposes its batch; "
                    "256 for the others].")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None,
+              help="Adam learning rate [default: 3e-3 for factor-mapper, 1e-3 for the others].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
 @click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
@@ -205,9 +206,10 @@ def _write_json(path: Path, record: dict) -> None:
 @click.pass_context
 def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
                     appearance_dirs, appearance_names, frames: int, clip_metric: str, pool: int, steps: int | None,
-                    batch_size: int | None, lr: float, seed: int, device: torch.device, app_dim: int, struct_dim: int,
-                    hidden: int, decomposer_spec: str | None, decomposer_crop: tuple[float, ...] | None, kept: str,
-                    components: int, id_dim: int, pose_dim: int, cycle_weight: float, pose_weight: float,
+                    batch_size: int | None, lr: float | None, seed: int, device: torch.device, app_dim: int,
+                    struct_dim: int, hidden: int, decomposer_spec: str | None,
+                    decomposer_crop: tuple[float, ...] | None, kept: str, components: int, id_dim: int,
+                    pose_dim: int, cycle_weight: float, pose_weight: float,
                     identity_weight: float, move_weight: float | None, labeler: str | None, factor_spec: str | None,
                     noise_dim: int, imitate_weight: float, contrast_weight: float, prior_weight: float,
                     attribute_spec: str | None, held: str | None, map_components: int, part_dim: int,
@@ -240,12 +242,14 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
 
         train_factor_mapper(pkl, Path(outdir), labeler=labeler, factors=factor_spec, map_components=map_components,
                             readout_hidden=readout_hidden,
-                            steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr, seed=seed,
+                            steps=3000 if steps is None else steps, batch_size=batch_size or 256,
+                            lr=3e-3 if lr is None else lr, seed=seed,
                             device=device, pool=pool,
                             model_args={"noise_dim": noise_dim, "hidden": hidden, "imitate_weight": imitate_weight,
                                         "contrast_weight": contrast_weight, "prior_weight": prior_weight},
                             train_args=train_args)
         return
+    lr = 1e-3 if lr is None else lr
     if kind == "attribute-exchange":
         from .cli_exchange import train_attribute_exchange
 
