@@ -127,12 +127,13 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
     if clash:
         raise click.BadParameter(f"{clash} belong to the swept factor {sweep_factor!r}, whose code --sweep moves",
                                  param_hint="--set")
-    own = None
+    offset = None  # with --ws: what of each face its codes do not reproduce, kept by the residual edit
     if ws_file is not None:
         own = _ws_file(G, ws_file).to(device)
         count = len(own)
         with torch.no_grad():
             z = mapper._encode(own)
+            offset = own - mapper._map(z)
     else:
         z = mapper._code_matrix(None, None, count, torch.Generator().manual_seed(seed))
     slices = mapper._slices()
@@ -148,8 +149,8 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
         z[:, slices[sweep_factor].start] = torch.linspace(-2, 2, cols).repeat(count).to(z.device)
     with torch.no_grad():
         ws = mapper._map(z)
-        if own is not None:  # the residual edit of each real face
-            ws = ws + (own - mapper._map(mapper._encode(own))).repeat_interleave(cols, 0)
+        if offset is not None:  # the residual edit of each real face
+            ws = ws + offset.repeat_interleave(cols, 0)
         asked = mapper.codes_to_labels({n: z[:, sl] for n, sl in slices.items()}).cpu().numpy()
         imgs = to_uint8(G.synthesis(ws, noise_mode="const"))
     out = Path(outdir)
