@@ -54,3 +54,15 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def random_ws(n: int, seed: int, num_ws: int, w_dim: int) -> torch.Tensor:
+    """n standard-normal w, seeded, broadcast to ws [n, num_ws, w_dim] (the W-space models' tests' toy latents)."""
+    w = torch.randn(n, w_dim, generator=torch.Generator().manual_seed(seed))
+    return w[:, None].expand(-1, num_ws, -1).contiguous()
+
+
+def orthonormal_rows(k: int, dim: int, seed: int = 7) -> torch.Tensor:
+    """k orthonormal rows [k, dim], seeded: the readouts of a planted linear world."""
+    q = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))[0]
+    return q[:, :k].T.contiguous()

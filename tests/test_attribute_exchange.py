@@ -25,6 +25,7 @@ from stylegan_disentangle.models import (
 from stylegan_disentangle.models._nets import reverse_gradient
 from stylegan_disentangle.models.evaluate import projected_difference
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+from tests.helpers import orthonormal_rows, random_ws
 
 NUM_WS, W_DIM = 2, 12
 ATTRIBUTES = {"a1": ["l1", "l2"], "a2": ["l3"], "a3": ["l4"]}
@@ -37,14 +38,12 @@ def _model(**kwargs) -> AttributeExchangeModel:
 
 
 def _ws(n: int, seed: int) -> torch.Tensor:
-    w = torch.randn(n, W_DIM, generator=torch.Generator().manual_seed(seed))
-    return w[:, None].expand(-1, NUM_WS, -1).contiguous()
+    return random_ws(n, seed, NUM_WS, W_DIM)
 
 
 def _planted_rows() -> torch.Tensor:
     """Five orthonormal readout rows [5, W_DIM]: the labels l1, l2, l3, l4, h1 of a planted linear world."""
-    q = torch.linalg.qr(torch.randn(W_DIM, W_DIM, generator=torch.Generator().manual_seed(7)))[0]
-    return q[:, :5].T.contiguous()
+    return orthonormal_rows(5, W_DIM)
 
 
 def test_the_attribute_spec_reads_groups_and_single_labels():

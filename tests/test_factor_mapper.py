@@ -16,20 +16,19 @@ from stylegan_disentangle.errors import LatentError
 from stylegan_disentangle.latents import sample_latents
 from stylegan_disentangle.models import FactorMapper, FactorSampler, load_model, train_model
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+from tests.helpers import orthonormal_rows, random_ws
 
 NUM_WS, W_DIM = 2, 12
 FACTORS = {"f1": ["l1", "l2"], "f2": ["l3"]}
 
 
 def _ws(n: int, seed: int) -> torch.Tensor:
-    w = torch.randn(n, W_DIM, generator=torch.Generator().manual_seed(seed))
-    return w[:, None].expand(-1, NUM_WS, -1).contiguous()
+    return random_ws(n, seed, NUM_WS, W_DIM)
 
 
 def _rows() -> torch.Tensor:
     """Three orthonormal readout rows [3, W_DIM]: the labels l1, l2, l3 of a planted linear world."""
-    q = torch.linalg.qr(torch.randn(W_DIM, W_DIM, generator=torch.Generator().manual_seed(7)))[0]
-    return q[:, :3].T.contiguous()
+    return orthonormal_rows(3, W_DIM)
 
 
 def _labels(ws: torch.Tensor) -> np.ndarray:

@@ -23,6 +23,7 @@ from stylegan_disentangle.models import (
     train_model,
 )
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+from tests.helpers import orthonormal_rows, random_ws
 
 NUM_WS, W_DIM = 3, 12
 
@@ -33,8 +34,7 @@ def _model(**kwargs) -> IdentityPoseModel:
 
 
 def _ws(n: int, seed: int) -> torch.Tensor:
-    w = torch.randn(n, W_DIM, generator=torch.Generator().manual_seed(seed))
-    return w[:, None].expand(-1, NUM_WS, -1).contiguous()
+    return random_ws(n, seed, NUM_WS, W_DIM)
 
 
 class PlantedMeasure(torch.nn.Module):
@@ -42,9 +42,9 @@ class PlantedMeasure(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        q = torch.linalg.qr(torch.randn(W_DIM, W_DIM, generator=torch.Generator().manual_seed(5)))[0]
-        self.register_buffer("pose_rows", q[:, :3].T.contiguous())
-        self.register_buffer("identity_rows", q[:, 3:].T.contiguous())
+        rows = orthonormal_rows(W_DIM, W_DIM, seed=5)
+        self.register_buffer("pose_rows", rows[:3].contiguous())
+        self.register_buffer("identity_rows", rows[3:].contiguous())
 
     def forward(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
         w = ws.mean(1)
