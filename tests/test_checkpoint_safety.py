@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import subprocess
+import threading
 import zipfile
 
 import pytest
@@ -251,3 +252,93 @@ def test_fast_path_skips_only_the_value_check(good_pickle):
             G.synthesis(ws[:, :1])
     with pytest.raises(LatentError, match="NaN"):
         G.synthesis(ws)
+
+
+def _dump(path, top):
+    with open(path, "wb") as f:
+        _OfficialLayoutPickler(f, protocol=4).dump(top)
+    return path
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_by_name(tmp_path, value):
+    nets = tiny_networks("skip16")
+    G = describe_module(nets["G_ema"])
+    bias = G.meta["state"]["_modules"]["mapping"].meta["state"]["_modules"]["fc0"].meta["state"]["_parameters"]["bias"]
+    bias.data[1] = value
+    path = _dump(tmp_path / "damaged.pkl", {"G_ema": G})
+    with pytest.raises(CheckpointError, match=r"damaged\.pkl: G_ema: mapping\.fc0\.bias holds 1 NaN or inf value"):
+        load_network_pkl(path)
+
+
+def test_non_finite_truncation_is_a_latent_error(good_pickle):
+    from stylegan_disentangle.errors import LatentError
+
+    G = load_network_pkl(good_pickle)["G_ema"]
+    with pytest.raises(LatentError, match="truncation_psi must be a finite number"):
+        G(torch.randn([1, G.z_dim]), None, truncation_psi=float("nan"))
+
+
+def test_a_shape_attribute_that_contradicts_the_constructor_is_refused(tmp_path):
+    nets = tiny_networks("skip16")
+    G = describe_module(nets["G_ema"])
+    G.meta["state"]["img_resolution"] = 64  # the constructor's arguments build a 16 px network
+    path = _dump(tmp_path / "edited.pkl", {"G_ema": G})
+    with pytest.raises(CheckpointError, match=r"edited\.pkl: G_ema: <top>\.img_resolution is stored as 64"):
+        load_network_pkl(path)
+
+
+@pytest.mark.parametrize("entry, value", [("_init_kwargs", None), ("_modules", None), ("_parameters", [1, 2])])
+def test_malformed_module_state_is_refused_by_name(tmp_path, entry, value):
+    nets = tiny_networks("skip16")
+    G = describe_module(nets["G_ema"])
+    module = G if entry == "_init_kwargs" else G.meta["state"]["_modules"]["mapping"]  # (only the top's are used)
+    module.meta["state"][entry] = value
+    path = _dump(tmp_path / "malformed.pkl", {"G_ema": G})
+    with pytest.raises(CheckpointError, match=rf"malformed\.pkl.*{entry}"):
+        load_network_pkl(path)
+
+
+def test_unknown_activation_in_the_arguments_is_refused_by_name(tmp_path):
+    nets = tiny_networks("skip16")
+    G = describe_module(nets["G_ema"])
+    kwargs = G.meta["state"]["_init_kwargs"]
+    kwargs["mapping_kwargs"] = {**kwargs.get("mapping_kwargs", {}), "activation": "foo"}
+    path = _dump(tmp_path / "args.pkl", {"G_ema": G})
+    with pytest.raises(CheckpointError, match=r"args\.pkl: G_ema: cannot build Generator"):
+        load_network_pkl(path)
+
+
+def test_save_refuses_what_it_could_not_load_again(tmp_path):
+    nets = tiny_networks("skip16")
+    for data, what in (({"G_ema": "text"}, "G_ema must be a Generator"), ({"G_ema": nets["D"]}, "G_ema must be a"),
+                       ({"G_ema": nets["G_ema"], "D": nets["G_ema"]}, "D must be a Discriminator")):
+        with pytest.raises(CheckpointError, match=what):
+            save_network_pkl(tmp_path / "x.pkl", data)
+    (tmp_path / "folder.pkl").mkdir()
+    with pytest.raises(CheckpointError, match=r"folder\.pkl: cannot write"):
+        save_network_pkl(tmp_path / "folder.pkl", nets)
+    with pytest.raises(CheckpointError, match=r"x\.pkl: cannot write the network pickle"):
+        save_network_pkl(tmp_path / "x.pkl", {**nets, "extra": threading.Lock()})
+    assert not (tmp_path / "x.pkl").exists()
+
+
+def test_legacy_torch_save_file_is_named_as_such(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"G_ema": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"legacy\.pt: this is a file written by torch\.save"):
+        load_network_pkl(path)
+
+
+def test_damaged_storage_record_is_a_corrupt_file(tmp_path, monkeypatch):
+    """torch's storage loader asserts on a damaged record; that is a corrupt file too, not a traceback."""
+    from stylegan_disentangle.checkpoints import unpickler
+
+    def damaged(data):
+        raise AssertionError("storage key '1' not found in deserialized_objects")
+
+    monkeypatch.setattr(unpickler, "_load_storage", damaged)
+    path = tmp_path / "flip.pkl"
+    save_network_pkl(path, tiny_networks("skip16"))
+    with pytest.raises(CheckpointError, match=r"flip\.pkl: corrupt network pickle \(AssertionError"):
+        load_network_pkl(path)

@@ -19,6 +19,7 @@ from stylegan_disentangle.checkpoints.download import (
     is_cached,
 )
 from stylegan_disentangle.errors import CheckpointError, DownloadError
+from tests.helpers import tiny_networks
 
 PAYLOAD = bytes(range(256)) * 1200 + b"tail"  # 307204 bytes: several chunks, not a multiple of the chunk size
 
@@ -228,3 +229,32 @@ def test_progress_bar_is_shown_on_request(server, tmp_path, capsys):
     assert "model.pkl" in capsys.readouterr().err
     download_file(server.base + "/nets/model.pkl?v=2", cache_dir=tmp_path, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_download_that_is_no_network_pickle_is_dropped_from_the_cache(server, tmp_path):
+    """A server's error page saved under a checkpoint's name is removed once the loader sees it, so that the next
+    call fetches the file again instead of failing the same way forever."""
+    from stylegan_disentangle.checkpoints import load_network_pkl, save_network_pkl
+
+    url = server.base + "/nets/page.pkl"
+    server.files["/nets/page.pkl"] = b"<!DOCTYPE html><html>rate limited</html>"
+    with pytest.raises(CheckpointError, match=rf"not a pickle file.*downloaded from {re.escape(url)}.*removed"):
+        load_network_pkl(url, cache_dir=tmp_path)
+    assert not cache_path_for_url(url, tmp_path).exists()
+    good = tmp_path / "good.pkl"
+    save_network_pkl(good, tiny_networks("skip16"))
+    server.files["/nets/page.pkl"] = good.read_bytes()
+    assert load_network_pkl(url, cache_dir=tmp_path)["G_ema"].img_resolution == 16
+
+
+def test_a_known_name_whose_file_is_another_network_is_refused(tmp_path):
+    """A file in the cache under a registry name (copied by hand, as the offline message suggests) must be the
+    network the record describes."""
+    from stylegan_disentangle.checkpoints import get_checkpoint_info, load_network_pkl, save_network_pkl
+
+    entry = get_checkpoint_info("stylegan2-ffhq-1024x1024")
+    assert entry.sha256 is None  # (a record with a digest would refuse the file at its checksum already)
+    save_network_pkl(entry.local_path(tmp_path), tiny_networks("skip16"))
+    with pytest.raises(CheckpointError, match=rf"not the known checkpoint '{entry.name}'.*resolution 16 \(the record "
+                                              rf"says {entry.resolution}\)"):
+        load_network_pkl(entry.name, cache_dir=tmp_path)

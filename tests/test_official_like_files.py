@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from stylegan_disentangle.checkpoints import load_network_pkl, open_network_pkl
+from stylegan_disentangle.checkpoints import load_network_pkl, open_network_pkl, save_network_pkl
 from stylegan_disentangle.checkpoints.tf_convert import INERT_TF_VARIABLES
 from stylegan_disentangle.cli import main
 from stylegan_disentangle.errors import CheckpointError
@@ -144,6 +144,25 @@ def test_official_like_pickle_loads_exactly(tmp_path, config):
     kwargs = loaded["training_set_kwargs"]
     assert type(kwargs) is dict and kwargs["max_size"] == 70000 and kwargs["resolution"] == nets["G_ema"].img_resolution
     assert loaded["augment_pipe"] is not None  # kept as its description, never run
+
+
+@pytest.mark.parametrize("config", sorted(TINY_CONFIGS))
+def test_official_like_pickle_saved_again_loads_again(tmp_path, config):
+    """A loaded official file written back with save_network_pkl (its EasyDict kwargs and augment pipe included) is
+    an official-layout file that loads again to the same networks and data."""
+    nets = tiny_networks(config)
+    loaded = load_network_pkl(write_official_pickle(tmp_path / "net.pkl", nets))
+    save_network_pkl(tmp_path / "again.pkl", loaded)
+    assert b"stylegan_disentangle.checkpoints" not in (tmp_path / "again.pkl").read_bytes()  # no class of ours named
+    again = load_network_pkl(tmp_path / "again.pkl")
+    for key in ("G", "G_ema", "D"):
+        _assert_same_network(loaded[key], again[key])
+        assert type(again[key]._init_kwargs) is dict
+    _same_outputs(loaded["G_ema"], again["G_ema"])
+    assert again["training_set_kwargs"] == loaded["training_set_kwargs"]
+    pipe, pipe_again = loaded["augment_pipe"], again["augment_pipe"]
+    assert pipe_again.class_name == "AugmentPipe" and pipe_again.init_kwargs == pipe.init_kwargs
+    assert torch.equal(pipe_again.state["_buffers"]["Hz_geom"], pipe.state["_buffers"]["Hz_geom"])
 
 
 def test_sg3_repo_pickle_with_inference_only_fused_modconv(tmp_path):

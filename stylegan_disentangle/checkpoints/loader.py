@@ -17,16 +17,18 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..utils import resolve_device
+from .download import remove_cached
 from .rebuild import build_from_description, detect_flavor
-from .registry import resolve_checkpoint
+from .registry import CheckpointSource, locate_checkpoint
 from .tf_convert import convert_tf_discriminator, convert_tf_generator
-from .unpickler import EasyDictDescription, PersistentDescription, TFNetworkDescription, restricted_load
+from .unpickler import PersistentDescription, TFNetworkDescription, plain_data, restricted_load
 
 logger = logging.getLogger(__name__)
 
 NETWORK_KEYS = ("G", "D", "G_ema")
 _EXPECTED_CLASS = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
 _ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object torch.save's pre-zip format pickles
 
 
 @dataclass
@@ -52,7 +54,8 @@ def read_descriptions(path: str | os.PathLike) -> Any:
             if head.startswith(_ZIP_MAGIC):
                 raise CheckpointError(f"{path}: this is a zip archive (torch.save format), not a network pickle")
             if head[:1] != b"\x80":
-                raise CheckpointError(f"{path}: not a pickle file (it starts with {head!r})")
+                raise CheckpointError(f"{path}: not a pickle file (it starts with {head!r}; network pickles are "
+                                      "binary pickles, which start with 0x80)")
             f.seek(0)
             return restricted_load(f)
     except CheckpointError as exc:
@@ -61,17 +64,10 @@ def read_descriptions(path: str | os.PathLike) -> Any:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            RuntimeError, OverflowError, struct.error, UnicodeDecodeError, MemoryError) as exc:
+            RuntimeError, OverflowError, struct.error, UnicodeDecodeError, MemoryError, AssertionError) as exc:
+        # (torch's storage loader asserts on a damaged storage record)
         kind = "truncated" if isinstance(exc, EOFError) else "corrupt"
         raise CheckpointError(f"{path}: {kind} network pickle ({type(exc).__name__}: {exc})") from None
-
-
-def _plain_data(value: Any) -> Any:
-    if isinstance(value, EasyDictDescription):
-        return {k: _plain_data(v) for k, v in value.items()}
-    if isinstance(value, dict) and not isinstance(value, PersistentDescription):
-        return {k: _plain_data(v) for k, v in value.items()}
-    return value
 
 
 def _from_tf_tuple(raw: tuple, where: Path, ignored: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -90,7 +86,10 @@ def _from_dict(raw: dict, where: Path) -> tuple[dict[str, Any], str]:
         raise CheckpointError(f"{where}: the pickle has no 'G_ema' network (keys: {sorted(map(str, raw))})")
     data: dict[str, Any] = {}
     generator = raw["G_ema"]
-    flavor = detect_flavor(generator) if isinstance(generator, PersistentDescription) else "sg2ada"
+    try:
+        flavor = detect_flavor(generator) if isinstance(generator, PersistentDescription) else "sg2ada"
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: G_ema: {exc}") from None
     for key, value in raw.items():
         if key in NETWORK_KEYS:
             if value is None and key != "G_ema":
@@ -102,10 +101,37 @@ def _from_dict(raw: dict, where: Path) -> tuple[dict[str, Any], str]:
                 raise CheckpointError(f"{where}: {key} is a {value.class_name}, expected a {_EXPECTED_CLASS[key]}")
             data[key] = build_from_description(value, f"{where}: {key}", flavor)
         else:
-            data[key] = _plain_data(value)
+            data[key] = plain_data(value)
     for key in ("G", "D", "training_set_kwargs", "augment_pipe"):
         data.setdefault(key, None)
     return data, flavor
+
+
+def _read_source(source: CheckpointSource) -> Any:
+    """read_descriptions; a download that is no readable pickle (a server's error page, a transfer cut short) is
+    removed from the cache, so that the next call fetches it again instead of failing the same way forever."""
+    try:
+        return read_descriptions(source.path)
+    except CheckpointError as exc:
+        if source.url is None:
+            raise
+        remove_cached(source.path)
+        raise CheckpointError(f"{exc}. It was downloaded from {source.url}; the file was removed from the cache, "
+                              "so the next call downloads it again") from None
+
+
+def _check_known_record(source: CheckpointSource, data: dict[str, Any]) -> None:
+    """A file loaded by a registry name must be the network the record describes (a file copied into the cache by
+    hand, or a changed upload, is refused rather than studied under the wrong name)."""
+    entry, G = source.entry, data.get("G_ema")
+    if entry is None or not isinstance(G, nn.Module):
+        return
+    found = {"resolution": int(G.img_resolution), "c_dim": int(G.c_dim)}
+    wrong = [f"{key} {value} (the record says {getattr(entry, key)})" for key, value in found.items()
+             if value != getattr(entry, key)]
+    if wrong:
+        raise CheckpointError(f"{source.path}: this file is not the known checkpoint {entry.name!r}: its generator "
+                              f"has {' and '.join(wrong)}; remove the file (or load it by its path)")
 
 
 def open_network_pkl(
@@ -116,16 +142,20 @@ def open_network_pkl(
     progress: bool | None = None,
 ) -> NetworkPickle:
     """Like load_network_pkl, but also returns the local path and the flavour ('sg2ada' | 'sg3' | 'tf')."""
-    path = resolve_checkpoint(spec, cache_dir=cache_dir, progress=progress)
-    raw = read_descriptions(path)
+    source = locate_checkpoint(spec, cache_dir=cache_dir, progress=progress)
+    path = source.path
+    raw = _read_source(source)
     ignored: dict[str, dict[str, float]] = {}
     if isinstance(raw, tuple) and len(raw) == 3 and all(isinstance(n, TFNetworkDescription) for n in raw):
         data, flavor = _from_tf_tuple(raw, path, ignored), "tf"
     elif isinstance(raw, dict):
         data, flavor = _from_dict(raw, path)
+    elif isinstance(raw, int) and raw == _LEGACY_TORCH_MAGIC:
+        raise CheckpointError(f"{path}: this is a file written by torch.save (legacy format), not a network pickle")
     else:
         raise CheckpointError(f"{path}: expected a dict with G / D / G_ema or a TF (G, D, Gs) tuple at the top "
                               f"level, got {type(raw).__name__}")
+    _check_known_record(source, data)
     target = resolve_device(device)
     for key in NETWORK_KEYS:
         if isinstance(data.get(key), nn.Module):

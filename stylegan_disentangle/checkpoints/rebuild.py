@@ -14,11 +14,18 @@ from torch import nn
 from ..errors import CheckpointError
 from ..networks import Discriminator, Generator, network_classes
 from ..networks.generator import SG3_MAPPING_DEFAULTS, SG3_SYNTHESIS_DEFAULTS
-from .unpickler import PersistentDescription
+from .unpickler import PersistentDescription, plain_data
 
 SUPPORTED_VERSIONS = {6}
 _BUILDERS: dict[str, type[nn.Module]] = {"Generator": Generator, "Discriminator": Discriminator}
 _PLAIN = (bool, int, float, str, type(None), np.integer, np.floating, np.bool_)
+_SHAPE_ATTRIBUTES = {"num_ws", "num_layers", "num_conv", "num_torgb", "img_resolution_log2", "architecture"}
+"""Attributes that fix the network's shape besides the `*_dim`, `*channels` and `*resolution` ones: the constructor
+derives them from its arguments, so a stored value that differs is a damaged or hand-edited file, not a setting."""
+
+
+def _fixes_shape(name: str) -> bool:
+    return name in _SHAPE_ATTRIBUTES or name.endswith(("_dim", "channels", "resolution"))
 
 
 def check_supported(desc: PersistentDescription, where: str) -> None:
@@ -48,7 +55,7 @@ def detect_flavor(desc: PersistentDescription) -> str:
 
 
 def _constructor_kwargs(desc: PersistentDescription, flavor: str) -> dict:
-    kwargs = desc.init_kwargs
+    kwargs = plain_data(desc.init_kwargs)
     if desc.class_name == "Generator" and flavor == "sg3" and "synthesis_kwargs" not in kwargs:
         named = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"}
         flat = {k: v for k, v in kwargs.items() if k not in named}
@@ -81,6 +88,9 @@ def apply_effective_attributes(module: nn.Module, desc: PersistentDescription, w
             if isinstance(current, (torch.Tensor, nn.Module)) or callable(current):
                 continue
             value = _plain(value)
+            if current != value and _fixes_shape(name):
+                raise CheckpointError(f"{where}: {path or '<top>'}.{name} is stored as {value!r}, but the network "
+                                      f"its constructor arguments build has {current!r} (a damaged or edited file)")
             if current != value or type(current) is not type(value):
                 setattr(target, name, value)
                 if current != value:
@@ -88,18 +98,25 @@ def apply_effective_attributes(module: nn.Module, desc: PersistentDescription, w
     return changed
 
 
-def described_tensors(desc: PersistentDescription) -> dict[str, torch.Tensor]:
-    """All parameters and persistent buffers in a description tree, by state-dict name, in state-dict order."""
+def described_tensors(desc: PersistentDescription, where: str = "") -> dict[str, torch.Tensor]:
+    """All parameters and persistent buffers in a description tree, by state-dict name, in state-dict order.
+
+    A tensor holding NaN or inf is refused by name: such a network draws black or NaN images without any error."""
     out: dict[str, torch.Tensor] = {}
     for path, sub in desc.walk():
         prefix = f"{path}." if path else ""
         non_persistent = set(sub.state.get("_non_persistent_buffers_set") or ())
         for group in ("_parameters", "_buffers"):
-            for name, tensor in (sub.state.get(group) or {}).items():
+            for name, tensor in sub.tensors(group).items():
                 if tensor is None or name in non_persistent:
                     continue
                 if not isinstance(tensor, torch.Tensor):
-                    raise CheckpointError(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor")
+                    raise CheckpointError(f"{where}{': ' if where else ''}{prefix}{name} is a "
+                                          f"{type(tensor).__name__}, not a tensor")
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    raise CheckpointError(f"{where}{': ' if where else ''}{prefix}{name} holds {bad} NaN or inf "
+                                          f"value(s) of {tensor.numel()}: the network is damaged")
                 out[prefix + name] = tensor.detach()
     return out
 
@@ -126,6 +143,14 @@ def build_from_description(desc: PersistentDescription, where: str, flavor: str 
     `flavor` ('sg2ada' | 'sg3') is detected from a Generator's description; a Discriminator's cannot be told apart,
     so the caller passes the flavour of the generator stored beside it.
     """
+    try:
+        return _build(desc, where, flavor)
+    except CheckpointError as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _build(desc: PersistentDescription, where: str, flavor: str | None) -> nn.Module:
     check_supported(desc, where)
     if desc.class_name not in _BUILDERS:
         raise CheckpointError(f"{where}: expected a Generator or Discriminator, got {desc.class_name!r}")
@@ -133,7 +158,7 @@ def build_from_description(desc: PersistentDescription, where: str, flavor: str 
     kwargs = _constructor_kwargs(desc, flavor)
     try:
         module = _BUILDERS[desc.class_name](*desc.init_args, **kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, AssertionError) as exc:
         raise CheckpointError(f"{where}: cannot build {desc.class_name} from its constructor arguments "
                               f"{kwargs!r}: {exc}") from None
     if flavor == "sg3":
@@ -141,5 +166,5 @@ def build_from_description(desc: PersistentDescription, where: str, flavor: str 
             if hasattr(sub, "fp32_on_cpu"):
                 sub.fp32_on_cpu = True
     apply_effective_attributes(module, desc, where)
-    load_tensors_strict(module, described_tensors(desc), where)
+    load_tensors_strict(module, described_tensors(desc, where), where)
     return module.train(bool(desc.state.get("training", False)))

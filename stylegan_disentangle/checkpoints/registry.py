@@ -133,6 +133,16 @@ def get_checkpoint_info(name: str) -> KnownCheckpoint:
     raise CheckpointError(f"unknown checkpoint name {name!r}; {_did_you_mean(name)}{_LIST_HINT}")
 
 
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where `locate_checkpoint` found a file: the URL it was downloaded from (None for a local file or a packaged
+    one) and the registry record when it was asked for by name."""
+
+    path: Path
+    url: str | None = None
+    entry: KnownCheckpoint | None = None
+
+
 def resolve_checkpoint(
     spec: str | os.PathLike,
     *,
@@ -145,12 +155,23 @@ def resolve_checkpoint(
     (downloaded with its recorded sha256, or the packaged file). An existing local file wins over a registry
     name of the same spelling. Raises CheckpointError (DownloadError for network / checksum failures).
     """
+    return locate_checkpoint(spec, cache_dir=cache_dir, progress=progress).path
+
+
+def locate_checkpoint(
+    spec: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> CheckpointSource:
+    """`resolve_checkpoint`, also saying whether the file was downloaded (and from where) and which registry
+    record it stands for, so that the loader can drop a bad download from the cache and check the record."""
     if isinstance(spec, str) and re.match(r"^https?://", spec, flags=re.IGNORECASE):
-        return download_file(spec, cache_dir=cache_dir, progress=progress)
+        return CheckpointSource(download_file(spec, cache_dir=cache_dir, progress=progress), url=spec)
 
     path = Path(spec).expanduser()
     if path.is_file():
-        return path
+        return CheckpointSource(path)
     if path.exists():
         raise CheckpointError(f"checkpoint path {str(path)!r} is not a file")
 
@@ -164,8 +185,9 @@ def resolve_checkpoint(
                     f"checkpoint {entry.name!r} should ship with the package at {local}, but the file is missing; "
                     "reinstall stylegan_disentangle"
                 )
-            return local
-        return download_file(entry.url, cache_dir=cache_dir, sha256=entry.sha256, progress=progress)
+            return CheckpointSource(local, entry=entry)
+        local = download_file(entry.url, cache_dir=cache_dir, sha256=entry.sha256, progress=progress)
+        return CheckpointSource(local, url=entry.url, entry=entry)
 
     if "/" in text or os.sep in text:
         raise CheckpointError(

@@ -244,6 +244,9 @@ def _fill_state(module: torch.nn.Module, tf_vars: dict[str, np.ndarray], rules: 
         if tuple(value.shape) != tuple(tensor.shape):
             raise CheckpointError(f"TF {what}: {tf_name} has shape {value.shape} after conversion, "
                                   f"expected {tuple(tensor.shape)} for {name}")
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"TF {what}: {tf_name} holds {int((~np.isfinite(value)).sum())} NaN or inf "
+                                  f"value(s) of {value.size}: the network is damaged")
         tensor.copy_(torch.from_numpy(value))
         used.add(tf_name)
     ignored: dict[str, float] = {}

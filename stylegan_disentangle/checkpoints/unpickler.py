@@ -39,17 +39,27 @@ class PersistentDescription:
     state: dict
     module_src_len: int = 0
 
+    def _entry(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.state.get(key, default)
+        if not isinstance(value, kind):
+            raise CheckpointError(f"malformed {self.class_name}: its {key} is a {type(value).__name__}")
+        return value
+
     @property
     def init_args(self) -> tuple:
-        return tuple(self.state.get("_init_args", ()))
+        return tuple(self._entry("_init_args", (list, tuple), ()))
 
     @property
     def init_kwargs(self) -> dict:
-        return dict(self.state.get("_init_kwargs", {}))
+        return dict(self._entry("_init_kwargs", dict, {}))
 
     @property
     def submodules(self) -> dict[str, Any]:
-        return dict(self.state.get("_modules", {}))
+        return dict(self._entry("_modules", dict, {}))
+
+    def tensors(self, group: str) -> dict[str, Any]:
+        """The `_parameters` or `_buffers` entry (an empty dict when absent)."""
+        return dict(self._entry(group, dict, {}) or {})
 
     def attributes(self) -> dict[str, Any]:
         """Plain public attributes (the module's effective settings, e.g. use_fp16, conv_clamp)."""
@@ -99,6 +109,16 @@ class EasyDictDescription(dict):
             self.update(state)
 
 
+def plain_data(value: Any) -> Any:
+    """`value` with every EasyDict stand-in (at any depth, in dicts, lists and tuples) turned into a plain dict, so
+    that what a loaded file's settings hold can be written again without naming a class of this module."""
+    if isinstance(value, dict) and not isinstance(value, PersistentDescription):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_data(v) for v in value)
+    return value
+
+
 def _persistent_obj(meta: Any) -> PersistentDescription:
     if not isinstance(meta, dict) or meta.get("type") != "class" or "class_name" not in meta:
         raise CheckpointError("malformed persistent object (expected a dict with type='class' and class_name)")
@@ -108,7 +128,7 @@ def _persistent_obj(meta: Any) -> PersistentDescription:
 
 
 def _load_storage(data: bytes):
-    return torch.load(io.BytesIO(data), weights_only=True)
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..networks import network_classes
+from ..networks import Discriminator, Generator, network_classes
 from ..utils import atomic_write
+from .unpickler import PersistentDescription, plain_data
 
 FORMAT_VERSION = 6
 MODULE_SRC_PLACEHOLDER = (
@@ -27,6 +28,7 @@ MODULE_SRC_PLACEHOLDER = (
     "# stylegan_disentangle.load_network_pkl, which rebuilds the classes from their names and arguments.\n"
 )
 _PROTOCOL = 4
+_NETWORK_CLASSES = {"G": Generator, "G_ema": Generator, "D": Discriminator}
 
 
 class _GlobalRef:
@@ -74,7 +76,7 @@ def describe_module(module: nn.Module) -> _PersistentObject:
         raise CheckpointError(f"cannot write a {name}: only this package's network classes can be saved")
     state = dict(module.__dict__)
     for key in ("_init_args", "_init_kwargs"):
-        state[key] = copy.deepcopy(state.get(key, () if key == "_init_args" else {}))
+        state[key] = plain_data(copy.deepcopy(state.get(key, () if key == "_init_args" else {})))
     state["_modules"] = {k: describe_module(v) if v is not None else None for k, v in module._modules.items()}
     state["_parameters"] = dict(module._parameters)
     state["_buffers"] = {k: v.detach().cpu() if v is not None else None for k, v in module._buffers.items()}
@@ -85,6 +87,38 @@ def describe_module(module: nn.Module) -> _PersistentObject:
     return _PersistentObject(meta)
 
 
+def describe_persistent(desc: PersistentDescription) -> _PersistentObject:
+    """A loaded official object we do not rebuild (e.g. `augment_pipe`) written back as the same persistent object,
+    its nested ones too, with our placeholder in place of its source."""
+    meta = dict(type="class", version=desc.version, module_src=MODULE_SRC_PLACEHOLDER, class_name=desc.class_name,
+                state=_writable(desc.state))
+    return _PersistentObject(meta)
+
+
+def _writable(value: Any) -> Any:
+    """Plain data as it will be pickled: loaded descriptions become persistent objects again, EasyDict stand-ins
+    plain dicts, tensors detached CPU copies."""
+    if isinstance(value, PersistentDescription):
+        return describe_persistent(value)
+    if isinstance(value, nn.Parameter):
+        return nn.Parameter(value.detach().cpu(), requires_grad=value.requires_grad)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _writable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_writable(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _check_networks(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    for key, cls in _NETWORK_CLASSES.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, cls):
+            raise CheckpointError(f"{path}: {key} must be a {cls.__name__} of this package (or None), got a "
+                                  f"{type(value).__name__}")
+
+
 def save_network_pkl(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write {'G', 'D', 'G_ema', 'training_set_kwargs', 'augment_pipe', ...} as an official-layout pickle.
 
@@ -93,20 +127,21 @@ def save_network_pkl(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """
     if not isinstance(data, dict) or data.get("G_ema") is None:
         raise CheckpointError(f"{path}: save_network_pkl needs a dict with at least a 'G_ema' network")
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, nn.Module):
-            out[key] = describe_module(value)
-        elif isinstance(value, torch.Tensor):
-            out[key] = value.detach().cpu()
-        else:
-            out[key] = copy.deepcopy(value)
-    for key in ("training_set_kwargs", "G", "D", "G_ema", "augment_pipe"):
-        out.setdefault(key, None)
-    ordered = {k: out[k] for k in ("training_set_kwargs", "G", "D", "G_ema", "augment_pipe")}
-    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    _check_networks(path, data)
     try:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out[key] = describe_module(value) if isinstance(value, nn.Module) else _writable(value)
+        for key in ("training_set_kwargs", "G", "D", "G_ema", "augment_pipe"):
+            out.setdefault(key, None)
+        ordered = {k: out[k] for k in ("training_set_kwargs", "G", "D", "G_ema", "augment_pipe")}
+        ordered.update({k: v for k, v in out.items() if k not in ordered})
         with atomic_write(path, "wb") as f:
             _OfficialLayoutPickler(f, protocol=_PROTOCOL).dump(ordered)
+    except CheckpointError as exc:
+        message = str(exc)
+        raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: cannot write the network pickle, a value is not plain data: {exc}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write the file: {exc.strerror or exc}") from None

@@ -35,6 +35,8 @@ class FullyConnectedLayer(nn.Module):
         bias_init: float = 0,
     ) -> None:
         super().__init__()
+        if activation not in activation_funcs:  # refused when built, not at the first forward
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(activation_funcs)}")
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
