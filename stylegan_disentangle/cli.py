@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +76,7 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
 @main.command("generate")
 @click.argument("pkl")
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds, e.g. 0-7 or 1,5,9.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", type=int, default=None, help="Truncate only the first N ws.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional networks.")
@@ -218,7 +218,8 @@ def _open_or_fail(open_fn, pkl: str, **kwargs):
 @main.command("list-checkpoints")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON instead of a table.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Download cache to check (default: $STYLEGAN_DISENTANGLE_CACHE or ~/.cache/stylegan_disentangle).")
+              help="Download cache to check (default: $STYLEGAN_DISENTANGLE_CACHE, else "
+                   "$XDG_CACHE_HOME/stylegan_disentangle or ~/.cache/stylegan_disentangle).")
 def list_checkpoints(as_json: bool, cache_dir: str | None) -> None:
     """List the known official checkpoints (names usable wherever a PKL is expected) and whether each is cached."""
     import json
@@ -253,7 +254,8 @@ def _progress(ctx: click.Context) -> bool | None:
 @main.command("list-decomposers")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of a table.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Download cache to check (default: $STYLEGAN_DISENTANGLE_CACHE or ~/.cache/stylegan_disentangle).")
+              help="Download cache to check (default: $STYLEGAN_DISENTANGLE_CACHE, else "
+                   "$XDG_CACHE_HOME/stylegan_disentangle or ~/.cache/stylegan_disentangle).")
 def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
     """List the 3D decomposers usable by name wherever --decomposer is taken: the shipped ones and the official
     pretrained Unsup3D ones (downloaded on first use), and whether each is here already."""
@@ -288,7 +290,7 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
               help="Registered labeler(s) ('a,b'), 'module:factory' of your own, or 'none'.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
 @device_option()
 @click.option("--num-directions", type=int, default=10, show_default=True, help="K for pca / closed-form.")
@@ -379,7 +381,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
               help="ws layers to edit, overriding each direction's own: START:STOP (STOP exclusive), indices and "
                    "inclusive ranges like 0,2,5 or 0-3,8, or 'all'. Other ws layers are left untouched.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
 @click.option("--class", "class_idx", type=int, default=None, help="Class for conditional networks.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)

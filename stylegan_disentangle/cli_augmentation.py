@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import crop_option, device_option, light_mask_option
+from .cli_common import FINITE_FLOAT, crop_option, device_option, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -31,13 +31,13 @@ __all__ = ["register_augmentation_commands"]
                    "name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the base codes.")
 @click.option("--bases", "n_bases", type=int, default=None, help="Base codes walked (default: count // 8).")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--step", type=float, default=0.5, show_default=True,
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--step", type=FINITE_FLOAT, default=0.5, show_default=True,
               help="Walk step, in stds of W along the direction (W units when the set has no stds).")
 @click.option("--max-steps", type=int, default=12, show_default=True, help="Walk length per side.")
-@click.option("--saturation", "saturation_fraction", type=float, default=0.1, show_default=True,
+@click.option("--saturation", "saturation_fraction", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="Stop where the label's change per step falls to this fraction of the first step's.")
-@click.option("--mahalanobis-quantile", type=float, default=0.999, show_default=True,
+@click.option("--mahalanobis-quantile", type=FINITE_FLOAT, default=0.999, show_default=True,
               help="Stop where the code leaves the W prior (this quantile of W's own distances); 0 = off.")
 @click.option("--calibrate-with", "calibrate_with", type=click.Path(dir_okay=False), default=None,
               help="NPZ of images you have labelled ('images' uint8 [N, H, W, 3] or float [N, 3, H, W], and an "

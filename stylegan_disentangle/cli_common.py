@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -12,6 +13,20 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+
+
+class FiniteFloat(click.types.FloatParamType):
+    """A float option that refuses nan and inf while the command line is parsed (a NaN learning rate or
+    truncation would otherwise run to the end and write black images or a broken model)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
 
 
 def fail_cleanly(fn: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,7 @@ def _decomposition_output_options(fn):
               help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
                    "name (unsup3d-celeba, unsup3d-synface, unsup3d-cat, unsup3d-syncar: downloaded once), or an "
                    "Unsup3D checkpoint's path or URL (.pth, or the official .zip).")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--class", "class_idx", type=int, default=None,
               help="Class for conditional networks (default: each seed's own class, drawn as the bank draws it; "
                    "the JSON records it).")
@@ -169,8 +169,8 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
                    "sizes are used, so --nf / --zdim / --nf-small "
                    "/ --light-range cannot be given with it. --steps counts from it.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="Adam's, as official.")
+@click.option("--lr", type=FINITE_FLOAT, default=1e-4, show_default=True)
+@click.option("--weight-decay", type=FINITE_FLOAT, default=5e-4, show_default=True, help="Adam's, as official.")
 @click.option("--nf", type=int, default=32, show_default=True, help="Width of netD / netA (multiple of 16).")
 @click.option("--zdim", type=int, default=128, show_default=True,
               help="Code size of netD / netA (netC's is half of it).")
@@ -178,9 +178,9 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
               help="Width of netL / netV (netC's is twice it; a multiple of 8).")
 @click.option("--perceptual/--no-perceptual", default=False, show_default=True,
               help="Add the perceptual term on the network's own discriminator features.")
-@click.option("--smooth", "lam_smooth", type=float, default=0.0, show_default=True,
+@click.option("--smooth", "lam_smooth", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="Weight of the depth-smoothness term, mean |depth gradient| (0 = off, as official).")
-@click.option("--rerender", "lam_rerender", type=float, default=1.0, show_default=True,
+@click.option("--rerender", "lam_rerender", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="Weight of the re-render consistency term (0 = off).")
 @click.option("--rerender-mode", type=click.Choice(["random", "data"]), default=None,
               help="Re-render scenes: uniform views and light over a lit wall, or the batch's own views and light "
@@ -193,33 +193,33 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
 @click.option("--rerender-albedo-step", type=(float, float), default=None, metavar="LO HI",
               help="Recolour the re-render scenes' albedo above a random hairline by a gain log-uniform in "
                    "[LO, HI] (e.g. 0.35 1.25): a darker or lighter top of the head that is albedo, not light.")
-@click.option("--rerender-light-xy", type=float, default=None,
+@click.option("--rerender-light-xy", type=FINITE_FLOAT, default=None,
               help="Fraction of the light direction's range the re-render term draws from. Default: 1.")
-@click.option("--rerender-yaw", type=float, default=None, metavar="DEG",
+@click.option("--rerender-yaw", type=FINITE_FLOAT, default=None, metavar="DEG",
               help="Redraw the re-render scenes' yaw uniformly within +-DEG: heads turned further than the "
                    "generator turns them, with the answer known (netV learns them). Default: the scenes' own.")
-@click.option("--light-turn", "lam_light_turn", type=float, default=0.0, show_default=True,
+@click.option("--light-turn", "lam_light_turn", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="Weight of the turned-head term: netL must read the light it read on each image again on "
                    "its own estimate re-rendered with the yaw drawn within +-(--light-turn-yaw) (0 = off).")
-@click.option("--light-turn-yaw", type=float, default=None, metavar="DEG",
+@click.option("--light-turn-yaw", type=FINITE_FLOAT, default=None, metavar="DEG",
               help="Largest |yaw| (degrees) of --light-turn's renders. Default: 45.")
-@click.option("--light-turn-pitch", type=float, default=None, metavar="DEG",
+@click.option("--light-turn-pitch", type=FINITE_FLOAT, default=None, metavar="DEG",
               help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
                    "above). Default: each image's own pitch.")
 @click.option("--light-from-rerender", is_flag=True,
               help="netL learns from the re-render term alone (the photometric loss does not reach it).")
-@click.option("--jitter", "lam_jitter", type=float, default=0.5, show_default=True,
+@click.option("--jitter", "lam_jitter", type=FINITE_FLOAT, default=0.5, show_default=True,
               help="Weight of the truncation/noise agreement term (0 = off).")
 @click.option("--stabilize-after", type=int, default=1000, show_default=True,
               help="Step at which the two stabilizers start (on from step 0 they hold the nets in a mean face).")
-@click.option("--light-range", "xy_light_range", type=float, default=1.0, show_default=True,
+@click.option("--light-range", "xy_light_range", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="Scale of the light direction (1 = official; 2 reaches 63 degrees off-axis).")
-@click.option("--albedo-tv", "lam_albedo_tv", type=float, default=0.0, show_default=True,
+@click.option("--albedo-tv", "lam_albedo_tv", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="Weight of the albedo total-variation prior (0 = off, as official).")
-@click.option("--albedo-sparse", "lam_albedo_sparse", type=float, default=0.0, show_default=True,
+@click.option("--albedo-sparse", "lam_albedo_sparse", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="Weight of the albedo gradient-sparsity prior, mean (|gradient| + eps)^p (0 = off): sharp "
                    "albedo edges, smooth shading.")
-@click.option("--albedo-sparse-p", type=float, default=0.3, show_default=True,
+@click.option("--albedo-sparse-p", type=FINITE_FLOAT, default=0.3, show_default=True,
               help="The exponent p of --albedo-sparse (below 1).")
 @click.option("--antialias/--no-antialias", default=False, show_default=True,
               help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
@@ -244,7 +244,7 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
                    "run (its folder or directions.npz): each image's w projected on them, in the units of "
                    "--init's own readings (needs --init). Several runs, comma-separated: the mean of their "
                    "directions. The other nets learn as usual.")
-@click.option("--teacher-weight", "lam_teacher", type=float, default=1.0, show_default=True,
+@click.option("--teacher-weight", "lam_teacher", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="Weight of the --light-teacher term.")
 @device_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option, fail_cleanly
+from .cli_common import FINITE_FLOAT, device_option, fail_cleanly
 from .cli_labeled import labeled_pool, warn_weak_labels
 
 if TYPE_CHECKING:
@@ -72,9 +72,9 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
               help="Faces of your own as the exemplars (an .npy of ws or w), instead of --exemplar-seeds.")
 @click.option("--attributes", "names", default=None,
               help="Comma list of the model's attributes to swap [default: all of them].")
-@click.option("--strength", type=float, default=1.0, show_default=True,
+@click.option("--strength", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="How far along the swap: 0 the target, 1 the exemplar's attribute, beyond 1 extrapolated.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @device_option()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import crop_option, device_option, fail_cleanly
+from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +112,7 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--batch-size", type=click.IntRange(min=2), default=None,
               help="Batch size [default: 64 for identity-pose, whose every step renders and decomposes its batch; "
                    "256 for the others].")
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=FINITE_FLOAT, default=None,
               help="Adam learning rate [default: 3e-3 for factor-mapper, 1e-3 for the others].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
@@ -128,16 +128,16 @@ def _write_json(path: Path, record: dict) -> None:
                    "list of depth, albedo, image_albedo (the albedo the image shows), light.")
 @click.option("--id-dim", type=int, default=64, show_default=True, help="identity-pose: identity code size.")
 @click.option("--pose-dim", type=int, default=8, show_default=True, help="identity-pose: pose code size.")
-@click.option("--cycle-weight", type=float, default=0.1, show_default=True,
+@click.option("--cycle-weight", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="identity-pose: the recombined code's codes read back as the two faces'.")
 @click.option("--components", type=click.IntRange(min=1), default=16, show_default=True,
               help="identity-pose: the kept readings' leading principal components, whitened, that the identity "
                    "loss compares (so a small part's change counts as much as the skin colour's).")
-@click.option("--pose-weight", type=float, default=10.0, show_default=True,
+@click.option("--pose-weight", type=FINITE_FLOAT, default=10.0, show_default=True,
               help="identity-pose: the recombined face's measured rotation equals the pose face's.")
-@click.option("--identity-weight", type=float, default=1.0, show_default=True,
+@click.option("--identity-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="identity-pose: the recombined face's measured depth and albedo equal the identity face's.")
-@click.option("--move-weight", type=float, default=None,
+@click.option("--move-weight", type=FINITE_FLOAT, default=None,
               help="identity-pose and attribute-exchange: the result's move in W is kept short (what the instrument "
                    "does not measure stays as it was) [default: 0.3 for identity-pose, 0.1 for attribute-exchange].")
 @click.option("--labeler", default=None,
@@ -149,11 +149,11 @@ def _write_json(path: Path, record: dict) -> None:
                    "per label.")
 @click.option("--noise-dim", type=click.IntRange(min=0), default=32, show_default=True,
               help="factor-mapper: size of the noise code (what no label measures).")
-@click.option("--imitate-weight", type=float, default=1.0, show_default=True,
+@click.option("--imitate-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="factor-mapper: the mapped face's labels read as its codes ask.")
-@click.option("--contrast-weight", type=float, default=1.0, show_default=True,
+@click.option("--contrast-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="factor-mapper: two faces that differ in one factor agree on the noise code.")
-@click.option("--prior-weight", type=float, default=0.1, show_default=True,
+@click.option("--prior-weight", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="factor-mapper: real faces' noise codes have zero mean and unit covariance.")
 @click.option("--attributes", "attribute_spec", default=None,
               help="attribute-exchange: the attributes and their labels, ';'-separated: NAME=LABEL,LABEL for an "
@@ -172,22 +172,22 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--readout-hidden", type=click.IntRange(min=0), default=128, show_default=True,
               help="attribute-exchange and factor-mapper: MLP width of the readout of the labels (0: a ridge "
                    "regression).")
-@click.option("--take-weight", type=float, default=1.0, show_default=True,
+@click.option("--take-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="attribute-exchange: the swapped attribute's labels read as the exemplar's.")
-@click.option("--keep-weight", type=float, default=1.0, show_default=True,
+@click.option("--keep-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="attribute-exchange: every other label reads as the target's.")
-@click.option("--adv-weight", type=float, default=0.0, show_default=True,
+@click.option("--adv-weight", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="attribute-exchange: ELEGANT's adversarial term, a latent discriminator of W's distribution (off by "
                    "default: on the synthetic world it pulled the unlabeled identity along with the swapped "
                    "attribute, see AttributeExchangeModel).")
-@click.option("--temperature", type=float, default=0.1, show_default=True, help="InfoNCE temperature.")
-@click.option("--rec-weight", type=float, default=1.0, show_default=True)
-@click.option("--swap-weight", type=float, default=1.0, show_default=True)
-@click.option("--app-weight", type=float, default=0.05, show_default=True)
-@click.option("--struct-weight", type=float, default=0.05, show_default=True)
-@click.option("--image-weight", type=float, default=0.0, show_default=True,
+@click.option("--temperature", type=FINITE_FLOAT, default=0.1, show_default=True, help="InfoNCE temperature.")
+@click.option("--rec-weight", type=FINITE_FLOAT, default=1.0, show_default=True)
+@click.option("--swap-weight", type=FINITE_FLOAT, default=1.0, show_default=True)
+@click.option("--app-weight", type=FINITE_FLOAT, default=0.05, show_default=True)
+@click.option("--struct-weight", type=FINITE_FLOAT, default=0.05, show_default=True)
+@click.option("--image-weight", type=FINITE_FLOAT, default=0.0, show_default=True,
               help="Weight of the image-space reconstruction through the frozen synthesis.")
-@click.option("--motion-weight", type=float, default=1.0, show_default=True,
+@click.option("--motion-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="Weight of the motion decoder (a linear map from a change of structure code to a move in W, "
                    "the transfers' default); 0: none, transfers decode the codes.")
 @click.option("--motion-metric", type=click.Choice(["euclidean", "covariance"]), default="covariance",
@@ -201,7 +201,7 @@ def _write_json(path: Path, record: dict) -> None:
 @click.option("--val-every", type=int, default=250, show_default=True)
 @click.option("--patience", type=int, default=None, help="Stop after this many validations without improvement.")
 @click.option("--preview-every", type=int, default=500, show_default=True, help="Transfer-strip PNG every N steps.")
-@click.option("--max-minutes", type=float, default=None, help="Stop (with a checkpoint) after this much time.")
+@click.option("--max-minutes", type=FINITE_FLOAT, default=None, help="Stop (with a checkpoint) after this much time.")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.pass_context
 def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video: str, structure_dirs, structure_names,
@@ -498,7 +498,7 @@ def _mode_option(otherwise: str):
 @click.argument("pkl")
 @click.option("--target-seeds", default="0-3", show_default=True, help="Seeds of the faces that keep appearance.")
 @click.option("--source-seeds", default="10-13", show_default=True, help="Seeds giving pose / expression.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @_mode_option("residual")
@@ -570,7 +570,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
 @click.argument("pkl")
 @click.option("--identity-seeds", default="0-3", show_default=True, help="Seeds of the faces that give identity.")
 @click.option("--pose-seeds", default="10-13", show_default=True, help="Seeds of the faces that give the pose.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--mode", type=click.Choice(["residual", "direct"]), default="residual", show_default=True,
               help="residual: the identity face moved by decode(its identity, new pose) - decode(its identity, its "
                    "pose); direct: decode(its identity, new pose).")

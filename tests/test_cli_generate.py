@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -163,7 +164,7 @@ def test_range_parsers():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_steps("-3:3:7").tolist() == [-3, -2, -1, 0, 1, 2, 3]
     assert parse_steps("-1,0.5").tolist() == [-1, 0.5]
-    for bad in ("a-b", "5-2", ""):
+    for bad in ("a-b", "5-2", "", "0-100000000000"):  # (the last is refused before a range is built)
         with pytest.raises(ValueError):
             parse_seeds(bad)
     with pytest.raises(ValueError):
@@ -200,7 +201,8 @@ def test_every_command_shares_the_checked_device_option():
 
 
 @pytest.mark.parametrize("name", _device_commands())
-@pytest.mark.parametrize("device, words", [("cuda", "CUDA is not available"), ("gpu0", "unknown device 'gpu0'")])
+@pytest.mark.parametrize("device, words", [("cuda", "CUDA is not available"), ("gpu0", "unknown device 'gpu0'"),
+                                           ("meta", "cannot run the networks here")])
 def test_every_command_refuses_a_device_before_reading_its_other_arguments(monkeypatch, name, device, words):
     import torch
 
@@ -217,3 +219,27 @@ def test_the_device_option_hands_the_command_a_torch_device(tmp_path, tiny_pkl):
     assert result.exit_code == 0, result.output
     record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
     assert record["device"] == "cpu"
+
+
+def _float_options() -> list[tuple[str, str]]:
+    return sorted((name, p.name) for name, cmd in main.commands.items() for p in cmd.params
+                  if isinstance(p, click.Option) and isinstance(p.type, click.types.FloatParamType))
+
+
+def test_every_float_option_refuses_nan_and_inf():
+    """A NaN truncation or learning rate would otherwise run to the end and write black images or a broken model."""
+    from stylegan_disentangle.cli_common import FINITE_FLOAT
+
+    options = _float_options()
+    assert ("generate", "truncation_psi") in options and ("train-model", "lr") in options
+    for name, param in options:
+        (option,) = [p for p in main.commands[name].params if p.name == param]
+        assert option.type is FINITE_FLOAT, (name, param)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_truncation_is_a_usage_error(tmp_path, tiny_pkl, value):
+    result = CliRunner().invoke(main, ["generate", str(tiny_pkl), "--seeds", "0", f"--trunc={value}",
+                                       "--outdir", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "is not a finite number" in result.output, result.output
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -95,6 +97,8 @@ class MappingNetwork(nn.Module):
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
 
         if truncation_psi != 1:
+            if not math.isfinite(float(truncation_psi)):
+                raise LatentError(f"truncation_psi must be a finite number, got {truncation_psi}")
             if self.w_avg_beta is None:
                 raise ValueError("truncation needs w_avg, but this mapping network was built with w_avg_beta=None")
             if self.num_ws is None or truncation_cutoff is None:

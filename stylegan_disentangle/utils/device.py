@@ -18,6 +18,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device {device} cannot run the networks here; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device} was requested but CUDA is not available; use --device cpu or auto")
     return device

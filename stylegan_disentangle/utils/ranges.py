@@ -52,6 +52,8 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
             hi = int(match.group(2)) if match.group(2) is not None else lo
             if hi < lo:
                 raise UsageError(f"seeds {spec!r}: range {part!r} runs backwards")
+            if hi >= 2**32:  # checked before the range is built: 0-100000000000 would not fit in memory
+                raise UsageError(f"seeds {spec!r}: seeds must be between 0 and 2**32 - 1")
             seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise UsageError(f"seeds {spec!r} names no seed")
