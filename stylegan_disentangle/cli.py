@@ -60,10 +60,15 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
                 raise click.ClickException(str(exc)) from None
             try:  # a W-space model file (train-model) or an Unsup3D checkpoint given where a network was expected
                 summary = model_summary(pkl)
-            except StyleGANDisentangleError:
+            except StyleGANDisentangleError as model_exc:
                 try:
                     summary = decomposer_summary(load_decomposer(pkl))
                 except StyleGANDisentangleError:
+                    with open(pkl, "rb") as f:
+                        torch_file = f.read(4) == b"PK\x03\x04"
+                    if torch_file:  # torch.save's format: a damaged model or decomposer file, not a network pickle
+                        raise click.ClickException(f"{model_exc} (nor is it a readable Unsup3D decomposer "
+                                                   "checkpoint)") from None
                     raise click.ClickException(f"{exc} (nor is it a W-space model file or an Unsup3D decomposer "
                                                "checkpoint)") from None
     if as_json:

@@ -32,7 +32,8 @@ def train_attribute_exchange(pkl: str, out: Path, *, labeler: str | None, attrib
 
     G = _load_generator(pkl, device)
     spec, held, w_pool, labels = labeled_pool(G, out, labeler, attributes, "--attributes", pool, seed, device,
-                                              train_args["progress"], held=held, components=map_components)
+                                              train_args["progress"], held=held, components=map_components,
+                                              rebuild=not train_args["resume"])
     model = fail_cleanly(lambda: AttributeExchangeModel(G.num_ws, G.w_dim, spec, held=held,
                                                         generator_sha256=generator_fingerprint(G), **model_args))
     readout = fail_cleanly(lambda: LatentReadout(G.w_dim, model.label_names, hidden=readout_hidden).to(device).fit(
@@ -87,13 +88,8 @@ def swap_attributes_cmd(model: str, pkl: str, target_seeds: str, exemplar_seeds:
     (--target-ws / --exemplar-ws: e.g. images embedded with `project`); with a file, a row's 'seed' in the PNG and
     config.json is its row number."""
     from .cli_models import _load_ae, _load_generator, _names, _paired_seeds, _write_pair_outputs
-    from .models import AttributeExchangeModel
-
     G = _load_generator(pkl, device)
-    ex = _load_ae(model, G, allow_foreign, device)
-    if not isinstance(ex, AttributeExchangeModel):
-        raise click.ClickException(f"{model}: a {ex.kind} model; swap-attributes needs an attribute-exchange model "
-                                   "(train-model attribute-exchange)")
+    ex = _load_ae(model, G, allow_foreign, device, "attribute-exchange", "swap-attributes")
     chosen = _names(names)
     try:
         ex.attribute_mask(chosen)

@@ -33,7 +33,8 @@ def train_factor_mapper(pkl: str, out: Path, *, labeler: str | None, factors: st
 
     G = _load_generator(pkl, device)
     spec, _, w_pool, labels = labeled_pool(G, out, labeler, factors, "--factors", pool, seed, device,
-                                           train_args["progress"], components=map_components)
+                                           train_args["progress"], components=map_components,
+                                           rebuild=not train_args["resume"])
     mapper = fail_cleanly(lambda: FactorMapper(G.num_ws, G.w_dim, spec, readout_hidden=readout_hidden,
                                                generator_sha256=generator_fingerprint(G), **model_args).to(device))
     fail_cleanly(lambda: mapper.fit_prior(w_pool, labels, seed=seed).set_normalization(w_pool))
@@ -105,20 +106,17 @@ def _parse_settings(text: str | None, names: list[str]) -> dict[str, float]:
 def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, columns: int, settings: str | None,
                     ws_file: str | None, seed: int, outdir: str, allow_foreign: bool, device: torch.device) -> None:
     """Faces from a factor-mapper MODEL's codes: OUTDIR/factors.png (one row per face; with --sweep, one column
-    per step), ws.npy, labels.json (the labels the codes ask for, per face) and config.json. With --ws, real faces
-    (e.g. projected images) are embedded in the factor space and edited there."""
+    per step), ws.npy ([faces x columns, num_ws, w_dim], face by face, as edit --ws reads it), labels.json (the
+    labels the codes ask for, per face) and config.json. With --ws, real faces (e.g. projected images) are embedded
+    in the factor space and edited there."""
     import numpy as np
     import torch
 
-    from .cli_models import _load_ae, _load_generator, _save_npy, _write_json, _ws_file
-    from .models import FactorMapper
+    from .cli_models import _load_ae, _load_generator, _provenance, _save_npy, _write_json, _ws_file
     from .utils.images import save_titled_grid, to_uint8
 
     G = _load_generator(pkl, device)
-    mapper = _load_ae(model, G, allow_foreign, device)
-    if not isinstance(mapper, FactorMapper):
-        raise click.ClickException(f"{model}: a {mapper.kind} model; map-factors needs a factor-mapper model "
-                                   "(train-model factor-mapper)")
+    mapper = _load_ae(model, G, allow_foreign, device, "factor-mapper", "map-factors")
     if sweep_factor is not None and sweep_factor not in mapper.factors:
         raise click.BadParameter(f"{sweep_factor!r} is not a factor of this model: {mapper.factor_names}",
                                  param_hint="--sweep")
@@ -158,10 +156,10 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
     titles = [f"{v:+.1f}" for v in np.linspace(-2, 2, cols)] if sweep_factor else ["face"]
     save_titled_grid(imgs.reshape(count, cols, *imgs.shape[1:]), out / "factors.png", titles,
                      [f"face {i}" for i in range(count)])
-    _save_npy(out / "ws.npy", ws.cpu().numpy().reshape(count, cols, *ws.shape[1:]))
+    _save_npy(out / "ws.npy", ws.cpu().numpy())  # [count * columns, num_ws, w_dim], face by face: what --ws reads
     _write_json(out / "labels.json", {"label_names": mapper.label_names,
                                       "asked": asked.reshape(count, cols, -1).tolist()})
     _write_json(out / "config.json", {"command": "map-factors", "model": model, "pkl": pkl, "count": count,
                                       "sweep": sweep_factor, "columns": cols, "set": wanted, "seed": seed,
-                                      "ws_file": ws_file, "allow_foreign": allow_foreign})
+                                      "ws_file": ws_file, "allow_foreign": allow_foreign, **_provenance(G)})
     click.echo(f"wrote {out / 'factors.png'} ({count} faces x {cols}), ws.npy and labels.json")

@@ -13,11 +13,11 @@ __all__ = ["labeled_pool", "warn_weak_labels"]
 
 
 def labeled_pool(G, out: Path, labeler: str | None, spec_text: str | None, option: str, pool: int, seed: int,
-                 device, progress, held: list[str] = (), components: int = 8):
+                 device, progress, held: list[str] = (), components: int = 8, rebuild: bool = False):
     """The labeled pool the label-driven models train on: ({group: [label columns]}, [held label columns],
     w_pool [N, w_dim], the columns [N, L]), a map-valued label (the decomposer's depth, albedo) standing for its
     `components` leading principal components (`models.readout.label_columns`); clear click errors for a missing
-    labeler or spec, unknown labels, a small pool."""
+    labeler or spec, unknown labels, a small pool. `rebuild` labels the pool again (train-model --no-resume)."""
     import numpy as np
     import torch
 
@@ -51,7 +51,7 @@ def labeled_pool(G, out: Path, labeler: str | None, spec_text: str | None, optio
         raise click.BadParameter(f"{pool} faces: this model needs at least 40 (a tenth of them, at most 512, are "
                                  "kept for validation)", param_hint="--pool")
     bank = fail_cleanly(lambda: LatentBank.create(G, out / "bank", pool, seed=seed, labelers=[lab], device=device,
-                                                  progress=progress))
+                                                  progress=progress, overwrite=rebuild))
     spec, held, labels = fail_cleanly(lambda: label_columns(bank.labels, spec, held, components, seed))
     return spec, held, torch.from_numpy(np.array(bank.w, dtype=np.float32)), labels
 

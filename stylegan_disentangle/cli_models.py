@@ -79,11 +79,12 @@ def _video_options(fn):
         click.option("--appearance-dirs", default=None, help="DirectionSet of directions to keep still (a "
                      "find-directions --outdir or the set's stem)."),
         click.option("--appearance-names", default=None, help="Comma list selecting appearance directions."),
-        click.option("--frames", type=int, default=16, show_default=True, help="Frames per clip."),
+        click.option("--frames", type=click.IntRange(min=2), default=16, show_default=True,
+                     help="Frames per clip."),
         click.option("--clip-metric", type=click.Choice(["euclidean", "covariance"]), default="euclidean",
                      show_default=True, help="--video directions: structure moves orthogonal to the appearance "
                                              "directions, or the smallest moves in W's covariance metric."),
-        click.option("--pool", type=int, default=20_000, show_default=True,
+        click.option("--pool", type=click.IntRange(min=2), default=20_000, show_default=True,
                      help="w samples the clips start from (identity-pose: the faces its pairs are drawn from, each "
                           "read by the decomposer once; attribute-exchange, factor-mapper: the faces the labeler "
                           "labels)."),
@@ -99,6 +100,15 @@ def _write_json(path: Path, record: dict) -> None:
 
     with atomic_write(path, "w") as f:
         json.dump(to_jsonable(record), f, indent=2)
+
+
+def _provenance(G) -> dict:
+    """What a command's config.json records of where its faces came from: the generator's weights hash (the one
+    model files and banks record) and this package's version."""
+    from . import __version__
+    from .latents import generator_fingerprint
+
+    return {"generator_sha256": generator_fingerprint(G), "version": __version__}
 
 
 @click.command("train-model")
@@ -181,7 +191,8 @@ def _write_json(path: Path, record: dict) -> None:
                    "default: on the synthetic world it pulled the unlabeled identity along with the swapped "
                    "attribute, see AttributeExchangeModel).")
 @click.option("--temperature", type=FINITE_FLOAT, default=0.1, show_default=True, help="InfoNCE temperature.")
-@click.option("--rec-weight", type=FINITE_FLOAT, default=1.0, show_default=True)
+@click.option("--rec-weight", type=FINITE_FLOAT, default=1.0, show_default=True,
+              help="appearance-structure and factor-mapper: weight of the reconstruction of the faces' codes.")
 @click.option("--swap-weight", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--app-weight", type=FINITE_FLOAT, default=0.05, show_default=True)
 @click.option("--struct-weight", type=FINITE_FLOAT, default=0.05, show_default=True)
@@ -234,6 +245,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     import numpy as np
     import torch
 
+    torch.manual_seed(seed)  # the model's starting weights: the same command and --seed give the same model
     progress = False if (ctx.obj or {}).get("quiet") else None
     train_args = {"val_every": val_every, "patience": patience, "preview_every": preview_every,
                   "max_seconds": max_minutes * 60 if max_minutes else None, "resume": resume, "progress": progress}
@@ -245,7 +257,8 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                             steps=3000 if steps is None else steps, batch_size=batch_size or 256,
                             lr=3e-3 if lr is None else lr, seed=seed,
                             device=device, pool=pool,
-                            model_args={"noise_dim": noise_dim, "hidden": hidden, "imitate_weight": imitate_weight,
+                            model_args={"noise_dim": noise_dim, "hidden": hidden, "rec_weight": rec_weight,
+                                        "imitate_weight": imitate_weight,
                                         "contrast_weight": contrast_weight, "prior_weight": prior_weight},
                             train_args=train_args)
         return
@@ -375,7 +388,7 @@ def _train_identity_pose(pkl: str, out: Path, *, steps: int, batch_size: int, lr
 @click.argument("pkl")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @_video_options
-@click.option("--count", type=int, default=4, show_default=True, help="Number of clips.")
+@click.option("--count", type=click.IntRange(min=1), default=4, show_default=True, help="Number of clips.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option()
 def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure_names, appearance_dirs,
@@ -404,7 +417,8 @@ def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure
     save_clip_strips(G, clips, out / "clips.png", upscale=max(1, 64 // G.img_resolution))
     _write_json(out / "config.json", {"command": "make-videos", "pkl": pkl, "video": video, "count": count,
                                       "frames": frames, "clip_metric": clip_metric, "seed": seed,
-                                      "structure_dirs": structure_dirs, "appearance_dirs": appearance_dirs})
+                                      "structure_dirs": structure_dirs, "appearance_dirs": appearance_dirs,
+                                      **_provenance(G)})
     click.echo(f"wrote {count} clips of {frames} frames to {out / 'clips.npy'} and {out / 'clips.png'}")
 
 
@@ -415,6 +429,23 @@ def _ws_file(G, path: str) -> torch.Tensor:
 
     raw = fail_cleanly(lambda: read_npy_codes(path))
     return fail_cleanly(lambda: check_ws(raw, G.num_ws, G.w_dim, what=f"the codes in {path}"))
+
+
+def _clip_file(G, path: str, clip_index: int) -> torch.Tensor:
+    """One clip ws [T, num_ws, w_dim] from an .npy of a clip ([T, num_ws, w_dim], or w [T, w_dim]) or of clips
+    ([B, T, num_ws, w_dim], make-videos' clips.npy; `clip_index` picks one); a clear error naming the file."""
+    from .analysis.run_edit import read_npy_codes
+    from .latents import check_ws
+
+    raw = fail_cleanly(lambda: read_npy_codes(path))
+    if raw.ndim == 4:
+        if not 0 <= clip_index < len(raw):
+            raise click.BadParameter(f"{path} holds {len(raw)} clips", param_hint="--clip-index")
+        raw = raw[clip_index]
+    clip = fail_cleanly(lambda: check_ws(raw, G.num_ws, G.w_dim, what=f"the clip in {path}"))
+    if len(clip) < 2:
+        raise click.ClickException(f"{path}: a clip needs at least 2 frames, this one has {len(clip)}")
+    return clip
 
 
 def _paired_seeds(G, spec_a: str, option_a: str, spec_b: str, option_b: str, truncation_psi: float,
@@ -450,14 +481,22 @@ def _write_pair_outputs(G, out: Path, png: str, inputs: dict[str, tuple[list[int
                [f"seeds {a} / {b}" for a, b in zip(seeds_a, seeds_b)])
     for name, x in ((f"{name_a}_ws", ws_a), (f"{name_b}_ws", ws_b), ("result_ws", result)):
         _save_npy(out / f"{name}.npy", x.detach().cpu().numpy())
-    _write_json(out / "config.json", {**record, f"{name_a}_seeds": seeds_a, f"{name_b}_seeds": seeds_b})
+    _write_json(out / "config.json", {**record, f"{name_a}_seeds": seeds_a, f"{name_b}_seeds": seeds_b,
+                                      **_provenance(G)})
     return out
 
 
-def _load_ae(model: str, G, allow_foreign: bool, device):
+def _load_ae(model: str, G, allow_foreign: bool, device, kind: str | None = None, command: str | None = None):
+    """The W-space model in file `model`, for G; with `kind`, a model of another kind is refused, saying what
+    `command` needs and how to train one."""
     from .models import load_model
 
-    return fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
+    loaded = fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
+    if kind is not None and loaded.kind != kind:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise click.ClickException(f"{model}: a {loaded.kind} model; {command} needs {article} {kind} model "
+                                   f"(train-model {kind})")
+    return loaded
 
 
 def _save_rows(G, rows, path: Path, titles: list[str], row_labels: list[str] | None = None) -> None:
@@ -509,7 +548,7 @@ def transfer_structure_cmd(model: str, pkl: str, target_seeds: str, source_seeds
     (target_ws.npy, source_ws.npy, result_ws.npy, each [N, num_ws, w_dim])."""
 
     G = _load_generator(pkl, device)
-    ae = _load_ae(model, G, allow_foreign, device)
+    ae = _load_ae(model, G, allow_foreign, device, "appearance-structure", "transfer-structure")
     t_seeds, t_ws, s_seeds, s_ws = _paired_seeds(G, target_seeds, "--target-seeds", source_seeds, "--source-seeds",
                                                  truncation_psi)
     result = fail_cleanly(lambda: ae.transfer_structure(t_ws, s_ws, mode=mode))
@@ -536,19 +575,11 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
                         outdir: str, allow_foreign: bool, mode: str | None, device: torch.device) -> None:
     """Motion transfer: the source clip's structure drives each target. OUTDIR/motion.png (first row: the source
     clip; then one row per target), result_ws.npy [N, T, num_ws, w_dim]."""
-    import numpy as np
     import torch
 
     G = _load_generator(pkl, device)
-    ae = _load_ae(model, G, allow_foreign, device)
-    try:
-        clip = np.load(source_clip, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"{source_clip}: not a .npy clip ({exc})") from None
-    if clip.ndim == 4:
-        if not 0 <= clip_index < len(clip):
-            raise click.BadParameter(f"{source_clip} holds {len(clip)} clips", param_hint="--clip-index")
-        clip = clip[clip_index]
+    ae = _load_ae(model, G, allow_foreign, device, "appearance-structure", "transfer-motion")
+    clip = _clip_file(G, source_clip, clip_index)
     t_seeds, t_ws = _seed_ws(G, target_seeds, "--target-seeds")
     result = fail_cleanly(lambda: ae.transfer_motion(t_ws, clip, relative=relative, mode=mode))
     out = Path(outdir)
@@ -561,7 +592,7 @@ def transfer_motion_cmd(model: str, pkl: str, source_clip: str, clip_index: int,
     _write_json(out / "config.json", {"command": "transfer-motion", "model": model, "pkl": pkl,
                                       "source_clip": source_clip, "clip_index": clip_index, "target_seeds": t_seeds,
                                       "relative": relative, "allow_foreign": allow_foreign,
-                                      "mode": mode or "auto"})
+                                      "mode": mode or "auto", **_provenance(G)})
     click.echo(f"wrote {out / 'motion.png'} (row 0: source clip; one row per target) and result_ws.npy")
 
 
@@ -582,13 +613,8 @@ def recombine_cmd(model: str, pkl: str, identity_seeds: str, pose_seeds: str, tr
     """Identity / pose recombination with an identity-pose MODEL: each identity face in its pose face's pose.
     OUTDIR/recombination.png (rows: identity | pose | result) and the ws (identity_ws.npy, pose_ws.npy,
     result_ws.npy, each [N, num_ws, w_dim])."""
-    from .models import IdentityPoseModel
-
     G = _load_generator(pkl, device)
-    ip = _load_ae(model, G, allow_foreign, device)
-    if not isinstance(ip, IdentityPoseModel):
-        raise click.ClickException(f"{model}: a {ip.kind} model; recombine needs an identity-pose model "
-                                   "(train-model identity-pose)")
+    ip = _load_ae(model, G, allow_foreign, device, "identity-pose", "recombine")
     i_seeds, i_ws, p_seeds, p_ws = _paired_seeds(G, identity_seeds, "--identity-seeds", pose_seeds, "--pose-seeds",
                                                  truncation_psi)
     result = fail_cleanly(lambda: ip.recombine(i_ws, p_ws, mode=mode))

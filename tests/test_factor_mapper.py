@@ -181,7 +181,7 @@ def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):
     res = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--count", "2", "--sweep",
                                "pose", "--columns", "3", "--set", "smile=0.5", "--outdir", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
-    assert np.load(tmp_path / "m" / "ws.npy").shape[:2] == (2, 3)
+    assert np.load(tmp_path / "m" / "ws.npy").shape[0] == 2 * 3  # face by face, each face's 3 columns
     asked = np.array(json.loads((tmp_path / "m" / "labels.json").read_text())["asked"])
     assert asked.shape == (2, 3, 3) and np.allclose(asked[..., 2], 0.5, atol=1e-4)  # smile set for every face
     assert Image.open(tmp_path / "m" / "factors.png").size[0] > 0
@@ -196,7 +196,10 @@ def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):
                                 "--set", "smile=0.5", "--outdir", str(tmp_path / "r")])
     assert real.exit_code == 0, real.output
     edited = np.load(tmp_path / "r" / "ws.npy")
-    assert edited.shape == (2, 1, G.num_ws, G.w_dim)
+    assert edited.shape == (2, G.num_ws, G.w_dim)  # what --ws (and edit --ws) reads again
+    again = runner.invoke(main, ["map-factors", str(out / "model.pt"), "synthetic", "--ws",
+                                 str(tmp_path / "r" / "ws.npy"), "--outdir", str(tmp_path / "r2")])
+    assert again.exit_code == 0, again.output
     assert np.allclose(np.array(json.loads((tmp_path / "r" / "labels.json").read_text())["asked"])[:, 0, 2], 0.5,
                        atol=1e-4)
     (tmp_path / "text.npy").write_text("not codes")

@@ -6,12 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from stylegan_disentangle.checkpoints import save_network_pkl
+from stylegan_disentangle import __version__
+from stylegan_disentangle.checkpoints import load_network_pkl, save_network_pkl
 from stylegan_disentangle.cli import main
 from stylegan_disentangle.directions import DirectionSet
+from stylegan_disentangle.latents import generator_fingerprint
 from tests.helpers import tiny_networks
 
 NUM_WS, W_DIM, RES = 6, 8, 16  # the skip16 tiny network
@@ -75,7 +78,9 @@ def test_transfer_structure_writes_strip_and_ws(setup, tmp_path):
         assert np.load(tmp_path / f"{name}.npy").shape == (4, NUM_WS, W_DIM)
     png = _png(tmp_path / "transfer.png")  # a titled figure: 4 rows (pairs) of 3 columns (target | source | result)
     assert png.shape[0] > png.shape[1] > 3 * RES
-    assert json.loads((tmp_path / "config.json").read_text())["source_seeds"] == [5, 6, 7, 8]
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["source_seeds"] == [5, 6, 7, 8] and record["version"] == __version__
+    assert record["generator_sha256"] == generator_fingerprint(load_network_pkl(pkl)["G_ema"])
 
 
 def test_transfer_modes_from_the_cli(setup, tmp_path):
@@ -153,3 +158,59 @@ def test_covariance_metric_clips_from_the_cli_keep_the_appearance_readouts(setup
     assert (np.ptp(clips @ vectors[:2].T, axis=1) > 0.1).all()
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["clip_metric"] == "covariance"
+
+
+def test_the_same_command_and_seed_give_the_same_model(setup, tmp_path):
+    """--seed seeds the starting weights too, not only the batches."""
+    _, pkl, _ = setup
+    args = ["--quiet", "train-model", "appearance-structure", str(pkl), "--video", "style-mixing", "--frames", "4",
+            "--steps", "0", "--pool", "300", "--batch-size", "16", "--app-dim", "4", "--struct-dim", "2", "--hidden",
+            "8", "--motion-weight", "0", "--no-invariance-projection", "--device", "cpu"]
+    states = []
+    for name in ("a", "b"):
+        res = CliRunner().invoke(main, args + ["--outdir", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        states.append(torch.load(tmp_path / name / "model.pt", weights_only=False)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_resuming_with_other_data_settings_is_refused(setup, tmp_path):
+    _, pkl, _ = setup
+    args = ["--quiet", "train-model", "appearance-structure", str(pkl), "--video", "style-mixing", "--frames", "4",
+            "--steps", "2", "--batch-size", "16", "--app-dim", "4", "--struct-dim", "2", "--hidden", "8",
+            "--motion-weight", "0", "--device", "cpu", "--outdir", str(tmp_path / "run")]
+    assert CliRunner().invoke(main, args + ["--pool", "300"]).exit_code == 0
+    changed = CliRunner().invoke(main, args + ["--pool", "200", "--steps", "4"])
+    assert changed.exit_code == 1 and "Traceback" not in changed.output, changed.output
+    assert "trained with pool=300" in changed.output and "asks for pool=200" in changed.output
+    assert "--no-resume" in changed.output
+    longer = CliRunner().invoke(main, args[:-2] + ["--outdir", str(tmp_path / "run"), "--pool", "300", "--steps", "4"])
+    assert longer.exit_code == 0, longer.output  # more steps with the same settings resume
+    again = CliRunner().invoke(main, args + ["--pool", "200", "--no-resume"])
+    assert again.exit_code == 0, again.output
+
+
+def test_clip_files_are_checked_and_named(setup, tmp_path):
+    root, pkl, _ = setup
+    model = str(root / "model" / "model.pt")
+    w_clip = np.random.default_rng(0).standard_normal([3, W_DIM]).astype(np.float32)  # a clip of w [T, w_dim]
+    np.save(tmp_path / "w.npy", w_clip)
+    ok = CliRunner().invoke(main, ["transfer-motion", model, str(pkl), "--source-clip", str(tmp_path / "w.npy"),
+                                   "--target-seeds", "0", "--outdir", str(tmp_path / "o"), "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    assert np.load(tmp_path / "o" / "result_ws.npy").shape == (1, 3, NUM_WS, W_DIM)
+    nan = np.zeros([3, NUM_WS, W_DIM], np.float32)
+    nan[1, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "short.npy", np.zeros([1, NUM_WS, W_DIM], np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros([0, NUM_WS, W_DIM], np.float32))
+    for name, words in (("nan.npy", "contains NaN"), ("short.npy", "at least 2 frames"), ("empty.npy", "no codes")):
+        res = CliRunner().invoke(main, ["transfer-motion", model, str(pkl), "--source-clip", str(tmp_path / name),
+                                        "--outdir", str(tmp_path / "bad"), "--device", "cpu"])
+        assert res.exit_code == 1 and name in res.output and words in res.output, res.output
+        assert "Traceback" not in res.output
+    edit = CliRunner().invoke(main, ["edit", str(pkl), str(root / "dirs"), "--name", "yaw", "--ws",
+                                     str(tmp_path / "empty.npy"), "--outdir", str(tmp_path / "bad"), "--device", "cpu"])
+    assert edit.exit_code != 0 and "empty.npy" in edit.output and "no codes" in edit.output, edit.output
+    assert not (tmp_path / "bad").exists()

@@ -34,6 +34,8 @@ def read_npy_codes(path: str | os.PathLike) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
         if array.dtype.kind != "f":
             raise ValueError(f"it holds {array.dtype} values, not float codes")
+        if array.ndim == 0 or len(array) == 0:
+            raise ValueError(f"it holds no codes (shape {array.shape})")
     except (OSError, ValueError) as exc:
         raise StyleGANDisentangleError(f"{path}: not an .npy of ws: {exc}") from None
     return array

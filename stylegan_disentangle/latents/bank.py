@@ -57,8 +57,8 @@ FORMAT = "stylegan_disentangle.LatentBank"
 FORMAT_VERSION = 1
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # how to go on from a bank that other arguments made, said by each refusal of one
-_REBUILD_HINT = ("use another directory (another --outdir), remove it, or pass overwrite=True "
-                 "(find-directions: --overwrite-bank)")
+_REBUILD_HINT = ("use another directory (another --outdir), remove it, or build it again (find-directions: "
+                 "--overwrite-bank; train-model: --no-resume; Python: overwrite=True)")
 # Fields that must match for `create` to resume an existing bank instead of refusing it.
 _IDENTITY_KEYS = ("generator_fingerprint", "count", "seed", "truncation_psi", "truncation_cutoff", "class_idx",
                   "label_names", "labelers", "noise_mode", "render", "w_dim", "z_dim", "c_dim", "num_ws")

@@ -101,11 +101,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopped: bool) -> None:
+def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopped: bool, settings: dict) -> None:
     record = {
         "format": CHECKPOINT_FORMAT,
         "kind": model.kind,
         "config": dict(model.config),
+        "settings": settings,
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -118,9 +119,34 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopp
         torch.save(record, tmp)
 
 
-def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool) -> tuple[int, dict, bool]:
+_NOT_SETTINGS = ("command", "pkl", "readout_held_out_r2")  # a name, a path or a figure measured on the data
+
+
+def _run_settings(seed: int, lr: float, lr_schedule: str, weight_decay: float, config: dict | None) -> dict:
+    """What a resumed run must share with the run it continues: the seed, the optimizer's settings and the caller's
+    data settings (`config`: pool, batch size, clips, labels...), not where the network was read from."""
+    settings = {"seed": seed, "lr": lr, "lr_schedule": lr_schedule, "weight_decay": weight_decay,
+                **{k: v for k, v in (config or {}).items() if k not in _NOT_SETTINGS}}
+    return json.loads(json.dumps(to_jsonable(settings)))
+
+
+def _check_same_settings(ckpt_path: Path, stored: dict | None, settings: dict) -> None:
+    if stored is None:  # a checkpoint written before the settings were recorded
+        return
+    changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    if changed:
+        was = ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
+        now = ", ".join(f"{k}={settings.get(k)!r}" for k in changed)
+        raise StyleGANDisentangleError(f"{ckpt_path}: the run there was trained with {was}; this call asks for {now}. "
+                                       "Resume with the same settings, or start again with --no-resume "
+                                       "(resume=False) or a new --outdir")
+
+
+def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool,
+           settings: dict | None = None) -> tuple[int, dict, bool]:
     """(step, early-stopping state, stopped) to start from: the checkpoint's, with the model, optimizer and RNGs
-    restored and the log trimmed to it, when resuming from one; else step 0 with the old log removed."""
+    restored and the log trimmed to it, when resuming from one; else step 0 with the old log removed. A checkpoint of
+    another model, or of a run with other `settings` (`_run_settings`), is refused."""
     if not (resume and ckpt_path.is_file()):
         if log_path.exists():
             log_path.unlink()
@@ -128,7 +154,9 @@ def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool) -> t
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["kind"] != model.kind or ckpt["config"] != dict(model.config):
         raise StyleGANDisentangleError(f"{ckpt_path}: holds a checkpoint of another model ({ckpt['kind']}, "
-                                       f"{ckpt['config']}); use a new --outdir or resume=False")
+                                       f"{ckpt['config']}); use a new --outdir, or start again with --no-resume "
+                                       "(resume=False)")
+    _check_same_settings(ckpt_path, ckpt.get("settings"), settings or {})
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     _set_rng_state(ckpt["rng"])
@@ -208,7 +236,8 @@ def train_model(
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    step, early, stopped = _start(ckpt_path, log_path, model, optimizer, resume)
+    settings = _run_settings(seed, lr, lr_schedule, weight_decay, config)
+    step, early, stopped = _start(ckpt_path, log_path, model, optimizer, resume, settings)
     run_config = {"kind": model.kind, "model_config": dict(model.config), "steps": steps, "lr": lr,
                   "lr_schedule": lr_schedule,
                   "weight_decay": weight_decay, "seed": seed, "device": str(target), "val_every": val_every,
@@ -245,7 +274,7 @@ def train_model(
                     model.train()
                 out_of_time = max_seconds is not None and time.time() - start > max_seconds
                 if step % checkpoint_every == 0 or step == steps or stopped or out_of_time:
-                    _save_checkpoint(ckpt_path, model, optimizer, step, early, stopped)
+                    _save_checkpoint(ckpt_path, model, optimizer, step, early, stopped, settings)
                 if out_of_time:
                     break
     finally:
