@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from stylegan_disentangle.analysis.find_directions import (
@@ -40,6 +41,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer between 0 and 2**32 - 1, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _crop(text: str) -> tuple[float, ...]:
     try:
         return check_crop(text.split(","))
@@ -61,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=10_000, help="latent bank size (default 10000)")
     p.add_argument("--labeler", default="image_stats", help="labeler name(s) 'a,b', 'module:factory', or 'none'")
     p.add_argument("--outdir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trunc", dest="truncation_psi", type=float, default=1.0, help="truncation psi")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--trunc", dest="truncation_psi", type=_finite, default=1.0, help="truncation psi")
     p.add_argument("--trunc-cutoff", dest="truncation_cutoff", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--num-directions", type=int, default=10, help="K for pca / closed-form")

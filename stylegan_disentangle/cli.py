@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -294,7 +294,7 @@ def list_decomposers(as_json: bool, cache_dir: str | None) -> None:
 @click.option("--labeler", default="image_stats", show_default=True,
               help="Registered labeler(s) ('a,b'), 'module:factory' of your own, or 'none'.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=int, default=None, help="Truncate only the first N ws.")
 @device_option()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, crop_option, device_option, light_mask_option
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, light_mask_option
 
 if TYPE_CHECKING:
     import torch
@@ -24,17 +24,20 @@ __all__ = ["register_augmentation_commands"]
 @click.option("--name", required=True, help="Direction to walk (e.g. yaw of a 3d-coupled DirectionSet).")
 @click.option("--label", default=None, help="Decomposer label to aim at (default: the direction's name).")
 @click.option("--target", required=True, help="Target range of the label, LO:HI (e.g. -45:45 degrees).")
-@click.option("--count", type=int, required=True, help="Number of images (exactly this many are written).")
+@click.option("--count", type=click.IntRange(min=1), required=True,
+              help="Number of images (exactly this many are written).")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--decomposer", "decomposer_spec", default=None,
               help="'synthetic' (the shipped one; default for the shipped checkpoint), an official pretrained "
                    "name (unsup3d-celeba, ...), or an Unsup3D checkpoint's path or URL.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the base codes.")
-@click.option("--bases", "n_bases", type=int, default=None, help="Base codes walked (default: count // 8).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the base codes.")
+@click.option("--bases", "n_bases", type=click.IntRange(min=1), default=None,
+              help="Base codes walked (default: count // 8).")
 @click.option("--trunc", "truncation_psi", type=FINITE_FLOAT, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--step", type=FINITE_FLOAT, default=0.5, show_default=True,
               help="Walk step, in stds of W along the direction (W units when the set has no stds).")
-@click.option("--max-steps", type=int, default=12, show_default=True, help="Walk length per side.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Walk length per side.")
 @click.option("--saturation", "saturation_fraction", type=FINITE_FLOAT, default=0.1, show_default=True,
               help="Stop where the label's change per step falls to this fraction of the first step's.")
 @click.option("--mahalanobis-quantile", type=FINITE_FLOAT, default=0.999, show_default=True,
@@ -65,10 +68,15 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
     from .labels.decomposer.labeler import decomposer_labeler, warn_if_trained_on_another
     from .utils import sha256_file
 
+    if step == 0:
+        raise click.BadParameter("the walk needs a non-zero step", param_hint="--step")
+    if not 0 <= mahalanobis_quantile <= 1:
+        raise click.BadParameter(f"{mahalanobis_quantile} is no quantile in [0, 1] (0 turns the rule off)",
+                                 param_hint="--mahalanobis-quantile")
+    if not 0 <= saturation_fraction < 1:
+        raise click.BadParameter(f"{saturation_fraction} is no fraction in [0, 1)", param_hint="--saturation")
     try:
         # the arguments are checked before the network and the decomposer are loaded (seconds to minutes)
-        if count < 1:
-            raise StyleGANDisentangleError(f"count must be >= 1, got {count}")
         parse_target(target)
         calibration, aimed = None, label or name
         if calibrate_with is not None:  # read (and checked) before the network: a bad file fails fast
@@ -105,7 +113,8 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
                f"to {s['label_range'][1]:.1f}; target {s['target'][0]:g}:{s['target'][1]:g}, mean |error| "
                f"{s['label_error']['mean_abs']:.2f}, reached {100 * s['reached_fraction']:.0f}%)")
     if s["reached_fraction"] < 1.0:
-        ends = "; ".join(f"{side}{s['direction']}: " + ", ".join(f"{_STOP_WORDS.get(r, r)} {n}" for r, n in
+        ends = "; ".join(f"{side}{s['direction']}: " + ", ".join(f"{n} {'base' if n == 1 else 'bases'} "
+                                                                 f"{_STOP_WORDS.get(r, r)}" for r, n in
                                                                  counts.items())
                          for side, counts in s["walk_stops"].items())
         hints = {"mahalanobis": "--mahalanobis-quantile 0 walks past the W prior (the images may degrade)",

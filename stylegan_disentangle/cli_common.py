@@ -27,6 +27,8 @@ class FiniteFloat(click.types.FloatParamType):
 
 
 FINITE_FLOAT = FiniteFloat()
+SEED = click.IntRange(0, 2**32 - 1)
+"""A --seed: numpy's and scikit-learn's seeds are unsigned 32-bit integers."""
 
 
 def fail_cleanly(fn: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly, light_mask_option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -230,7 +230,7 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
 @click.option("--bank", "bank_size", type=int, default=0, show_default=True,
               help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank; for "
                    "networks whose image generation dominates the step); 0 = draw every batch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @crop_option("--crop", help="Train on this box of each generated image (fractions of the image), e.g. the face "
                             "box when fine-tuning an official decomposer (--init unsup3d-celeba) on a generator "
                             "with a wider frame; the decomposer keeps it as its input crop, which decompose and "

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option, fail_cleanly
+from .cli_common import SEED, device_option, fail_cleanly
 from .cli_labeled import labeled_pool, warn_weak_labels
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _parse_settings(text: str | None, names: list[str]) -> dict[str, float]:
               help="Faces of your own instead of prior samples: an .npy of ws or w (e.g. project's ws.npy). The "
                    "mapper reads their codes, --sweep / --set change them, and each result is the face moved by "
                    "map(new codes) - map(its codes); --count is ignored.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--allow-foreign", is_flag=True, help="Use a model trained on another generator.")
 @device_option()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, crop_option, device_option, fail_cleanly
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ def _provenance(G) -> dict:
                    "256 for the others].")
 @click.option("--lr", type=FINITE_FLOAT, default=None,
               help="Adam learning rate [default: 3e-3 for factor-mapper, 1e-3 for the others].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @device_option()
 @click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
 @click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
@@ -389,7 +389,7 @@ def _train_identity_pose(pkl: str, out: Path, *, steps: int, batch_size: int, lr
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @_video_options
 @click.option("--count", type=click.IntRange(min=1), default=4, show_default=True, help="Number of clips.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @device_option()
 def make_videos_cmd(pkl: str, outdir: str, video: str, structure_dirs, structure_names, appearance_dirs,
                     appearance_names, frames: int, clip_metric: str, pool: int, count: int, seed: int,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import device_option, fail_cleanly
+from .cli_common import SEED, device_option, fail_cleanly
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,7 @@ __all__ = ["register_projection_commands"]
 @click.option("--space", type=click.Choice(["w", "w+"]), default="w", show_default=True,
               help="One w per image (editable like a sample), or one per layer (closer fits, edits less alike).")
 @click.option("--class", "class_idx", type=int, default=None, help="Class of a conditional network.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seeds the W statistics and the code noise.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images optimized at a time.")

@@ -279,12 +279,13 @@ def test_cli_bad_arguments_are_named(cli_files, tmp_path):
     main, pkl, dec_path, dirs = cli_files
     base = ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--outdir", str(tmp_path / "out"),
             "--decomposer", str(dec_path), "--max-steps", "2", "--mahalanobis-quantile", "0"]
+    for extra, option in ((["--count", "0"], "--count"), (["--count", "-3"], "--count"),
+                          (["--count", "4", "--bases", "0"], "--bases")):  # refused while the line is parsed
+        result = CliRunner().invoke(main, [*base, "--target", "-5:5", *extra])
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, (extra, result.output)
     cases = [
-        (["--target", "-5:5", "--count", "0"], "count must be >= 1, got 0"),
-        (["--target", "-5:5", "--count", "-3"], "count must be >= 1, got -3"),
         (["--target", "45:-45", "--count", "4"], "target range needs finite LO < HI; got 45.0:-45.0"),
         (["--target", "abc", "--count", "4"], "target range must be LO:HI, e.g. -45:45; got 'abc'"),
-        (["--target", "-5:5", "--count", "4", "--bases", "0"], "n_bases (--bases) must be an integer >= 1"),
     ]
     wide = tmp_path / "wide_dirs"  # found on a network with another W
     DirectionSet(names=["yaw"], vectors=np.eye(1, 2 * W_DIM, dtype=np.float32), method="test").save(wide)
@@ -299,7 +300,7 @@ def test_cli_bad_arguments_are_named(cli_files, tmp_path):
         assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
         assert not (tmp_path / "out").exists()
     # the count and the target are checked before the network is opened
-    for extra, message, *_ in cases[:4]:
+    for extra, message, *_ in cases[:2]:
         result = CliRunner().invoke(main, ["export-augmentation", str(tmp_path / "missing.pkl"), *base[2:], *extra])
         assert result.exit_code == 1 and f"Error: {message}" in result.output, (extra, result.output)
 
@@ -323,7 +324,8 @@ def test_cli_export_augmentation(cli_files, tmp_path):
                                  "--count", "4", "--outdir", str(tmp_path / "short"), "--max-steps", "1",
                                  "--mahalanobis-quantile", "0", "--decomposer", str(dec_path)])
     assert short.exit_code == 0, short.output
-    assert "the walks of the 4 base codes ended (-yaw: ran out of --max-steps 4; +yaw: ran out of --max-steps 4)" \
+    assert "the walks of the 4 base codes ended (-yaw: 4 bases ran out of --max-steps; +yaw: 4 bases ran out of " \
+           "--max-steps)" \
         in short.output and "a larger --max-steps" in short.output
     shutil.rmtree(tmp_path / "short")
     # a bad --calibrate-with file is refused before the network is even opened (here it does not exist)
@@ -331,6 +333,16 @@ def test_cli_export_augmentation(cli_files, tmp_path):
                                    "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),
                                    "--calibrate-with", str(tmp_path / "missing.npz")])
     assert bad_cal.exit_code == 1 and "missing.npz" in bad_cal.output and "no.pkl" not in bad_cal.output
+    np.savez(tmp_path / "nan.npz", images=np.zeros([3, 8, 8, 3], np.uint8), yaw=np.array([1.0, np.nan, 2.0]))
+    nan_cal = runner.invoke(main, ["export-augmentation", str(tmp_path / "no.pkl"), str(dirs), "--name", "yaw",
+                                   "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),
+                                   "--calibrate-with", str(tmp_path / "nan.npz")])
+    assert nan_cal.exit_code == 1 and "nan.npz: the values of 'yaw' contain NaN or inf (rows [1])" in nan_cal.output
+    for option, value in (("--step", "0"), ("--mahalanobis-quantile", "1.5"), ("--saturation", "-0.1")):
+        bad = runner.invoke(main, ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--target", "-5:5",
+                                   "--count", "2", "--outdir", str(tmp_path / "c"), option, value])
+        assert bad.exit_code == 2 and option in bad.output, (option, bad.output)
+    assert not (tmp_path / "c").exists()
     # a second export into the same OUTDIR is refused and leaves it whole; --overwrite replaces it atomically
     fewer = [a if a != "6" else "4" for a in args] + ["--decomposer", str(dec_path)]
     refused = runner.invoke(main, fewer)

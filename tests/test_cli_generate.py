@@ -164,7 +164,7 @@ def test_range_parsers():
     assert parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
     assert parse_steps("-3:3:7").tolist() == [-3, -2, -1, 0, 1, 2, 3]
     assert parse_steps("-1,0.5").tolist() == [-1, 0.5]
-    for bad in ("a-b", "5-2", "", "0-100000000000"):  # (the last is refused before a range is built)
+    for bad in ("a-b", "5-2", "", "0-100000000000", "0-4294967295"):  # (the last two: before a range is built)
         with pytest.raises(ValueError):
             parse_seeds(bad)
     with pytest.raises(ValueError):
@@ -243,3 +243,15 @@ def test_a_non_finite_truncation_is_a_usage_error(tmp_path, tiny_pkl, value):
                                        "--outdir", str(tmp_path / "o")])
     assert result.exit_code == 2 and "is not a finite number" in result.output, result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_every_seed_option_takes_an_unsigned_32_bit_integer():
+    from stylegan_disentangle.cli_common import SEED
+
+    seeded = [name for name, cmd in main.commands.items() for p in cmd.params if p.name == "seed"]
+    assert {"find-directions", "train-model", "export-augmentation", "project"} <= set(seeded)
+    for name in seeded:
+        (option,) = [p for p in main.commands[name].params if p.name == "seed"]
+        assert option.type is SEED, name
+    result = CliRunner().invoke(main, ["find-directions", "synthetic", "--seed", "-1", "--outdir", "x"])
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output

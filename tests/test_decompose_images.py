@@ -62,6 +62,30 @@ def test_a_wide_image_keeps_its_central_square(tmp_path):
     assert torch.allclose(red[1], -torch.ones_like(red[1]), atol=tol)
 
 
+def test_sixteen_bit_grey_and_float_images_keep_their_grey_levels(tmp_path):
+    """A 16-bit grey PNG (PIL mode I;16) reads as its levels over 257, not clipped to white; a float TIFF in [0, 1]
+    as its levels times 255."""
+    levels = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 256  # 0 .. 65280
+    Image.fromarray(levels).save(tmp_path / "grey16.png")  # uint16: mode I;16
+    Image.fromarray(levels.astype(np.float32) / 65535).save(tmp_path / "grey.tiff")  # float32: mode F
+    expected = torch.from_numpy(np.rint(levels / 257).astype(np.float32)) / 127.5 - 1.0
+    for name in ("grey16.png", "grey.tiff"):
+        loaded = load_images([tmp_path / name], 16)[0]
+        assert torch.allclose(loaded, expected.expand(3, -1, -1), atol=1 / 127.5 + 1e-6), name
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo stored sideways with EXIF orientation 6 (shown turned 90 degrees clockwise) loads upright."""
+    upright = np.zeros([16, 16, 3], np.uint8)
+    upright[:4] = 255  # a white band at the top of the upright picture
+    stored = np.rot90(upright, 1)  # the sensor's frame: turning it clockwise gives the upright picture
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.png", exif=exif)
+    loaded = load_images([tmp_path / "phone.png"], 16)[0]
+    assert loaded[:, :4].min() > 0.99 and loaded[:, 6:].max() < -0.99
+
+
 def test_cli_decomposes_image_files_as_the_labeler_does(tmp_path, decomposer_path):
     img = _faces()
     pixels = to_uint8(img)

@@ -159,6 +159,19 @@ def test_export_interfacegan_flat(tmp_path):
         np.testing.assert_array_equal(b[0], ds.vectors[i])
 
 
+def test_export_interfacegan_merges_by_default_and_replaces_on_request(tmp_path):
+    first = _flat_set()
+    first.export_interfacegan(tmp_path)
+    other = DirectionSet(["smile"], first.vectors[:1])
+    other.export_interfacegan(tmp_path)  # another set's boundaries join the folder
+    listed = json.loads((tmp_path / "layers.json").read_text())["boundaries"]
+    assert sorted(listed) == ["boundary_pc0.npy", "boundary_pc1.npy", "boundary_smile.npy", "boundary_yaw.npy"]
+    (tmp_path / "mine.npy").write_bytes(b"a file of the user's, never listed")
+    other.export_interfacegan(tmp_path, replace=True)  # a rerun's set replaces what the folder listed
+    assert list(json.loads((tmp_path / "layers.json").read_text())["boundaries"]) == ["boundary_smile.npy"]
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["boundary_smile.npy", "mine.npy"]
+
+
 def test_export_interfacegan_per_layer_uses_mean_over_layer_range(tmp_path):
     ds = _per_layer_set()
     paths = ds.export_interfacegan(tmp_path)
@@ -229,3 +242,21 @@ def test_load_inconsistent_metadata_raises(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(meta))
     with pytest.raises(StyleGANDisentangleError, match=r"d\.json"):
         DirectionSet.load(tmp_path / "d")
+
+
+@pytest.mark.parametrize("version", ["1", None, 1.5])
+def test_load_a_hand_edited_format_version_names_the_file(tmp_path, version):
+    _flat_set().save(tmp_path / "d")
+    meta = json.loads((tmp_path / "d.json").read_text())
+    meta["format_version"] = version
+    (tmp_path / "d.json").write_text(json.dumps(meta))
+    with pytest.raises(StyleGANDisentangleError, match=r"d\.json: format_version must be an integer"):
+        DirectionSet.load(tmp_path / "d")
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0])
+def test_a_std_that_is_no_spread_is_refused(bad):
+    """extras['std'] converts sigma steps to W units: NaN would make every edit NaN, a negative one flip it."""
+    std = np.array([1.0, bad, 2.0])
+    with pytest.raises(ValueError, match=r"extras\['std'\]"):
+        DirectionSet(["a", "b", "c"], np.eye(3, 4, dtype=np.float32), extras={"std": std})

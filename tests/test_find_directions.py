@@ -168,6 +168,14 @@ def test_bad_inputs_give_clear_errors(tiny_pkl, tmp_path):
     (tmp_path / "a_folder").mkdir()
     no_set = _run(["edit", str(tiny_pkl), str(tmp_path / "a_folder"), "--name", "a", "--outdir", str(tmp_path / "e")])
     assert no_set.exit_code == 1 and "a_folder is a folder without a DirectionSet" in no_set.output
+    class_on_unconditional = _run(["edit", str(tiny_pkl), str(tmp_path / "set"), "--name", "a", "--class", "3",
+                                   "--outdir", str(tmp_path / "e")])
+    assert class_on_unconditional.exit_code == 1, class_on_unconditional.output
+    DirectionSet(["a"], np.eye(1, 8, dtype=np.float32)).save(tmp_path / "narrow")
+    other_w_dim = _run(["edit", str(tiny_pkl), str(tmp_path / "narrow"), "--name", "a", "--outdir",
+                        str(tmp_path / "e")])
+    assert other_w_dim.exit_code == 1 and "Traceback" not in other_w_dim.output
+    assert not (tmp_path / "e").exists()  # no refused edit left a folder or a config.json behind
 
 
 def test_script_wrapper_runs_the_same_pipeline(tiny_pkl, tmp_path, capsys):
@@ -184,6 +192,7 @@ def test_script_wrapper_runs_the_same_pipeline(tiny_pkl, tmp_path, capsys):
                 "--grid-steps", "3"]
     assert module.main(reseeded) == 1
     assert "made with other arguments (seed: 0 there vs 1 now)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["args"]["seed"] == 0  # the results' own record
     assert module.main([*reseeded, "--overwrite-bank"]) == 0
     assert json.loads((tmp_path / "s" / "bank" / "meta.json").read_text())["seed"] == 1
 

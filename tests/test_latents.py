@@ -263,3 +263,15 @@ def test_wstats_save_load_and_not_fitted(correlated_w, tmp_path):
     np.testing.assert_array_equal(loaded.mahalanobis(correlated_w[:4]), stats.mahalanobis(correlated_w[:4]))
     with pytest.raises(LatentError, match="NaN"):
         WStats().fit(np.full((4, 2), np.nan))
+
+
+def test_a_non_finite_w_is_named_by_its_file_and_first_row(tmp_path):
+    from stylegan_disentangle.latents.sampling import as_w
+
+    w = np.zeros([10, 4], np.float32)
+    w[7, 2] = np.nan
+    np.save(tmp_path / "w.npy", w)
+    with pytest.raises(LatentError, match=r"w \(.*w\.npy\) contains NaN or inf \(first at row 7\)"):
+        as_w(np.load(tmp_path / "w.npy", mmap_mode="r"))
+    with pytest.raises(LatentError, match=r"^w contains NaN or inf \(first at row 7\)"):
+        as_w(w)

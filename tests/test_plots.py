@@ -78,6 +78,16 @@ def test_umap_scatter_separates_two_clusters(tmp_path):
     assert np.linalg.norm(a - b) > 3 * spread
 
 
+@pytest.mark.parametrize("n", [3, 5])
+def test_umap_of_a_handful_of_points(tmp_path, n):
+    """UMAP's spectral start needs more points than eigenvectors; a handful (find-directions --samples 3) still
+    gets its scatter."""
+    w = np.random.default_rng(n).standard_normal((n, 6))
+    coords = plot_w_embedding(w, tmp_path / "few.png", method="umap", umap_kwargs=dict(n_epochs=20))
+    assert coords.shape == (n, 2) and np.isfinite(coords).all()
+    _png(tmp_path / "few.png")
+
+
 def test_heatmaps_write_png_and_json(tmp_path):
     v = np.eye(4, 6, dtype=np.float32)
     v[1] = np.array([1, 1, 0, 0, 0, 0]) / np.sqrt(2)

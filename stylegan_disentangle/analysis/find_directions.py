@@ -538,7 +538,6 @@ def run_find_directions(
                    if method == "3d-coupled" else {}))
     config = run_header("find-directions", args)
     config.update(provenance)
-    files["config"] = str(write_json(outdir / "config.json", config))
 
     with timer("bank"):
         bank = LatentBank.create(
@@ -546,6 +545,8 @@ def run_find_directions(
             truncation_cutoff=truncation_cutoff, labelers=[lab] if lab is not None else [], batch_size=batch_size,
             noise_mode=noise_mode, checkpoint_sha256=provenance["checkpoint_sha256"], progress=progress,
             overwrite=overwrite_bank)
+    # only now: a bank refused for other arguments leaves the last run's config.json beside its results
+    files["config"] = str(write_json(outdir / "config.json", config))
     files["bank"] = str(bank.root)
     labels, label_std, constant = _bank_labels(bank, lab)
     if color_by is not None and color_by not in labels:  # checked before the fit and the plots, not after
@@ -565,7 +566,7 @@ def run_find_directions(
     npz, js = ds.save(outdir / "directions")
     files.update(directions_npz=str(npz), directions_json=str(js))
     files["boundaries"] = str(outdir / "boundaries")
-    ds.export_interfacegan(outdir / "boundaries")
+    ds.export_interfacegan(outdir / "boundaries", replace=True)  # a rerun's set replaces the last one's
 
     with timer("plots"):
         files.update(_plots(G, bank, ds, rendered, labels, outdir, grid_steps, grid_sigmas, grid_sample,

@@ -165,6 +165,8 @@ def _umap(x: np.ndarray, seed: int, umap_kwargs: dict[str, Any]) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
     kwargs = dict(n_neighbors=min(15, len(x) - 1), min_dist=0.1, random_state=seed, n_jobs=1)
+    if len(x) < 16:  # UMAP's spectral start needs more points than eigenvectors; a handful starts at random
+        kwargs["init"] = "random"
     kwargs.update(umap_kwargs)
     if "precomputed_knn" not in kwargs and kwargs.get("metric", "euclidean") == "euclidean":
         dist, idx = NearestNeighbors(n_neighbors=kwargs["n_neighbors"]).fit(x).kneighbors(x)

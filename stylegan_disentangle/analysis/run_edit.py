@@ -87,8 +87,6 @@ def run_edit(
         G, _, provenance = load_generator(pkl, device, network)
     # LatentError naming the file for a wrong shape or NaN
     codes = None if raw_codes is None else check_ws(raw_codes, G.num_ws, G.w_dim, what=f"the codes in {ws_file}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)  # only now: bad inputs leave nothing behind
     ds.check_fits(G.w_dim, G.num_ws, what=f"the direction set {directions}" if not isinstance(directions, DirectionSet)
                   else "the direction set", checkpoint_sha256=provenance["checkpoint_sha256"])
     args = dict(pkl=str(pkl), directions=str(directions) if not isinstance(directions, DirectionSet) else None,
@@ -102,15 +100,17 @@ def run_edit(
     except StyleGANDisentangleError as exc:
         raise StyleGANDisentangleError(f"{exc} (direction set {directions})") from None
     args["edited_ws"] = edited_ws
-    config = run_header("edit", args)
-    config.update(provenance)
-    write_json(outdir / "config.json", config)
     if ws_file is None:
         base_ws = sample_latents(G, seed_list, truncation_psi, truncation_cutoff, class_idx=class_idx).ws
         row_labels = [f"seed {s}" for s in seed_list]
     else:
         base_ws = codes
         row_labels = [f"code {i}" for i in range(len(codes))]
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)  # only now: bad inputs (set, layers, class, codes) leave nothing behind
+    config = run_header("edit", args)
+    config.update(provenance)
+    write_json(outdir / "config.json", config)
     written: dict[str, Any] = {}
     for name in names:
         with timer(f"edit {name}"):

@@ -232,6 +232,9 @@ def _check_extras(extras: Mapping[str, np.ndarray] | None, k: int) -> dict[str, 
                 f"extras[{key!r}] has shape {arr.shape}; per-direction extras need leading axis K={k} "
                 f"(prefix the key with {_GLOBAL_PREFIX!r} for a set-wide array)"
             )
+        if key == "std" and (arr.ndim != 1 or not np.all(np.isfinite(arr)) or not np.all(arr >= 0)):
+            raise ValueError(f"extras['std'] (W's spread along each direction, the sigma unit of edits) must be "
+                             f"[K] finite numbers >= 0, got {arr.tolist()}")
         checked[key] = arr
     return checked
 
@@ -588,7 +591,10 @@ class DirectionSet:
             raise StyleGANDisentangleError(f"DirectionSet metadata {json_path} is not valid JSON: {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != "stylegan_disentangle.DirectionSet":
             raise StyleGANDisentangleError(f"{json_path} is not a DirectionSet metadata file")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise StyleGANDisentangleError(f"{json_path}: format_version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
             raise StyleGANDisentangleError(
                 f"{json_path} has format version {meta['format_version']}; this package reads up to {FORMAT_VERSION}"
             )
@@ -632,7 +638,7 @@ class DirectionSet:
         except (KeyError, ValueError, TypeError) as exc:
             raise StyleGANDisentangleError(f"DirectionSet {json_path} / {npz_path} is inconsistent: {exc}") from None
 
-    def export_interfacegan(self, outdir: str | os.PathLike) -> list[Path]:
+    def export_interfacegan(self, outdir: str | os.PathLike, replace: bool = False) -> list[Path]:
         """Write one InterFaceGAN-style `boundary_<name>.npy` (`[1, w_dim]` float32, unit norm) per direction, and
         `layers.json` saying which ws indices each boundary is meant for.
 
@@ -641,7 +647,8 @@ class DirectionSet:
         it; a W+ array would fail their shape check. So the .npy stays what they load, and `layers.json` maps each
         file name to `{"direction": name, "ws_layers": [i, ...] | null}` (null = all layers) for users who edit
         only the chosen layers, `ws[:, ws_layers] += step * boundary`, as the direction set does. Entries of other
-        boundaries already listed in an existing `layers.json` of `outdir` are kept.
+        boundaries already listed in an existing `layers.json` of `outdir` are kept; with `replace`, they and their
+        files are removed instead (a folder that holds one set's boundaries, as find-directions' does).
 
         Per-layer sets export each direction's mean over its ws layers, renormalised (`flat_vectors`), since an
         InterFaceGAN boundary is a single W vector. Names are made file-safe (characters other than letters, digits,
@@ -669,6 +676,11 @@ class DirectionSet:
                 boundaries.update(old["boundaries"])
         except (OSError, ValueError):
             pass  # no (readable) manifest yet
+        if replace:
+            for stale in set(boundaries) - set(entries):
+                if Path(stale).name == stale and stale.startswith("boundary_") and stale.endswith(".npy"):
+                    (outdir / stale).unlink(missing_ok=True)
+            boundaries = {}
         boundaries.update(entries)
         manifest = {
             "format": "stylegan_disentangle.interfacegan_layers",

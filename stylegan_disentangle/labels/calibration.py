@@ -151,4 +151,7 @@ def load_calibration_images(path: str | os.PathLike, label: str) -> tuple[torch.
         raise StyleGANDisentangleError(f"{path}: {tensor.shape[0]} images but {values.size} values of {label!r}")
     if not torch.isfinite(tensor).all():
         raise StyleGANDisentangleError(f"{path}: 'images' contains NaN or inf")
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))[:5].tolist()
+        raise StyleGANDisentangleError(f"{path}: the values of {label!r} contain NaN or inf (rows {bad})")
     return tensor.contiguous(), values

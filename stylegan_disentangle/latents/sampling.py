@@ -112,6 +112,9 @@ def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:
     """
     if hasattr(w, "detach") and hasattr(w, "cpu"):
         w = w.detach().cpu().numpy()
+    source = getattr(w, "filename", None)  # a memory-mapped file (a bank's w.npy): say which one
+    if source is not None:
+        what = f"{what} ({source})"
     w = np.asarray(w)
     if allow_1d and w.ndim == 1:
         w = w[None]
@@ -123,8 +126,9 @@ def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:
     if w.dtype not in (np.float32, np.float64):
         w = w.astype(np.float64)
     for start in range(0, w.shape[0], _FINITE_CHECK_ROWS):
-        if not np.isfinite(w[start : start + _FINITE_CHECK_ROWS]).all():
-            raise LatentError(f"{what} contains NaN or inf (first bad chunk starts at row {start})")
+        finite = np.isfinite(w[start : start + _FINITE_CHECK_ROWS]).all(axis=1)
+        if not finite.all():
+            raise LatentError(f"{what} contains NaN or inf (first at row {start + int(np.argmin(finite))})")
     return w
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import StyleGANDisentangleError
 from .atomic import atomic_write_path
@@ -37,6 +37,21 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB, turned as its EXIF orientation says (as viewers show a phone's photo); 16-bit
+    and 32-bit grey levels are scaled to 8 bits instead of clipped (PIL's own conversion turns them white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        top = float(grey.max()) if grey.size else 0.0
+        if image.mode == "F":
+            scale = 255.0 if top <= 1.0 else 1.0  # float images in [0, 1], or already in 8-bit units
+        else:
+            scale = 1 / 257 if image.mode.startswith("I;16") or top > 255 else 1.0  # 65535 -> 255
+        image = Image.fromarray(np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def load_images(files: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
     """Image files -> float [N, 3, size, size] in [-1, 1]: each one converted to RGB, cut to its central square
     and resized with Lanczos (antialiased) filtering. A file that is no readable image is an error naming it."""
@@ -46,7 +61,7 @@ def load_images(files: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
     for i, path in enumerate(files):
         try:
             with Image.open(path) as image:
-                rgb = image.convert("RGB")
+                rgb = _upright_rgb(image)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise StyleGANDisentangleError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
         w, h = rgb.size

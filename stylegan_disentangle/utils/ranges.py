@@ -35,6 +35,9 @@ def parse_steps(spec: str | Sequence[float]) -> np.ndarray:
     return steps
 
 
+MAX_SEEDS = 1_000_000
+
+
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:
     """Seeds from "0-7,10,12-13" (ranges inclusive) or a sequence of ints; each must fit in 32 bits."""
     if not isinstance(spec, str):
@@ -54,6 +57,9 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
                 raise UsageError(f"seeds {spec!r}: range {part!r} runs backwards")
             if hi >= 2**32:  # checked before the range is built: 0-100000000000 would not fit in memory
                 raise UsageError(f"seeds {spec!r}: seeds must be between 0 and 2**32 - 1")
+            if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+                raise UsageError(f"seeds {spec!r} names more than {MAX_SEEDS:,} seeds (one image or row each); for "
+                                 "a large sample use find-directions' --samples bank")
             seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise UsageError(f"seeds {spec!r} names no seed")
