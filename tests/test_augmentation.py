@@ -343,6 +343,7 @@ def test_cli_export_augmentation(cli_files, tmp_path):
                                    "--count", "2", "--outdir", str(tmp_path / "c"), option, value])
         assert bad.exit_code == 2 and option in bad.output, (option, bad.output)
     assert not (tmp_path / "c").exists()
+    (tmp_path / "nan.npz").unlink()
     # a second export into the same OUTDIR is refused and leaves it whole; --overwrite replaces it atomically
     fewer = [a if a != "6" else "4" for a in args] + ["--decomposer", str(dec_path)]
     refused = runner.invoke(main, fewer)
