@@ -31,34 +31,22 @@ from stylegan_disentangle.labels import check_crop
 from stylegan_disentangle.labels.decomposer.labeler import parse_light_mask
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _checked(parse, ok, needs: str):
+    """An argparse type: `parse` the text, then refuse it (saying what it `needs`) unless `ok(value)`."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {needs}, got {text!r}")
+        return value
+    return convert
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer between 0 and 2**32 - 1, got {text!r}")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+_positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_seed = _checked(int, lambda v: 0 <= v < 2**32, "an integer between 0 and 2**32 - 1")
+_finite = _checked(float, math.isfinite, "a finite number")
 
 
 def _crop(text: str) -> tuple[float, ...]:
