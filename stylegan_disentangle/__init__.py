@@ -13,22 +13,34 @@ from .directions import (  # noqa: E402
     LinearDirections,
     PCADirections,
     SparseDirections,
+    ThreeDCoupledDirections,
     name_directions,
     orthogonalize,
 )
 from .errors import CheckpointError, DownloadError, LatentError, NotFittedError, StyleGANDisentangleError  # noqa: E402
 from .latents import LatentBank, WStats  # noqa: E402
-from .models import AppearanceStructureAE, WSpaceModel, load_model, train_model  # noqa: E402
+from .models import (  # noqa: E402
+    AppearanceStructureAE,
+    AttributeExchangeModel,
+    FactorMapper,
+    IdentityPoseModel,
+    WSpaceModel,
+    load_model,
+    train_model,
+)
 from .networks import Discriminator, Generator  # noqa: E402
 
 __all__ = [
     "AppearanceStructureAE",
+    "AttributeExchangeModel",
     "CheckpointError",
     "ClosedFormDirections",
     "DirectionSet",
     "Discriminator",
     "DownloadError",
+    "FactorMapper",
     "Generator",
+    "IdentityPoseModel",
     "LatentBank",
     "LatentError",
     "LinearDirections",
@@ -36,6 +48,7 @@ __all__ = [
     "PCADirections",
     "SparseDirections",
     "StyleGANDisentangleError",
+    "ThreeDCoupledDirections",
     "WSpaceModel",
     "WStats",
     "__version__",

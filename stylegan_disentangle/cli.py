@@ -175,7 +175,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions (supervised linear, synthetic-oracle labels)")
         result = run_find_directions("synthetic", method="linear", labeler="synthetic-oracle", samples=samples,
                                      outdir=out / "directions", device=device, grid_max_rows=19,
-                                     progress=not ctx.obj.get("quiet"), overwrite_bank=True)
+                                     progress=False if ctx.obj.get("quiet") else None, overwrite_bank=True)
         click.echo(f"directions: {', '.join(result.direction_set.names)}")
         click.echo(f"open {out / 'directions' / 'edit_grid.png'} and {out / 'directions' / 'label_effects.png'}")
         click.echo("== decompose (the shipped 3D decomposer: depth, albedo, light and view of each face)")
@@ -184,7 +184,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions --method 3d-coupled (named directions from the decomposer, no labels)")
         result = run_find_directions("synthetic", method="3d-coupled", samples=three_d_samples,
                                      outdir=out / "three_d_coupled", device=device, umap=False,
-                                     progress=not ctx.obj.get("quiet"), overwrite_bank=True)
+                                     progress=False if ctx.obj.get("quiet") else None, overwrite_bank=True)
         found = result.direction_set
         glob = [n for n, kind in zip(found.names, found.info["kinds"]) if kind == "global"]
         click.echo(f"{len(found)} directions: {', '.join(glob)} and {len(found) - len(glob)} localized ones")

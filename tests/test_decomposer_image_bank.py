@@ -148,3 +148,13 @@ def test_a_damaged_bank_array_is_refused_naming_the_file(G, tmp_path):
         np.save(tmp_path / "w" / "ws.npy", bad)
         with pytest.raises(StyleGANDisentangleError, match="ws.npy"):
             ImageBank.open_or_build(G, tmp_path / "w", 4, 16, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("quiet", [["--quiet"], []])
+def test_train_decomposer_shows_no_bar_off_a_terminal_or_under_the_global_quiet(tmp_path, quiet):
+    """The global --quiet means no progress bars; without it, a bar only on a terminal (CliRunner's output is not)."""
+    args = [*quiet, "train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--nf", "16", "--outdir",
+            str(tmp_path), "--device", "cpu", "--bank", "6"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "train decomposer" not in result.output and "image bank" not in result.output, result.output

@@ -111,6 +111,21 @@ def test_pca_agrees_across_blas_thread_counts_to_float32_rounding(solver):
     assert np.all(np.abs(one.explained_variance_ / many.explained_variance_ - 1) <= val_rtol)
 
 
+def test_pca_n_components_as_a_variance_fraction_or_none_is_sklearns():
+    w = _latents(2000)
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref = PCA(n_components=0.8, svd_solver="full").fit(w)
+    est = PCADirections(n_components=0.8, svd_solver="full").fit(w)
+    assert len(est.names_) == ref.n_components_ and est.explained_variance_ratio_.sum() >= 0.8
+    assert len(est.explained_variance_ratio_[:-1]) == 0 or est.explained_variance_ratio_[:-1].sum() < 0.8
+    assert len(PCADirections(n_components=None).fit(w[:5]).names_) == 5  # min(N, w_dim)
+    for bad, words in ((0, "an integer in"), (1.5, "in \\(0, 1\\)"), (True, "an integer in")):
+        with pytest.raises(ValueError, match=words):
+            PCADirections(n_components=bad).fit(w)
+    with pytest.raises(ValueError, match="incremental=False"):
+        PCADirections(n_components=0.5, incremental=True).fit(w)
+
+
 def test_incremental_pca_matches_sklearn_incremental():
     w = _latents(2500)
     est = PCADirections(n_components=4, incremental=True, batch_size=1000).fit(w)

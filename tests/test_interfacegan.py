@@ -163,6 +163,15 @@ def test_invalid_value_rows_are_dropped_like_interfacegan():
         LinearDirections(method="ridge", invalid_value=-1.0).fit(w, y)
 
 
+def test_a_label_left_with_one_class_by_invalid_value_is_refused():
+    """Dropping the rows of invalid_value can leave one class only; a boundary between nothing is an error, not an
+    arbitrary split of a constant at its median."""
+    w, _ = _gaussian(n=40)
+    y = (w[:, 0] > 0).astype(float)
+    with pytest.raises(ValueError, match="constant .* once the rows of invalid_value=1.0 are dropped"):
+        LinearDirections(method="svm", invalid_value=1.0).fit(w, y)
+
+
 def test_median_split_is_interfacegan_with_ratio_one_half():
     """A continuous label without top_bottom_percent: the top and bottom N // 2 rows, as train_boundary(ratio=0.5)."""
     w, y = _gaussian(n=1001, seed=2)

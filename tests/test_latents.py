@@ -275,3 +275,16 @@ def test_a_non_finite_w_is_named_by_its_file_and_first_row(tmp_path):
         as_w(np.load(tmp_path / "w.npy", mmap_mode="r"))
     with pytest.raises(LatentError, match=r"^w contains NaN or inf \(first at row 7\)"):
         as_w(w)
+
+
+def test_complex_sparse_and_text_codes_are_refused():
+    import scipy.sparse
+
+    from stylegan_disentangle.latents.sampling import as_w
+
+    w = np.random.default_rng(0).standard_normal((5, 3))
+    for bad, words in ((w.astype(complex), "real numbers"), (scipy.sparse.csr_matrix(w), "sparse matrix"),
+                       (np.array([["a", "b"], ["c", "d"]]), "real numbers")):
+        with pytest.raises(LatentError, match=words):
+            as_w(bad)
+    assert as_w(w.astype(object)).dtype == np.float64  # numbers held as objects are numbers

@@ -149,6 +149,12 @@ class DirectionFinder(TransformerMixin, BaseEstimator):
 
     _method: str = "unknown"
 
+    @property
+    def n_features_in_(self) -> int:
+        """The w_dim the finder was fitted on (scikit-learn's name); NotFittedError before `fit`."""
+        check_fitted(self)
+        return int(self.directions_.shape[1])
+
     def transform(self, w: Any) -> np.ndarray:
         """Coordinates `[N, K]` of `w` `[N, w_dim]`: `(w - mean_) @ directions_.T`."""
         check_fitted(self)

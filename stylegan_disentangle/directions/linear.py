@@ -303,6 +303,9 @@ class LinearDirections(DirectionFinder):
         if keep.size < 4:
             raise ValueError(f"label {name!r}: {keep.size} rows remain after dropping invalid_value="
                              f"{self.invalid_value}; need at least 4")
+        if np.ptp(y[keep]) == 0:
+            raise ValueError(f"label {name!r} is constant ({y[keep][0]:g}) once the rows of invalid_value="
+                             f"{self.invalid_value} are dropped; it defines no direction")
         return keep
 
     def _fit_interfacegan(self, w: np.ndarray, y: np.ndarray, name: str) -> tuple:

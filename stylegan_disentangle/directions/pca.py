@@ -24,8 +24,9 @@ class PCADirections(DirectionFinder):
 
     Parameters
     ----------
-    n_components : int
-        Number of directions K.
+    n_components : int, float or None
+        Number of directions K; a float in (0, 1): the fewest directions whose explained variance reaches that
+        fraction (as scikit-learn's PCA; not with `incremental`); None: min(N, w_dim).
     incremental : bool
         Use IncrementalPCA over row batches (for banks larger than memory; reads `w` batch by batch).
     batch_size : int or None
@@ -77,9 +78,7 @@ class PCADirections(DirectionFinder):
     def _fit(self, w: Any) -> PCADirections:
         w = as_w(w)
         n, d = w.shape
-        k = int(self.n_components)
-        if not 1 <= k <= min(n, d):
-            raise ValueError(f"n_components must be in [1, min(N, w_dim)] = [1, {min(n, d)}], got {k}")
+        k = self._n_directions(n, d)
         if self.incremental:
             batch = self.batch_size or max(5 * d, 65536)
             pca = IncrementalPCA(n_components=k, batch_size=batch)
@@ -92,6 +91,7 @@ class PCADirections(DirectionFinder):
         else:
             pca = PCA(n_components=k, svd_solver=self.svd_solver, random_state=self.random_state)
             pca.fit(w)
+            k = int(pca.n_components_)  # (a variance fraction chose it)
         self.pca_ = pca
         self.directions_ = pca.components_.astype(np.float32)
         # Renormalise in float32 so every row passes DirectionSet's unit-norm check exactly.
@@ -103,6 +103,26 @@ class PCADirections(DirectionFinder):
         self.names_ = [f"pc{i}" for i in range(k)]
         self.n_samples_fit_ = n
         return self
+
+    def _n_directions(self, n: int, d: int) -> int | float:
+        """K as an int in [1, min(N, w_dim)], or the variance fraction for sklearn's PCA to turn into one."""
+        k, top = self.n_components, min(n, d)
+        if k is None:
+            return top
+        if isinstance(k, float) and not float(k).is_integer():
+            if not 0 < k < 1:
+                raise ValueError(f"n_components as a variance fraction must be in (0, 1), got {k}")
+            if self.incremental:
+                raise ValueError("n_components as a variance fraction needs incremental=False (an incremental fit "
+                                 "cannot know the whole spectrum); give a number of directions")
+            if self.svd_solver not in ("auto", "full", "covariance_eigh"):
+                raise ValueError(f"n_components as a variance fraction needs svd_solver 'auto', 'full' or "
+                                 f"'covariance_eigh', got {self.svd_solver!r}")
+            return float(k)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or not 1 <= k <= top:
+            raise ValueError(f"n_components must be an integer in [1, min(N, w_dim)] = [1, {top}], a variance "
+                             f"fraction in (0, 1) or None, got {k!r}")
+        return int(k)
 
     def _extras(self) -> dict[str, np.ndarray]:
         check_fitted(self)

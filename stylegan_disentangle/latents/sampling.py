@@ -115,7 +115,16 @@ def as_w(w: Any, what: str = "w", allow_1d: bool = False) -> np.ndarray:
     source = getattr(w, "filename", None)  # a memory-mapped file (a bank's w.npy): say which one
     if source is not None:
         what = f"{what} ({source})"
+    if hasattr(w, "tocsr") or hasattr(w, "todense"):  # scipy.sparse: W codes are dense
+        raise LatentError(f"{what} is a sparse matrix; pass a dense array (w.toarray())")
     w = np.asarray(w)
+    if w.dtype.kind == "c":  # numpy would drop the imaginary part with only a warning
+        raise LatentError(f"{what} must hold real numbers, got dtype {w.dtype}")
+    if w.dtype.kind not in "fiub":
+        try:
+            w = w.astype(np.float64)
+        except (TypeError, ValueError):
+            raise LatentError(f"{what} must hold real numbers, got dtype {w.dtype}") from None
     if allow_1d and w.ndim == 1:
         w = w[None]
     if w.ndim != 2:

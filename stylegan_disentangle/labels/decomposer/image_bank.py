@@ -166,7 +166,7 @@ class ImageBank:
             cls._check_generator(arrays["images"][: check.shape[0]], check, folder / META)
         chunks = range(filled // CHUNK, -(-size // CHUNK))
         for chunk in tqdm(chunks, desc="image bank", initial=filled // CHUNK, total=-(-size // CHUNK),
-                          disable=progress is False):
+                          disable=None if progress is None else not progress):
             lo, hi = chunk * CHUNK, min(size, (chunk + 1) * CHUNK)
             img, twin, w = cls._chunk(G, settings["seed"], chunk, hi - lo, res, settings["truncation_psi"], device,
                                       settings.get("crop"))

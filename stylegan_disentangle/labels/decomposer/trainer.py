@@ -695,7 +695,9 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
     checkpoint_every, log_every, preview_every = every
     device = preview_img.device
     warned = False
-    bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps, disable=progress is False)
+    # progress None: a bar only on a terminal (tqdm's own rule), as every other long job here
+    bar = tqdm(range(start, steps), desc="train decomposer", initial=start, total=steps,
+               disable=None if progress is None else not progress)
     for step in bar:
         t0 = time.perf_counter()
         gen = _step_generator(seed, step)
