@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["register_decomposer_commands"]
 
 PICTURE_ROWS = 32  # images drawn in decomposition.png; the JSON and the NPZ hold every one
+MAX_RESIZE = 4096  # decompose-images: the largest side an image is resized to before its --crop box is cut
 
 
 def _decomposition_output_options(fn):
@@ -106,10 +107,13 @@ def _write_decomposition(out: Path, dec: Unsup3DDecomposer, img: torch.Tensor, c
     from .utils import atomic_write, atomic_write_path
 
     labeler = DecomposerLabeler(dec, crop=(0.0, 0.0, 1.0, 1.0))  # the whole of each image, already cut to the box
+    # the nets run before anything is written: a decomposer without the nets it needs, or images it cannot read
+    # (a greyscale network's), is one error line and no folder
+    labels = fail_cleanly(lambda: labeler(img))
     out.mkdir(parents=True, exist_ok=True)
     shown = min(len(per_image), PICTURE_ROWS)  # a figure of thousands of rows would not render; the numbers do
-    save_decomposition_png(out / "decomposition.png", dec, img[:shown], row_labels=row_labels[:shown])
-    labels = labeler(img)
+    fail_cleanly(lambda: save_decomposition_png(out / "decomposition.png", dec, img[:shown],
+                                                row_labels=row_labels[:shown]))
     scalars = [k for k, v in labels.items() if v.ndim == 1]
     record = {**record, "crop": None if crop is None else list(crop),
               "light_mask": None if dec.light_mask is None else list(dec.light_mask), "columns": list(COLUMNS),
@@ -152,6 +156,10 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
     dec.light_mask = check_light_mask(light_mask, dec.light_mask)
     box = check_crop(crop if crop is not None else dec.input_crop)
     size = dec.image_size if box is None else math.ceil(dec.image_size / min(box[2], box[3]))
+    if size > MAX_RESIZE:
+        raise click.BadParameter(f"a box of {box[2]:g} x {box[3]:g} of each image would have to be resized to "
+                                 f"{size} px to reach the nets at {dec.image_size} px; keep a box of at least "
+                                 f"{dec.image_size / MAX_RESIZE:.3g} of the image", param_hint="--crop")
     img = crop_images(fail_cleanly(lambda: load_images(files, size)), box)
     record = {"command": "decompose-images", "decomposer": str(decomposer_spec), "resized_to": size}
     per_image = [{"file": str(f), "sha256": sha256_file(f)} for f in files]
@@ -221,10 +229,10 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
                    "albedo edges, smooth shading.")
 @click.option("--albedo-sparse-p", type=FINITE_FLOAT, default=0.3, show_default=True,
               help="The exponent p of --albedo-sparse (below 1).")
-@click.option("--antialias/--no-antialias", default=False, show_default=True,
+@click.option("--antialias/--no-antialias", default=None,
               help="Smooth netD's and netA's outputs with a fixed 3x3 binomial filter (removes the transposed "
-                   "convolutions' checkerboard; the shipped synthetic decomposer uses it; also set on --init "
-                   "nets).")
+                   "convolutions' checkerboard; the shipped synthetic decomposer uses it). Default: off for new "
+                   "nets, the --init nets' own setting otherwise; either flag also sets it on --init nets.")
 @click.option("--train-nets", default=None,
               help="Comma-separated nets to train (e.g. netL or netA,netD); the others stay frozen. Default: all.")
 @click.option("--bank", "bank_size", type=int, default=0, show_default=True,
@@ -250,7 +258,7 @@ def decompose_images_cmd(images: tuple[str, ...], decomposer_spec: str, outdir: 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, init_spec: str | None,
-                         nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool,
+                         nf: int, zdim: int, nf_small: int, xy_light_range: float, antialias: bool | None,
                          perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
                          teacher_spec: str | None, **options) -> None:
     """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
@@ -266,12 +274,13 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
             raise click.UsageError(f"{', '.join(given).replace('--xy-light-range', '--light-range')} cannot be "
                                    "given with --init: the sizes are the initial decomposer's")
         init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
-        init.antialias = init.antialias or antialias
+        if antialias is not None:
+            init.antialias = antialias
     data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
     if perceptual and data.get("D") is None:
         raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
     sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
-                 zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=antialias)
+                 zdim_conf=zdim // 2, xy_light_range=xy_light_range, antialias=bool(antialias))
     nets = None if train_nets is None else [n.strip() for n in train_nets.split(",") if n.strip()]
     if teacher_spec is not None:
         from .directions.light_teacher_sets import light_teacher_from_spec

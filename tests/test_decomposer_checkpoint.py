@@ -452,3 +452,47 @@ def test_sizes_read_from_the_shapes_cannot_be_overridden(tmp_path):
     with pytest.raises(CheckpointError, match=r"d\.pth: \['image_size', 'nf'\] are read from the file's shapes"):
         load_unsup3d(tmp_path / "d.pth", nf=32, image_size=64, fov=12)
     assert load_unsup3d(tmp_path / "d.pth", fov=12).fov == 12.0  # a scaling can be
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_file_net_and_key(tmp_path, value):
+    state = _net_states(32)
+    state["netV"]["network.0.weight"].view(-1)[3] = value
+    torch.save(state, tmp_path / "damaged.pth")
+    with pytest.raises(CheckpointError, match=r"damaged\.pth: netV\['network\.0\.weight'\] holds 1 NaN or inf"):
+        load_unsup3d(tmp_path / "damaged.pth")
+
+
+def test_a_pickle_protocol_the_safe_reader_lacks_is_named_as_such(tmp_path):
+    torch.save(_net_states(32), tmp_path / "p4.pth", pickle_protocol=4)
+    try:
+        load_unsup3d(tmp_path / "p4.pth")
+    except CheckpointError as exc:  # this torch's weights-only reader lacks protocol 4's FRAME opcode
+        assert "p4.pth: written with a pickle protocol" in str(exc) and "pickle_protocol=2" in str(exc)
+    # (a torch whose safe reader reads protocol 4 loads the file, which is fine too)
+
+
+def test_decompose_with_a_partial_decomposer_is_one_error_and_no_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from stylegan_disentangle.cli import main
+
+    dec = _tiny(32)
+    torch.save({"netV": dec.netV.state_dict()}, tmp_path / "only_view.pth")
+    res = CliRunner().invoke(main, ["decompose", "synthetic", "--seeds", "0-1", "--decomposer",
+                                    str(tmp_path / "only_view.pth"), "--outdir", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "is needed but absent" in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_decompose_images_refuses_a_crop_box_too_small_to_resize_for(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from stylegan_disentangle.cli import main
+
+    Image.fromarray(np.zeros([20, 20, 3], np.uint8)).save(tmp_path / "a.png")
+    res = CliRunner().invoke(main, ["decompose-images", str(tmp_path / "a.png"), "--decomposer", "synthetic",
+                                    "--crop", "0,0,0.001,0.001", "--outdir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--crop" in res.output and "resized to 32000 px" in res.output, res.output
+    assert not (tmp_path / "o").exists()

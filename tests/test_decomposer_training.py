@@ -1150,3 +1150,71 @@ def test_phase_note_without_ship_is_refused(tmp_path, monkeypatch, capsys):
         script.main()
     assert exc.value.code == 2 and "--phase-note is for --ship" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def _init_with_adam_states(path, lr: float = 1e-4, weight_decay: float = 5e-4, seed: int = 3):
+    """A small decomposer whose file carries Adam states (as official training checkpoints do)."""
+    torch.manual_seed(seed)
+    dec = Unsup3DDecomposer(image_size=32, **TINY)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.enable_grad():
+        for name in dec.present_nets:
+            net = getattr(dec, name)
+            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+            out = net(x)
+            (sum(o.mean() for o in out) if isinstance(out, tuple) else out.mean()).backward()
+            opt.step()
+            dec.optimizer_states[name.replace("net", "optimizer")] = opt.state_dict()
+    dec.save(path)
+    return path
+
+
+def test_the_runs_learning_rate_and_weight_decay_apply_to_an_init_with_optimizer_states(G, tmp_path):
+    init = load_decomposer(_init_with_adam_states(tmp_path / "init.pth"))
+    train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, init=init, lr=3e-3, weight_decay=0.0,
+                     progress=False)
+    saved = load_decomposer(tmp_path / "run" / "checkpoint.pth")
+    groups = [g for state in saved.optimizer_states.values() for g in state["param_groups"]]
+    assert groups and all(g["lr"] == 3e-3 and g["weight_decay"] == 0.0 for g in groups)
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["config"]["lr"] == 3e-3
+
+
+def test_a_rerun_with_another_init_is_refused(G, tmp_path):
+    first = _init_with_adam_states(tmp_path / "a.pth", seed=3)
+    other = _init_with_adam_states(tmp_path / "b.pth", seed=4)  # same sizes, other weights
+    args = ["train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--outdir", str(tmp_path / "run"),
+            "--quiet", "--device", "cpu"]
+    assert CliRunner().invoke(main, [*args, "--init", str(first)]).exit_code == 0
+    again = CliRunner().invoke(main, [*args, "--init", str(other)])
+    assert again.exit_code == 1 and "started from other initial nets" in again.output, again.output
+    same = CliRunner().invoke(main, [*args[:3], "2", *args[4:], "--init", str(first)])
+    assert same.exit_code == 0, same.output  # the same init resumes
+
+
+def test_no_antialias_turns_it_off_on_init_nets(tmp_path):
+    first = CliRunner().invoke(main, ["train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--nf",
+                                      "16", "--zdim", "32", "--antialias", "--quiet", "--device", "cpu", "--outdir",
+                                      str(tmp_path / "init")])  # nets with antialias on (in their train_state.json)
+    assert first.exit_code == 0, first.output
+    assert load_decomposer(tmp_path / "init" / "checkpoint.pth").antialias
+    args = ["train-decomposer", "synthetic", "--init", str(tmp_path / "init" / "checkpoint.pth"), "--steps", "2",
+            "--batch-size", "2", "--quiet", "--device", "cpu"]
+    for flag, want in (([], True), (["--no-antialias"], False)):
+        out = tmp_path / f"run{len(flag)}"
+        result = CliRunner().invoke(main, [*args, *flag, "--outdir", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_decomposer(out / "checkpoint.pth").antialias is want
+
+
+def test_a_conditional_generator_is_drawn_with_real_classes():
+    """Not the all-zero class vector, which no seed of a conditional network draws."""
+    from tests.helpers import tiny_networks
+
+    G = tiny_networks("resnet_cond16")["G_ema"].eval()
+    gen = torch.Generator().manual_seed(0)
+    ws, img = draw_images(G, 6, gen)
+    z = torch.randn([6, G.z_dim], generator=torch.Generator().manual_seed(0))
+    per_class = torch.stack([G.mapping(z, torch.nn.functional.one_hot(torch.full([6], k), G.c_dim).float())
+                             for k in range(G.c_dim)])  # [c_dim, 6, num_ws, w_dim]
+    matched = (per_class - ws).flatten(2).abs().amax(2).min(0).values
+    assert torch.all(matched < 1e-5)  # each face is its z under one of the classes

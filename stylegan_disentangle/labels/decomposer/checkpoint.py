@@ -161,6 +161,10 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if not head.startswith((b"PK", b"\x80")):
         return CheckpointError(f"{path}: not a torch checkpoint: neither a zip archive nor a pickle (it starts with "
                                f"{head!r})")
+    if "Unsupported operand" in str(exc):  # e.g. 149, FRAME: torch.save(..., pickle_protocol=4)
+        return CheckpointError(f"{path}: written with a pickle protocol that torch's safe (weights-only) reader "
+                               f"cannot read ({_first_line(exc)}); save it again with torch.save's default "
+                               "pickle_protocol=2")
     return CheckpointError(f"{path}: not a readable torch checkpoint, truncated or corrupt ({_first_line(exc)})")
 
 
@@ -346,6 +350,9 @@ def _float32(sd: Mapping[str, torch.Tensor], name: str, path: Path) -> dict[str,
         if not value.is_floating_point():
             raise CheckpointError(f"{path}: {name}[{key!r}] holds {value.dtype} values; Unsup3D weights are "
                                   "floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {name}[{key!r}] holds {int((~torch.isfinite(value)).sum())} NaN or inf "
+                                  f"value(s) of {value.numel()}: the net is damaged")
         out[key] = value.float()
     return out
 

@@ -43,6 +43,13 @@ CHECK_IMAGES = 4  # images regenerated on opening to recognise the generator
 JITTER_PSI_MIN = 0.85
 
 
+def random_classes(c_dim: int, n: int, gen: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """One-hot classes [n, c_dim] drawn uniformly with `gen` ([n, 0] and no draw for an unconditional network)."""
+    if c_dim == 0:
+        return torch.zeros([n, 0], device=device)
+    return torch.nn.functional.one_hot(torch.randint(0, c_dim, [n], generator=gen), c_dim).float().to(device)
+
+
 @contextmanager
 def seeded_torch_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     """Seed torch's global generator (the synthesis draws its noise from it) inside the block only: the caller's
@@ -109,7 +116,8 @@ class ImageBank:
         z = torch.randn([CHUNK, G.z_dim], generator=gen)[:n].to(device)
         psi = JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([CHUNK, 1, 1], generator=gen)[:n].to(device)
         noise_seed = int(torch.randint(0, 2**31 - 1, [1], generator=gen))
-        ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device), truncation_psi=truncation_psi)
+        classes = random_classes(G.c_dim, CHUNK, gen, device)[:n]  # (no draw for an unconditional network)
+        ws = G.mapping(z, classes, truncation_psi=truncation_psi)
         img = G.synthesis(ws, noise_mode="const").float()
         with seeded_torch_rng(noise_seed, ws.device):  # the synthesis' own noise draw for the twins
             twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()

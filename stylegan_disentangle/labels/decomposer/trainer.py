@@ -71,7 +71,7 @@ from ...latents import generator_fingerprint
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from ..base import check_crop, crop_images
-from .image_bank import JITTER_PSI_MIN, ImageBank, seeded_torch_rng
+from .image_bank import JITTER_PSI_MIN, ImageBank, random_classes, seeded_torch_rng
 from .light_teacher import LatentLightTeacher, light_labels
 from .model import PARTS, Unsup3DDecomposer, check_light_mask
 from .reconstruction import reconstruct, reconstruction_loss
@@ -112,9 +112,10 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 @torch.no_grad()
 def draw_images(G: nn.Module, n: int, gen: torch.Generator, truncation_psi: float = 1.0,
                 device: torch.device | str = "cpu", noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
-    """n images of the frozen generator from latents drawn with `gen`: (ws [n, num_ws, w_dim], img [n, 3, R, R])."""
+    """n images of the frozen generator from latents drawn with `gen`: (ws [n, num_ws, w_dim], img [n, 3, R, R]).
+    A conditional generator's classes are drawn uniformly after z (one-hot), as the latent banks draw them."""
     z = torch.randn([n, G.z_dim], generator=gen).to(device)
-    c = torch.zeros([n, G.c_dim], device=device)
+    c = random_classes(G.c_dim, n, gen, device)
     ws = G.mapping(z, c, truncation_psi=truncation_psi)
     return ws, G.synthesis(ws, noise_mode=noise_mode).float().clamp(-1, 1)
 
@@ -227,7 +228,10 @@ def _resume(outdir: Path, config: dict, generator: str,
                                        "cannot be resumed and training would overwrite it: use another --outdir or "
                                        "move the file away")
     state = _read_state(state_path)
-    if state.get("config") != config:
+    stored = state.get("config")
+    init_only = (isinstance(stored, dict) and stored.get("init_sha256") != config.get("init_sha256")
+                 and _without_init(stored) == _without_init(config))
+    if stored != config and not init_only:
         raise StyleGANDisentangleError(f"{outdir} holds a run with other settings ({state_path}); use another "
                                        "--outdir or the same arguments to resume it")
     if state.get("generator_sha256", generator) != generator:
@@ -237,9 +241,21 @@ def _resume(outdir: Path, config: dict, generator: str,
     from .labeler import load_decomposer
 
     dec = load_decomposer(ckpt, device=device)  # reads the scalings from train_state.json
+    if init_only:
+        # other starting nets: refused, unless they are the run's own latest nets (the decomposer that trained
+        # there, continued by `fit`) or the run predates the record
+        if "init_sha256" in stored and config.get("init_sha256") != generator_fingerprint(dec):
+            raise StyleGANDisentangleError(f"{outdir} holds a run started from other initial nets ({state_path}); "
+                                           "use another --outdir, or the same --init to resume it")
+        config.pop("init_sha256", None)
+        config.update({k: v for k, v in stored.items() if k == "init_sha256"})  # the run's record stays its own
     # the checkpoint's own step count (its `epoch`) decides where to resume, even if the process died between
     # writing the checkpoint and the state file
     return dec, int(dec.epoch), float(state.get("train_seconds", 0.0))
+
+
+def _without_init(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "init_sha256"}
 
 
 def _check_decomposer_kwargs(kwargs: dict[str, Any]) -> None:
@@ -389,7 +405,8 @@ def train_decomposer(
     kwargs = _decomposer_settings(G, init, decomposer_kwargs, crop, light_mask, light_teacher, train_nets)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    config = dict(decomposer=kwargs, batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
+    config = dict(decomposer=kwargs, **({"init_sha256": generator_fingerprint(init)} if init is not None else {}),
+                  batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
                   **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
@@ -419,7 +436,13 @@ def train_decomposer(
     optimizers = _optimizers(dec, lr, weight_decay, trained)
     for key, opt in optimizers.items():
         if key in dec.optimizer_states:
-            opt.load_state_dict(dec.optimizer_states[key])
+            try:  # Adam's moments carry over; the learning rate and weight decay are this run's
+                opt.load_state_dict(dec.optimizer_states[key])
+            except (ValueError, KeyError, RuntimeError) as exc:
+                logger.warning("the optimizer state of %s does not fit its net (%s); it starts afresh", key, exc)
+                continue
+            for group in opt.param_groups:
+                group.update(lr=lr, weight_decay=weight_decay)
     trim_jsonl(outdir / LOG, start)
     G = G.eval().requires_grad_(False).to(device)
     if D is not None:
@@ -708,8 +731,10 @@ def _train_loop(dec, G, D, optimizers, outdir, start, steps, seconds, config, pr
             (img, twins, w), ws = bank.batch(gen, batch_size, device), None
         losses, total, out = _batch_losses(dec, G, D, obj, teacher, step, gen, img, twins, ws, w)
         if not torch.isfinite(total):
-            raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; the last "
-                                           f"good checkpoint is {outdir / CHECKPOINT}")
+            last = (f"the last good checkpoint is {outdir / CHECKPOINT}" if (outdir / CHECKPOINT).is_file() else
+                    "no checkpoint was written yet")
+            raise StyleGANDisentangleError(f"training diverged at step {step}: loss {float(total.detach())}; {last}; "
+                                           "lower the learning rate")
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         total.backward()
