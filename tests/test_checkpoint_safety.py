@@ -342,3 +342,17 @@ def test_damaged_storage_record_is_a_corrupt_file(tmp_path, monkeypatch):
     save_network_pkl(path, tiny_networks("skip16"))
     with pytest.raises(CheckpointError, match=r"flip\.pkl: corrupt network pickle \(AssertionError"):
         load_network_pkl(path)
+
+
+def test_a_conditional_discriminator_checks_its_labels_against_the_images():
+    from stylegan_disentangle.errors import LatentError
+
+    nets = tiny_networks("resnet_cond16")
+    G, D = nets["G_ema"], nets["D"]
+    c = torch.eye(G.c_dim)[[0, 1, 2, 0]]
+    img = G(torch.randn([4, G.z_dim]), c, noise_mode="const")
+    assert D(img, c).shape == (4, 1)
+    for bad_img, bad_c, words in ((img, c[:1], r"c must have shape \[4, 3\]"), (img[:2], c[:3], r"\[2, 3\]"),
+                                  (img.numpy(), c, "img must be a torch.Tensor"), (img, None, "conditional")):
+        with pytest.raises(LatentError, match=words):
+            D(bad_img, bad_c)

@@ -216,3 +216,33 @@ def test_large_activations_run_one_sample_at_a_time_with_the_same_result(name, n
         with cpu_reference_path():
             G.synthesis(ws, noise_mode="const").square().sum().backward()
     assert (ws.grad - expected).abs().max() <= 10 * _tolerance(G, ws.grad)
+
+
+def test_a_call_under_inference_mode_leaves_gradients_to_ws_working(fast_calls):
+    """The fast path remembers tensors derived from the weights; made under torch.inference_mode they could not be
+    saved for backward by a later call that needs gradients to ws (project's)."""
+    torch.manual_seed(0)
+    G = perturbed(Generator(**TINY_CONFIGS["skip16"]), 1).requires_grad_(False)
+    z, c = _inputs(G, 2)
+    with torch.inference_mode():
+        G(z, c, noise_mode="const")
+    grads = []
+    with torch.enable_grad():
+        for reference in (False, True):
+            ws = G.mapping(z, c).detach().requires_grad_(True)
+            with cpu_reference_path() if reference else contextlib.nullcontext():
+                G.synthesis(ws, noise_mode="const").square().sum().backward()
+            grads.append(ws.grad)
+    assert fast_calls
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * grads[1].abs().max().item())
+
+
+def test_a_network_built_under_inference_mode_runs_on_the_fast_path():
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        G = perturbed(Generator(**TINY_CONFIGS["skip16"]), 1)
+        z, c = _inputs(G, 2)
+        fast = G(z, c, noise_mode="const")
+        with cpu_reference_path():
+            reference = G(z, c, noise_mode="const")
+    assert (fast - reference).abs().max().item() <= _tolerance(G, reference)

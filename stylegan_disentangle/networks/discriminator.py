@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import LatentError
 from ..ops import downsample2d, setup_filter
+from .checks import check_latents
 from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
 from .mapping import MappingNetwork
 from .persistence import persistent_class
@@ -227,8 +229,15 @@ class Discriminator(nn.Module):
                 **block_kwargs) -> torch.Tensor:
         """img [N, C, R, R] in [-1, 1], c [N, c_dim] -> logits [N, 1]."""
         expected = (self.img_channels, self.img_resolution, self.img_resolution)
+        if not isinstance(img, torch.Tensor):
+            raise LatentError(f"img must be a torch.Tensor, got {type(img).__name__}")
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
             raise ValueError(f"img must be [N, {', '.join(map(str, expected))}], got {list(img.shape)}")
+        if self.c_dim > 0:  # one label per image, not one broadcast over the batch
+            if c is None:
+                raise LatentError(f"this discriminator is conditional: pass c of shape [{img.shape[0]}, "
+                                  f"{self.c_dim}]")
+            check_latents(c, "c", (img.shape[0], self.c_dim))
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, **block_kwargs)

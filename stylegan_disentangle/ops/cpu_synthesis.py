@@ -85,8 +85,10 @@ def clear_cpu_cache() -> None:
 
 def derived(t: torch.Tensor, key: str, fn):
     """fn(t), remembered while t's data is unchanged (same version counter and storage); not when autograd
-    needs the graph back to t."""
-    if (torch.is_grad_enabled() and t.requires_grad) or torch.compiler.is_compiling():
+    needs the graph back to t, nor for a weight made under torch.inference_mode (it has no version counter).
+    What is remembered is made outside inference mode, so that a call under inference_mode leaves nothing that a
+    later call with autograd could not save for backward (project's gradients to ws)."""
+    if (torch.is_grad_enabled() and t.requires_grad) or torch.compiler.is_compiling() or t.is_inference():
         return fn(t)
     stamp = (t._version, t.data_ptr(), t.device)
     entry = _cache.get(t)
@@ -94,7 +96,8 @@ def derived(t: torch.Tensor, key: str, fn):
         entry = (stamp, {})
         _cache[t] = entry
     if key not in entry[1]:
-        entry[1][key] = fn(t)
+        with torch.inference_mode(False), torch.no_grad():
+            entry[1][key] = fn(t)
     return entry[1][key]
 
 
