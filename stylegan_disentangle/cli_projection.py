@@ -21,7 +21,8 @@ __all__ = ["register_projection_commands"]
 @click.argument("pkl")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
-@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimization steps.")
+@click.option("--steps", type=click.IntRange(min=2), default=300, show_default=True,
+              help="Optimization steps (the learning rate rises from 0 at the first).")
 @click.option("--space", type=click.Choice(["w", "w+"]), default="w", show_default=True,
               help="One w per image (editable like a sample), or one per layer (closer fits, edits less alike).")
 @click.option("--class", "class_idx", type=int, default=None, help="Class of a conditional network.")

@@ -269,3 +269,34 @@ def test_discriminator_threshold_defaults_to_a_quantile_of_generated_samples(G):
     ref = discriminator_scores(D, render(G, lat.ws))
     assert res.thresholds["discriminator"] == pytest.approx(float(np.quantile(ref, 0.1)), rel=1e-5)
     assert res.thresholds["d_reference"] == "generated samples at psi=1"
+
+
+def test_the_python_api_takes_a_directions_short_id_as_the_cli_does(G):
+    """'e0' picks 'e0:+proj' in edit / extrapolate / label effects, as `edit --name e0` does; a misspelt id is an
+    error naming the close ones."""
+    from stylegan_disentangle.analysis.edit import edit
+    from stylegan_disentangle.analysis.extrapolate import extrapolate
+    from stylegan_disentangle.errors import StyleGANDisentangleError
+
+    tagged = DirectionSet(["e0:+proj", "e1"], np.stack([_unit(0), _unit(1)]), extras={"std": np.ones(2, np.float32)})
+    ws = sample_latents(G, [0, 1]).ws
+    by_id = edit(G, ws, tagged, "e0", [-1.0, 1.0], step_unit="sigma")
+    by_name = edit(G, ws, tagged, "e0:+proj", [-1.0, 1.0], step_unit="sigma")
+    assert torch.equal(by_id, by_name)
+    assert extrapolate(G, ws, tagged, "e0", 0.5, 2).final_ws.shape == ws.shape
+    with pytest.raises(StyleGANDisentangleError, match="did you mean 'e0:\\+proj'"):
+        edit(G, ws, tagged, "e00", [1.0])
+
+
+def test_label_effects_of_one_base_code_have_no_spread_to_scale_by(G, ds):
+    """With one base code the labels' spread is unknown: the effects are NaN, not a confident 0, and no name is
+    suggested from them; an already tagged name is tagged anew from its id."""
+    u = np.random.default_rng(1).standard_normal(W_DIM).astype(np.float32)
+    lab = labeler_from_callable(lambda img, ws: ws[:, 0] @ torch.as_tensor(u), "proj", needs_ws=True,
+                                needs_images=False)
+    one = measure_label_effects(G, sample_latents(G, [0]).ws, ds, lab)
+    assert np.isnan(one.effects).all() and one.suggested_names() == ds.names
+    tagged = DirectionSet(["e0:-old", "mid", "free"], ds.vectors, layer_ranges=[None, (1, 3), None],
+                          extras={"std": np.array([2.0, 0.5, 1.0], np.float32)})
+    eff = measure_label_effects(G, sample_latents(G, list(range(6))).ws, tagged, lab, label_std={"proj": 4.0})
+    assert eff.suggested_names()[0] == f"e0:{'+' if u[0] > 0 else '-'}proj"

@@ -206,3 +206,44 @@ def test_locality_batches_and_returns_nan_for_no_change():
     result = locality(before, after, masks)
     assert result.shape == (2,)
     assert result[0] == pytest.approx(1.0) and math.isnan(result[1])
+
+
+def test_a_constant_factor_is_left_out_of_every_mean():
+    """A constant factor carries no information: DCI's completeness and informativeness, SAP and MIG all leave it
+    out, so a perfect code scores as it does without it."""
+    rng = np.random.default_rng(0)
+    f = rng.uniform(-1, 1, (2000, 3))
+    with_constant = np.c_[f, np.zeros(2000)]
+    d = dci(f, with_constant)
+    assert d["completeness"] == pytest.approx(dci(f, f)["completeness"]) and d["completeness"] > 0.99
+    assert math.isnan(d["per_factor_completeness"][3]) and math.isnan(d["test_r2"][3])
+    assert d["informativeness"] == pytest.approx(dci(f, f)["informativeness"])
+    s = sap(f, with_constant)
+    assert s["sap"] == pytest.approx(sap(f, f)["sap"]) and math.isnan(s["per_factor"][3])
+    assert mig(f, with_constant)["mig"] == pytest.approx(mig(f, f)["mig"])
+
+
+def test_sap_takes_a_discrete_factors_values_as_its_classes():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (400, 2)).astype(float)
+    codes = labels + 0.1 * rng.normal(size=(400, 2))
+    expected = sap(codes, labels, discrete=True)["sap"]
+    assert expected > 0.4
+    for encoded in (labels - 0.5, 3 * labels + 7):  # the same classes under other numbers
+        assert sap(codes, encoded, discrete=True)["sap"] == pytest.approx(expected)
+
+
+def test_mig_bins_a_handful_of_continuous_samples():
+    """Fewer samples than bins, all distinct: binned, not each its own class (which gave every code the same mutual
+    information and a gap of 0 for a perfect code)."""
+    f = np.random.default_rng(0).uniform(-1, 1, (20, 3))
+    assert mig(f, f, bins=5)["mig"] > 0.5
+    steps = np.repeat(np.arange(4.0), 5)[:, None]  # a discrete factor: 4 values that repeat keep their classes
+    assert mig(steps, steps)["mig"] == pytest.approx(1.0)
+
+
+def test_the_held_out_metrics_need_ten_samples():
+    f = np.random.default_rng(0).uniform(-1, 1, (8, 2))
+    for metric in (dci, sap):
+        with pytest.raises(ValueError, match="at least 10 samples"):
+            metric(f, f)

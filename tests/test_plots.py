@@ -103,3 +103,12 @@ def test_heatmaps_write_png_and_json(tmp_path):
     assert json.loads((tmp_path / "eff.json").read_text())["matrix"][2][0] is None
     with pytest.raises(StyleGANDisentangleError, match="names"):
         plot_label_effects(eff, tmp_path / "bad.png", ds.names[:2], ["x", "y"])
+
+
+def test_a_colour_tensor_that_carries_its_graph_is_plotted(tmp_path):
+    import torch
+
+    w = np.random.default_rng(0).standard_normal((30, 4))
+    color = torch.linspace(0, 1, 30, requires_grad=True) * 2  # e.g. a labeler's output before .detach()
+    plot_w_embedding(w, tmp_path / "c.png", color=color, color_name="label")
+    assert np.allclose(np.load(tmp_path / "c.npz")["color"], color.detach().numpy())

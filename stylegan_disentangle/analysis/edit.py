@@ -83,6 +83,7 @@ def step_scale(direction_set: DirectionSet, name: str, step_unit: str = "w") -> 
     if step_unit == "w":
         return 1.0
     if step_unit == "sigma":
+        name = direction_set.resolve_name(name)  # 'pc0' for 'pc0:-color_b', as the CLI's --name
         stds = direction_set.stds
         if stds is None:
             raise StyleGANDisentangleError(f"direction set ({direction_set.method}) stores no std per direction; "
@@ -119,6 +120,7 @@ def direction_offset(
     `layers` (any `parse_layers` spec) overrides the set's layers for this direction. Raises
     StyleGANDisentangleError for unknown names and layers outside the generator.
     """
+    name = direction_set.resolve_name(name)  # 'pc0' for 'pc0:-color_b'; unknown: an error naming close ones
     rows = direction_ws_indices(direction_set, name, num_ws, layers)
     vec = torch.as_tensor(direction_set[name], dtype=torch.float32)
     if direction_set.per_layer and direction_set.num_ws != num_ws:

@@ -81,13 +81,16 @@ class LabelEffects:
         return out
 
     def suggested_names(self, min_effect: float = 0.1, min_t: float = 3.0) -> list[str]:
-        """'pc3:+brightness' for directions whose strongest label passes both thresholds, else the name itself."""
+        """'pc3:+brightness' for directions whose strongest label passes both thresholds, else the name itself; a
+        name that already carries a tag ('pc3:-color_b') is tagged anew from its id ('pc3')."""
         names = []
         t = self.t_stat
         for i, name in enumerate(self.direction_names):
-            j = int(np.argmax(np.abs(self.effects[i]))) if self.label_names else 0
-            if self.label_names and abs(self.effects[i, j]) >= min_effect and abs(t[i, j]) >= min_t:
-                names.append(f"{name}:{'+' if self.effects[i, j] > 0 else '-'}{self.label_names[j]}")
+            strength = np.abs(self.effects[i]) if self.label_names else np.array([np.nan])
+            j = int(np.nanargmax(strength)) if np.isfinite(strength).any() else 0
+            if np.isfinite(strength[j]) and strength[j] >= min_effect and abs(t[i, j]) >= min_t:
+                names.append(f"{name.split(':', 1)[0]}:{'+' if self.effects[i, j] > 0 else '-'}"
+                             f"{self.label_names[j]}")
             else:
                 names.append(name)
         return names
@@ -182,8 +185,9 @@ def measure_label_effects(
     per_unit_a, stderr_a = np.stack(per_unit), np.stack(stderr)
     lab_std = _label_stds(label_std, base, label_names, n)
     scale = np.where(np.isfinite(dir_std), dir_std, 1.0)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        effects = np.where(lab_std[None] > 0, per_unit_a * scale / lab_std[None], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant label: no effect; an unknown spread: NaN
+        effects = np.where(lab_std[None] > 0, per_unit_a * scale / lab_std[None],
+                           np.where(np.isnan(lab_std[None]), np.nan, 0.0))
     maps = {lab: np.stack(v) for lab, v in change_maps.items()}
     return LabelEffects(names, label_names, n, np.asarray(step_w), per_unit_a, stderr_a, dir_std, lab_std, effects,
                         maps)

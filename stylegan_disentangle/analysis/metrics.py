@@ -50,7 +50,7 @@ def _np(x, name: str, dtype=np.float64) -> np.ndarray:
     return arr
 
 
-def _check_codes_factors(codes, factors) -> tuple[np.ndarray, np.ndarray]:
+def _check_codes_factors(codes, factors, minimum: int = 4) -> tuple[np.ndarray, np.ndarray]:
     codes, factors = _np(codes, "codes"), _np(factors, "factors")
     if codes.ndim == 1:
         codes = codes[:, None]
@@ -59,8 +59,8 @@ def _check_codes_factors(codes, factors) -> tuple[np.ndarray, np.ndarray]:
     if codes.ndim != 2 or factors.ndim != 2 or codes.shape[0] != factors.shape[0]:
         raise ValueError(f"expected codes [N, K] and factors [N, F] with the same N; got {codes.shape} and "
                          f"{factors.shape}")
-    if codes.shape[0] < 4:
-        raise ValueError(f"need at least 4 samples to score codes; got {codes.shape[0]}")
+    if codes.shape[0] < minimum:
+        raise ValueError(f"need at least {minimum} samples to score codes; got {codes.shape[0]}")
     return codes, factors
 
 
@@ -198,10 +198,13 @@ def dci(
     - informativeness: the regressors' mean test-set R^2 (1 = every factor predictable from the code); the paper's
       error form is reported as ``informativeness_error`` (mean test NRMSE = RMSE / factor std).
 
+    A constant factor carries no information: it is left out of the completeness and informativeness means (NaN
+    in their per-factor arrays), as MIG and SAP leave it out. The held-out split needs at least 10 samples.
+
     Returns those three plus ``importance`` [K, F], ``per_code_disentanglement`` [K], ``code_weights`` [K],
     ``per_factor_completeness`` [F] and ``test_r2`` [F].
     """
-    codes, factors = _check_codes_factors(codes, factors)
+    codes, factors = _check_codes_factors(codes, factors, minimum=10)
     if model not in ("lasso", "gbt"):
         raise ValueError(f"dci model must be 'lasso' or 'gbt'; got {model!r}")
     idx_train, idx_test = train_test_split(np.arange(codes.shape[0]), test_size=test_fraction, random_state=seed)
@@ -231,11 +234,13 @@ def dci(
     weights = importance.sum(1) / importance.sum() if importance.sum() > 0 else np.zeros(n_codes)
     per_factor = 1 - _entropy_normalised(importance, n_codes, axis=0) if n_codes > 1 else np.ones(n_factors)
     per_factor = np.where(importance.sum(0) > 0, per_factor, 0.0)
+    constant = np.ptp(factors, axis=0) == 0
+    per_factor, test_r2, nrmse = (np.where(constant, np.nan, a) for a in (per_factor, test_r2, nrmse))
     return {
         "disentanglement": float((weights * per_code).sum()),
-        "completeness": float(per_factor.mean()),
-        "informativeness": float(test_r2.mean()),
-        "informativeness_error": float(nrmse.mean()),
+        "completeness": _mean_or_nan(per_factor),
+        "informativeness": _mean_or_nan(test_r2),
+        "informativeness_error": _mean_or_nan(nrmse),
         "importance": importance,
         "per_code_disentanglement": per_code,
         "code_weights": weights,
@@ -244,13 +249,19 @@ def dci(
     }
 
 
+def _mean_or_nan(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def _discretise(x: np.ndarray, bins: int) -> np.ndarray:
-    """Columns of x [N, M] -> integer labels: columns with at most `bins` distinct values keep them exactly,
-    others go into `bins` equal-width bins over their range."""
+    """Columns of x [N, M] -> integer labels: a discrete column (at most `bins` distinct values, which repeat)
+    keeps them exactly, others go into `bins` equal-width bins over their range (so that a handful of continuous
+    samples, all distinct, is binned rather than each taken for its own class)."""
     out = np.zeros(x.shape, dtype=np.int64)
     for m in range(x.shape[1]):
         values, labels = np.unique(x[:, m], return_inverse=True)
-        if len(values) <= bins:
+        if len(values) <= bins and len(values) < x.shape[0]:
             out[:, m] = labels.ravel()
         else:
             edges = np.histogram_bin_edges(x[:, m], bins=bins)
@@ -289,9 +300,15 @@ def sap(codes, factors, discrete: bool = False, test_fraction: float = 0.3, seed
     accuracy of a linear classifier (LinearSVC) on the single code dimension. ``SAP = mean_j (top1_j - top2_j)``,
     the gap between the best and second-best code dimension for each factor.
 
+    A discrete factor's distinct values are its classes (whatever numbers encode them). Constant factors are left
+    out of the mean (NaN in ``per_factor``). The held-out split needs at least 10 samples.
+
     Returns ``sap``, ``per_factor`` [F] and ``score_matrix`` [K, F].
     """
-    codes, factors = _check_codes_factors(codes, factors)
+    codes, factors = _check_codes_factors(codes, factors, minimum=10)
+    if discrete:
+        factors = np.stack([np.unique(factors[:, j], return_inverse=True)[1].ravel()
+                            for j in range(factors.shape[1])], axis=1).astype(np.float64)
     idx_train, idx_test = train_test_split(np.arange(codes.shape[0]), test_size=test_fraction, random_state=seed)
     n_codes, n_factors = codes.shape[1], factors.shape[1]
     score = np.zeros((n_codes, n_factors))
@@ -314,8 +331,8 @@ def sap(codes, factors, discrete: bool = False, test_fraction: float = 0.3, seed
                 score[i, j] = max(0.0, r2_score(y_test, reg.predict(x_test)))
     top = np.sort(score, axis=0)[::-1]
     second = top[1] if n_codes > 1 else np.zeros(n_factors)
-    per_factor = top[0] - second
-    return {"sap": float(per_factor.mean()), "per_factor": per_factor, "score_matrix": score}
+    per_factor = np.where(np.ptp(factors, axis=0) == 0, np.nan, top[0] - second)
+    return {"sap": _mean_or_nan(per_factor), "per_factor": per_factor, "score_matrix": score}
 
 
 # ----------------------------------------------------------------------------------------------------------------

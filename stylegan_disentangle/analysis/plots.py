@@ -122,6 +122,8 @@ def plot_w_embedding(
     n = w.shape[0]
     rows = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, False))
     x = np.asarray(w[rows], dtype=np.float32)
+    if isinstance(color, torch.Tensor):  # e.g. a labeler's output, which may still carry its graph
+        color = color.detach().cpu()
     col = None if color is None else np.asarray(color, dtype=np.float64).reshape(n)[rows]
     if method == "pca":
         from sklearn.decomposition import PCA

@@ -66,8 +66,8 @@ def _check(G: nn.Module, target: torch.Tensor, steps: int, space: str, class_idx
         raise StyleGANDisentangleError("targets hold NaN or infinite pixels")
     if space not in ("w", "w+"):
         raise StyleGANDisentangleError(f"space must be 'w' or 'w+', got {space!r}")
-    if int(steps) < 1:
-        raise StyleGANDisentangleError(f"steps must be >= 1, got {steps}")
+    if int(steps) < 2:  # the schedule's learning rate rises from 0: its first step moves nothing
+        raise StyleGANDisentangleError(f"steps must be >= 2 (the learning rate of the first step is 0), got {steps}")
     if G.c_dim and class_idx is None:
         raise StyleGANDisentangleError(f"this network is conditional ({G.c_dim} classes): give the class to "
                                        "project into")
