@@ -41,6 +41,7 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_renderer
 from stylegan_disentangle.synthetic.factors import factor_index, to_physical
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import positive_int, run_script, seed_value
 
 YAW = factor_index("yaw")
 
@@ -126,13 +127,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic", help="'synthetic' (shipped) or an Unsup3D checkpoint")
     p.add_argument("--dirs", default=None, help="a DirectionSet with 'yaw' (default: fit 3d-coupled directions)")
-    p.add_argument("--fit-samples", type=int, default=4000)
+    p.add_argument("--fit-samples", type=positive_int, default=4000)
     p.add_argument("--target", default="-45:45")
-    p.add_argument("--aug-count", type=int, default=2000)
-    p.add_argument("--train-count", type=int, default=2000)
-    p.add_argument("--test-count", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aug-count", type=positive_int, default=2000)
+    p.add_argument("--train-count", type=positive_int, default=2000)
+    p.add_argument("--test-count", type=positive_int, default=1000)
+    p.add_argument("--epochs", type=positive_int, default=15)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--outdir", default=None, help="keep the exported images here (default: a temporary directory)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -189,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -29,6 +29,7 @@ from stylegan_disentangle.synthetic.decomposer_eval import (
     score_decomposer,
 )
 from stylegan_disentangle.utils import atomic_write, resolve_device
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int, run_script
 
 GOALS = {"yaw": 3.0, "pitch": 3.0, "roll": 3.0, "light_azimuth": 5.0, "light_elevation": 5.0}
 
@@ -89,11 +90,12 @@ def throughput(dec: Unsup3DDecomposer, G, reps: int, device: torch.device = torc
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--samples", type=int, default=1000, help="Faces per table (half calibrate, half evaluate).")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--samples", type=positive_int, default=1000,
+                   help="Faces per table (half calibrate, half evaluate).")
+    p.add_argument("--threads", type=nonnegative_int, default=1)
     p.add_argument("--device", default="cpu", help="Where the decomposer runs (cpu, cuda, cuda:N); the faces are "
                                                     "drawn on the CPU and the scores computed there.")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=positive_int, default=3)
     p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="The box netL does not see (default: the decomposer's own; 'none': the whole image, e.g. to "
                         "score the shipped nets as they were before their light mask).")
@@ -129,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -33,6 +33,7 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_generator, faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def _r(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -97,17 +98,18 @@ def refine(renderer, dec, target: torch.Tensor, valid: torch.Tensor, start: dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--samples", type=positive_int, default=200)
+    p.add_argument("--steps", type=positive_int, default=400)
     p.add_argument("--source", choices=("renderer", "generator"), default="renderer")
     p.add_argument("--relief-scales", default="1,1.3,1.65,2", help="k values: depth relief / k, pitch and yaw * k")
-    p.add_argument("--depth-lr", type=float, default=1e-4, help="Adam step of the per-pixel depth (0 = held)")
-    p.add_argument("--view-lr", type=float, default=0.0, help="Adam step of the view in degrees (0 = held)")
-    p.add_argument("--albedo-tv", type=float, default=0.0)
-    p.add_argument("--albedo-sparse", type=float, default=0.0, help="Albedo gradient-sparsity weight in the fit.")
-    p.add_argument("--albedo-sparse-p", type=float, default=0.3, help="Exponent p of the sparsity prior.")
-    p.add_argument("--seed", type=int, default=4242)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--depth-lr", type=finite_float, default=1e-4, help="Adam step of the per-pixel depth (0 = held)")
+    p.add_argument("--view-lr", type=finite_float, default=0.0, help="Adam step of the view in degrees (0 = held)")
+    p.add_argument("--albedo-tv", type=finite_float, default=0.0)
+    p.add_argument("--albedo-sparse", type=finite_float, default=0.0,
+                   help="Albedo gradient-sparsity weight in the fit.")
+    p.add_argument("--albedo-sparse-p", type=finite_float, default=0.3, help="Exponent p of the sparsity prior.")
+    p.add_argument("--seed", type=seed_value, default=4242)
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -148,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,6 +21,7 @@ import torch
 from stylegan_disentangle.checkpoints import load_network_pkl
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer
 from stylegan_disentangle.utils import atomic_write, resolve_device
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int, run_script
 
 SHIPPED_SIZES = dict(nf=16, zdim=64, nf_light=8, nf_view=8, nf_conf=16, zdim_conf=32, xy_light_range=2.0,
                      antialias=True)
@@ -41,11 +42,12 @@ def _break_even(steps: float | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pkl", default="synthetic")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--bank", type=int, default=2048, help="Bank size for the timed run (the build is timed too).")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=positive_int, default=40)
+    p.add_argument("--warmup", type=nonnegative_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--bank", type=nonnegative_int, default=2048,
+                   help="Bank size for the timed run (the build is timed too).")
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the generator, the bank's images and the "
                                                     "nets all move there).")
     p.add_argument("--json", default=None)
@@ -86,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -45,6 +45,7 @@ from stylegan_disentangle.directions import (  # noqa: E402
     name_directions,
 )
 from stylegan_disentangle.utils import atomic_write  # noqa: E402
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 ALL_METHODS = ["pca", "closed-form", "ridge", "svm", "logistic", "lasso", "multitask", "naming", "dictionary"]
 # ALL_METHODS must match BENCHES below.
@@ -280,29 +281,32 @@ def bench_size(n: int, args: argparse.Namespace, done: set) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="numbers of W samples")
-    parser.add_argument("--w-dim", type=int, default=512)
-    parser.add_argument("--labels", type=int, default=4, help="planted continuous labels")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[100_000, 1_000_000],
+                        help="numbers of W samples")
+    parser.add_argument("--w-dim", type=positive_int, default=512)
+    parser.add_argument("--labels", type=positive_int, default=4, help="planted continuous labels")
     parser.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
-    parser.add_argument("--top-bottom", type=float, default=2.0, help="InterFaceGAN's top/bottom percent for svm")
+    parser.add_argument("--top-bottom", type=finite_float, default=2.0,
+                        help="InterFaceGAN's top/bottom percent for svm")
     parser.add_argument(
         "--baseline-max-n",
-        type=int,
+        type=positive_int,
         default=100_000,
         help="run the slow baselines (lstsq, Lasso, LogisticRegression on all rows) up to this N",
     )
-    parser.add_argument("--maps-n", type=int, default=20_000, help="rows of label maps for 'dictionary'")
-    parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--maps-n", type=positive_int, default=20_000, help="rows of label maps for 'dictionary'")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="best of this many runs")
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument(
         "--threads",
-        type=int,
+        type=nonnegative_int,
         default=1,
         help="BLAS thread limit for the whole run, baselines included (0 = BLAS default); 1 by default so that "
         "baselines and finders (blas_threads=1) compare fairly on a shared machine",
     )
     parser.add_argument(
-        "--finder-threads", type=int, default=1, help="the finders' blas_threads (their default 1; 0 = BLAS default)"
+        "--finder-threads", type=nonnegative_int, default=1,
+        help="the finders' blas_threads (their default 1; 0 = BLAS default)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     args = parser.parse_args(argv)
@@ -348,4 +352,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

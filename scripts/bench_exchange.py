@@ -43,6 +43,7 @@ from stylegan_disentangle.models.evaluate import projected_difference, swap_fact
 from stylegan_disentangle.models.readout import label_columns
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 SPECS = {
     "synthetic-oracle": "expression=mouth_open,smile,brow_raise;pose=yaw,pitch,roll;"
@@ -59,20 +60,21 @@ def main() -> None:
     p.add_argument("--labeler", default="synthetic-oracle", choices=sorted(SPECS))
     p.add_argument("--held", default="", help="labels held (never swapped): 'identity' (the oracle's identity "
                    "factors) or names, e.g. depth,albedo with --labeler decomposer3d")
-    p.add_argument("--map-components", type=int, default=8, help="principal components of a map-valued label")
-    p.add_argument("--pool", type=int, default=20000, help="w samples the model trains on")
-    p.add_argument("--eval", type=int, default=2000, help="held-out pairs")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--readout-hidden", type=int, default=128, help="MLP width of the attribute readout (0: ridge)")
-    p.add_argument("--part-dim", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--take-weight", type=float, default=1.0)
-    p.add_argument("--keep-weight", type=float, default=1.0)
-    p.add_argument("--move-weight", type=float, default=0.1)
-    p.add_argument("--adv-weight", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--map-components", type=positive_int, default=8, help="principal components of a map-valued label")
+    p.add_argument("--pool", type=positive_int, default=20000, help="w samples the model trains on")
+    p.add_argument("--eval", type=positive_int, default=2000, help="held-out pairs")
+    p.add_argument("--steps", type=positive_int, default=3000)
+    p.add_argument("--batch", type=positive_int, default=256)
+    p.add_argument("--lr", type=finite_float, default=1e-3)
+    p.add_argument("--readout-hidden", type=nonnegative_int, default=128,
+                   help="MLP width of the attribute readout (0: ridge)")
+    p.add_argument("--part-dim", type=positive_int, default=8)
+    p.add_argument("--hidden", type=nonnegative_int, default=256)
+    p.add_argument("--take-weight", type=finite_float, default=1.0)
+    p.add_argument("--keep-weight", type=finite_float, default=1.0)
+    p.add_argument("--move-weight", type=finite_float, default=0.1)
+    p.add_argument("--adv-weight", type=finite_float, default=0.0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-resume", action="store_true")
     args, out, t0 = start_run(p)
     G, fmap, groups = synthetic_world()
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

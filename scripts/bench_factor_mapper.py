@@ -35,6 +35,7 @@ from stylegan_disentangle.models import FactorMapper, FactorSampler, parse_attri
 from stylegan_disentangle.models.readout import label_columns
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 SPECS = {
     "synthetic-oracle": "identity=" + ",".join(factor_groups()["identity"])
@@ -88,20 +89,20 @@ def main() -> None:
     p.add_argument("--labeler", default="synthetic-oracle", choices=sorted(SPECS))
     p.add_argument("--factors", default=None, help="factor spec (default: the labeler's in SPECS); a map label "
                    "such as depth or albedo stands for its leading principal components")
-    p.add_argument("--map-components", type=int, default=8)
-    p.add_argument("--pool", type=int, default=20000)
-    p.add_argument("--eval", type=int, default=2000)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--noise-dim", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--readout-hidden", type=int, default=128)
-    p.add_argument("--rec-weight", type=float, default=1.0)
-    p.add_argument("--imitate-weight", type=float, default=1.0)
-    p.add_argument("--contrast-weight", type=float, default=1.0)
-    p.add_argument("--prior-weight", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--map-components", type=positive_int, default=8)
+    p.add_argument("--pool", type=positive_int, default=20000)
+    p.add_argument("--eval", type=positive_int, default=2000)
+    p.add_argument("--steps", type=positive_int, default=3000)
+    p.add_argument("--batch", type=positive_int, default=256)
+    p.add_argument("--lr", type=finite_float, default=3e-3)
+    p.add_argument("--noise-dim", type=nonnegative_int, default=32)
+    p.add_argument("--hidden", type=nonnegative_int, default=256)
+    p.add_argument("--readout-hidden", type=nonnegative_int, default=128)
+    p.add_argument("--rec-weight", type=finite_float, default=1.0)
+    p.add_argument("--imitate-weight", type=finite_float, default=1.0)
+    p.add_argument("--contrast-weight", type=finite_float, default=1.0)
+    p.add_argument("--prior-weight", type=finite_float, default=0.1)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-resume", action="store_true")
     args, out, t0 = start_run(p)
     G, fmap, groups = synthetic_world()
@@ -213,4 +214,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from stylegan_disentangle.analysis.find_directions import METHODS, run_find_directions
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int, run_script
 
 LINEAR_STAGES = ("bank", "fit", "name_samples")
 DEFAULT_PKL = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "sg2ada_skip_32.pkl"
@@ -38,12 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pkl", default=str(DEFAULT_PKL))
     p.add_argument("--method", choices=METHODS, default="pca")
-    p.add_argument("--samples", type=int, default=100_000, help="target bank size")
+    p.add_argument("--samples", type=positive_int, default=100_000, help="target bank size")
     p.add_argument("--labeler", default="image_stats",
                    help="labeler ('none' skips rendering the bank: times sampling, fitting and plots alone)")
-    p.add_argument("--measure-samples", type=int, default=None, help="run this many and extrapolate to --samples")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--measure-samples", type=nonnegative_int, default=None,
+                   help="run this many and extrapolate to --samples")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--threads", type=nonnegative_int, default=None,
+                   help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--outdir", default=None, help="keep the run here (default: a temporary directory, removed)")
@@ -91,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -44,6 +44,7 @@ from stylegan_disentangle.networks import Generator
 from stylegan_disentangle.networks.checks import fast_path
 from stylegan_disentangle.ops import cpu_reference_path
 from stylegan_disentangle.utils import atomic_write, resolve_device
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int, run_script
 
 H200_BF16_TFLOPS = 790.0  # measured dense bf16 rate of the lent H200 (device tool notes)
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "bf16-autocast")
@@ -200,9 +201,9 @@ def with_env(call, env: dict[str, str]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024], choices=[32, 256, 1024],
+    parser.add_argument("--resolutions", type=positive_int, nargs="+", default=[256, 1024], choices=[32, 256, 1024],
                         help="32 is the shipped synthetic checkpoint; 256 and 1024 use random weights")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 4])
     parser.add_argument("--baseline", choices=["reference", "official", "none"], default="reference",
                         help="what every row is compared with, timed interleaved in the same process")
     parser.add_argument("--official-repo", default=None,
@@ -217,9 +218,10 @@ def main() -> None:
                         help="with --impls cuda: the one-pass modconv epilogue kernel, or bias_act after addcmul")
     parser.add_argument("--channels-last", choices=["off", "on", "both"], default="off",
                         help="channels_last memory format in the fp16 blocks")
-    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per row (median is reported)")
+    parser.add_argument("--reps", type=positive_int, default=3, help="timed repetitions per row (median is reported)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=nonnegative_int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (TFLOP/s column)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     args = parser.parse_args()
@@ -338,4 +340,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

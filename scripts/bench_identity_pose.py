@@ -40,6 +40,7 @@ from stylegan_disentangle.models.evaluate import (
 )
 from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 POSE = ["yaw", "pitch", "roll"]  # the world's pose factors; the decomposer's rotations are ROTATION_LABELS
 
@@ -62,23 +63,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--outdir", default="runs/bench_ip")
     p.add_argument("--json", default=None)
-    p.add_argument("--pool", type=int, default=20000, help="w samples the model trains on")
-    p.add_argument("--eval", type=int, default=2000, help="held-out pairs")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--max-seconds", type=float, default=900.0)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--id-dim", type=int, default=64)
-    p.add_argument("--pose-dim", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--cycle-weight", type=float, default=0.1)
-    p.add_argument("--pose-weight", type=float, default=10.0)
-    p.add_argument("--identity-weight", type=float, default=1.0)
-    p.add_argument("--move-weight", type=float, default=0.3)
-    p.add_argument("--components", type=int, default=16, help="whitened leading components of the kept readings")
+    p.add_argument("--pool", type=positive_int, default=20000, help="w samples the model trains on")
+    p.add_argument("--eval", type=positive_int, default=2000, help="held-out pairs")
+    p.add_argument("--steps", type=positive_int, default=1500)
+    p.add_argument("--max-seconds", type=finite_float, default=900.0)
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--lr", type=finite_float, default=1e-3)
+    p.add_argument("--id-dim", type=positive_int, default=64)
+    p.add_argument("--pose-dim", type=positive_int, default=8)
+    p.add_argument("--hidden", type=nonnegative_int, default=256)
+    p.add_argument("--cycle-weight", type=finite_float, default=0.1)
+    p.add_argument("--pose-weight", type=finite_float, default=10.0)
+    p.add_argument("--identity-weight", type=finite_float, default=1.0)
+    p.add_argument("--move-weight", type=finite_float, default=0.3)
+    p.add_argument("--components", type=positive_int, default=16,
+                   help="whitened leading components of the kept readings")
     p.add_argument("--kept", default="depth,albedo,image_albedo,light",
                    help="the decomposer's readings a recombination keeps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-resume", action="store_true")
     args, out, t0 = start_run(p)
     G, fmap, groups = synthetic_world()
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -32,6 +32,7 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import decomposer_estimates, faces_from_generator
 from stylegan_disentangle.synthetic.factors import factor_index, to_physical
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script
 
 LABELS = ("light_elevation", "ambient", "light_azimuth")
 # (moved factor, label read): each light label for its own factor, and for the factors found to leak into it
@@ -83,10 +84,10 @@ def within_sample(dec, G, fmap, n: int, seed: int, step: float) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--samples", type=int, default=1500, help="Faces for the between-sample correlations.")
-    p.add_argument("--pairs", type=int, default=200, help="Faces moved along each pure factor direction.")
-    p.add_argument("--step", type=float, default=0.5, help="Move +-step standard deviations of the factor.")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--samples", type=positive_int, default=1500, help="Faces for the between-sample correlations.")
+    p.add_argument("--pairs", type=positive_int, default=200, help="Faces moved along each pure factor direction.")
+    p.add_argument("--step", type=finite_float, default=0.5, help="Move +-step standard deviations of the factor.")
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--json", default=None, help="JSON file for the numbers.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

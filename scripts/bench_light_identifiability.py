@@ -52,6 +52,7 @@ from stylegan_disentangle.synthetic.decomposer_eval import (
 )
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -94,11 +95,12 @@ def fit_light(renderer, image: torch.Tensor, valid: torch.Tensor, depth: torch.T
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--albedo-tv", type=float, default=0.0, help="Albedo total-variation weight in the fit.")
-    p.add_argument("--albedo-sparse", type=float, default=0.0, help="Albedo gradient-sparsity weight in the fit.")
-    p.add_argument("--albedo-sparse-p", type=float, default=0.5, help="Exponent p of the sparsity prior.")
+    p.add_argument("--samples", type=positive_int, default=200)
+    p.add_argument("--steps", type=positive_int, default=400)
+    p.add_argument("--albedo-tv", type=finite_float, default=0.0, help="Albedo total-variation weight in the fit.")
+    p.add_argument("--albedo-sparse", type=finite_float, default=0.0,
+                   help="Albedo gradient-sparsity weight in the fit.")
+    p.add_argument("--albedo-sparse-p", type=finite_float, default=0.5, help="Exponent p of the sparsity prior.")
     p.add_argument("--albedo-start", choices=("own", "decomposer"), default="own",
                    help="Start each row's albedo from its own source (the world's albedo for the world's depth) or "
                         "every row from the decomposer's (so that only the depth differs between rows).")
@@ -106,14 +108,14 @@ def main() -> None:
                    help="Faces rendered by the world (yaw within +-20 deg), or the generator's own faces, which only "
                         "approximate the world's image formation (the truth is then the world's render of their "
                         "factors).")
-    p.add_argument("--mix", type=float, default=1.0,
+    p.add_argument("--mix", type=finite_float, default=1.0,
                    help="With --source generator: the images are the world's render plus MIX times the generator's "
                         "difference from it (0: the world's render, 1: the generator's faces), to find how close to "
                         "the world a generator must be for the light to be identifiable.")
     p.add_argument("--depths", choices=("all", "world"), default="all",
                    help="Fit every row, or only the rows with the world's exact depth and view.")
-    p.add_argument("--seed", type=int, default=4242)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=seed_value, default=4242)
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -176,4 +178,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

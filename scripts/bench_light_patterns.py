@@ -35,6 +35,7 @@ from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, r
 from stylegan_disentangle.labels.decomposer.renderer import light_angles
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 FACTORS = ("light_elevation", "light_azimuth", "ambient", "hair_color", "skin_r", "pitch")
 TEMPLATE_OF = {"light_azimuth": "dx", "light_elevation": "dy", "ambient": "ambient_fraction"}
@@ -70,11 +71,12 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--samples", type=int, default=20000)
+    p.add_argument("--samples", type=positive_int, default=20000)
     p.add_argument("--rows", default="12,16", help="Lower-face regions: canonical rows >= each of these.")
-    p.add_argument("--ridge", type=float, default=1e-3, help="Ridge strength, relative to the mean variance of w.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ridge", type=finite_float, default=1e-3,
+                   help="Ridge strength, relative to the mean variance of w.")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -140,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -38,6 +38,7 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator, score_decomposer
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script
 
 LIGHTS = ("light_azimuth", "light_elevation", "ambient")
 
@@ -108,10 +109,10 @@ def transfer(dec, images, factors) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
-    p.add_argument("--steps", type=int, default=400, help="Training steps of each fresh netL.")
-    p.add_argument("--light-xy", type=float, default=0.4, help="Re-render light direction range (fraction).")
-    p.add_argument("--samples", type=int, default=1000, help="Generator faces for the transfer scores.")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=positive_int, default=400, help="Training steps of each fresh netL.")
+    p.add_argument("--light-xy", type=finite_float, default=0.4, help="Re-render light direction range (fraction).")
+    p.add_argument("--samples", type=positive_int, default=1000, help="Generator faces for the transfer scores.")
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the numbers.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

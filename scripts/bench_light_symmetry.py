@@ -35,6 +35,7 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import faces_from_generator
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write, atomic_write_path
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def stepped_light(light: torch.Tensor, kind: str, step: float) -> torch.Tensor:
@@ -88,13 +89,14 @@ def plot(results: dict, gap: float, path: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=2000)
-    p.add_argument("--elevation-step", type=float, default=10.0, help="degrees")
-    p.add_argument("--azimuth-step", type=float, default=10.0, help="degrees")
-    p.add_argument("--ambient-step", type=float, default=0.1, help="ambient share (the world's range is 0.1-0.6)")
+    p.add_argument("--samples", type=positive_int, default=2000)
+    p.add_argument("--elevation-step", type=finite_float, default=10.0, help="degrees")
+    p.add_argument("--azimuth-step", type=finite_float, default=10.0, help="degrees")
+    p.add_argument("--ambient-step", type=finite_float, default=0.1,
+                   help="ambient share (the world's range is 0.1-0.6)")
     p.add_argument("--bins", default="0,10,20,35,60", help="|azimuth| bin edges, degrees")
-    p.add_argument("--seed", type=int, default=4242)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=seed_value, default=4242)
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None, help="Plot of the table (PNG).")
     args = p.parse_args()
@@ -146,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

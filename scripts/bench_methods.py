@@ -40,6 +40,7 @@ from stylegan_disentangle.directions import (
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.factors import factor_groups
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import positive_int, run_script, seed_value
 
 ALIASES = {"light_ambient": "ambient"}  # decomposer label -> factor of the world
 
@@ -155,8 +156,8 @@ def print_per_factor(results: dict, names: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=positive_int, default=20000)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--methods", nargs="+", default=None,
                         help="subset of the methods: a full name, its first word, or a part of the name")
     parser.add_argument("--pkl", default=None, help="a synthetic checkpoint other than the shipped one")
@@ -198,4 +199,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

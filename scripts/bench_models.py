@@ -54,6 +54,7 @@ from stylegan_disentangle.synthetic.checkpoint import ground_truth_directions, l
 from stylegan_disentangle.synthetic.factors import factor_groups, factor_names
 from stylegan_disentangle.utils import atomic_write
 from stylegan_disentangle.utils.images import save_titled_grid, to_uint8
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def start_run(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, Path, float]:
@@ -134,35 +135,35 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--outdir", default="runs/bench_models")
     p.add_argument("--json", default=None)
-    p.add_argument("--pool", type=int, default=20000, help="w samples for directions, normalization and clips")
-    p.add_argument("--eval", type=int, default=4000, help="held-out samples for probes and transfers")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--max-seconds", type=float, default=540.0)
+    p.add_argument("--pool", type=positive_int, default=20000, help="w samples for directions, normalization and clips")
+    p.add_argument("--eval", type=positive_int, default=4000, help="held-out samples for probes and transfers")
+    p.add_argument("--steps", type=positive_int, default=3000)
+    p.add_argument("--max-seconds", type=finite_float, default=540.0)
     p.add_argument("--skip-dci", action="store_true", help="skip DCI / MIG (faster sweeps)")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--app-dim", type=int, default=64)
-    p.add_argument("--struct-dim", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--batch", type=positive_int, default=256)
+    p.add_argument("--lr", type=finite_float, default=1e-3)
+    p.add_argument("--app-dim", type=positive_int, default=64)
+    p.add_argument("--struct-dim", type=positive_int, default=8)
+    p.add_argument("--hidden", type=nonnegative_int, default=256)
     p.add_argument("--w-plus", action="store_true", help="encode the flattened W+ code instead of the mean w")
-    p.add_argument("--amplitude", type=float, default=1.0, help="clip trajectory std, in stds of W")
-    p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--app-weight", type=float, default=0.05)
-    p.add_argument("--struct-weight", type=float, default=0.05)
-    p.add_argument("--swap-weight", type=float, default=1.0)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amplitude", type=finite_float, default=1.0, help="clip trajectory std, in stds of W")
+    p.add_argument("--temperature", type=finite_float, default=0.1)
+    p.add_argument("--app-weight", type=finite_float, default=0.05)
+    p.add_argument("--struct-weight", type=finite_float, default=0.05)
+    p.add_argument("--swap-weight", type=finite_float, default=1.0)
+    p.add_argument("--frames", type=positive_int, default=16)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--directions", choices=["linear", "ground-truth", "3d-coupled"], default="linear",
                    help="clip directions: the oracle-supervised linear finder (ridge), the true directions "
                         "(an upper bound for what the video maker can give), or the unsupervised 3D-coupled finder "
                         "(no labels; the shipped decomposer)")
-    p.add_argument("--three-d-samples", type=int, default=5000, help="bank size of the 3D-coupled finder")
+    p.add_argument("--three-d-samples", type=positive_int, default=5000, help="bank size of the 3D-coupled finder")
     p.add_argument("--clip-metric", choices=["euclidean", "covariance"], default="euclidean",
                    help="how clip moves keep the appearance readouts (DirectionVideoMaker's metric)")
     p.add_argument("--linear-structure", action="store_true", help="structure code linear in w (MLP: appearance)")
     p.add_argument("--invariance-projection", action="store_true",
                    help="end of training: project the linear structure code onto what the augmentations never move")
-    p.add_argument("--motion-weight", type=float, default=1.0,
+    p.add_argument("--motion-weight", type=finite_float, default=1.0,
                    help="weight of the motion decoder (0: none; transfers then decode the codes)")
     p.add_argument("--motion-metric", choices=["euclidean", "covariance"], default="covariance",
                    help="metric of the clips the motion decoder learns from")
@@ -307,4 +308,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

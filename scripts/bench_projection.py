@@ -30,6 +30,7 @@ from stylegan_disentangle.analysis.projection import project, psnr
 from stylegan_disentangle.latents import sample_latents
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import _pearson, faces_from_renderer
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def score(G, factor_map, images: torch.Tensor, factors: np.ndarray, args) -> dict:
@@ -51,13 +52,13 @@ def score(G, factor_map, images: torch.Tensor, factors: np.ndarray, args) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--count", type=positive_int, default=48)
+    parser.add_argument("--steps", type=positive_int, default=300)
     parser.add_argument("--space", choices=["w", "w+"], default="w")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--yaw-range", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--yaw-range", type=finite_float, default=30.0)
+    parser.add_argument("--seed", type=seed_value, default=0)
+    parser.add_argument("--threads", type=nonnegative_int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

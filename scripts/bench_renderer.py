@@ -38,6 +38,7 @@ from stylegan_disentangle.labels.decomposer.reconstruction import renderer_for, 
 from stylegan_disentangle.labels.decomposer.renderer import Renderer
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.utils import atomic_write, resolve_device
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int, run_script
 
 
 def _sync() -> None:
@@ -94,9 +95,9 @@ def noise_scene(n: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--reps", type=positive_int, default=5)
+    p.add_argument("--threads", type=nonnegative_int, default=2)
     p.add_argument("--device", default="cpu", help="Where the renderer and the nets run (cpu, cuda, cuda:N).")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -141,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

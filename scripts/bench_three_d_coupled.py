@@ -53,6 +53,7 @@ from stylegan_disentangle.synthetic import PART_NAMES
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.synthetic.decomposer_eval import render as world_render
 from stylegan_disentangle.utils import atomic_write
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 ALIASES = {"light_ambient": "ambient"}
 PART_FACTORS = {"nose": ["nose_length", "nose_width"], "eyes": ["eye_spacing"], "mouth": ["mouth_open", "smile"],
@@ -232,29 +233,31 @@ def part_readability(maps: dict[str, np.ndarray], w: np.ndarray, factors: np.nda
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", type=int, default=20000)
+    p.add_argument("--samples", type=positive_int, default=20000)
     p.add_argument("--decomposer", default="synthetic", help="'synthetic', a checkpoint path, or 'oracle'")
-    p.add_argument("--resolution", type=int, default=32, help="map resolution with --decomposer oracle")
-    p.add_argument("--n-atoms", type=int, default=6, help="atoms per map (per part with --atom-scope parts)")
-    p.add_argument("--code-alpha", type=float, default=0.03, help="sparsity of the atoms' codes (0.1: the default "
+    p.add_argument("--resolution", type=positive_int, default=32, help="map resolution with --decomposer oracle")
+    p.add_argument("--n-atoms", type=positive_int, default=6, help="atoms per map (per part with --atom-scope parts)")
+    p.add_argument("--code-alpha", type=finite_float, default=0.03,
+                   help="sparsity of the atoms' codes (0.1: the default "
                    "before the thirteenth session, with --atom-scope map)")
     p.add_argument("--atom-scope", choices=["map", "parts", "map+parts"], default="parts",
                    help="atoms over the whole map, n-atoms per part inside each part mask, or both (parts on the "
                         "whole-map atoms' residual)")
-    p.add_argument("--part-core", type=float, default=0.2, help="--atom-scope parts: mean-mask threshold of a part")
+    p.add_argument("--part-core", type=finite_float, default=0.2,
+                   help="--atom-scope parts: mean-mask threshold of a part")
     p.add_argument("--global-loss", choices=["huber", "squared"], default="huber",
                    help="loss of the global regression (squared: the plain GCV ridge of the eleventh session)")
-    p.add_argument("--sensitivity-samples", type=int, default=None,
+    p.add_argument("--sensitivity-samples", type=nonnegative_int, default=None,
                    help=f"samples for the generator's image sensitivity, the regressions' prior (0: none; default "
                         f"{SENSITIVITY_SAMPLES}, 0 with --decomposer oracle: its exact labels are not read off the "
                         f"image, the prior's premise)")
-    p.add_argument("--view-leak-samples", type=int, default=None,
+    p.add_argument("--view-leak-samples", type=nonnegative_int, default=None,
                    help=f"faces the light readings' view leak is measured on (default {VIEW_LEAK_SAMPLES}; 0: none, "
                         "the fit before the thirty-third session)")
-    p.add_argument("--probe", type=int, default=32)
-    p.add_argument("--bound-faces", type=int, default=16,
+    p.add_argument("--probe", type=nonnegative_int, default=32)
+    p.add_argument("--bound-faces", type=nonnegative_int, default=16,
                    help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="The box the decomposer's netL does not see (default: its own; 'none': the whole image, the "
                         "shipped decomposer as it read before its light mask)")
@@ -402,4 +405,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -29,6 +29,7 @@ from stylegan_disentangle.analysis.find_directions import (
 from stylegan_disentangle.errors import StyleGANDisentangleError, UsageError
 from stylegan_disentangle.labels import check_crop
 from stylegan_disentangle.labels.decomposer.labeler import parse_light_mask
+from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int
 
 
 def _checked(parse, ok, needs: str):
@@ -67,19 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pkl", help="network pickle: path, URL or known name (see `stylegan-disentangle list-checkpoints`)")
     p.add_argument("--method", choices=METHODS, default="pca")
-    p.add_argument("--samples", type=int, default=10_000, help="latent bank size (default 10000)")
+    p.add_argument("--samples", type=positive_int, default=10_000, help="latent bank size (default 10000)")
     p.add_argument("--labeler", default="image_stats", help="labeler name(s) 'a,b', 'module:factory', or 'none'")
     p.add_argument("--outdir", required=True)
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--trunc", dest="truncation_psi", type=_finite, default=1.0, help="truncation psi")
-    p.add_argument("--trunc-cutoff", dest="truncation_cutoff", type=int, default=None)
+    p.add_argument("--trunc-cutoff", dest="truncation_cutoff", type=nonnegative_int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--num-directions", type=int, default=10, help="K for pca / closed-form")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-directions", type=positive_int, default=10, help="K for pca / closed-form")
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--rename", action=argparse.BooleanOptionalAction, default=None,
                    help="name directions after the label they change most (default: on for pca / closed-form)")
-    p.add_argument("--effect-samples", type=int, default=32)
-    p.add_argument("--grid-steps", type=int, default=7)
+    p.add_argument("--effect-samples", type=positive_int, default=32)
+    p.add_argument("--grid-steps", type=positive_int, default=7)
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--color-by", default=None)
     p.add_argument("--decomposer", default=None,
@@ -93,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for "
                         "linear, huber for 3d-coupled's global directions)")
-    p.add_argument("--sensitivity-samples", type=int, default=None,
+    p.add_argument("--sensitivity-samples", type=nonnegative_int, default=None,
                    help="3d-coupled: samples for the generator's image sensitivity, the prior of the regressions "
                         "(default 16; 0: none); kept in the bank folder for later runs")
-    p.add_argument("--view-leak-samples", type=int, default=None,
+    p.add_argument("--view-leak-samples", type=nonnegative_int, default=None,
                    help="3d-coupled: faces on which the decomposer measures how much of the view its light readings "
                         "take in, on its own re-renders; that share is removed from the light labels before the fit "
                         "(default 512; 0: none)")

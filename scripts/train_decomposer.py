@@ -29,6 +29,7 @@ from stylegan_disentangle.errors import StyleGANDisentangleError
 from stylegan_disentangle.labels.decomposer.labeler import SHIPPED, parse_light_mask
 from stylegan_disentangle.labels.decomposer.trainer import bank_seconds, train_decomposer, trained_nets_only
 from stylegan_disentangle.utils import atomic_write, resolve_device
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, seed_value
 
 
 def _gain_pair(text: str | None) -> tuple[float, float] | None:
@@ -46,17 +47,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pkl", default="synthetic")
     p.add_argument("--outdir", required=True)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=5e-4,
+    p.add_argument("--steps", type=positive_int, default=2000)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=finite_float, default=2e-4)
+    p.add_argument("--weight-decay", type=finite_float, default=5e-4,
                    help="Adam's (coupled, L2) weight decay on every net; 5e-4 as the official trainer.")
-    p.add_argument("--nf", type=int, default=16, help="netD / netA width (multiple of 16).")
-    p.add_argument("--zdim", type=int, default=64, help="netD / netA bottleneck.")
-    p.add_argument("--nf-small", type=int, default=8, help="netL / netV width; netC's is twice this.")
-    p.add_argument("--light-range", type=float, default=2.0)
-    p.add_argument("--rerender", type=float, default=1.0)
-    p.add_argument("--rerender-light-xy", type=float, default=None,
+    p.add_argument("--nf", type=positive_int, default=16, help="netD / netA width (multiple of 16).")
+    p.add_argument("--zdim", type=positive_int, default=64, help="netD / netA bottleneck.")
+    p.add_argument("--nf-small", type=positive_int, default=8, help="netL / netV width; netC's is twice this.")
+    p.add_argument("--light-range", type=finite_float, default=2.0)
+    p.add_argument("--rerender", type=finite_float, default=1.0)
+    p.add_argument("--rerender-light-xy", type=finite_float, default=None,
                    help="Fraction of the light direction's range (--light-range) the re-render term draws from "
                         "(default 1).")
     p.add_argument("--rerender-mode", choices=("random", "data"), default=None,
@@ -71,45 +72,45 @@ def main() -> None:
                    help="Render the re-render scenes' albedo recoloured above a random hairline by a gain "
                         "log-uniform in [LO, HI] (e.g. 0.35,1.25): a darker or lighter top of the head that is "
                         "albedo, not light. Off by default.")
-    p.add_argument("--rerender-yaw", type=float, default=None, metavar="DEG",
+    p.add_argument("--rerender-yaw", type=finite_float, default=None, metavar="DEG",
                    help="Redraw the re-render scenes' yaw uniformly within +-DEG (heads turned further than the "
                         "generator turns them, with the answer known). Default: the scenes' own.")
     p.add_argument("--light-from-rerender", action="store_true",
                    help="netL learns only from the re-render term (the photometric loss does not reach it).")
-    p.add_argument("--light-turn", type=float, default=0.0,
+    p.add_argument("--light-turn", type=finite_float, default=0.0,
                    help="Weight of the turned-head term: each batch's estimate re-rendered under its own light with "
                         "the yaw drawn within +-(--light-turn-yaw) deg, and netL must read the same light there "
                         "(0 = off).")
-    p.add_argument("--light-turn-yaw", type=float, default=None, metavar="DEG",
+    p.add_argument("--light-turn-yaw", type=finite_float, default=None, metavar="DEG",
                    help="Largest |yaw| (deg) of --light-turn's renders. Default: 45.")
-    p.add_argument("--light-turn-pitch", type=float, default=None, metavar="DEG",
+    p.add_argument("--light-turn-pitch", type=finite_float, default=None, metavar="DEG",
                    help="Redraw --light-turn's pitch within +-DEG as well (netL must not read a nod as light from "
                         "above). Default: each image's own pitch.")
-    p.add_argument("--jitter", type=float, default=0.5)
-    p.add_argument("--smooth", type=float, default=0.0,
+    p.add_argument("--jitter", type=finite_float, default=0.5)
+    p.add_argument("--smooth", type=finite_float, default=0.0,
                    help="depth smoothness weight (mean |depth gradient|; 0 = off as official)")
     p.add_argument("--perceptual", action="store_true",
                    help="Add the perceptual term (weight 1) on the network's own discriminator features (--pkl must "
                         "hold a D; the shipped synthetic checkpoint has none).")
-    p.add_argument("--albedo-tv", type=float, default=0.0,
+    p.add_argument("--albedo-tv", type=finite_float, default=0.0,
                    help="albedo total-variation weight (a Retinex prior: piecewise-flat albedo leaves smooth, "
                         "symmetric shading to the light; 0 = off as official)")
-    p.add_argument("--albedo-sparse", type=float, default=0.0,
+    p.add_argument("--albedo-sparse", type=finite_float, default=0.0,
                    help="albedo gradient-sparsity weight, mean (|gradient| + eps)^p (p < 1: a sharp edge costs less "
                         "than a ramp of the same rise, so features go to the albedo and ramps to the shading; 0 = off)")
-    p.add_argument("--albedo-sparse-p", type=float, default=0.3, help="exponent p of --albedo-sparse")
+    p.add_argument("--albedo-sparse-p", type=finite_float, default=0.3, help="exponent p of --albedo-sparse")
     p.add_argument("--antialias", action="store_true",
                    help="Smooth the depth and albedo decoders' outputs with a fixed 3x3 binomial filter (removes the "
                         "transposed convolutions' checkerboard; also set on --init nets).")
-    p.add_argument("--stabilize-after", type=int, default=1200, help="Step at which the stabilizers start.")
+    p.add_argument("--stabilize-after", type=nonnegative_int, default=1200, help="Step at which the stabilizers start.")
     p.add_argument("--train-nets", default=None,
                    help="Comma-separated nets to train (e.g. netL); the others stay frozen. Default: all.")
-    p.add_argument("--bank", type=int, default=0,
+    p.add_argument("--bank", type=nonnegative_int, default=0,
                    help="Train on an on-disk bank of this many generator images (built once in OUTDIR/bank) instead "
                         "of drawing every batch; 0 = draw every batch.")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=nonnegative_int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--init", default=None,
                    help="Start from this decomposer (\"synthetic\" = the shipped one, or a checkpoint path) instead of "
                         "fresh nets; its sizes replace --nf/--zdim/--nf-small/--light-range. --steps counts from it.")
@@ -121,8 +122,8 @@ def main() -> None:
                         "3d-coupled output folder, or its directions.npz): each image's w projected on them, in the "
                         "units of --init's readings (needs --init; the other nets learn as usual). Several, "
                         "comma-separated: the mean of their directions.")
-    p.add_argument("--teacher-weight", type=float, default=1.0, help="Weight of the --light-teacher term.")
-    p.add_argument("--eval-samples", type=int, default=1000)
+    p.add_argument("--teacher-weight", type=finite_float, default=1.0, help="Weight of the --light-teacher term.")
+    p.add_argument("--eval-samples", type=positive_int, default=1000)
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
                    help="Weight precision of the shipped file: float16 halves it (the labels move by < 0.01 deg, "

@@ -27,6 +27,7 @@ from stylegan_disentangle.synthetic.factor_map import FactorMap
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write, atomic_write_path, resolve_device
 from stylegan_disentangle.utils.images import image_grid, save_png, to_uint8
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
 
 
 def generator_kwargs(args) -> dict:
@@ -65,17 +66,17 @@ def build_dataset(G: Generator, fmap: FactorMap, n: int, seed: int, resolution: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outdir", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--w-dim", type=int, default=128)
-    parser.add_argument("--channel-base", type=int, default=4096)
-    parser.add_argument("--channel-max", type=int, default=128)
-    parser.add_argument("--n-train", type=int, default=16384)
-    parser.add_argument("--n-val", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--seed", type=seed_value, default=0)
+    parser.add_argument("--resolution", type=positive_int, default=64)
+    parser.add_argument("--w-dim", type=positive_int, default=128)
+    parser.add_argument("--channel-base", type=positive_int, default=4096)
+    parser.add_argument("--channel-max", type=positive_int, default=128)
+    parser.add_argument("--n-train", type=positive_int, default=16384)
+    parser.add_argument("--n-val", type=positive_int, default=512)
+    parser.add_argument("--steps", type=positive_int, default=20000)
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--lr", type=finite_float, default=2e-3)
+    parser.add_argument("--eval-every", type=nonnegative_int, default=500)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -172,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

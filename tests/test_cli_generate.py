@@ -255,3 +255,25 @@ def test_every_seed_option_takes_an_unsigned_32_bit_integer():
         assert option.type is SEED, name
     result = CliRunner().invoke(main, ["find-directions", "synthetic", "--seed", "-1", "--outdir", "x"])
     assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+
+
+def test_the_scripts_refuse_bad_sizes_while_parsing_and_print_package_errors_as_one_line():
+    import argparse
+    import subprocess
+    import sys
+
+    from stylegan_disentangle.utils.script_args import positive_int, seed_value
+    from tests.helpers import load_script
+
+    methods = load_script("bench_methods")
+
+    assert positive_int("3") == 3 and seed_value("0") == 0
+    for convert, text in ((positive_int, "0"), (positive_int, "-5"), (seed_value, "-1"), (seed_value, "x")):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be"):
+            convert(text)
+    script = methods.__file__
+    bad = subprocess.run([sys.executable, script, "--samples", "-5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--samples: must be an integer >= 1" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, script, "--pkl", "/nonexistent.pkl", "--samples", "10"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: /nonexistent.pkl"), missing.stderr

@@ -106,6 +106,15 @@ def test_render_rejects_bad_factor_arrays():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         render(bad)
+    for factors, words in ((torch.zeros(0, num_factors()), "got shape"), (np.zeros((2, num_factors())), "ndarray"),
+                           (torch.zeros(2, num_factors(), dtype=torch.int64), "int64")):
+        with pytest.raises(ValueError, match=words):
+            render(factors)
+    with pytest.raises(ValueError, match="integer of at least 8"):
+        render(torch.zeros(1, num_factors()), 8.5)
+    for batch_size in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            render_dataset(torch.zeros(3, num_factors()), 16, batch_size=batch_size)
 
 
 def test_render_dataset_matches_render_and_a_face_does_not_depend_on_its_batch():

@@ -29,6 +29,8 @@ TRAINING_RECORD_FILE = DATA_DIR / "synthetic32.json"
 
 def _require(path: Path) -> Path:
     if not path.is_file():
+        if path.resolve().parent != DATA_DIR:  # a path the caller gave
+            raise StyleGANDisentangleError(f"{path}: no such file")
         raise StyleGANDisentangleError(f"{path} is missing: the synthetic checkpoint ships with the package; "
                                        "reinstall stylegan_disentangle or train one with "
                                        "scripts/train_synthetic_generator.py")

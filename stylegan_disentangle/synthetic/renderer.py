@@ -24,7 +24,10 @@ RENDERER_VERSION = 1
 
 
 def _physical(factors: torch.Tensor) -> dict[str, torch.Tensor]:
-    if factors.dim() != 2 or factors.shape[1] != num_factors():
+    if not isinstance(factors, torch.Tensor) or not factors.is_floating_point():
+        kind = f"a {factors.dtype} tensor" if isinstance(factors, torch.Tensor) else f"a {type(factors).__name__}"
+        raise ValueError(f"render expects normalized factors as a float tensor [N, {num_factors()}]; got {kind}")
+    if factors.dim() != 2 or factors.shape[1] != num_factors() or factors.shape[0] == 0:
         raise ValueError(f"render expects normalized factors [N, {num_factors()}] in the order "
                          f"{', '.join(factor_names())}; got shape {tuple(factors.shape)}")
     if not torch.isfinite(factors).all():
@@ -71,8 +74,8 @@ def render(
 
     `image_formation.recompose(intrinsics)` rebuilds the images from depth, albedo, light, view and background.
     """
-    if resolution < 8:
-        raise ValueError(f"render resolution must be at least 8; got {resolution}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
+        raise ValueError(f"render resolution must be an integer of at least 8; got {resolution!r}")
     phys = _physical(factors)
     face = canonical_face(phys, resolution)
     light = light_from_factors(factors)
@@ -126,6 +129,8 @@ def render_dataset(
     `factors` [N, F] may live anywhere; each batch is moved to `device`. `progress=None` shows a tqdm bar only when
     stderr is a terminal.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     n = factors.shape[0]
     out = torch.empty(n, 3, resolution, resolution)
     batches = range(0, n, batch_size)
