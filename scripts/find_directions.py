@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 
 from stylegan_disentangle.analysis.find_directions import (
@@ -29,25 +28,7 @@ from stylegan_disentangle.analysis.find_directions import (
 from stylegan_disentangle.errors import StyleGANDisentangleError, UsageError
 from stylegan_disentangle.labels import check_crop
 from stylegan_disentangle.labels.decomposer.labeler import parse_light_mask
-from stylegan_disentangle.utils.script_args import nonnegative_int, positive_int
-
-
-def _checked(parse, ok, needs: str):
-    """An argparse type: `parse` the text, then refuse it (saying what it `needs`) unless `ok(value)`."""
-    def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {needs}, got {text!r}")
-        return value
-    return convert
-
-
-_positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
-_seed = _checked(int, lambda v: 0 <= v < 2**32, "an integer between 0 and 2**32 - 1")
-_finite = _checked(float, math.isfinite, "a finite number")
+from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, seed_value
 
 
 def _crop(text: str) -> tuple[float, ...]:
@@ -71,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=positive_int, default=10_000, help="latent bank size (default 10000)")
     p.add_argument("--labeler", default="image_stats", help="labeler name(s) 'a,b', 'module:factory', or 'none'")
     p.add_argument("--outdir", required=True)
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--trunc", dest="truncation_psi", type=_finite, default=1.0, help="truncation psi")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--trunc", dest="truncation_psi", type=finite_float, default=1.0, help="truncation psi")
     p.add_argument("--trunc-cutoff", dest="truncation_cutoff", type=nonnegative_int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--num-directions", type=positive_int, default=10, help="K for pca / closed-form")
@@ -89,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atom-scope", choices=ATOM_SCOPES, default=None,
                    help="3d-coupled: depth / albedo atoms inside each face part (default), over the whole map, or "
                         "both (part atoms on what the whole-map ones leave)")
-    p.add_argument("--n-atoms", type=_positive_int, default=None,
+    p.add_argument("--n-atoms", type=positive_int, default=None,
                    help="3d-coupled: depth / albedo atoms per part (per map with --atom-scope map); default 6")
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="linear / 3d-coupled: loss of the regressions on continuous labels (default: squared for "
