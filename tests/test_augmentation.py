@@ -338,6 +338,11 @@ def test_cli_export_augmentation(cli_files, tmp_path):
                                    "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),
                                    "--calibrate-with", str(tmp_path / "nan.npz")])
     assert nan_cal.exit_code == 1 and "nan.npz: the values of 'yaw' contain NaN or inf (rows [1])" in nan_cal.output
+    np.savez(tmp_path / "nan.npz", images=np.zeros([2, 8, 8, 3], np.uint8), yaw=np.array([1.0, 2.0]))  # too few
+    few = runner.invoke(main, ["export-augmentation", str(tmp_path / "no.pkl"), str(dirs), "--name", "yaw",
+                               "--target", "-5:5", "--count", "2", "--outdir", str(tmp_path / "c"),
+                               "--calibrate-with", str(tmp_path / "nan.npz")])
+    assert few.exit_code == 1 and "nan.npz: a calibration needs at least 3 images" in few.output, few.output
     for option, value in (("--step", "0"), ("--mahalanobis-quantile", "1.5"), ("--saturation", "-0.1")):
         bad = runner.invoke(main, ["export-augmentation", str(pkl), str(dirs), "--name", "yaw", "--target", "-5:5",
                                    "--count", "2", "--outdir", str(tmp_path / "c"), option, value])
@@ -348,6 +353,7 @@ def test_cli_export_augmentation(cli_files, tmp_path):
     fewer = [a if a != "6" else "4" for a in args] + ["--decomposer", str(dec_path)]
     refused = runner.invoke(main, fewer)
     assert refused.exit_code == 1 and "exists and is not empty" in refused.output and "Traceback" not in refused.output
+    assert "--overwrite" in refused.output
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
     replaced = runner.invoke(main, [*fewer, "--overwrite"], catch_exceptions=False)
     assert replaced.exit_code == 0, replaced.output

@@ -180,6 +180,10 @@ def test_a_nan_in_a_map_label_is_named():
     labels["albedo"][7, 0, 3, 3] = np.nan
     with pytest.raises(LatentError, match=r"map label 'albedo' contains NaN or inf"):
         ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(w, labels)
+    # the albedo read off the image stands in for 'albedo'; a NaN there is named as its own label
+    labels["image_albedo"], labels["albedo"] = labels["albedo"], labels["albedo"] * 0 + 0.1
+    with pytest.raises(LatentError, match=r"map label 'image_albedo' contains NaN or inf"):
+        ThreeDCoupledDirections(n_atoms=2, atom_scope="map", random_state=0).fit(w, labels)
 
 
 def test_part_masks_as_an_array_with_names_equal_the_dict_form(fitted):
@@ -1091,3 +1095,17 @@ def test_the_elevation_is_softly_held_against_the_eyes_albedo_directions():
     no_elevation = {k: v for k, v in labels.items() if k != "light_elevation"}
     est = ThreeDCoupledDirections(n_atoms=2, random_state=0).fit(w, no_elevation, part_masks=planted_part_masks())
     assert est.part_conditioned_on_ == {}
+
+
+def test_the_worlds_part_masks_follow_the_decomposers_crop(tmp_path):
+    """A decomposer that reads a box of each image names its localized directions by the parts inside that box."""
+    from stylegan_disentangle.analysis.find_directions import _synthetic_part_masks
+    from stylegan_disentangle.latents import LatentBank
+    from stylegan_disentangle.synthetic.checkpoint import load_synthetic
+
+    G, _ = load_synthetic()
+    bank = LatentBank.create(G, tmp_path / "bank", 4, seed=0, progress=False)
+    full, names = _synthetic_part_masks(bank, 32, n=4)
+    boxed, same = _synthetic_part_masks(bank, 16, n=4, crop=(0.0, 0.0, 0.5, 0.5))
+    assert same == names and boxed.shape == (len(names), 16, 16)
+    np.testing.assert_allclose(boxed, full[:, :16, :16], atol=1e-6)  # the top-left box of the 32 px masks

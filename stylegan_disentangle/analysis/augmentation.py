@@ -168,15 +168,17 @@ def _check_export(G: nn.Module, direction_set: DirectionSet, name: str, labeler:
     direction_set.check_fits(G.w_dim, G.num_ws)
     direction_set.resolve_name(name)
     if label not in getattr(labeler, "names", []):
-        raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at; its labels: "
-                                       f"{list(getattr(labeler, 'names', []))} (pass label=...)")
+        raise StyleGANDisentangleError(f"the labeler has no scalar label {label!r} to aim at (only its scalar labels "
+                                       f"can be: {list(getattr(labeler, 'names', []))}); name one with --label "
+                                       "(Python: label=...)")
     if calibration is not None:
         if getattr(calibration, "label", None) != label:
             raise StyleGANDisentangleError(f"the calibration is for label {getattr(calibration, 'label', None)!r}, "
                                            f"not the aimed label {label!r}")
         calibration.transform(0.0)  # raises when not fitted
     if outdir.exists() and any(outdir.iterdir()) and not overwrite:
-        raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir or overwrite")
+        raise StyleGANDisentangleError(f"{outdir} exists and is not empty; choose another --outdir, or replace it "
+                                       "with --overwrite (Python: overwrite=True)")
     if n_bases is not None and (isinstance(n_bases, bool) or int(n_bases) != n_bases or n_bases < 1):
         raise StyleGANDisentangleError(f"n_bases (--bases) must be an integer >= 1, got {n_bases!r}")
 

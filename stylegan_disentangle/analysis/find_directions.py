@@ -187,9 +187,12 @@ def _decomposer_labeler(spec: str, device: torch.device, crop: Sequence[float] |
     return decomposer_labeler(spec, maps=True, device=device, confidence=False, crop=crop, light_mask=light_mask)
 
 
-def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tuple[np.ndarray, list[str]] | None:
+def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256,
+                          crop: Sequence[float] | None = None) -> tuple[np.ndarray, list[str]] | None:
     """Mean canonical part masks `[P, R, R]` of the synthetic world's faces behind the first bank rows (None when
-    the world's files are missing)."""
+    the world's files are missing). With the decomposer's input `crop`, the masks are cut to the same box, as its
+    maps are: rendered at the resolution that makes the box `resolution` pixels wide, then cut."""
+    from ..labels.base import check_crop, crop_images, resize_images
     from ..synthetic import PART_NAMES
     from ..synthetic.checkpoint import oracle_labeler
 
@@ -200,9 +203,12 @@ def _synthetic_part_masks(bank: LatentBank, resolution: int, n: int = 256) -> tu
                        "after fixed regions of the canonical face (forehead, eyes, nose, ...), not the world's parts",
                        exc)
         return None
+    box = check_crop(crop)
+    full = resolution if box is None else int(np.ceil(resolution / min(box[2], box[3])))
     with torch.no_grad():
-        masks = oracle.intrinsics(bank.ws(np.arange(min(n, len(bank)))), resolution=resolution)["canonical_masks"]
-    return masks.float().mean(0).numpy(), list(PART_NAMES)
+        masks = oracle.intrinsics(bank.ws(np.arange(min(n, len(bank)))), resolution=full)["canonical_masks"]
+        masks = resize_images(crop_images(masks.float(), box), resolution)
+    return masks.mean(0).numpy(), list(PART_NAMES)
 
 
 def _fit(method: str, bank: LatentBank, G: torch.nn.Module, labels: dict[str, np.ndarray], k: int, seed: int,
@@ -585,7 +591,7 @@ def _three_d_coupled_priors(G, bank, lab, provenance, label_names, timer, sensit
     only), the generator's image sensitivity (`w_metric`, `w_chroma`) and the light readings' view leak."""
     part_masks = w_metric = w_chroma = label_leaks = None
     if _is_shipped_synthetic(provenance["checkpoint_path"]):  # the world's part masks
-        part_masks = _synthetic_part_masks(bank, int(lab.input_resolution))
+        part_masks = _synthetic_part_masks(bank, int(lab.input_resolution), crop=lab.crop)
     synthesis_noise = "none" if noise_mode == "none" else "const"
     if sensitivity_samples:
         with timer("sensitivity"):

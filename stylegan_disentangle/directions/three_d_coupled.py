@@ -686,7 +686,8 @@ class ThreeDCoupledDirections(DirectionFinder):
         shape = maps.shape[1:]
         y = np.asarray(maps[rows], dtype=np.float32).reshape(rows.size, -1)
         if not np.isfinite(y).all():
-            raise LatentError(f"map label {key!r} contains NaN or inf")
+            source = IMAGE_ALBEDO if key == "albedo" and getattr(self, "albedo_source_", None) == "image" else key
+            raise LatentError(f"map label {source!r} contains NaN or inf")
         learn = self._dict_rows(rows.size)
         center = np.median(y[learn], axis=0).astype(np.float32)
         y -= center

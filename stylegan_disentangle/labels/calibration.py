@@ -154,4 +154,7 @@ def load_calibration_images(path: str | os.PathLike, label: str) -> tuple[torch.
     if not np.isfinite(values).all():
         bad = np.flatnonzero(~np.isfinite(values))[:5].tolist()
         raise StyleGANDisentangleError(f"{path}: the values of {label!r} contain NaN or inf (rows {bad})")
+    if values.size < 3 or not np.ptp(values) > 0:  # what the affine fit needs, said before any network loads
+        raise StyleGANDisentangleError(f"{path}: a calibration needs at least 3 images whose {label!r} values "
+                                       f"differ; this file has {values.size} (values {np.unique(values)[:5].tolist()})")
     return tensor.contiguous(), values
