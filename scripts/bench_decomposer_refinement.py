@@ -33,7 +33,14 @@ from stylegan_disentangle.synthetic.checkpoint import load_synthetic
 from stylegan_disentangle.synthetic.decomposer_eval import depth_relief, faces_from_generator, faces_from_renderer
 from stylegan_disentangle.synthetic.renderer import render
 from stylegan_disentangle.utils import atomic_write
-from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
+from stylegan_disentangle.utils.script_args import (
+    finite_float,
+    float_list,
+    nonnegative_int,
+    positive_int,
+    run_script,
+    seed_value,
+)
 
 
 def _r(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,7 +108,8 @@ def main() -> None:
     p.add_argument("--samples", type=positive_int, default=200)
     p.add_argument("--steps", type=positive_int, default=400)
     p.add_argument("--source", choices=("renderer", "generator"), default="renderer")
-    p.add_argument("--relief-scales", default="1,1.3,1.65,2", help="k values: depth relief / k, pitch and yaw * k")
+    p.add_argument("--relief-scales", type=float_list, default=[1, 1.3, 1.65, 2],
+                   help="k values: depth relief / k, pitch and yaw * k (a comma list)")
     p.add_argument("--depth-lr", type=finite_float, default=1e-4, help="Adam step of the per-pixel depth (0 = held)")
     p.add_argument("--view-lr", type=finite_float, default=0.0, help="Adam step of the view in degrees (0 = held)")
     p.add_argument("--albedo-tv", type=finite_float, default=0.0)
@@ -128,7 +136,7 @@ def main() -> None:
     depth0 = est["canon_depth"].unsqueeze(1)
     mean = (depth0 * face).sum((1, 2, 3), keepdim=True) / face.sum((1, 2, 3), keepdim=True)
     rows = []
-    for k in (float(v) for v in args.relief_scales.split(",")):
+    for k in args.relief_scales:
         view = est["view_deg"].clone()
         view[:, :2] *= k
         start = {"depth": mean + (depth0 - mean) / k, "albedo": est["canon_albedo"], "light": est["light"],

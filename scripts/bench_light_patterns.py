@@ -35,7 +35,14 @@ from stylegan_disentangle.labels.decomposer.reconstruction import reconstruct, r
 from stylegan_disentangle.labels.decomposer.renderer import light_angles
 from stylegan_disentangle.synthetic.checkpoint import load_synthetic, oracle_labeler
 from stylegan_disentangle.utils import atomic_write
-from stylegan_disentangle.utils.script_args import finite_float, nonnegative_int, positive_int, run_script, seed_value
+from stylegan_disentangle.utils.script_args import (
+    finite_float,
+    int_list,
+    nonnegative_int,
+    positive_int,
+    run_script,
+    seed_value,
+)
 
 FACTORS = ("light_elevation", "light_azimuth", "ambient", "hair_color", "skin_r", "pitch")
 TEMPLATE_OF = {"light_azimuth": "dx", "light_elevation": "dy", "ambient": "ambient_fraction"}
@@ -72,7 +79,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decomposer", default="synthetic")
     p.add_argument("--samples", type=positive_int, default=20000)
-    p.add_argument("--rows", default="12,16", help="Lower-face regions: canonical rows >= each of these.")
+    p.add_argument("--rows", type=int_list, default=[12, 16],
+                   help="Lower-face regions: canonical rows >= each of these (a comma list).")
     p.add_argument("--ridge", type=finite_float, default=1e-3,
                    help="Ridge strength, relative to the mean variance of w.")
     p.add_argument("--seed", type=seed_value, default=0)
@@ -109,7 +117,7 @@ def main() -> None:
     y = logs[:, :, head]
     coef_head = np.linalg.solve(gram, wc.T @ (y - y.mean(0)).reshape(len(w), -1)).reshape(len(gram), 3, -1)
     rows = np.arange(res)[:, None].repeat(res, 1)
-    regions = {"whole head": head} | {f"rows >= {r0}": head & (rows >= r0) for r0 in map(int, args.rows.split(","))}
+    regions = {"whole head": head} | {f"rows >= {r0}": head & (rows >= r0) for r0 in args.rows}
     report = {"args": vars(args), "netL_label_ridge_abs_cos": baseline, "regions": {}}
     for region, sel in regions.items():
         coef = coef_head[:, :, sel[head]].reshape(len(gram), -1)  # [w_dim, 3 * pixels]
