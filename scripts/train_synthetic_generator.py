@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from stylegan_disentangle.checkpoints import save_network_pkl
+from stylegan_disentangle.errors import StyleGANDisentangleError
 from stylegan_disentangle.networks import Generator
 from stylegan_disentangle.synthetic.factor_map import FactorMap
 from stylegan_disentangle.synthetic.renderer import render
@@ -63,6 +64,23 @@ def build_dataset(G: Generator, fmap: FactorMap, n: int, seed: int, resolution: 
     return data
 
 
+def _check_same_run(path: Path, args: argparse.Namespace) -> None:
+    """A rerun into the same --outdir resumes the run there (its factor map, datasets and state): it must be asked
+    for with the same arguments, which the first call records in `path`."""
+    asked = {k: v for k, v in vars(args).items() if k not in ("outdir", "device")}
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = sorted(k for k in set(recorded) | set(asked) if recorded.get(k) != asked.get(k))
+        if changed:
+            raise StyleGANDisentangleError(
+                f"{path.parent} holds a run made with "
+                + ", ".join(f"--{k.replace('_', '-')} {recorded.get(k)}" for k in changed)
+                + "; resume it with the same arguments or use another --outdir")
+        return
+    with atomic_write(path, "w") as f:
+        json.dump(asked, f, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outdir", required=True)
@@ -82,6 +100,7 @@ def main() -> None:
 
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_run(out / "run_args.json", args)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     G = Generator(**generator_kwargs(args)).eval()
