@@ -98,13 +98,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    try:  # the sizes are checked by building the network, before anything is written
+        G = Generator(**generator_kwargs(args)).eval()
+    except ValueError as exc:
+        raise StyleGANDisentangleError(f"the generator's sizes: {exc}") from None
+    G.requires_grad_(False)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(out / "run_args.json", args)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    G = Generator(**generator_kwargs(args)).eval()
-    G.requires_grad_(False)
 
     # The factor map is built from the W distribution of the frozen mapping network.
     fmap_path = out / "factor_map.npz"

@@ -1218,3 +1218,12 @@ def test_a_conditional_generator_is_drawn_with_real_classes():
                              for k in range(G.c_dim)])  # [c_dim, 6, num_ws, w_dim]
     matched = (per_class - ws).flatten(2).abs().amax(2).min(0).values
     assert torch.all(matched < 1e-5)  # each face is its z under one of the classes
+
+
+def test_fit_of_freshly_built_nets_resumes_when_run_again(G, tmp_path):
+    """The same script line run again (a new, unsaved decomposer; fit into the same folder) continues the run: only
+    nets read from a file are recorded by their weights."""
+    Unsup3DDecomposer(image_size=32, **TINY).fit(G, tmp_path, steps=1, batch_size=2, progress=False)
+    again = Unsup3DDecomposer(image_size=32, **TINY).fit(G, tmp_path, steps=2, batch_size=2, progress=False)
+    assert again.epoch == 2
+    assert "init_sha256" not in json.loads((tmp_path / "train_state.json").read_text())["config"]

@@ -629,3 +629,9 @@ def test_bad_latents_raise_latent_error():
         LinearDirections().fit(bad, np.arange(50.0))
     with pytest.raises(LatentError, match="rows"):
         LinearDirections().fit(_latents(50), np.arange(49.0))
+
+
+def test_pca_n_components_takes_numpy_numbers():
+    w = _latents(500)
+    assert len(PCADirections(n_components=np.int64(3)).fit(w).names_) == 3
+    assert len(PCADirections(n_components=np.float32(3)).fit(w).names_) == 3

@@ -69,6 +69,9 @@ def test_orthogonalize_direction_set_by_names_keeps_conditions():
     np.testing.assert_array_equal(out["smile"], ds["smile"])
     assert abs(float(out["age"] @ ds["glasses"])) < 1e-6 and abs(float(out["age"] @ ds["smile"])) < 1e-6
     assert out.info["conditioned_on"] == {"age": ["glasses", "smile"]}
+    tagged = DirectionSet(["pc0:+age", "pc1:-glasses", "smile"], vecs, method="pca")
+    by_id = orthogonalize(tagged, ["pc1", "smile"])  # the short id, as edit takes it
+    np.testing.assert_array_equal(by_id["pc0:+age"], out["age"])
 
 
 def test_orthogonalize_per_layer_set_against_flat_vectors():

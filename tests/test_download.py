@@ -258,3 +258,21 @@ def test_a_known_name_whose_file_is_another_network_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=rf"not the known checkpoint '{entry.name}'.*resolution 16 \(the record "
                                               rf"says {entry.resolution}\)"):
         load_network_pkl(entry.name, cache_dir=tmp_path)
+
+
+def test_a_download_that_this_machine_cannot_read_is_kept(server, tmp_path, monkeypatch):
+    """Out of memory (or an I/O error) says nothing about the file: it stays in the cache."""
+    from stylegan_disentangle.checkpoints import load_network_pkl, loader, save_network_pkl
+
+    url = server.base + "/nets/good.pkl"
+    good = tmp_path / "good.pkl"
+    save_network_pkl(good, tiny_networks("skip16"))
+    server.files["/nets/good.pkl"] = good.read_bytes()
+
+    def out_of_memory(f):
+        raise MemoryError
+
+    monkeypatch.setattr(loader, "restricted_load", out_of_memory)
+    with pytest.raises(CheckpointError, match="MemoryError"):
+        load_network_pkl(url, cache_dir=tmp_path / "cache")
+    assert cache_path_for_url(url, tmp_path / "cache").is_file()

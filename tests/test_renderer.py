@@ -112,6 +112,7 @@ def test_render_rejects_bad_factor_arrays():
             render(factors)
     with pytest.raises(ValueError, match="integer of at least 8"):
         render(torch.zeros(1, num_factors()), 8.5)
+    assert render(torch.zeros(1, num_factors()), np.int64(8)).shape == (1, 3, 8, 8)  # numpy integers are integers
     for batch_size in (0, -1):
         with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
             render_dataset(torch.zeros(3, num_factors()), 16, batch_size=batch_size)

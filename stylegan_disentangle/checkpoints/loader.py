@@ -113,7 +113,8 @@ def _read_source(source: CheckpointSource) -> Any:
     try:
         return read_descriptions(source.path)
     except CheckpointError as exc:
-        if source.url is None:
+        unreadable_here = any(words in str(exc) for words in ("cannot read the file", "MemoryError"))
+        if source.url is None or unreadable_here:  # this machine's trouble, not the file's: keep the download
             raise
         remove_cached(source.path)
         raise CheckpointError(f"{exc}. It was downloaded from {source.url}; the file was removed from the cache, "

@@ -104,7 +104,7 @@ def _orthogonalize_set(ds: DirectionSet, against: Any, rtol: float | None) -> Di
     if isinstance(against, str):
         against = [against]
     if isinstance(against, (list, tuple)) and against and all(isinstance(a, str) for a in against):
-        cond_names = list(against)
+        cond_names = [ds.resolve_name(n) for n in against]  # 'pc0' for 'pc0:-color_b', as edit takes it
         cond = np.stack([vectors[ds.index(n)] for n in cond_names])
         targets = [i for i, n in enumerate(ds.names) if n not in cond_names]
         record = cond_names

@@ -109,7 +109,7 @@ class PCADirections(DirectionFinder):
         k, top = self.n_components, min(n, d)
         if k is None:
             return top
-        if isinstance(k, float) and not float(k).is_integer():
+        if isinstance(k, (float, np.floating)) and not float(k).is_integer():
             if not 0 < k < 1:
                 raise ValueError(f"n_components as a variance fraction must be in (0, 1), got {k}")
             if self.incremental:
@@ -119,7 +119,7 @@ class PCADirections(DirectionFinder):
                 raise ValueError(f"n_components as a variance fraction needs svd_solver 'auto', 'full' or "
                                  f"'covariance_eigh', got {self.svd_solver!r}")
             return float(k)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or not 1 <= k <= top:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float, np.floating)) or not 1 <= k <= top:
             raise ValueError(f"n_components must be an integer in [1, min(N, w_dim)] = [1, {top}], a variance "
                              f"fraction in (0, 1) or None, got {k!r}")
         return int(k)

@@ -9,6 +9,7 @@ image *is* the Unsup3D image-formation model applied to those intrinsics, `recom
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from tqdm.auto import tqdm
@@ -74,8 +75,13 @@ def render(
 
     `image_formation.recompose(intrinsics)` rebuilds the images from depth, albedo, light, view and background.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
-        raise ValueError(f"render resolution must be an integer of at least 8; got {resolution!r}")
+    given = resolution
+    try:
+        resolution = operator.index(resolution)  # ints, numpy ints; not 8.5
+    except TypeError:
+        resolution = None
+    if resolution is None or isinstance(given, bool) or resolution < 8:
+        raise ValueError(f"render resolution must be an integer of at least 8; got {given!r}")
     phys = _physical(factors)
     face = canonical_face(phys, resolution)
     light = light_from_factors(factors)

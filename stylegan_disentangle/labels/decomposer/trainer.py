@@ -405,7 +405,10 @@ def train_decomposer(
     kwargs = _decomposer_settings(G, init, decomposer_kwargs, crop, light_mask, light_teacher, train_nets)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    config = dict(decomposer=kwargs, **({"init_sha256": generator_fingerprint(init)} if init is not None else {}),
+    # nets read from a file are recorded by their weights' hash, so that a rerun from other nets is refused; nets
+    # built in memory (a fresh decomposer's fit) have no file to give again, so they are not
+    from_file = init is not None and init.source is not None
+    config = dict(decomposer=kwargs, **({"init_sha256": generator_fingerprint(init)} if from_file else {}),
                   batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
                   **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
                   lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
