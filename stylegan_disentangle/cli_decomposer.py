@@ -262,9 +262,13 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
                          perceptual: bool, train_nets: str | None, device: torch.device, quiet: bool,
                          teacher_spec: str | None, **options) -> None:
     """Train an Unsup3D decomposer on the network's own samples (resumable; official checkpoint layout)."""
-    from .checkpoints import load_network_pkl
+    from .checkpoints import open_network_pkl
     from .labels.decomposer.labeler import load_decomposer
     from .labels.decomposer.trainer import train_decomposer
+    from .utils import sha256_file
+
+    if teacher_spec is None and ctx.get_parameter_source("lam_teacher") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--teacher-weight weighs the latent light teacher, which is off: give --light-teacher")
 
     init = None
     if init_spec is not None:
@@ -276,7 +280,8 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
         init = fail_cleanly(lambda: load_decomposer(init_spec, device=device))
         if antialias is not None:
             init.antialias = antialias
-    data = fail_cleanly(lambda: load_network_pkl(pkl, device=device))
+    net = fail_cleanly(lambda: open_network_pkl(pkl, device=device))
+    data = net.data
     if perceptual and data.get("D") is None:
         raise click.ClickException(f"{pkl} has no discriminator: --perceptual needs one")
     sizes = dict(nf=nf, zdim=zdim, nf_light=nf_small, nf_view=nf_small, nf_conf=2 * nf_small,
@@ -285,7 +290,8 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
     if teacher_spec is not None:
         from .directions.light_teacher_sets import light_teacher_from_spec
 
-        options["light_teacher"] = fail_cleanly(lambda: light_teacher_from_spec(teacher_spec))
+        options["light_teacher"] = fail_cleanly(lambda: light_teacher_from_spec(
+            teacher_spec, G=data["G_ema"], checkpoint_sha256=sha256_file(net.path)))
     fail_cleanly(lambda: train_decomposer(
         data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
         lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,

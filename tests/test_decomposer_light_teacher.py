@@ -321,3 +321,31 @@ def test_train_decomposer_cli_takes_a_find_directions_folder_as_its_light_teache
     result = cli([*args, "--light-teacher", str(tmp_path / "yaw_only.npz"), "--outdir", str(tmp_path / "bad")])
     assert result.exit_code == 1 and "needs the directions" in result.output and "yaw_only" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_train_decomposer_refuses_a_teacher_set_of_another_network_before_any_work(tmp_path):
+    from stylegan_disentangle.directions import DirectionSet
+    from tests.three_d_helpers import cli
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(4, 64))  # the shipped generator's W is 128 wide
+    DirectionSet(list(LIGHT_LABELS), (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32),
+                 method="3d-coupled").save(tmp_path / "narrow")
+    _tiny().save(tmp_path / "init.pth")
+    args = ["train-decomposer", "synthetic", "--steps", "1", "--batch-size", "2", "--init", str(tmp_path / "init.pth"),
+            "--quiet", "--outdir", str(tmp_path / "run")]
+    result = cli([*args, "--light-teacher", str(tmp_path / "narrow")])
+    assert result.exit_code == 1 and "narrow" in result.output and "found on another network" in result.output
+    assert not (tmp_path / "run").exists()
+    weight_alone = cli([*args, "--teacher-weight", "5"])
+    assert weight_alone.exit_code == 2 and "--light-teacher" in weight_alone.output
+
+
+def test_the_teacher_reads_ws_as_their_w():
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(20, 8))
+    rows = rng.normal(size=(len(LIGHT_LABELS), 8))
+    teacher = LatentLightTeacher(dict(zip(LIGHT_LABELS, rows))).fit(w, {n: w @ r for n, r in zip(LIGHT_LABELS, rows)})
+    ws = torch.as_tensor(w, dtype=torch.float32)[:, None].repeat(1, 3, 1)
+    for name, value in teacher.predict(ws).items():
+        assert value.shape == (20,) and np.allclose(value.numpy(), teacher.predict(w)[name], atol=1e-4), name

@@ -363,3 +363,19 @@ def test_find_directions_with_a_decomposer_crop_records_it_and_measures_the_crop
                   "--outdir", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "--decomposer-crop applies to --method 3d-coupled only" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("kwargs, words", [(dict(resolution=0), "resolution must be"),
+                                           (dict(resolution=-1), "resolution must be"),
+                                           (dict(batch_size=0), "batch_size must be")])
+def test_image_sensitivity_refuses_sizes_that_measure_nothing(kwargs, words):
+    G = LinearGenerator()
+    with pytest.raises(ValueError, match=words):  # (resolution 0 gave an all-NaN Gram, silently)
+        image_sensitivity(G, torch.zeros(2, G.w_dim), progress=False, **kwargs)
+
+
+def test_the_decomposer_labeler_refuses_a_batch_size_below_one():
+    from stylegan_disentangle.labels import get_labeler
+
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        get_labeler("decomposer3d", batch_size=0)

@@ -83,6 +83,10 @@ def sensitivities(G: Any, w: Any, resolution: int | None = 256, step: float = 0.
     w = torch.as_tensor(np.array(as_w(w, "image_sensitivity's w"), dtype=np.float32))  # as_w names NaN / inf
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step!r}")
+    if resolution is not None and (isinstance(resolution, bool) or int(resolution) != resolution or resolution < 1):
+        raise ValueError(f"resolution must be an integer >= 1 or None, got {resolution!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     crop = check_crop(crop)
     if noise_mode == "random":  # each synthesis would draw new noise, and the differences would measure it
         raise ValueError("image_sensitivity needs the same noise on both sides of a difference: noise_mode 'const' "

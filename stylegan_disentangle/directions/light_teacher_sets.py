@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,18 @@ from .direction_set import DirectionSet
 __all__ = ["light_teacher_from_sets", "light_teacher_from_spec"]
 
 
-def _light_directions(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """{name: vector} of the directions `names` of the DirectionSet at `path` (a folder: its `directions`)."""
+def _light_directions(path: Path, names: Sequence[str], G: Any = None,
+                      checkpoint_sha256: str | None = None) -> dict[str, np.ndarray]:
+    """{name: vector} of the directions `names` of the DirectionSet at `path` (a folder: its `directions`); with
+    the generator `G`, a set found on another network is refused (and one of another checkpoint warned about)
+    before any face is drawn."""
     dirs = DirectionSet.load(path)
+    if G is not None:
+        dirs.check_fits(int(G.w_dim), int(G.num_ws), what=f"the light teacher's set {path}",
+                        checkpoint_sha256=checkpoint_sha256)
+    if dirs.per_layer:
+        raise StyleGANDisentangleError(f"{path}: a per-layer direction set; the light teacher reads w along one "
+                                       "vector per label (find-directions --method 3d-coupled gives such a set)")
     missing = [n for n in names if n not in dirs.names]
     if missing:
         raise StyleGANDisentangleError(f"{path}: the light teacher needs the directions {missing}, which this set "
@@ -32,7 +42,8 @@ def _light_directions(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]
 
 
 def light_teacher_from_sets(path: str | os.PathLike | Sequence[str | os.PathLike],
-                            names: Sequence[str] = LIGHT_LABELS) -> LatentLightTeacher:
+                            names: Sequence[str] = LIGHT_LABELS, G: Any = None,
+                            checkpoint_sha256: str | None = None) -> LatentLightTeacher:
     """An unfitted teacher of the directions named `names` in a saved DirectionSet (`<stem>.npz` + `<stem>.json`,
     or the folder `find-directions` wrote it to); every one must be there.
 
@@ -42,7 +53,7 @@ def light_teacher_from_sets(path: str | os.PathLike | Sequence[str | os.PathLike
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise StyleGANDisentangleError("light teacher: no direction set given")
-    found = [_light_directions(Path(p), names) for p in paths]
+    found = [_light_directions(Path(p), names, G, checkpoint_sha256) for p in paths]
     if len(found) == 1:
         return LatentLightTeacher(found[0])
     for p, directions in zip(paths[1:], found[1:]):
@@ -52,7 +63,8 @@ def light_teacher_from_sets(path: str | os.PathLike | Sequence[str | os.PathLike
     return LatentLightTeacher({n: sum(u[n] for u in unit) / len(unit) for n in names})
 
 
-def light_teacher_from_spec(spec: str) -> LatentLightTeacher:
+def light_teacher_from_spec(spec: str, G: Any = None, checkpoint_sha256: str | None = None) -> LatentLightTeacher:
     """The command lines' `--light-teacher A,B,...`: one direction set or several, comma-separated (see
-    `light_teacher_from_sets`)."""
-    return light_teacher_from_sets([path for path in spec.split(",") if path])
+    `light_teacher_from_sets`; `G` and `checkpoint_sha256` check the sets against the network)."""
+    return light_teacher_from_sets([path for path in spec.split(",") if path], G=G,
+                                   checkpoint_sha256=checkpoint_sha256)

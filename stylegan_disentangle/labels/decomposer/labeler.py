@@ -225,6 +225,8 @@ class DecomposerLabeler:
                  confidence: bool = True, crop: tuple[float, float, float, float] | None = None,
                  light_mask: tuple[float, float, float, float] | None | bool = None) -> None:
         self.decomposer = decomposer  # left as the caller has it: each call switches it to eval and back
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.crop = decomposer.input_crop if crop is None else check_crop(crop)
         self.light_mask = check_light_mask(light_mask, decomposer.light_mask)

@@ -114,6 +114,8 @@ class LatentLightTeacher:
         """{label: [N]} for w [N, w_dim]: torch tensors for a tensor (differentiable, on its device), else numpy."""
         self._check_fitted()
         if isinstance(w, torch.Tensor):
+            if w.ndim == 3:  # ws [N, num_ws, w_dim] (every layer the same w) read as w, as for numpy input
+                w = w[:, 0]
             t = {k: torch.as_tensor(getattr(self, k), dtype=w.dtype, device=w.device)
                  for k in ("directions_", "w_mean_", "intercept_", "slope_")}
             out = t["intercept_"] + t["slope_"] * ((w - t["w_mean_"]) @ t["directions_"].T)
