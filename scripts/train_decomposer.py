@@ -123,7 +123,7 @@ def main() -> None:
                         "units of --init's readings (needs --init; the other nets learn as usual). Several, "
                         "comma-separated: the mean of their directions.")
     p.add_argument("--teacher-weight", type=finite_float, default=1.0, help="Weight of the --light-teacher term.")
-    p.add_argument("--eval-samples", type=positive_int, default=1000)
+    p.add_argument("--eval-samples", type=nonnegative_int, default=1000, help="Faces scored after training (0: none).")
     p.add_argument("--ship", action="store_true", help="Copy the result into the package (synthetic only).")
     p.add_argument("--ship-dtype", choices=("float16", "float32"), default="float16",
                    help="Weight precision of the shipped file: float16 halves it (the labels move by < 0.01 deg, "
