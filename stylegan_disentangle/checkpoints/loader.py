@@ -26,7 +26,8 @@ from .unpickler import PersistentDescription, TFNetworkDescription, plain_data, 
 logger = logging.getLogger(__name__)
 
 NETWORK_KEYS = ("G", "D", "G_ema")
-_EXPECTED_CLASS = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
+NETWORK_CLASS_NAMES = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
+"""The network class each key holds (the loader refuses, and save_network_pkl will not write, any other)."""
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object torch.save's pre-zip format pickles
 
@@ -97,8 +98,9 @@ def _from_dict(raw: dict, where: Path) -> tuple[dict[str, Any], str]:
                 continue
             if not isinstance(value, PersistentDescription):
                 raise CheckpointError(f"{where}: {key} is a {type(value).__name__}, not a network")
-            if value.class_name != _EXPECTED_CLASS[key]:
-                raise CheckpointError(f"{where}: {key} is a {value.class_name}, expected a {_EXPECTED_CLASS[key]}")
+            if value.class_name != NETWORK_CLASS_NAMES[key]:
+                raise CheckpointError(f"{where}: {key} is a {value.class_name}, expected a "
+                                      f"{NETWORK_CLASS_NAMES[key]}")
             data[key] = build_from_description(value, f"{where}: {key}", flavor)
         else:
             data[key] = plain_data(value)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..networks import Discriminator, Generator, network_classes
+from ..networks import network_classes
 from ..utils import atomic_write
-from .unpickler import PersistentDescription, plain_data
+from .loader import NETWORK_CLASS_NAMES
+from .unpickler import PersistentDescription
 
 FORMAT_VERSION = 6
 MODULE_SRC_PLACEHOLDER = (
@@ -28,7 +29,6 @@ MODULE_SRC_PLACEHOLDER = (
     "# stylegan_disentangle.load_network_pkl, which rebuilds the classes from their names and arguments.\n"
 )
 _PROTOCOL = 4
-_NETWORK_CLASSES = {"G": Generator, "G_ema": Generator, "D": Discriminator}
 
 
 class _GlobalRef:
@@ -76,7 +76,7 @@ def describe_module(module: nn.Module) -> _PersistentObject:
         raise CheckpointError(f"cannot write a {name}: only this package's network classes can be saved")
     state = dict(module.__dict__)
     for key in ("_init_args", "_init_kwargs"):
-        state[key] = plain_data(copy.deepcopy(state.get(key, () if key == "_init_args" else {})))
+        state[key] = _writable(state.get(key, () if key == "_init_args" else {}))
     state["_modules"] = {k: describe_module(v) if v is not None else None for k, v in module._modules.items()}
     state["_parameters"] = dict(module._parameters)
     state["_buffers"] = {k: v.detach().cpu() if v is not None else None for k, v in module._buffers.items()}
@@ -112,8 +112,8 @@ def _writable(value: Any) -> Any:
 
 
 def _check_networks(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    for key, cls in _NETWORK_CLASSES.items():
-        value = data.get(key)
+    for key, name in NETWORK_CLASS_NAMES.items():
+        cls, value = network_classes()[name], data.get(key)
         if value is not None and not isinstance(value, cls):
             raise CheckpointError(f"{path}: {key} must be a {cls.__name__} of this package (or None), got a "
                                   f"{type(value).__name__}")

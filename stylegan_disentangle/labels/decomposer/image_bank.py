@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
+from ...latents.sampling import one_hot
 from ...utils import atomic_write
 from ..base import crop_images, resize_images
 
@@ -47,7 +48,7 @@ def random_classes(c_dim: int, n: int, gen: torch.Generator, device: torch.devic
     """One-hot classes [n, c_dim] drawn uniformly with `gen` ([n, 0] and no draw for an unconditional network)."""
     if c_dim == 0:
         return torch.zeros([n, 0], device=device)
-    return torch.nn.functional.one_hot(torch.randint(0, c_dim, [n], generator=gen), c_dim).float().to(device)
+    return one_hot(torch.randint(0, c_dim, [n], generator=gen), c_dim).to(device)
 
 
 @contextmanager
