@@ -165,7 +165,8 @@ def test_round_trip_is_exact(tmp_path, size):
 
 def test_saved_file_is_what_the_official_trainer_reads(tmp_path, monkeypatch):
     # The official load_checkpoint does torch.load(path) and uses cp['metrics_trace'] as a MetricsTrace object.
-    path = _with_adam_states(_tiny(32)).save(tmp_path / "dec.pth")
+    dec = _with_adam_states(_tiny(32, xy_light_range=2.0))
+    path = dec.save(tmp_path / "dec.pth")
 
     class MetricsTrace:
         def reset(self):
@@ -173,10 +174,15 @@ def test_saved_file_is_what_the_official_trainer_reads(tmp_path, monkeypatch):
 
     _fake_unsup3d(monkeypatch, MetricsTrace)
     cp = torch.load(path, weights_only=False)  # what the official code does (the fake class is ours)
+    # the official load_model_state / load_optimizer_state take only the keys named like its nets and optimizers,
+    # so our settings record after them is ignored there
     assert list(cp) == ["netD", "netA", "netL", "netV", "netC", "optimizerD", "optimizerA", "optimizerL",
-                        "optimizerV", "optimizerC", "metrics_trace", "epoch"]
+                        "optimizerV", "optimizerC", "metrics_trace", "epoch", "stylegan_disentangle"]
     assert isinstance(cp["metrics_trace"], MetricsTrace) and cp["metrics_trace"].data["val"][0]["loss"] == 0.6
     assert cp["epoch"] == 7
+    # with official settings and no generator known there is nothing of ours to record: the official key set
+    dec.xy_light_range = 1.0
+    assert list(torch.load(dec.save(tmp_path / "official.pth"), weights_only=False))[-2:] == ["metrics_trace", "epoch"]
 
 
 def test_legacy_serialization_loads(tmp_path, monkeypatch):
@@ -378,6 +384,44 @@ def test_good_settings_beside_the_checkpoint_still_apply_and_bad_keywords_name_t
     assert dec.fov == 12.0 and dec.xy_light_range == 2.0
     with pytest.raises(CheckpointError, match=r"dec\.pth: could not convert string to float: 'x'"):
         load_unsup3d(tmp_path / "dec.pth", fov="x")  # a ValueError from the constructor, not a traceback
+
+
+def test_a_checkpoint_copied_away_from_its_settings_file_keeps_its_settings(tmp_path):
+    from stylegan_disentangle.labels.decomposer.labeler import load_decomposer
+
+    dec = _tiny(32, xy_light_range=2.0, antialias=True, light_mask=(0.0, 0.0, 0.22, 1.0), fov=12.0,
+                min_amb_light=0.1, light_teacher="abc123")
+    dec.trained_on = "f" * 64
+    (tmp_path / "run").mkdir()
+    dec.save(tmp_path / "run" / "checkpoint.pth")
+    (tmp_path / "run" / "train_state.json").write_text('{"config": {"decomposer": {"fov": 12.0}}}')
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "dec.pth").write_bytes((tmp_path / "run" / "checkpoint.pth").read_bytes())
+    for path in (tmp_path / "copy" / "dec.pth", tmp_path / "run" / "checkpoint.pth"):
+        back = load_decomposer(path)
+        assert back.get_config() == dec.get_config() and back.trained_on == dec.trained_on, path
+    # a settings file beside the checkpoint still wins over the record inside it
+    (tmp_path / "copy" / "dec.json").write_text('{"scalings": {"fov": 8.0}}')
+    assert load_decomposer(tmp_path / "copy" / "dec.pth").fov == 8.0
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(load_unsup3d(tmp_path / "run" / "checkpoint.pth").decompose(x)["light"],
+                       dec.decompose(x)["light"])
+
+
+@pytest.mark.parametrize("record, words", [
+    ([1, 2], "'stylegan_disentangle' should be"),
+    ({"settings": [1]}, "'stylegan_disentangle' should be"),
+    ({"settings": {"fvo": 3.0}}, r"stylegan_disentangle\['settings'\] or .*fvo"),
+    ({"settings": {}, "trained_on": 5}, "trained_on'] should be a generator fingerprint"),
+])
+def test_a_malformed_settings_record_in_the_checkpoint_is_refused_naming_it(tmp_path, record, words):
+    path = tmp_path / "dec.pth"
+    dec = _tiny(32)
+    torch.save({**{name: getattr(dec, name).state_dict() for name in dec.present_nets}, "epoch": 0,
+                "stylegan_disentangle": record}, path)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_unsup3d(path)
+    assert str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -7,6 +7,10 @@ An official training checkpoint (`checkpointNNN.pth`, written by `torch.save`, z
     optimizerD, ..., optimizerC           Adam state dicts
     metrics_trace                         a pickled `unsup3d.meters.MetricsTrace` object (its `data` dict)
     epoch                                 int
+    stylegan_disentangle                  (ours, only when there is something to record) {"settings": the
+                                          decomposer's constructor arguments that differ from the official
+                                          scalings, "trained_on": the generator's fingerprint or None}; the
+                                          official code reads only the keys it knows and ignores it
 
 Reading uses `torch.load(weights_only=True)`: tensors, dicts and numbers only. The only other globals accepted are
 the classes of `unsup3d.*` (the metrics objects); each one is replaced by an inert stand-in of ours that keeps the
@@ -15,7 +19,9 @@ global (a StyleGAN network pickle's `torch_utils.persistence`, `os.system`, ...)
 
 Writing (`save_unsup3d`) produces the same layout atomically: the present nets' state dicts, the optimizer states
 read with them, `metrics_trace` (written as a reference to `unsup3d.meters.MetricsTrace` plus its `data`, so the
-official trainer can resume from the file; our loader reads it back as plain data), and `epoch`.
+official trainer can resume from the file; our loader reads it back as plain data), `epoch`, and our settings
+record, so that a checkpoint copied away from its training folder keeps the scalings the official layout has no
+place for (`xy_light_range`, `light_mask`, ...).
 """
 
 from __future__ import annotations
@@ -316,11 +322,13 @@ def load_unsup3d(path: str | os.PathLike, device: torch.device | str = "cpu", **
     bad = sorted(set(scalings) & set(args))
     if bad:
         raise CheckpointError(f"{path}: {bad} are read from the file's shapes and cannot be overridden")
+    stored, trained_on = _stored_settings(raw, path, set(args))
     try:
         with torch.device("meta"):
-            decomposer = Unsup3DDecomposer(**args, **scalings)
+            decomposer = Unsup3DDecomposer(**args, **{**stored, **scalings})
     except (TypeError, ValueError) as exc:  # an unknown scaling, or one that is no number
-        raise CheckpointError(f"{path}: {exc}") from None
+        where = f"{SETTINGS_KEY}['settings'] or " if stored else ""
+        raise CheckpointError(f"{path}: {where}{exc}") from None
     for name in args["nets"]:
         try:
             getattr(decomposer, name).load_state_dict(_float32(raw[name], name, path), strict=True, assign=True)
@@ -339,7 +347,28 @@ def load_unsup3d(path: str | os.PathLike, device: torch.device | str = "cpu", **
         trace = _plain(trace.state)
     decomposer.metrics_trace = _plain(trace)
     decomposer.source = str(path)
+    decomposer.trained_on = trained_on
     return decomposer.to(device).eval()
+
+
+SETTINGS_KEY = "stylegan_disentangle"
+
+
+def _stored_settings(raw: Mapping[str, Any], path: Path, sizes: set[str]) -> tuple[dict[str, Any], str | None]:
+    """The settings and generator fingerprint that `save_unsup3d` stored in the checkpoint (empty, None for an
+    official file); CheckpointError naming the file and key when the record is malformed."""
+    record = raw.get(SETTINGS_KEY)
+    if record is None:
+        return {}, None
+    settings = record.get("settings", {}) if isinstance(record, Mapping) else None
+    trained_on = record.get("trained_on") if isinstance(record, Mapping) else None
+    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+        raise CheckpointError(f"{path}: {SETTINGS_KEY!r} should be {{'settings': {{name: value}}, 'trained_on': "
+                              f"fingerprint}}, got {str(record)[:200]}")
+    if trained_on is not None and not isinstance(trained_on, str):
+        raise CheckpointError(f"{path}: {SETTINGS_KEY}['trained_on'] should be a generator fingerprint (a string) "
+                              f"or None, got {trained_on!r}")
+    return {k: v for k, v in settings.items() if k not in sizes and k != "nets"}, trained_on
 
 
 def _float32(sd: Mapping[str, torch.Tensor], name: str, path: Path) -> dict[str, torch.Tensor]:
@@ -395,7 +424,9 @@ def save_unsup3d(decomposer: Unsup3DDecomposer, path: str | os.PathLike,
     """Write `decomposer` as an official Unsup3D training checkpoint (atomically); returns the path.
 
     Layout: the present nets' state dicts (CPU tensors) in the official order, the optimizer states it carries,
-    `metrics_trace` (its data, default {'data': {}}) and `epoch`. The official demo, test and resume code read it;
+    `metrics_trace` (its data, default {'data': {}}), `epoch`, and, when the decomposer has settings other than the
+    official scalings or knows its generator, our settings record (`SETTINGS_KEY`: those settings and
+    `trained_on`, which `load_unsup3d` reads back). The official demo, test and resume code read it;
     `load_unsup3d` reads it back bit for bit. `weights_dtype=torch.float16` halves the file (package data); the
     official `load_state_dict` and `load_unsup3d` cast the weights back to float32, rounded.
     """
@@ -413,12 +444,24 @@ def save_unsup3d(decomposer: Unsup3DDecomposer, path: str | os.PathLike,
     trace = decomposer.metrics_trace if decomposer.metrics_trace is not None else {"data": {}}
     state["metrics_trace"] = _MetricsTraceRecord(trace) if _is_plain_trace(trace) else trace
     state["epoch"] = int(decomposer.epoch)
+    settings = _settings_to_store(decomposer, infer_unsup3d_sizes(state, path))
+    if settings or decomposer.trained_on is not None:  # an official decomposer's file keeps the official keys
+        state[SETTINGS_KEY] = {"settings": settings, "trained_on": decomposer.trained_on}
     try:
         with atomic_write(path, "wb") as f:
             torch.save(state, f, pickle_module=_PickleModule)
     except (OSError, pickle.PicklingError, AttributeError, TypeError) as exc:  # unpicklable extras
         raise CheckpointError(f"{path}: could not write the Unsup3D checkpoint ({_first_line(exc)})") from exc
     return path
+
+
+def _settings_to_store(decomposer: Unsup3DDecomposer, sizes: dict[str, Any]) -> dict[str, Any]:
+    """The decomposer's constructor arguments that its nets' shapes do not give and that differ from the defaults
+    (the official scalings)."""
+    with torch.device("meta"):
+        defaults = Unsup3DDecomposer(**sizes).get_config()
+    return {k: v for k, v in decomposer.get_config().items()
+            if k not in sizes and k != "nets" and defaults.get(k) != v}
 
 
 def _is_plain_trace(trace: Any) -> bool:

@@ -62,9 +62,10 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
     'unsup3d-synface', 'unsup3d-cat', 'unsup3d-syncar': downloaded once into the cache), an http(s) URL, or a local
     Unsup3D checkpoint (official or trained here; the official `.zip` archive too).
 
-    Settings that the official layout cannot hold (e.g. `xy_light_range`) are read from a JSON file beside the
-    checkpoint (`<name>.json` with a "scalings" entry, or the trainer's `train_state.json`) when there is one; an
-    official pretrained one gets the settings of its official test configuration.
+    Settings that the official layout cannot hold (e.g. `xy_light_range`) are read from the record our writer keeps
+    in the checkpoint, and over it from a JSON file beside the checkpoint (`<name>.json` with a "scalings" entry, or
+    the trainer's `train_state.json`) when there is one; an official pretrained one gets the settings of its
+    official test configuration.
     """
     from .checkpoint import load_unsup3d
     from .pretrained import known_decomposers, resolve_decomposer
@@ -91,8 +92,9 @@ def load_decomposer(spec: str | os.PathLike = "synthetic", device: str | torch.d
             scalings, trained_on = _side_scalings(record, side), _side_generator(record)
             break
     try:
-        dec = load_unsup3d(path, device=device, **scalings)
-        dec.trained_on = trained_on
+        dec = load_unsup3d(path, device=device, **scalings)  # the file's own settings record, the side file's over it
+        if trained_on is not None:
+            dec.trained_on = trained_on
         return dec
     except CheckpointError as exc:
         if str(spec) in SHIPPED or Path(spec) == path:
