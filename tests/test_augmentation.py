@@ -234,6 +234,24 @@ def test_mahalanobis_rule_limits_the_walk(G, tmp_path):
     assert stats.mahalanobis(held.ws[:, 0].double().numpy()).max() <= threshold * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("psi", [0.0, 0.5])
+def test_truncated_bases_walk_inside_the_untruncated_w_prior(G, tmp_path, psi):
+    """The W prior is W's own (psi = 1) distribution, whatever truncation the bases have: at psi 0 every base is the
+    mean code, which lies deep inside it, so the walk reaches targets a prior fitted on the truncated codes (all at
+    distance 0 when psi is 0) would stop at the first step."""
+    from stylegan_disentangle.analysis.extrapolate import WStats
+    from stylegan_disentangle.latents import sample_latents
+    from stylegan_disentangle.latents.bank import bank_seeds
+
+    lab = WLabeler(_v(), scale=1.0)
+    stats = WStats().fit(sample_latents(G, bank_seeds(1, 0, 500)).ws[:, 0].numpy())
+    res = export_augmentation(G, _set(_v()), "yaw", lab, "-0.5:0.5", 8, tmp_path / "aug", truncation_psi=psi,
+                              step=0.25, max_steps=8, stats_samples=500, mahalanobis_quantile=0.99, seed=0)
+    assert res.summary["reached_fraction"] == 1.0
+    assert np.ptp(res.labels["yaw"]) > 0.99  # the labels spread over the whole target, not one point
+    assert stats.mahalanobis(res.ws[:, 0].double().numpy()).max() <= stats.distance_quantile(0.99) * (1 + 1e-6)
+
+
 def test_calibrated_export_aims_and_writes_in_calibrated_units(G, tmp_path):
     """With a linear labeler the export hits its targets exactly; calibrated, the targets are in the calibrated
     units, the written label is the calibrated one and the raw value is kept beside it."""

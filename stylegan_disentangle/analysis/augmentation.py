@@ -218,8 +218,9 @@ def export_augmentation(
     n_bases : base codes (default: count // 8, at least 4; never more than count, the number of codes used).
     step, max_steps : walk step (stds of W along the direction when the set has stds, else W units) and length.
     saturation_fraction : the saturation stop rule's threshold (see `extrapolate`).
-    mahalanobis_quantile : stop where the Mahalanobis distance to W (fitted on `stats_samples` fresh samples)
-        exceeds this quantile of the samples' own distances; None disables the rule.
+    mahalanobis_quantile : stop where the Mahalanobis distance to W (fitted on `stats_samples` fresh untruncated
+        samples, whatever `truncation_psi` the bases have) exceeds this quantile of the samples' own distances; None
+        disables the rule.
     refine : regula-falsi rounds (one render + labelling of the `count` codes each) that move each code from its
         linear interpolation towards the exact target.
     overwrite : replace an existing non-empty `outdir` (atomically); default StyleGANDisentangleError.
@@ -245,7 +246,9 @@ def export_augmentation(
         base_ws = sample_latents(G, seeds, truncation_psi=truncation_psi, batch_size=batch_size).ws.cpu()
         w_stats = None
         if mahalanobis_quantile is not None:
-            ref = sample_latents(G, bank_seeds(seed + 1, 0, int(stats_samples)), truncation_psi=truncation_psi,
+            # the prior is W's own distribution (psi = 1), however truncated the bases are: fitted on truncated
+            # codes it would shrink with psi, and at psi = 0 (every code the mean) every step would leave it
+            ref = sample_latents(G, bank_seeds(seed + 1, 0, int(stats_samples)), truncation_psi=1.0,
                                  batch_size=1024).ws[:, 0].cpu().numpy()
             w_stats = WStats().fit(ref)
         positions, labels, steps_w, stops = _walks(G, base_ws, direction_set, name, label, labeler, step,
