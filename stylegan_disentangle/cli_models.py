@@ -489,14 +489,17 @@ def _write_pair_outputs(G, out: Path, png: str, inputs: dict[str, tuple[list[int
 def _load_ae(model: str, G, allow_foreign: bool, device, kind: str | None = None, command: str | None = None):
     """The W-space model in file `model`, for G; with `kind`, a model of another kind is refused, saying what
     `command` needs and how to train one."""
-    from .models import load_model
+    from .errors import StyleGANDisentangleError
+    from .models.io import ModelKindError, load_model
 
-    loaded = fail_cleanly(lambda: load_model(model, G, allow_foreign=allow_foreign, device=device))
-    if kind is not None and loaded.kind != kind:
+    try:  # load_model refuses a model of another kind before it builds the weights
+        return load_model(model, G, kind=kind, allow_foreign=allow_foreign, device=device)
+    except ModelKindError as exc:
         article = "an" if kind[0] in "aeiou" else "a"
-        raise click.ClickException(f"{model}: a {loaded.kind} model; {command} needs {article} {kind} model "
-                                   f"(train-model {kind})")
-    return loaded
+        raise click.ClickException(f"{model}: a {exc.found} model; {command} needs {article} {kind} model "
+                                   f"(train-model {kind})") from None
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _save_rows(G, rows, path: Path, titles: list[str], row_labels: list[str] | None = None) -> None:

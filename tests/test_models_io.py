@@ -68,9 +68,21 @@ def test_truncated_and_foreign_files_give_clear_errors(tmp_path):
         load_model(plain)
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "missing.pt")
+    with pytest.raises(ModelFileError, match="expected 'other-kind'") as info:
+        load_model(path, kind="other-kind")
+    assert (info.value.found, info.value.expected) == (make().kind, "other-kind")  # what the CLI words its refusal by
+    assert issubclass(ModelFileError, CheckpointError)
+
+
+def test_the_kind_is_refused_before_the_weights_are_built(tmp_path, monkeypatch):
+    path = make().save(tmp_path / "m.pt")
+    built = []
+    monkeypatch.setattr(type(make()), "load_state_dict", lambda self, *a, **k: built.append(1))
     with pytest.raises(ModelFileError, match="expected 'other-kind'"):
         load_model(path, kind="other-kind")
-    assert issubclass(ModelFileError, CheckpointError)
+    assert not built
+    load_model(path)
+    assert built == [1]
 
 
 @pytest.mark.parametrize("shape", [(4, NUM_WS, W_DIM + 1), (4, NUM_WS + 1, W_DIM), (4, W_DIM - 1), (W_DIM,)])

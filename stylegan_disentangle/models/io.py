@@ -36,6 +36,14 @@ class ModelFileError(CheckpointError):
     """A model file is missing, truncated, of another kind, or made for another generator."""
 
 
+class ModelKindError(ModelFileError):
+    """A model file holds a model of another kind than asked for (`found`, `expected`: the two kinds)."""
+
+    def __init__(self, message: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.found, self.expected = found, expected
+
+
 def register_model_kind(cls: type) -> type:
     """Class decorator: make `cls` loadable by its `kind` name (used by `load_model` and `train-model KIND`)."""
     _KINDS[cls.kind] = cls
@@ -119,7 +127,7 @@ def load_model(path: str | os.PathLike, G: torch.nn.Module | None = None, *, gen
     path = Path(path)
     record = read_model_file(path)
     if kind is not None and record["kind"] != kind:
-        raise ModelFileError(f"{path}: holds a {record['kind']!r} model, expected {kind!r}")
+        raise ModelKindError(f"{path}: holds a {record['kind']!r} model, expected {kind!r}", record["kind"], kind)
     cls = _KINDS.get(record["kind"])
     if cls is None:
         raise ModelFileError(f"{path}: unknown model kind {record['kind']!r}; known kinds: {sorted(_KINDS)}")
