@@ -405,29 +405,16 @@ def train_decomposer(
     kwargs = _decomposer_settings(G, init, decomposer_kwargs, crop, light_mask, light_teacher, train_nets)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    # nets read from a file are recorded by their weights' hash, so that a rerun from other nets is refused; nets
-    # built in memory (a fresh decomposer's fit) have no file to give again, so they are not
-    from_file = init is not None and init.source is not None
-    config = dict(decomposer=kwargs, **({"init_sha256": generator_fingerprint(init)} if from_file else {}),
-                  batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
-                  **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
-                  lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
-                  **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
-                     if lam_albedo_sparse else {}),
-                  lam_rerender=lam_rerender, lam_jitter=lam_jitter,
-                  **{k: v for k, v in (("rerender_light_xy", rerender_light_xy), ("rerender_mode", rerender_mode),
-                                       ("rerender_intensities", rerender_intensities))
-                     if v is not None and v != RERENDER_DEFAULTS[k]},  # recorded only when not the default
-                  **({"rerender_albedo_step": list(albedo_step)} if albedo_step else {}),
-                  **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
-                  **({"light_from_rerender": True} if light_from_rerender else {}),
-                  **({"lam_light_turn": lam_light_turn, "light_turn_yaw": light_turn_yaw} if lam_light_turn else {}),
-                  **({"light_turn_pitch": light_turn_pitch} if light_turn_pitch is not None else {}),
-                  **({"stabilize_after": stabilize_after} if stabilize_after else {}),
-                  truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
-                  **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
-                  **({"light_teacher": {"directions_sha256": light_teacher.fingerprint(), "lam": lam_teacher,
-                                        "fit_samples": teacher_samples}} if light_teacher is not None else {}))
+    config = _run_config(kwargs, init, albedo_step, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         lam_flip=lam_flip, lam_perc=lam_perc, lam_smooth=lam_smooth, lam_albedo_tv=lam_albedo_tv,
+                         lam_albedo_sparse=lam_albedo_sparse, albedo_sparse_p=albedo_sparse_p,
+                         lam_rerender=lam_rerender, lam_jitter=lam_jitter, rerender_light_xy=rerender_light_xy,
+                         rerender_mode=rerender_mode, rerender_intensities=rerender_intensities,
+                         rerender_yaw=rerender_yaw, light_from_rerender=light_from_rerender,
+                         lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw,
+                         light_turn_pitch=light_turn_pitch, stabilize_after=stabilize_after,
+                         truncation_psi=truncation_psi, seed=seed, bank_size=bank_size, train_nets=train_nets,
+                         light_teacher=light_teacher, lam_teacher=lam_teacher, teacher_samples=teacher_samples)
     generator = generator_fingerprint(G)
     dec, start, seconds = _resume(outdir, config, generator, device)
     if dec is None:
@@ -437,29 +424,13 @@ def train_decomposer(
                    rerender_yaw)
     grad_flags = [p.requires_grad for p in dec.parameters()]  # _optimizers freezes the untrained nets; restored
     optimizers = _optimizers(dec, lr, weight_decay, trained)
-    for key, opt in optimizers.items():
-        if key in dec.optimizer_states:
-            try:  # Adam's moments carry over; the learning rate and weight decay are this run's
-                opt.load_state_dict(dec.optimizer_states[key])
-            except (ValueError, KeyError, RuntimeError) as exc:
-                logger.warning("the optimizer state of %s does not fit its net (%s); it starts afresh", key, exc)
-                continue
-            for group in opt.param_groups:
-                group.update(lr=lr, weight_decay=weight_decay)
+    _restore_optimizer_states(dec, optimizers, lr, weight_decay)
     trim_jsonl(outdir / LOG, start)
     G = G.eval().requires_grad_(False).to(device)
     if D is not None:
         D = D.eval().requires_grad_(False).to(device)
-    bank = None
-    if bank_size:
-        t0 = time.perf_counter()
-        bank = ImageBank.open_or_build(G, outdir / BANK, bank_size, dec.image_size, seed=seed,
-                                       truncation_psi=truncation_psi, device=device, progress=progress,
-                                       crop=dec.input_crop)
-        _record_bank_seconds(outdir, time.perf_counter() - t0)
-        if light_teacher is not None and bank.ws is None:
-            raise StyleGANDisentangleError(f"{outdir / BANK}: this image bank was built before banks kept each "
-                                           "image's w, which light_teacher reads; delete it to rebuild it")
+    bank = _open_bank(G, dec, outdir, bank_size, seed, truncation_psi, device, progress,
+                      needs_ws=light_teacher is not None) if bank_size else None
     teacher = None if light_teacher is None else _ready_teacher(light_teacher, dec, G, outdir, start, config, device)
     preview_gen = _step_generator(seed + 7919, 0)
     _, preview_img = draw_images(G, 8, preview_gen, truncation_psi, device)
@@ -474,6 +445,68 @@ def train_decomposer(
             param.requires_grad_(flag)
     dec.trained_on = generator
     return dec.eval()
+
+
+def _run_config(kwargs: dict[str, Any], init: Unsup3DDecomposer | None, albedo_step: tuple[float, float] | None, *,
+                batch_size, lr, weight_decay, lam_flip, lam_perc, lam_smooth, lam_albedo_tv, lam_albedo_sparse,
+                albedo_sparse_p, lam_rerender, lam_jitter, rerender_light_xy, rerender_mode, rerender_intensities,
+                rerender_yaw, light_from_rerender, lam_light_turn, light_turn_yaw, light_turn_pitch,
+                stabilize_after, truncation_psi, seed, bank_size, train_nets, light_teacher, lam_teacher,
+                teacher_samples) -> dict[str, Any]:
+    """The run's settings as train_state.json records them (and a resume compares them): each optional term only
+    when it is used, so that the records of runs made before a term existed stay what they were."""
+    # nets read from a file are recorded by their weights' hash, so that a rerun from other nets is refused; nets
+    # built in memory (a fresh decomposer's fit) have no file to give again, so they are not
+    from_file = init is not None and init.source is not None
+    return dict(decomposer=kwargs, **({"init_sha256": generator_fingerprint(init)} if from_file else {}),
+                batch_size=batch_size, lr=lr, lam_flip=lam_flip, lam_perc=lam_perc,
+                **({} if weight_decay == 5e-4 else {"weight_decay": weight_decay}),
+                lam_smooth=lam_smooth, **({"lam_albedo_tv": lam_albedo_tv} if lam_albedo_tv else {}),
+                **({"lam_albedo_sparse": lam_albedo_sparse, "albedo_sparse_p": albedo_sparse_p}
+                   if lam_albedo_sparse else {}),
+                lam_rerender=lam_rerender, lam_jitter=lam_jitter,
+                **{k: v for k, v in (("rerender_light_xy", rerender_light_xy), ("rerender_mode", rerender_mode),
+                                     ("rerender_intensities", rerender_intensities))
+                   if v is not None and v != RERENDER_DEFAULTS[k]},  # recorded only when not the default
+                **({"rerender_albedo_step": list(albedo_step)} if albedo_step else {}),
+                **({"rerender_yaw": rerender_yaw} if rerender_yaw is not None else {}),
+                **({"light_from_rerender": True} if light_from_rerender else {}),
+                **({"lam_light_turn": lam_light_turn, "light_turn_yaw": light_turn_yaw} if lam_light_turn else {}),
+                **({"light_turn_pitch": light_turn_pitch} if light_turn_pitch is not None else {}),
+                **({"stabilize_after": stabilize_after} if stabilize_after else {}),
+                truncation_psi=truncation_psi, seed=seed, **({"bank_size": bank_size} if bank_size else {}),
+                **({"train_nets": sorted(train_nets)} if train_nets is not None else {}),
+                **({"light_teacher": {"directions_sha256": light_teacher.fingerprint(), "lam": lam_teacher,
+                                      "fit_samples": teacher_samples}} if light_teacher is not None else {}))
+
+
+def _restore_optimizer_states(dec: Unsup3DDecomposer, optimizers: dict[str, torch.optim.Optimizer], lr: float,
+                              weight_decay: float) -> None:
+    """Carry the decomposer's stored Adam moments over into `optimizers`; the learning rate and weight decay are this
+    run's. A state that does not fit its net (another architecture's) is dropped with a warning."""
+    for key, opt in optimizers.items():
+        if key in dec.optimizer_states:
+            try:
+                opt.load_state_dict(dec.optimizer_states[key])
+            except (ValueError, KeyError, RuntimeError) as exc:
+                logger.warning("the optimizer state of %s does not fit its net (%s); it starts afresh", key, exc)
+                continue
+            for group in opt.param_groups:
+                group.update(lr=lr, weight_decay=weight_decay)
+
+
+def _open_bank(G: nn.Module, dec: Unsup3DDecomposer, outdir: Path, bank_size: int, seed: int, truncation_psi: float,
+               device: torch.device, progress: bool | None, needs_ws: bool) -> ImageBank:
+    """The run's on-disk image bank (built once; its build time goes to bank_time.json, not to train_seconds)."""
+    t0 = time.perf_counter()
+    bank = ImageBank.open_or_build(G, outdir / BANK, bank_size, dec.image_size, seed=seed,
+                                   truncation_psi=truncation_psi, device=device, progress=progress,
+                                   crop=dec.input_crop)
+    _record_bank_seconds(outdir, time.perf_counter() - t0)
+    if needs_ws and bank.ws is None:
+        raise StyleGANDisentangleError(f"{outdir / BANK}: this image bank was built before banks kept each "
+                                       "image's w, which light_teacher reads; delete it to rebuild it")
+    return bank
 
 
 def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
