@@ -200,6 +200,10 @@ def test_a_decomposer_knows_the_network_it_was_trained_on_and_decompose_warns_on
     assert trained.trained_on == generator_fingerprint(G)
     loaded = load_decomposer(tmp_path / "run" / "checkpoint.pth")
     assert loaded.trained_on == trained.trained_on
+    # the checkpoint copied away from its train_state.json still knows its network and settings
+    (tmp_path / "copy.pth").write_bytes((tmp_path / "run" / "checkpoint.pth").read_bytes())
+    copied = load_decomposer(tmp_path / "copy.pth")
+    assert copied.trained_on == trained.trained_on and copied.get_config() == trained.get_config()
     other = copy.deepcopy(G)
     with torch.no_grad():
         other.mapping.w_avg.add_(1e-3)

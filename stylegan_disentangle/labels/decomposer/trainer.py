@@ -196,6 +196,7 @@ def _save(dec: Unsup3DDecomposer, optimizers: dict, outdir: Path, step: int, con
           generator: str) -> None:
     dec.optimizer_states = {k: opt.state_dict() for k, opt in optimizers.items()}
     dec.epoch = step
+    dec.trained_on = generator  # recorded in the checkpoint too, which may be copied away from train_state.json
     dec.save(outdir / CHECKPOINT)
     with atomic_write(outdir / STATE, "w") as f:
         json.dump({"step": step, "config": config, "train_seconds": seconds, "generator_sha256": generator}, f,
