@@ -71,9 +71,13 @@ class LatentLightTeacher:
             raise StyleGANDisentangleError(f"light teacher: directions must name some of {list(LIGHT_LABELS)}, got "
                                            f"{sorted(self.directions)}")
         names = [n for n in LIGHT_LABELS if n in self.directions]
-        rows = np.stack([np.asarray(self.directions[n], dtype=np.float64).reshape(-1) for n in names])
+        vectors = [np.asarray(self.directions[n], dtype=np.float64).reshape(-1) for n in names]
+        if len({len(v) for v in vectors}) != 1:  # checked before they are stacked into one array
+            raise StyleGANDisentangleError("light teacher: every direction must be a finite, non-zero vector of one "
+                                           f"length; got lengths {dict(zip(names, map(len, vectors)))}")
+        rows = np.stack(vectors)
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        if not np.all(np.isfinite(rows)) or np.any(norms == 0) or len({r.shape for r in rows}) != 1:
+        if not np.all(np.isfinite(rows)) or np.any(norms == 0):
             raise StyleGANDisentangleError("light teacher: every direction must be a finite, non-zero vector of one "
                                            "length")
         return names, rows / norms
@@ -91,9 +95,11 @@ class LatentLightTeacher:
                                            f"{missing}, {len(w)} faces")
         w_mean = w.mean(0)
         proj = (w - w_mean) @ rows.T
-        y = np.stack([np.asarray(_numpy(readings[n]), dtype=np.float64).reshape(-1) for n in names], 1)
-        if y.shape[0] != len(w) or not np.all(np.isfinite(y)):
-            raise StyleGANDisentangleError(f"light teacher: readings must be finite, one per face ({len(w)})")
+        columns = [np.asarray(_numpy(readings[n]), dtype=np.float64).reshape(-1) for n in names]
+        if any(len(c) != len(w) or not np.all(np.isfinite(c)) for c in columns):
+            raise StyleGANDisentangleError(f"light teacher: readings must be finite, one per face ({len(w)}); got "
+                                           f"{dict(zip(names, map(len, columns)))} readings")
+        y = np.stack(columns, 1)
         pc, yc = proj - proj.mean(0), y - y.mean(0)
         var_p, var_y = (pc * pc).mean(0), (yc * yc).mean(0)
         if np.any(var_p == 0) or np.any(var_y == 0):
@@ -113,14 +119,20 @@ class LatentLightTeacher:
     def predict(self, w: Any) -> dict[str, Any]:
         """{label: [N]} for w [N, w_dim]: torch tensors for a tensor (differentiable, on its device), else numpy."""
         self._check_fitted()
+        width = self.directions_.shape[1]
         if isinstance(w, torch.Tensor):
             if w.ndim == 3:  # ws [N, num_ws, w_dim] (every layer the same w) read as w, as for numpy input
                 w = w[:, 0]
+            if w.ndim != 2 or w.shape[1] != width:
+                raise StyleGANDisentangleError(f"light teacher: w should be [N, {width}] (or ws [N, num_ws, "
+                                               f"{width}]), got {list(w.shape)}")
             t = {k: torch.as_tensor(getattr(self, k), dtype=w.dtype, device=w.device)
                  for k in ("directions_", "w_mean_", "intercept_", "slope_")}
             out = t["intercept_"] + t["slope_"] * ((w - t["w_mean_"]) @ t["directions_"].T)
         else:
             w = _as_2d(w, "w")
+            if w.shape[1] != width:
+                raise StyleGANDisentangleError(f"light teacher: w has {w.shape[1]} columns, the directions {width}")
             out = self.intercept_ + self.slope_ * ((w - self.w_mean_) @ self.directions_.T.astype(np.float64))
         return {n: out[:, i] for i, n in enumerate(self.names_)}
 
