@@ -67,7 +67,10 @@ def read_descriptions(path: str | os.PathLike) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
             RuntimeError, OverflowError, struct.error, UnicodeDecodeError, MemoryError, AssertionError) as exc:
         # (torch's storage loader asserts on a damaged storage record)
-        kind = "truncated" if isinstance(exc, EOFError) else "corrupt"
+        # a cut pickle ends in EOFError, or in UnpicklingError "pickle data was truncated" when the cut falls inside
+        # an opcode's argument; both say the data ran out
+        ran_out = isinstance(exc, EOFError) or "truncated" in str(exc)
+        kind = "truncated" if ran_out else "corrupt"
         raise CheckpointError(f"{path}: {kind} network pickle ({type(exc).__name__}: {exc})") from None
 
 

@@ -53,9 +53,10 @@ class KnownCheckpoint:
             problems.append("name must be lower-case letters, digits, '.', '_' or '-'")
         if self.flavour not in FLAVOURS:
             problems.append(f"flavour {self.flavour!r} is not one of {FLAVOURS}")
-        if not isinstance(self.resolution, int) or self.resolution < 4 or self.resolution & (self.resolution - 1):
+        if (not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or self.resolution < 4
+                or self.resolution & (self.resolution - 1)):
             problems.append(f"resolution {self.resolution!r} is not a power of two >= 4")
-        if not isinstance(self.c_dim, int) or self.c_dim < 0:
+        if not isinstance(self.c_dim, int) or isinstance(self.c_dim, bool) or self.c_dim < 0:
             problems.append(f"c_dim {self.c_dim!r} is not a non-negative int")
         if (self.url is None) == (self.package_file is None):
             problems.append("exactly one of url and package_file must be given")
