@@ -82,16 +82,19 @@ def test_only_netL_reads_the_masked_input():
 
 
 def test_the_mask_travels_with_the_decomposer(tmp_path):
-    """In the config only when set (configs and fingerprints of decomposers without one are unchanged); through a
-    settings file beside a checkpoint, as the shipped decomposer keeps it."""
+    """In the config only when set (configs and fingerprints of decomposers without one are unchanged); in the
+    checkpoint's own settings record (the official layout has no place for it), and through a settings file beside
+    a checkpoint, as the shipped decomposer keeps it."""
     assert "light_mask" not in _tiny().get_config()
     dec = _tiny(light_mask=TOP)
     assert dec.get_config()["light_mask"] == list(TOP)
     assert Unsup3DDecomposer(**dec.get_config()).light_mask == TOP
     path = dec.save(tmp_path / "dec.pth")
-    assert load_decomposer(path).light_mask is None  # the official layout has no place for it
-    (tmp_path / "dec.json").write_text(json.dumps({"scalings": {"light_mask": list(TOP)}}))
     assert load_decomposer(path).light_mask == TOP
+    assert load_decomposer(_tiny().save(tmp_path / "plain.pth")).light_mask is None
+    other = (0.0, 0.0, 0.5, 1.0)
+    (tmp_path / "dec.json").write_text(json.dumps({"scalings": {"light_mask": list(other)}}))
+    assert load_decomposer(path).light_mask == other  # the file beside it wins
     assert load_decomposer("synthetic").light_mask == (0.0, 0.0, 0.22, 1.0)  # rows 0-6 of its 32
 
 
