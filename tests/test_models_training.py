@@ -95,6 +95,29 @@ def test_the_last_step_is_validated_when_it_is_not_a_multiple_of_val_every(tmp_p
     assert [r["step"] for r in lines if "val" in r] == [3, 5]  # the final weights compete for "best" too
 
 
+@pytest.mark.parametrize("lr", [0.3, 1e-3])
+def test_extending_a_finished_run_with_validation_is_the_longer_run(tmp_path, lr):
+    """Run 5 steps (validated at 3 and, off the grid of 3, at its last step 5), then extend it to 8: the result,
+    its best step, the checkpoint's early-stopping state and the log are those of one 8-step run (validated at 3, 6,
+    8). At lr 0.3 the toy's metric jumps about, so the off-grid step-5 score would otherwise pick other weights."""
+    kw = dict(lr=lr, val_every=3, checkpoint_every=3, log_every=1, device="cpu", progress=False)
+    straight = train_model(toy_model(), toy_sampler(), tmp_path / "a", steps=8, **kw)
+    first = train_model(toy_model(), toy_sampler(), tmp_path / "b", steps=5, **kw)
+    assert first.best_step in (3, 5)
+    again = train_model(toy_model(), toy_sampler(), tmp_path / "b", steps=5, **kw)  # nothing to do: the same result
+    assert (again.best_step, again.best_metric) == (first.best_step, first.best_metric)
+    resumed = train_model(toy_model(), toy_sampler(), tmp_path / "b", steps=8, **kw)
+    assert (resumed.best_step, resumed.best_metric) == (straight.best_step, straight.best_metric)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    ca, cb = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert {k: ca["early"][k] for k in ("best_step", "best_metric", "bad")} == \
+        {k: cb["early"][k] for k in ("best_step", "best_metric", "bad")}
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("a", "b")]
+    assert logs[0] == logs[1] and [r["step"] for r in logs[1] if "val" in r] == [3, 6, 8]
+
+
 def test_early_stopping_on_a_flat_validation_metric(tmp_path):
     result = train_model(toy_model(), toy_sampler(), tmp_path, steps=50, lr=0.0, val_every=2, patience=2,
                          device="cpu", progress=False)

@@ -101,7 +101,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopped: bool, settings: dict) -> None:
+def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopped: bool, settings: dict,
+                     final: dict | None = None) -> None:
+    """`early`: the early-stopping state of the validations on the `val_every` grid, which a longer run continues
+    from; `final`: that state with the off-grid validation of the last step added (None when there was none), what
+    this run's result is chosen by."""
     record = {
         "format": CHECKPOINT_FORMAT,
         "kind": model.kind,
@@ -112,6 +116,7 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, early: dict, stopp
         "optimizer": optimizer.state_dict(),
         "rng": _rng_state(),
         "early": early,
+        "final_early": final,
         "stopped": stopped,
         "version": __version__,
     }
@@ -143,14 +148,15 @@ def _check_same_settings(ckpt_path: Path, stored: dict | None, settings: dict) -
 
 
 def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool,
-           settings: dict | None = None) -> tuple[int, dict, bool]:
-    """(step, early-stopping state, stopped) to start from: the checkpoint's, with the model, optimizer and RNGs
+           settings: dict | None = None) -> tuple[int, dict, dict | None, bool]:
+    """(step, early-stopping state, its final form (see `_save_checkpoint`), stopped) to start from: the
+    checkpoint's, with the model, optimizer and RNGs
     restored and the log trimmed to it, when resuming from one; else step 0 with the old log removed. A checkpoint of
     another model, or of a run with other `settings` (`_run_settings`), is refused."""
     if not (resume and ckpt_path.is_file()):
         if log_path.exists():
             log_path.unlink()
-        return 0, {"best_metric": None, "best_step": None, "bad": 0, "best_state": None}, False
+        return 0, {"best_metric": None, "best_step": None, "bad": 0, "best_state": None}, None, False
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["kind"] != model.kind or ckpt["config"] != dict(model.config):
         raise StyleGANDisentangleError(f"{ckpt_path}: holds a checkpoint of another model ({ckpt['kind']}, "
@@ -163,7 +169,7 @@ def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool,
     step = int(ckpt["step"])
     trim_jsonl(log_path, step)
     log.info("resuming %s from step %d", ckpt_path, step)
-    return step, ckpt["early"], bool(ckpt["stopped"])
+    return step, ckpt["early"], ckpt.get("final_early"), bool(ckpt["stopped"])
 
 
 def _step(model, optimizer, batch: dict[str, torch.Tensor], G) -> dict[str, float]:
@@ -237,7 +243,12 @@ def train_model(
     np.random.seed(seed % 2**32)
     random.seed(seed)
     settings = _run_settings(seed, lr, lr_schedule, weight_decay, config)
-    step, early, stopped = _start(ckpt_path, log_path, model, optimizer, resume, settings)
+    step, early, final, stopped = _start(ckpt_path, log_path, model, optimizer, resume, settings)
+    if final is not None and step < steps:
+        # a longer run of the same settings: the off-grid validation of the earlier run's last step is neither on
+        # this run's grid nor in its log
+        final = None
+        trim_jsonl(log_path, step, drop=lambda record: record.get("step") == step and "val" in record)
     run_config = {"kind": model.kind, "model_config": dict(model.config), "steps": steps, "lr": lr,
                   "lr_schedule": lr_schedule,
                   "weight_decay": weight_decay, "seed": seed, "device": str(target), "val_every": val_every,
@@ -265,20 +276,25 @@ def train_model(
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()})
                     with open(log_path, "a") as f:
                         f.write(json.dumps({"step": step, **last, "seconds": round(time.time() - start, 3)}) + "\n")
-                if val_every and (step % val_every == 0 or step == steps):  # the last weights are scored too
+                if val_every and step % val_every == 0:
                     _validate(model, sampler, target, early, step, log_path, G)
                     stopped = patience is not None and early["bad"] >= patience
+                elif val_every and step == steps:  # the last weights are scored too, into a copy of the state, so
+                    final = dict(early)  # that extending the run later continues as one run of the longer length
+                    _validate(model, sampler, target, final, step, log_path, G)
                 if preview_fn is not None and preview_every and step % preview_every == 0:
                     model.eval()
                     preview_fn(model, out / "previews" / f"step{step:06d}.png")
                     model.train()
                 out_of_time = max_seconds is not None and time.time() - start > max_seconds
                 if step % checkpoint_every == 0 or step == steps or stopped or out_of_time:
-                    _save_checkpoint(ckpt_path, model, optimizer, step, early, stopped, settings)
+                    _save_checkpoint(ckpt_path, model, optimizer, step, early, stopped, settings, final)
                 if out_of_time:
                     break
     finally:
         bar.close()
+    if final is not None:
+        early = final
     if early["best_state"] is not None:
         model.load_state_dict(early["best_state"])
     model.eval()
