@@ -218,3 +218,15 @@ def test_map_factors_cli_trains_writes_and_refuses_bad_requests(tmp_path):
                                    "--labeler", "synthetic-oracle"])
     assert missing.exit_code != 0 and "needs --factors" in missing.output
     assert not (tmp_path / "bad").exists() and not (tmp_path / "o").exists()
+
+
+def test_linearly_dependent_labels_of_a_factor_are_refused():
+    """l2 = 2 l1 + 1 leaves f1's codes one dimension short: the prior names the factor instead of whitening a
+    direction of ~0 spread (which would multiply any departure from it ~1e3-fold). (A constant label is refused
+    earlier, by the readout.)"""
+    pool = _ws(2000, 3)
+    labels = _labels(pool)
+    labels[:, 1] = 2 * labels[:, 0] + 1
+    mapper = FactorMapper(NUM_WS, W_DIM, FACTORS, noise_dim=4, hidden=16, readout_hidden=0)
+    with pytest.raises(LatentError, match=r"factor 'f1' \(\['l1', 'l2'\]\) are linearly dependent"):
+        mapper.fit_prior(pool, labels, alpha=1e-6)

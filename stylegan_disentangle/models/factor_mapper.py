@@ -52,6 +52,11 @@ from .readout import LatentReadout, checked_label_groups, pool_w
 __all__ = ["FactorMapper", "FactorSampler"]
 
 
+_MIN_CORR_EIGENVALUE = 1e-6
+"""Smallest eigenvalue of a factor's label correlation matrix on the pool below which its labels count as linearly
+dependent (one label a combination of the others up to a correlation of about 1 - 5e-7)."""
+
+
 class FactorSampler:
     """Batches for `FactorMapper`: {'w': real ws [B, num_ws, w_dim] of the pool, 'z': prior codes [B, D] (every
     factor's code, then the noise), 'z_alt': the same codes with factor ``step % K`` redrawn, 'group': the redrawn
@@ -179,12 +184,14 @@ class FactorMapper(StandardizedWModel):
         mean, chol = read.mean(0), torch.zeros(read.shape[1], read.shape[1], dtype=torch.float64, device=w.device)
         for name, sl in self._slices().items():
             cov = torch.cov((read[:, sl] - mean[sl]).T).reshape(sl.stop - sl.start, -1)
-            try:
-                chol[sl, sl] = torch.linalg.cholesky(cov + 1e-6 * torch.eye(len(cov), dtype=cov.dtype,
-                                                                              device=cov.device))
-            except RuntimeError:
+            # dependence is judged on the correlations (scale-free): the jitter that keeps the Cholesky stable would
+            # otherwise hide an exact dependence, whose whitened code then multiplies any departure from it ~1e3-fold
+            std = cov.diagonal().clamp_min(0).sqrt()
+            corr = cov / (std[:, None] * std[None, :]).clamp_min(1e-300)
+            if bool((std <= 1e-9).any()) or float(torch.linalg.eigvalsh(corr).min()) < _MIN_CORR_EIGENVALUE:
                 raise LatentError(f"the labels of factor {name!r} ({self.factors[name]}) are linearly dependent "
-                                  "on the pool; drop the redundant ones") from None
+                                  "(or constant) on the pool; drop the redundant ones")
+            chol[sl, sl] = torch.linalg.cholesky(cov + 1e-6 * torch.eye(len(cov), dtype=cov.dtype, device=cov.device))
         self.label_mean.copy_(mean.float())
         self.label_chol.copy_(chol.float())
         return self
