@@ -150,9 +150,9 @@ def _check_same_settings(ckpt_path: Path, stored: dict | None, settings: dict) -
 def _start(ckpt_path: Path, log_path: Path, model, optimizer, resume: bool,
            settings: dict | None = None) -> tuple[int, dict, dict | None, bool]:
     """(step, early-stopping state, its final form (see `_save_checkpoint`), stopped) to start from: the
-    checkpoint's, with the model, optimizer and RNGs
-    restored and the log trimmed to it, when resuming from one; else step 0 with the old log removed. A checkpoint of
-    another model, or of a run with other `settings` (`_run_settings`), is refused."""
+    checkpoint's, with the model, optimizer and RNGs restored and the log trimmed to it, when resuming from one; else
+    step 0 with the old log removed. A checkpoint of another model, or of a run with other `settings`
+    (`_run_settings`), is refused."""
     if not (resume and ckpt_path.is_file()):
         if log_path.exists():
             log_path.unlink()

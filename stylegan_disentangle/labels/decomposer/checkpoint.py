@@ -46,6 +46,9 @@ from .networks import SUPPORTED_IMAGE_SIZES, ConfNet, EDDeconv, Encoder, encoder
 
 __all__ = ["OpaqueObject", "infer_unsup3d_sizes", "load_unsup3d", "read_unsup3d_checkpoint", "save_unsup3d"]
 
+SETTINGS_KEY = "stylegan_disentangle"
+"""The checkpoint key of our settings record (see the module docstring)."""
+
 _METRICS_CLASSES = ("MetricsTrace", "StandardMetrics", "Metrics", "TotalAverage", "MovingAverage")
 _UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _MAX_STAND_INS = 32
@@ -349,9 +352,6 @@ def load_unsup3d(path: str | os.PathLike, device: torch.device | str = "cpu", **
     decomposer.source = str(path)
     decomposer.trained_on = trained_on
     return decomposer.to(device).eval()
-
-
-SETTINGS_KEY = "stylegan_disentangle"
 
 
 def _stored_settings(raw: Mapping[str, Any], path: Path, sizes: set[str]) -> tuple[dict[str, Any], str | None]:
