@@ -490,7 +490,7 @@ def _load_ae(model: str, G, allow_foreign: bool, device, kind: str | None = None
     """The W-space model in file `model`, for G; with `kind`, a model of another kind is refused, saying what
     `command` needs and how to train one."""
     from .errors import StyleGANDisentangleError
-    from .models.io import ModelKindError, load_model
+    from .models import ModelKindError, load_model
 
     try:  # load_model refuses a model of another kind before it builds the weights
         return load_model(model, G, kind=kind, allow_foreign=allow_foreign, device=device)

@@ -18,7 +18,15 @@ from .attribute_exchange import AttributeExchangeModel, ExchangeSampler
 from .base import WSpaceModel
 from .factor_mapper import FactorMapper, FactorSampler
 from .identity_pose import DecomposerMeasure, IdentityPoseModel, RecombinationSampler
-from .io import ModelFileError, load_model, model_kinds, read_model_file, register_model_kind, save_model
+from .io import (
+    ModelFileError,
+    ModelKindError,
+    load_model,
+    model_kinds,
+    read_model_file,
+    register_model_kind,
+    save_model,
+)
 from .latent_video import ClipPairSampler, DirectionVideoMaker, StyleMixingVideoMaker, save_clip_strips, smooth_noise
 from .losses import info_nce
 from .readout import LatentReadout, parse_attribute_spec
@@ -36,6 +44,7 @@ __all__ = [
     "IdentityPoseModel",
     "LatentReadout",
     "ModelFileError",
+    "ModelKindError",
     "RecombinationSampler",
     "StyleMixingVideoMaker",
     "TrainResult",
