@@ -990,6 +990,18 @@ def test_bad_learning_rate_or_weight_decay_is_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["lam_flip", "lam_perc", "lam_smooth", "lam_albedo_tv", "lam_albedo_sparse",
+                                  "lam_rerender", "lam_jitter", "lam_teacher"])
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_loss_weight_is_refused_before_anything_is_written(G, tmp_path, name, value):
+    """A negative weight would silently switch its term off (the terms run only for a weight > 0) or, for the flip
+    term, reward a mismatched mirror render; NaN would make every step's loss NaN."""
+    with pytest.raises(StyleGANDisentangleError, match=rf"loss weights must be finite and >= 0, got \{{'{name}': "):
+        train_decomposer(G, tmp_path / "run", steps=1, batch_size=2, decomposer_kwargs=TINY, progress=False,
+                         **{name: value})
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args, words", [(["--lr", "-1"], ["lr must be > 0", "lr=-1.0"]),
                                          (["--nf", "20"], ["nf=20", "multiple of 16"])])
 def test_train_decomposer_cli_refuses_bad_sizes_and_rates_cleanly(tmp_path, args, words):

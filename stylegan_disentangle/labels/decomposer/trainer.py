@@ -396,7 +396,10 @@ def train_decomposer(
                               rerender_intensities=rerender_intensities,
                               rerender_albedo_step=rerender_albedo_step, rerender_yaw=rerender_yaw,
                               lam_light_turn=lam_light_turn, light_turn_yaw=light_turn_yaw,
-                              light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets)
+                              light_turn_pitch=light_turn_pitch, lam_perc=lam_perc, D=D, train_nets=train_nets,
+                              weights=dict(lam_flip=lam_flip, lam_perc=lam_perc, lam_smooth=lam_smooth,
+                                           lam_albedo_tv=lam_albedo_tv, lam_albedo_sparse=lam_albedo_sparse,
+                                           lam_rerender=lam_rerender, lam_jitter=lam_jitter, lam_teacher=lam_teacher))
     if lam_light_turn and light_turn_yaw is None:
         light_turn_yaw = LIGHT_TURN_YAW
     if light_teacher is not None:
@@ -513,11 +516,15 @@ def _open_bank(G: nn.Module, dec: Unsup3DDecomposer, outdir: Path, bank_size: in
 def _check_args(*, steps, batch_size, lr, weight_decay, lam_albedo_sparse, albedo_sparse_p, lam_rerender,
                 light_from_rerender, rerender_light_xy, rerender_mode, rerender_intensities, rerender_albedo_step,
                 rerender_yaw, lam_light_turn, light_turn_yaw, light_turn_pitch, lam_perc, D,
-                train_nets) -> tuple[float, float] | None:
+                train_nets, weights: dict[str, float]) -> tuple[float, float] | None:
     """train_decomposer's settings that need no decomposer, checked before anything is built or written; returns
-    the checked albedo step range."""
+    the checked albedo step range. `weights`: the loss terms' weights by name, each finite and >= 0 (a negative one
+    would silently switch its term off, or, for the flip term, reward a mismatched mirror render)."""
     if steps < 1 or batch_size < 2:
         raise StyleGANDisentangleError(f"steps must be >= 1 and batch_size >= 2, got {steps}, {batch_size}")
+    bad = {name: value for name, value in weights.items() if not (math.isfinite(value) and value >= 0)}
+    if bad:
+        raise StyleGANDisentangleError(f"loss weights must be finite and >= 0, got {bad}")
     if not (math.isfinite(lr) and lr > 0 and math.isfinite(weight_decay) and weight_decay >= 0):
         raise StyleGANDisentangleError(f"lr must be > 0 and weight_decay >= 0 (finite), got lr={lr}, "
                                        f"weight_decay={weight_decay}")
