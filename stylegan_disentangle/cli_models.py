@@ -169,9 +169,9 @@ def _provenance(G) -> dict:
               help="attribute-exchange: the attributes and their labels, ';'-separated: NAME=LABEL,LABEL for an "
                    "attribute of several labels, or a comma list of labels each its own attribute "
                    "(e.g. 'expression=smile,mouth_open;pose=yaw,pitch,roll').")
-@click.option("--held", default=None,
+@click.option("--held", multiple=True,
               help="attribute-exchange: comma list of labels never swapped that every swap must keep (e.g. identity "
-                   "measurements).")
+                   "measurements); may be given several times.")
 @click.option("--map-components", type=click.IntRange(min=1), default=8, show_default=True,
               help="attribute-exchange and factor-mapper: a map-valued label named in --attributes, --held or "
                    "--factors (the decomposer's depth, albedo, image_albedo) stands for its leading principal "
@@ -223,7 +223,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
                     pose_dim: int, cycle_weight: float, pose_weight: float,
                     identity_weight: float, move_weight: float | None, labeler: str | None, factor_spec: str | None,
                     noise_dim: int, imitate_weight: float, contrast_weight: float, prior_weight: float,
-                    attribute_spec: str | None, held: str | None, map_components: int, part_dim: int,
+                    attribute_spec: str | None, held: tuple[str, ...], map_components: int, part_dim: int,
                     readout_hidden: int,
                     take_weight: float, keep_weight: float, adv_weight: float,
                     temperature: float, rec_weight: float, swap_weight: float, app_weight: float, struct_weight: float,
@@ -267,7 +267,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
         from .cli_exchange import train_attribute_exchange
 
         train_attribute_exchange(pkl, Path(outdir), labeler=labeler, attributes=attribute_spec,
-                                 held=_names(held) or [], map_components=map_components,
+                                 held=_names(",".join(held)) or [], map_components=map_components,
                                  readout_hidden=readout_hidden,
                                  steps=3000 if steps is None else steps, batch_size=batch_size or 256, lr=lr,
                                  seed=seed, device=device, pool=pool,
