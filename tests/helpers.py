@@ -66,3 +66,31 @@ def orthonormal_rows(k: int, dim: int, seed: int = 7) -> torch.Tensor:
     """k orthonormal rows [k, dim], seeded: the readouts of a planted linear world."""
     q = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))[0]
     return q[:, :k].T.contiguous()
+
+
+class ConstantImageG(torch.nn.Module):
+    """A stand-in generator for walks: image = w[0] of the first layer everywhere (so brightness and D are known);
+    only its shapes and `synthesis` matter."""
+
+    z_dim, c_dim, w_dim, num_ws, img_resolution, img_channels = 4, 0, 4, 3, 4, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("dummy", torch.zeros(1))
+        self.synthesis = self._synthesis
+
+    def _synthesis(self, ws, noise_mode="const", force_fp32=False):
+        return ws[:, 0, 0].reshape(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
+
+
+class MeanD(torch.nn.Module):
+    """A stand-in discriminator: logit = -mean(img), so brighter images look 'less real'."""
+
+    c_dim = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("dummy", torch.zeros(1))
+
+    def forward(self, img, c):
+        return -img.mean(dim=(1, 2, 3))[:, None]

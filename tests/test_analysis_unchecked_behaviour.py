@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from stylegan_disentangle.analysis.augmentation import export_augmentation, parse_target
 from stylegan_disentangle.analysis.extrapolate import extrapolate
@@ -27,6 +26,7 @@ from stylegan_disentangle.errors import LatentError, StyleGANDisentangleError
 from stylegan_disentangle.labels import labeler_from_callable
 from stylegan_disentangle.latents import WStats, bank_seeds, sample_latents
 from stylegan_disentangle.networks import Generator
+from tests.helpers import ConstantImageG, MeanD
 
 
 def _cos(a, b) -> float:
@@ -142,29 +142,6 @@ def test_leakage_treats_a_zero_spread_factor_at_unit_scale():
 # ================================================================ extrapolation
 
 
-class _StubG(nn.Module):
-    """A generator stand-in for walks that render nothing (ws labelers, Mahalanobis): only its shapes matter."""
-
-    z_dim, c_dim, w_dim, num_ws, img_resolution, img_channels = 4, 0, 4, 3, 4, 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("dummy", torch.zeros(1))
-        self.synthesis = self._synthesis
-
-    def _synthesis(self, ws, noise_mode="const", force_fp32=False):
-        return ws[:, 0, 0].reshape(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
-
-
-class _MeanD(nn.Module):
-    c_dim = 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("dummy", torch.zeros(1))
-
-    def forward(self, img, c):
-        return -img.mean(dim=(1, 2, 3))[:, None]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +153,7 @@ def test_saturation_fires_on_a_label_that_stops_changing_even_at_fraction_zero()
     """A clamped label (w0 capped at 1) changes 0.5, 0.5, then 0: with saturation_fraction 0 the rule fires on the
     zero change at t = 3 (|change| <= 0 * first), so the walk keeps t = 2. A label that never responds stops at
     t = 1: position 1 only sets the first rate, the rule first looks at t = 2."""
-    G = _StubG()
+    G = ConstantImageG()
     ds = DirectionSet(["e0"], _e(0, 4)[None])
     clamped = labeler_from_callable(lambda img, ws: ws[:, 0, 0].clamp(max=1.0), "t", needs_ws=True,
                                     needs_images=False)
@@ -193,7 +170,7 @@ def test_saturation_fraction_outside_zero_one_is_refused():
     ds = DirectionSet(["e0"], _e(0, 4)[None])
     for bad in (1.0, -0.1):
         with pytest.raises(StyleGANDisentangleError, match=r"saturation_fraction must be in \[0, 1\)"):
-            extrapolate(_StubG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 3, labeler=lab, saturation_fraction=bad)
+            extrapolate(ConstantImageG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 3, labeler=lab, saturation_fraction=bad)
 
 
 def test_the_saturation_label_is_picked_by_its_change_relative_to_its_range():
@@ -203,7 +180,7 @@ def test_the_saturation_label_is_picked_by_its_change_relative_to_its_range():
                                 ["wide", "narrow"], value_ranges={"wide": (-100.0, 100.0), "narrow": (-0.1, 0.1)},
                                 needs_ws=True, needs_images=False)
     ds = DirectionSet(["e0"], _e(0, 4)[None])
-    res = extrapolate(_StubG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 3, labeler=lab)
+    res = extrapolate(ConstantImageG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 3, labeler=lab)
     assert res.thresholds["saturation_label"] == "narrow"
 
 
@@ -213,8 +190,8 @@ def test_when_rules_fire_together_mahalanobis_is_the_reason(prior):
     ds = DirectionSet(["e0"], _e(0, 4)[None])
     ws = torch.as_tensor(prior.mean_, dtype=torch.float32).expand(1, 3, 4).clone()
     ws[..., 0] = 0.0
-    res = extrapolate(_StubG(), ws, ds, "e0", step_size=0.5, max_steps=6, w_stats=prior, mahalanobis_threshold=2.5,
-                      D=_MeanD(), d_threshold=-1.25)
+    res = extrapolate(ConstantImageG(), ws, ds, "e0", step_size=0.5, max_steps=6, w_stats=prior,
+                      mahalanobis_threshold=2.5, D=MeanD(), d_threshold=-1.25)
     assert res.stop_step.tolist() == [2] and res.stop_reason == ["mahalanobis"]
 
 
@@ -226,14 +203,15 @@ def test_the_mahalanobis_rule_reads_the_max_over_exactly_the_edited_layers(prior
     ws = torch.as_tensor(prior.mean_, dtype=torch.float32).expand(1, 3, 4).clone()
     ws[0, 0, 1] += 5.0
     ws[0, 2, 0] -= 0.5
-    res = extrapolate(_StubG(), ws, ds, "e0", step_size=0.5, max_steps=8, w_stats=prior, mahalanobis_threshold=2.5)
+    res = extrapolate(ConstantImageG(), ws, ds, "e0", step_size=0.5, max_steps=8, w_stats=prior,
+                      mahalanobis_threshold=2.5)
     assert res.stop_step.tolist() == [2] and res.stop_reason == ["mahalanobis"]
     assert res.mahalanobis[2, 0] == pytest.approx(2.0, rel=0.05)
 
 
 def test_an_extrapolation_saved_as_a_npz_name_keeps_its_stem(tmp_path):
     ds = DirectionSet(["e0"], _e(0, 4)[None])
-    res = extrapolate(_StubG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 2)
+    res = extrapolate(ConstantImageG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 2)
     npz, js = res.save(tmp_path / "walk.npz")
     assert (npz.name, js.name) == ("walk.npz", "walk.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.json", "walk.npz"]
@@ -251,7 +229,7 @@ def _failing_savez(*args, **kwargs):
 
 def test_a_crash_while_saving_an_extrapolation_keeps_the_previous_file(tmp_path, monkeypatch):
     ds = DirectionSet(["e0"], _e(0, 4)[None])
-    res = extrapolate(_StubG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 2)
+    res = extrapolate(ConstantImageG(), torch.zeros(1, 3, 4), ds, "e0", 0.5, 2)
     npz, _ = res.save(tmp_path / "walk")
     monkeypatch.setattr(np, "savez", _failing_savez)
     with pytest.raises(OSError, match="disk full"):

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from stylegan_disentangle.analysis import (
     edit,
@@ -24,6 +23,7 @@ from stylegan_disentangle.errors import LatentError, StyleGANDisentangleError
 from stylegan_disentangle.labels import ImageStatsLabeler, labeler_from_callable
 from stylegan_disentangle.latents import WStats, bank_seeds, sample_latents
 from stylegan_disentangle.networks import Discriminator, Generator
+from tests.helpers import ConstantImageG, MeanD
 
 W_DIM = 16
 
@@ -154,7 +154,7 @@ def test_label_effects_of_a_linear_ws_label_are_exact(G, ds):
 
 def test_label_effects_with_images_name_a_brightness_direction():
     # a generator whose image brightness is w[0]: the e0 direction must be named after brightness
-    fake = _ConstantImageG()
+    fake = ConstantImageG()
     lab = ImageStatsLabeler(names=["brightness", "com_x"])
     ws = torch.zeros(4, fake.num_ws, 4)
     ws[:, :, 0] = torch.linspace(-0.5, 0.5, 4)[:, None]
@@ -167,31 +167,6 @@ def test_label_effects_with_images_name_a_brightness_direction():
 
 
 # ---------------------------------------------------------------------- extrapolation
-class _ConstantImageG(nn.Module):
-    """A stand-in generator: image = w[0] of the first layer everywhere (so brightness and D are known)."""
-
-    z_dim, c_dim, w_dim, num_ws, img_resolution, img_channels = 4, 0, 4, 3, 4, 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("dummy", torch.zeros(1))
-        self.synthesis = self._synthesis
-
-    def _synthesis(self, ws, noise_mode="const", force_fp32=False):
-        return ws[:, 0, 0].reshape(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
-
-
-class _MeanD(nn.Module):
-    """D logit = -mean(img): brighter images look 'less real'."""
-
-    c_dim = 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("dummy", torch.zeros(1))
-
-    def forward(self, img, c):
-        return -img.mean(dim=(1, 2, 3))[:, None]
 
 
 def test_extrapolation_stops_when_the_label_saturates(G):
@@ -232,7 +207,7 @@ def test_extrapolation_stops_when_leaving_the_w_prior(G):
 
 
 def test_extrapolation_stops_when_the_discriminator_objects(tmp_path):
-    fake, D = _ConstantImageG(), _MeanD()
+    fake, D = ConstantImageG(), MeanD()
     ds1 = DirectionSet(["e0"], _unit(0, 4)[None])
     ws = torch.zeros(3, fake.num_ws, 4)
     ws[:, :, 0] = torch.tensor([0.0, -0.1, 0.3])[:, None]
@@ -246,7 +221,7 @@ def test_extrapolation_stops_when_the_discriminator_objects(tmp_path):
 
 
 def test_runs_to_max_steps_when_no_rule_fires_and_first_rule_wins():
-    fake, D = _ConstantImageG(), _MeanD()
+    fake, D = ConstantImageG(), MeanD()
     ds1 = DirectionSet(["e0"], _unit(0, 4)[None])
     res = extrapolate(fake, torch.zeros(1, 3, 4), ds1, "e0", step_size=-0.1, max_steps=4, D=D, d_threshold=-5.0)
     assert res.stop_step.tolist() == [4] and res.stop_reason == ["max_steps"]
