@@ -60,14 +60,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         srv.requests.append((self.path, self.headers.get("Range")))
         body = srv.files.get(self.path)
-        if body is None:
-            self.send_response(404)
+        how = srv.script.pop(0) if srv.script else "full"
+        if body is None or how == "503":
+            self.send_response(404 if body is None else 503)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match and not srv.ignore_range:
+        if match and how == "wrong_range":  # a 206 for the whole file, whatever range was asked
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+        elif match and not srv.ignore_range:
             start = int(match.group(1))
             if start >= len(body):
                 self.send_response(416)
@@ -82,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) - start))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        cut = srv.cut_after.pop(self.path, None)  # only the first request for this path is cut
+        cut = srv.cut if how == "cut" else srv.cut_after.pop(self.path, None)  # cut_after: a path's first request
         if cut is not None:
             self.wfile.write(body[start : start + cut])
             self.wfile.flush()
@@ -96,7 +100,9 @@ def file_server(monkeypatch):
     """A local HTTP file server on 127.0.0.1: `file_server.files` maps a path to the bytes it serves (fill it in the
     test), `file_server.base` is the URL prefix. It supports `Range: bytes=N-`, can cut the connection after K body
     bytes on the first request for a path (`cut_after`), can ignore Range (`ignore_range`), and records every
-    request with its Range header (`requests`)."""
+    request with its Range header (`requests`). `script` answers the next requests in turn, whatever their path:
+    'full' (as above), 'cut' (the connection drops after `cut` body bytes), 'wrong_range' (a 206 for the whole file
+    whatever was asked), '503'."""
     from stylegan_disentangle.checkpoints import download as dl
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -107,6 +113,7 @@ def file_server(monkeypatch):
     srv.files = {}
     srv.cut_after = {}
     srv.ignore_range = False
+    srv.script, srv.cut = [], 0
     srv.requests = []
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)

@@ -4,11 +4,9 @@ other test pins down (found by mutation testing): each test fails when the check
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import re
-import threading
 
 import click
 import pytest
@@ -280,61 +278,18 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.body` at any path; `server.script` says how each request is answered, in turn: 'full' (honours
-    `Range: bytes=N-` with a 206, a 416 beyond the end), 'cut' (as 'full' but the connection drops after
-    `server.cut` body bytes), 'wrong_range' (a 206 for the whole file whatever was asked), '503'."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
-
-    def _empty(self, status: int, **headers) -> None:
-        self.send_response(status)
-        for key, value in {**headers, "Content-Length": "0"}.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.end_headers()
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append(self.headers.get("Range"))
-        how = srv.script.pop(0) if srv.script else "full"
-        body = srv.body
-        if how == "503":
-            return self._empty(503)
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        start = int(match.group(1)) if match and how != "wrong_range" else 0
-        if start >= len(body) and start:
-            return self._empty(416, Content_Range=f"bytes */{len(body)}")
-        self.send_response(206 if match else 200)
-        if match:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if how == "cut":
-            self.wfile.write(body[start:start + srv.cut])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
 @pytest.fixture
-def scripted(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
+def scripted(file_server, monkeypatch):
+    """conftest's file server serving BODY at `scripted.url`, read in small chunks (so that cuts fall mid-stream)."""
     monkeypatch.setattr(dl, "CHUNK_SIZE", 4096)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
-    srv.daemon_threads = True
-    srv.body, srv.script, srv.cut, srv.requests = BODY, [], 0, []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/nets/model.pkl"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    file_server.files["/nets/model.pkl"] = BODY
+    file_server.url = f"{file_server.base}/nets/model.pkl"
+    return file_server
+
+
+def _ranges(server) -> list[str | None]:
+    """The Range header of each request the server received, in order."""
+    return [rng for _, rng in server.requests]
 
 
 def test_a_transfer_cut_again_and_again_completes_while_each_try_makes_progress(scripted, tmp_path):
@@ -342,8 +297,8 @@ def test_a_transfer_cut_again_and_again_completes_while_each_try_makes_progress(
     scripted.script = ["cut"] * 20
     path = download_file(scripted.url, cache_dir=tmp_path, sha256=_sha(BODY), progress=False, retries=1)
     assert path.read_bytes() == BODY
-    assert len(scripted.requests) > 3  # several cut transfers, each resumed where the last one stopped
-    offsets = [int(r.split("=")[1].rstrip("-")) if r else 0 for r in scripted.requests]
+    assert len(_ranges(scripted)) > 3  # several cut transfers, each resumed where the last one stopped
+    offsets = [int(r.split("=")[1].rstrip("-")) if r else 0 for r in _ranges(scripted)]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
 
@@ -351,14 +306,14 @@ def test_retries_give_exactly_one_more_attempt_than_their_count(scripted, tmp_pa
     scripted.script = ["503"] * 10
     with pytest.raises(DownloadError, match=r"after 3 attempts: HTTP 503"):
         download_file(scripted.url, cache_dir=tmp_path, progress=False, retries=2)
-    assert len(scripted.requests) == 3
+    assert len(_ranges(scripted)) == 3
     assert not cache_path_for_url(scripted.url, tmp_path).exists()
 
 
 def test_a_server_error_answered_once_is_retried(scripted, tmp_path):
     scripted.script = ["503"]
     path = download_file(scripted.url, cache_dir=tmp_path, sha256=_sha(BODY), progress=False, retries=1)
-    assert path.read_bytes() == BODY and scripted.requests == [None, None]
+    assert path.read_bytes() == BODY and _ranges(scripted) == [None, None]
 
 
 def test_a_stale_part_file_longer_than_the_download_is_discarded(scripted, tmp_path):
@@ -368,7 +323,7 @@ def test_a_stale_part_file_longer_than_the_download_is_discarded(scripted, tmp_p
     stale = part.stat().st_size
     path = download_file(scripted.url, cache_dir=tmp_path, progress=False, retries=1)  # no checksum to catch it
     assert path.read_bytes() == BODY
-    assert scripted.requests == [f"bytes={stale}-", None]  # refused with a 416 that names the true size: restart
+    assert _ranges(scripted) == [f"bytes={stale}-", None]  # refused with a 416 that names the true size: restart
 
 
 def test_a_resume_answered_with_another_range_starts_over(scripted, tmp_path):
@@ -378,7 +333,7 @@ def test_a_resume_answered_with_another_range_starts_over(scripted, tmp_path):
     scripted.script = ["wrong_range"]
     path = download_file(scripted.url, cache_dir=tmp_path, progress=False, retries=1)  # no checksum to catch it
     assert path.read_bytes() == BODY
-    assert scripted.requests == ["bytes=5000-", None]
+    assert _ranges(scripted) == ["bytes=5000-", None]
 
 
 class _FakeResponse:
@@ -434,7 +389,7 @@ def test_a_cached_file_changed_in_place_with_the_same_size_is_downloaded_again(s
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     again = download_file(scripted.url, cache_dir=tmp_path, sha256=_sha(BODY), progress=False)
     assert again == path and again.read_bytes() == BODY
-    assert len(scripted.requests) == 2
+    assert len(_ranges(scripted)) == 2
 
 
 def test_a_url_that_is_not_http_is_refused_before_the_cache_is_touched(tmp_path):
