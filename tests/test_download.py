@@ -6,8 +6,10 @@ import hashlib
 import http.server
 import os
 import re
+import threading
 
 import pytest
+from filelock import FileLock
 
 from stylegan_disentangle.checkpoints import download as dl
 from stylegan_disentangle.checkpoints.download import (
@@ -276,3 +278,30 @@ def test_a_download_that_this_machine_cannot_read_is_kept(server, tmp_path, monk
     with pytest.raises(CheckpointError, match="MemoryError"):
         load_network_pkl(url, cache_dir=tmp_path / "cache")
     assert cache_path_for_url(url, tmp_path / "cache").is_file()
+
+
+def test_a_download_waits_for_the_lock_and_uses_the_file_another_process_finished(server, tmp_path):
+    """While another process holds `<file>.lock` (here: an OS lock taken by the test), a download of the same URL
+    neither requests nor writes anything; once the holder has put the finished file in place and released the lock,
+    the waiting call returns that file without a request."""
+    url = server.base + "/nets/model.pkl"
+    final = dl.cache_path_for_url(url, tmp_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    holder = FileLock(str(final) + ".lock")
+    holder.acquire()
+    result: dict[str, object] = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(path=download_file(url, cache_dir=tmp_path, sha256=_sha(PAYLOAD), progress=False))
+    )
+    try:
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive(), "the download did not wait for the lock"
+        assert server.requests == [] and not final.with_name(final.name + ".part").exists()
+        final.write_bytes(PAYLOAD)  # the holder finishes the file
+    finally:
+        holder.release()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    assert result["path"] == final and final.read_bytes() == PAYLOAD
+    assert server.requests == []

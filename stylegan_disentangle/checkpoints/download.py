@@ -18,14 +18,17 @@ import re
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from tqdm import tqdm
 
 from ..errors import DownloadError
 from ..utils import atomic_write, sha256_file
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -286,17 +289,10 @@ def cached_sha256(path: str | os.PathLike) -> str:
     return _verified_digest(Path(path))
 
 
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock so two processes never write the same `.part` at once (POSIX only)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent downloads of one URL are the user's problem
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _file_lock(lock_path: Path) -> FileLock:
+    """An exclusive OS file lock (released by the OS if the process dies; POSIX and Windows alike), so two
+    processes never write the same `.part` at once. The empty lock file stays in the cache: deleting it on release
+    would race with a process that has just opened it."""
+    from filelock import FileLock  # imported on first download: importing the package stays light
+
+    return FileLock(lock_path)
