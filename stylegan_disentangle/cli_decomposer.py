@@ -61,7 +61,7 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
     from .checkpoints import open_network_pkl
     from .labels.base import check_crop, crop_images, resize_images
     from .labels.decomposer.labeler import check_light_mask, load_decomposer, warn_if_trained_on_another
-    from .latents import sample_latents
+    from .latents import sample_latents, synthesize_in_chunks
     from .utils import sha256_file
     from .utils.ranges import parse_seeds
 
@@ -81,9 +81,8 @@ def decompose_cmd(pkl: str, seeds: str, decomposer_spec: str | None, truncation_
                                                       class_idx=class_idx, device=device))
         # each batch cut to the box and brought to the nets' input as the labeler would: a large network's full
         # images are never all held at once
-        img = torch.cat([resize_images(crop_images(G.synthesis(latents.ws[i:i + batch_size], noise_mode="const")
-                                                   .float().clamp(-1, 1), box), dec.image_size).cpu()
-                         for i in range(0, len(seed_list), batch_size)])
+        img = synthesize_in_chunks(G, latents.ws, chunk=batch_size, postprocess=lambda im: resize_images(
+            crop_images(im.float().clamp(-1, 1), box), dec.image_size).cpu())
     classes = [None] * len(seed_list) if latents.classes is None else [int(c) for c in latents.classes]
     record = {"command": "decompose", "pkl": str(net.path), "sha256": sha256_file(net.path),
               "decomposer": str(spec), "truncation_psi": truncation_psi}

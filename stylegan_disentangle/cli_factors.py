@@ -113,6 +113,7 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
     import torch
 
     from .cli_models import _load_ae, _load_generator, _provenance, _save_npy, _write_json, _ws_file
+    from .latents import synthesize_in_chunks
     from .utils.images import save_titled_grid, to_uint8
 
     G = _load_generator(pkl, device)
@@ -150,7 +151,7 @@ def map_factors_cmd(model: str, pkl: str, count: int, sweep_factor: str | None, 
         if offset is not None:  # the residual edit of each real face
             ws = ws + offset.repeat_interleave(cols, 0)
         asked = mapper.codes_to_labels({n: z[:, sl] for n, sl in slices.items()}).cpu().numpy()
-        imgs = to_uint8(G.synthesis(ws, noise_mode="const"))
+        imgs = to_uint8(synthesize_in_chunks(G, ws, postprocess=lambda im: im.float().cpu()))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     titles = [f"{v:+.1f}" for v in np.linspace(-2, 2, cols)] if sweep_factor else ["face"]

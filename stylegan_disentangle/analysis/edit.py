@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..directions import DirectionSet
 from ..errors import LatentError, StyleGANDisentangleError, UsageError
-from ..latents import check_ws, eval_mode, generator_device
+from ..latents import check_ws, eval_mode, generator_device, render_chunk_size
 from ..utils.ranges import parse_seeds, parse_steps  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -139,10 +139,12 @@ def render(
     force_fp32: bool | None = None,
     progress: bool | None = False,
 ) -> torch.Tensor:
-    """Synthesize ws `[N, num_ws, w_dim]` in batches -> img `[N, C, H, W]` float32 on CPU."""
+    """Synthesize ws `[N, num_ws, w_dim]` in batches (of at most `batch_size`, fewer for a large network:
+    `render_chunk_size`) -> img `[N, C, H, W]` float32 on CPU."""
     device = generator_device(G)
     if force_fp32 is None:
         force_fp32 = device.type == "cpu"
+    batch_size = render_chunk_size(G, batch_size)
     out = []
     disable = (not progress) if progress is not None else None
     with eval_mode(G):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..directions._base import as_w
 from ..errors import LatentError
 from ..labels.base import check_crop, crop_images
+from ..latents.sampling import synthesize_in_chunks
 
 __all__ = ["CHROMA_EPS", "SENSITIVITY_SAMPLES", "image_sensitivity", "sensitivities"]
 
@@ -39,11 +40,14 @@ CHROMA_EPS = 0.05  # added to the linear intensity in [0, 1] before the log of `
 
 def _render(G: Any, w: torch.Tensor, resolution: int | None, noise_mode: str,
             crop: Sequence[float] | None = None) -> torch.Tensor:
-    img = crop_images(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode,
-                                  force_fp32=True).float(), crop)
-    if resolution is not None and max(img.shape[-2:]) > resolution:
-        img = F.adaptive_avg_pool2d(img, resolution)
-    return img.flatten(1)
+    def reduce(images: torch.Tensor) -> torch.Tensor:  # per render chunk: full-size images never all held
+        img = crop_images(images.float(), crop)
+        if resolution is not None and max(img.shape[-2:]) > resolution:
+            img = F.adaptive_avg_pool2d(img, resolution)
+        return img.flatten(1)
+
+    return synthesize_in_chunks(G, w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode, force_fp32=True,
+                                postprocess=reduce)
 
 
 def image_sensitivity(G: Any, w: Any, resolution: int | None = 256, step: float = 0.05, batch_size: int = 256,

@@ -11,7 +11,9 @@ from .sampling import (
     generator_device,
     map_z,
     one_hot,
+    render_chunk_size,
     sample_latents,
+    synthesize_in_chunks,
     truncate,
     z_from_seeds,
 )
@@ -30,7 +32,9 @@ __all__ = [
     "generator_fingerprint",
     "map_z",
     "one_hot",
+    "render_chunk_size",
     "sample_latents",
+    "synthesize_in_chunks",
     "truncate",
     "z_from_seeds",
 ]

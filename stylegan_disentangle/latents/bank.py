@@ -45,6 +45,7 @@ from .sampling import (
     eval_mode,
     generator_device,
     one_hot,
+    render_chunk_size,
     truncate,
     z_from_seeds,
 )
@@ -108,6 +109,22 @@ def _run_labeler(labeler: Any, images: torch.Tensor | None, ws: torch.Tensor, n:
             raise LatentError(f"label {name!r} from {type(labeler).__name__} contains NaN or inf")
         result[name] = value.astype(np.float32, copy=False)
     return result
+
+
+def _label_chunk(G: nn.Module, ws: torch.Tensor, labelers: list, render: bool, noise_mode: str,
+                 force_fp32: bool) -> dict[str, np.ndarray]:
+    """Every labeler's values for ws `[n, num_ws, w_dim]`. Images are rendered and labelled `render_chunk_size`
+    codes at a time, so a chunk of a large network's images is never held whole (256 at 1024x1024 would not fit)."""
+    step = render_chunk_size(G, len(ws)) if render else len(ws)
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(ws), step):
+        sub = ws[start : start + step]
+        images = G.synthesis(sub, noise_mode=noise_mode, force_fp32=force_fp32) if render else None
+        values: dict[str, np.ndarray] = {}
+        for lab in labelers:
+            values.update(_run_labeler(lab, images, sub, len(sub)))
+        parts.append(values)
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
 def _write_meta(root: Path, meta: dict) -> None:
@@ -389,11 +406,7 @@ class LatentBank:
                 raw = G.mapping(torch.from_numpy(z).to(device), c.to(device))
                 ws = truncate(raw, w_avg, psi, cutoff)
                 w_store = ws[:, 0] if cutoff is None else raw[:, 0]
-                images = G.synthesis(ws, noise_mode=meta["noise_mode"], force_fp32=force_fp32) \
-                    if meta["render"] else None
-                values: dict[str, np.ndarray] = {}
-                for lab in labelers:
-                    values.update(_run_labeler(lab, images, ws, stop - start))
+                values = _label_chunk(G, ws, labelers, meta["render"], meta["noise_mode"], force_fp32)
                 for name, value in values.items():
                     if name in label_mm and value.shape[1:] != label_mm[name].shape[1:]:
                         raise LatentError(f"{root}: label {name!r} has per-sample shape {list(value.shape[1:])} but "

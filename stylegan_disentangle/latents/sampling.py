@@ -15,7 +15,7 @@ A bank of `n` samples made with seed `s` uses the per-sample seeds `bank_seeds(s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,43 @@ def generator_device(G: nn.Module) -> torch.device:
     for b in G.buffers():
         return b.device
     return torch.device("cpu")
+
+
+RENDER_PIXEL_BUDGET = 1 << 20
+"""Output pixels one synthesis call may hold where only the images are wanted: 16 images at 256x256, one at
+1024x1024, every chunk of a 32x32 network's. 256 FFHQ-1024 images at once would need about 34 GB for a single
+32-channel activation."""
+
+
+def render_chunk_size(G: nn.Module, requested: int) -> int:
+    """How many codes to synthesize in one call: `requested`, capped at RENDER_PIXEL_BUDGET output pixels (not
+    capped for a generator-like object that does not state its `img_resolution`)."""
+    resolution = getattr(G, "img_resolution", None)
+    cap = RENDER_PIXEL_BUDGET // int(resolution) ** 2 if resolution else int(requested)
+    return max(1, min(int(requested), cap))
+
+
+def synthesize_in_chunks(
+    G: nn.Module,
+    ws: torch.Tensor,
+    *,
+    noise_mode: str = "const",
+    force_fp32: bool = False,
+    chunk: int | None = None,
+    postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`G.synthesis(ws)` for ws `[N, num_ws, w_dim]`, at most `render_chunk_size(G, chunk or N)` codes per call,
+    each chunk's images passed through `postprocess` (a crop, a resize, `.cpu()`, ...) before they are joined, so a
+    large network's full-size images are never all held at once. The caller sets the mode and autograd."""
+    step = render_chunk_size(G, chunk or len(ws))
+    parts = []
+    for start in range(0, len(ws), step):
+        images = G.synthesis(ws[start : start + step], noise_mode=noise_mode, force_fp32=force_fp32)
+        parts.append(postprocess(images) if postprocess is not None else images)
+    if not parts:
+        images = G.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)
+        return postprocess(images) if postprocess is not None else images
+    return torch.cat(parts)
 
 
 def map_z(

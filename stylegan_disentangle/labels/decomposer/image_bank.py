@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
-from ...latents.sampling import one_hot
+from ...latents.sampling import one_hot, synthesize_in_chunks
 from ...utils import atomic_write
 from ..base import crop_images, resize_images
 
@@ -119,11 +119,14 @@ class ImageBank:
         noise_seed = int(torch.randint(0, 2**31 - 1, [1], generator=gen))
         classes = random_classes(G.c_dim, CHUNK, gen, device)[:n]  # (no draw for an unconditional network)
         ws = G.mapping(z, classes, truncation_psi=truncation_psi)
-        img = G.synthesis(ws, noise_mode="const").float()
+        def to_input(images: torch.Tensor) -> torch.Tensor:  # per render chunk: full-size images never all held
+            return resize_images(crop_images(images.float().clamp(-1, 1), crop), resolution)
+
+        img = synthesize_in_chunks(G, ws, postprocess=to_input)
         with seeded_torch_rng(noise_seed, ws.device):  # the synthesis' own noise draw for the twins
-            twin = G.synthesis(G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random").float()
-        return (resize_images(crop_images(img.clamp(-1, 1), crop), resolution),
-                resize_images(crop_images(twin.clamp(-1, 1), crop), resolution), ws[:, 0].float())
+            twin = synthesize_in_chunks(G, G.mapping.w_avg + psi * (ws - G.mapping.w_avg), noise_mode="random",
+                                        postprocess=to_input)
+        return img, twin, ws[:, 0].float()
 
     @classmethod
     def open_or_build(cls, G: nn.Module, folder: str | os.PathLike, size: int, resolution: int, *, seed: int = 0,
