@@ -74,8 +74,9 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
+    width = max(map(len, summary), default=0)
     for key, value in summary.items():
-        click.echo(f"{key:20s} {value}")
+        click.echo(f"{key:{width}s}  {value}")
 
 
 @main.command("generate")

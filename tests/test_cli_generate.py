@@ -277,3 +277,19 @@ def test_the_scripts_refuse_bad_sizes_while_parsing_and_print_package_errors_as_
     missing = subprocess.run([sys.executable, script, "--pkl", "/nonexistent.pkl", "--samples", "10"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stderr.startswith("error: /nonexistent.pkl"), missing.stderr
+
+
+def test_info_shows_an_official_snapshots_numpy_settings_as_plain_values(tmp_path):
+    """An official snapshot's training_set_kwargs hold numpy scalars in an EasyDict (max_size np.int64, xflip
+    np.bool_): `info` prints them as plain values and its JSON holds numbers and booleans, not their reprs."""
+    from tests.official_fixtures import write_official_pickle
+
+    path = write_official_pickle(tmp_path / "snapshot.pkl", tiny_networks("skip16"))
+    info = json.loads(CliRunner().invoke(main, ["info", str(path), "--json"]).output)
+    kwargs = info["training_set_kwargs"]
+    assert kwargs["max_size"] == 70000 and kwargs["resolution"] == 16 and kwargs["xflip"] is False
+    text = CliRunner().invoke(main, ["info", str(path)])
+    assert text.exit_code == 0, text.output
+    assert "'max_size': 70000" in text.output and "np." not in text.output
+    keys = [line.split()[0] for line in text.output.splitlines()]
+    assert "generator_fingerprint" in keys and "training_set_kwargs" in keys  # every key stands apart from its value

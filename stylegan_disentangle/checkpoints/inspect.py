@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from ..networks import Generator
 from ..utils import sha256_file
@@ -33,7 +36,19 @@ def network_summary(pkl: NetworkPickle) -> dict[str, Any]:
         "fp16_resolutions": [block.resolution for block in blocks if block.use_fp16],
         "conv_clamp": blocks[-1].conv1.conv_clamp,
         "parameters": {key: count_parameters(pkl.data.get(key)) for key in ("G", "G_ema", "D")},
-        "training_set_kwargs": pkl.data.get("training_set_kwargs"),
+        "training_set_kwargs": plain(pkl.data.get("training_set_kwargs")),
         # Inert TF variables the conversion skipped ({network: {variable: value}}), e.g. {'G': {'lod': 0.0}}.
-        "ignored_variables": {key: dict(names) for key, names in pkl.ignored.items() if names},
+        "ignored_variables": plain({key: dict(names) for key, names in pkl.ignored.items() if names}),
     }
+
+
+def plain(value: Any) -> Any:
+    """`value` with numpy scalars and arrays, EasyDicts and tuples made plain Python (official pickles hold
+    `np.int64(70000)`, `np.bool_(False)`), so that `info` prints `70000` and its JSON holds numbers, not strings."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
