@@ -14,10 +14,11 @@ Layout of a bank directory::
 layer equals it); with a cutoff it is the untruncated mapping output and `bank.ws(rows)` applies the truncation.
 
 Creation renders images only to run the labelers (images are never stored), one chunk at a time, so a million
-samples need memory for one chunk only; within a chunk, images are rendered and labelled `render_chunk_size` codes at
-a time (16 at 256x256, one at 1024x1024), so a large network's chunk is never held whole either. After each chunk the arrays are flushed and `meta.json` is rewritten
-atomically with the new `done`; running `create` again on the same directory continues from there and yields the
-same arrays as an uninterrupted run (every sample has its own seed).
+samples need memory for one chunk only; within a chunk, images are rendered and labelled `render_chunk_size` codes
+at a time (16 at 256x256, one at 1024x1024), so a large network's chunk is never held whole either. After each chunk
+the arrays are flushed and `meta.json` is rewritten atomically with the new `done`; running `create` again on the
+same directory continues from there and yields the same arrays as an uninterrupted run (every sample has its own
+seed).
 """
 
 from __future__ import annotations
