@@ -157,6 +157,7 @@ def _start_bank_files(G: nn.Module, root: Path, meta: dict[str, Any]) -> None:
     (root / "meta.json").unlink(missing_ok=True)  # an overwritten bank is invalid until re-initialised
     for old in (root / "labels").glob("*.npy"):
         old.unlink()
+    (root / "classes.npy").unlink(missing_ok=True)  # an unconditional network's bank has none
     n = meta["count"]
     np.save(root / "seeds.npy", bank_seeds(meta["seed"], 0, n))
     np.save(root / "w_avg.npy", G.mapping.w_avg.detach().cpu().numpy().astype(np.float32))
@@ -200,7 +201,8 @@ class LatentBank:
             self.seeds = np.load(self.root / "seeds.npy", mmap_mode=mmap_mode)
             self.w_avg = np.load(self.root / "w_avg.npy")
             cls_path = self.root / "classes.npy"
-            self.classes = np.load(cls_path, mmap_mode=mmap_mode) if cls_path.is_file() else None
+            conditional = cls_path.is_file() and self.meta.get("c_dim", 1) != 0  # (a stale file of another bank)
+            self.classes = np.load(cls_path, mmap_mode=mmap_mode) if conditional else None
             self.labels = {name: np.load(self.root / "labels" / f"{name}.npy", mmap_mode=mmap_mode)
                            for name in self.meta.get("label_shapes", {})}
         except (OSError, ValueError) as exc:
@@ -208,7 +210,8 @@ class LatentBank:
         n = self.meta.get("count")
         if not isinstance(n, int) or isinstance(n, bool) or not isinstance(self.meta.get("label_shapes", {}), dict):
             raise LatentError(f"latent bank {self.root} is damaged: {meta_path} has no valid 'count' / 'label_shapes'")
-        for what, arr in [("w", self.w), ("seeds", self.seeds)] + list(self.labels.items()):
+        classes = [] if self.classes is None else [("classes", self.classes)]
+        for what, arr in [("w", self.w), ("seeds", self.seeds), *classes] + list(self.labels.items()):
             if arr.shape[0] != n:
                 raise LatentError(f"latent bank {self.root}: {what} has {arr.shape[0]} rows, meta.json says {n}")
         for name, arr in self.labels.items():
@@ -311,6 +314,11 @@ class LatentBank:
         n = int(n)
         if n < 1:
             raise LatentError(f"a bank needs at least one sample, got n={n}")
+        if n > 2**32:
+            raise LatentError(f"a bank holds at most 2**32 samples (one 32-bit seed each), got n={n}")
+        if int(batch_size) < 1:
+            raise LatentError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = int(batch_size)
         _check_truncation(G, truncation_psi, truncation_cutoff)
         if class_idx is not None and not isinstance(class_idx, (int, np.integer)):
             raise LatentError(f"class_idx must be an int or None for a bank, got {class_idx!r}")

@@ -284,6 +284,9 @@ def sample_latents(
     Results are independent of `batch_size` up to float rounding of the batched matrix products.
     """
     seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+    if int(batch_size) < 1:
+        raise LatentError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = int(batch_size)
     _check_truncation(G, truncation_psi, truncation_cutoff)
     device = generator_device(G) if device is None else resolve_device(device)
     z_np, drawn = z_from_seeds(seeds, G.z_dim, G.c_dim)
@@ -291,7 +294,7 @@ def sample_latents(
     c_all = one_hot(classes if classes is not None else np.zeros(seeds.size, np.int64), G.c_dim)
     w_avg = G.mapping.w_avg.detach().to(device) if truncation_psi != 1 else None
     raws, outs = [], []
-    starts = range(0, seeds.size, max(1, int(batch_size)))
+    starts = range(0, seeds.size, batch_size)
     for start in tqdm(starts, desc="mapping", disable=(not progress) if progress is not None else None):
         z = torch.from_numpy(z_np[start : start + batch_size]).to(device)
         c = c_all[start : start + batch_size].to(device)

@@ -28,7 +28,7 @@ def _as_w_array(w: Any, what: str = "w") -> np.ndarray:
     if isinstance(w, torch.Tensor):
         w = w.detach().cpu().numpy()
     w = np.asarray(w)
-    if w.ndim != 2 or w.shape[0] == 0:
+    if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
         raise LatentError(f"{what} must be a non-empty [N, w_dim] array, got shape {w.shape}")
     return w
 
@@ -75,6 +75,8 @@ class WStats(BaseEstimator):
         n, d = w.shape
         if n < 2:
             raise LatentError(f"WStats needs at least 2 samples, got {n}")
+        if int(self.chunk_size) < 1:
+            raise LatentError(f"WStats chunk_size must be at least 1, got {self.chunk_size}")
         total = np.zeros(d)
         for start in range(0, n, self.chunk_size):
             chunk = np.asarray(w[start : start + self.chunk_size], dtype=np.float64)
