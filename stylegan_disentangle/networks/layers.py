@@ -14,11 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import bias_act, conv2d_resample, setup_filter
-from ..ops.bias_act import activation_funcs
+from ..ops.bias_act import Activation, activation_funcs
 from ..ops.cpu_synthesis import HOMOGENEOUS_ACTIVATIONS, cpu_fast_path_applies, derived, needs_grad
 from .persistence import persistent_class
 
 DEFAULT_FILTER = (1, 3, 3, 1)
+
+
+def check_activation(activation: str) -> Activation:
+    """The named activation of `ops.bias_act`, refused by name when a layer is built (not at its first forward)."""
+    if activation not in activation_funcs:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(activation_funcs)}")
+    return activation_funcs[activation]
 
 
 @persistent_class
@@ -35,8 +42,7 @@ class FullyConnectedLayer(nn.Module):
         bias_init: float = 0,
     ) -> None:
         super().__init__()
-        if activation not in activation_funcs:  # refused when built, not at the first forward
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(activation_funcs)}")
+        check_activation(activation)
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
@@ -105,7 +111,7 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size**2))
-        self.act_gain = activation_funcs[activation].def_gain
+        self.act_gain = check_activation(activation).def_gain
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..ops import bias_act, modconv_epilogue, modulated_conv2d, setup_filter, upsample2d
-from ..ops.bias_act import activation_funcs
 from ..ops.cpu_synthesis import (
     cpu_fast_path_applies,
     synthesis_layer_cpu,
@@ -23,7 +22,7 @@ from ..ops.cpu_synthesis import (
     upsample2d_cpu,
 )
 from .checks import check_latents
-from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
+from .layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer, check_activation
 from .persistence import persistent_class
 
 NOISE_MODES = ("random", "const", "none")
@@ -60,7 +59,7 @@ class SynthesisLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.act_gain = activation_funcs[activation].def_gain
+        self.act_gain = check_activation(activation).def_gain
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -91,7 +91,10 @@ def resolve_upfirdn2d_args(
         raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    return f, _pair(up), _pair(down), parse_padding(padding)
+    ups, downs = _pair(up), _pair(down)
+    if min(ups + downs) < 1:
+        raise ValueError(f"up and down must be positive, got up={up!r} down={down!r}")
+    return f, ups, downs, parse_padding(padding)
 
 
 def upfirdn2d_ref(

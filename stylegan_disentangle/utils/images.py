@@ -83,6 +83,8 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile uint8 images [N, H, W, C] into one [rows*(H+pad)-pad, cols*(W+pad)-pad, C] image."""
     n, h, w, c = images.shape
+    if n == 0:
+        raise ValueError("image_grid needs at least one image, got none")
     cols = cols or int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
     grid = np.full([rows * (h + pad) - pad, cols * (w + pad) - pad, c], pad_value, dtype=np.uint8)
