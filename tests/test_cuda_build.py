@@ -284,3 +284,16 @@ def test_compile_check_script_uses_the_extension_flags_and_sources():
     assert "arch=compute_90,code=sm_90" in script and "arch=compute_80,code=sm_80" in script
     for name in cuda_build.EXTENSION_SOURCES:
         assert (cuda_build.source_dir() / name).is_file()
+
+
+def test_a_finished_build_with_another_key_is_compiled_again(fresh_build, monkeypatch):
+    """The marker names the key it was built for; a directory holding another key's build is not reused."""
+    compiler, loaded = FakeCompiler(), []
+    monkeypatch.setattr(cpp_extension, "load", compiler)
+    monkeypatch.setattr(cuda_build, "_load_library", loaded.append)
+    build_dir = cuda_build.build_dir_for(cuda_build.cache_key())
+    build_dir.mkdir(parents=True)
+    (build_dir / "old.so").write_bytes(b"old")
+    (build_dir / cuda_build.MARKER_NAME).write_text(json.dumps({"key": "another key", "library": "old.so"}))
+    assert cuda_build.load_extension() is not None
+    assert len(compiler.calls) == 1 and loaded == [build_dir / "stylegan2_ops.so"]

@@ -10,19 +10,16 @@ the largest partial sum); float64 known answers use 1e-12. A mutant moves the re
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
 import shutil
 import stat
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils import cpp_extension
 
 from stylegan_disentangle.errors import LatentError
 from stylegan_disentangle.networks import (
@@ -543,33 +540,6 @@ def test_the_cache_key_covers_the_headers(tmp_path, name):
     with open(src / name, "a") as f:
         f.write("\n// one more line\n")
     assert cuda_build.cache_key(src, archs="9.0") != before
-
-
-def test_a_finished_build_with_another_key_is_compiled_again(monkeypatch, tmp_path):
-    """The marker names the key it was built for; a directory holding another key's build is not reused."""
-    monkeypatch.setenv(cuda_build.ENV_EXTENSIONS_DIR, str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
-    monkeypatch.delenv(cuda_build.ENV_REFERENCE, raising=False)
-    monkeypatch.delenv(cuda_build.ENV_REBUILD, raising=False)
-    monkeypatch.setattr(cuda_build, "_status", cuda_build.BuildStatus())
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/opt/fake-cuda")
-    compiled, loaded = [], []
-
-    def fake_load(name, sources, build_directory, **kwargs):
-        compiled.append(build_directory)
-        library = Path(build_directory) / f"{name}.so"
-        library.write_bytes(b"new")
-        return str(library)
-
-    monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setattr(cuda_build, "_load_library", loaded.append)
-    build_dir = cuda_build.build_dir_for(cuda_build.cache_key())
-    build_dir.mkdir(parents=True)
-    (build_dir / "old.so").write_bytes(b"old")
-    (build_dir / cuda_build.MARKER_NAME).write_text(json.dumps({"key": "another key", "library": "old.so"}))
-    assert cuda_build.load_extension() is not None
-    assert len(compiled) == 1 and loaded == [build_dir / "stylegan2_ops.so"]
 
 
 # --- utils/atomic.py ------------------------------------------------------------------------------------------------
