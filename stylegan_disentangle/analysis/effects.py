@@ -70,7 +70,7 @@ class LabelEffects:
         """[K, L] per_unit / stderr (inf where the change is exactly consistent, 0 where there is none)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(self.stderr > 0, self.per_unit / self.stderr, np.sign(self.per_unit) * np.inf)
-        return np.nan_to_num(t, nan=0.0)
+        return np.nan_to_num(t, nan=0.0, posinf=np.inf, neginf=-np.inf)  # (0 / 0 is no change)
 
     def top_labels(self, k: int = 3) -> dict[str, list[tuple[str, float]]]:
         """Per direction, its k labels with the largest |effect|, as (label, effect)."""
@@ -198,8 +198,10 @@ def _checked_directions(direction_set: DirectionSet, names: Sequence[str] | None
     """The directions to measure (default all; each must be in the set) and W's std along each (the set's `stds`
     unless given; NaN where unknown), after checking the step."""
     names = list(direction_set.names if names is None else [direction_set.resolve_name(n) for n in names])
-    if step <= 0:
-        raise StyleGANDisentangleError(f"step must be positive, got {step}")
+    if not names:
+        raise StyleGANDisentangleError("no directions to measure: `names` selects none of the set's directions")
+    if not (np.isfinite(step) and step > 0):
+        raise StyleGANDisentangleError(f"step must be a finite positive number, got {step}")
     if step_unit not in ("w", "sigma"):
         raise StyleGANDisentangleError(f"step_unit must be 'w' or 'sigma', got {step_unit!r}")
     if direction_std is None:
