@@ -133,8 +133,6 @@ class ClosedFormDirections(DirectionFinder):
                 "found no style affine weights (parameters named like 'synthesis.b8.conv0.affine.weight'); "
                 "pass a StyleGAN2 generator, its synthesis network, its state dict, or a dict {ws_index: weight}"
             )
-        if self.torgb not in ("last", "all", "none"):
-            raise ValueError(f"torgb must be 'last', 'all' or 'none', got {self.torgb!r}")
         if self.torgb == "all":
             return entries
         conv_indices = {idx for name, idx, _ in entries if ".torgb." not in name}
@@ -142,6 +140,11 @@ class ClosedFormDirections(DirectionFinder):
 
     def fit(self, G: Any, y: Any = None) -> ClosedFormDirections:
         """Factorize the affine weights of generator `G` (module, state dict, or `{ws_index: [C, w_dim] weight}`)."""
+        if self.torgb not in ("last", "all", "none"):  # (also for a {ws_index: weight} dict, which has no ToRGB)
+            raise ValueError(f"torgb must be 'last', 'all' or 'none', got {self.torgb!r}")
+        if self.n_components is not None and (isinstance(self.n_components, bool)
+                                              or int(self.n_components) != self.n_components):
+            raise ValueError(f"n_components must be an integer or None, got {self.n_components!r}")
         entries = self._collect(G)
         available = sorted({idx for _, idx, _ in entries})
         if self.layers is None:

@@ -109,7 +109,12 @@ def name_directions(
     vecs = np.asarray(vecs, dtype=np.float64)
     if len(base) != vecs.shape[0]:
         raise ValueError(f"{len(base)} names for {vecs.shape[0]} directions")
-    vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    zero = np.flatnonzero(~(norms[:, 0] > 0))
+    if zero.size:
+        raise ValueError(f"direction(s) {[base[i] for i in zero]} are zero (or not finite); a zero direction has no "
+                         "effect to name")
+    vecs = vecs / norms
     w = as_w(w)
     if w.shape[1] != vecs.shape[1]:
         raise ValueError(f"w has w_dim {w.shape[1]} but the directions have {vecs.shape[1]}")
