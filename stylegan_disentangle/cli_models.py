@@ -128,7 +128,8 @@ def _provenance(G) -> dict:
 @device_option()
 @click.option("--app-dim", type=int, default=64, show_default=True, help="Appearance code size.")
 @click.option("--struct-dim", type=int, default=8, show_default=True, help="Structure code size.")
-@click.option("--hidden", type=int, default=256, show_default=True, help="MLP width (0 = linear nets).")
+@click.option("--hidden", type=click.IntRange(min=0), default=256, show_default=True,
+              help="MLP width (0 = linear nets).")
 @click.option("--decomposer", "decomposer_spec", default=None,
               help="identity-pose: the 3D decomposer that measures pose and identity ('synthetic', the default for "
                    "the shipped checkpoint; a trained checkpoint's path; an official name).")
@@ -290,6 +291,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     steps = 3000 if steps is None else steps
     batch_size = batch_size or 256
 
+    from .errors import StyleGANDisentangleError
     from .latents import generator_fingerprint, sample_latents
     from .models import AppearanceStructureAE, ClipPairSampler, save_clip_strips, train_model
     from .utils.images import image_grid, save_png, to_uint8
@@ -303,15 +305,22 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     if motion_weight > 0 and video == "directions":
         motion_maker = _make_maker(G, w_pool, video, structure_dirs, structure_names, appearance_dirs,
                                    appearance_names, frames, motion_metric)
-    sampler = ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed, motion_maker=motion_maker)
+    sampler = fail_cleanly(lambda: ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed,
+                                                   motion_maker=motion_maker))
+    try:  # the model's settings are checked before anything is written
+        model = AppearanceStructureAE(
+            G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
+            rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
+            image_weight=image_weight, motion_weight=motion_weight, linear_structure=linear_structure,
+            invariance_projection=invariance_projection,
+            generator_sha256=generator_fingerprint(G)).set_normalization(w_pool)
+    except ValueError as exc:  # a setting out of range (the model names it)
+        raise click.UsageError(str(exc)) from None
+    except StyleGANDisentangleError as exc:
+        raise click.ClickException(str(exc)) from None
     save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
-    model = fail_cleanly(lambda: AppearanceStructureAE(
-        G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
-        rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
-        image_weight=image_weight, motion_weight=motion_weight, linear_structure=linear_structure,
-        invariance_projection=invariance_projection,
-        generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
-    preview_t, preview_s = sampler.val_pool[:4], sampler.val_pool[4:8]
+    pairs = min(4, len(sampler.val_pool) // 2)  # up to four target | source pairs from the validation pool
+    preview_t, preview_s = sampler.val_pool[:pairs], sampler.val_pool[pairs:2 * pairs]
 
     def preview(m, path):
         with torch.no_grad():

@@ -273,7 +273,8 @@ class ClipPairSampler:
         pool = _as_pool(w_pool)
         n_val = max(2, int(round(len(pool) * val_fraction)))
         if len(pool) - n_val < 2:
-            raise LatentError(f"the w pool has {len(pool)} samples; need more than {n_val + 2}")
+            raise LatentError(f"the w pool has {len(pool)} samples; need at least {n_val + 2} (two to train on "
+                              f"and {n_val} for validation)")
         self.maker, self.num_ws, self.batch_size, self.seed = maker, num_ws, batch_size, seed
         self.motion_maker = motion_maker
         self.train_pool, self.val_pool = pool[:-n_val], pool[-n_val:]
