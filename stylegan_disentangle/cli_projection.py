@@ -29,7 +29,8 @@ __all__ = ["register_projection_commands"]
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seeds the W statistics and the code noise.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Images optimized at a time.")
+              help="Images optimized at a time (fewer for a large network: at most 4 at 256x256, one from "
+                   "512x512 up).")
 @device_option()
 def project_cmd(pkl: str, images: tuple[str, ...], outdir: str, steps: int, space: str, class_idx: int | None,
                 seed: int, batch_size: int, device: torch.device) -> None:

@@ -186,6 +186,33 @@ def test_run_projection_batches_are_each_project_with_the_runs_seed(tiny_pkl, tm
                                                                rel=1e-5)
 
 
+def test_run_projection_holds_at_most_the_pixel_budget_per_batch(tiny_pkl, tmp_path, monkeypatch):
+    """A budget of two 16x16 images: `--batch-size 8` projects three files as batches of 2 and 1, the same codes as
+    asking for batch_size 2, and config.json records what was asked and what was used."""
+    from PIL import Image
+
+    from stylegan_disentangle.analysis import projection
+
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"face{i}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(files[-1])
+    asked = run_projection(tiny_pkl, files, tmp_path / "two", steps=2, seed=1, batch_size=2, device="cpu",
+                           progress=False)
+    monkeypatch.setattr(projection, "PROJECTION_PIXEL_BUDGET", 2 * 16 * 16)
+    sizes = []
+    original = projection.project
+    monkeypatch.setattr(projection, "project", lambda G, targets, **kw: sizes.append(len(targets))
+                        or original(G, targets, **kw))
+    capped = run_projection(tiny_pkl, files, tmp_path / "capped", steps=2, seed=1, batch_size=8, device="cpu",
+                            progress=False)
+    assert sizes == [2, 1]
+    np.testing.assert_array_equal(np.load(capped["ws.npy"]), np.load(asked["ws.npy"]))
+    config = json.loads((tmp_path / "capped" / "config.json").read_text())["args"]
+    assert (config["batch_size"], config["batch_size_used"]) == (8, 2)
+
+
 def test_a_conditional_network_needs_the_class_to_project_into():
     G = tiny_networks("resnet_cond16")["G_ema"]
     target = torch.zeros(1, 3, 16, 16)

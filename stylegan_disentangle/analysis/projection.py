@@ -14,6 +14,7 @@ photographs it reaches the face's look rather than its fine texture. The project
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -27,7 +28,9 @@ from tqdm.auto import tqdm
 
 from ..errors import StyleGANDisentangleError
 from ..labels.base import resize_images
-from ..latents import eval_mode
+from ..latents import eval_mode, render_chunk_size
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Projection", "project", "psnr", "run_projection", "w_statistics"]
 
@@ -149,6 +152,10 @@ def project(G: nn.Module, target: torch.Tensor, *, steps: int = 300, space: str 
 
 
 PICTURE_ROWS = 32  # images drawn in projection.png; ws.npy and projection.json hold every one
+PROJECTION_PIXEL_BUDGET = 1 << 18
+"""Image pixels one projection batch may hold: the optimisation keeps every layer's activations for the backward
+pass (8 images at 256x256 took 4.3 GB on the CPU), so a batch holds at most 4 images at 256x256 and one from
+512x512 up (8 at 1024x1024 would need about 60 GB)."""
 
 
 def run_projection(pkl: str | os.PathLike, images: Sequence[str | os.PathLike], outdir: str | os.PathLike, *,
@@ -159,8 +166,9 @@ def run_projection(pkl: str | os.PathLike, images: Sequence[str | os.PathLike], 
     `outdir` ws.npy (`[N, num_ws, w_dim]` float32, in the files' order, ready for `edit --ws`), projection.png
     (rows: target | projection, the first PICTURE_ROWS), loss.png (the pixel error per step), projection.json
     (per file its sha256, PSNR and final error; the settings, the checkpoint's sha256, the version) and
-    config.json. The images are projected `batch_size` at a time; each batch draws its own code noise from
-    `seed`, so a run is repeatable for the same files, order and batch size. Returns the written paths."""
+    config.json. The images are projected `batch_size` at a time (fewer for a large network:
+    PROJECTION_PIXEL_BUDGET; config.json records the batch used); each batch draws its own code noise from `seed`,
+    so a run is repeatable for the same files, order and batch size. Returns the written paths."""
     from ..utils import atomic_write_path, sha256_file
     from ..utils.images import image_files, load_images, save_titled_grid, to_uint8
     from ._run import Timer, load_generator, run_header, write_json
@@ -173,12 +181,16 @@ def run_projection(pkl: str | os.PathLike, images: Sequence[str | os.PathLike], 
     _check(G, targets, steps, space, class_idx)  # before the folder is made: a refused run leaves nothing
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    used = render_chunk_size(G, int(batch_size), budget=PROJECTION_PIXEL_BUDGET)
+    if used < int(batch_size):
+        logger.info("projecting %d images at a time (not %d): %dx%d images keep large activations for the "
+                    "backward pass", used, batch_size, G.img_resolution, G.img_resolution)
     args = dict(pkl=str(pkl), images=[str(f) for f in files], steps=int(steps), space=space, class_idx=class_idx,
-                seed=int(seed), batch_size=int(batch_size), device=str(device))
+                seed=int(seed), batch_size=int(batch_size), batch_size_used=used, device=str(device))
     with timer("project"):
         stats = w_statistics(G, class_idx=class_idx, seed=seed)  # once, not per batch
-        parts = [project(G, targets[i:i + batch_size], steps=steps, space=space, class_idx=class_idx, seed=seed,
-                         w_stats=stats, progress=progress) for i in range(0, len(files), int(batch_size))]
+        parts = [project(G, targets[i:i + used], steps=steps, space=space, class_idx=class_idx, seed=seed,
+                         w_stats=stats, progress=progress) for i in range(0, len(files), used)]
     result = Projection(torch.cat([p.ws for p in parts]), torch.cat([p.images for p in parts]),
                         np.concatenate([p.loss_trace for p in parts], axis=1),
                         np.concatenate([p.psnr for p in parts]))

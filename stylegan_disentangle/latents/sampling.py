@@ -188,11 +188,12 @@ RENDER_PIXEL_BUDGET = 1 << 20
 32-channel activation."""
 
 
-def render_chunk_size(G: nn.Module, requested: int) -> int:
-    """How many codes to synthesize in one call: `requested`, capped at RENDER_PIXEL_BUDGET output pixels (not
-    capped for a generator-like object that does not state its `img_resolution`)."""
+def render_chunk_size(G: nn.Module, requested: int, budget: int | None = None) -> int:
+    """How many codes to synthesize in one call: `requested`, capped at `budget` output pixels (default
+    RENDER_PIXEL_BUDGET; not capped for a generator-like object that does not state its `img_resolution`)."""
     resolution = getattr(G, "img_resolution", None)
-    cap = RENDER_PIXEL_BUDGET // int(resolution) ** 2 if resolution else int(requested)
+    budget = RENDER_PIXEL_BUDGET if budget is None else int(budget)
+    cap = budget // int(resolution) ** 2 if resolution else int(requested)
     return max(1, min(int(requested), cap))
 
 
