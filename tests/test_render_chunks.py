@@ -80,3 +80,16 @@ def test_edit_render_and_chunked_synthesis_hold_at_most_the_budget(monkeypatch):
                                   postprocess=lambda im: torch.nn.functional.avg_pool2d(im, 4))
     assert rec.sizes == [3, 3, 3, 1] and pooled.shape == (10, 3, 4, 4)
     torch.testing.assert_close(pooled, torch.nn.functional.avg_pool2d(full, 4), rtol=0, atol=ATOL)
+
+
+def test_the_decomposer_trainers_draws_render_in_chunks_and_equal_one_call(monkeypatch):
+    from stylegan_disentangle.labels.decomposer.trainer import draw_images
+
+    G = _tiny()
+    ws_whole, whole = draw_images(G, 7, torch.Generator().manual_seed(2))
+    monkeypatch.setattr(sampling, "RENDER_PIXEL_BUDGET", 3 * 16 * 16)
+    rec = _Recorder(G)
+    ws_chunked, chunked = draw_images(G, 7, torch.Generator().manual_seed(2))
+    assert rec.sizes == [3, 3, 1]
+    assert torch.equal(ws_chunked, ws_whole)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=ATOL)

@@ -67,7 +67,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...errors import StyleGANDisentangleError
-from ...latents import generator_fingerprint
+from ...latents import generator_fingerprint, synthesize_in_chunks
 from ...utils import atomic_write
 from ...utils.jsonl import trim_jsonl
 from ..base import check_crop, crop_images
@@ -117,7 +117,7 @@ def draw_images(G: nn.Module, n: int, gen: torch.Generator, truncation_psi: floa
     z = torch.randn([n, G.z_dim], generator=gen).to(device)
     c = random_classes(G.c_dim, n, gen, device)
     ws = G.mapping(z, c, truncation_psi=truncation_psi)
-    return ws, G.synthesis(ws, noise_mode=noise_mode).float().clamp(-1, 1)
+    return ws, synthesize_in_chunks(G, ws, noise_mode=noise_mode, postprocess=lambda im: im.float().clamp(-1, 1))
 
 
 def _discriminator_features(D: nn.Module, img: torch.Tensor, blocks: int = 2) -> list[torch.Tensor]:
@@ -172,7 +172,7 @@ def _jitter_images(G: nn.Module, ws: torch.Tensor, gen: torch.Generator) -> torc
     psi = (JITTER_PSI_MIN + (1 - JITTER_PSI_MIN) * torch.rand([ws.shape[0], 1, 1], generator=gen)).to(ws.device)
     ws2 = G.mapping.w_avg + psi * (ws - G.mapping.w_avg)
     with seeded_torch_rng(int(torch.randint(0, 2**31 - 1, [1], generator=gen)), ws.device):  # the noise draw
-        return G.synthesis(ws2, noise_mode="random").float().clamp(-1, 1)
+        return synthesize_in_chunks(G, ws2, noise_mode="random", postprocess=lambda im: im.float().clamp(-1, 1))
 
 
 def _jitter_loss(dec: Unsup3DDecomposer, img2: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
