@@ -158,19 +158,24 @@ def tiny_pkl(tmp_path_factory):
     return path
 
 
+def _noise_pngs(folder, count: int, seed: int) -> list:
+    """`count` 16x16 PNG files of uniform noise in `folder` (face0.png, ...)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    files = [folder / f"face{i}.png" for i in range(count)]
+    for path in files:
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+    return files
+
+
 def test_run_projection_batches_are_each_project_with_the_runs_seed(tiny_pkl, tmp_path):
     """Every batch is `project` of its images with the run's seed and W statistics drawn with that seed; the record
     holds each image's last-step error."""
-    from PIL import Image
-
     from stylegan_disentangle.checkpoints import load_network_pkl
     from stylegan_disentangle.utils.images import load_images
 
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(2):
-        files.append(tmp_path / f"face{i}.png")
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(files[-1])
+    files = _noise_pngs(tmp_path, 2, seed=0)
     written = run_projection(tiny_pkl, files, tmp_path / "out", steps=3, seed=3, batch_size=1, device="cpu",
                              progress=False)
     G = load_network_pkl(tiny_pkl)["G_ema"].eval()
@@ -189,15 +194,9 @@ def test_run_projection_batches_are_each_project_with_the_runs_seed(tiny_pkl, tm
 def test_run_projection_holds_at_most_the_pixel_budget_per_batch(tiny_pkl, tmp_path, monkeypatch):
     """A budget of two 16x16 images: `--batch-size 8` projects three files as batches of 2 and 1, the same codes as
     asking for batch_size 2, and config.json records what was asked and what was used."""
-    from PIL import Image
-
     from stylegan_disentangle.analysis import projection
 
-    rng = np.random.default_rng(1)
-    files = []
-    for i in range(3):
-        files.append(tmp_path / f"face{i}.png")
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(files[-1])
+    files = _noise_pngs(tmp_path, 3, seed=1)
     asked = run_projection(tiny_pkl, files, tmp_path / "two", steps=2, seed=1, batch_size=2, device="cpu",
                            progress=False)
     monkeypatch.setattr(projection, "PROJECTION_PIXEL_BUDGET", 2 * 16 * 16)
