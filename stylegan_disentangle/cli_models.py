@@ -291,7 +291,6 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     steps = 3000 if steps is None else steps
     batch_size = batch_size or 256
 
-    from .errors import StyleGANDisentangleError
     from .latents import generator_fingerprint, sample_latents
     from .models import AppearanceStructureAE, ClipPairSampler, save_clip_strips, train_model
     from .utils.images import image_grid, save_png, to_uint8
@@ -308,16 +307,14 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     sampler = fail_cleanly(lambda: ClipPairSampler(maker, w_pool, G.num_ws, batch_size=batch_size, seed=seed,
                                                    motion_maker=motion_maker))
     try:  # the model's settings are checked before anything is written
-        model = AppearanceStructureAE(
+        model = fail_cleanly(lambda: AppearanceStructureAE(
             G.num_ws, G.w_dim, app_dim=app_dim, struct_dim=struct_dim, hidden=hidden, temperature=temperature,
             rec_weight=rec_weight, swap_weight=swap_weight, app_weight=app_weight, struct_weight=struct_weight,
             image_weight=image_weight, motion_weight=motion_weight, linear_structure=linear_structure,
             invariance_projection=invariance_projection,
-            generator_sha256=generator_fingerprint(G)).set_normalization(w_pool)
+            generator_sha256=generator_fingerprint(G)).set_normalization(w_pool))
     except ValueError as exc:  # a setting out of range (the model names it)
         raise click.UsageError(str(exc)) from None
-    except StyleGANDisentangleError as exc:
-        raise click.ClickException(str(exc)) from None
     save_clip_strips(G, maker.clips(w_pool[:4], G.num_ws, torch.Generator().manual_seed(seed)), out / "clips.png")
     pairs = min(4, len(sampler.val_pool) // 2)  # up to four target | source pairs from the validation pool
     preview_t, preview_s = sampler.val_pool[:pairs], sampler.val_pool[pairs:2 * pairs]

@@ -211,12 +211,9 @@ def synthesize_in_chunks(
     large network's full-size images are never all held at once. The caller sets the mode and autograd."""
     step = render_chunk_size(G, chunk or len(ws))
     parts = []
-    for start in range(0, len(ws), step):
+    for start in range(0, max(len(ws), 1), step):  # (no codes: one empty call, for the images' shape)
         images = G.synthesis(ws[start : start + step], noise_mode=noise_mode, force_fp32=force_fp32)
         parts.append(postprocess(images) if postprocess is not None else images)
-    if not parts:
-        images = G.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)
-        return postprocess(images) if postprocess is not None else images
     return torch.cat(parts)
 
 

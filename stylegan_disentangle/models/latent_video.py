@@ -34,7 +34,7 @@ import torch
 
 from ..directions import DirectionSet
 from ..errors import LatentError, NotFittedError
-from ..latents import check_ws, render_chunk_size
+from ..latents import check_ws, synthesize_in_chunks
 from ..utils.images import image_grid, save_png, to_uint8
 
 __all__ = ["ClipPairSampler", "DirectionVideoMaker", "StyleMixingVideoMaker", "save_clip_strips", "smooth_noise"]
@@ -317,8 +317,6 @@ def save_clip_strips(G: torch.nn.Module, clips: torch.Tensor, path: str | os.Pat
     b, t = clips.shape[:2]
     device = next(G.parameters()).device
     flat = clips.reshape(b * t, *clips.shape[2:])
-    batch_size = render_chunk_size(G, batch_size)
-    images = [to_uint8(G.synthesis(flat[s:s + batch_size].to(device), noise_mode="const"))
-              for s in range(0, len(flat), batch_size)]
-    save_png(image_grid(np.concatenate(images), cols=t), path, upscale=upscale)
+    images = synthesize_in_chunks(G, flat.to(device), chunk=batch_size, postprocess=lambda im: im.float().cpu())
+    save_png(image_grid(to_uint8(images), cols=t), path, upscale=upscale)
     return Path(path)
