@@ -15,8 +15,9 @@ with the world's mean canonical part masks for naming. Reported:
 - the locality ceiling: for each factor acting on a part, the locality of the exact single-factor change (the
   min-norm W move that changes that factor's readout by one std and no other factor's), rendered by the generator
   and by the world's own renderer: what a perfect localized direction would score on this world;
-- the locality bound: the best locality any direction of W reaches on each part, to first order, on
-  `--bound-faces` faces (`locality_bound`), whatever finder chose it;
+- the locality bound: the best locality any direction of W (or, `--bound-spaces w w+`, of W+, where each ws
+  layer moves on its own) reaches on each part, to first order, on `--bound-faces` faces (`locality_bound`),
+  whatever finder chose it;
 - the cross-part spans: every part factor's span on each part's directions (`cross_part_spans`);
 - with `--readability`, two diagnostics that use the world's truth: how faithfully the generator draws each
   factor (`generator_fidelity`: its image change along the single-factor move against the world's), and what a
@@ -99,46 +100,56 @@ def locality_ceiling(G, fmap, base: torch.Tensor, img_masks: torch.Tensor, w: np
 
 
 def locality_bound(G, oracle, w: np.ndarray, faces: int = 16, steps: int = 200, step: float = 0.05,
-                   seed: int = 0) -> dict[str, dict]:
-    """The best locality any direction of W can reach on each part, to first order, on `faces` faces.
+                   seed: int = 0, space: str = "w") -> dict[str, dict]:
+    """The best locality any direction of W (`space="w"`: one delta on every ws layer) or of W+ (`"w+"`: each of
+    the num_ws layers its own delta, num_ws * w_dim dimensions) can reach on each part, to first order, on `faces`
+    faces.
 
-    Per face, the image Jacobian J (w_dim forward differences) and the part's image-space mask m. Two bounds: the
+    Per face, the image Jacobian J (forward differences) and the part's image-space mask m. Two bounds: the
     direction u maximising the in-part share of the squared change (sum u'J'mJu / sum u'J'Ju, a generalised
     eigenproblem), and the linearised `locality` itself (the L1 share sum m|Ju| / sum |Ju|, averaged over the
-    faces) maximised by Adam on the unit sphere from that eigenvector, the runner-up and a random start. Both are
-    measured on the faces they were fitted to, so they favour the direction; a locality goal above them is out of
-    reach for any direction on this generator.
+    faces) maximised by Adam on the unit sphere from that eigenvector, the runner-up and a random start (the best
+    direction met on the way). Both are measured on the faces they were fitted to, so they favour the direction
+    (the more so in W+'s num_ws times larger space); a locality goal above them is out of reach for any direction
+    on this generator.
     """
-    d = G.w_dim
+    if space not in ("w", "w+"):
+        raise ValueError(f"space must be 'w' or 'w+', got {space!r}")
+    num_ws, d = G.num_ws, G.w_dim
+    dims = d if space == "w" else num_ws * d
     jac = []
     for i in range(faces):
-        moved = torch.as_tensor(w[i], dtype=torch.float32)[None] + torch.cat([torch.zeros(1, d), step * torch.eye(d)])
-        img = G.synthesis(moved.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="const", force_fp32=True).double()
-        jac.append(((img[1:] - img[:1]) / step).reshape(d, 3, -1))
-    jac = torch.stack(jac)  # [F, d, 3, P]
+        base = torch.as_tensor(w[i], dtype=torch.float32)[None, None].repeat(dims + 1, num_ws, 1)
+        deltas = step * torch.eye(dims)
+        base[1:] += deltas[:, None, :] if space == "w" else deltas.view(dims, num_ws, d)
+        img = torch.cat([G.synthesis(chunk, noise_mode="const", force_fp32=True).double()
+                         for chunk in base.split(256)])
+        jac.append(((img[1:] - img[:1]) / step).reshape(dims, 3, -1))
+    jac = torch.stack(jac)  # [F, dims, 3, P]
+    flat = jac.transpose(0, 1).reshape(dims, -1)  # [dims, F*3*P]
     masks = oracle.intrinsics(_ws(G, w[:faces]), resolution=G.img_resolution)["masks"].double().flatten(2)  # [F, Q, P]
-    gram = torch.einsum("ficp,fjcp->ij", jac, jac).numpy()
-    ev, vec = np.linalg.eigh(gram)
+    ev, vec = np.linalg.eigh((flat @ flat.T).numpy())
     whiten = (vec / np.sqrt(np.clip(ev, ev.max() * 1e-9, None))) @ vec.T
+    jf = jac.float()
     out = {}
     for part in PART_FACTORS:
         m = masks[:, PART_NAMES.index(part)]
-        inside = torch.einsum("ficp,fjcp,fp->ij", jac, jac, m).numpy()
+        inside = ((flat * m[:, None, :].expand(-1, 3, -1).reshape(-1)) @ flat.T).numpy()
         share, u = np.linalg.eigh(whiten @ inside @ whiten)
-        starts = [whiten @ u[:, -1], whiten @ u[:, -2], np.random.default_rng(seed).normal(size=d)]
+        starts = [whiten @ u[:, -1], whiten @ u[:, -2], np.random.default_rng(seed).normal(size=dims)]
         best = 0.0
+        mf = m.float()
         for start in starts:
             v = torch.tensor(start / np.linalg.norm(start), dtype=torch.float32, requires_grad=True)
             opt = torch.optim.Adam([v], lr=0.02)
-            jf, mf = jac.float(), m.float()
             with torch.enable_grad():
                 for _ in range(steps):
                     change = torch.einsum("ficp,i->fcp", jf, v / v.norm()).abs().sum(1)  # [F, P]
                     loc = ((change * mf).sum(1) / change.sum(1)).mean()
+                    best = max(best, float(loc.detach()))  # every direction on the way counts, the start included
                     opt.zero_grad()
                     (-loc).backward()
                     opt.step()
-            best = max(best, float(loc))
         out[part] = {"max_squared_share": float(share[-1]), "max_locality": best, "mask_area": float(m.mean())}
     return out
 
@@ -257,6 +268,9 @@ def main() -> None:
     p.add_argument("--probe", type=nonnegative_int, default=32)
     p.add_argument("--bound-faces", type=nonnegative_int, default=16,
                    help="faces for the locality bound (the best any W direction reaches, first order); 0: skip")
+    p.add_argument("--bound-spaces", nargs="+", choices=("w", "w+"), default=["w"],
+                   help="latent spaces of the locality bound: W (one delta on every ws layer) and / or W+ (a delta "
+                        "per layer; num_ws times the forward differences)")
     p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--light-mask", default=None, metavar="TOP,LEFT,HEIGHT,WIDTH|none",
                    help="The box the decomposer's netL does not see (default: its own; 'none': the whole image, the "
@@ -388,10 +402,12 @@ def main() -> None:
     ceiling = locality_ceiling(G, fmap, base, img_masks, w)
     print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(
         f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
-    bound = locality_bound(G, oracle, w[-args.bound_faces:], faces=args.bound_faces) if args.bound_faces else {}
-    if bound:
-        print("locality bound (best direction of W, first order; squared-change share / locality): " + ", ".join(
-            f"{p_} {b['max_squared_share']:.2f} / {b['max_locality']:.2f}" for p_, b in bound.items()))
+    bound = {}
+    for space in (args.bound_spaces if args.bound_faces else []):
+        bound[space] = locality_bound(G, oracle, w[-args.bound_faces:], faces=args.bound_faces, space=space)
+        print(f"locality bound (best direction of {space.upper()}, first order; squared-change share / locality): "
+              + ", ".join(f"{p_} {b['max_squared_share']:.2f} / {b['max_locality']:.2f}"
+                          for p_, b in bound[space].items()))
     if args.json:
         with atomic_write(args.json, "w") as f:
             json.dump({"args": vars(args), "decompose_seconds": t_decomp,

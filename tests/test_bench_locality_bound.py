@@ -50,3 +50,37 @@ def test_locality_bound_finds_the_best_direction_of_a_linear_generator():
         assert out[part]["mask_area"] == 0.25
     for part in set(out) - {"nose", "eyes"}:
         assert abs(out[part]["max_squared_share"] - 1) < tol and abs(out[part]["max_locality"] - 1) < tol
+
+
+class _LayeredG(_LinearG):
+    """The same image for the same w on both ws layers (layer 0's basis A plus layer 1's B is _LinearG's basis),
+    but layer 1 alone moves pixel 1 only, so a W+ direction (A's axis 0 against twice B's axis 0) moves pixel 0
+    alone, and the row space of A and B is every image."""
+
+    layer1 = torch.tensor([[0.0, -1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    layer0 = _LinearG.basis - layer1
+
+    def synthesis(self, ws, noise_mode="const", force_fp32=True):
+        pixels = (ws[:, 0] @ self.layer0.to(ws.dtype) + ws[:, 1] @ self.layer1.to(ws.dtype)).reshape(-1, 1, 2, 2)
+        return pixels.repeat(1, 3, 1, 1)
+
+
+def test_locality_bound_in_w_plus_reaches_what_w_cannot():
+    """In W the layered generator is _LinearG (share 3/4, locality 1/2 for pixels 0 and 3); in W+ its layers move
+    pixel 0 and pixel 3 alone, so both bounds are 1."""
+    bench = load_script("bench_three_d_coupled")
+    oracle = _Oracle(list(bench.PART_NAMES))
+    w = np.random.default_rng(0).normal(size=(4, 3))
+    in_w = bench.locality_bound(_LayeredG(), oracle, w, faces=4, steps=300, space="w")
+    in_w_plus = bench.locality_bound(_LayeredG(), oracle, w, faces=4, steps=300, space="w+")
+    tol = 1e-5  # float32 forward differences, as above
+    for part in ("nose", "eyes"):
+        assert abs(in_w[part]["max_squared_share"] - 0.75) < tol and in_w[part]["max_locality"] <= 0.5 + tol
+        assert abs(in_w_plus[part]["max_squared_share"] - 1) < tol
+        assert in_w_plus[part]["max_locality"] > 1 - 1e-3
+    try:
+        bench.locality_bound(_LayeredG(), oracle, w, faces=4, space="s")
+    except ValueError as exc:
+        assert "'w' or 'w+'" in str(exc)
+    else:
+        raise AssertionError("space='s' was accepted")
