@@ -403,7 +403,7 @@ def main() -> None:
     print("locality ceiling (exact single-factor change; generator / world renderer): " + ", ".join(
         f"{f} {c['generator']:.2f} / {c['renderer']:.2f}" for f, c in ceiling.items()))
     bound = {}
-    for space in (args.bound_spaces if args.bound_faces else []):
+    for space in dict.fromkeys(args.bound_spaces if args.bound_faces else []):  # in order, each once
         bound[space] = locality_bound(G, oracle, w[-args.bound_faces:], faces=args.bound_faces, space=space)
         print(f"locality bound (best direction of {space.upper()}, first order; squared-change share / locality): "
               + ", ".join(f"{p_} {b['max_squared_share']:.2f} / {b['max_locality']:.2f}"
