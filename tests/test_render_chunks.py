@@ -93,3 +93,30 @@ def test_the_decomposer_trainers_draws_render_in_chunks_and_equal_one_call(monke
     assert rec.sizes == [3, 3, 1]
     assert torch.equal(ws_chunked, ws_whole)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=ATOL)
+
+
+def test_bank_progress_moves_per_rendered_sub_chunk(tmp_path, monkeypatch):
+    """The bar advances after each synthesis call's codes are labelled, not once per bank chunk: at 1024x1024 on a
+    CPU a 256-code chunk is ~10 minutes with nothing shown; the counts still add up to the bank's size."""
+    updates: list[int] = []
+
+    class _Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            updates.append(n)
+
+    monkeypatch.setattr("stylegan_disentangle.latents.bank.tqdm", _Bar)
+    monkeypatch.setattr(sampling, "RENDER_PIXEL_BUDGET", 3 * 16 * 16)
+    LatentBank.create(_tiny(), tmp_path / "bank", 20, seed=3, labelers=[_mean_rgb()], batch_size=8)
+    assert updates == [3, 3, 2, 3, 3, 2, 3, 1]  # chunks of 8, 8, 4, each rendered three codes at a time
+    updates.clear()
+    LatentBank.create(_tiny(), tmp_path / "unlabelled", 20, seed=3, labelers=[], batch_size=8)
+    assert updates == [8, 8, 4]  # nothing rendered: one step per chunk

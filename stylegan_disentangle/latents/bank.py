@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +114,11 @@ def _run_labeler(labeler: Any, images: torch.Tensor | None, ws: torch.Tensor, n:
 
 
 def _label_chunk(G: nn.Module, ws: torch.Tensor, labelers: list, render: bool, noise_mode: str,
-                 force_fp32: bool) -> dict[str, np.ndarray]:
+                 force_fp32: bool, advance: Callable[[int], Any] = lambda n: None) -> dict[str, np.ndarray]:
     """Every labeler's values for ws `[n, num_ws, w_dim]`. Images are rendered and labelled `render_chunk_size`
-    codes at a time, so a chunk of a large network's images is never held whole (256 at 1024x1024 would not fit)."""
+    codes at a time, so a chunk of a large network's images is never held whole (256 at 1024x1024 would not fit);
+    `advance(k)` is called after each k codes (the progress bar moves per image at 1024x1024 on a CPU, ~2.5 s,
+    instead of once per chunk, ~10 min)."""
     step = render_chunk_size(G, len(ws)) if render else len(ws)
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, len(ws), step):
@@ -126,6 +128,7 @@ def _label_chunk(G: nn.Module, ws: torch.Tensor, labelers: list, render: bool, n
         for lab in labelers:
             values.update(_run_labeler(lab, images, sub, len(sub)))
         parts.append(values)
+        advance(len(sub))
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
@@ -416,7 +419,7 @@ class LatentBank:
                 raw = G.mapping(torch.from_numpy(z).to(device), c.to(device))
                 ws = truncate(raw, w_avg, psi, cutoff)
                 w_store = ws[:, 0] if cutoff is None else raw[:, 0]
-                values = _label_chunk(G, ws, labelers, meta["render"], meta["noise_mode"], force_fp32)
+                values = _label_chunk(G, ws, labelers, meta["render"], meta["noise_mode"], force_fp32, bar.update)
                 for name, value in values.items():
                     if name in label_mm and value.shape[1:] != label_mm[name].shape[1:]:
                         raise LatentError(f"{root}: label {name!r} has per-sample shape {list(value.shape[1:])} but "
@@ -435,4 +438,3 @@ class LatentBank:
                         mm.flush()
                 meta["done"] = stop
                 _write_meta(root, meta)
-                bar.update(stop - start)
