@@ -50,8 +50,9 @@ __all__ = ["register_augmentation_commands"]
 @crop_option("--decomposer-crop")
 @light_mask_option("--decomposer-light-mask")
 @device_option()
-def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, target: str, count: int,
-                            outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
+@click.pass_context
+def export_augmentation_cmd(ctx: click.Context, pkl: str, dirs: str, name: str, label: str | None, target: str,
+                            count: int, outdir: str, decomposer_spec: str | None, seed: int, n_bases: int | None,
                             truncation_psi: float, step: float, max_steps: int, saturation_fraction: float,
                             mahalanobis_quantile: float, calibrate_with: str | None, overwrite: bool,
                             decomposer_crop: tuple[float, ...] | None,
@@ -101,7 +102,7 @@ def export_augmentation_cmd(pkl: str, dirs: str, name: str, label: str | None, t
             truncation_psi=truncation_psi, step=step, max_steps=max_steps,
             saturation_fraction=saturation_fraction,
             mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
-            overwrite=overwrite, calibration=calibration,
+            overwrite=overwrite, calibration=calibration, progress=False if (ctx.obj or {}).get("quiet") else None,
             extra={"checkpoint": str(pkl), "checkpoint_sha256": checkpoint_sha256, "decomposer": spec,
                    "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
                    "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),

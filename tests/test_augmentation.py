@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -455,3 +456,50 @@ def test_images_are_rendered_labelled_and_written_one_batch_at_a_time(G, tmp_pat
     np.testing.assert_array_equal(again.labels["yaw"], whole.labels["yaw"])
     a, b = (sorted((tmp_path / d / "images").glob("*.png")) for d in ("a", "b"))
     assert [p.name for p in a] == [p.name for p in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+
+
+def test_progress_bars_cover_the_walks_the_refinement_and_the_writing(G, tmp_path, monkeypatch):
+    """With progress on, every phase that renders or labels shows a bar whose steps add up to its work: each walk
+    over its positions, each refinement round and the writing over the count, a large network's images one
+    render chunk at a time; off (the default) no bar is shown."""
+    bars: list[dict] = []
+
+    class _Bar:
+        def __init__(self, iterable=None, total=None, desc=None, disable=None, **kwargs):
+            self.iterable = iterable
+            self.record = {"desc": desc, "total": total, "done": 0, "steps": [], "disable": disable}
+            bars.append(self.record)
+
+        def __iter__(self):
+            for item in self.iterable:
+                self.record["done"] += 1
+                yield item
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.record["done"] += n
+            self.record["steps"].append(n)
+
+    monkeypatch.setattr(aug, "tqdm", _Bar)
+    monkeypatch.setattr(sys.modules["stylegan_disentangle.analysis.extrapolate"], "tqdm", _Bar)
+    lab = WLabeler(_v(), scale=20.0)
+    export_augmentation(G, _set(_v()), "yaw", lab, "-45:45", 10, tmp_path / "on", step=0.5, max_steps=6,
+                        mahalanobis_quantile=None, batch_size=4, refine=2, progress=True)
+    assert [b["desc"] for b in bars] == ["walk yaw -", "walk yaw +", "refine 1/2", "refine 2/2", "write"]
+    assert all(b["disable"] is False for b in bars)
+    assert [b["done"] for b in bars[:2]] == [7, 7]  # the start and six steps (a linear label never saturates)
+    assert all(b["total"] == 10 and b["done"] == 10 for b in bars[2:])
+    bars.clear()
+    monkeypatch.setattr("stylegan_disentangle.latents.sampling.RENDER_PIXEL_BUDGET", 3 * 16 * 16)
+    export_augmentation(G, _set(_v()), "yaw", lab, "-45:45", 10, tmp_path / "small", step=0.5, max_steps=6,
+                        mahalanobis_quantile=None, batch_size=4, refine=0, progress=True)
+    assert bars[-1]["desc"] == "write" and bars[-1]["steps"] == [3, 3, 3, 1]  # three 16x16 images per call
+    bars.clear()
+    export_augmentation(G, _set(_v()), "yaw", lab, "-45:45", 10, tmp_path / "off", step=0.5, max_steps=6,
+                        mahalanobis_quantile=None, batch_size=4, refine=1)
+    assert bars and all(b["disable"] is True for b in bars)

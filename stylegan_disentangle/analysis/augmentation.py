@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..directions import DirectionSet
 from ..errors import StyleGANDisentangleError
 from ..labels import apply_labeler, needs_images
 from ..labels.calibration import LabelCalibration
-from ..latents import WStats, bank_seeds, sample_latents
+from ..latents import WStats, bank_seeds, render_chunk_size, sample_latents
 from ..utils.images import save_png, to_uint8
 from .edit import render
 from .extrapolate import extrapolate
@@ -79,11 +80,12 @@ def parse_target(spec: str | tuple[float, float]) -> tuple[float, float]:
 
 
 def _walks(G, ws, ds, name, label, labeler, step, max_steps, saturation_fraction, w_stats, mahalanobis_quantile,
-           batch_size, noise_mode, to_units):
+           batch_size, noise_mode, to_units, progress=False):
     """Both-way walks: positions `[P, B, num_ws, w_dim]`, labels `[P, B]` (NaN where not accepted), ordered from
     the most negative to the most positive step, and each side's stop rule per base (`{'-': [B], '+': [B]}`)."""
     kw = dict(step_unit="sigma" if ds.stds is not None else "w", labeler=labeler, saturation_label=label,
-              saturation_fraction=saturation_fraction, w_stats=w_stats, batch_size=batch_size, noise_mode=noise_mode)
+              saturation_fraction=saturation_fraction, w_stats=w_stats, batch_size=batch_size, noise_mode=noise_mode,
+              progress=progress)
     if w_stats is not None:
         kw["mahalanobis_quantile"] = mahalanobis_quantile
     sides, stops = [], {}
@@ -119,26 +121,31 @@ def _bracket(labels: np.ndarray, b: int, target: float):
     return best[1], best[2]
 
 
-def _label_chunks(G, labeler, ws: torch.Tensor, batch_size: int, noise_mode: str, on_images=None
-                  ) -> dict[str, np.ndarray]:
+def _label_chunks(G, labeler, ws: torch.Tensor, batch_size: int, noise_mode: str, on_images=None,
+                  progress: bool | None = False, desc: str = "label") -> dict[str, np.ndarray]:
     """Scalar labels `{name: [N]}` of the codes `ws`, rendered (when the labeler reads images) and labelled
-    `batch_size` at a time, so that memory holds one batch of images, not all `N`; `on_images(start, uint8 images)`
-    sees each batch's images (to write them) when given."""
+    `batch_size` at a time (fewer for a large network: `render_chunk_size`), so that memory holds one batch of
+    images, not all `N`; `on_images(start, uint8 images)` sees each batch's images (to write them) when given.
+    `progress`: a tqdm bar over the codes (None: only on a terminal)."""
     parts: dict[str, list[np.ndarray]] = {}
     want_images = on_images is not None or needs_images(labeler)
-    for start in range(0, ws.shape[0], batch_size):
-        chunk = ws[start:start + batch_size]
-        img = render(G, chunk, batch_size, noise_mode) if want_images else None
-        if on_images is not None:
-            on_images(start, to_uint8(img))
-        for k, v in apply_labeler(labeler, img if needs_images(labeler) else None, chunk).items():
-            if v.ndim == 1:
-                parts.setdefault(k, []).append(v.double().numpy())
+    step = render_chunk_size(G, batch_size) if want_images else batch_size
+    with tqdm(total=ws.shape[0], desc=desc, unit="image", disable=(not progress) if progress is not None else None,
+              leave=False) as bar:
+        for start in range(0, ws.shape[0], step):
+            chunk = ws[start:start + step]
+            img = render(G, chunk, step, noise_mode) if want_images else None
+            if on_images is not None:
+                on_images(start, to_uint8(img))
+            for k, v in apply_labeler(labeler, img if needs_images(labeler) else None, chunk).items():
+                if v.ndim == 1:
+                    parts.setdefault(k, []).append(v.double().numpy())
+            bar.update(len(chunk))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, iterations, batch_size, noise_mode,
-            to_units):
+            to_units, progress=False):
     """Regula falsi on each bracket [lo, hi] (codes, labels, W steps): interpolate linearly to the target, label
     the result, keep the sub-bracket that still holds the target; `iterations` rounds. Returns codes and steps."""
     for it in range(iterations + 1):
@@ -150,7 +157,8 @@ def _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, lo_s, hi_s, targets, it
         steps = lo_s + frac * (hi_s - lo_s)
         if it == iterations:
             return ws, steps
-        y = to_units(_label_chunks(G, labeler, ws, batch_size, noise_mode)[label])
+        y = to_units(_label_chunks(G, labeler, ws, batch_size, noise_mode, progress=progress,
+                                   desc=f"refine {it + 1}/{iterations}")[label])
         low_side = (np.minimum(lo_y, y) <= targets) & (targets <= np.maximum(lo_y, y))
         keep_hi = low_side[:, None, None]
         hi_ws = torch.where(torch.as_tensor(keep_hi), ws, hi_ws)
@@ -207,6 +215,7 @@ def export_augmentation(
     overwrite: bool = False,
     calibration: LabelCalibration | None = None,
     extra: dict[str, Any] | None = None,
+    progress: bool | None = False,
 ) -> AugmentationExport:
     """Export exactly `count` images of G with the semantic `label` (default: `name`) spread over `target`.
 
@@ -226,6 +235,8 @@ def export_augmentation(
     overwrite : replace an existing non-empty `outdir` (atomically); default StyleGANDisentangleError.
     calibration : a fitted LabelCalibration of `label`: targets and written labels in its units (see module doc).
     extra : JSON-able provenance added to labels.json (e.g. checkpoint hash, decomposer).
+    progress : tqdm bars for the walks, the refinement rounds and the writing (None: only on a terminal); a large
+        network on a CPU renders for minutes to hours here.
 
     Writes `outdir/images/%06d.png`, `labels.json` (summary + one record per image) and `labels.npz` (target, step_w,
     seed, ws and every scalar label as arrays).
@@ -253,7 +264,7 @@ def export_augmentation(
             w_stats = WStats().fit(ref)
         positions, labels, steps_w, stops = _walks(G, base_ws, direction_set, name, label, labeler, step,
                                                    max_steps, saturation_fraction, w_stats, mahalanobis_quantile,
-                                                   batch_size, noise_mode, to_units)
+                                                   batch_size, noise_mode, to_units, progress)
 
     targets = np.linspace(lo, hi, count) if count > 1 else np.array([(lo + hi) / 2])
     order = np.random.default_rng(seed).permutation(count)
@@ -267,7 +278,7 @@ def export_augmentation(
     with torch.no_grad():
         final_ws, chosen_steps = _refine(G, labeler, label, lo_ws, hi_ws, lo_y, hi_y, steps_w[pairs[:, 0]],
                                          steps_w[pairs[:, 1]], targets, int(refine), batch_size, noise_mode,
-                                         to_units)
+                                         to_units, progress)
 
     def summarize(got: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
         """The per-image records and the summary, once the written images' labels are known."""
@@ -297,12 +308,13 @@ def export_augmentation(
         return records, summary
 
     got, summary = _write_atomically(outdir, G, labeler, final_ws, batch_size, noise_mode, summarize, targets,
-                                     chosen_steps, seeds[base_of], overwrite)
+                                     chosen_steps, seeds[base_of], overwrite, progress)
     return AugmentationExport(outdir, targets, got, final_ws, summary)
 
 
 def _write_atomically(outdir: Path, G, labeler, ws: torch.Tensor, batch_size: int, noise_mode: str, summarize,
-                      targets, steps, seeds, overwrite: bool) -> tuple[dict[str, np.ndarray], dict]:
+                      targets, steps, seeds, overwrite: bool, progress: bool | None = False
+                      ) -> tuple[dict[str, np.ndarray], dict]:
     """Render, label and write the images batch by batch into a temporary folder beside `outdir`, then the labels
     (`summarize(labels) -> (records, summary)`), then rename it to `outdir`: never a half-written export, and one
     batch of images in memory at a time. Returns the labels and the summary."""
@@ -316,7 +328,8 @@ def _write_atomically(outdir: Path, G, labeler, ws: torch.Tensor, batch_size: in
                 save_png(arr, tmp / "images" / f"{i:06d}.png")
 
         with torch.no_grad():
-            got = _label_chunks(G, labeler, ws, batch_size, noise_mode, on_images=write)
+            got = _label_chunks(G, labeler, ws, batch_size, noise_mode, on_images=write, progress=progress,
+                                desc="write")
         records, summary = summarize(got)
         with open(tmp / "labels.json", "w") as f:
             json.dump({**summary, "images": records}, f, indent=2)

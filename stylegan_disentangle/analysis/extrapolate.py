@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..directions import DirectionSet
 from ..errors import StyleGANDisentangleError
@@ -165,13 +166,15 @@ def extrapolate(
     d_reference_seed: int = 0,
     batch_size: int = 32,
     noise_mode: str = "const",
+    progress: bool | None = False,
 ) -> ExtrapolationResult:
     """Walk ws `[N, num_ws, w_dim]` along direction `name` by `step_size` (negative walks backwards) up to
     `max_steps` steps, stopping each sample by the rules in the module docstring.
 
     `layers` overrides the direction's ws layers (any `parse_layers` spec: "0,2", "0:4", a range or a list); the
     Mahalanobis rule looks at exactly the edited ws rows. `c` `[N, c_dim]` is the class input of a conditional D.
-    Raises StyleGANDisentangleError on bad arguments.
+    `progress`: a tqdm bar over the walk's steps (None: only on a terminal). Raises StyleGANDisentangleError on bad
+    arguments.
     """
     ws = check_ws(ws, G.num_ws, G.w_dim).detach().cpu()
     direction_set.check_fits(G.w_dim, G.num_ws)
@@ -201,7 +204,8 @@ def extrapolate(
     active = np.ones(n, dtype=bool)
     saturation = None if labeler is None else _SaturationRule(labeler, saturation_label, saturation_fraction)
 
-    for t in range(positions):
+    for t in tqdm(range(positions), desc=f"walk {name} {'-' if step_size < 0 else '+'}", unit="step", leave=False,
+                  disable=(not progress) if progress is not None else None):
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
