@@ -89,7 +89,8 @@ def info(pkl: str, as_json: bool, is_decomposer: bool) -> None:
 @click.option("--outdir", type=click.Path(file_okay=False), required=True)
 @click.option("--grid", is_flag=True, help="Also write all images as one grid.png.")
 @device_option()
-def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | None, noise_mode: str,
+@click.pass_context
+def generate(ctx: click.Context, pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | None, noise_mode: str,
              class_idx: int | None, outdir: str, grid: bool, device: torch.device) -> None:
     """Generate one PNG per seed (z drawn as in the official scripts: RandomState(seed).randn(z_dim))."""
     import json
@@ -97,6 +98,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
 
     import numpy as np
     import torch
+    from tqdm.auto import tqdm
 
     from . import __version__
     from .checkpoints import open_network_pkl
@@ -124,7 +126,7 @@ def generate(pkl: str, seeds: str, truncation_psi: float, trunc_cutoff: int | No
     out.mkdir(parents=True, exist_ok=True)
     images = []
     with torch.no_grad():
-        for seed in seed_list:
+        for seed in tqdm(seed_list, desc="generate", unit="image", disable=True if _progress(ctx) is False else None):
             z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(device)
             img = to_uint8(G(z, c, truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff,
                              noise_mode=noise_mode))[0]

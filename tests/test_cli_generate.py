@@ -293,3 +293,23 @@ def test_info_shows_an_official_snapshots_numpy_settings_as_plain_values(tmp_pat
     assert "'max_size': 70000" in text.output and "np." not in text.output
     keys = [line.split()[0] for line in text.output.splitlines()]
     assert "generator_fingerprint" in keys and "training_set_kwargs" in keys  # every key stands apart from its value
+
+
+@pytest.mark.parametrize(("flags", "disabled"), [([], None), (["--quiet"], True)])
+def test_generate_shows_a_progress_bar_over_the_seeds(tiny_pkl, tmp_path, monkeypatch, flags, disabled):
+    """One step per image (a 1024x1024 image is seconds on a CPU); off with --quiet, else tqdm's own choice (a
+    terminal only)."""
+    import tqdm.auto
+
+    seen: list[dict] = []
+
+    def spy(iterable, **kwargs):
+        seen.append({**kwargs, "items": list(iterable)})
+        return iter(seen[-1]["items"])
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    result = CliRunner().invoke(main, [*flags, "generate", str(tiny_pkl), "--seeds", "3-5", "--outdir",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1 and seen[0]["items"] == [3, 4, 5] and seen[0]["disable"] is disabled
+    assert seen[0]["unit"] == "image"
