@@ -39,3 +39,10 @@ def test_canonical_sign_makes_the_largest_entry_positive_and_leaves_zero_rows():
     np.testing.assert_array_equal(out, [[-0.2, 0.9, -0.1], [0.5, 0.1, -0.3], [0.0, 0.0, 0.0]])
     np.testing.assert_array_equal(rows[0], [0.2, -0.9, 0.1])  # the input is not changed in place
     np.testing.assert_array_equal(canonical_sign(-rows), out)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_unit_rows_names_a_row_that_is_not_finite(bad):
+    """A NaN or inf row has no direction to normalise to (divided through, it would be NaN)."""
+    with pytest.raises(ValueError, match=r"direction\(s\) \['b'\] are zero \(or not finite\)"):
+        unit_rows(np.array([[1.0, 0.0], [bad, 1.0]]), names=["a", "b"])

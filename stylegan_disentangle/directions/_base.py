@@ -99,13 +99,16 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def unit_rows(v: np.ndarray, what: str = "direction", names: Sequence[str] | None = None) -> np.ndarray:
-    """Normalise rows of `[K, D]` to unit norm (float64); ValueError naming any all-zero row."""
+    """Normalise rows of `[K, D]` to unit norm (float64); ValueError naming any row that is zero (at most 1e-12 of
+    the largest finite norm, or of 1) or not finite."""
     v = np.asarray(v, dtype=np.float64)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
-    bad = np.flatnonzero(norms[:, 0] <= 1e-12 * max(1.0, float(norms.max(initial=0.0))))
+    finite = np.isfinite(norms[:, 0])
+    scale = max(1.0, float(norms[finite, 0].max(initial=0.0)))
+    bad = np.flatnonzero(~finite | (norms[:, 0] <= 1e-12 * scale))
     if bad.size:
         which = [names[i] for i in bad] if names is not None else bad.tolist()
-        raise ValueError(f"{what}(s) {which} are zero and cannot be normalised")
+        raise ValueError(f"{what}(s) {which} are zero (or not finite); nothing is left to normalise")
     return v / norms
 
 

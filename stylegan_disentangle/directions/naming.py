@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import DirectionFinder, as_labels, as_w, blas_limit, check_fitted
+from ._base import DirectionFinder, as_labels, as_w, blas_limit, check_fitted, unit_rows
 from ._moments import compute_moments, ridge_from_moments
 from .direction_set import DirectionSet
 
@@ -109,12 +109,7 @@ def name_directions(
     vecs = np.asarray(vecs, dtype=np.float64)
     if len(base) != vecs.shape[0]:
         raise ValueError(f"{len(base)} names for {vecs.shape[0]} directions")
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    zero = np.flatnonzero(~(norms[:, 0] > 0))
-    if zero.size:
-        raise ValueError(f"direction(s) {[base[i] for i in zero]} are zero (or not finite); a zero direction has no "
-                         "effect to name")
-    vecs = vecs / norms
+    vecs = unit_rows(vecs, "direction", base)  # a zero direction has no effect to name
     w = as_w(w)
     if w.shape[1] != vecs.shape[1]:
         raise ValueError(f"w has w_dim {w.shape[1]} but the directions have {vecs.shape[1]}")

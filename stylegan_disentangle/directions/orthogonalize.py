@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._base import unit_rows
 from .direction_set import DirectionSet
 
 __all__ = ["orthogonalize", "span_basis"]
@@ -82,12 +83,7 @@ def _as_condition_array(against: Any) -> np.ndarray:
 def _orthogonalize_array(v: np.ndarray, cond: np.ndarray, rtol: float | None, labels: Sequence[str]) -> np.ndarray:
     """`v` `[K, D]` or `[K, num_ws, w_dim]`; `cond` `[M, D]` (matching flat size) or `[M, w_dim]` (per layer)."""
     if cond.size == 0:
-        norms = np.linalg.norm(v.reshape(v.shape[0], -1), axis=1)
-        zero = np.flatnonzero(~(norms > 0))
-        if zero.size:
-            raise ValueError(f"direction(s) {[labels[i] for i in zero]} are zero (or not finite); nothing is left to "
-                             "normalise")
-        return v / norms.reshape(-1, *([1] * (v.ndim - 1)))
+        return unit_rows(v.reshape(v.shape[0], -1), "direction", labels).reshape(v.shape)
     k = v.shape[0]
     flat = v.reshape(k, -1)
     cond_flat = cond.reshape(cond.shape[0], -1)
