@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import (
+    FINITE_FLOAT,
+    SEED,
+    crop_option,
+    device_option,
+    fail_cleanly,
+    light_mask_option,
+    progress_setting,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -126,7 +134,9 @@ def generate(ctx: click.Context, pkl: str, seeds: str, truncation_psi: float, tr
     out.mkdir(parents=True, exist_ok=True)
     images = []
     with torch.no_grad():
-        for seed in tqdm(seed_list, desc="generate", unit="image", disable=True if _progress(ctx) is False else None):
+        progress = progress_setting(ctx)
+        for seed in tqdm(seed_list, desc="generate", unit="image",
+                         disable=(not progress) if progress is not None else None):
             z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(device)
             img = to_uint8(G(z, c, truncation_psi=truncation_psi, truncation_cutoff=trunc_cutoff,
                              noise_mode=noise_mode))[0]
@@ -178,7 +188,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions (supervised linear, synthetic-oracle labels)")
         result = run_find_directions("synthetic", method="linear", labeler="synthetic-oracle", samples=samples,
                                      outdir=out / "directions", device=device, grid_max_rows=19,
-                                     progress=False if ctx.obj.get("quiet") else None, overwrite_bank=True)
+                                     progress=progress_setting(ctx), overwrite_bank=True)
         click.echo(f"directions: {', '.join(result.direction_set.names)}")
         click.echo(f"open {out / 'directions' / 'edit_grid.png'} and {out / 'directions' / 'label_effects.png'}")
         click.echo("== decompose (the shipped 3D decomposer: depth, albedo, light and view of each face)")
@@ -187,7 +197,7 @@ def demo(ctx: click.Context, outdir: str, samples: int, three_d_samples: int, de
         click.echo("== find-directions --method 3d-coupled (named directions from the decomposer, no labels)")
         result = run_find_directions("synthetic", method="3d-coupled", samples=three_d_samples,
                                      outdir=out / "three_d_coupled", device=device, umap=False,
-                                     progress=False if ctx.obj.get("quiet") else None, overwrite_bank=True)
+                                     progress=progress_setting(ctx), overwrite_bank=True)
         found = result.direction_set
         glob = [n for n, kind in zip(found.names, found.info["kinds"]) if kind == "global"]
         click.echo(f"{len(found)} directions: {', '.join(glob)} and {len(found) - len(glob)} localized ones")
@@ -252,11 +262,6 @@ def list_checkpoints(as_json: bool, cache_dir: str | None) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-
-
-def _progress(ctx: click.Context) -> bool | None:
-    """Progress bars: off with --quiet, otherwise only on a terminal (tqdm's disable=None)."""
-    return False if (ctx.obj or {}).get("quiet") else None
 
 
 @main.command("list-decomposers")
@@ -366,7 +371,7 @@ def find_directions_cmd(ctx: click.Context, pkl: str, atom_scope: str | None, n_
     if method_kwargs:
         kwargs["method_kwargs"] = method_kwargs
 
-    result = fail_cleanly(lambda: run_find_directions(pkl, progress=_progress(ctx), **kwargs))
+    result = fail_cleanly(lambda: run_find_directions(pkl, progress=progress_setting(ctx), **kwargs))
     ds = result.direction_set
     click.echo(f"{len(ds)} {ds.method} directions -> {result.files['directions_json']}")
     for entry in result.report["directions"]:

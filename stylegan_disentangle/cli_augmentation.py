@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, light_mask_option
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, light_mask_option, progress_setting
 
 if TYPE_CHECKING:
     import torch
@@ -102,7 +102,7 @@ def export_augmentation_cmd(ctx: click.Context, pkl: str, dirs: str, name: str, 
             truncation_psi=truncation_psi, step=step, max_steps=max_steps,
             saturation_fraction=saturation_fraction,
             mahalanobis_quantile=mahalanobis_quantile if mahalanobis_quantile > 0 else None,
-            overwrite=overwrite, calibration=calibration, progress=False if (ctx.obj or {}).get("quiet") else None,
+            overwrite=overwrite, calibration=calibration, progress=progress_setting(ctx),
             extra={"checkpoint": str(pkl), "checkpoint_sha256": checkpoint_sha256, "decomposer": spec,
                    "decomposer_crop": None if decomposer_crop is None else list(decomposer_crop),
                    "decomposer_light_mask": None if lab.light_mask is None else list(lab.light_mask),

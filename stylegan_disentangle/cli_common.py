@@ -41,6 +41,13 @@ def fail_cleanly(fn: Callable[[], T]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
+def progress_setting(ctx: click.Context | None = None) -> bool | None:
+    """The progress argument of the package's long functions: False (no bars) with the group's --quiet, else None
+    (tqdm decides: bars on a terminal only). `ctx` defaults to the current click context."""
+    ctx = ctx or click.get_current_context()
+    return False if (ctx.obj or {}).get("quiet") else None
+
+
 def _device_callback(ctx: click.Context, param: click.Parameter, value: str) -> torch.device:
     """Resolve --device while the command line is parsed, so a device this machine lacks is a usage error before
     anything is loaded or written."""

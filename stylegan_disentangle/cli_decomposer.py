@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly, light_mask_option
+from .cli_common import (
+    FINITE_FLOAT,
+    SEED,
+    crop_option,
+    device_option,
+    fail_cleanly,
+    light_mask_option,
+    progress_setting,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,7 +302,7 @@ def train_decomposer_cmd(ctx: click.Context, pkl: str, steps: int, outdir: str, 
     fail_cleanly(lambda: train_decomposer(
         data["G_ema"], outdir, steps, init=init, decomposer_kwargs=None if init is not None else sizes,
         lam_perc=1.0 if perceptual else 0.0, D=data.get("D") if perceptual else None, train_nets=nets,
-        device=device, progress=False if quiet or (ctx.obj or {}).get("quiet") else None, **options))
+        device=device, progress=False if quiet else progress_setting(ctx), **options))
     click.echo(f"trained decomposer: {Path(outdir) / 'checkpoint.pth'}")
 
 

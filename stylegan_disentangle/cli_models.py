@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly
+from .cli_common import FINITE_FLOAT, SEED, crop_option, device_option, fail_cleanly, progress_setting
 
 if TYPE_CHECKING:
     import torch
@@ -247,7 +247,7 @@ def train_model_cmd(ctx: click.Context, kind: str, pkl: str, outdir: str, video:
     import torch
 
     torch.manual_seed(seed)  # the model's starting weights: the same command and --seed give the same model
-    progress = False if (ctx.obj or {}).get("quiet") else None
+    progress = progress_setting(ctx)
     train_args = {"val_every": val_every, "patience": patience, "preview_every": preview_every,
                   "max_seconds": max_minutes * 60 if max_minutes else None, "resume": resume, "progress": progress}
     if kind == "factor-mapper":

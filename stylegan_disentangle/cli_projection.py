@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import SEED, device_option, fail_cleanly
+from .cli_common import SEED, device_option, fail_cleanly, progress_setting
 
 if TYPE_CHECKING:
     import torch
@@ -39,10 +39,9 @@ def project_cmd(pkl: str, images: tuple[str, ...], outdir: str, steps: int, spac
     projection.png (target | projection), loss.png and projection.json (PSNR per image)."""
     from .analysis.projection import run_projection
 
-    quiet = bool((click.get_current_context().obj or {}).get("quiet"))
     written = fail_cleanly(lambda: run_projection(pkl, list(images), outdir, steps=steps, space=space,
                                                   class_idx=class_idx, seed=seed, batch_size=batch_size, device=device,
-                                                  progress=False if quiet else None))
+                                                  progress=progress_setting()))
     click.echo(f"wrote {written['ws.npy']} and {written['projection.png']}")
 
 
