@@ -46,25 +46,27 @@ def _ok(args):
     return result
 
 
-def _recorder(seen):
-    def record(*args, **kwargs):
-        seen.append((args, kwargs))
-    return record
+def _handed(monkeypatch, module: str, function: str, args: list) -> tuple[tuple, dict]:
+    """Run the command `args` with `module.function` (its training function) replaced by a recorder: the positional
+    and keyword arguments the command handed it."""
+    import importlib
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(f"stylegan_disentangle.{module}"), function,
+                        lambda *a, **kw: seen.append((a, kw)))
+    _ok(args)
+    return seen[0]
 
 
 # --- train-model: each kind's options reach its training function ---------------------------------------------------
 
 def test_train_model_factor_mapper_hands_every_option_to_its_training(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_factors as cli_factors
-
-    seen = []
-    monkeypatch.setattr(cli_factors, "train_factor_mapper", _recorder(seen))
-    _ok(["--quiet", "train-model", "factor-mapper", "net.pkl", "--outdir", tmp_path / "o", "--labeler", "lab",
-         "--factors", "f=a", "--map-components", "3", "--readout-hidden", "5", "--steps", "7", "--batch-size", "9",
-         "--lr", "0.02", "--seed", "4", "--pool", "50", "--noise-dim", "6", "--hidden", "11", "--rec-weight", "0.5",
-         "--imitate-weight", "0.25", "--contrast-weight", "0.75", "--prior-weight", "0.125", "--val-every", "3",
-         "--patience", "2", "--preview-every", "4", "--max-minutes", "2", "--no-resume", "--device", "cpu"])
-    (pkl, out), kwargs = seen[0]
+    (pkl, out), kwargs = _handed(monkeypatch, "cli_factors", "train_factor_mapper", [
+        "--quiet", "train-model", "factor-mapper", "net.pkl", "--outdir", tmp_path / "o", "--labeler", "lab",
+        "--factors", "f=a", "--map-components", "3", "--readout-hidden", "5", "--steps", "7", "--batch-size", "9",
+        "--lr", "0.02", "--seed", "4", "--pool", "50", "--noise-dim", "6", "--hidden", "11", "--rec-weight", "0.5",
+        "--imitate-weight", "0.25", "--contrast-weight", "0.75", "--prior-weight", "0.125", "--val-every", "3",
+        "--patience", "2", "--preview-every", "4", "--max-minutes", "2", "--no-resume", "--device", "cpu"])
     assert pkl == "net.pkl" and out == tmp_path / "o"
     assert kwargs == dict(labeler="lab", factors="f=a", map_components=3, readout_hidden=5, steps=7, batch_size=9,
                           lr=0.02, seed=4, device=torch.device("cpu"), pool=50,
@@ -75,12 +77,8 @@ def test_train_model_factor_mapper_hands_every_option_to_its_training(tmp_path, 
 
 
 def test_train_model_factor_mapper_defaults(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_factors as cli_factors
-
-    seen = []
-    monkeypatch.setattr(cli_factors, "train_factor_mapper", _recorder(seen))
-    _ok(["train-model", "factor-mapper", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
-    kwargs = seen[0][1]
+    _, kwargs = _handed(monkeypatch, "cli_factors", "train_factor_mapper", [
+        "train-model", "factor-mapper", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
     assert (kwargs["steps"], kwargs["batch_size"], kwargs["lr"], kwargs["pool"]) == (3000, 256, 3e-3, 20_000)
     assert kwargs["map_components"] == 8 and kwargs["readout_hidden"] == 128 and kwargs["seed"] == 0
     assert kwargs["model_args"] == {"noise_dim": 32, "hidden": 256, "rec_weight": 1.0, "imitate_weight": 1.0,
@@ -90,16 +88,12 @@ def test_train_model_factor_mapper_defaults(tmp_path, monkeypatch):
 
 
 def test_train_model_attribute_exchange_hands_every_option_to_its_training(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_exchange as cli_exchange
-
-    seen = []
-    monkeypatch.setattr(cli_exchange, "train_attribute_exchange", _recorder(seen))
-    _ok(["--quiet", "train-model", "attribute-exchange", "net.pkl", "--outdir", tmp_path / "o", "--labeler", "lab",
-         "--attributes", "e=a,b", "--held", "h1, h2", "--held", "h3", "--map-components", "3", "--readout-hidden",
-         "5", "--steps", "7", "--batch-size", "9", "--lr", "0.02", "--seed", "4", "--pool", "50", "--part-dim", "3",
-         "--hidden", "11", "--take-weight", "0.5", "--keep-weight", "0.25", "--adv-weight", "0.75",
-         "--move-weight", "0.125", "--val-every", "3", "--no-resume", "--device", "cpu"])
-    (pkl, out), kwargs = seen[0]
+    (pkl, out), kwargs = _handed(monkeypatch, "cli_exchange", "train_attribute_exchange", [
+        "--quiet", "train-model", "attribute-exchange", "net.pkl", "--outdir", tmp_path / "o", "--labeler", "lab",
+        "--attributes", "e=a,b", "--held", "h1, h2", "--held", "h3", "--map-components", "3", "--readout-hidden",
+        "5", "--steps", "7", "--batch-size", "9", "--lr", "0.02", "--seed", "4", "--pool", "50", "--part-dim", "3",
+        "--hidden", "11", "--take-weight", "0.5", "--keep-weight", "0.25", "--adv-weight", "0.75",
+        "--move-weight", "0.125", "--val-every", "3", "--no-resume", "--device", "cpu"])
     assert pkl == "net.pkl" and out == tmp_path / "o"
     assert kwargs["held"] == ["h1", "h2", "h3"]
     assert {k: kwargs[k] for k in ("labeler", "attributes", "map_components", "readout_hidden", "steps",
@@ -112,28 +106,20 @@ def test_train_model_attribute_exchange_hands_every_option_to_its_training(tmp_p
 
 
 def test_train_model_attribute_exchange_defaults(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_exchange as cli_exchange
-
-    seen = []
-    monkeypatch.setattr(cli_exchange, "train_attribute_exchange", _recorder(seen))
-    _ok(["train-model", "attribute-exchange", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
-    kwargs = seen[0][1]
+    _, kwargs = _handed(monkeypatch, "cli_exchange", "train_attribute_exchange", [
+        "train-model", "attribute-exchange", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
     assert (kwargs["steps"], kwargs["batch_size"], kwargs["lr"], kwargs["held"]) == (3000, 256, 1e-3, [])
     assert kwargs["model_args"] == {"part_dim": 8, "hidden": 256, "take_weight": 1.0, "keep_weight": 1.0,
                                     "adv_weight": 0.0, "move_weight": 0.1}
 
 
 def test_train_model_identity_pose_hands_every_option_to_its_training(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_models as cli_models
-
-    seen = []
-    monkeypatch.setattr(cli_models, "_train_identity_pose", _recorder(seen))
-    _ok(["--quiet", "train-model", "identity-pose", "net.pkl", "--outdir", tmp_path / "o", "--steps", "7",
-         "--batch-size", "9", "--lr", "0.02", "--seed", "4", "--pool", "50", "--decomposer", "dec",
-         "--decomposer-crop", "0.1,0.2,0.5,0.6", "--kept", "depth, light", "--components", "3", "--id-dim", "5",
-         "--pose-dim", "2", "--hidden", "11", "--cycle-weight", "0.5", "--pose-weight", "0.25",
-         "--identity-weight", "0.75", "--move-weight", "0.125", "--patience", "6", "--device", "cpu"])
-    (pkl, out), kwargs = seen[0]
+    (pkl, out), kwargs = _handed(monkeypatch, "cli_models", "_train_identity_pose", [
+        "--quiet", "train-model", "identity-pose", "net.pkl", "--outdir", tmp_path / "o", "--steps", "7",
+        "--batch-size", "9", "--lr", "0.02", "--seed", "4", "--pool", "50", "--decomposer", "dec",
+        "--decomposer-crop", "0.1,0.2,0.5,0.6", "--kept", "depth, light", "--components", "3", "--id-dim", "5",
+        "--pose-dim", "2", "--hidden", "11", "--cycle-weight", "0.5", "--pose-weight", "0.25",
+        "--identity-weight", "0.75", "--move-weight", "0.125", "--patience", "6", "--device", "cpu"])
     assert pkl == "net.pkl" and out == tmp_path / "o"
     assert {k: v for k, v in kwargs.items() if k not in ("model_args", "train_args")} == dict(
         steps=7, batch_size=9, lr=0.02, seed=4, device=torch.device("cpu"), pool=50, decomposer_spec="dec",
@@ -144,12 +130,8 @@ def test_train_model_identity_pose_hands_every_option_to_its_training(tmp_path, 
 
 
 def test_train_model_identity_pose_defaults(tmp_path, monkeypatch):
-    import stylegan_disentangle.cli_models as cli_models
-
-    seen = []
-    monkeypatch.setattr(cli_models, "_train_identity_pose", _recorder(seen))
-    _ok(["train-model", "identity-pose", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
-    kwargs = seen[0][1]
+    _, kwargs = _handed(monkeypatch, "cli_models", "_train_identity_pose", [
+        "train-model", "identity-pose", "net.pkl", "--outdir", tmp_path / "o", "--device", "cpu"])
     assert (kwargs["steps"], kwargs["batch_size"], kwargs["lr"], kwargs["components"]) == (1500, 64, 1e-3, 16)
     assert kwargs["crop"] is None and kwargs["decomposer_spec"] is None
     assert kwargs["kept"] == ["depth", "albedo", "image_albedo", "light"]
